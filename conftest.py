@@ -1,0 +1,14 @@
+"""Doctest collection of the package: framework modules only in sessions that test them."""
+
+from tests.backends import selected_backends
+
+_SELECTED = selected_backends()
+_FRAMEWORK_MODULES = {
+    "jax": ["lsr/jax.py", "lsr/_jax*.py"],
+    "torch": ["lsr/torch.py", "lsr/_torch*.py"],
+    "tensorflow": ["lsr/tensorflow.py", "lsr/keras.py", "lsr/_tf*.py"],
+}
+collect_ignore_glob = ["benchmarks/*", "noxfile.py", "lsr/tutorial/*"]
+for _name, _patterns in _FRAMEWORK_MODULES.items():
+    if _name not in _SELECTED:
+        collect_ignore_glob += _patterns

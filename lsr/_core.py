@@ -1,0 +1,425 @@
+"""The array-API core: the one definition of label-smoothed targets and cross-entropy.
+
+Every function here takes the namespace ``xp`` as a required keyword and is pure
+array-API code: no framework import, no value-dependent Python branch (so it traces under
+``jax.jit`` and ``tf.function``), constants created on the input's dtype and device.
+Inputs are assumed validated (``lsr._checks``); adapters call these functions directly.
+
+Notation (per position i, classes k = 1..K along ``axis``):
+
+* ``q`` the target (one-hot for integer labels), ``u`` the smoothing distribution,
+  ``q' = (1 - eps) q + eps u``, ``w`` the class weights (1 when absent).
+* ``lse = logsumexp(z)``; the loss is ``sum_k w_k q'_k (lse - z_k)``, computed as
+  ``(1 - eps) (A lse - B) + eps (s lse - t)`` with ``A = sum_k w_k q_k``,
+  ``B = sum_k w_k q_k z_k``, ``s = sum_k w_k u_k`` and ``t = sum_k w_k u_k z_k``.
+  For integer labels ``A = w_y`` and ``B = w_y z_y``: no N x K target is ever built.
+* Its gradient is ``(sum_k w_k q'_k) softmax(z) - w * q'``, computed from the logits and
+  ``lse`` alone, so adapters can register it as a custom gradient that stores nothing
+  of size N x K besides the logits.
+
+The smoothing distributions (``prior``):
+
+* ``"uniform"``: ``u_k = 1/K`` (Szegedy et al. 2016; PyTorch, Keras, optax).
+* ``"others"``: ``u = (1 - q) / (K - 1)``, so a one-hot target becomes exactly ``1 - eps``
+  on its class and ``eps / (K - 1)`` elsewhere (cleverhans 2017, fairseq, T5X).
+* a vector ``pi`` of shape (K,): ``u = pi`` (the Inception-v3 paper's label prior).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lsr._compat import device
+
+Array = Any
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """float32 for half-precision inputs (float32 accumulation), else the dtype itself."""
+    if dtype == xp.float64 or dtype == xp.float32:
+        return dtype
+    return xp.float32
+
+
+def _class_shape(ndim: int, axis: int, num_classes: int) -> tuple[int, ...]:
+    """The shape that broadcasts a (K,) vector along ``axis`` of an ``ndim`` array."""
+    return tuple(num_classes if d == axis else 1 for d in range(ndim))
+
+
+def _along_axis(xp: Any, vector: Array, ndim: int, axis: int) -> Array:
+    return xp.reshape(vector, _class_shape(ndim, axis, vector.shape[0]))
+
+
+def _class_ids(xp: Any, like: Array, ndim: int, axis: int, num_classes: int) -> Array:
+    ids = xp.arange(num_classes, device=device(like))
+    return _along_axis(xp, ids, ndim, axis)
+
+
+def _dot_classes(xp: Any, z: Array, vector: Array, axis: int) -> Array:
+    """``sum_k z_k vector_k`` over ``axis``, as one contraction (no N x K product kept)."""
+    # The standard asks vecdot for a negative axis.
+    return xp.vecdot(z, _along_axis(xp, vector, z.ndim, axis), axis=axis - z.ndim)
+
+
+def _xlogx(xp: Any, x: Any) -> Any:
+    """x log x with 0 log 0 = 0, for Python floats and arrays alike."""
+    if isinstance(x, float):
+        return x * math.log(x) if x > 0.0 else 0.0
+    positive = x > 0
+    return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0)
+
+
+def _index_dtype(xp: Any, like: Array) -> Any:
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return xp.int64
+    return info().default_dtypes(device=device(like))["indexing"]
+
+
+def logsumexp(xp: Any, z: Array, axis: int) -> Array:
+    """logsumexp over ``axis`` with the class axis kept (size 1); rows of -inf give -inf."""
+    row_max = xp.max(z, axis=axis, keepdims=True)
+    # A row of all -inf would give (-inf) - (-inf) = nan; shifting it by 0 instead keeps
+    # the result -inf, as log(sum(exp(z))) is.
+    row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
+    return xp.log(xp.sum(xp.exp(z - row_max), axis=axis, keepdims=True)) + row_max
+
+
+class _Positions:
+    """What the forward and backward pass both need to know about each position."""
+
+    def __init__(self, xp, labels, *, dense, num_classes, ignore_index, where, like):
+        self.dense = dense
+        if dense:
+            self.safe_labels = None
+            self.out_of_range = None
+            self.valid = where
+            return
+        in_range = (labels >= 0) & (labels < num_classes)
+        keep = None if ignore_index is None else labels != ignore_index
+        if where is not None:
+            keep = where if keep is None else keep & where
+        self.valid = keep
+        # Out-of-range labels that are not ignored poison the result with NaN: under
+        # tracing they cannot raise, and they must never give a plausible number.
+        self.out_of_range = ~in_range if keep is None else (~in_range) & keep
+        labels = xp.where(in_range, labels, 0)
+        self.safe_labels = xp.astype(labels, _index_dtype(xp, like))
+
+
+def _target_terms(xp, z, labels, positions, weight, axis):
+    """``A = sum_k w_k q_k`` and ``B = sum_k w_k q_k z_k`` per position (class axis removed)."""
+    if positions.dense:
+        weighted_targets = labels if weight is None else labels * _along_axis(xp, weight, z.ndim, axis)
+        return (
+            xp.sum(weighted_targets, axis=axis),
+            xp.sum(weighted_targets * z, axis=axis),
+        )
+    index = xp.expand_dims(positions.safe_labels, axis=axis)
+    target_logit = xp.squeeze(xp.take_along_axis(z, index, axis=axis), axis=axis)
+    if weight is None:
+        return xp.ones_like(target_logit), target_logit
+    target_weight = xp.take(weight, positions.safe_labels)
+    return target_weight, target_weight * target_logit
+
+
+def _smoothing_terms(xp, z, prior, weight, axis, target_mass, target_sum):
+    """``s = sum_k w_k u_k`` and ``t = sum_k w_k u_k z_k`` per position."""
+    num_classes = z.shape[axis]
+    if isinstance(prior, str):
+        if weight is None:
+            total_weight = float(num_classes)
+            weighted_logit_sum = xp.sum(z, axis=axis)
+        else:
+            total_weight = xp.sum(weight)
+            weighted_logit_sum = _dot_classes(xp, z, weight, axis)
+        if prior == "uniform":
+            return total_weight / num_classes, weighted_logit_sum / num_classes
+        # "others": u = (1 - q) / (K - 1).
+        return (
+            (total_weight - target_mass) / (num_classes - 1),
+            (weighted_logit_sum - target_sum) / (num_classes - 1),
+        )
+    weighted_prior = prior if weight is None else prior * weight
+    return (
+        xp.sum(weighted_prior),
+        _dot_classes(xp, z, weighted_prior, axis),
+    )
+
+
+def _negative_target_entropy(xp, labels, positions, smoothing, prior, weight, axis, num_classes):
+    """``sum_k w_k q'_k log q'_k`` per position: what the KL form adds to the loss."""
+    if positions.dense:
+        smoothed = smooth_dense_targets(
+            labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis
+        )
+        terms = _xlogx(xp, smoothed)
+        if weight is not None:
+            terms = terms * _along_axis(xp, weight, labels.ndim, axis)
+        return xp.sum(terms, axis=axis)
+    ids = positions.safe_labels
+    target_weight = 1.0 if weight is None else xp.take(weight, ids)
+    total_weight = float(num_classes) if weight is None else xp.sum(weight)
+    if prior == "uniform":
+        off = _xlogx(xp, smoothing / num_classes)
+        on = _xlogx(xp, 1.0 - smoothing + smoothing / num_classes)
+        return target_weight * on + (total_weight - target_weight) * off
+    if prior == "others":
+        off = _xlogx(xp, smoothing / (num_classes - 1))
+        on = _xlogx(xp, 1.0 - smoothing)
+        return target_weight * on + (total_weight - target_weight) * off
+    per_class = _xlogx(xp, smoothing * prior)
+    if weight is not None:
+        per_class = per_class * weight
+    target_prior = xp.take(prior, ids)
+    return (
+        xp.sum(per_class)
+        - xp.take(per_class, ids)
+        + target_weight * _xlogx(xp, 1.0 - smoothing + smoothing * target_prior)
+    )
+
+
+def per_position_loss(
+    logits: Array,
+    labels: Array,
+    *,
+    xp: Any,
+    dense: bool,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    ignore_index: int | None,
+    weight: Array | None,
+    where: Array | None,
+    kl: bool,
+    z_loss: float,
+) -> tuple[Array, Array, Array | None, Any]:
+    """The loss at every position, with what reductions and the backward pass need.
+
+    Args:
+        logits: (..., K, ...) in a compute dtype (``compute_dtype``).
+        labels: integer class ids with ``axis`` removed, or dense targets like ``logits``
+            (already cast to the logits' dtype).
+
+    Returns:
+        ``(loss, lse, valid, mean_denominator)``: ``loss`` with the class axis removed
+        (0 where not valid, NaN at out-of-range labels), ``lse`` with the class axis kept,
+        ``valid`` a boolean mask or None, and the denominator of the "mean" reduction.
+    """
+    num_classes = logits.shape[axis]
+    positions = _Positions(
+        xp, labels, dense=dense, num_classes=num_classes,
+        ignore_index=ignore_index, where=where, like=logits,
+    )
+    lse_kept = logsumexp(xp, logits, axis)
+    lse = xp.squeeze(lse_kept, axis=axis)
+    target_mass, target_sum = _target_terms(xp, logits, labels, positions, weight, axis)
+    smooth_mass, smooth_sum = _smoothing_terms(
+        xp, logits, prior, weight, axis, target_mass, target_sum
+    )
+    loss = (1.0 - smoothing) * (target_mass * lse - target_sum) + smoothing * (
+        smooth_mass * lse - smooth_sum
+    )
+    if kl:
+        loss = loss + _negative_target_entropy(
+            xp, labels, positions, smoothing, prior, weight, axis, num_classes
+        )
+    if z_loss:
+        loss = loss + z_loss * lse * lse
+    if positions.out_of_range is not None:
+        loss = xp.where(positions.out_of_range, xp.nan, loss)
+    if positions.valid is not None:
+        loss = xp.where(positions.valid, loss, 0.0)
+    denominator = _mean_denominator(xp, loss, positions, target_mass, weight)
+    return loss, lse_kept, positions.valid, denominator
+
+
+def _mean_denominator(xp, loss, positions, target_mass, weight):
+    """PyTorch's rule: the sum of w_y over kept positions for integer labels, else a count."""
+    if weight is not None and not positions.dense:
+        kept_weight = target_mass if positions.valid is None else xp.where(
+            positions.valid, target_mass, 0.0
+        )
+        return xp.sum(kept_weight)
+    if positions.valid is None:
+        return math.prod(loss.shape)
+    return xp.sum(xp.astype(positions.valid, loss.dtype))
+
+
+def reduce(xp: Any, loss: Array, denominator: Any, reduction: str) -> Array:
+    """Apply ``reduction``; a "mean" over nothing (every position ignored) is 0, not NaN."""
+    if reduction == "none":
+        return loss
+    total = xp.sum(loss)
+    if reduction == "sum":
+        return total
+    if isinstance(denominator, int):
+        return total / denominator if denominator else total * 0.0
+    has_any = denominator > 0
+    return xp.where(has_any, total / xp.where(has_any, denominator, 1.0), 0.0)
+
+
+def smooth_ce(
+    logits: Array,
+    labels: Array,
+    *,
+    xp: Any,
+    dense: bool,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    ignore_index: int | None,
+    weight: Array | None,
+    where: Array | None,
+    reduction: str,
+    kl: bool,
+    z_loss: float,
+) -> tuple[Array, Array, Any]:
+    """Forward pass: ``(reduced loss, lse with the class axis kept, mean denominator)``."""
+    loss, lse, _, denominator = per_position_loss(
+        logits, labels, xp=xp, dense=dense, smoothing=smoothing, prior=prior, axis=axis,
+        ignore_index=ignore_index, weight=weight, where=where, kl=kl, z_loss=z_loss,
+    )
+    return reduce(xp, loss, denominator, reduction), lse, denominator
+
+
+def smooth_ce_grad(
+    logits: Array,
+    labels: Array,
+    lse: Array,
+    denominator: Any,
+    cotangent: Array,
+    *,
+    xp: Any,
+    dense: bool,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    ignore_index: int | None,
+    weight: Array | None,
+    where: Array | None,
+    reduction: str,
+    z_loss: float,
+) -> Array:
+    """The gradient of the reduced loss with respect to ``logits``, times ``cotangent``.
+
+    ``(sum_k w_k q'_k + 2 z_loss lse) softmax(z) - w * q'`` per position, scaled by the
+    cotangent of that position's loss. Needs only the logits, labels and ``lse`` (from the
+    forward pass). The KL form has the same gradient (the target entropy is constant).
+    Returns an array of the logits' shape in the logits' dtype.
+    """
+    ndim = logits.ndim
+    num_classes = logits.shape[axis]
+    positions = _Positions(
+        xp, labels, dense=dense, num_classes=num_classes,
+        ignore_index=ignore_index, where=where, like=logits,
+    )
+    # The cotangent of each position's loss.
+    if reduction == "none":
+        scale = cotangent
+    elif reduction == "sum":
+        scale = xp.broadcast_to(cotangent, lse.shape[:axis] + lse.shape[axis + 1:])
+    else:
+        if isinstance(denominator, int):
+            per_unit = cotangent / denominator if denominator else cotangent * 0.0
+        else:
+            has_any = denominator > 0
+            per_unit = xp.where(has_any, cotangent / xp.where(has_any, denominator, 1.0), 0.0)
+        scale = xp.broadcast_to(per_unit, lse.shape[:axis] + lse.shape[axis + 1:])
+    if positions.out_of_range is not None:
+        scale = xp.where(positions.out_of_range, xp.nan, scale)
+    if positions.valid is not None:
+        scale = xp.where(positions.valid, scale, 0.0)
+
+    probabilities = xp.exp(logits - lse)
+    lse_flat = xp.squeeze(lse, axis=axis)
+    if dense:
+        target_mass, _ = _target_terms(xp, logits, labels, positions, weight, axis)
+    else:
+        target_mass = 1.0 if weight is None else xp.take(weight, positions.safe_labels)
+    smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
+    softmax_coefficient = (1.0 - smoothing) * target_mass + smoothing * smooth_mass
+    if z_loss:
+        softmax_coefficient = softmax_coefficient + 2.0 * z_loss * lse_flat
+    grad = xp.expand_dims(softmax_coefficient, axis=axis) * probabilities
+    grad = grad - _weighted_smoothed_targets(
+        xp, logits, labels, positions, smoothing, prior, weight, axis
+    )
+    grad = grad * xp.expand_dims(xp.astype(scale, grad.dtype), axis=axis)
+    return grad
+
+
+def _smoothing_mass(xp, prior, weight, num_classes, target_mass):
+    """``s = sum_k w_k u_k`` without touching the logits."""
+    if isinstance(prior, str):
+        total_weight = float(num_classes) if weight is None else xp.sum(weight)
+        if prior == "uniform":
+            return total_weight / num_classes
+        return (total_weight - target_mass) / (num_classes - 1)
+    return xp.sum(prior if weight is None else prior * weight)
+
+
+def _weighted_smoothed_targets(xp, logits, labels, positions, smoothing, prior, weight, axis):
+    """``w * q'`` broadcast against the logits (dense only where the labels already are)."""
+    ndim = logits.ndim
+    num_classes = logits.shape[axis]
+    if positions.dense:
+        smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
+        return smoothed if weight is None else smoothed * _along_axis(xp, weight, ndim, axis)
+    ids = positions.safe_labels
+    target_weight = 1.0 if weight is None else xp.take(weight, ids)
+    if isinstance(prior, str):
+        spread = 1.0 / (num_classes if prior == "uniform" else num_classes - 1)
+        background = smoothing * spread if weight is None else _along_axis(
+            xp, smoothing * spread * weight, ndim, axis
+        )
+        on_target = (1.0 - smoothing) * target_weight
+        if prior == "others":
+            on_target = on_target - smoothing * spread * target_weight
+    else:
+        weighted_prior = prior if weight is None else prior * weight
+        background = _along_axis(xp, smoothing * weighted_prior, ndim, axis)
+        on_target = (1.0 - smoothing) * target_weight
+    is_target = _class_ids(xp, logits, ndim, axis, num_classes) == xp.expand_dims(ids, axis=axis)
+    if not isinstance(on_target, float):
+        on_target = xp.expand_dims(on_target, axis=axis)
+    return xp.astype(is_target, logits.dtype) * on_target + background
+
+
+def one_hot(labels: Array, num_classes: int, *, xp: Any, axis: int, dtype: Any) -> Array:
+    """One-hot targets with the class axis inserted at ``axis`` (of the result)."""
+    ndim = labels.ndim + 1
+    ids = _class_ids(xp, labels, ndim, axis, num_classes)
+    return xp.astype(xp.expand_dims(labels, axis=axis) == ids, dtype)
+
+
+def smooth_dense_targets(
+    targets: Array, *, xp: Any, smoothing: Any, prior: Any, axis: int
+) -> Array:
+    """``q' = (1 - eps) q + eps u`` for dense targets ``q`` (a new array; ``q`` is untouched)."""
+    num_classes = targets.shape[axis]
+    if isinstance(prior, str):
+        if prior == "uniform":
+            return (1.0 - smoothing) * targets + smoothing / num_classes
+        return (1.0 - smoothing) * targets + smoothing * (1.0 - targets) / (num_classes - 1)
+    return (1.0 - smoothing) * targets + smoothing * _along_axis(xp, prior, targets.ndim, axis)
+
+
+def estimate_prior(
+    labels: Array,
+    num_classes: int,
+    *,
+    xp: Any,
+    ignore_index: int | None,
+    pseudocount: float,
+    dtype: Any,
+) -> Array:
+    """Class frequencies ``(count_k + pseudocount) / sum_j (count_j + pseudocount)``."""
+    flat = xp.reshape(labels, (-1,))
+    ids = xp.arange(num_classes, device=device(labels))
+    matches = xp.expand_dims(flat, axis=1) == xp.expand_dims(ids, axis=0)
+    if ignore_index is not None:
+        matches = matches & xp.expand_dims(flat != ignore_index, axis=1)
+    counts = xp.sum(xp.astype(matches, dtype), axis=0) + pseudocount
+    return counts / xp.sum(counts)

@@ -1,0 +1,209 @@
+"""The public generic functions: any array-API array in, the same array type out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lsr import _core
+from lsr._checks import (
+    cast,
+    check_label_range,
+    check_prior,
+    check_smoothing,
+    is_floating_dtype,
+    is_integer_dtype,
+    prepare_smooth_ce,
+)
+from lsr._compat import array_namespace
+from lsr._validation import check_positive_int, fail_type, fail_value, normalize_axis
+
+
+def smooth_ce(
+    logits: Any,
+    labels: Any,
+    *,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    axis: int = -1,
+    ignore_index: int | None = None,
+    weight: Any = None,
+    where: Any = None,
+    reduction: str = "mean",
+    kl: bool = False,
+    z_loss: float = 0.0,
+) -> Any:
+    r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))``.
+
+    ``q' = (1 - smoothing) q + smoothing u``, with ``q`` the one-hot (or given dense)
+    target and ``u`` the distribution named by ``prior`` (Szegedy et al. 2016,
+    "Rethinking the Inception Architecture for Computer Vision", section 7). For integer
+    labels the loss is computed in closed form, ``lse(z) - sum_k q'_k z_k``, without
+    building an N x K target.
+
+    Args:
+        logits: unnormalized scores, shape ``(..., K, ...)`` with the K classes on
+            ``axis``. float16/bfloat16 are computed (and returned) in float32.
+        labels: integer class ids with the class axis removed (any integer dtype), or
+            dense floating targets (one-hot or soft) of the logits' shape.
+        smoothing: epsilon in [0, 1]; a Python float or a 0-d array (so it may be traced).
+        prior: ``"uniform"`` (``u_k = 1/K``: PyTorch, Keras, optax; the true class gets
+            ``1 - eps + eps/K``), ``"others"`` (eps spread over the K - 1 other classes;
+            the true class gets exactly ``1 - eps``: cleverhans 2017, fairseq, T5X), or an
+            array of shape (K,) holding a class distribution (see ``estimate_prior``).
+        axis: the class axis of ``logits``.
+        ignore_index: integer labels equal to it get loss 0 and gradient 0 and are left
+            out of the mean (255 in segmentation, -100 in NLP). Integer labels only.
+        weight: per-class weights of shape (K,), with PyTorch's semantics. Integer
+            labels: ``(1 - eps) w_y (-log p_y) + eps sum_k u_k w_k (-log p_k)`` and "mean"
+            divides by the sum of ``w_y`` over kept positions. Dense labels:
+            ``sum_k w_k q'_k (-log p_k)`` and "mean" divides by the number of kept positions.
+        where: optional boolean mask of the positions (the labels' position shape) to
+            keep, as in optax; masked positions count like ignored ones.
+        reduction: ``"none"`` (the positions' shape), ``"sum"`` or ``"mean"``. A mean over
+            no kept position is 0 (with zero gradient), not NaN.
+        kl: return the KL divergence ``KL(q' || p)`` (the loss minus the target entropy,
+            weighted like the loss), whose minimum is 0, as T5X reports it.
+        z_loss: coefficient of the auxiliary ``z_loss * logsumexp(logits)**2`` per
+            position (PaLM, T5X).
+
+    Returns:
+        The loss: a 0-d array for "sum" and "mean", else the positions' shape.
+
+    Raises:
+        TypeError: non-floating logits, labels of another dtype, arrays of mixed libraries.
+        ValueError: bad options or shapes, or (for concrete arrays) labels out of range,
+            smoothing outside [0, 1], a prior that is not a distribution. Under tracing
+            (``jax.jit``, ``tf.function``, ``torch.compile``) value checks cannot run: an
+            out-of-range label then makes its loss (and any reduction over it) NaN.
+
+    Example:
+        >>> import numpy as np
+        >>> import lsr
+        >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+        >>> print(np.round(lsr.smooth_ce(logits, np.array([0, 1]), smoothing=0.1), 4))
+        0.5047
+    """
+    xp, logits, labels, options = prepare_smooth_ce(
+        logits, labels, smoothing=smoothing, prior=prior, axis=axis,
+        ignore_index=ignore_index, weight=weight, where=where, reduction=reduction,
+        kl=kl, z_loss=z_loss,
+    )
+    loss, _, _ = _core.smooth_ce(logits, labels, **options)
+    return loss
+
+
+def smooth_labels(
+    labels: Any,
+    num_classes: int | None = None,
+    *,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    axis: int = -1,
+    dtype: Any = None,
+) -> Any:
+    r"""Dense smoothed targets ``q' = (1 - smoothing) q + smoothing u``.
+
+    Never modifies ``labels``. With ``prior="others"`` a one-hot row becomes
+    ``clip(q, eps/(K-1), 1-eps)`` (cleverhans' 2017 MNIST tutorial); with ``"uniform"`` it
+    becomes ``q - eps (q - 1/K)`` (PyTorch, Keras, optax, cleverhans v3).
+
+    Args:
+        labels: integer class ids (then ``num_classes`` is required and the class axis
+            is inserted at ``axis`` of the result), or dense floating targets whose class
+            axis is ``axis``.
+        num_classes: K, for integer labels only.
+        smoothing: epsilon in [0, 1].
+        prior: ``"uniform"``, ``"others"`` or a (K,) class distribution (see ``smooth_ce``).
+        axis: the class axis (of the result).
+        dtype: the result's floating dtype; default: the dense labels' dtype, or the
+            namespace's default floating dtype for integer labels.
+
+    Returns:
+        The smoothed targets, shape ``labels.shape`` with K inserted at ``axis`` for
+        integer labels, else ``labels.shape``.
+
+    Example:
+        >>> import numpy as np
+        >>> import lsr
+        >>> print(lsr.smooth_labels(np.array([1]), 4, smoothing=0.2, prior="others"))
+        [[0.06666667 0.8        0.06666667 0.06666667]]
+    """
+    xp = array_namespace(
+        labels, None if isinstance(prior, str) else prior,
+        smoothing if hasattr(smoothing, "shape") else None,
+    )
+    if is_integer_dtype(xp, labels.dtype):
+        if num_classes is None:
+            fail_value("Integer `labels` need `num_classes`.", "num_classes", num_classes)
+        check_positive_int("num_classes", num_classes)
+        axis = normalize_axis(axis, labels.ndim + 1)
+        if dtype is None:
+            dtype = _default_float(xp, labels)
+        check_label_range(xp, labels, num_classes, None)
+        targets = _core.one_hot(labels, num_classes, xp=xp, axis=axis, dtype=dtype)
+    elif is_floating_dtype(xp, labels.dtype):
+        if labels.ndim < 1:
+            fail_value("Dense `labels` need a class axis.", "labels", labels)
+        axis = normalize_axis(axis, labels.ndim)
+        if num_classes is not None and num_classes != labels.shape[axis]:
+            fail_value(
+                f"`num_classes` must match the dense labels' class axis ({labels.shape[axis]}).",
+                "num_classes", num_classes,
+            )
+        num_classes = labels.shape[axis]
+        targets = cast(xp, labels, labels.dtype if dtype is None else dtype)
+    else:
+        fail_type("`labels` must be integer class ids or floating targets.", "labels", labels)
+    if not is_floating_dtype(xp, targets.dtype):
+        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
+    return _core.smooth_dense_targets(
+        targets,
+        xp=xp,
+        smoothing=check_smoothing(xp, smoothing, targets.dtype),
+        prior=check_prior(xp, prior, num_classes, targets.dtype),
+        axis=axis,
+    )
+
+
+def estimate_prior(
+    labels: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    pseudocount: float = 0.0,
+    dtype: Any = None,
+) -> Any:
+    """The class distribution of integer ``labels``, for ``prior=`` in ``smooth_ce``.
+
+    ``(count_k + pseudocount) / sum_j (count_j + pseudocount)``; positions equal to
+    ``ignore_index`` are not counted. A positive ``pseudocount`` keeps unseen classes
+    above 0.
+
+    Example:
+        >>> import numpy as np
+        >>> import lsr
+        >>> print(lsr.estimate_prior(np.array([0, 0, 1, 2]), 3))
+        [0.5  0.25 0.25]
+    """
+    xp = array_namespace(labels)
+    if not is_integer_dtype(xp, labels.dtype):
+        fail_type("`labels` must be integer class ids.", "labels", labels)
+    check_positive_int("num_classes", num_classes)
+    if isinstance(pseudocount, bool) or not isinstance(pseudocount, (int, float)) or pseudocount < 0:
+        fail_value("`pseudocount` must be a non-negative number.", "pseudocount", pseudocount)
+    check_label_range(xp, labels, num_classes, ignore_index)
+    dtype = _default_float(xp, labels) if dtype is None else dtype
+    prior = _core.estimate_prior(
+        labels, num_classes, xp=xp, ignore_index=ignore_index,
+        pseudocount=float(pseudocount), dtype=dtype,
+    )
+    return prior
+
+
+def _default_float(xp: Any, like: Any) -> Any:
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return xp.float32
+    from lsr._compat import device
+
+    return info().default_dtypes(device=device(like))["real floating"]

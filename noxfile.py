@@ -1,0 +1,79 @@
+"""Test matrix, lint, tutorial and benchmarks.
+
+``nox -t ci`` is the README's test command: every backend's tests, the cross-backend
+equality session, the distributed tests and lint. Each session installs lsr plus one
+pinned environment from ``backends/`` and names its backends in ``LSR_BACKENDS``, so a
+backend that fails to install or import fails the session instead of being skipped.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["tests", "distributed", "lint"]
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test")
+LINT_TOOLS = nox.project.dependency_groups(PYPROJECT, "lint")
+
+# session parameter -> (requirements file, namespaces under test)
+BACKENDS = {
+    "numpy": ("numpy", "numpy,array_api_strict"),
+    "jax": ("jax", "jax"),
+    "torch": ("torch", "torch"),
+    "tensorflow": ("tensorflow", "tensorflow"),
+    "all": ("all", "numpy,array_api_strict,torch,jax,tensorflow"),
+}
+
+
+def _install(session: nox.Session, requirements: str, *extra: str) -> None:
+    session.install("-r", f"backends/{requirements}.txt", *TEST_TOOLS, *extra)
+    session.install("-e", ".", "--no-deps")
+
+
+@nox.session(tags=["ci"])
+@nox.parametrize("backend", list(BACKENDS))
+def tests(session: nox.Session, backend: str) -> None:
+    """The test suite on one backend ("all": every backend, with the cross-backend tests)."""
+    requirements, namespaces = BACKENDS[backend]
+    _install(session, requirements)
+    session.run(
+        "pytest", *session.posargs,
+        env={"LSR_BACKENDS": namespaces, "LSR_MNIST_DIR": os.environ.get("LSR_MNIST_DIR", "")},
+    )
+
+
+@nox.session(tags=["ci"])
+def distributed(session: nox.Session) -> None:
+    """Multi-device tests: torch.distributed (gloo), JAX on 8 simulated CPU devices, tf.distribute."""
+    _install(session, "all")
+    session.run(
+        "pytest", "tests/distributed", *session.posargs,
+        env={"LSR_BACKENDS": "numpy,torch,jax,tensorflow"},
+    )
+
+
+@nox.session(tags=["ci"])
+def lint(session: nox.Session) -> None:
+    session.install(*LINT_TOOLS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def tutorial(session: nox.Session) -> None:
+    """The main job: the cleverhans MNIST tutorial on JAX, PyTorch and TensorFlow."""
+    _install(session, "all", "scikit-learn", "tqdm", "matplotlib")
+    args = session.posargs or ["--backend", "all"]
+    session.run("python", "-m", "lsr.tutorial", *args)
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    """Speed and memory against each framework's own loss; writes benchmarks/results/."""
+    _install(session, "all")
+    session.run("python", "-m", "benchmarks.run", *session.posargs)

@@ -1,0 +1,54 @@
+"""Backend selection for the whole suite (see tests/backends.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.backends import load_backend, selected_backends
+
+SELECTED = selected_backends()
+
+# Framework-specific test files run only in sessions that select their framework, so that
+# no test is skipped for a missing framework: it is either collected and run, or not
+# part of this session at all. Keras tests need TensorFlow.
+collect_ignore_glob = []
+for _name, _patterns in {
+    "torch": ["test_torch*.py"],
+    "jax": ["test_jax*.py"],
+    "tensorflow": ["test_tensorflow*.py", "test_keras*.py"],
+}.items():
+    if _name not in SELECTED:
+        collect_ignore_glob += _patterns
+if len(SELECTED) < 2:
+    collect_ignore_glob.append("test_cross_backend*.py")
+
+
+def pytest_report_header(config):
+    return f"lsr backends under test: {', '.join(SELECTED)} (LSR_BACKENDS={os.environ.get('LSR_BACKENDS', '')!r})"
+
+
+_LOADED = {}
+
+
+def get_backend(name):
+    if name not in _LOADED:
+        _LOADED[name] = load_backend(name)
+    return _LOADED[name]
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", SELECTED, indirect=True)
+
+
+@pytest.fixture
+def backend(request):
+    """One selected backend; a selected backend that fails to import fails the test."""
+    return get_backend(request.param)
+
+
+@pytest.fixture
+def xp(backend):
+    return backend.xp
