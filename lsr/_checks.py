@@ -45,7 +45,7 @@ def check_logits(xp: Any, logits: Any, name: str = "logits") -> None:
 
 
 def _without(shape: tuple, axis: int) -> tuple:
-    return tuple(shape[:axis]) + tuple(shape[axis + 1:])
+    return tuple(shape[:axis]) + tuple(shape[axis + 1 :])
 
 
 def check_label_range(
@@ -76,17 +76,22 @@ def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
         if prior == "others" and num_classes < 2:
             fail_value(
                 'prior="others" spreads smoothing over the other classes, so it needs at '
-                "least 2 classes.", "num_classes", num_classes,
+                "least 2 classes.",
+                "num_classes",
+                num_classes,
             )
         return prior
     shape = getattr(prior, "shape", None)
     if shape is None:
         fail_type(
             f"`prior` must be one of {PRIOR_NAMES} or an array of shape ({num_classes},).",
-            "prior", prior,
+            "prior",
+            prior,
         )
     if tuple(shape) != (num_classes,):
-        fail_value(f"`prior` must have shape ({num_classes},), one entry per class.", "prior", prior)
+        fail_value(
+            f"`prior` must have shape ({num_classes},), one entry per class.", "prior", prior
+        )
     if not is_floating_dtype(xp, prior.dtype):
         fail_type("`prior` must have a real floating dtype.", "prior", prior)
     prior = cast(xp, prior, dtype)
@@ -95,7 +100,7 @@ def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
             fail_value("`prior` must be finite and non-negative.", "prior", prior)
         total = float(xp.sum(prior))
         tolerance = 1e-3 if dtype == xp.float32 else 1e-9
-        if abs(total - 1.0) > tolerance * max(1.0, num_classes ** 0.5):
+        if abs(total - 1.0) > tolerance * max(1.0, num_classes**0.5):
             raise ValueError(
                 f"`prior` must sum to 1 (a distribution over the classes). "
                 f"Received: prior summing to {total!r}"
@@ -108,7 +113,9 @@ def check_weight(xp: Any, weight: Any, num_classes: int, dtype: Any) -> Any:
         return None
     shape = getattr(weight, "shape", None)
     if shape is None or tuple(shape) != (num_classes,):
-        fail_value(f"`weight` must be an array of shape ({num_classes},), one per class.", "weight", weight)
+        fail_value(
+            f"`weight` must be an array of shape ({num_classes},), one per class.", "weight", weight
+        )
     if not is_floating_dtype(xp, weight.dtype):
         fail_type("`weight` must have a real floating dtype.", "weight", weight)
     return cast(xp, weight, dtype)
@@ -152,7 +159,11 @@ def prepare_smooth_ce(
     ``logits`` (and dense ``labels``) come back in the compute dtype.
     """
     xp = array_namespace(
-        logits, labels, weight, where, None if isinstance(prior, str) else prior,
+        logits,
+        labels,
+        weight,
+        where,
+        None if isinstance(prior, str) else prior,
         smoothing if hasattr(smoothing, "shape") else None,
     )
     check_logits(xp, logits)
@@ -170,7 +181,9 @@ def prepare_smooth_ce(
         if tuple(labels.shape) != expected:
             fail_value(
                 f"Integer `labels` must have the logits' shape without the class axis "
-                f"{axis}, {expected}.", "labels", labels,
+                f"{axis}, {expected}.",
+                "labels",
+                labels,
             )
         check_label_range(xp, labels, num_classes, ignore_index)
         position_shape = expected
@@ -179,13 +192,15 @@ def prepare_smooth_ce(
         if tuple(labels.shape) != tuple(logits.shape):
             fail_value(
                 f"Dense (floating) `labels` must have the logits' shape {tuple(logits.shape)}.",
-                "labels", labels,
+                "labels",
+                labels,
             )
         if ignore_index is not None:
             fail_value(
                 "`ignore_index` applies to integer class labels only; these labels are "
                 "dense (floating). Use `where` to leave positions out.",
-                "ignore_index", ignore_index,
+                "ignore_index",
+                ignore_index,
             )
         labels = cast(xp, labels, dtype)
         position_shape = _without(tuple(logits.shape), axis)
@@ -198,18 +213,25 @@ def prepare_smooth_ce(
         if where.dtype != xp.bool or tuple(where.shape) != position_shape:
             fail_value(
                 f"`where` must be a boolean mask of shape {position_shape} "
-                "(the logits' shape without the class axis).", "where", where,
+                "(the logits' shape without the class axis).",
+                "where",
+                where,
             )
-    return xp, cast(xp, logits, dtype), labels, {
-        "xp": xp,
-        "dense": dense,
-        "smoothing": check_smoothing(xp, smoothing, dtype),
-        "prior": check_prior(xp, prior, num_classes, dtype),
-        "axis": axis,
-        "ignore_index": ignore_index,
-        "weight": check_weight(xp, weight, num_classes, dtype),
-        "where": where,
-        "reduction": reduction,
-        "kl": bool(kl),
-        "z_loss": float(z_loss),
-    }
+    return (
+        xp,
+        cast(xp, logits, dtype),
+        labels,
+        {
+            "xp": xp,
+            "dense": dense,
+            "smoothing": check_smoothing(xp, smoothing, dtype),
+            "prior": check_prior(xp, prior, num_classes, dtype),
+            "axis": axis,
+            "ignore_index": ignore_index,
+            "weight": check_weight(xp, weight, num_classes, dtype),
+            "where": where,
+            "reduction": reduction,
+            "kl": bool(kl),
+            "z_loss": float(z_loss),
+        },
+    )

@@ -62,6 +62,11 @@ def _dot_classes(xp: Any, z: Array, vector: Array, axis: int) -> Array:
     return xp.vecdot(z, _along_axis(xp, vector, z.ndim, axis), axis=axis - z.ndim)
 
 
+def _take(xp: Any, vector: Array, ids: Array) -> Array:
+    """``vector[ids]`` for ids of any shape (the standard's ``take`` wants 1-D indices)."""
+    return xp.reshape(xp.take(vector, xp.reshape(ids, (-1,))), ids.shape)
+
+
 def _xlogx(xp: Any, x: Any) -> Any:
     """x log x with 0 log 0 = 0, for Python floats and arrays alike."""
     if isinstance(x, float):
@@ -107,11 +112,21 @@ class _Positions:
         labels = xp.where(in_range, labels, 0)
         self.safe_labels = xp.astype(labels, _index_dtype(xp, like))
 
+    def mask(self, xp: Any, values: Array) -> Array:
+        """NaN at out-of-range labels, then 0 at positions that are not kept."""
+        if self.out_of_range is not None:
+            values = xp.where(self.out_of_range, xp.nan, values)
+        if self.valid is not None:
+            values = xp.where(self.valid, values, 0.0)
+        return values
+
 
 def _target_terms(xp, z, labels, positions, weight, axis):
     """``A = sum_k w_k q_k`` and ``B = sum_k w_k q_k z_k`` per position (class axis removed)."""
     if positions.dense:
-        weighted_targets = labels if weight is None else labels * _along_axis(xp, weight, z.ndim, axis)
+        weighted_targets = (
+            labels if weight is None else labels * _along_axis(xp, weight, z.ndim, axis)
+        )
         return (
             xp.sum(weighted_targets, axis=axis),
             xp.sum(weighted_targets * z, axis=axis),
@@ -120,62 +135,53 @@ def _target_terms(xp, z, labels, positions, weight, axis):
     target_logit = xp.squeeze(xp.take_along_axis(z, index, axis=axis), axis=axis)
     if weight is None:
         return xp.ones_like(target_logit), target_logit
-    target_weight = xp.take(weight, positions.safe_labels)
+    target_weight = _take(xp, weight, positions.safe_labels)
     return target_weight, target_weight * target_logit
 
 
 def _smoothing_terms(xp, z, prior, weight, axis, target_mass, target_sum):
     """``s = sum_k w_k u_k`` and ``t = sum_k w_k u_k z_k`` per position."""
     num_classes = z.shape[axis]
-    if isinstance(prior, str):
-        if weight is None:
-            total_weight = float(num_classes)
-            weighted_logit_sum = xp.sum(z, axis=axis)
-        else:
-            total_weight = xp.sum(weight)
-            weighted_logit_sum = _dot_classes(xp, z, weight, axis)
-        if prior == "uniform":
-            return total_weight / num_classes, weighted_logit_sum / num_classes
-        # "others": u = (1 - q) / (K - 1).
-        return (
-            (total_weight - target_mass) / (num_classes - 1),
-            (weighted_logit_sum - target_sum) / (num_classes - 1),
-        )
-    weighted_prior = prior if weight is None else prior * weight
-    return (
-        xp.sum(weighted_prior),
-        _dot_classes(xp, z, weighted_prior, axis),
-    )
+    smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
+    if not isinstance(prior, str):
+        weighted_prior = prior if weight is None else prior * weight
+        return smooth_mass, _dot_classes(xp, z, weighted_prior, axis)
+    if weight is None:
+        weighted_logit_sum = xp.sum(z, axis=axis)
+    else:
+        weighted_logit_sum = _dot_classes(xp, z, weight, axis)
+    if prior == "uniform":
+        return smooth_mass, weighted_logit_sum / num_classes
+    # "others": u = (1 - q) / (K - 1).
+    return smooth_mass, (weighted_logit_sum - target_sum) / (num_classes - 1)
 
 
 def _negative_target_entropy(xp, labels, positions, smoothing, prior, weight, axis, num_classes):
     """``sum_k w_k q'_k log q'_k`` per position: what the KL form adds to the loss."""
     if positions.dense:
-        smoothed = smooth_dense_targets(
-            labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis
-        )
+        smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
         terms = _xlogx(xp, smoothed)
         if weight is not None:
             terms = terms * _along_axis(xp, weight, labels.ndim, axis)
         return xp.sum(terms, axis=axis)
     ids = positions.safe_labels
-    target_weight = 1.0 if weight is None else xp.take(weight, ids)
+    target_weight = 1.0 if weight is None else _take(xp, weight, ids)
     total_weight = float(num_classes) if weight is None else xp.sum(weight)
-    if prior == "uniform":
+    if isinstance(prior, str) and prior == "uniform":
         off = _xlogx(xp, smoothing / num_classes)
         on = _xlogx(xp, 1.0 - smoothing + smoothing / num_classes)
         return target_weight * on + (total_weight - target_weight) * off
-    if prior == "others":
+    if isinstance(prior, str):  # "others"
         off = _xlogx(xp, smoothing / (num_classes - 1))
         on = _xlogx(xp, 1.0 - smoothing)
         return target_weight * on + (total_weight - target_weight) * off
     per_class = _xlogx(xp, smoothing * prior)
     if weight is not None:
         per_class = per_class * weight
-    target_prior = xp.take(prior, ids)
+    target_prior = _take(xp, prior, ids)
     return (
         xp.sum(per_class)
-        - xp.take(per_class, ids)
+        - _take(xp, per_class, ids)
         + target_weight * _xlogx(xp, 1.0 - smoothing + smoothing * target_prior)
     )
 
@@ -209,8 +215,13 @@ def per_position_loss(
     """
     num_classes = logits.shape[axis]
     positions = _Positions(
-        xp, labels, dense=dense, num_classes=num_classes,
-        ignore_index=ignore_index, where=where, like=logits,
+        xp,
+        labels,
+        dense=dense,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        where=where,
+        like=logits,
     )
     lse_kept = logsumexp(xp, logits, axis)
     lse = xp.squeeze(lse_kept, axis=axis)
@@ -227,10 +238,7 @@ def per_position_loss(
         )
     if z_loss:
         loss = loss + z_loss * lse * lse
-    if positions.out_of_range is not None:
-        loss = xp.where(positions.out_of_range, xp.nan, loss)
-    if positions.valid is not None:
-        loss = xp.where(positions.valid, loss, 0.0)
+    loss = positions.mask(xp, loss)
     denominator = _mean_denominator(xp, loss, positions, target_mass, weight)
     return loss, lse_kept, positions.valid, denominator
 
@@ -238,8 +246,8 @@ def per_position_loss(
 def _mean_denominator(xp, loss, positions, target_mass, weight):
     """PyTorch's rule: the sum of w_y over kept positions for integer labels, else a count."""
     if weight is not None and not positions.dense:
-        kept_weight = target_mass if positions.valid is None else xp.where(
-            positions.valid, target_mass, 0.0
+        kept_weight = (
+            target_mass if positions.valid is None else xp.where(positions.valid, target_mass, 0.0)
         )
         return xp.sum(kept_weight)
     if positions.valid is None:
@@ -254,10 +262,15 @@ def reduce(xp: Any, loss: Array, denominator: Any, reduction: str) -> Array:
     total = xp.sum(loss)
     if reduction == "sum":
         return total
+    return _per_unit(xp, total, denominator)
+
+
+def _per_unit(xp: Any, value: Any, denominator: Any) -> Any:
+    """``value / denominator``, and 0 where the denominator is 0."""
     if isinstance(denominator, int):
-        return total / denominator if denominator else total * 0.0
+        return value / denominator if denominator else value * 0.0
     has_any = denominator > 0
-    return xp.where(has_any, total / xp.where(has_any, denominator, 1.0), 0.0)
+    return xp.where(has_any, value / xp.where(has_any, denominator, 1.0), 0.0)
 
 
 def smooth_ce(
@@ -278,8 +291,18 @@ def smooth_ce(
 ) -> tuple[Array, Array, Any]:
     """Forward pass: ``(reduced loss, lse with the class axis kept, mean denominator)``."""
     loss, lse, _, denominator = per_position_loss(
-        logits, labels, xp=xp, dense=dense, smoothing=smoothing, prior=prior, axis=axis,
-        ignore_index=ignore_index, weight=weight, where=where, kl=kl, z_loss=z_loss,
+        logits,
+        labels,
+        xp=xp,
+        dense=dense,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=where,
+        kl=kl,
+        z_loss=z_loss,
     )
     return reduce(xp, loss, denominator, reduction), lse, denominator
 
@@ -312,37 +335,39 @@ def smooth_ce_grad(
     ndim = logits.ndim
     num_classes = logits.shape[axis]
     positions = _Positions(
-        xp, labels, dense=dense, num_classes=num_classes,
-        ignore_index=ignore_index, where=where, like=logits,
+        xp,
+        labels,
+        dense=dense,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        where=where,
+        like=logits,
     )
     # The cotangent of each position's loss.
     if reduction == "none":
         scale = cotangent
-    elif reduction == "sum":
-        scale = xp.broadcast_to(cotangent, lse.shape[:axis] + lse.shape[axis + 1:])
     else:
-        if isinstance(denominator, int):
-            per_unit = cotangent / denominator if denominator else cotangent * 0.0
-        else:
-            has_any = denominator > 0
-            per_unit = xp.where(has_any, cotangent / xp.where(has_any, denominator, 1.0), 0.0)
-        scale = xp.broadcast_to(per_unit, lse.shape[:axis] + lse.shape[axis + 1:])
-    if positions.out_of_range is not None:
-        scale = xp.where(positions.out_of_range, xp.nan, scale)
-    if positions.valid is not None:
-        scale = xp.where(positions.valid, scale, 0.0)
+        if reduction == "mean":
+            cotangent = _per_unit(xp, cotangent, denominator)
+        scale = xp.broadcast_to(cotangent, lse.shape[:axis] + lse.shape[axis + 1 :])
+    scale = positions.mask(xp, scale)
 
     probabilities = xp.exp(logits - lse)
     lse_flat = xp.squeeze(lse, axis=axis)
     if dense:
-        target_mass, _ = _target_terms(xp, logits, labels, positions, weight, axis)
+        weighted_targets = (
+            labels if weight is None else labels * _along_axis(xp, weight, ndim, axis)
+        )
+        target_mass = xp.sum(weighted_targets, axis=axis)
     else:
-        target_mass = 1.0 if weight is None else xp.take(weight, positions.safe_labels)
+        target_mass = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
     smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
     softmax_coefficient = (1.0 - smoothing) * target_mass + smoothing * smooth_mass
     if z_loss:
         softmax_coefficient = softmax_coefficient + 2.0 * z_loss * lse_flat
-    grad = xp.expand_dims(softmax_coefficient, axis=axis) * probabilities
+    if not isinstance(softmax_coefficient, float):
+        softmax_coefficient = xp.expand_dims(softmax_coefficient, axis=axis)
+    grad = softmax_coefficient * probabilities
     grad = grad - _weighted_smoothed_targets(
         xp, logits, labels, positions, smoothing, prior, weight, axis
     )
@@ -368,11 +393,13 @@ def _weighted_smoothed_targets(xp, logits, labels, positions, smoothing, prior, 
         smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
         return smoothed if weight is None else smoothed * _along_axis(xp, weight, ndim, axis)
     ids = positions.safe_labels
-    target_weight = 1.0 if weight is None else xp.take(weight, ids)
+    target_weight = 1.0 if weight is None else _take(xp, weight, ids)
     if isinstance(prior, str):
         spread = 1.0 / (num_classes if prior == "uniform" else num_classes - 1)
-        background = smoothing * spread if weight is None else _along_axis(
-            xp, smoothing * spread * weight, ndim, axis
+        background = (
+            smoothing * spread
+            if weight is None
+            else _along_axis(xp, smoothing * spread * weight, ndim, axis)
         )
         on_target = (1.0 - smoothing) * target_weight
         if prior == "others":

@@ -83,10 +83,18 @@ def smooth_ce(
         >>> print(np.round(lsr.smooth_ce(logits, np.array([0, 1]), smoothing=0.1), 4))
         0.5047
     """
-    xp, logits, labels, options = prepare_smooth_ce(
-        logits, labels, smoothing=smoothing, prior=prior, axis=axis,
-        ignore_index=ignore_index, weight=weight, where=where, reduction=reduction,
-        kl=kl, z_loss=z_loss,
+    _, logits, labels, options = prepare_smooth_ce(
+        logits,
+        labels,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=where,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
     )
     loss, _, _ = _core.smooth_ce(logits, labels, **options)
     return loss
@@ -129,7 +137,8 @@ def smooth_labels(
         [[0.06666667 0.8        0.06666667 0.06666667]]
     """
     xp = array_namespace(
-        labels, None if isinstance(prior, str) else prior,
+        labels,
+        None if isinstance(prior, str) else prior,
         smoothing if hasattr(smoothing, "shape") else None,
     )
     if is_integer_dtype(xp, labels.dtype):
@@ -148,7 +157,8 @@ def smooth_labels(
         if num_classes is not None and num_classes != labels.shape[axis]:
             fail_value(
                 f"`num_classes` must match the dense labels' class axis ({labels.shape[axis]}).",
-                "num_classes", num_classes,
+                "num_classes",
+                num_classes,
             )
         num_classes = labels.shape[axis]
         targets = cast(xp, labels, labels.dtype if dtype is None else dtype)
@@ -189,13 +199,21 @@ def estimate_prior(
     if not is_integer_dtype(xp, labels.dtype):
         fail_type("`labels` must be integer class ids.", "labels", labels)
     check_positive_int("num_classes", num_classes)
-    if isinstance(pseudocount, bool) or not isinstance(pseudocount, (int, float)) or pseudocount < 0:
+    if (
+        isinstance(pseudocount, bool)
+        or not isinstance(pseudocount, (int, float))
+        or pseudocount < 0
+    ):
         fail_value("`pseudocount` must be a non-negative number.", "pseudocount", pseudocount)
     check_label_range(xp, labels, num_classes, ignore_index)
     dtype = _default_float(xp, labels) if dtype is None else dtype
     prior = _core.estimate_prior(
-        labels, num_classes, xp=xp, ignore_index=ignore_index,
-        pseudocount=float(pseudocount), dtype=dtype,
+        labels,
+        num_classes,
+        xp=xp,
+        ignore_index=ignore_index,
+        pseudocount=float(pseudocount),
+        dtype=dtype,
     )
     return prior
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -30,7 +31,9 @@ def selected_backends() -> tuple[str, ...]:
         names = tuple(name.strip() for name in requested.split(",") if name.strip())
         unknown = sorted(set(names) - set(ALL_BACKENDS))
         if unknown:
-            raise ValueError(f"LSR_BACKENDS names unknown backends {unknown}; known: {ALL_BACKENDS}")
+            raise ValueError(
+                f"LSR_BACKENDS names unknown backends {unknown}; known: {ALL_BACKENDS}"
+            )
         return names
     return tuple(name for name in ALL_BACKENDS if importlib.util.find_spec(_MODULE_OF[name]))
 
@@ -107,6 +110,8 @@ def assert_close(actual: Any, expected: Any, dtype: Any, *, scale: float = 1.0) 
     """Compare with rtol/atol chosen by ``dtype`` (times ``scale``); NaNs must match."""
     rtol, atol = tolerance(dtype)
     np.testing.assert_allclose(
-        np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64),
-        rtol=rtol * scale, atol=atol * scale,
+        np.asarray(actual, dtype=np.float64),
+        np.asarray(expected, dtype=np.float64),
+        rtol=rtol * scale,
+        atol=atol * scale,
     )

@@ -26,7 +26,8 @@ if len(SELECTED) < 2:
 
 
 def pytest_report_header(config):
-    return f"lsr backends under test: {', '.join(SELECTED)} (LSR_BACKENDS={os.environ.get('LSR_BACKENDS', '')!r})"
+    requested = os.environ.get("LSR_BACKENDS", "")
+    return f"lsr backends under test: {', '.join(SELECTED)} (LSR_BACKENDS={requested!r})"
 
 
 _LOADED = {}

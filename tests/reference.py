@@ -16,10 +16,10 @@ def smoothed_targets(labels, num_classes, *, smoothing, prior, axis=-1, dense=Fa
         q = np.moveaxis(np.asarray(labels, dtype=np.float64), axis, -1)
     else:
         labels = np.asarray(labels)
-        q = np.zeros(labels.shape + (num_classes,))
+        q = np.zeros((*labels.shape, num_classes))
         for index in np.ndindex(labels.shape):
             if 0 <= labels[index] < num_classes:
-                q[index + (int(labels[index]),)] = 1.0
+                q[(*index, int(labels[index]))] = 1.0
     if isinstance(prior, str) and prior == "uniform":
         u = np.full(q.shape, 1.0 / num_classes)
     elif isinstance(prior, str) and prior == "others":
@@ -36,8 +36,18 @@ def log_softmax(z):
 
 
 def smooth_ce(
-    logits, labels, *, smoothing=0.1, prior="uniform", axis=-1, ignore_index=None,
-    weight=None, where=None, reduction="mean", kl=False, z_loss=0.0,
+    logits,
+    labels,
+    *,
+    smoothing=0.1,
+    prior="uniform",
+    axis=-1,
+    ignore_index=None,
+    weight=None,
+    where=None,
+    reduction="mean",
+    kl=False,
+    z_loss=0.0,
 ):
     z = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
     num_classes = z.shape[-1]
@@ -48,7 +58,9 @@ def smooth_ce(
         keep &= labels != ignore_index
     if where is not None:
         keep &= np.asarray(where)
-    targets = smoothed_targets(labels, num_classes, smoothing=smoothing, prior=prior, axis=axis, dense=dense)
+    targets = smoothed_targets(
+        labels, num_classes, smoothing=smoothing, prior=prior, axis=axis, dense=dense
+    )
     w = np.ones(num_classes) if weight is None else np.asarray(weight, dtype=np.float64)
     logp = log_softmax(z)
     loss = -(w * targets * logp).sum(axis=-1)

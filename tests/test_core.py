@@ -1,0 +1,322 @@
+"""The generic core against the plain float64 reference, on every selected backend."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import lsr
+from lsr import _core
+from lsr._checks import prepare_smooth_ce
+from tests import reference
+from tests.backends import assert_close
+
+K = 5
+PRIOR_VECTOR = np.array([0.1, 0.3, 0.2, 0.25, 0.15])
+WEIGHT = np.array([0.5, 2.0, 1.0, 1.5, 0.75])
+
+# (logits shape, class axis): plain (N, K), segmentation (N, C, H, W), sequences (B, T, V).
+LAYOUTS = [((6, K), -1), ((2, K, 3, 2), 1), ((2, 3, K), -1), ((K,), 0)]
+
+
+def _positions(shape, axis):
+    axis %= len(shape)
+    return shape[:axis] + shape[axis + 1 :]
+
+
+def _make_case(seed, shape, axis, *, dense, ignore=False, where=False):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=2.0, size=shape)
+    positions = _positions(shape, axis)
+    if dense:
+        labels = np.moveaxis(rng.dirichlet(np.ones(K), size=positions), -1, axis % len(shape))
+    else:
+        labels = rng.integers(0, K, size=positions)
+        if ignore and labels.size > 1:
+            labels.flat[::3] = 255
+    mask = rng.random(positions) > 0.3 if where else None
+    return logits, labels, mask
+
+
+def _prior(name):
+    return PRIOR_VECTOR if name == "vector" else name
+
+
+CONFIGS = list(
+    itertools.product(
+        LAYOUTS,
+        [False, True],  # dense labels
+        ["uniform", "others", "vector"],
+        [None, "weight"],
+        ["mean", "sum", "none"],
+    )
+)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("layout", "dense", "prior", "weighted", "reduction"), CONFIGS)
+def test_matches_reference(backend, dtype, layout, dense, prior, weighted, reduction):
+    shape, axis = layout
+    logits, labels, _ = _make_case(0, shape, axis, dense=dense, ignore=not dense)
+    options = dict(
+        smoothing=0.2,
+        prior=_prior(prior),
+        axis=axis,
+        ignore_index=None if dense else 255,
+        weight=WEIGHT if weighted else None,
+        reduction=reduction,
+    )
+    expected = reference.smooth_ce(logits, labels, **options)
+    as_backend = {
+        "prior": backend.asarray(PRIOR_VECTOR, dtype) if prior == "vector" else prior,
+        "weight": backend.asarray(WEIGHT, dtype) if weighted else None,
+    }
+    actual = lsr.smooth_ce(
+        backend.asarray(logits, dtype),
+        backend.asarray(labels, dtype if dense else None),
+        **{**options, **as_backend},
+    )
+    assert str(actual.dtype).endswith(dtype)
+    assert tuple(actual.shape) == np.shape(expected)
+    assert_close(backend.to_numpy(actual), expected, dtype, scale=10)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("kl", [False, True])
+def test_where_kl_and_z_loss_match_reference(backend, dense, kl):
+    shape, axis = (3, K, 4), 1
+    logits, labels, mask = _make_case(1, shape, axis, dense=dense, where=True)
+    options = dict(smoothing=0.3, prior="others", axis=axis, kl=kl, z_loss=1e-2)
+    expected = reference.smooth_ce(logits, labels, where=mask, reduction="none", **options)
+    actual = lsr.smooth_ce(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        where=backend.asarray(mask),
+        reduction="none",
+        **options,
+    )
+    assert_close(backend.to_numpy(actual), expected, "float64")
+
+
+@pytest.mark.parametrize("prior", ["uniform", "others", "vector"])
+@pytest.mark.parametrize("dense", [False, True])
+def test_kl_form_is_zero_at_the_target(backend, prior, dense):
+    """KL(q'||p) = 0 when softmax(logits) = q' (logits = log q')."""
+    labels = np.array([0, 3, 1, 4])
+    targets = reference.smoothed_targets(labels, K, smoothing=0.1, prior=_prior(prior))
+    given = targets.copy() if dense else labels
+    if dense:
+        given = np.eye(K)[labels]
+    loss = lsr.smooth_ce(
+        backend.asarray(np.log(targets)),
+        backend.asarray(given),
+        smoothing=0.1,
+        prior=backend.asarray(PRIOR_VECTOR) if prior == "vector" else prior,
+        kl=True,
+        reduction="none",
+    )
+    assert_close(backend.to_numpy(loss), np.zeros(4), "float64", scale=100)
+
+
+@pytest.mark.parametrize(("layout", "dense", "prior", "weighted", "reduction"), CONFIGS[::3])
+def test_core_gradient_matches_numerical_gradient_of_reference(
+    backend, layout, dense, prior, weighted, reduction
+):
+    shape, axis = layout
+    logits, labels, mask = _make_case(2, shape, axis, dense=dense, ignore=not dense, where=True)
+    options = dict(
+        smoothing=0.25,
+        prior=_prior(prior),
+        axis=axis,
+        ignore_index=None if dense else 255,
+        weight=WEIGHT if weighted else None,
+        where=mask,
+        reduction=reduction,
+        z_loss=0.05,
+    )
+    positions = _positions(shape, axis)
+    cotangent = (
+        np.random.default_rng(3).normal(size=positions) if reduction == "none" else np.array(0.7)
+    )
+
+    def reference_objective(z):
+        return float(np.sum(reference.smooth_ce(z, labels, **options) * cotangent))
+
+    expected = reference.numerical_gradient(reference_objective, logits)
+
+    as_backend = {
+        "prior": backend.asarray(PRIOR_VECTOR) if prior == "vector" else prior,
+        "weight": backend.asarray(WEIGHT) if weighted else None,
+        "where": backend.asarray(mask),
+    }
+    _, z, y, core_options = prepare_smooth_ce(
+        backend.asarray(logits), backend.asarray(labels), **{**options, **as_backend}
+    )
+    _, lse, denominator = _core.smooth_ce(z, y, **core_options)
+    core_options.pop("kl")
+    grad = _core.smooth_ce_grad(z, y, lse, denominator, backend.asarray(cotangent), **core_options)
+    assert tuple(grad.shape) == shape
+    np.testing.assert_allclose(backend.to_numpy(grad), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_all_ignored_mean_is_zero_with_zero_gradient(backend):
+    logits = backend.asarray(np.random.default_rng(4).normal(size=(3, K)))
+    labels = backend.asarray(np.array([-100, -100, -100]))
+    loss = lsr.smooth_ce(logits, labels, ignore_index=-100)
+    assert backend.to_numpy(loss) == 0.0
+    _, z, y, options = prepare_smooth_ce(
+        logits,
+        labels,
+        smoothing=0.1,
+        prior="uniform",
+        axis=-1,
+        ignore_index=-100,
+        weight=None,
+        reduction="mean",
+    )
+    _, lse, denominator = _core.smooth_ce(z, y, **options)
+    options.pop("kl")
+    grad = _core.smooth_ce_grad(z, y, lse, denominator, backend.asarray(1.0), **options)
+    np.testing.assert_array_equal(backend.to_numpy(grad), np.zeros((3, K)))
+
+
+def test_out_of_range_labels_give_nan_when_values_cannot_be_checked(backend):
+    """Under tracing the check cannot run; the core then poisons the result with NaN."""
+    logits = backend.asarray(np.zeros((3, K)))
+    labels = backend.asarray(np.array([1, K + 2, -1]))
+    _, z, _, options = prepare_smooth_ce(
+        logits,
+        backend.asarray(np.array([1, 2, 3])),
+        smoothing=0.1,
+        prior="uniform",
+        axis=-1,
+        ignore_index=None,
+        weight=None,
+        reduction="none",
+    )
+    loss, _, _ = _core.smooth_ce(z, labels, **options)
+    values = backend.to_numpy(loss)
+    assert np.isfinite(values[0])
+    assert np.isnan(values[1]) and np.isnan(values[2])
+    options["reduction"] = "mean"
+    mean, _, _ = _core.smooth_ce(z, labels, **options)
+    assert np.isnan(backend.to_numpy(mean))
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_half_precision_is_computed_in_float32(backend, dtype):
+    if backend.name in ("numpy", "array_api_strict") and dtype == "bfloat16":
+        pytest.skip("NumPy and array-api-strict have no bfloat16")
+    if backend.name == "array_api_strict" and dtype == "float16":
+        pytest.skip("array-api-strict has no float16")
+    rng = np.random.default_rng(5)
+    logits32 = (rng.normal(size=(64, K)) * 4).astype(np.float32)
+    labels = rng.integers(0, K, size=64)
+    low = _to_low_precision(backend, logits32, dtype)
+    rounded = backend.to_numpy(backend.xp.astype(low, backend.xp.float32))
+    loss = lsr.smooth_ce(low, backend.asarray(labels), smoothing=0.1)
+    assert str(loss.dtype).endswith("float32")
+    # float32 accuracy on the (rounded) inputs: no float16 accumulation error.
+    assert_close(
+        backend.to_numpy(loss), reference.smooth_ce(rounded, labels, smoothing=0.1), "float32"
+    )
+
+
+def _to_low_precision(backend, array, dtype):
+    if backend.name == "torch":
+        import torch
+
+        return torch.from_numpy(array).to(getattr(torch, dtype))
+    if backend.name == "jax":
+        import jax.numpy as jnp
+
+        return jnp.asarray(array, dtype=getattr(jnp, dtype))
+    if backend.name == "tensorflow":
+        import tensorflow as tf
+
+        return tf.cast(tf.convert_to_tensor(array), getattr(tf, dtype))
+    return backend.asarray(array.astype(dtype))
+
+
+# --- smooth_labels -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prior", ["uniform", "others", "vector"])
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_smooth_labels_from_ids_matches_reference(backend, prior, axis):
+    labels = np.array([[0, 4, 2], [1, 1, 3]])
+    expected = reference.smoothed_targets(labels, K, smoothing=0.3, prior=_prior(prior))
+    expected = np.moveaxis(expected, -1, axis)
+    actual = lsr.smooth_labels(
+        backend.asarray(labels),
+        K,
+        smoothing=0.3,
+        axis=axis,
+        prior=backend.asarray(PRIOR_VECTOR) if prior == "vector" else prior,
+        dtype=backend.xp.float64,
+    )
+    assert_close(backend.to_numpy(actual), expected, "float64")
+
+
+@pytest.mark.parametrize("prior", ["uniform", "others"])
+def test_smooth_labels_dense_keeps_dtype_and_input(backend, prior):
+    one_hot = np.eye(K, dtype=np.float32)[[3, 0, 1]]
+    given = backend.asarray(one_hot)
+    smoothed = lsr.smooth_labels(given, smoothing=0.1, prior=prior)
+    assert str(smoothed.dtype).endswith("float32")
+    expected = reference.smoothed_targets(one_hot, K, smoothing=0.1, prior=prior, dense=True)
+    assert_close(backend.to_numpy(smoothed), expected, "float32")
+    np.testing.assert_array_equal(backend.to_numpy(given), one_hot)
+
+
+def test_smooth_labels_reproduces_cleverhans_targets(backend):
+    """cleverhans 2017: Y.clip(eps/(K-1), 1-eps); cleverhans v3: y - eps (y - 1/K); K=10."""
+    y = np.eye(10)[[7, 2, 1, 0, 4]]
+    others = lsr.smooth_labels(backend.asarray(y), smoothing=0.1, prior="others")
+    uniform = lsr.smooth_labels(backend.asarray(y), smoothing=0.1, prior="uniform")
+    np.testing.assert_allclose(backend.to_numpy(others), y.clip(0.1 / 9, 0.9), rtol=1e-12)
+    np.testing.assert_allclose(backend.to_numpy(uniform), y - 0.1 * (y - 1 / 10), rtol=1e-12)
+    # The published numbers for K=10: 0.9 / 0.0111... and 0.91 / 0.01.
+    assert backend.to_numpy(others)[0, 7] == pytest.approx(0.9)
+    assert backend.to_numpy(others)[0, 0] == pytest.approx(0.011111111111)
+    assert backend.to_numpy(uniform)[0, 7] == pytest.approx(0.91)
+    assert backend.to_numpy(uniform)[0, 0] == pytest.approx(0.01)
+
+
+def test_estimate_prior_counts_classes(backend):
+    labels = backend.asarray(np.array([0, 0, 1, 3, 255, 3, 3]))
+    prior = lsr.estimate_prior(labels, 4, ignore_index=255, dtype=backend.xp.float64)
+    np.testing.assert_allclose(backend.to_numpy(prior), [2 / 6, 1 / 6, 0.0, 3 / 6])
+    smoothed = lsr.estimate_prior(labels, 4, ignore_index=255, pseudocount=1.0)
+    np.testing.assert_allclose(
+        backend.to_numpy(smoothed), [3 / 10, 2 / 10, 1 / 10, 4 / 10], rtol=1e-6
+    )
+    # The estimate is accepted as a prior by smooth_ce.
+    logits = backend.asarray(np.zeros((2, 4), dtype=np.float32))
+    lsr.smooth_ce(logits, backend.asarray(np.array([0, 1])), prior=smoothed)
+
+
+# --- published values ----------------------------------------------------------------
+
+
+def test_keras_published_value(backend):
+    """Keras CategoricalCrossentropy(label_smoothing=0.1, from_logits=True) docs: 400*0.1/3."""
+    loss = lsr.smooth_ce(
+        backend.asarray(np.array([[100.0, -100.0, -100.0]])),
+        backend.asarray(np.array([[1.0, 0.0, 0.0]])),
+        smoothing=0.1,
+    )
+    assert backend.to_numpy(loss) == pytest.approx(400 * 0.1 / 3, rel=1e-12)
+
+
+def test_optax_published_value(backend):
+    """optax softmax_cross_entropy docstring example: [9.00013, 3.0696733]."""
+    logits = backend.asarray(np.array([[10.0, 1.0, -2.0], [1.0, 4.0, 0.2]], dtype=np.float32))
+    for labels in (
+        np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], dtype=np.float32),
+        np.array([1, 0]),
+    ):
+        loss = lsr.smooth_ce(logits, backend.asarray(labels), smoothing=0.0, reduction="none")
+        np.testing.assert_allclose(backend.to_numpy(loss), [9.00013, 3.0696733], rtol=1e-6)
