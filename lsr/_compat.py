@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 import array_api_compat
-from array_api_compat import device, is_lazy_array
+from array_api_compat import device, is_jax_array, is_lazy_array
 
 __all__ = ["array_namespace", "device", "is_concrete", "is_tf_array"]
 
@@ -66,6 +66,10 @@ def is_concrete(x: Any) -> bool:
     ``torch.compile`` traces, and under ``torch.func`` transforms: there, validation
     that needs values is skipped and bad values show up as NaN in the result instead.
     """
+    jax = sys.modules.get("jax")
+    if jax is not None and is_jax_array(x):
+        # array-api-compat calls every JAX array lazy; only tracers really are.
+        return not isinstance(x, jax.core.Tracer)
     if is_lazy_array(x):
         return False
     if is_tf_array(x):
