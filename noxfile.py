@@ -36,7 +36,7 @@ def _install(session: nox.Session, requirements: str, *extra: str) -> None:
 
 
 @nox.session(tags=["ci"])
-@nox.parametrize("backend", list(BACKENDS))
+@nox.parametrize("backend", [nox.param(name, id=name) for name in BACKENDS])
 def tests(session: nox.Session, backend: str) -> None:
     """The test suite on one backend ("all": every backend, with the cross-backend tests)."""
     requirements, namespaces = BACKENDS[backend]

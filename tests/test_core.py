@@ -11,7 +11,8 @@ import lsr
 from lsr import _core
 from lsr._checks import prepare_smooth_ce
 from tests import reference
-from tests.backends import assert_close
+from tests.backends import assert_close, selected_backends
+from tests.conftest import get_backend
 
 K = 5
 PRIOR_VECTOR = np.array([0.1, 0.3, 0.2, 0.25, 0.15])
@@ -205,12 +206,21 @@ def test_out_of_range_labels_give_nan_when_values_cannot_be_checked(backend):
     assert np.isnan(backend.to_numpy(mean))
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-def test_half_precision_is_computed_in_float32(backend, dtype):
-    if backend.name in ("numpy", "array_api_strict") and dtype == "bfloat16":
-        pytest.skip("NumPy and array-api-strict have no bfloat16")
-    if backend.name == "array_api_strict" and dtype == "float16":
-        pytest.skip("array-api-strict has no float16")
+# Half-precision dtypes each namespace has (array-api-strict has none, NumPy no bfloat16).
+HALF_PRECISION = {
+    "numpy": ["float16"],
+    "torch": ["float16", "bfloat16"],
+    "jax": ["float16", "bfloat16"],
+    "tensorflow": ["float16", "bfloat16"],
+}
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "dtype"),
+    [(name, dtype) for name in selected_backends() for dtype in HALF_PRECISION.get(name, [])],
+)
+def test_half_precision_is_computed_in_float32(backend_name, dtype):
+    backend = get_backend(backend_name)
     rng = np.random.default_rng(5)
     logits32 = (rng.normal(size=(64, K)) * 4).astype(np.float32)
     labels = rng.integers(0, K, size=64)
