@@ -3,10 +3,12 @@
 ``import lsr`` imports no framework. The generic functions here take any array-API
 array (NumPy, array-api-strict, PyTorch, JAX, CuPy; TensorFlow through lsr's own
 namespace) and return the same array type. Framework adapters with each framework's
-conventions live in ``lsr.jax``, ``lsr.torch``, ``lsr.tensorflow`` and ``lsr.keras``.
+conventions live in ``lsr.jax``, ``lsr.torch``, ``lsr.tensorflow`` and ``lsr.keras``;
+calibration and representation tools in ``lsr.metrics``.
 """
 
+from lsr._distill import distill_loss
 from lsr._functions import estimate_prior, smooth_ce, smooth_labels
 
-__all__ = ["estimate_prior", "smooth_ce", "smooth_labels"]
+__all__ = ["distill_loss", "estimate_prior", "smooth_ce", "smooth_labels"]
 __version__ = "0.1.0"

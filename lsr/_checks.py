@@ -52,7 +52,7 @@ def check_label_range(
     xp: Any, labels: Any, num_classes: int, ignore_index: int | None, name: str = "labels"
 ) -> None:
     """Integer labels in [0, K) (or equal to ``ignore_index``); checked when concrete."""
-    if not is_concrete(labels) or labels.size == 0:
+    if not is_concrete(labels) or 0 in tuple(labels.shape):
         return
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:

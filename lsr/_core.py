@@ -365,7 +365,8 @@ def smooth_ce_grad(
     softmax_coefficient = (1.0 - smoothing) * target_mass + smoothing * smooth_mass
     if z_loss:
         softmax_coefficient = softmax_coefficient + 2.0 * z_loss * lse_flat
-    if not isinstance(softmax_coefficient, float):
+    # A 0-d coefficient (a prior vector without weights) broadcasts as it is.
+    if not isinstance(softmax_coefficient, float) and softmax_coefficient.ndim > 0:
         softmax_coefficient = xp.expand_dims(softmax_coefficient, axis=axis)
     grad = softmax_coefficient * probabilities
     grad = grad - _weighted_smoothed_targets(
@@ -409,7 +410,8 @@ def _weighted_smoothed_targets(xp, logits, labels, positions, smoothing, prior, 
         background = _along_axis(xp, smoothing * weighted_prior, ndim, axis)
         on_target = (1.0 - smoothing) * target_weight
     is_target = _class_ids(xp, logits, ndim, axis, num_classes) == xp.expand_dims(ids, axis=axis)
-    if not isinstance(on_target, float):
+    # 0-d (an array smoothing without weights) broadcasts as it is.
+    if not isinstance(on_target, float) and on_target.ndim > 0:
         on_target = xp.expand_dims(on_target, axis=axis)
     return xp.astype(is_target, logits.dtype) * on_target + background
 

@@ -1,0 +1,75 @@
+"""lsr.metrics and distill_loss under jax.jit and jax.grad (collected only when jax is selected)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lsr import metrics
+from lsr._distill import distill_loss
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _case(seed=0, n=50, num_classes=4):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(scale=2.0, size=(n, num_classes))
+    labels = rng.integers(0, num_classes, size=n)
+    return jnp.asarray(logits), jnp.asarray(labels)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_calibration_error_under_jit(norm):
+    logits, labels = _case()
+
+    @jax.jit
+    def ece(z, y):
+        return metrics.expected_calibration_error(z, y, n_bins=10, norm=norm)
+
+    eager = metrics.expected_calibration_error(logits, labels, n_bins=10, norm=norm)
+    np.testing.assert_allclose(ece(logits, labels), eager, rtol=1e-12)
+
+
+def test_out_of_range_label_under_jit_gives_nan():
+    # Values cannot be checked while tracing; the result must not look plausible.
+    logits, labels = _case()
+    labels = labels.at[3].set(7)
+    ece = jax.jit(lambda z, y: metrics.expected_calibration_error(z, y))(logits, labels)
+    assert np.isnan(ece)
+    with pytest.raises(ValueError, match=r"integers in \[0, 4\)"):
+        metrics.expected_calibration_error(logits, labels)
+
+
+def test_fit_temperature_refuses_tracers():
+    logits, labels = _case()
+    with pytest.raises(ValueError, match=r"needs concrete arrays"):
+        jax.jit(metrics.fit_temperature)(logits, labels)
+
+
+@pytest.mark.parametrize("kl", [False, True])
+def test_distill_loss_under_jit_with_traced_temperature(kl):
+    rng = np.random.default_rng(1)
+    student, teacher = (jnp.asarray(a) for a in rng.normal(size=(2, 5, 6)))
+    loss = jax.jit(lambda s, t, temp: distill_loss(s, t, temperature=temp, kl=kl))
+    eager = distill_loss(student, teacher, temperature=2.0, kl=kl)
+    np.testing.assert_allclose(loss(student, teacher, jnp.asarray(2.0)), eager, rtol=1e-12)
+    # A non-positive traced temperature cannot raise; it must not pass as a number either.
+    assert not np.isfinite(loss(student, teacher, jnp.asarray(0.0)))
+
+
+def test_distill_gradient():
+    rng = np.random.default_rng(2)
+    student, teacher = (jnp.asarray(a) for a in rng.normal(size=(2, 5, 6)))
+    temperature = 2.5
+    grad = jax.jit(jax.grad(lambda s: distill_loss(s, teacher, temperature=temperature)))(student)
+    expected = (
+        temperature
+        * (
+            jax.nn.softmax(student / temperature, axis=-1)
+            - jax.nn.softmax(teacher / temperature, axis=-1)
+        )
+        / 5
+    )
+    np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
