@@ -1,0 +1,312 @@
+"""Vocabulary- and data-parallel smoothed cross-entropy on torch.distributed (gloo, CPU).
+
+One group of 2 and one of 4 processes run every case (tests/distributed/_torch_worker.py)
+and save each rank's loss and gradient; the tests here compare them with the plain
+float64 reference on the unsharded logits (tests/reference.py), with a gradient from
+autograd through a dense torch transcription of the same definition, and with PyTorch's
+own ``F.cross_entropy(label_smoothing=...)`` where its conventions apply.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests import reference
+from tests.backends import assert_close
+from tests.distributed import _torch_worker as worker
+
+REPO = Path(__file__).resolve().parents[2]
+WORLD_SIZES = (2, 4)
+
+
+def _launch(world_size, out_dir):
+    """Run the worker on every rank of a fresh gloo group; return each rank's results."""
+    init_file = out_dir / "rendezvous"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                *("-m", "tests.distributed._torch_worker"),
+                *(str(rank), str(world_size), str(init_file), str(out_dir)),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for rank in range(world_size)
+    ]
+    outputs = []
+    try:
+        for process in processes:
+            outputs.append(process.communicate(timeout=240)[0])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    failed = [
+        f"rank {rank} exited with {p.returncode}:\n{out}"
+        for rank, (p, out) in enumerate(zip(processes, outputs, strict=True))
+        if p.returncode != 0
+    ]
+    assert not failed, "\n".join(failed)
+    return [
+        torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(world_size)
+    ]
+
+
+@pytest.fixture(scope="module")
+def group_results(tmp_path_factory):
+    """``group_results(P)``: every rank's results from one run of a P-process group."""
+    runs = {}
+
+    def results(world_size):
+        if world_size not in runs:
+            runs[world_size] = _launch(world_size, tmp_path_factory.mktemp(f"world{world_size}"))
+        return runs[world_size]
+
+    return results
+
+
+def _dense_reference(logits, labels, axis, options):
+    """Loss of float64 torch ``logits`` from the definition, differentiable by autograd.
+
+    Builds q' densely with tests/reference.py and sums ``w_k q'_k (-log p_k)``, the
+    same way reference.smooth_ce does, so that its gradient is independent of lsr.
+    """
+    z = torch.movedim(logits, axis, -1)
+    num_classes = z.shape[-1]
+    labels = np.asarray(labels)
+    dense = labels.dtype.kind == "f"
+    targets = torch.from_numpy(
+        reference.smoothed_targets(
+            labels,
+            num_classes,
+            smoothing=options["smoothing"],
+            prior=options["prior"],
+            axis=axis,
+            dense=dense,
+        )
+    )
+    weight = options.get("weight")
+    w = torch.ones(num_classes, dtype=torch.float64) if weight is None else torch.from_numpy(weight)
+    loss = -(w * targets * torch.log_softmax(z, dim=-1)).sum(dim=-1)
+    if options["kl"]:
+        logs = torch.log(torch.where(targets > 0, targets, torch.ones_like(targets)))
+        loss = loss + (w * targets * logs).sum(dim=-1)
+    if options["z_loss"]:
+        loss = loss + options["z_loss"] * torch.logsumexp(z, dim=-1) ** 2
+    keep = np.ones(loss.shape, dtype=bool) if dense else labels != worker.IGNORE
+    if options.get("where") is not None:
+        keep &= options["where"]
+    loss = torch.where(torch.from_numpy(keep), loss, torch.zeros_like(loss))
+    if options["reduction"] == "none":
+        return loss
+    if options["reduction"] == "sum":
+        return loss.sum()
+    if dense or weight is None:
+        denominator = keep.sum()
+    else:
+        denominator = w[torch.from_numpy(np.where(keep, labels, 0))][torch.from_numpy(keep)].sum()
+    return loss.sum() / denominator if denominator else loss.sum() * 0.0
+
+
+def _expected(case, dtype_name="float64"):
+    """(loss, gradient) on the unsharded inputs, rounded as the worker's ``dtype_name``."""
+    case = dict(case)
+    if dtype_name == "bfloat16":
+        # lsr computes bfloat16 logits in float32: compare with the rounded logits.
+        case["logits"] = torch.from_numpy(case["logits"]).to(torch.bfloat16).double().numpy()
+    options = case["options"]
+    ignore = None if np.asarray(case["labels"]).dtype.kind == "f" else worker.IGNORE
+    expected_loss = reference.smooth_ce(
+        case["logits"], case["labels"], axis=case["axis"], ignore_index=ignore, **options
+    )
+    logits = torch.from_numpy(case["logits"]).requires_grad_(True)
+    loss = _dense_reference(logits, case["labels"], case["axis"], options)
+    # The torch transcription must itself agree with the reference before it is trusted.
+    assert_close(loss.detach().numpy(), expected_loss, "float64")
+    loss.backward(torch.as_tensor(case["cotangent"], dtype=torch.float64))
+    return expected_loss, logits.grad.numpy()
+
+
+def _check(result, expected_loss, expected_grad, dtype_name):
+    loss, grad = result
+    # bfloat16 is computed in float32 (and its loss returned in float32); its gradient is
+    # rounded to bfloat16. float32 inputs are the float64 ones rounded once.
+    loss_dtype = "float32" if dtype_name == "bfloat16" else dtype_name
+    assert loss.dtype == getattr(torch, loss_dtype)
+    assert grad.dtype == getattr(torch, dtype_name)
+    assert_close(loss.double().numpy(), expected_loss, loss_dtype, scale=2.0)
+    assert_close(grad.double().numpy(), expected_grad, dtype_name, scale=2.0)
+
+
+@pytest.mark.parametrize("dtype_name", list(worker.DTYPES))
+@pytest.mark.parametrize("name", list(worker.VOCAB_CASES))
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_vocab_parallel_matches_single_process(group_results, world_size, name, dtype_name):
+    results = group_results(world_size)
+    case = worker.vocab_inputs(name, seed=list(worker.VOCAB_CASES).index(name))
+    expected_loss, expected_grad = _expected(case, dtype_name)
+    index = [slice(None)] * expected_grad.ndim
+    for rank, result in enumerate(results):
+        index[case["axis"]] = worker.class_slice(world_size, rank)
+        _check(result[(name, dtype_name)], expected_loss, expected_grad[tuple(index)], dtype_name)
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_all_ignored_mean_is_zero_with_zero_gradient(group_results, world_size):
+    results = group_results(world_size)
+    for result in results:
+        loss, grad = result[("all-ignored-mean", "float32")]
+        assert loss.item() == 0.0
+        assert torch.count_nonzero(grad).item() == 0
+
+
+@pytest.mark.parametrize("name", ["uniform-mean", "uniform-sum", "weight-uniform-mean"])
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_vocab_parallel_matches_torch_cross_entropy(group_results, world_size, name):
+    """PyTorch's own loss on the whole logits (its label_smoothing is the uniform prior)."""
+    results = group_results(world_size)
+    case = worker.vocab_inputs(name, seed=list(worker.VOCAB_CASES).index(name))
+    options = case["options"]
+    logits = torch.from_numpy(case["logits"]).requires_grad_(True)
+    weight = options.get("weight")
+    builtin = F.cross_entropy(
+        logits.reshape(-1, worker.NUM_CLASSES),
+        torch.from_numpy(case["labels"]).reshape(-1),
+        weight=None if weight is None else torch.from_numpy(weight),
+        ignore_index=worker.IGNORE,
+        reduction=options["reduction"],
+        label_smoothing=options["smoothing"],
+    )
+    builtin.backward(torch.tensor(case["cotangent"], dtype=torch.float64))
+    for rank, result in enumerate(results):
+        classes = worker.class_slice(world_size, rank)
+        _check(
+            result[(name, "float64")],
+            builtin.item(),
+            logits.grad[..., classes].numpy(),
+            "float64",
+        )
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_naive_per_shard_smoothing_is_rejected(group_results, world_size):
+    """Smoothing over the local K (Megatron-LM #737, #7464) fails the comparison used above."""
+    results = group_results(world_size)
+    case = worker.vocab_inputs("uniform-mean", seed=0)
+    expected_loss, _ = _expected(case)
+    naive = [result["naive-local-K"].item() for result in results]
+    for loss in naive:
+        with pytest.raises(AssertionError):
+            assert_close(loss, expected_loss, "float32", scale=2.0)
+    # The ranks do not even agree with each other (their slices differ in size).
+    assert len({round(loss, 12) for loss in naive}) > 1
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_forward_and_backward_all_reduce_four_values_per_position(group_results, world_size):
+    """The communication the README's scaling note counts: 4 N values, none in backward."""
+    results = group_results(world_size)
+    positions = int(np.prod(worker.vocab_inputs("weight-prior-mean", seed=0)["labels"].shape))
+    float32_bytes = 4
+    for result in results:
+        assert result["all_reduce_calls"] == [
+            (positions * float32_bytes, "MAX"),
+            (3 * positions * float32_bytes, "SUM"),
+        ]
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_bad_input_raises_on_every_rank(group_results, world_size):
+    results = group_results(world_size)
+    for result in results:
+        errors = result["errors"]
+        assert errors.pop("group-still-usable") == world_size
+        assert all(error is not None for error in errors.values()), errors
+        kinds = {name: kind for name, (kind, _) in errors.items()}
+        assert kinds["dense-labels"] == "TypeError"
+        assert all(kind == "ValueError" for name, kind in kinds.items() if name != "dense-labels")
+        # Checked against the global K, not the slice's.
+        assert f"[0, {worker.NUM_CLASSES})" in errors["label-equal-to-K"][1]
+        assert f"shape ({worker.NUM_CLASSES},)" in errors["prior-of-wrong-length"][1]
+        assert f"shape ({worker.NUM_CLASSES},)" in errors["weight-of-wrong-length"][1]
+        assert "must sum to 1" in errors["prior-slices-each-summing-to-1"][1]
+        assert "Received: smoothing=1.5" in errors["smoothing-above-1"][1]
+
+
+@pytest.mark.parametrize("dtype_name", list(worker.DTYPES))
+@pytest.mark.parametrize("name", list(worker.DATA_CASES))
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_data_parallel_matches_global_batch(group_results, world_size, name, dtype_name):
+    results = group_results(world_size)
+    case, slices = worker.data_inputs(
+        name, world_size, seed=100 + list(worker.DATA_CASES).index(name)
+    )
+    expected_loss, expected_grad = _expected(case, dtype_name)
+    for rank, result in enumerate(results):
+        _check(result[(name, dtype_name)], expected_loss, expected_grad[slices[rank]], dtype_name)
+
+
+def test_distributed_data_parallel_gets_the_global_batch_gradient(group_results):
+    """DDP + data_parallel_smooth_ce * world_size: PyTorch's own loss on the whole batch."""
+    world_size = 2
+    results = group_results(world_size)
+    model, features, labels, _, case = worker.ddp_problem(world_size)
+    F.cross_entropy(
+        model(features),
+        labels,
+        weight=torch.from_numpy(case["options"]["weight"]),
+        ignore_index=worker.IGNORE,
+        label_smoothing=0.1,
+    ).backward()
+    for result in results:
+        for name, parameter in model.named_parameters():
+            assert_close(result["ddp"][name].numpy(), parameter.grad.numpy(), "float64")
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_mean_of_rank_means_is_rejected(world_size):
+    """Averaging per-rank means (what a per-replica "mean" gives) is not the batch mean."""
+    case, slices = worker.data_inputs("dp-uniform-mean", world_size, seed=100)
+    options = case["options"]
+    per_rank = [
+        reference.smooth_ce(
+            case["logits"][part], case["labels"][part], ignore_index=worker.IGNORE, **options
+        )
+        for part in slices
+    ]
+    expected = reference.smooth_ce(
+        case["logits"], case["labels"], ignore_index=worker.IGNORE, **options
+    )
+    with pytest.raises(AssertionError):
+        assert_close(np.mean(per_rank), expected, "float32", scale=2.0)
+
+
+@pytest.mark.parametrize("dtype_name", list(worker.DTYPES))
+def test_two_dimensional_mesh(group_results, dtype_name):
+    """Classes split over one group, the batch over another: the global-batch weighted mean."""
+    results = group_results(4)
+    case, slices = worker.data_inputs("dp-weight-mean", 2, seed=7)
+    expected_loss, expected_grad = _expected(case, dtype_name)
+    for rank, result in enumerate(results):
+        batch_part, class_part = worker.two_dimensional_layout(rank)
+        start = sum(worker.TWO_D_CLASS_SIZES[:class_part])
+        classes = slice(start, start + worker.TWO_D_CLASS_SIZES[class_part])
+        _check(
+            result[("2d-weight-mean", dtype_name)],
+            expected_loss,
+            expected_grad[slices[batch_part], classes],
+            dtype_name,
+        )
