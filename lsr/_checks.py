@@ -12,7 +12,7 @@ import numbers
 from typing import Any
 
 from lsr import _core
-from lsr._compat import array_namespace, is_concrete
+from lsr._compat import array_namespace, values_are_cheap
 from lsr._validation import (
     PRIOR_NAMES,
     REDUCTIONS,
@@ -52,7 +52,7 @@ def check_label_range(
     xp: Any, labels: Any, num_classes: int, ignore_index: int | None, name: str = "labels"
 ) -> None:
     """Integer labels in [0, K) (or equal to ``ignore_index``); checked when concrete."""
-    if not is_concrete(labels) or 0 in tuple(labels.shape):
+    if not values_are_cheap(labels) or 0 in tuple(labels.shape):
         return
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
@@ -95,7 +95,7 @@ def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
     if not is_floating_dtype(xp, prior.dtype):
         fail_type("`prior` must have a real floating dtype.", "prior", prior)
     prior = cast(xp, prior, dtype)
-    if is_concrete(prior):
+    if values_are_cheap(prior):
         if bool(xp.any(prior < 0)) or not bool(xp.all(xp.isfinite(prior))):
             fail_value("`prior` must be finite and non-negative.", "prior", prior)
         total = float(xp.sum(prior))
@@ -128,7 +128,7 @@ def check_smoothing(xp: Any, smoothing: Any, dtype: Any) -> Any:
     if not is_floating_dtype(xp, smoothing.dtype):
         fail_type("`smoothing` must be a float or a floating 0-d array.", "smoothing", smoothing)
     smoothing = cast(xp, smoothing, dtype)
-    if is_concrete(smoothing) and not 0.0 <= float(smoothing) <= 1.0:
+    if values_are_cheap(smoothing) and not 0.0 <= float(smoothing) <= 1.0:
         fail_value("`smoothing` must be in [0, 1].", "smoothing", float(smoothing))
     return smoothing
 

@@ -12,9 +12,14 @@ import sys
 from typing import Any
 
 import array_api_compat
-from array_api_compat import device, is_jax_array, is_lazy_array
+from array_api_compat import is_jax_array, is_lazy_array
 
-__all__ = ["array_namespace", "device", "is_concrete", "is_tf_array"]
+__all__ = ["array_namespace", "device", "is_concrete", "is_tf_array", "values_are_cheap"]
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def is_tf_array(x: Any) -> bool:
@@ -36,6 +41,12 @@ def array_namespace(*arrays: Any) -> Any:
         TypeError: when the arrays come from different libraries, or one is not an array.
     """
     present = [a for a in arrays if a is not None]
+    if present and all(_is_torch_tensor(a) for a in present):
+        # The direct route: array-api-compat's generic dispatch is lru_cache-wrapped,
+        # which torch.compile's tracer warns about on every call.
+        from array_api_compat import torch as torch_namespace
+
+        return torch_namespace
     tf_arrays = [a for a in present if is_tf_array(a)]
     if tf_arrays:
         if len(tf_arrays) != len(present):
@@ -66,6 +77,13 @@ def is_concrete(x: Any) -> bool:
     ``torch.compile`` traces, and under ``torch.func`` transforms: there, validation
     that needs values is skipped and bad values show up as NaN in the result instead.
     """
+    if _is_torch_tensor(x):
+        torch = sys.modules["torch"]
+        if torch.compiler.is_compiling():
+            return False
+        if torch._C._functorch.is_functorch_wrapped_tensor(x):
+            return False
+        return x.device.type != "meta"
     jax = sys.modules.get("jax")
     if jax is not None and is_jax_array(x):
         # array-api-compat calls every JAX array lazy; only tracers really are.
@@ -75,12 +93,28 @@ def is_concrete(x: Any) -> bool:
     if is_tf_array(x):
         tf = sys.modules["tensorflow"]
         return tf.executing_eagerly()
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(x, torch.Tensor):
-        if torch.compiler.is_compiling():
-            return False
-        functorch = getattr(torch._C, "_functorch", None)
-        if functorch is not None and functorch.is_functorch_wrapped_tensor(x):
-            return False
-        return x.device.type != "meta"
     return True
+
+
+def values_are_cheap(x: Any) -> bool:
+    """Whether reading ``x``'s values now is cheap: concrete and in host memory.
+
+    Value checks (label ranges) run only then: on an accelerator they would force a
+    device synchronization on every call, so there, as under tracing, an out-of-range
+    label shows up as NaN instead.
+    """
+    if not is_concrete(x):
+        return False
+    if _is_torch_tensor(x):
+        return x.device.type == "cpu"
+    jax = sys.modules.get("jax")
+    if jax is not None and is_jax_array(x):
+        return all(d.platform == "cpu" for d in x.devices())
+    return True
+
+
+def device(x: Any) -> Any:
+    """The device of ``x``, for creating constants beside it."""
+    if _is_torch_tensor(x):
+        return x.device
+    return array_api_compat.device(x)

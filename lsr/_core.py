@@ -51,8 +51,9 @@ def _along_axis(xp: Any, vector: Array, ndim: int, axis: int) -> Array:
     return xp.reshape(vector, _class_shape(ndim, axis, vector.shape[0]))
 
 
-def _class_ids(xp: Any, like: Array, ndim: int, axis: int, num_classes: int) -> Array:
-    ids = xp.arange(num_classes, device=device(like))
+def _class_ids(xp: Any, like: Array, ndim: int, axis: int, num_classes: int, dtype: Any) -> Array:
+    """0..K-1 along ``axis``, in the labels' integer ``dtype`` (TensorFlow compares no others)."""
+    ids = xp.arange(num_classes, dtype=dtype, device=device(like))
     return _along_axis(xp, ids, ndim, axis)
 
 
@@ -352,7 +353,6 @@ def smooth_ce_grad(
         scale = xp.broadcast_to(cotangent, lse.shape[:axis] + lse.shape[axis + 1 :])
     scale = positions.mask(xp, scale)
 
-    probabilities = xp.exp(logits - lse)
     lse_flat = xp.squeeze(lse, axis=axis)
     if dense:
         weighted_targets = (
@@ -368,10 +368,8 @@ def smooth_ce_grad(
     # A 0-d coefficient (a prior vector without weights) broadcasts as it is.
     if not isinstance(softmax_coefficient, float) and softmax_coefficient.ndim > 0:
         softmax_coefficient = xp.expand_dims(softmax_coefficient, axis=axis)
-    grad = softmax_coefficient * probabilities
-    grad = grad - _weighted_smoothed_targets(
-        xp, logits, labels, positions, smoothing, prior, weight, axis
-    )
+    grad = softmax_coefficient * xp.exp(logits - lse)
+    grad = _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, weight, axis)
     grad = grad * xp.expand_dims(xp.astype(scale, grad.dtype), axis=axis)
     return grad
 
@@ -386,13 +384,15 @@ def _smoothing_mass(xp, prior, weight, num_classes, target_mass):
     return xp.sum(prior if weight is None else prior * weight)
 
 
-def _weighted_smoothed_targets(xp, logits, labels, positions, smoothing, prior, weight, axis):
-    """``w * q'`` broadcast against the logits (dense only where the labels already are)."""
-    ndim = logits.ndim
-    num_classes = logits.shape[axis]
+def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, weight, axis):
+    """``grad - w * q'``, without building ``w * q'`` for integer labels."""
+    ndim = grad.ndim
+    num_classes = grad.shape[axis]
     if positions.dense:
         smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
-        return smoothed if weight is None else smoothed * _along_axis(xp, weight, ndim, axis)
+        return grad - (
+            smoothed if weight is None else smoothed * _along_axis(xp, weight, ndim, axis)
+        )
     ids = positions.safe_labels
     target_weight = 1.0 if weight is None else _take(xp, weight, ids)
     if isinstance(prior, str):
@@ -409,17 +409,19 @@ def _weighted_smoothed_targets(xp, logits, labels, positions, smoothing, prior, 
         weighted_prior = prior if weight is None else prior * weight
         background = _along_axis(xp, smoothing * weighted_prior, ndim, axis)
         on_target = (1.0 - smoothing) * target_weight
-    is_target = _class_ids(xp, logits, ndim, axis, num_classes) == xp.expand_dims(ids, axis=axis)
     # 0-d (an array smoothing without weights) broadcasts as it is.
     if not isinstance(on_target, float) and on_target.ndim > 0:
         on_target = xp.expand_dims(on_target, axis=axis)
-    return xp.astype(is_target, logits.dtype) * on_target + background
+    class_ids = _class_ids(xp, grad, ndim, axis, num_classes, ids.dtype)
+    is_target = class_ids == xp.expand_dims(ids, axis=axis)
+    grad = grad - background
+    return xp.where(is_target, grad - on_target, grad)
 
 
 def one_hot(labels: Array, num_classes: int, *, xp: Any, axis: int, dtype: Any) -> Array:
     """One-hot targets with the class axis inserted at ``axis`` (of the result)."""
     ndim = labels.ndim + 1
-    ids = _class_ids(xp, labels, ndim, axis, num_classes)
+    ids = _class_ids(xp, labels, ndim, axis, num_classes, labels.dtype)
     return xp.astype(xp.expand_dims(labels, axis=axis) == ids, dtype)
 
 
@@ -446,7 +448,7 @@ def estimate_prior(
 ) -> Array:
     """Class frequencies ``(count_k + pseudocount) / sum_j (count_j + pseudocount)``."""
     flat = xp.reshape(labels, (-1,))
-    ids = xp.arange(num_classes, device=device(labels))
+    ids = xp.arange(num_classes, dtype=labels.dtype, device=device(labels))
     matches = xp.expand_dims(flat, axis=1) == xp.expand_dims(ids, axis=0)
     if ignore_index is not None:
         matches = matches & xp.expand_dims(flat != ignore_index, axis=1)

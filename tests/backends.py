@@ -101,9 +101,13 @@ _TOLERANCES = {
 }
 
 
+def dtype_name(dtype: Any) -> str:
+    """ "float32" for numpy, torch, jax, array-api-strict and TensorFlow dtypes alike."""
+    return getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
+
+
 def tolerance(dtype: Any) -> tuple[float, float]:
-    name = getattr(dtype, "name", None) or str(dtype).rsplit(".", 1)[-1]
-    return _TOLERANCES[name]
+    return _TOLERANCES[dtype_name(dtype)]
 
 
 def assert_close(actual: Any, expected: Any, dtype: Any, *, scale: float = 1.0) -> None:

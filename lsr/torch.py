@@ -1,0 +1,585 @@
+"""PyTorch adapter: ``F.cross_entropy`` conventions on top of lsr's one core.
+
+* ``smooth_ce``: the functional form, with ``F.cross_entropy``'s argument names and
+  defaults (class axis 1, ``ignore_index=-100``, ``weight``, ``reduction``), plus
+  lsr's ``smoothing``, ``prior``, ``kl`` and ``z_loss``.
+* ``SmoothCrossEntropyLoss``: a drop-in subclass of ``nn.CrossEntropyLoss`` (same
+  constructor, same state dict) that adds ``prior``.
+* ``LabelSmoothSoftmaxCE``: the interface of the segmentation snippet with ``lb_pos`` /
+  ``lb_neg`` targets, computed in closed form without its one-hot tensor.
+
+The gradient with respect to the logits is registered as a ``torch.autograd.Function``
+that calls ``lsr._core.smooth_ce_grad``: it keeps only the logits (and integer labels,
+class weights and one logsumexp per position) for the backward pass, where autograd
+through the core would keep several tensors of the logits' size.
+
+Where lsr deliberately differs from ``F.cross_entropy``:
+
+* a "mean" over a batch whose every target is ignored is 0 (gradient 0), not NaN;
+* float16/bfloat16 logits are computed in float32 and the loss is returned in float32
+  (the gradient keeps the logits' dtype), also under ``torch.autocast``;
+* target ids out of range raise a ``ValueError`` (on concrete tensors; under
+  ``torch.compile`` or ``torch.func`` the loss becomes NaN) instead of an index error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import types
+from typing import Any
+
+import array_api_compat.torch as _compat_xp
+import torch
+from torch import nn
+
+from lsr import _core, _distill
+from lsr._checks import prepare_smooth_ce
+from lsr._torch_distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
+from lsr._validation import (
+    PRIOR_NAMES,
+    check_choice,
+    check_fraction,
+    fail_type,
+    fail_value,
+)
+
+__all__ = [
+    "LabelSmoothSoftmaxCE",
+    "SmoothCrossEntropyLoss",
+    "data_parallel_smooth_ce",
+    "distill_loss",
+    "smooth_ce",
+    "vocab_parallel_smooth_ce",
+]
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _vecdot(x1: torch.Tensor, x2: torch.Tensor, /, *, axis: int = -1) -> torch.Tensor:
+    # array-api-compat's vecdot moves the axis with torch.moveaxis, which torch.func.vmap
+    # cannot batch; torch.movedim is the same view and can be batched.
+    x1, x2 = torch.broadcast_tensors(torch.movedim(x1, axis, -1), torch.movedim(x2, axis, -1))
+    return (x1[..., None, :] @ x2[..., None])[..., 0, 0]
+
+
+# The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot.
+_xp = types.SimpleNamespace(**{**vars(_compat_xp), "vecdot": _vecdot})
+
+
+def _check_tensor(name: str, value: Any) -> None:
+    if not isinstance(value, torch.Tensor):
+        fail_type(f"`{name}` must be a torch.Tensor.", name, value)
+
+
+def _check_same_device(name: str, value: Any, input: torch.Tensor) -> None:
+    if value.device != input.device:
+        raise ValueError(
+            f"`{name}` must be on the input's device ({input.device}). "
+            f"Received: {name}.device={value.device}"
+        )
+
+
+def _check_floating_dtype(name: str, value: torch.Tensor, input: torch.Tensor) -> None:
+    """A floating ``value`` must have the input's dtype (float32 is fine for half inputs)."""
+    if not (value.is_floating_point() and input.is_floating_point()):
+        return  # The core names non-floating arrays itself.
+    allowed = (input.dtype, torch.float32) if input.dtype in _HALF else (input.dtype,)
+    if value.dtype not in allowed:
+        expected = " or ".join(str(dtype) for dtype in allowed)
+        raise TypeError(
+            f"`{name}` must have the input's floating dtype ({expected}); convert it "
+            f"with .to(input.dtype). Received: {name}.dtype={value.dtype}"
+        )
+
+
+def _check_tensors(input: Any, target: Any, weight: Any, prior: Any) -> None:
+    _check_tensor("input", input)
+    _check_tensor("target", target)
+    _check_same_device("target", target, input)
+    _check_floating_dtype("target", target, input)
+    for name, value in (("weight", weight), ("prior", prior)):
+        if isinstance(value, torch.Tensor):
+            _check_same_device(name, value, input)
+            _check_floating_dtype(name, value, input)
+        elif value is not None and not isinstance(value, str):
+            fail_type(f"`{name}` must be a torch.Tensor.", name, value)
+
+
+def _without_autocast(device_type: str) -> Any:
+    """Autocast switched off, where it is on: contractions in the core (vecdot) would
+    otherwise run in half precision; the core already picks float32 for half inputs."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _class_axis(input: torch.Tensor, axis: int) -> int:
+    # F.cross_entropy reads a 1-D input as one unbatched position of C classes.
+    return 0 if input.ndim == 1 and axis == 1 else axis
+
+
+class _SmoothCE(torch.autograd.Function):
+    """Forward through ``_core.smooth_ce``, backward through ``_core.smooth_ce_grad``.
+
+    Saved for backward: the logits (the input itself, no copy), integer labels, the
+    class weights and one logsumexp per position. With ``create_graph=True`` the
+    backward recomputes the logsumexp with differentiable ops, so double backward (and
+    ``torch.func`` higher-order transforms) get exact second derivatives.
+    """
+
+    # The forward and backward are plain torch ops, so functorch can batch them itself.
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, weight, smoothing, prior, options):
+        dense, axis, ignore_index, reduction, kl, z_loss = options
+        compute_logits = logits.to(_core.compute_dtype(_xp, logits.dtype))
+        loss, lse, denominator = _core.smooth_ce(
+            compute_logits,
+            labels,
+            xp=_xp,
+            dense=dense,
+            smoothing=smoothing,
+            prior=prior,
+            axis=axis,
+            ignore_index=ignore_index,
+            weight=weight,
+            where=None,
+            reduction=reduction,
+            kl=kl,
+            z_loss=z_loss,
+        )
+        # The denominator is a Python int when no position can be left out; a tensor
+        # output is what setup_context can see.
+        denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
+        return loss, lse, denominator
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, weight, smoothing, prior, options = inputs
+        _, lse, denominator = output
+        ctx.mark_non_differentiable(lse, denominator)
+        tensors = {"smoothing": smoothing, "prior": prior}
+        ctx.tensor_options = [name for name, value in tensors.items() if torch.is_tensor(value)]
+        ctx.plain_options = {
+            name: value for name, value in tensors.items() if not torch.is_tensor(value)
+        }
+        saved = (logits, labels, weight, lse, denominator)
+        saved += tuple(tensors[name] for name in ctx.tensor_options)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.options = options
+
+    @staticmethod
+    def _logits_grad(ctx, cotangent, recompute_lse):
+        """``_core.smooth_ce_grad`` from what ``setup_context`` saved."""
+        logits, labels, weight, lse, denominator, *tensor_values = ctx.saved_tensors
+        options = dict(
+            ctx.plain_options, **dict(zip(ctx.tensor_options, tensor_values, strict=True))
+        )
+        dense, axis, ignore_index, reduction, _, z_loss = ctx.options
+        # backward() called inside an autocast region runs under it too.
+        with _without_autocast(logits.device.type):
+            compute_logits = logits.to(_core.compute_dtype(_xp, logits.dtype))
+            if recompute_lse:
+                # The saved logsumexp carries no graph: recompute it from the logits when
+                # the gradient itself is to be differentiated.
+                lse = _core.logsumexp(_xp, compute_logits, axis)
+            grad = _core.smooth_ce_grad(
+                compute_logits,
+                labels,
+                lse,
+                denominator,
+                cotangent.to(lse.dtype),
+                xp=_xp,
+                dense=dense,
+                axis=axis,
+                ignore_index=ignore_index,
+                weight=weight,
+                where=None,
+                reduction=reduction,
+                z_loss=z_loss,
+                **options,
+            )
+        return grad, axis, reduction
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_lse, grad_denominator):
+        # Grad mode is on in backward only for create_graph=True (double backward).
+        grad, _, _ = _SmoothCE._logits_grad(ctx, grad_loss, torch.is_grad_enabled())
+        return grad.to(ctx.saved_tensors[0].dtype), None, None, None, None, None
+
+
+class _SmoothCEWithJvp(_SmoothCE):
+    """``_SmoothCE`` plus forward mode, for eager use (dynamo cannot trace a custom jvp)."""
+
+    @staticmethod
+    def jvp(
+        ctx, logits_tangent, labels_tangent, weight_tangent, smoothing_tangent, prior_tangent, _
+    ):
+        # Forward mode (torch.func.jvp, jacfwd, hessian) is rare enough to be computed
+        # by forward-mode AD through the core's plain torch ops, with every input's
+        # tangent (functorch passes zeros for inputs it does not differentiate).
+        logits, labels, weight, _, _, *tensor_values = ctx.saved_tensors
+        named = dict(zip(ctx.tensor_options, tensor_values, strict=True))
+        dense, axis, ignore_index, reduction, kl, z_loss = ctx.options
+        primals = {
+            "logits": logits,
+            "labels": labels if dense else None,
+            "weight": weight,
+            "smoothing": named.get("smoothing"),
+            "prior": named.get("prior"),
+        }
+        given = (logits_tangent, labels_tangent, weight_tangent, smoothing_tangent, prior_tangent)
+        names = [name for name, value in primals.items() if value is not None]
+        tangents = {
+            name: torch.zeros_like(primals[name]) if tangent is None else tangent
+            for name, tangent in zip(primals, given, strict=True)
+            if name in names
+        }
+
+        def loss_of(*values):
+            # Python-valued smoothing and prior come from plain_options.
+            arguments = {**primals, **ctx.plain_options, **dict(zip(names, values, strict=True))}
+            loss, _, _ = _core.smooth_ce(
+                arguments["logits"].to(_core.compute_dtype(_xp, logits.dtype)),
+                arguments["labels"] if dense else labels,
+                xp=_xp,
+                dense=dense,
+                smoothing=arguments["smoothing"],
+                prior=arguments["prior"],
+                axis=axis,
+                ignore_index=ignore_index,
+                weight=arguments["weight"],
+                where=None,
+                reduction=reduction,
+                kl=kl,
+                z_loss=z_loss,
+            )
+            return loss
+
+        _, loss_tangent = torch.func.jvp(
+            loss_of,
+            tuple(primals[name] for name in names),
+            tuple(tangents[name] for name in names),
+        )
+        return loss_tangent, None, None
+
+
+def _needs_autograd_through_core(target, weight, smoothing, prior) -> bool:
+    """Whether a gradient is asked for something other than the logits."""
+    return any(
+        isinstance(value, torch.Tensor) and value.requires_grad
+        for value in (target, weight, smoothing, prior)
+    )
+
+
+def smooth_ce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    smoothing: float | torch.Tensor = 0.1,
+    prior: str | torch.Tensor = "uniform",
+    axis: int = 1,
+    kl: bool = False,
+    z_loss: float = 0.0,
+) -> torch.Tensor:
+    r"""Label-smoothed cross-entropy with ``F.cross_entropy``'s conventions.
+
+    The cross-entropy ``H(q', softmax(input))`` with ``q' = (1 - smoothing) q +
+    smoothing u`` (Szegedy et al. 2016, "Rethinking the Inception Architecture for
+    Computer Vision", section 7). With ``prior="uniform"`` it equals
+    ``F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+    reduction=reduction, label_smoothing=smoothing)``, except that a "mean" over targets
+    that are all ``ignore_index`` is 0 rather than NaN.
+
+    Args:
+        input: logits of shape (C,), (N, C) or (N, C, d1, d2, ...), classes on ``axis``
+            (1, or 0 for a 1-D input). float16/bfloat16 are computed in float32.
+        target: class ids of the input's shape without the class axis (any integer
+            dtype), or class probabilities of the input's shape and floating dtype.
+        weight: per-class weights of shape (C,), PyTorch's semantics (for class ids the
+            "mean" divides by the sum of the targets' weights).
+        ignore_index: class ids equal to it get loss 0 and gradient 0 and are left out
+            of the mean. For probability targets it must stay -100 (as in PyTorch).
+        reduction: ``"none"`` (the target's position shape), ``"mean"`` or ``"sum"``.
+        smoothing: epsilon in [0, 1] (``label_smoothing`` in PyTorch); a float or 0-d
+            tensor.
+        prior: ``"uniform"`` (PyTorch's convention: the true class gets
+            ``1 - eps + eps / C``), ``"others"`` (eps spread over the C - 1 other classes,
+            the true class gets ``1 - eps``: fairseq, T5X) or a (C,) tensor holding a
+            class distribution (see ``lsr.estimate_prior``).
+        axis: the class axis of ``input``.
+        kl: return ``KL(q' || p)`` (the loss minus the target entropy), whose minimum
+            is 0.
+        z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
+
+    Returns:
+        A 0-d tensor for "mean" and "sum", else one loss per position; float32 for half
+        precision inputs, else the input's dtype.
+
+    Raises:
+        TypeError: non-tensor arguments, non-floating input, a probability target or
+            weight whose dtype differs from the input's.
+        ValueError: tensors on different devices, bad shapes or options, class ids out
+            of range (checked on concrete tensors; under ``torch.compile`` and
+            ``torch.func`` they make the loss NaN instead).
+
+    Example:
+        >>> import torch
+        >>> import lsr.torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+        >>> target = torch.tensor([0, 1])
+        >>> loss = lsr.torch.smooth_ce(logits, target, smoothing=0.1)
+        >>> expected = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+        >>> print(f"{loss.item():.4f} {expected.item():.4f}")
+        0.5047 0.5047
+    """
+    _check_tensors(input, target, weight, prior)
+    axis = _class_axis(input, axis)
+    dense = target.is_floating_point()
+    if dense and ignore_index not in (-100, None):
+        # As F.cross_entropy: a class id to ignore means nothing for probabilities.
+        fail_value(
+            "`ignore_index` applies to class-id targets only; leave it at -100 for "
+            "probability (floating) targets.",
+            "ignore_index",
+            ignore_index,
+        )
+    ignore = None if dense else ignore_index
+    _, _, labels, options = prepare_smooth_ce(
+        input,
+        target,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore,
+        weight=weight,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+    )
+    with _without_autocast(input.device.type):
+        if _needs_autograd_through_core(target, weight, smoothing, prior):
+            loss, _, _ = _core.smooth_ce(
+                input.to(_core.compute_dtype(_xp, input.dtype)), labels, **{**options, "xp": _xp}
+            )
+            return loss
+        arguments = (
+            input,
+            labels,
+            options["weight"],
+            options["smoothing"],
+            options["prior"],
+            (
+                options["dense"],
+                options["axis"],
+                options["ignore_index"],
+                options["reduction"],
+                options["kl"],
+                options["z_loss"],
+            ),
+        )
+        if torch.compiler.is_compiling():
+            # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
+            loss, _, _ = _SmoothCE.apply(*arguments)
+        else:
+            loss, _, _ = _SmoothCEWithJvp.apply(*arguments)
+    return loss
+
+
+class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
+    r"""``nn.CrossEntropyLoss`` computed by lsr, with a choice of smoothing prior.
+
+    Same constructor, attributes and state dict as ``nn.CrossEntropyLoss`` (it is a
+    subclass, and ``weight`` is a buffer), so replacing the class name is the whole
+    migration; ``prior``, ``kl`` and ``z_loss`` are lsr's additions (see ``smooth_ce``).
+    A "mean" over a batch whose targets are all ``ignore_index`` gives 0, not NaN.
+
+    Args:
+        weight: per-class weights of shape (C,).
+        size_average: deprecated (as in PyTorch); use ``reduction``.
+        ignore_index: class id whose targets are left out.
+        reduce: deprecated (as in PyTorch); use ``reduction``.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        label_smoothing: epsilon in [0, 1].
+        prior: ``"uniform"`` (PyTorch's convention), ``"others"`` or a (C,) tensor of
+            class probabilities (registered as a buffer).
+        kl: return ``KL(q' || p)`` instead of the cross-entropy.
+        z_loss: coefficient of an added ``z_loss * logsumexp(input)**2``.
+
+    Shape:
+        input (C,), (N, C) or (N, C, d1, ...); target (), (N) or (N, d1, ...) class ids,
+        or probabilities of the input's shape; output: a scalar, or the target's
+        position shape for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> from lsr.torch import SmoothCrossEntropyLoss
+        >>> criterion = SmoothCrossEntropyLoss(label_smoothing=0.1, prior="others")
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+        >>> target = torch.tensor([0, 1])
+        >>> # The true class gets exactly 0.9: PyTorch's convention with 0.1 * 3 / 2.
+        >>> expected = torch.nn.CrossEntropyLoss(label_smoothing=0.15)(logits, target)
+        >>> print(f"{criterion(logits, target).item():.4f} {expected.item():.4f}")
+        0.5589 0.5589
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        prior: str | torch.Tensor = "uniform",
+        kl: bool = False,
+        z_loss: float = 0.0,
+    ) -> None:
+        super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
+        check_fraction("label_smoothing", label_smoothing)
+        check_choice("reduction", self.reduction, ("none", "mean", "sum"))
+        if isinstance(prior, torch.Tensor):
+            self.register_buffer("prior", prior)
+        else:
+            check_choice("prior", prior, PRIOR_NAMES)
+            self.prior = prior
+        self.kl = kl
+        self.z_loss = z_loss
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return smooth_ce(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            smoothing=self.label_smoothing,
+            prior=self.prior,
+            kl=self.kl,
+            z_loss=self.z_loss,
+        )
+
+    def extra_repr(self) -> str:
+        prior = "tensor" if isinstance(self.prior, torch.Tensor) else repr(self.prior)
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}, prior={prior}"
+        )
+
+
+class LabelSmoothSoftmaxCE(nn.Module):
+    r"""The segmentation snippet's ``lb_pos``/``lb_neg`` loss, without its one-hot tensor.
+
+    The widely copied snippet builds, for every pixel, the target ``lb_pos`` on the true
+    class and ``lb_neg`` on the C - 1 others (0 at pixels labelled ``lb_ignore``) and
+    returns ``-sum_k target_k log_softmax(logits)_k``. That target has mass
+    ``s = lb_pos + (C - 1) lb_neg`` (not necessarily 1) and equals ``s`` times lsr's
+    uniform smoothing with ``eps = C lb_neg / s``, so the loss is
+    ``s * smooth_ce(logits, label, smoothing=C * lb_neg / s, prior="uniform")``:
+    same values and gradients, computed in closed form.
+
+    Args:
+        lb_pos: target value on the true class, > 0.
+        lb_neg: target value on every other class, in [0, lb_pos].
+        reduction: ``"mean"`` (sum over valid pixels / number of valid pixels; 0, not NaN,
+            when no pixel is valid), ``"sum"`` or ``"none"`` (one loss per pixel, 0 at
+            ignored pixels).
+        lb_ignore: the label of pixels to leave out.
+
+    Shape:
+        logits (N, C, H, W) (any (N, C, d1, ...)), label (N, H, W) integer class ids.
+
+    Example:
+        >>> import torch
+        >>> from lsr.torch import LabelSmoothSoftmaxCE
+        >>> criterion = LabelSmoothSoftmaxCE(lb_pos=0.9, lb_neg=0.05)
+        >>> logits = torch.zeros(1, 3, 1, 2)
+        >>> label = torch.tensor([[[0, 255]]])
+        >>> print(f"{criterion(logits, label).item():.4f}")  # (0.9 + 2 * 0.05) * log(3)
+        1.0986
+    """
+
+    def __init__(
+        self,
+        lb_pos: float = 0.9,
+        lb_neg: float = 0.005,
+        reduction: str = "mean",
+        lb_ignore: int = 255,
+    ) -> None:
+        super().__init__()
+        for name, value in (("lb_pos", lb_pos), ("lb_neg", lb_neg)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                fail_type(f"`{name}` must be a real number.", name, value)
+        if not lb_pos > 0:
+            fail_value("`lb_pos` must be positive.", "lb_pos", lb_pos)
+        if not 0 <= lb_neg <= lb_pos:
+            # lb_neg > lb_pos would put more mass on wrong classes than on the true one:
+            # a smoothing factor above 1, which lsr does not define.
+            fail_value(f"`lb_neg` must be in [0, lb_pos={lb_pos}].", "lb_neg", lb_neg)
+        check_choice("reduction", reduction, ("none", "mean", "sum"))
+        self.lb_pos = float(lb_pos)
+        self.lb_neg = float(lb_neg)
+        self.reduction = reduction
+        self.lb_ignore = lb_ignore
+
+    def forward(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        _check_tensor("logits", logits)
+        if logits.ndim < 2:
+            fail_value("`logits` must have shape (N, C, ...).", "logits", logits)
+        num_classes = logits.shape[1]
+        mass = self.lb_pos + (num_classes - 1) * self.lb_neg
+        loss = smooth_ce(
+            logits,
+            label,
+            ignore_index=self.lb_ignore,
+            reduction=self.reduction,
+            smoothing=min(num_classes * self.lb_neg / mass, 1.0),
+        )
+        return mass * loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"lb_pos={self.lb_pos}, lb_neg={self.lb_neg}, reduction={self.reduction!r}, "
+            f"lb_ignore={self.lb_ignore}"
+        )
+
+
+def distill_loss(
+    input: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    temperature: Any,
+    axis: int = 1,
+    reduction: str = "mean",
+    where: torch.Tensor | None = None,
+    kl: bool = False,
+) -> torch.Tensor:
+    """Hinton et al. (2015) distillation loss, ``T**2`` times the soft-target cross-entropy.
+
+    ``lsr.distill_loss`` with PyTorch's class axis 1; the teacher's logits are detached,
+    so only the student (``input``) receives gradients. See ``lsr.distill_loss``.
+
+    Example:
+        >>> import torch, lsr.torch
+        >>> student = torch.tensor([[1.0, 2.0, 0.5]], requires_grad=True)
+        >>> teacher = torch.tensor([[2.0, 1.0, 0.0]], requires_grad=True)
+        >>> loss = lsr.torch.distill_loss(student, teacher, temperature=2.0, kl=True)
+        >>> loss.backward()
+        >>> round(loss.item(), 6), teacher.grad is None
+        (0.418517, True)
+    """
+    return _distill.distill_loss(
+        input,
+        teacher.detach(),
+        temperature=temperature,
+        axis=axis,
+        reduction=reduction,
+        where=where,
+        kl=kl,
+    )

@@ -1,0 +1,669 @@
+"""lsr.torch against PyTorch's own losses: values, gradients, autograd and transforms.
+
+Expected values come from ``F.cross_entropy`` / ``nn.CrossEntropyLoss`` (where the
+conventions overlap), from the float64 reference in tests/reference.py, or from a plain
+re-implementation of the segmentation snippet that builds its one-hot target.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import lsr.torch as lt
+from tests import reference
+from tests.backends import assert_close
+
+DTYPES = [torch.float32, torch.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+# dynamo warns when it traces array-api-compat's lru_cache'd type probes (harmless), and
+# torch 2.13's dynamo itself instantiates every autograd.Function it traces, which torch
+# deprecates (any autograd.Function under torch.compile warns, not only lsr's).
+DYNAMO_CACHE_WARNING = "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"
+DYNAMO_FUNCTION_WARNING = "ignore:.*should not be instantiated:DeprecationWarning"
+# Inductor and forward-mode AD script helpers with torch.jit, which torch 2.13 deprecates.
+TORCH_JIT_WARNING = "ignore:`torch.jit.script:DeprecationWarning"
+
+
+def _logits(shape, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (3.0 * torch.randn(shape, generator=generator, dtype=torch.float64)).to(dtype)
+
+
+def _class_ids(shape, num_classes, seed=1, ignore_index=None, ignored_fraction=0.25):
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, num_classes, shape, generator=generator)
+    if ignore_index is not None:
+        ignored = torch.rand(shape, generator=generator) < ignored_fraction
+        labels = torch.where(ignored, ignore_index, labels)
+    return labels
+
+
+def _probabilities(shape, dtype, seed=2, axis=1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.softmax(torch.randn(shape, generator=generator, dtype=torch.float64), axis).to(
+        dtype
+    )
+
+
+def _value_and_grad(loss_fn, logits):
+    logits = logits.detach().clone().requires_grad_()
+    loss = loss_fn(logits)
+    # A fixed, non-uniform cotangent also checks the "none" gradient position by position.
+    cotangent = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+    (grad,) = torch.autograd.grad(loss, logits, cotangent)
+    return loss.detach(), grad
+
+
+def _assert_matches(ours, theirs, logits, dtype):
+    loss, grad = _value_and_grad(ours, logits)
+    expected_loss, expected_grad = _value_and_grad(theirs, logits)
+    assert loss.dtype == expected_loss.dtype and loss.shape == expected_loss.shape
+    assert grad.dtype == logits.dtype
+    assert_close(loss, expected_loss, dtype)
+    assert_close(grad, expected_grad, dtype)
+
+
+# --- equality with F.cross_entropy ------------------------------------------------------
+
+SHAPES = {
+    "(N, C)": ((7, 5), (7,)),
+    "(N, C, H, W)": ((2, 4, 3, 5), (2, 3, 5)),
+    "(C,) unbatched": ((6,), ()),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", SHAPES, ids=list(SHAPES))
+def test_class_ids_match_f_cross_entropy(dtype, reduction, weighted, shape):
+    logits_shape, label_shape = SHAPES[shape]
+    num_classes = logits_shape[0] if len(logits_shape) == 1 else logits_shape[1]
+    logits = _logits(logits_shape, dtype)
+    # The unbatched case keeps its one target (an ignored one is its own test below).
+    ignore = -100 if label_shape else None
+    target = _class_ids(label_shape, num_classes, ignore_index=ignore)
+    weight = torch.linspace(0.3, 2.0, num_classes, dtype=dtype) if weighted else None
+    options = dict(weight=weight, reduction=reduction)
+    _assert_matches(
+        lambda z: lt.smooth_ce(z, target, smoothing=0.2, **options),
+        lambda z: F.cross_entropy(z, target, label_smoothing=0.2, **options),
+        logits,
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_custom_ignore_index_matches_f_cross_entropy(dtype, reduction, weighted):
+    logits = _logits((3, 5, 4, 4), dtype)
+    target = _class_ids((3, 4, 4), 5, ignore_index=255, ignored_fraction=0.5)
+    weight = torch.linspace(2.0, 0.5, 5, dtype=dtype) if weighted else None
+    options = dict(weight=weight, reduction=reduction, ignore_index=255)
+    _assert_matches(
+        lambda z: lt.smooth_ce(z, target, smoothing=0.1, **options),
+        lambda z: F.cross_entropy(z, target, label_smoothing=0.1, **options),
+        logits,
+        dtype,
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("shape", [(6, 4), (2, 4, 3, 2), (5,)], ids=str)
+def test_probability_targets_match_f_cross_entropy(dtype, reduction, weighted, shape):
+    logits = _logits(shape, dtype)
+    axis = 0 if len(shape) == 1 else 1
+    target = _probabilities(shape, dtype, axis=axis)
+    weight = torch.linspace(0.3, 2.0, shape[axis], dtype=dtype) if weighted else None
+    options = dict(weight=weight, reduction=reduction)
+    _assert_matches(
+        lambda z: lt.smooth_ce(z, target, smoothing=0.3, **options),
+        lambda z: F.cross_entropy(z, target, label_smoothing=0.3, **options),
+        logits,
+        dtype,
+    )
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    num_classes=st.integers(2, 7),
+    spatial=st.lists(st.integers(1, 3), max_size=2),
+    smoothing=st.floats(0.0, 1.0),
+    reduction=st.sampled_from(REDUCTIONS),
+    weighted=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_random_shapes_match_f_cross_entropy(
+    batch, num_classes, spatial, smoothing, reduction, weighted, seed
+):
+    logits = _logits((batch, num_classes, *spatial), torch.float64, seed=seed)
+    target = _class_ids((batch, *spatial), num_classes, seed=seed + 1, ignore_index=-100)
+    # torch's "mean" is NaN when every target is ignored (tested separately).
+    target.view(-1)[0] = 0
+    weight = torch.linspace(0.5, 1.5, num_classes, dtype=torch.float64) if weighted else None
+    options = dict(weight=weight, reduction=reduction)
+    _assert_matches(
+        lambda z: lt.smooth_ce(z, target, smoothing=smoothing, **options),
+        lambda z: F.cross_entropy(z, target, label_smoothing=smoothing, **options),
+        logits,
+        torch.float64,
+    )
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_all_ignored_mean_is_zero_where_torch_gives_nan(weighted):
+    logits = _logits((4, 3), torch.float64).requires_grad_()
+    target = torch.full((4,), -100)
+    weight = torch.ones(3, dtype=torch.float64) if weighted else None
+    torch_loss = F.cross_entropy(logits, target, weight=weight, label_smoothing=0.1)
+    assert torch.isnan(torch_loss)
+    loss = lt.smooth_ce(logits, target, weight=weight, smoothing=0.1)
+    assert loss.item() == 0.0
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+def test_smoothing_zero_is_plain_cross_entropy():
+    logits = _logits((5, 4), torch.float64)
+    target = _class_ids((5,), 4)
+    _assert_matches(
+        lambda z: lt.smooth_ce(z, target, smoothing=0.0),
+        lambda z: F.cross_entropy(z, target),
+        logits,
+        torch.float64,
+    )
+
+
+@pytest.mark.parametrize("prior", ["others", "vector"])
+@pytest.mark.parametrize("options", [{}, {"kl": True}, {"z_loss": 1e-2}], ids=str)
+def test_priors_kl_and_z_loss_match_the_reference(prior, options):
+    """What torch lacks, against the float64 reference (class axis 1, K-dim input)."""
+    num_classes = 5
+    logits = _logits((2, num_classes, 3), torch.float64)
+    target = _class_ids((2, 3), num_classes, ignore_index=-100)
+    prior_vector = np.linspace(1.0, 3.0, num_classes) / np.linspace(1.0, 3.0, num_classes).sum()
+    weight = np.linspace(0.5, 1.5, num_classes)
+    loss = lt.smooth_ce(
+        logits,
+        target,
+        smoothing=0.2,
+        prior=torch.from_numpy(prior_vector) if prior == "vector" else prior,
+        weight=torch.from_numpy(weight),
+        **options,
+    )
+    expected = reference.smooth_ce(
+        logits.numpy(),
+        target.numpy(),
+        smoothing=0.2,
+        prior=prior_vector if prior == "vector" else prior,
+        axis=1,
+        ignore_index=-100,
+        weight=weight,
+        **options,
+    )
+    assert_close(loss, expected, torch.float64)
+
+
+# --- autograd -------------------------------------------------------------------------
+
+GRADCHECK_CASES = {
+    "uniform": dict(smoothing=0.2),
+    "weighted mean": dict(smoothing=0.2, weight=torch.tensor([0.5, 2.0, 1.0, 1.5])),
+    "others, sum": dict(smoothing=0.3, prior="others", reduction="sum"),
+    "vector prior, none": dict(
+        smoothing=0.3,
+        prior=torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64),
+        reduction="none",
+    ),
+    "kl and z_loss": dict(smoothing=0.1, kl=True, z_loss=0.05),
+}
+
+
+def _gradcheck_options(name):
+    return {
+        key: value.double() if isinstance(value, torch.Tensor) else value
+        for key, value in GRADCHECK_CASES[name].items()
+    }
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES)
+@pytest.mark.parametrize("dense", [False, True], ids=["class ids", "probabilities"])
+def test_gradcheck_and_gradgradcheck(case, dense):
+    logits = _logits((3, 4, 2), torch.float64).requires_grad_()
+    if dense:
+        target = _probabilities((3, 4, 2), torch.float64)
+    else:
+        target = _class_ids((3, 2), 4, ignore_index=-100)
+    options = _gradcheck_options(case)
+
+    def loss_fn(z):
+        return lt.smooth_ce(z, target, **options)
+
+    assert torch.autograd.gradcheck(loss_fn, (logits,))
+    # Double backward is supported: the backward is made of differentiable torch ops.
+    assert torch.autograd.gradgradcheck(loss_fn, (logits,))
+
+
+def test_double_backward_matches_torch():
+    logits = _logits((4, 5), torch.float64)
+    target = _class_ids((4,), 5, ignore_index=-100)
+    target[0] = 2
+    direction = _logits((4, 5), torch.float64, seed=7)
+
+    def hessian_vector_product(loss_fn):
+        z = logits.clone().requires_grad_()
+        (grad,) = torch.autograd.grad(loss_fn(z), z, create_graph=True)
+        (hvp,) = torch.autograd.grad(grad, z, direction)
+        return hvp
+
+    assert_close(
+        hessian_vector_product(lambda z: lt.smooth_ce(z, target, smoothing=0.2)),
+        hessian_vector_product(lambda z: F.cross_entropy(z, target, label_smoothing=0.2)),
+        torch.float64,
+    )
+
+
+def test_backward_keeps_only_the_logits_at_full_size():
+    """The custom Function saves the logits and per-position values, nothing of N x C."""
+    logits = _logits((64, 50), torch.float32).requires_grad_()
+    target = _class_ids((64,), 50, ignore_index=-100)
+    weight = torch.rand(50)
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        lt.smooth_ce(logits, target, weight=weight, smoothing=0.1)
+    full_size = [tensor for tensor in saved if tensor.numel() >= logits.numel()]
+    assert len(full_size) == 1 and full_size[0].data_ptr() == logits.data_ptr()
+    assert sum(tensor.numel() for tensor in saved) <= logits.numel() + 3 * 64 + 50 + 1
+    # The check can fail: F.cross_entropy keeps its log-softmax, a second N x C tensor.
+    saved.clear()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        F.cross_entropy(logits, target, weight=weight, label_smoothing=0.1)
+    assert any(
+        tensor.numel() >= logits.numel() and tensor.data_ptr() != logits.data_ptr()
+        for tensor in saved
+    )
+
+
+def test_gradients_for_weight_and_probability_targets():
+    """Gradients other than the logits' go through autograd of the core."""
+    logits = _logits((5, 4), torch.float64).requires_grad_()
+    target = _probabilities((5, 4), torch.float64).requires_grad_()
+    weight = torch.linspace(0.5, 2.0, 4, dtype=torch.float64).requires_grad_()
+    loss = lt.smooth_ce(logits, target, weight=weight, smoothing=0.2)
+    expected = F.cross_entropy(logits, target, weight=weight, label_smoothing=0.2)
+    grads = torch.autograd.grad(loss, (logits, target, weight))
+    expected_grads = torch.autograd.grad(expected, (logits, target, weight))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert_close(grad, expected_grad, torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda w: lt.smooth_ce(logits.detach(), target.detach(), weight=w), (weight,)
+    )
+
+
+# --- transforms: torch.func, torch.compile, autocast ------------------------------------
+
+
+@pytest.mark.filterwarnings(TORCH_JIT_WARNING)
+def test_torch_func_grad_vmap_and_hessian():
+    logits = _logits((3, 6, 5), torch.float64)
+    target = _class_ids((3, 6), 5, ignore_index=-100)
+    target[:, 0] = 1
+    weight = torch.linspace(0.5, 1.5, 5, dtype=torch.float64)
+
+    def ours(z, y):
+        return lt.smooth_ce(z, y, weight=weight, smoothing=0.2)
+
+    def theirs(z, y):
+        return F.cross_entropy(z, y, weight=weight, label_smoothing=0.2)
+
+    # torch cannot vmap its own weighted loss with ignored targets: loop for the reference.
+    for transform in (
+        lambda f: f,
+        torch.func.grad,
+        torch.func.hessian,
+        torch.func.jacfwd,
+    ):
+        expected = torch.stack(
+            [transform(theirs)(z, y) for z, y in zip(logits, target, strict=True)]
+        )
+        assert_close(torch.func.vmap(transform(ours))(logits, target), expected, torch.float64)
+
+
+@pytest.mark.filterwarnings(TORCH_JIT_WARNING)
+@pytest.mark.parametrize("transform", [torch.func.jacfwd, torch.func.grad], ids=str)
+def test_derivative_with_respect_to_smoothing(transform):
+    """The loss is linear in eps: its derivative is CE(eps=1) - CE(eps=0), from torch."""
+    logits = _logits((4, 5, 2), torch.float64)
+    target = _class_ids((4, 2), 5, ignore_index=-100)
+    target[0, 0] = 3
+    uniform = torch.full((5,), 0.2, dtype=torch.float64)
+
+    def loss_of(smoothing):
+        return lt.smooth_ce(logits, target, smoothing=smoothing, prior=uniform)
+
+    expected = F.cross_entropy(logits, target, label_smoothing=1.0) - F.cross_entropy(
+        logits, target
+    )
+    derivative = transform(loss_of)(torch.tensor(0.3, dtype=torch.float64))
+    assert_close(derivative, expected, torch.float64)
+
+
+def test_out_of_range_target_under_vmap_gives_nan():
+    """Values cannot be checked under torch.func; a bad id must not give a plausible loss."""
+    logits = _logits((2, 3, 4), torch.float64)
+    target = torch.tensor([[0, 1, 2], [0, 9, 2]])
+    loss = torch.func.vmap(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1))(logits, target)
+    assert torch.isfinite(loss[0]) and torch.isnan(loss[1])
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+def test_torch_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    logits = _logits((6, 5, 3), torch.float32)
+    target = _class_ids((6, 3), 5, ignore_index=-100)
+    weight = torch.linspace(0.5, 1.5, 5)
+
+    def loss_fn(z, y, w):
+        return lt.smooth_ce(z, y, weight=w, smoothing=0.1)
+
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
+    _assert_matches(
+        lambda z: compiled(z, target, weight),
+        lambda z: F.cross_entropy(z, target, weight=weight, label_smoothing=0.1),
+        logits,
+        torch.float32,
+    )
+    # Out-of-range ids cannot raise inside the graph; they make the loss NaN instead.
+    bad = target.clone()
+    bad[0, 0] = 7
+    assert torch.isnan(compiled(logits, bad, weight))
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING, TORCH_JIT_WARNING)
+def test_module_under_torch_compile_inductor():
+    torch._dynamo.reset()
+    criterion = lt.SmoothCrossEntropyLoss(label_smoothing=0.1, ignore_index=255)
+    compiled = torch.compile(criterion, fullgraph=True)
+    logits = _logits((2, 4, 3, 3), torch.float32)
+    target = _class_ids((2, 3, 3), 4, ignore_index=255)
+    _assert_matches(
+        lambda z: compiled(z, target),
+        lambda z: F.cross_entropy(z, target, ignore_index=255, label_smoothing=0.1),
+        logits,
+        torch.float32,
+    )
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["class ids", "probabilities"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_bfloat16_autocast_is_float32_accurate(dense, weighted):
+    torch.manual_seed(0)
+    layer = nn.Linear(8, 10)
+    features = torch.randn(32, 8)
+    target = _probabilities((32, 10), torch.float32) if dense else _class_ids((32,), 10)
+    # Class weights take the core through a contraction, which autocast would run in
+    # bfloat16; float32 weights next to bfloat16 logits are what autocast code has.
+    weight = torch.linspace(0.5, 1.5, 10) / 3 if weighted else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = 10.0 * layer(features)
+        loss = lt.smooth_ce(logits, target, weight=weight, smoothing=0.8)
+        assert logits.dtype == torch.bfloat16
+        assert loss.dtype == torch.float32
+        loss.backward()  # inside the autocast region, as training loops often do
+    assert layer.weight.grad.dtype == torch.float32
+    # The same bfloat16 logits, computed by torch in float32.
+    float_logits = logits.detach().float().requires_grad_()
+    expected = F.cross_entropy(float_logits, target, weight=weight, label_smoothing=0.8)
+    assert_close(loss.detach(), expected.detach(), torch.float32)
+    # The logits' gradient keeps their dtype and is torch's float32 one, rounded.
+    logits_leaf = logits.detach().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        lt.smooth_ce(logits_leaf, target, weight=weight, smoothing=0.8).backward()
+    expected.backward()
+    assert logits_leaf.grad.dtype == torch.bfloat16
+    assert_close(logits_leaf.grad.float(), float_logits.grad.bfloat16().float(), torch.bfloat16)
+
+
+def test_half_precision_loss_is_float32():
+    logits = _logits((4, 3), torch.float16)
+    target = _class_ids((4,), 3)
+    loss = lt.smooth_ce(logits, target, smoothing=0.1)
+    assert loss.dtype == torch.float32
+    expected = F.cross_entropy(logits.float(), target, label_smoothing=0.1)
+    assert_close(loss, expected, torch.float32)
+
+
+# --- SmoothCrossEntropyLoss ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_module_is_a_drop_in_for_cross_entropy_loss(reduction, weighted):
+    weight = torch.linspace(0.5, 1.5, 4) if weighted else None
+    arguments = dict(weight=weight, ignore_index=3, reduction=reduction, label_smoothing=0.15)
+    ours = lt.SmoothCrossEntropyLoss(**arguments)
+    theirs = nn.CrossEntropyLoss(**arguments)
+    assert isinstance(ours, nn.CrossEntropyLoss)
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    ours, theirs = ours.double(), theirs.double()  # the weight is a buffer and follows
+    assert (ours.weight is None) == (not weighted)
+    if weighted:
+        assert ours.weight.dtype == torch.float64
+    logits = _logits((2, 4, 5), torch.float64)
+    target = _class_ids((2, 5), 4)
+    _assert_matches(lambda z: ours(z, target), lambda z: theirs(z, target), logits, torch.float64)
+
+
+def test_module_defaults_match_cross_entropy_loss():
+    logits = _logits((6, 3), torch.float64)
+    target = _class_ids((6,), 3, ignore_index=-100)
+    target[0] = 0
+    _assert_matches(
+        lambda z: lt.SmoothCrossEntropyLoss()(z, target),
+        lambda z: nn.CrossEntropyLoss()(z, target),
+        logits,
+        torch.float64,
+    )
+
+
+def test_module_legacy_reduction_arguments_follow_torch():
+    with pytest.warns(UserWarning, match="size_average and reduce"):
+        ours = lt.SmoothCrossEntropyLoss(reduce=False)
+    with pytest.warns(UserWarning, match="size_average and reduce"):
+        theirs = nn.CrossEntropyLoss(reduce=False)
+    assert ours.reduction == theirs.reduction == "none"
+
+
+def test_module_prior_others_equals_rescaled_uniform():
+    """ "others" with eps is "uniform" with eps * K / (K - 1): the true class gets 1 - eps."""
+    num_classes = 5
+    logits = _logits((4, num_classes), torch.float64)
+    target = _class_ids((4,), num_classes)
+    others = lt.SmoothCrossEntropyLoss(label_smoothing=0.2, prior="others")
+    uniform = lt.SmoothCrossEntropyLoss(label_smoothing=0.2 * num_classes / (num_classes - 1))
+    _assert_matches(
+        lambda z: others(z, target), lambda z: uniform(z, target), logits, torch.float64
+    )
+    assert "prior='others'" in repr(others)
+
+
+def test_module_prior_tensor_is_a_buffer():
+    prior = torch.tensor([0.5, 0.25, 0.25])
+    criterion = lt.SmoothCrossEntropyLoss(label_smoothing=0.3, prior=prior).double()
+    assert "prior" in criterion.state_dict() and criterion.prior.dtype == torch.float64
+    logits = _logits((4, 3), torch.float64)
+    target = _class_ids((4,), 3)
+    expected = reference.smooth_ce(
+        logits.numpy(), target.numpy(), smoothing=0.3, prior=prior.double().numpy()
+    )
+    assert_close(criterion(logits, target), expected, torch.float64)
+
+
+# --- LabelSmoothSoftmaxCE -----------------------------------------------------------------
+
+
+def snippet_loss(logits, label, lb_pos, lb_neg, reduction, lb_ignore):
+    """The segmentation snippet written plainly: dense lb_pos/lb_neg targets, then sum."""
+    log_probabilities = torch.log_softmax(logits, dim=1)
+    ignored = label == lb_ignore
+    safe_label = torch.where(ignored, 0, label)
+    one_hot = torch.zeros_like(logits).scatter_(1, safe_label.unsqueeze(1), 1.0)
+    targets = lb_pos * one_hot + lb_neg * (1.0 - one_hot)
+    targets = targets * (~ignored).unsqueeze(1).to(logits.dtype)
+    loss = -torch.sum(log_probabilities * targets, dim=1)
+    if reduction == "mean":
+        return loss.sum() / (~ignored).sum()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    ("lb_pos", "lb_neg"), [(0.9, 0.005), (0.8, 0.05), (1.0, 0.0), (0.3, 0.3), (0.7, 0.1)]
+)
+def test_label_smooth_softmax_ce_matches_the_snippet(dtype, reduction, lb_pos, lb_neg):
+    logits = _logits((2, 6, 4, 5), dtype)
+    label = _class_ids((2, 4, 5), 6, ignore_index=255)
+    criterion = lt.LabelSmoothSoftmaxCE(
+        lb_pos=lb_pos, lb_neg=lb_neg, reduction=reduction, lb_ignore=255
+    )
+    _assert_matches(
+        lambda z: criterion(z, label),
+        lambda z: snippet_loss(z, label, lb_pos, lb_neg, reduction, 255),
+        logits,
+        dtype,
+    )
+
+
+def test_label_smooth_softmax_ce_defaults_and_all_ignored():
+    criterion = lt.LabelSmoothSoftmaxCE()
+    assert (criterion.lb_pos, criterion.lb_neg, criterion.reduction, criterion.lb_ignore) == (
+        0.9,
+        0.005,
+        "mean",
+        255,
+    )
+    logits = _logits((1, 19, 2, 2), torch.float64).requires_grad_()
+    label = torch.full((1, 2, 2), 255)
+    assert torch.isnan(snippet_loss(logits, label, 0.9, 0.005, "mean", 255))
+    loss = criterion(logits, label)
+    assert loss.item() == 0.0
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(grad, torch.zeros_like(grad))
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "match"),
+    [
+        (dict(lb_pos=0.1, lb_neg=0.2), ValueError, r"lb_neg.*Received: lb_neg=0.2"),
+        (dict(lb_pos=0.0, lb_neg=0.0), ValueError, r"Received: lb_pos=0.0"),
+        (dict(lb_neg=-0.1), ValueError, r"Received: lb_neg=-0.1"),
+        (dict(reduction="avg"), ValueError, r"Received: reduction='avg'"),
+        (dict(lb_pos="0.9"), TypeError, r"Received: lb_pos='0.9'"),
+    ],
+)
+def test_label_smooth_softmax_ce_rejects_bad_arguments(arguments, error, match):
+    with pytest.raises(error, match=match):
+        lt.LabelSmoothSoftmaxCE(**arguments)
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_out_of_range_target_raises_a_clear_error():
+    logits = _logits((3, 4), torch.float32)
+    with pytest.raises(ValueError, match=r"class ids .* \[0, 4\) or ignore_index=-100"):
+        lt.smooth_ce(logits, torch.tensor([0, 4, 1]))
+    with pytest.raises(ValueError, match=r"Received: labels with min=-1, max=-1"):
+        lt.smooth_ce(logits, torch.tensor([0, -1, -100]))
+    # Torch's own error for the same input is an opaque index error.
+    with pytest.raises((IndexError, RuntimeError)):
+        F.cross_entropy(logits, torch.tensor([0, 4, 1]))
+
+
+@pytest.mark.parametrize(
+    ("target", "weight", "match"),
+    [
+        (torch.tensor([0, 1]), torch.ones(3, dtype=torch.float64), r"Received: weight.dtype"),
+        (torch.full((2, 3), 1 / 3, dtype=torch.float64), None, r"Received: target.dtype"),
+        (torch.full((2, 3), 1 / 3, dtype=torch.bfloat16), None, r"Received: target.dtype"),
+        (torch.tensor([0, 1]), torch.ones(3, dtype=torch.int64), r"floating dtype"),
+        ([0, 1], None, r"torch.Tensor. Received: target=\[0, 1\]"),
+    ],
+    ids=["weight float64", "target float64", "target bfloat16", "weight int", "target list"],
+)
+def test_mismatched_dtypes_raise_type_error(target, weight, match):
+    logits = _logits((2, 3), torch.float32)
+    with pytest.raises(TypeError, match=match):
+        lt.smooth_ce(logits, target, weight=weight)
+
+
+def test_half_input_accepts_float32_targets_and_weight():
+    """As under autocast: half-precision logits with float32 data and buffers."""
+    logits = _logits((2, 3), torch.bfloat16)
+    target = _probabilities((2, 3), torch.float32)
+    loss = lt.smooth_ce(logits, target, weight=torch.ones(3), smoothing=0.1)
+    expected = F.cross_entropy(logits.float(), target, label_smoothing=0.1)
+    assert_close(loss, expected, torch.float32)
+
+
+@pytest.mark.parametrize("name", ["target", "weight", "prior"])
+def test_mismatched_devices_raise_value_error(name):
+    logits = _logits((2, 3), torch.float32)
+    arguments = dict(target=torch.tensor([0, 1]), weight=None, prior="uniform")
+    meta = {
+        "target": torch.tensor([0, 1], device="meta"),
+        "weight": torch.ones(3, device="meta"),
+        "prior": torch.full((3,), 1 / 3, device="meta"),
+    }
+    arguments[name] = meta[name]
+    target = arguments.pop("target")
+    with pytest.raises(ValueError, match=rf"input's device \(cpu\)\. Received: {name}.device=meta"):
+        lt.smooth_ce(logits, target, **arguments)
+
+
+def test_ignore_index_with_probability_targets_is_rejected_like_torch():
+    logits = _logits((2, 3), torch.float32)
+    target = _probabilities((2, 3), torch.float32)
+    with pytest.raises(RuntimeError, match="ignore_index"):
+        F.cross_entropy(logits, target, ignore_index=1)
+    with pytest.raises(ValueError, match=r"Received: ignore_index=1"):
+        lt.smooth_ce(logits, target, ignore_index=1)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "match"),
+    [
+        (dict(smoothing=1.5), ValueError, r"Received: smoothing=1.5"),
+        (dict(reduction="avg"), ValueError, r"Received: reduction='avg'"),
+        (dict(prior="others2"), ValueError, r"Received: prior='others2'"),
+        (dict(axis=3), ValueError, r"Received: axis=3"),
+    ],
+)
+def test_core_errors_reach_torch_users(options, error, match):
+    with pytest.raises(error, match=match):
+        lt.smooth_ce(_logits((2, 3), torch.float32), torch.tensor([0, 1]), **options)
+
+
+def test_module_rejects_bad_constructor_arguments():
+    with pytest.raises(ValueError, match=r"Received: label_smoothing=1.5"):
+        lt.SmoothCrossEntropyLoss(label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"Received: prior='gaussian'"):
+        lt.SmoothCrossEntropyLoss(prior="gaussian")
