@@ -1,0 +1,306 @@
+"""TensorFlow adapter: lsr's one core on tf.Tensors, with a custom gradient.
+
+* ``smooth_ce``: the label-smoothed cross-entropy with the generic ``lsr.smooth_ce``
+  keywords, eager, inside ``tf.function`` and under ``tf.function(jit_compile=True)``.
+* ``smooth_labels``: dense smoothed targets, returned as a tf.Tensor.
+
+Both accept tf.Tensors, tf.Variables, NumPy arrays and (nested) Python lists, and never
+modify their input. Validation is ``lsr._checks.prepare_smooth_ce`` (the errors every
+backend raises); the arithmetic is ``lsr._core`` through lsr's TensorFlow namespace
+(``lsr._tf_namespace``), since array-api-compat has none for TensorFlow.
+
+The gradient with respect to the logits is ``lsr._core.smooth_ce_grad``, registered with
+``tf.custom_gradient``: the backward pass needs only the logits and one logsumexp per
+position, where autodiff through the core keeps several tensors of the logits' size. On
+4096 x 1000 float32 logits (CPU, loss plus gradient) it took 41 ms in a ``tf.function``
+against 73 ms for autodiff through the same core, and 36 ms against 45 ms under XLA.
+Gradients reach the logits only: labels (also soft ones), ``weight``, ``prior`` and
+``smoothing`` are constants of the loss, so ``tape.gradient`` returns None for them.
+The gradient itself cannot be differentiated again (it would miss the logsumexp's
+dependence on the logits): asking for a second derivative raises ``NotImplementedError``.
+
+Inside ``tf.function`` values are abstract, so integer labels out of range cannot raise:
+their loss (and any reduction over it) is NaN. Shapes with unknown dimensions (a batch
+dimension of None, as in ``keras.Model.fit``) are supported when at most one dimension of
+the logits is unknown.
+
+Example:
+    >>> import tensorflow as tf
+    >>> import lsr.tensorflow
+    >>> logits = tf.constant([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+    >>> loss = lsr.tensorflow.smooth_ce(logits, tf.constant([0, 1]), smoothing=0.1)
+    >>> print(f"{float(loss):.4f}")
+    0.5047
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+import lsr
+from lsr import _core
+from lsr._checks import prepare_smooth_ce
+from lsr._validation import fail_type
+
+__all__ = ["distill_loss", "smooth_ce", "smooth_labels"]
+
+
+def _as_tensor(name: str, value: Any) -> Any:
+    """A tf.Tensor from a tensor, variable, NumPy array or Python (nested) list."""
+    if isinstance(value, tf.Variable):
+        # Reading the variable keeps it on the tape, so its gradient still arrives.
+        return tf.convert_to_tensor(value)
+    if isinstance(value, tf.Tensor):
+        return value
+    if isinstance(value, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+        try:
+            return tf.convert_to_tensor(value)
+        except (TypeError, ValueError) as error:
+            raise TypeError(
+                f"`{name}` could not be converted to a tf.Tensor: {error} "
+                f"Received: {name}={value!r}"
+            ) from error
+    fail_type(
+        f"`{name}` must be a tf.Tensor, a NumPy array or a list of numbers; convert arrays "
+        "of other libraries first.",
+        name,
+        value,
+    )
+
+
+def _as_option(name: str, value: Any) -> Any:
+    """Array-valued options as tensors; names, None and Python numbers as they are."""
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, np.generic) and isinstance(value, numbers.Real):
+        return value.item()  # A NumPy scalar is a number here, not a NumPy array.
+    if isinstance(value, numbers.Real):
+        return value
+    return _as_tensor(name, value)
+
+
+def _position_shape(logits: Any, axis: int) -> Any:
+    """The logits' dynamic shape without the class axis."""
+    shape = tf.shape(logits)
+    return tf.concat([shape[:axis], shape[axis + 1 :]], axis=0)
+
+
+@tf.custom_gradient
+def _first_order_only(grad: Any) -> Any:
+    def second_order(upstream: Any) -> Any:
+        raise NotImplementedError(
+            "lsr.tensorflow.smooth_ce registers a first-order custom gradient; its gradient "
+            "cannot be differentiated again. Received: a request for a second derivative"
+        )
+
+    return tf.identity(grad), second_order
+
+
+def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
+    """``_core.smooth_ce`` forward, ``_core.smooth_ce_grad`` backward (logits only)."""
+    axis = options["axis"]
+    reduction = options["reduction"]
+    grad_options = {key: value for key, value in options.items() if key != "kl"}
+    # The core broadcasts the cotangent of a reduced loss to the positions' static
+    # shape; with an unknown dimension the adapter does it with the dynamic shape.
+    dynamic = not logits.shape.is_fully_defined() and reduction != "none"
+
+    @tf.custom_gradient
+    def forward(z):
+        loss, lse, denominator = _core.smooth_ce(z, labels, **options)
+
+        def backward(upstream):
+            cotangent = tf.cast(upstream, lse.dtype)
+            backward_options = grad_options
+            if dynamic:
+                if reduction == "mean":
+                    cotangent = _core._per_unit(options["xp"], cotangent, denominator)
+                cotangent = tf.broadcast_to(cotangent, _position_shape(z, axis))
+                backward_options = dict(grad_options, reduction="none")
+            grad = _core.smooth_ce_grad(z, labels, lse, denominator, cotangent, **backward_options)
+            return _first_order_only(grad)
+
+        return loss, backward
+
+    return forward(logits)
+
+
+# Autograph would rewrite Python branches on tensors into tf.cond; lsr's code has none by
+# design, and leaving it unconverted keeps such a bug an error instead of a silent change.
+@tf.autograph.experimental.do_not_convert
+def smooth_ce(
+    logits: Any,
+    labels: Any,
+    *,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    axis: int = -1,
+    ignore_index: int | None = None,
+    weight: Any = None,
+    where: Any = None,
+    reduction: str = "mean",
+    kl: bool = False,
+    z_loss: float = 0.0,
+) -> Any:
+    r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))`` on tf.Tensors.
+
+    The semantics and keywords of ``lsr.smooth_ce`` (see there for every option):
+    ``q' = (1 - smoothing) q + smoothing u`` with ``u`` named by ``prior``, computed in
+    closed form for integer labels (no one-hot tensor), with a custom gradient.
+
+    Args:
+        logits: floating scores, shape ``(..., K, ...)`` with the K classes on ``axis``.
+            float16/bfloat16 are computed (and returned) in float32.
+        labels: integer class ids of shape ``logits.shape`` without ``axis``, or dense
+            floating targets of the logits' shape.
+        smoothing: epsilon in [0, 1], a Python float or a 0-d tensor.
+        prior: ``"uniform"`` (``u_k = 1/K``, as Keras' ``label_smoothing``), ``"others"``
+            (epsilon spread over the K - 1 other classes), or a (K,) distribution.
+        axis: the class axis.
+        ignore_index: integer labels equal to it get loss 0 and gradient 0 and are left
+            out of the mean.
+        weight: per-class weights of shape (K,) (PyTorch's semantics).
+        where: boolean mask of the positions to keep (shape of the integer labels).
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        kl: return ``KL(q' || p)`` (minimum 0) instead of the cross-entropy.
+        z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
+
+    Returns:
+        A tf.Tensor: 0-d for "mean" and "sum", the positions' shape for "none".
+
+    Raises:
+        TypeError, ValueError: as ``lsr.smooth_ce``; value checks (labels in range,
+            smoothing in [0, 1]) run eagerly only. Inside ``tf.function`` an
+            out-of-range label gives NaN.
+
+    Example:
+        >>> import numpy as np
+        >>> import lsr.tensorflow
+        >>> loss = lsr.tensorflow.smooth_ce(
+        ...     np.array([[100.0, -100.0, -100.0]]), np.array([0]), smoothing=0.1
+        ... )
+        >>> print(f"{float(loss):.4f}")  # Keras: 400 * 0.1 / 3
+        13.3333
+
+    References:
+        Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision".
+    """
+    logits = _as_tensor("logits", logits)
+    labels = _as_tensor("labels", labels)
+    if logits.shape.rank is None:
+        raise ValueError(
+            "`logits` must have a known number of dimensions (give the tf.function an "
+            "input_signature with a rank). Received: logits.shape=<unknown rank>"
+        )
+    _, logits, labels, options = prepare_smooth_ce(
+        logits,
+        labels,
+        smoothing=_as_option("smoothing", smoothing),
+        prior=_as_option("prior", prior),
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=_as_option("weight", weight),
+        where=_as_option("where", where),
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+    )
+    if not logits.shape.is_fully_defined() and options["where"] is None:
+        # The core counts the positions of a mean from the static shape; with an unknown
+        # dimension, an all-true mask gives it the count as a tensor instead.
+        options["where"] = tf.ones(_position_shape(logits, options["axis"]), dtype=tf.bool)
+    return _smooth_ce_with_gradient(logits, labels, options)
+
+
+@tf.autograph.experimental.do_not_convert
+def smooth_labels(
+    labels: Any,
+    num_classes: int | None = None,
+    *,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    axis: int = -1,
+    dtype: Any = None,
+) -> Any:
+    r"""Dense smoothed targets ``q' = (1 - smoothing) q + smoothing u`` as a tf.Tensor.
+
+    The semantics of ``lsr.smooth_labels``; ``labels`` is never modified (a NumPy array
+    stays as it was). On one-hot labels with K classes:
+
+    * ``prior="others"`` gives ``clip(q, eps / (K - 1), 1 - eps)``: cleverhans' 2017 MNIST
+      tutorial ``Y_train.clip(0.1 / 9, 0.9)`` for ``smoothing=0.1``, K = 10.
+    * ``prior="uniform"`` gives ``q - eps (q - 1/K)``: cleverhans v3
+      ``CrossEntropy(model, smoothing=0.1)``, 0.91 on the true class and 0.01 elsewhere.
+
+    Args:
+        labels: integer class ids (then ``num_classes`` is required; the class axis is
+            inserted at ``axis``) or dense floating targets with the classes on ``axis``.
+        num_classes: K, for integer labels.
+        smoothing: epsilon in [0, 1].
+        prior: ``"uniform"``, ``"others"`` or a (K,) class distribution.
+        axis: the class axis (of the result).
+        dtype: the result's floating dtype (a tf.DType or its name); default: the dense
+            labels' dtype, float32 for integer labels.
+
+    Returns:
+        A tf.Tensor of smoothed targets.
+
+    Example:
+        >>> import numpy as np
+        >>> import lsr.tensorflow
+        >>> y = np.eye(10, dtype=np.float32)[[3]]
+        >>> q = lsr.tensorflow.smooth_labels(y, smoothing=0.1, prior="others")
+        >>> print(np.round(q.numpy()[0, 2:5], 4))
+        [0.0111 0.9    0.0111]
+    """
+    labels = _as_tensor("labels", labels)
+    if labels.dtype.is_integer and labels.dtype != tf.int64:
+        # The core compares ids with int64 class indices; TensorFlow does not promote.
+        labels = tf.cast(labels, tf.int64)
+    return lsr.smooth_labels(
+        labels,
+        num_classes,
+        smoothing=_as_option("smoothing", smoothing),
+        prior=_as_option("prior", prior),
+        axis=axis,
+        dtype=None if dtype is None else tf.as_dtype(dtype),
+    )
+
+
+def distill_loss(
+    student_logits: Any,
+    teacher_logits: Any,
+    *,
+    temperature: Any,
+    axis: int = -1,
+    reduction: str = "mean",
+    where: Any = None,
+    kl: bool = False,
+) -> Any:
+    """Hinton et al. (2015) distillation loss, ``T**2`` times the soft-target cross-entropy.
+
+    ``lsr.distill_loss`` on tf.Tensors; the teacher's logits pass through
+    ``tf.stop_gradient``, so only the student receives gradients. See ``lsr.distill_loss``.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> import lsr.tensorflow
+        >>> student = tf.constant([[1.0, 2.0, 0.5]])
+        >>> teacher = tf.constant([[2.0, 1.0, 0.0]])
+        >>> loss = lsr.tensorflow.distill_loss(student, teacher, temperature=2.0, kl=True)
+        >>> round(float(loss), 6)
+        0.418517
+    """
+    return lsr.distill_loss(
+        _as_tensor("student_logits", student_logits),
+        tf.stop_gradient(_as_tensor("teacher_logits", teacher_logits)),
+        temperature=temperature,
+        axis=axis,
+        reduction=reduction,
+        where=None if where is None else _as_tensor("where", where),
+        kl=kl,
+    )
