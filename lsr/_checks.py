@@ -57,14 +57,18 @@ def check_label_range(
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
         bad = bad & (labels != ignore_index)
-    if bool(xp.any(bad)):
+    any_bad = xp.any(bad)
+    # Concrete labels closed over by a jitted function still compare to a tracer.
+    if not values_are_cheap(any_bad):
+        return
+    if bool(any_bad):
         bad_values = labels[bad]
         allowed = f"integers in [0, {num_classes})"
         if ignore_index is not None:
             allowed += f" or ignore_index={ignore_index}"
         raise ValueError(
             f"`{name}` must hold class ids that are {allowed}; "
-            f"{int(xp.sum(xp.astype(bad, xp.int64)))} do not. "
+            f"{int(xp.sum(xp.astype(bad, labels.dtype)))} do not. "
             f"Received: {name} with min={int(xp.min(bad_values))}, max={int(xp.max(bad_values))}"
         )
 
@@ -96,9 +100,14 @@ def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
         fail_type("`prior` must have a real floating dtype.", "prior", prior)
     prior = cast(xp, prior, dtype)
     if values_are_cheap(prior):
-        if bool(xp.any(prior < 0)) or not bool(xp.all(xp.isfinite(prior))):
+        invalid = xp.any(prior < 0) | ~xp.all(xp.isfinite(prior))
+        total = xp.sum(prior)
+        # Concrete priors closed over by a jitted function still compute to tracers.
+        if not values_are_cheap(total):
+            return prior
+        if bool(invalid):
             fail_value("`prior` must be finite and non-negative.", "prior", prior)
-        total = float(xp.sum(prior))
+        total = float(total)
         tolerance = 1e-3 if dtype == xp.float32 else 1e-9
         if abs(total - 1.0) > tolerance * max(1.0, num_classes**0.5):
             raise ValueError(

@@ -84,7 +84,15 @@ def _index_dtype(xp: Any, like: Array) -> Any:
 
 
 def logsumexp(xp: Any, z: Array, axis: int) -> Array:
-    """logsumexp over ``axis`` with the class axis kept (size 1); rows of -inf give -inf."""
+    """logsumexp over ``axis`` with the class axis kept (size 1); rows of -inf give -inf.
+
+    The standard has no logsumexp; a namespace that offers a fused one as
+    ``xp.logsumexp(z, axis=, keepdims=)`` (the PyTorch adapter's does) is used, which
+    saves the logits-sized temporaries of the two-pass form below in eager mode.
+    """
+    fused = getattr(xp, "logsumexp", None)
+    if fused is not None:
+        return fused(z, axis=axis, keepdims=True)
     row_max = xp.max(z, axis=axis, keepdims=True)
     # A row of all -inf would give (-inf) - (-inf) = nan; shifting it by 0 instead keeps
     # the result -inf, as log(sum(exp(z))) is.
@@ -365,13 +373,15 @@ def smooth_ce_grad(
     softmax_coefficient = (1.0 - smoothing) * target_mass + smoothing * smooth_mass
     if z_loss:
         softmax_coefficient = softmax_coefficient + 2.0 * z_loss * lse_flat
-    # A 0-d coefficient (a prior vector without weights) broadcasts as it is.
+    # Every per-position factor is folded in before touching N x K arrays, so the
+    # backward allocates as few logits-sized temporaries as the formula allows.
+    scale = xp.expand_dims(xp.astype(scale, logits.dtype), axis=axis)
     if not isinstance(softmax_coefficient, float) and softmax_coefficient.ndim > 0:
         softmax_coefficient = xp.expand_dims(softmax_coefficient, axis=axis)
-    grad = softmax_coefficient * xp.exp(logits - lse)
-    grad = _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, weight, axis)
-    grad = grad * xp.expand_dims(xp.astype(scale, grad.dtype), axis=axis)
-    return grad
+    grad = xp.exp(logits - lse) * (softmax_coefficient * scale)
+    return _subtract_weighted_targets(
+        xp, grad, labels, positions, smoothing, prior, weight, axis, scale
+    )
 
 
 def _smoothing_mass(xp, prior, weight, num_classes, target_mass):
@@ -384,15 +394,18 @@ def _smoothing_mass(xp, prior, weight, num_classes, target_mass):
     return xp.sum(prior if weight is None else prior * weight)
 
 
-def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, weight, axis):
-    """``grad - w * q'``, without building ``w * q'`` for integer labels."""
+def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, weight, axis, scale):
+    """``grad - scale * w * q'``, without building ``w * q'`` for integer labels.
+
+    ``scale`` is the per-position cotangent with the class axis kept (size 1).
+    """
     ndim = grad.ndim
     num_classes = grad.shape[axis]
     if positions.dense:
         smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
-        return grad - (
-            smoothed if weight is None else smoothed * _along_axis(xp, weight, ndim, axis)
-        )
+        if weight is not None:
+            smoothed = smoothed * _along_axis(xp, weight, ndim, axis)
+        return grad - smoothed * scale
     ids = positions.safe_labels
     target_weight = 1.0 if weight is None else _take(xp, weight, ids)
     if isinstance(prior, str):
@@ -414,8 +427,8 @@ def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, we
         on_target = xp.expand_dims(on_target, axis=axis)
     class_ids = _class_ids(xp, grad, ndim, axis, num_classes, ids.dtype)
     is_target = class_ids == xp.expand_dims(ids, axis=axis)
-    grad = grad - background
-    return xp.where(is_target, grad - on_target, grad)
+    grad = grad - background * scale
+    return xp.where(is_target, grad - on_target * scale, grad)
 
 
 def one_hot(labels: Array, num_classes: int, *, xp: Any, axis: int, dtype: Any) -> Array:

@@ -63,8 +63,13 @@ def _vecdot(x1: torch.Tensor, x2: torch.Tensor, /, *, axis: int = -1) -> torch.T
     return (x1[..., None, :] @ x2[..., None])[..., 0, 0]
 
 
-# The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot.
-_xp = types.SimpleNamespace(**{**vars(_compat_xp), "vecdot": _vecdot})
+def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torch.Tensor:
+    return torch.logsumexp(x, dim=axis, keepdim=keepdims)
+
+
+# The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot
+# and torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode).
+_xp = types.SimpleNamespace(**{**vars(_compat_xp), "vecdot": _vecdot, "logsumexp": _logsumexp})
 
 
 def _check_tensor(name: str, value: Any) -> None:

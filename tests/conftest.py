@@ -23,6 +23,8 @@ for _name, _patterns in {
         collect_ignore_glob += _patterns
 if len(SELECTED) < 2:
     collect_ignore_glob.append("test_cross_backend*.py")
+if not {"jax", "torch", "tensorflow"} & set(SELECTED):
+    collect_ignore_glob.append("test_cross_backend_adapters.py")
 
 
 def pytest_report_header(config):
