@@ -38,6 +38,7 @@ FUNCTIONS = (
     "isdtype",
     "isfinite",
     "log",
+    "logsumexp",
     "matmul",
     "matrix_transpose",
     "max",
@@ -156,6 +157,10 @@ class TensorFlowNamespace:
 
     def log(self, x: Any) -> Any:
         return tf.math.log(x)
+
+    def logsumexp(self, x: Any, /, *, axis: int, keepdims: bool = False) -> Any:
+        # Not in the standard: the core uses a fused logsumexp where a namespace has one.
+        return tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
 
     def isfinite(self, x: Any) -> Any:
         return tf.math.is_finite(x)
