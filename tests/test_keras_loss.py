@@ -17,6 +17,20 @@ from lsr.keras import SmoothCrossEntropy
 from tests import reference
 from tests.backends import assert_close, selected_backends
 
+
+@pytest.fixture(autouse=True)
+def _without_op_determinism():
+    """Keras refuses XLA while TensorFlow's op determinism is on, and the tutorial's tests
+    (same process, in the cross-backend session) switch it on for reproducible reports."""
+    from tensorflow.python.framework import config
+
+    was_enabled = config.is_op_determinism_enabled()
+    config.disable_op_determinism()
+    yield
+    if was_enabled:
+        config.enable_op_determinism()
+
+
 K = 5
 
 
