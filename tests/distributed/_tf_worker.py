@@ -45,6 +45,7 @@ def main(out_file: str) -> None:
         cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
     )
     import keras
+
     import lsr.keras
     import lsr.tensorflow
 
