@@ -233,6 +233,18 @@ def per_position_loss(
         like=logits,
     )
     lse_kept = logsumexp(xp, logits, axis)
+    loss, target_mass = _loss_from_lse(
+        xp, logits, labels, lse_kept, positions, smoothing, prior, axis, weight, kl, z_loss
+    )
+    denominator = _mean_denominator(xp, loss.shape, loss.dtype, positions, target_mass, weight)
+    return loss, lse_kept, positions.valid, denominator
+
+
+def _loss_from_lse(
+    xp, logits, labels, lse_kept, positions, smoothing, prior, axis, weight, kl, z_loss
+):
+    """Each position's loss given its logsumexp, masked; and ``A = sum_k w_k q_k``."""
+    num_classes = logits.shape[axis]
     lse = xp.squeeze(lse_kept, axis=axis)
     target_mass, target_sum = _target_terms(xp, logits, labels, positions, weight, axis)
     smooth_mass, smooth_sum = _smoothing_terms(
@@ -247,12 +259,10 @@ def per_position_loss(
         )
     if z_loss:
         loss = loss + z_loss * lse * lse
-    loss = positions.mask(xp, loss)
-    denominator = _mean_denominator(xp, loss, positions, target_mass, weight)
-    return loss, lse_kept, positions.valid, denominator
+    return positions.mask(xp, loss), target_mass
 
 
-def _mean_denominator(xp, loss, positions, target_mass, weight):
+def _mean_denominator(xp, shape, dtype, positions, target_mass, weight):
     """PyTorch's rule: the sum of w_y over kept positions for integer labels, else a count."""
     if weight is not None and not positions.dense:
         kept_weight = (
@@ -260,8 +270,158 @@ def _mean_denominator(xp, loss, positions, target_mass, weight):
         )
         return xp.sum(kept_weight)
     if positions.valid is None:
-        return math.prod(loss.shape)
-    return xp.sum(xp.astype(positions.valid, loss.dtype))
+        return math.prod(shape)
+    return xp.sum(xp.astype(positions.valid, dtype))
+
+
+def mean_denominator(
+    logits: Array,
+    labels: Array,
+    *,
+    xp: Any,
+    dense: bool,
+    axis: int,
+    ignore_index: int | None,
+    weight: Array | None,
+    where: Array | None,
+) -> Any:
+    """The "mean" reduction's denominator from the labels alone, before any logit is read.
+
+    What lets a blocked pass (``loss_and_grad`` over blocks of rows) scale each block's
+    gradient by the global mean before the other blocks are seen.
+    """
+    positions = _Positions(
+        xp,
+        labels,
+        dense=dense,
+        num_classes=logits.shape[axis],
+        ignore_index=ignore_index,
+        where=where,
+        like=logits,
+    )
+    target_mass = None
+    if weight is not None and not dense:
+        target_mass = _take(xp, weight, positions.safe_labels)
+    shape = tuple(logits.shape[:axis]) + tuple(logits.shape[axis + 1 :])
+    dtype = compute_dtype(xp, logits.dtype)
+    return _mean_denominator(xp, shape, dtype, positions, target_mass, weight)
+
+
+def loss_and_grad(
+    logits: Array,
+    labels: Array,
+    scale: Any,
+    *,
+    xp: Any,
+    dense: bool,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    ignore_index: int | None,
+    weight: Array | None,
+    where: Array | None,
+    kl: bool,
+    z_loss: float,
+    with_grad: bool = True,
+    out: Array | None = None,
+) -> tuple[Array, Array, Array | None]:
+    """Each position's loss and logsumexp, and the gradient of ``sum_i scale_i loss_i``.
+
+    The forward and backward passes in one: ``exp(z - max z)`` is computed once and
+    becomes the gradient in place (on namespaces with in-place operators; the others
+    get new arrays), so a caller that runs this over blocks of rows touches the logits
+    about twice and holds one block's temporaries at a time. ``scale`` is each position's
+    weight in the total (``1 / mean_denominator`` for a mean; an array of the positions'
+    shape, a 0-d array or a float). Returns ``(loss, lse with the class axis kept,
+    gradient or None)``; the gradient has the logits' shape and dtype.
+
+    ``out``, for namespaces whose arrays can be assigned in place: an array of the logits'
+    shape and dtype that receives the gradient (or, with ``with_grad=False``, serves as
+    scratch), so that a blocked caller allocates nothing logits-sized per block. A
+    namespace may offer ``inplace_exp(x)`` (the PyTorch adapter's does) to exponentiate
+    it without a new array.
+    """
+    num_classes = logits.shape[axis]
+    positions = _Positions(
+        xp,
+        labels,
+        dense=dense,
+        num_classes=num_classes,
+        ignore_index=ignore_index,
+        where=where,
+        like=logits,
+    )
+    row_max = xp.max(logits, axis=axis, keepdims=True)
+    row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
+    if out is None:
+        shifted = logits - row_max
+    else:
+        out[...] = logits
+        out -= row_max
+        shifted = out
+    inplace_exp = getattr(xp, "inplace_exp", None)
+    if inplace_exp is not None:
+        exp_shifted = inplace_exp(shifted)
+    else:
+        exp_shifted = xp.exp(shifted)
+        if out is not None:
+            out[...] = exp_shifted
+            exp_shifted = out
+    sum_exp = xp.sum(exp_shifted, axis=axis, keepdims=True)
+    lse_kept = xp.log(sum_exp) + row_max
+    loss, _ = _loss_from_lse(
+        xp, logits, labels, lse_kept, positions, smoothing, prior, axis, weight, kl, z_loss
+    )
+    if not with_grad:
+        return loss, lse_kept, None
+    position_shape = lse_kept.shape[:axis] + lse_kept.shape[axis + 1 :]
+    if isinstance(scale, float):
+        scale = xp.full(position_shape, scale, dtype=logits.dtype, device=device(logits))
+    else:
+        scale = xp.broadcast_to(xp.astype(scale, logits.dtype), position_shape)
+    scale = positions.mask(xp, scale)
+    scale, coefficient = _gradient_factors(
+        xp,
+        labels,
+        positions,
+        scale,
+        xp.squeeze(lse_kept, axis=axis),
+        smoothing=smoothing,
+        prior=prior,
+        weight=weight,
+        axis=axis,
+        num_classes=num_classes,
+        z_loss=z_loss,
+    )
+    exp_shifted *= coefficient * scale / sum_exp
+    grad = _subtract_weighted_targets(
+        xp, exp_shifted, labels, positions, smoothing, prior, weight, axis, scale, inplace=True
+    )
+    if out is not None and grad is not out:
+        out[...] = grad
+        grad = out
+    return loss, lse_kept, grad
+
+
+def _gradient_factors(
+    xp, labels, positions, scale, lse, *, smoothing, prior, weight, axis, num_classes, z_loss
+):
+    """Per position, with the class axis kept: the cotangent ``scale`` (as given, masked)
+    and the softmax's coefficient ``sum_k w_k q'_k + 2 z_loss lse``."""
+    if positions.dense:
+        weighted_targets = (
+            labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
+        )
+        target_mass = xp.sum(weighted_targets, axis=axis)
+    else:
+        target_mass = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
+    smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
+    coefficient = (1.0 - smoothing) * target_mass + smoothing * smooth_mass
+    if z_loss:
+        coefficient = coefficient + 2.0 * z_loss * lse
+    if not isinstance(coefficient, float) and coefficient.ndim > 0:
+        coefficient = xp.expand_dims(coefficient, axis=axis)
+    return xp.expand_dims(scale, axis=axis), coefficient
 
 
 def reduce(xp: Any, loss: Array, denominator: Any, reduction: str) -> Array:
@@ -341,7 +501,6 @@ def smooth_ce_grad(
     forward pass). The KL form has the same gradient (the target entropy is constant).
     Returns an array of the logits' shape in the logits' dtype.
     """
-    ndim = logits.ndim
     num_classes = logits.shape[axis]
     positions = _Positions(
         xp,
@@ -361,24 +520,22 @@ def smooth_ce_grad(
         scale = xp.broadcast_to(cotangent, lse.shape[:axis] + lse.shape[axis + 1 :])
     scale = positions.mask(xp, scale)
 
-    lse_flat = xp.squeeze(lse, axis=axis)
-    if dense:
-        weighted_targets = (
-            labels if weight is None else labels * _along_axis(xp, weight, ndim, axis)
-        )
-        target_mass = xp.sum(weighted_targets, axis=axis)
-    else:
-        target_mass = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
-    smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
-    softmax_coefficient = (1.0 - smoothing) * target_mass + smoothing * smooth_mass
-    if z_loss:
-        softmax_coefficient = softmax_coefficient + 2.0 * z_loss * lse_flat
     # Every per-position factor is folded in before touching N x K arrays, so the
     # backward allocates as few logits-sized temporaries as the formula allows.
-    scale = xp.expand_dims(xp.astype(scale, logits.dtype), axis=axis)
-    if not isinstance(softmax_coefficient, float) and softmax_coefficient.ndim > 0:
-        softmax_coefficient = xp.expand_dims(softmax_coefficient, axis=axis)
-    grad = xp.exp(logits - lse) * (softmax_coefficient * scale)
+    scale, coefficient = _gradient_factors(
+        xp,
+        labels,
+        positions,
+        xp.astype(scale, logits.dtype),
+        xp.squeeze(lse, axis=axis),
+        smoothing=smoothing,
+        prior=prior,
+        weight=weight,
+        axis=axis,
+        num_classes=num_classes,
+        z_loss=z_loss,
+    )
+    grad = xp.exp(logits - lse) * (coefficient * scale)
     return _subtract_weighted_targets(
         xp, grad, labels, positions, smoothing, prior, weight, axis, scale
     )
@@ -394,10 +551,16 @@ def _smoothing_mass(xp, prior, weight, num_classes, target_mass):
     return xp.sum(prior if weight is None else prior * weight)
 
 
-def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, weight, axis, scale):
+def _subtract_weighted_targets(
+    xp, grad, labels, positions, smoothing, prior, weight, axis, scale, *, inplace=False
+):
     """``grad - scale * w * q'``, without building ``w * q'`` for integer labels.
 
-    ``scale`` is the per-position cotangent with the class axis kept (size 1).
+    ``scale`` is the per-position cotangent with the class axis kept (size 1). With
+    ``inplace``, ``grad`` may be overwritten (it must be a temporary nobody else holds),
+    and a namespace that offers ``add_along_axis(x, indices, values, axis=)`` (an
+    in-place scatter-add; the PyTorch adapter's does) corrects the target classes
+    without the logits-sized mask and copy of ``where``.
     """
     ndim = grad.ndim
     num_classes = grad.shape[axis]
@@ -405,6 +568,9 @@ def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, we
         smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
         if weight is not None:
             smoothed = smoothed * _along_axis(xp, weight, ndim, axis)
+        if inplace:
+            grad -= smoothed * scale
+            return grad
         return grad - smoothed * scale
     ids = positions.safe_labels
     target_weight = 1.0 if weight is None else _take(xp, weight, ids)
@@ -425,9 +591,16 @@ def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, we
     # 0-d (an array smoothing without weights) broadcasts as it is.
     if not isinstance(on_target, float) and on_target.ndim > 0:
         on_target = xp.expand_dims(on_target, axis=axis)
-    class_ids = _class_ids(xp, grad, ndim, axis, num_classes, ids.dtype)
-    is_target = class_ids == xp.expand_dims(ids, axis=axis)
-    grad = grad - background * scale
+    index = xp.expand_dims(ids, axis=axis)
+    add_along_axis = getattr(xp, "add_along_axis", None) if inplace else None
+    if inplace:
+        grad -= background * scale
+    else:
+        grad = grad - background * scale
+    if add_along_axis is not None:
+        correction = xp.broadcast_to(-(on_target * scale), index.shape)
+        return add_along_axis(grad, index, xp.astype(correction, grad.dtype), axis=axis)
+    is_target = _class_ids(xp, grad, ndim, axis, num_classes, ids.dtype) == index
     return xp.where(is_target, grad - on_target * scale, grad)
 
 

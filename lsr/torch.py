@@ -33,7 +33,7 @@ import array_api_compat.torch as _compat_xp
 import torch
 from torch import nn
 
-from lsr import _core, _distill
+from lsr import _core, _distill, _memory
 from lsr._checks import prepare_smooth_ce
 from lsr._torch_distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
 from lsr._validation import (
@@ -67,9 +67,24 @@ def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torc
     return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
 
-# The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot
-# and torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode).
-_xp = types.SimpleNamespace(**{**vars(_compat_xp), "vecdot": _vecdot, "logsumexp": _logsumexp})
+def _add_along_axis(
+    x: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, /, *, axis: int
+) -> torch.Tensor:
+    return x.scatter_add_(axis, indices, values)
+
+
+# The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot,
+# torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode), and an
+# in-place scatter-add and exp for the core's fused forward-and-gradient pass.
+_xp = types.SimpleNamespace(
+    **{
+        **vars(_compat_xp),
+        "vecdot": _vecdot,
+        "logsumexp": _logsumexp,
+        "add_along_axis": _add_along_axis,
+        "inplace_exp": torch.Tensor.exp_,
+    }
+)
 
 
 def _check_tensor(name: str, value: Any) -> None:
@@ -272,6 +287,140 @@ class _SmoothCEWithJvp(_SmoothCE):
         return loss_tangent, None, None
 
 
+# About 4 MiB of float32 per block: a block stays in the CPU's caches between the passes
+# over it, and the per-block Python overhead stays small (measured best on 2 cores).
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def _blocks(logits: torch.Tensor, axis: int) -> list[Any]:
+    """Indices of blocks of the batch axis (0) of about ``_BLOCK_ELEMENTS`` logits each;
+    ``[...]`` (everything at once) when there is no batch axis to split."""
+    if axis == 0 or logits.ndim == 1 or logits.shape[0] == 0:
+        return [...]
+    rows = max(1, _BLOCK_ELEMENTS // max(1, logits[0].numel()))
+    return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]
+
+
+def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, with_grad):
+    """The loss per position, lse, mean denominator and (optionally) the gradient of the
+    reduced loss, from ``_core.loss_and_grad`` over blocks of rows.
+
+    The gradient is written block by block straight into one buffer of the logits' shape
+    (the only logits-sized allocation); half-precision logits go through one float32
+    block of scratch, as does the loss alone. A fresh temporary per block would cost more
+    than the arithmetic: blocks of a few MiB are mapped and unmapped by malloc each time,
+    and every first write to their pages faults.
+    """
+    dense, axis, ignore_index, reduction, kl, z_loss = options
+    dtype = _core.compute_dtype(_xp, logits.dtype)
+    core_options = {
+        "xp": _xp,
+        "dense": dense,
+        "smoothing": smoothing,
+        "prior": prior,
+        "axis": axis,
+        "ignore_index": ignore_index,
+        "weight": weight,
+        "where": None,
+        "kl": kl,
+        "z_loss": z_loss,
+    }
+    denominator = _core.mean_denominator(
+        logits,
+        labels,
+        xp=_xp,
+        dense=dense,
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=None,
+    )
+    scale = _core._per_unit(_xp, 1.0, denominator) if reduction == "mean" else 1.0
+    blocks = _blocks(logits, axis)
+    position_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
+    lse_shape = (*logits.shape[:axis], 1, *logits.shape[axis + 1 :])
+    loss = torch.empty(position_shape, dtype=dtype, device=logits.device)
+    lse = torch.empty(lse_shape, dtype=dtype, device=logits.device)
+    grad = _memory.empty_like_for_writing(logits) if with_grad else None
+    scratch = None
+    if not with_grad or grad.dtype != dtype:
+        scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+    for rows in blocks:
+        block = logits[rows].to(dtype)
+        if scratch is not None:
+            out = scratch if rows is ... else scratch[: block.shape[0]]
+        else:
+            out = grad[rows]
+        block_loss, block_lse, block_grad = _core.loss_and_grad(
+            block, labels[rows], scale, with_grad=with_grad, out=out, **core_options
+        )
+        loss[rows] = block_loss
+        lse[rows] = block_lse
+        if with_grad and (scratch is not None or block_grad is not out):
+            grad[rows] = block_grad
+    return _core.reduce(_xp, loss, denominator, reduction), lse, denominator, grad
+
+
+class _SmoothCEFused(_SmoothCEWithJvp):
+    """Eager PyTorch's fast path: the gradient is computed in the forward pass.
+
+    One pass over blocks of rows gives the loss and the gradient of the reduced loss
+    (``_blocked_loss_and_grad``), kept on ``ctx`` until backward, which scales it by the
+    incoming cotangent in place and hands it over: one logits-sized buffer in all, where
+    autograd through ``F.cross_entropy`` allocates three. A second backward through the
+    same graph (``retain_graph=True``) or a double backward (``create_graph=True``)
+    recomputes the gradient from the saved logits as ``_SmoothCE`` does.
+    """
+
+    @staticmethod
+    def forward(logits, labels, weight, smoothing, prior, options, with_grad):
+        loss, lse, denominator, grad = _blocked_loss_and_grad(
+            logits, labels, weight, smoothing, prior, options, with_grad
+        )
+        denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
+        return loss, lse, denominator, grad
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _SmoothCE.setup_context(ctx, inputs[:6], output[:3])
+        ctx.fused_grad = output[3]
+        if output[3] is not None:
+            ctx.mark_non_differentiable(output[3])
+        # Otherwise autograd would fill a logits-sized tensor of zeros as the (unused)
+        # cotangent of that gradient output before every backward.
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_lse, grad_denominator, grad_grad):
+        grad, ctx.fused_grad = ctx.fused_grad, None
+        if grad_loss is None:  # The loss took no part in what is differentiated.
+            return None, None, None, None, None, None, None
+        if torch.is_grad_enabled():
+            return (*_SmoothCE.backward(ctx, grad_loss, grad_lse, grad_denominator), None)
+        if grad is None:
+            # A second backward through a retained graph: the same blocked computation
+            # again, so that it gives bit for bit the same gradient.
+            logits, labels, weight, _, _, *tensor_values = ctx.saved_tensors
+            named = {
+                **ctx.plain_options,
+                **dict(zip(ctx.tensor_options, tensor_values, strict=True)),
+            }
+            _, _, _, grad = _blocked_loss_and_grad(
+                logits, labels, weight, named["smoothing"], named["prior"], ctx.options, True
+            )
+        axis, reduction = ctx.options[1], ctx.options[3]
+        if reduction == "none":
+            grad.mul_(grad_loss.unsqueeze(axis).to(grad.dtype))
+        elif grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
+            # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
+            grad.mul_(grad_loss.to(grad.dtype))
+        return grad, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        return (*_SmoothCEWithJvp.jvp(ctx, *tangents[:6]), None)
+
+
 def _needs_autograd_through_core(target, weight, smoothing, prior) -> bool:
     """Whether a gradient is asked for something other than the logits."""
     return any(
@@ -392,8 +541,12 @@ def smooth_ce(
         if torch.compiler.is_compiling():
             # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
             loss, _, _ = _SmoothCE.apply(*arguments)
-        else:
+        elif torch._C._functorch.is_functorch_wrapped_tensor(input):
+            # torch.func transforms: the plain forward and backward, which they can batch.
             loss, _, _ = _SmoothCEWithJvp.apply(*arguments)
+        else:
+            with_grad = torch.is_grad_enabled() and input.requires_grad
+            loss, _, _, _ = _SmoothCEFused.apply(*arguments, with_grad)
     return loss
 
 

@@ -162,6 +162,86 @@ def test_core_gradient_matches_numerical_gradient_of_reference(
     np.testing.assert_allclose(backend.to_numpy(grad), expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize(("layout", "dense", "prior", "weighted", "reduction"), CONFIGS[1::3])
+def test_fused_loss_and_grad_matches_reference(backend, layout, dense, prior, weighted, reduction):
+    """``loss_and_grad`` (the blocked fast path's kernel): each position's loss, and the
+    gradient of ``sum_i scale_i loss_i`` against central differences of the reference;
+    on namespaces with in-place assignment, also written into ``out``."""
+    shape, axis = layout
+    logits, labels, mask = _make_case(5, shape, axis, dense=dense, ignore=not dense, where=True)
+    options = dict(
+        smoothing=0.3,
+        prior=_prior(prior),
+        axis=axis,
+        ignore_index=None if dense else 255,
+        weight=WEIGHT if weighted else None,
+        where=mask,
+        z_loss=0.05,
+    )
+    scale = np.random.default_rng(6).uniform(0.5, 2.0, size=_positions(shape, axis))
+    expected_loss = reference.smooth_ce(logits, labels, reduction="none", **options)
+    expected_grad = reference.numerical_gradient(
+        lambda z: float(
+            np.sum(reference.smooth_ce(z, labels, reduction="none", **options) * scale)
+        ),
+        logits,
+    )
+    as_backend = {
+        "prior": backend.asarray(PRIOR_VECTOR) if prior == "vector" else prior,
+        "weight": backend.asarray(WEIGHT) if weighted else None,
+        "where": backend.asarray(mask),
+    }
+    _, z, y, core_options = prepare_smooth_ce(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        reduction=reduction,
+        **{**options, **as_backend},
+    )
+    core_options.pop("reduction")
+    expected_lse = np.log(np.sum(np.exp(logits), axis=axis, keepdims=True))
+    mutable = backend.name in ("numpy", "array_api_strict", "torch")
+    for out in [None, backend.asarray(np.zeros(shape))] if mutable else [None]:
+        loss, lse, grad = _core.loss_and_grad(z, y, backend.asarray(scale), out=out, **core_options)
+        assert_close(backend.to_numpy(loss), expected_loss, "float64")
+        assert_close(backend.to_numpy(lse), expected_lse, "float64")
+        assert tuple(grad.shape) == shape
+        np.testing.assert_allclose(backend.to_numpy(grad), expected_grad, rtol=1e-6, atol=1e-7)
+        if out is not None:  # Written into ``out``, not into a new array.
+            np.testing.assert_allclose(backend.to_numpy(out), expected_grad, rtol=1e-6, atol=1e-7)
+    _, _, nothing = _core.loss_and_grad(z, y, 1.0, with_grad=False, **core_options)
+    assert nothing is None
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dense", [False, True])
+def test_mean_denominator_from_labels_matches_forward(backend, dense, weighted):
+    logits, labels, mask = _make_case(7, (6, K), -1, dense=dense, ignore=not dense, where=True)
+    _, z, y, core_options = prepare_smooth_ce(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        smoothing=0.1,
+        prior="uniform",
+        axis=-1,
+        ignore_index=None if dense else 255,
+        weight=backend.asarray(WEIGHT) if weighted else None,
+        where=backend.asarray(mask),
+        reduction="mean",
+    )
+    _, _, from_forward = _core.smooth_ce(z, y, **core_options)
+    from_labels = _core.mean_denominator(
+        z,
+        y,
+        **{k: core_options[k] for k in ("xp", "dense", "axis", "ignore_index", "weight", "where")},
+    )
+    keep = mask & (labels != 255) if not dense else mask
+    if weighted and not dense:
+        expected = sum(WEIGHT[int(label)] for label in labels[keep])
+    else:
+        expected = int(np.sum(keep))
+    assert_close(float(from_labels), expected, "float64")
+    assert_close(float(from_forward), expected, "float64")
+
+
 def test_all_ignored_mean_is_zero_with_zero_gradient(backend):
     logits = backend.asarray(np.random.default_rng(4).normal(size=(3, K)))
     labels = backend.asarray(np.array([-100, -100, -100]))

@@ -274,7 +274,11 @@ def test_double_backward_matches_torch():
 
 
 def test_backward_keeps_only_the_logits_at_full_size():
-    """The custom Function saves the logits and per-position values, nothing of N x C."""
+    """The custom Function saves the logits and per-position values, nothing of N x C.
+
+    (The eager fast path also keeps the gradient it computed in the forward pass until
+    backward, as an attribute of the graph node: see ``test_fast_path_allocates_...``.)
+    """
     logits = _logits((64, 50), torch.float32).requires_grad_()
     target = _class_ids((64,), 50, ignore_index=-100)
     weight = torch.rand(50)
@@ -297,6 +301,126 @@ def test_backward_keeps_only_the_logits_at_full_size():
         tensor.numel() >= logits.numel() and tensor.data_ptr() != logits.data_ptr()
         for tensor in saved
     )
+
+
+# --- the eager fast path: forward and gradient in one pass over blocks of rows --------
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of at most 7 logits: several blocks, and a ragged last one, on test sizes."""
+    monkeypatch.setattr(lt, "_BLOCK_ELEMENTS", 7)
+
+
+BLOCKED_CASES = {
+    "(N, C) class ids": ((9, 5), "ids"),
+    "(N, C, H, W) class ids": ((5, 4, 3, 2), "ids"),
+    "(N, C) probabilities": ((9, 5), "probabilities"),
+    "(N, C, H, W) probabilities": ((5, 4, 3, 2), "probabilities"),
+}
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("case", BLOCKED_CASES, ids=list(BLOCKED_CASES))
+def test_blocked_fast_path_matches_f_cross_entropy(dtype, reduction, weighted, case):
+    shape, kind = BLOCKED_CASES[case]
+    logits = _logits(shape, dtype)
+    assert len(lt._blocks(logits, 1)) > 2  # The fast path really runs in blocks here.
+    positions = (shape[0], *shape[2:])
+    if kind == "ids":
+        target = _class_ids(positions, shape[1], ignore_index=255)
+    else:
+        target = _probabilities(shape, dtype)
+    weight = torch.linspace(0.5, 2.0, shape[1], dtype=dtype) if weighted else None
+    options = {"weight": weight, "reduction": reduction}
+    if kind == "ids":
+        options["ignore_index"] = 255
+    _assert_matches(
+        lambda z: lt.smooth_ce(z, target, smoothing=0.2, **options),
+        lambda z: F.cross_entropy(z, target, label_smoothing=0.2, **options),
+        logits,
+        dtype,
+    )
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_blocked_fast_path_in_bfloat16_is_float32_accurate():
+    logits = _logits((9, 6), torch.float32).bfloat16()
+    target = _class_ids((9,), 6, ignore_index=-100)
+    leaf = logits.detach().requires_grad_()
+    loss = lt.smooth_ce(leaf, target, smoothing=0.1)
+    loss.backward()
+    float_leaf = logits.detach().float().requires_grad_()
+    expected = F.cross_entropy(float_leaf, target, label_smoothing=0.1)
+    expected.backward()
+    assert loss.dtype == torch.float32 and leaf.grad.dtype == torch.bfloat16
+    assert_close(loss.detach(), expected.detach(), torch.float32)
+    assert_close(leaf.grad.float(), float_leaf.grad.bfloat16().float(), torch.bfloat16)
+
+
+@pytest.mark.usefixtures("small_blocks")
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_second_backward_through_a_retained_graph_is_bitwise_equal(reduction):
+    logits = _logits((9, 5), torch.float32).requires_grad_()
+    target = _class_ids((9,), 5)
+    loss = lt.smooth_ce(logits, target, reduction=reduction).sum()
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(first, second)
+    # And a doubled cotangent doubles the precomputed gradient exactly.
+    loss = lt.smooth_ce(logits, target, reduction=reduction).sum()
+    (doubled,) = torch.autograd.grad(2.0 * loss, logits)
+    assert torch.equal(doubled, 2.0 * first)
+
+
+def test_no_gradient_is_computed_without_grad_mode():
+    logits = _logits((16, 5), torch.float32)
+    target = _class_ids((16,), 5)
+    with torch.no_grad():
+        no_grad = lt.smooth_ce(logits.requires_grad_(), target)
+    plain = lt.smooth_ce(logits.detach(), target)
+    expected = F.cross_entropy(logits.detach(), target, label_smoothing=0.1)
+    assert no_grad.grad_fn is None and plain.grad_fn is None
+    assert_close(no_grad, expected, torch.float32)
+    assert_close(plain, expected, torch.float32)
+
+
+def _peak_allocated_bytes(step):
+    """Peak bytes the CPU allocator holds during ``step()`` beyond what existed before."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    current = peak = 0
+    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three():
+    """Forward + backward with respect to the logits: lsr's peak extra memory is the
+    gradient plus one block of scratch, F.cross_entropy's is about three logits."""
+    logits = _logits((512, 3000), torch.float32)
+    target = _class_ids((512,), 3000, ignore_index=-100)
+    logits_bytes = logits.numel() * logits.element_size()
+
+    def step(loss_fn):
+        def run():
+            leaf = logits.detach().requires_grad_()
+            torch.autograd.grad(loss_fn(leaf, target), leaf)
+
+        return run
+
+    ours = _peak_allocated_bytes(step(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1)))
+    theirs = _peak_allocated_bytes(step(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1)))
+    block_bytes = lt._BLOCK_ELEMENTS * 4
+    assert logits_bytes <= ours <= logits_bytes + 2 * block_bytes
+    assert theirs >= 2.5 * logits_bytes  # The comparison can fail: torch's own is larger.
 
 
 def test_gradients_for_weight_and_probability_targets():
