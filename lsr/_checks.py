@@ -176,17 +176,53 @@ def prepare_smooth_ce(
         smoothing if hasattr(smoothing, "shape") else None,
     )
     check_logits(xp, logits)
-    axis = normalize_axis(axis, logits.ndim)
-    num_classes = logits.shape[axis]
+    labels, options = prepare_options(
+        xp,
+        tuple(logits.shape),
+        logits.dtype,
+        labels,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=where,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+    )
+    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, options
+
+
+def prepare_options(
+    xp: Any,
+    shape: tuple[int, ...],
+    logits_dtype: Any,
+    labels: Any,
+    *,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    ignore_index: int | None,
+    weight: Any,
+    where: Any,
+    reduction: str,
+    kl: bool,
+    z_loss: float,
+) -> tuple[Any, dict[str, Any]]:
+    """The checks of ``prepare_smooth_ce`` for logits of ``shape`` and ``logits_dtype``
+    that need not exist (the fused linear loss never makes them)."""
+    axis = normalize_axis(axis, len(shape))
+    num_classes = shape[axis]
     check_choice("reduction", reduction, REDUCTIONS)
     check_ignore_index(ignore_index)
     if isinstance(z_loss, bool) or not isinstance(z_loss, numbers.Real) or z_loss < 0:
         fail_value("`z_loss` must be a non-negative number.", "z_loss", z_loss)
-    dtype = _core.compute_dtype(xp, logits.dtype)
+    dtype = _core.compute_dtype(xp, logits_dtype)
 
     if is_integer_dtype(xp, labels.dtype):
         dense = False
-        expected = _without(tuple(logits.shape), axis)
+        expected = _without(shape, axis)
         if tuple(labels.shape) != expected:
             fail_value(
                 f"Integer `labels` must have the logits' shape without the class axis "
@@ -198,9 +234,9 @@ def prepare_smooth_ce(
         position_shape = expected
     elif is_floating_dtype(xp, labels.dtype):
         dense = True
-        if tuple(labels.shape) != tuple(logits.shape):
+        if tuple(labels.shape) != shape:
             fail_value(
-                f"Dense (floating) `labels` must have the logits' shape {tuple(logits.shape)}.",
+                f"Dense (floating) `labels` must have the logits' shape {shape}.",
                 "labels",
                 labels,
             )
@@ -212,7 +248,7 @@ def prepare_smooth_ce(
                 ignore_index,
             )
         labels = cast(xp, labels, dtype)
-        position_shape = _without(tuple(logits.shape), axis)
+        position_shape = _without(shape, axis)
     else:
         fail_type(
             "`labels` must be integer class ids or floating (dense) targets.", "labels", labels
@@ -226,21 +262,90 @@ def prepare_smooth_ce(
                 "where",
                 where,
             )
-    return (
-        xp,
-        cast(xp, logits, dtype),
+    return labels, {
+        "xp": xp,
+        "dense": dense,
+        "smoothing": check_smoothing(xp, smoothing, dtype),
+        "prior": check_prior(xp, prior, num_classes, dtype),
+        "axis": axis,
+        "ignore_index": ignore_index,
+        "weight": check_weight(xp, weight, num_classes, dtype),
+        "where": where,
+        "reduction": reduction,
+        "kl": bool(kl),
+        "z_loss": float(z_loss),
+    }
+
+
+def prepare_linear_smooth_ce(
+    hidden: Any,
+    projection: Any,
+    labels: Any,
+    *,
+    bias: Any,
+    smoothing: Any,
+    prior: Any,
+    ignore_index: int | None,
+    weight: Any,
+    where: Any,
+    reduction: str,
+    kl: bool,
+    z_loss: float,
+    chunk_size: Any,
+    projection_name: str = "projection",
+    transposed: bool = False,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """Validate the fused linear loss's arguments: ``(xp, labels, core keyword arguments)``.
+
+    ``hidden`` (N, d); ``projection`` (d, K), or (K, d) with ``transposed`` (PyTorch's
+    ``F.linear`` layout); ``bias`` (K,) or None; labels as for logits of shape (N, K).
+    """
+    xp = array_namespace(
+        hidden,
+        projection,
+        bias,
         labels,
-        {
-            "xp": xp,
-            "dense": dense,
-            "smoothing": check_smoothing(xp, smoothing, dtype),
-            "prior": check_prior(xp, prior, num_classes, dtype),
-            "axis": axis,
-            "ignore_index": ignore_index,
-            "weight": check_weight(xp, weight, num_classes, dtype),
-            "where": where,
-            "reduction": reduction,
-            "kl": bool(kl),
-            "z_loss": float(z_loss),
-        },
+        weight,
+        where,
+        None if isinstance(prior, str) else prior,
+        smoothing if hasattr(smoothing, "shape") else None,
     )
+    check_logits(xp, hidden, "hidden")
+    if hidden.ndim != 2 or hidden.shape[0] == 0:
+        fail_value("`hidden` must have shape (N, d) with N >= 1.", "hidden", hidden)
+    width = hidden.shape[1]
+    expected = "(K, d)" if transposed else "(d, K)"
+    if getattr(projection, "ndim", None) != 2 or projection.shape[1 if transposed else 0] != width:
+        fail_value(
+            f"`{projection_name}` must have shape {expected} with d = hidden.shape[-1] = {width}.",
+            projection_name,
+            projection,
+        )
+    for name, value in ((projection_name, projection), ("bias", bias)):
+        if value is not None and value.dtype != hidden.dtype:
+            fail_type(f"`{name}` must have the hidden states' dtype ({hidden.dtype}).", name, value)
+    num_classes = projection.shape[0 if transposed else 1]
+    if bias is not None and tuple(bias.shape) != (num_classes,):
+        fail_value(f"`bias` must have shape ({num_classes},), one per class.", "bias", bias)
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, numbers.Integral)
+        or chunk_size < 1
+    ):
+        fail_value("`chunk_size` must be a positive integer or None.", "chunk_size", chunk_size)
+    labels, options = prepare_options(
+        xp,
+        (hidden.shape[0], num_classes),
+        hidden.dtype,
+        labels,
+        smoothing=smoothing,
+        prior=prior,
+        axis=1,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=where,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+    )
+    return xp, labels, options

@@ -275,8 +275,8 @@ def _mean_denominator(xp, shape, dtype, positions, target_mass, weight):
 
 
 def mean_denominator(
-    logits: Array,
     labels: Array,
+    num_classes: int,
     *,
     xp: Any,
     dense: bool,
@@ -284,26 +284,29 @@ def mean_denominator(
     ignore_index: int | None,
     weight: Array | None,
     where: Array | None,
+    dtype: Any,
 ) -> Any:
     """The "mean" reduction's denominator from the labels alone, before any logit is read.
 
     What lets a blocked pass (``loss_and_grad`` over blocks of rows) scale each block's
-    gradient by the global mean before the other blocks are seen.
+    gradient by the global mean before the other blocks are seen. ``dtype``: the compute
+    dtype of the logits.
     """
     positions = _Positions(
         xp,
         labels,
         dense=dense,
-        num_classes=logits.shape[axis],
+        num_classes=num_classes,
         ignore_index=ignore_index,
         where=where,
-        like=logits,
+        like=labels,
     )
     target_mass = None
     if weight is not None and not dense:
         target_mass = _take(xp, weight, positions.safe_labels)
-    shape = tuple(logits.shape[:axis]) + tuple(logits.shape[axis + 1 :])
-    dtype = compute_dtype(xp, logits.dtype)
+    shape = tuple(labels.shape)
+    if dense:
+        shape = shape[:axis] + shape[axis + 1 :]
     return _mean_denominator(xp, shape, dtype, positions, target_mass, weight)
 
 
@@ -374,11 +377,9 @@ def loss_and_grad(
     )
     if not with_grad:
         return loss, lse_kept, None
-    position_shape = lse_kept.shape[:axis] + lse_kept.shape[axis + 1 :]
-    if isinstance(scale, float):
-        scale = xp.full(position_shape, scale, dtype=logits.dtype, device=device(logits))
-    else:
-        scale = xp.broadcast_to(xp.astype(scale, logits.dtype), position_shape)
+    # (ones_like rather than full: it also works for unknown dimensions under tf.function.)
+    ones = xp.ones_like(xp.squeeze(lse_kept, axis=axis))
+    scale = ones * (scale if isinstance(scale, float) else xp.astype(scale, logits.dtype))
     scale = positions.mask(xp, scale)
     scale, coefficient = _gradient_factors(
         xp,

@@ -33,6 +33,7 @@ FUNCTIONS = (
     "asarray",
     "astype",
     "broadcast_to",
+    "concat",
     "exp",
     "expand_dims",
     "isdtype",
@@ -55,6 +56,7 @@ FUNCTIONS = (
     "take_along_axis",
     "vecdot",
     "where",
+    "zeros_like",
 )
 DTYPES = (
     "bool",
@@ -225,6 +227,9 @@ class TensorFlowNamespace:
 
     # Shapes and indexing.
 
+    def concat(self, arrays: Any, /, *, axis: int = 0) -> Any:
+        return tf.concat(list(arrays), axis=axis)
+
     def stack(self, arrays: Any, /, *, axis: int = 0) -> Any:
         return tf.stack(list(arrays), axis=axis)
 
@@ -291,6 +296,9 @@ class TensorFlowNamespace:
 
     def ones_like(self, x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
         return tf.ones_like(x, dtype=dtype)
+
+    def zeros_like(self, x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
+        return tf.zeros_like(x, dtype=dtype)
 
     def astype(self, x: Any, dtype: Any, /, *, copy: bool = True, device: Any = None) -> Any:
         return tf.cast(x, dtype)

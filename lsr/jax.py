@@ -33,15 +33,17 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.custom_derivatives import SymbolicZero
 
-from lsr import _core, _distill, _functions
-from lsr._checks import prepare_smooth_ce
+from lsr import _core, _distill, _functions, _linear
+from lsr._checks import prepare_linear_smooth_ce, prepare_smooth_ce
 from lsr._jax_vocab_parallel import vocab_parallel_smooth_ce
 
 __all__ = [
     "distill_loss",
     "estimate_prior",
+    "linear_smooth_ce",
     "smooth_ce",
     "smooth_labels",
     "vocab_parallel_smooth_ce",
@@ -244,24 +246,7 @@ def smooth_ce(
             kl=kl,
             z_loss=z_loss,
         )
-    static_smoothing = options["smoothing"] if isinstance(options["smoothing"], float) else None
-    static_prior = options["prior"] if isinstance(options["prior"], str) else None
-    static = _Static(
-        dense=options["dense"],
-        axis=options["axis"],
-        ignore_index=options["ignore_index"],
-        reduction=options["reduction"],
-        kl=options["kl"],
-        z_loss=options["z_loss"],
-        smoothing=static_smoothing,
-        prior=static_prior,
-    )
-    dynamic = {
-        "smoothing": None if static_smoothing is not None else options["smoothing"],
-        "prior": None if static_prior is not None else options["prior"],
-        "weight": options["weight"],
-        "where": options["where"],
-    }
+    static, dynamic = _static_and_dynamic(options)
     return _smooth_ce(static, logits, labels, dynamic)
 
 
@@ -373,3 +358,214 @@ def distill_loss(
         where=_as_jax(where),
         kl=kl,
     )
+
+
+def _static_and_dynamic(options: dict[str, Any]) -> tuple[_Static, dict[str, Any]]:
+    """Split checked options into hashable compile-time ones and runtime arrays."""
+    static_smoothing = options["smoothing"] if isinstance(options["smoothing"], float) else None
+    static_prior = options["prior"] if isinstance(options["prior"], str) else None
+    static = _Static(
+        dense=options["dense"],
+        axis=options["axis"],
+        ignore_index=options["ignore_index"],
+        reduction=options["reduction"],
+        kl=options["kl"],
+        z_loss=options["z_loss"],
+        smoothing=static_smoothing,
+        prior=static_prior,
+    )
+    dynamic = {
+        "smoothing": None if static_smoothing is not None else options["smoothing"],
+        "prior": None if static_prior is not None else options["prior"],
+        "weight": options["weight"],
+        "where": options["where"],
+    }
+    return static, dynamic
+
+
+def _linear_loss(
+    static, chunk_size, hidden, kernel, bias, labels, dynamic, with_grad, cotangent=None
+):
+    """``_linear.linear_smooth_ce`` with the blocks in a ``lax.scan``.
+
+    Unrolled into one XLA program, the blocks' logits would be scheduled side by side
+    (measured: as much memory as the plain loss); a scan runs one block at a time. Rows
+    are padded to whole blocks with positions masked out by ``where``.
+    """
+    options = _core_options(static, dynamic)
+    num_rows, num_classes = hidden.shape[0], kernel.shape[1]
+    dtype = _core.compute_dtype(jnp, hidden.dtype)
+    scale, denominator = _linear.block_scale(jnp, labels, num_classes, options=options, dtype=dtype)
+    if cotangent is not None:
+        scale = cotangent
+    rows = _linear.block_rows(num_rows, num_classes, chunk_size)
+    blocks = -(-num_rows // rows)
+    padding = blocks * rows - num_rows
+    where = options["where"]
+    if where is None:
+        where = jnp.ones((num_rows,), dtype=bool)
+    per_row_scale = not isinstance(scale, float) and jnp.ndim(scale) > 0
+
+    def pad(x, value=0):
+        widths = [(0, padding)] + [(0, 0)] * (x.ndim - 1)
+        padded = jnp.pad(x, widths, constant_values=value)
+        return padded.reshape(blocks, rows, *x.shape[1:])
+
+    xs = {
+        "hidden": pad(hidden),
+        "labels": pad(labels),
+        "where": pad(where, False),
+        "scale": pad(scale) if per_row_scale else None,
+    }
+
+    def body(carry, x):
+        block_scale = x["scale"] if per_row_scale else scale
+        if carry is None:
+            loss, _ = _linear.logits_block(
+                x["hidden"],
+                kernel,
+                bias,
+                x["labels"],
+                x["where"],
+                block_scale,
+                xp=jnp,
+                options=options,
+                with_grad=False,
+            )
+            return None, (loss, None)
+        carry, loss, d_hidden = _linear.block_step(
+            carry,
+            x["hidden"],
+            x["labels"],
+            x["where"],
+            block_scale,
+            xp=jnp,
+            projection=kernel,
+            bias=bias,
+            options=options,
+        )
+        return carry, (loss, d_hidden)
+
+    init = _linear.zero_grads(jnp, kernel, bias) if with_grad else None
+    carry, (losses, d_hidden) = jax.lax.scan(body, init, xs)
+    per_row = losses.reshape(-1)[:num_rows]
+    loss = _core.reduce(jnp, per_row, denominator, options["reduction"])
+    if not with_grad:
+        return loss, None
+    return loss, (d_hidden.reshape(-1, hidden.shape[1])[:num_rows], *carry)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _linear_smooth_ce(static, chunk_size, hidden, kernel, bias, labels, dynamic):
+    loss, _ = _linear_loss(static, chunk_size, hidden, kernel, bias, labels, dynamic, False)
+    return loss
+
+
+def _linear_smooth_ce_fwd(static, chunk_size, hidden, kernel, bias, labels, dynamic):
+    if static.reduction == "none":
+        # Each position's cotangent is known only in the backward pass, which recomputes.
+        loss, _ = _linear_loss(static, chunk_size, hidden, kernel, bias, labels, dynamic, False)
+        return loss, (None, (hidden, kernel, bias, labels, dynamic))
+    loss, grads = _linear_loss(static, chunk_size, hidden, kernel, bias, labels, dynamic, True)
+    return loss, (grads, (None, None, None, labels, dynamic))
+
+
+def _linear_smooth_ce_bwd(static, chunk_size, residuals, cotangent):
+    grads, (hidden, kernel, bias, labels, dynamic) = residuals
+    if grads is None:
+        _, grads = _linear_loss(
+            static, chunk_size, hidden, kernel, bias, labels, dynamic, True, cotangent
+        )
+    else:
+        grads = tuple(None if g is None else g * cotangent.astype(g.dtype) for g in grads)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, dynamic)
+    labels_cotangent = (
+        jnp.zeros_like(labels) if static.dense else np.zeros(labels.shape, dtype=jax.dtypes.float0)
+    )
+    return (*grads, labels_cotangent, zeros)
+
+
+_linear_smooth_ce.defvjp(_linear_smooth_ce_fwd, _linear_smooth_ce_bwd)
+
+
+def linear_smooth_ce(
+    hidden: Any,
+    kernel: Any,
+    labels: Any,
+    *,
+    bias: Any = None,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    ignore_index: int | None = None,
+    weight: Any = None,
+    where: Any = None,
+    reduction: str = "mean",
+    kl: bool = False,
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
+
+    For large vocabularies the output layer's logits are the largest arrays of a step.
+    This computes the same loss, and under ``jax.grad`` the gradients for ``hidden``,
+    ``kernel`` and ``bias``, over blocks of ``chunk_size`` rows, so that only one block of
+    logits is alive at a time (a ``jax.custom_vjp``: for "mean" and "sum" the gradients
+    are made in the forward pass and scaled by the cotangent; for "none" the backward
+    pass recomputes the blocks).
+
+    Args:
+        hidden: (..., d) hidden states (flattened to (N, d)).
+        kernel: (d, K), as ``flax.linen.Dense``'s kernel.
+        labels: integer class ids of hidden's leading shape, or dense targets (..., K).
+        bias: (K,) or None.
+        smoothing, prior, ignore_index, weight, where, reduction, kl, z_loss: as
+            ``smooth_ce`` with the class axis last.
+        chunk_size: rows per block; by default as many as make 16 Mi logits. Under
+            ``jax.jit`` the blocks are unrolled into the program.
+
+    Returns:
+        As ``smooth_ce``; for "none", one loss per row of hidden's leading shape.
+        Gradients flow to ``hidden``, ``kernel`` and ``bias`` only (first order).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from lsr.jax import linear_smooth_ce, smooth_ce
+        >>> hidden = jax.random.normal(jax.random.key(0), (6, 4))
+        >>> kernel = jax.random.normal(jax.random.key(1), (4, 10))
+        >>> labels = jnp.array([1, 0, 9, 3, 3, 2])
+        >>> fused = linear_smooth_ce(hidden, kernel, labels, chunk_size=4)
+        >>> bool(jnp.allclose(fused, smooth_ce(hidden @ kernel, labels)))
+        True
+    """
+    hidden, kernel, labels = _as_jax(hidden), _as_jax(kernel), _as_jax(labels)
+    bias, weight, where = _as_jax(bias), _as_jax(weight), _as_jax(where)
+    smoothing, prior = _as_jax_scalar(smoothing), _as_jax_prior(prior)
+    if hidden.ndim < 1:
+        raise ValueError(
+            f"`hidden` must have shape (..., d). Received: hidden.shape={hidden.shape}"
+        )
+    dense = jnp.issubdtype(labels.dtype, jnp.floating)
+    leading = hidden.shape[:-1]
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_labels = labels.reshape(-1, labels.shape[-1]) if dense else labels.reshape(-1)
+    flat_where = None if where is None else where.reshape(-1)
+    with jax.ensure_compile_time_eval():
+        _, flat_labels, options = prepare_linear_smooth_ce(
+            flat_hidden,
+            kernel,
+            flat_labels,
+            bias=bias,
+            smoothing=smoothing,
+            prior=prior,
+            ignore_index=ignore_index,
+            weight=weight,
+            where=flat_where,
+            reduction=reduction,
+            kl=kl,
+            z_loss=z_loss,
+            chunk_size=chunk_size,
+            projection_name="kernel",
+        )
+    static, dynamic = _static_and_dynamic(options)
+    loss = _linear_smooth_ce(static, chunk_size, flat_hidden, kernel, bias, flat_labels, dynamic)
+    return loss.reshape(leading) if reduction == "none" else loss

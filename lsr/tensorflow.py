@@ -42,11 +42,11 @@ import numpy as np
 import tensorflow as tf
 
 import lsr
-from lsr import _core
-from lsr._checks import prepare_smooth_ce
+from lsr import _core, _linear
+from lsr._checks import prepare_linear_smooth_ce, prepare_smooth_ce
 from lsr._validation import fail_type
 
-__all__ = ["distill_loss", "smooth_ce", "smooth_labels"]
+__all__ = ["distill_loss", "linear_smooth_ce", "smooth_ce", "smooth_labels"]
 
 
 def _as_tensor(name: str, value: Any) -> Any:
@@ -304,3 +304,118 @@ def distill_loss(
         where=None if where is None else _as_tensor("where", where),
         kl=kl,
     )
+
+
+@tf.autograph.experimental.do_not_convert
+def linear_smooth_ce(
+    hidden: Any,
+    kernel: Any,
+    labels: Any,
+    *,
+    bias: Any = None,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    ignore_index: int | None = None,
+    weight: Any = None,
+    where: Any = None,
+    reduction: str = "mean",
+    kl: bool = False,
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+) -> tf.Tensor:
+    r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
+
+    The loss and its gradients for ``hidden``, ``kernel`` and ``bias`` are computed over
+    blocks of ``chunk_size`` rows (a ``tf.custom_gradient``), so that the full logits of a
+    large-vocabulary output layer never exist. For "mean" and "sum" the gradients are made
+    in the forward pass and scaled by the cotangent in the backward pass; for "none" the
+    backward pass recomputes the blocks with each row's cotangent.
+
+    Args:
+        hidden: (..., d) hidden states with a known number of rows (flattened to (N, d)).
+        kernel: (d, K), as ``keras.layers.Dense``'s kernel.
+        labels: integer class ids of hidden's leading shape, or dense targets (..., K).
+        bias: (K,) or None.
+        smoothing, prior, ignore_index, weight, where, reduction, kl, z_loss: as
+            ``smooth_ce`` with the class axis last.
+        chunk_size: rows per block; by default as many as make 16 Mi logits.
+
+    Returns:
+        As ``smooth_ce``; for "none", one loss per row of hidden's leading shape.
+        Gradients reach ``hidden``, ``kernel`` and ``bias`` (first order only).
+
+    Example:
+        >>> import tensorflow as tf
+        >>> import lsr.tensorflow
+        >>> hidden = tf.random.stateless_normal((6, 4), seed=(0, 1))
+        >>> kernel = tf.random.stateless_normal((4, 10), seed=(2, 3))
+        >>> labels = tf.constant([1, 0, 9, 3, 3, 2])
+        >>> fused = lsr.tensorflow.linear_smooth_ce(hidden, kernel, labels, chunk_size=4)
+        >>> plain = lsr.tensorflow.smooth_ce(hidden @ kernel, labels)
+        >>> print(f"{float(tf.abs(fused - plain)) < 1e-5}")
+        True
+    """
+    hidden = _as_tensor("hidden", hidden)
+    kernel = _as_tensor("kernel", kernel)
+    labels = _as_tensor("labels", labels)
+    bias = None if bias is None else _as_tensor("bias", bias)
+    where = _as_option("where", where)
+    if hidden.shape.rank is None or hidden.shape.rank < 1 or not hidden.shape.is_fully_defined():
+        raise ValueError(
+            "`hidden` must have shape (..., d) with every dimension known (the blocks of "
+            "rows are laid out when the function is traced). Received: "
+            f"hidden.shape={hidden.shape}"
+        )
+    dense = labels.dtype.is_floating
+    leading = hidden.shape[:-1]
+    flat_hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
+    flat_labels = tf.reshape(labels, [-1, labels.shape[-1]] if dense else [-1])
+    flat_where = None if where is None else tf.reshape(where, [-1])
+    _, flat_labels, options = prepare_linear_smooth_ce(
+        flat_hidden,
+        kernel,
+        flat_labels,
+        bias=bias,
+        smoothing=_as_option("smoothing", smoothing),
+        prior=_as_option("prior", prior),
+        ignore_index=ignore_index,
+        weight=_as_option("weight", weight),
+        where=flat_where,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+        chunk_size=chunk_size,
+        projection_name="kernel",
+    )
+    xp = options["xp"]
+
+    def run(h, k, b, with_grad, cotangent=None):
+        return _linear.linear_smooth_ce(
+            h,
+            k,
+            b,
+            flat_labels,
+            xp=xp,
+            options=options,
+            chunk_size=chunk_size,
+            with_grad=with_grad,
+            cotangent=cotangent,
+        )
+
+    @tf.custom_gradient
+    def forward(h, k, *maybe_bias):
+        b = maybe_bias[0] if maybe_bias else None
+        loss, grads = run(h, k, b, with_grad=reduction != "none")
+
+        def backward(upstream):
+            if grads is None:
+                dtype = _core.compute_dtype(xp, h.dtype)
+                _, computed = run(h, k, b, True, tf.cast(upstream, dtype))
+            else:
+                computed = [None if g is None else g * tf.cast(upstream, g.dtype) for g in grads]
+            return [_first_order_only(g) for g in computed if g is not None]
+
+        return loss, backward
+
+    loss = forward(flat_hidden, kernel, *([] if bias is None else [bias]))
+    return tf.reshape(loss, leading) if reduction == "none" else loss

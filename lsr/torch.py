@@ -33,8 +33,8 @@ import array_api_compat.torch as _compat_xp
 import torch
 from torch import nn
 
-from lsr import _core, _distill, _memory
-from lsr._checks import prepare_smooth_ce
+from lsr import _core, _distill, _linear, _memory
+from lsr._checks import prepare_linear_smooth_ce, prepare_smooth_ce
 from lsr._torch_distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
 from lsr._validation import (
     PRIOR_NAMES,
@@ -49,6 +49,7 @@ __all__ = [
     "SmoothCrossEntropyLoss",
     "data_parallel_smooth_ce",
     "distill_loss",
+    "linear_smooth_ce",
     "smooth_ce",
     "vocab_parallel_smooth_ce",
 ]
@@ -67,6 +68,10 @@ def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torc
     return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
 
+def _add_matmul(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    return out.addmm_(x1, x2)
+
+
 def _add_along_axis(
     x: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, /, *, axis: int
 ) -> torch.Tensor:
@@ -75,7 +80,7 @@ def _add_along_axis(
 
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot,
 # torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode), and an
-# in-place scatter-add and exp for the core's fused forward-and-gradient pass.
+# in-place scatter-add, exp and matmul-accumulate for the fused and blocked passes.
 _xp = types.SimpleNamespace(
     **{
         **vars(_compat_xp),
@@ -83,6 +88,7 @@ _xp = types.SimpleNamespace(
         "logsumexp": _logsumexp,
         "add_along_axis": _add_along_axis,
         "inplace_exp": torch.Tensor.exp_,
+        "add_matmul": _add_matmul,
     }
 )
 
@@ -326,14 +332,15 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
         "z_loss": z_loss,
     }
     denominator = _core.mean_denominator(
-        logits,
         labels,
+        logits.shape[axis],
         xp=_xp,
         dense=dense,
         axis=axis,
         ignore_index=ignore_index,
         weight=weight,
         where=None,
+        dtype=dtype,
     )
     scale = _core._per_unit(_xp, 1.0, denominator) if reduction == "mean" else 1.0
     blocks = _blocks(logits, axis)
@@ -741,3 +748,168 @@ def distill_loss(
         where=where,
         kl=kl,
     )
+
+
+class _LinearSmoothCE(torch.autograd.Function):
+    """``_linear.linear_smooth_ce`` with the gradients made in the forward pass.
+
+    For "mean" and "sum" the forward pass computes the loss and the gradients for the
+    hidden states, the weight and the bias block by block, keeps them (N x d, K x d and K:
+    the size of the inputs, never N x K) and backward scales them by the cotangent. For
+    "none" each position's cotangent is only known in backward, which then recomputes
+    the blocks with it (one more pass of matrix products).
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, labels, options, chunk_size, with_grad):
+        grads_now = with_grad and options["reduction"] != "none"
+        loss, grads = _linear.linear_smooth_ce(
+            hidden,
+            weight.mT,
+            bias,
+            labels,
+            xp=_xp,
+            options=options,
+            chunk_size=chunk_size,
+            with_grad=grads_now,
+        )
+        ctx.grads = grads
+        ctx.options = options
+        ctx.chunk_size = chunk_size
+        if with_grad and not grads_now:
+            ctx.save_for_backward(hidden, weight, bias, labels)
+        ctx.set_materialize_grads(False)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        if grad_loss is None:
+            return (None,) * 7
+        grads, ctx.grads = ctx.grads, None
+        if ctx.options["reduction"] == "none":
+            hidden, weight, bias, labels = ctx.saved_tensors
+            _, grads = _linear.linear_smooth_ce(
+                hidden,
+                weight.mT,
+                bias,
+                labels,
+                xp=_xp,
+                options=ctx.options,
+                chunk_size=ctx.chunk_size,
+                with_grad=True,
+                cotangent=grad_loss.to(_core.compute_dtype(_xp, hidden.dtype)),
+            )
+        elif grads is None:
+            raise RuntimeError(
+                "lsr.torch.linear_smooth_ce: its gradients were already handed to a first "
+                "backward pass; a second one (retain_graph=True) is not supported. Use "
+                "smooth_ce(F.linear(...)) where the graph must be differentiated twice."
+            )
+        elif grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
+            for grad in grads:
+                if grad is not None:
+                    grad.mul_(grad_loss.to(grad.dtype))
+        d_hidden, d_projection, d_bias = grads
+        return d_hidden, d_projection.mT, d_bias, None, None, None, None
+
+
+def linear_smooth_ce(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    class_weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    smoothing: float | torch.Tensor = 0.1,
+    prior: str | torch.Tensor = "uniform",
+    kl: bool = False,
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    r"""``smooth_ce(F.linear(input, weight, bias), target)`` without the N x C logits.
+
+    For large vocabularies the logits of the output layer are the largest tensors of a
+    training step. This computes the same loss and its gradients for ``input``,
+    ``weight`` and ``bias`` over blocks of ``chunk_size`` rows, so that at most one
+    block's logits exist at any time: peak memory stays flat as N grows (Liger-Kernel's
+    fused linear cross-entropy does the same on GPUs). The gradients are made during the
+    forward pass and kept until backward (the inputs' sizes, not N x C).
+
+    Args:
+        input: hidden states of shape (..., d) (flattened to (N, d)).
+        weight: the output projection in ``nn.Linear``'s layout, (C, d).
+        target: class ids of shape (...) (input's leading shape), or class
+            probabilities of shape (..., C).
+        bias: (C,) or None.
+        class_weight: per-class weights, ``F.cross_entropy``'s ``weight``.
+        ignore_index, reduction, smoothing, prior, kl, z_loss: as in ``smooth_ce``.
+        chunk_size: rows per block; by default as many as make 16 Mi logits.
+
+    Returns:
+        As ``smooth_ce``; for ``reduction="none"``, one loss per row of the input's
+        leading shape.
+
+    Gradients flow to ``input``, ``weight`` and ``bias``; differentiating them again
+    (double backward) or a second backward through the same graph is not supported.
+
+    Example:
+        >>> import torch, lsr.torch
+        >>> hidden = torch.randn(6, 4)
+        >>> layer = torch.nn.Linear(4, 10)
+        >>> target = torch.tensor([1, 0, 9, 3, 3, -100])
+        >>> fused = lsr.torch.linear_smooth_ce(
+        ...     hidden, layer.weight, target, bias=layer.bias, chunk_size=4
+        ... )
+        >>> plain = lsr.torch.smooth_ce(layer(hidden), target)
+        >>> bool(torch.allclose(fused, plain))
+        True
+    """
+    for name, value in (("input", input), ("weight", weight), ("target", target)):
+        _check_tensor(name, value)
+    if bias is not None:
+        _check_tensor("bias", bias)
+    if input.ndim < 1:
+        fail_value("`input` must have shape (..., d).", "input", input)
+    dense = target.is_floating_point()
+    leading = input.shape[:-1]
+    hidden = input.reshape(-1, input.shape[-1])
+    labels = target.reshape(-1, target.shape[-1]) if dense else target.reshape(-1)
+    if dense and ignore_index not in (-100, None):
+        fail_value(
+            "`ignore_index` applies to class-id targets only; leave it at -100 for "
+            "probability (floating) targets.",
+            "ignore_index",
+            ignore_index,
+        )
+    for name, value in (("weight", weight), ("bias", bias), ("class_weight", class_weight)):
+        if isinstance(value, torch.Tensor):
+            _check_same_device(name, value, input)
+    _check_same_device("target", target, input)
+    _, labels, options = prepare_linear_smooth_ce(
+        hidden,
+        weight,
+        labels,
+        bias=bias,
+        smoothing=smoothing,
+        prior=prior,
+        ignore_index=None if dense else ignore_index,
+        weight=class_weight,
+        where=None,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+        chunk_size=chunk_size,
+        projection_name="weight",
+        transposed=True,
+    )
+    options = {**options, "xp": _xp}
+    options.pop("axis")
+    with_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, weight, bias)
+    )
+    with _without_autocast(input.device.type):
+        loss = _LinearSmoothCE.apply(hidden, weight, bias, labels, options, chunk_size, with_grad)
+    return loss.reshape(leading) if reduction == "none" else loss

@@ -229,8 +229,9 @@ def test_mean_denominator_from_labels_matches_forward(backend, dense, weighted):
     )
     _, _, from_forward = _core.smooth_ce(z, y, **core_options)
     from_labels = _core.mean_denominator(
-        z,
         y,
+        K,
+        dtype=z.dtype,
         **{k: core_options[k] for k in ("xp", "dense", "axis", "ignore_index", "weight", "where")},
     )
     keep = mask & (labels != 255) if not dense else mask

@@ -1,0 +1,200 @@
+"""Linear layer + label-smoothed cross-entropy over blocks of rows, in array-API code.
+
+For a large vocabulary the logits ``hidden @ projection`` (N x K) are the largest arrays
+of a language model's step. This computes the loss and the gradients with respect to the
+hidden states, the projection and the bias one block of rows at a time: each block's
+logits are made, turned into their gradient by ``_core.loss_and_grad`` and contracted
+back, so no more than one block of logits exists at once and peak memory no longer grows
+with N x K (Liger-Kernel's fused linear cross-entropy does the same on GPUs).
+
+The "mean" reduction is known before any block is seen (``_core.mean_denominator``), so
+every block's gradient is final when it is made; adapters then only scale the gradients
+by the incoming cotangent (a scalar), or, for ``reduction="none"``, recompute the blocks
+with each position's cotangent as its scale.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lsr import _core
+
+Array = Any
+
+# The logits of one block: 16 Mi elements (64 MiB in float32) by default; the matrix
+# products then run at full speed and the block stays small next to N x K.
+DEFAULT_BLOCK_ELEMENTS = 1 << 24
+
+
+def block_rows(num_rows: int, num_classes: int, chunk_size: int | None) -> int:
+    """Rows per block: ``chunk_size``, or as many as fit ``DEFAULT_BLOCK_ELEMENTS`` logits."""
+    if chunk_size is None:
+        chunk_size = max(1, DEFAULT_BLOCK_ELEMENTS // max(1, num_classes))
+    return max(1, min(chunk_size, num_rows))
+
+
+def block_scale(
+    xp: Any, labels: Array, num_classes: int, *, options: dict[str, Any], dtype: Any
+) -> tuple[Any, Any]:
+    """``(scale, denominator)``: each position's weight in the reduced loss (without the
+    cotangent), and the mean's denominator (None unless ``reduction="mean"``)."""
+    if options["reduction"] != "mean":
+        return 1.0, None
+    denominator = _core.mean_denominator(
+        labels,
+        num_classes,
+        xp=xp,
+        dense=options["dense"],
+        axis=1,
+        ignore_index=options["ignore_index"],
+        weight=options["weight"],
+        where=options["where"],
+        dtype=dtype,
+    )
+    return _core._per_unit(xp, 1.0, denominator), denominator
+
+
+def logits_block(
+    hidden: Array,
+    projection: Array,
+    bias: Array | None,
+    labels: Array,
+    where: Array | None,
+    scale: Any,
+    *,
+    xp: Any,
+    options: dict[str, Any],
+    with_grad: bool,
+) -> tuple[Array, Array | None]:
+    """One block of rows: ``(loss per row, gradient of sum_i scale_i loss_i w.r.t. its
+    logits)``, the gradient in ``hidden``'s dtype (None without ``with_grad``).
+
+    ``hidden`` (B, d), ``projection`` (d, K), ``bias`` (K,) or None, ``labels`` (B,) class
+    ids or (B, K) targets, ``where`` (B,) or None.
+    """
+    logits = xp.matmul(hidden, projection)
+    if bias is not None:
+        logits = logits + bias
+    logits = _cast(xp, logits, _core.compute_dtype(xp, logits.dtype))
+    core_options = {
+        k: v for k, v in options.items() if k not in ("xp", "axis", "reduction", "where")
+    }
+    loss, _, grad = _core.loss_and_grad(
+        logits, labels, scale, xp=xp, where=where, axis=1, with_grad=with_grad, **core_options
+    )
+    return loss, None if grad is None else _cast(xp, grad, hidden.dtype)
+
+
+def _cast(xp: Any, x: Array, dtype: Any) -> Array:
+    return x if x.dtype == dtype else xp.astype(x, dtype)
+
+
+def zero_grads(xp: Any, projection: Array, bias: Array | None) -> tuple[Array, Array | None]:
+    """The accumulators of d projection and d bias, before the first block."""
+    # zeros_like keeps a transposed view's layout in PyTorch (nn.Linear's weight is
+    # (K, d)), so the gradient comes back in the parameter's own layout.
+    zeros = xp.zeros_like(projection)
+    return zeros, None if bias is None else xp.zeros_like(bias)
+
+
+def block_step(
+    carry: tuple[Array, Array | None],
+    hidden: Array,
+    labels: Array,
+    where: Array | None,
+    scale: Any,
+    *,
+    xp: Any,
+    projection: Array,
+    bias: Array | None,
+    options: dict[str, Any],
+) -> tuple[tuple[Array, Array | None], Array, Array]:
+    """One block of the backward-ready pass: ``(carry, loss per row, d hidden rows)``.
+
+    ``carry`` holds the running ``(d projection, d bias)``, updated in place by
+    namespaces that offer ``add_matmul(out, a, b)`` (an in-place ``out += a @ b``; the
+    PyTorch adapter's does), so no (d, K) temporary is made per block.
+    """
+    loss, grad = logits_block(
+        hidden, projection, bias, labels, where, scale, xp=xp, options=options, with_grad=True
+    )
+    grad_projection, grad_bias = carry
+    hidden_t = xp.matrix_transpose(hidden)
+    add_matmul = getattr(xp, "add_matmul", None)
+    if add_matmul is not None:
+        grad_projection = add_matmul(grad_projection, hidden_t, grad)
+    else:
+        grad_projection = grad_projection + xp.matmul(hidden_t, grad)
+    if grad_bias is not None:
+        grad_bias = grad_bias + xp.sum(grad, axis=0)
+    d_hidden = xp.matmul(grad, xp.matrix_transpose(projection))
+    return (grad_projection, grad_bias), loss, d_hidden
+
+
+def linear_smooth_ce(
+    hidden: Array,
+    projection: Array,
+    bias: Array | None,
+    labels: Array,
+    *,
+    xp: Any,
+    options: dict[str, Any],
+    chunk_size: int | None,
+    with_grad: bool,
+    cotangent: Array | None = None,
+) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
+    """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``.
+
+    A Python loop over blocks (adapters whose compiler would keep every unrolled block
+    alive, as XLA does, run ``block_step`` in their own loop construct instead).
+    ``options``: ``_core.smooth_ce``'s keyword arguments (``xp`` and ``axis`` are
+    ignored: the class axis of the blocks' logits is 1). ``cotangent``: for
+    ``reduction="none"``, each row's cotangent (the gradients are then of
+    ``sum_i cotangent_i loss_i``); otherwise the gradients are of the reduced loss.
+    """
+    num_rows = hidden.shape[0]
+    num_classes = projection.shape[1]
+    dtype = _core.compute_dtype(xp, hidden.dtype)
+    scale, denominator = block_scale(xp, labels, num_classes, options=options, dtype=dtype)
+    if cotangent is not None:
+        scale = cotangent
+    rows = block_rows(num_rows, num_classes, chunk_size)
+    where = options["where"]
+    carry = zero_grads(xp, projection, bias) if with_grad else None
+    losses, grad_hidden = [], []
+    for start in range(0, num_rows, rows):
+        block = slice(start, min(start + rows, num_rows))
+        block_where = None if where is None else where[block]
+        block_scale_ = scale if isinstance(scale, float) or scale.ndim == 0 else scale[block]
+        if with_grad:
+            carry, loss, d_hidden = block_step(
+                carry,
+                hidden[block, ...],
+                labels[block, ...],
+                block_where,
+                block_scale_,
+                xp=xp,
+                projection=projection,
+                bias=bias,
+                options=options,
+            )
+            grad_hidden.append(d_hidden)
+        else:
+            loss, _ = logits_block(
+                hidden[block, ...],
+                projection,
+                bias,
+                labels[block, ...],
+                block_where,
+                block_scale_,
+                xp=xp,
+                options=options,
+                with_grad=False,
+            )
+        losses.append(loss)
+    per_row = losses[0] if len(losses) == 1 else xp.concat(losses, axis=0)
+    loss = _core.reduce(xp, per_row, denominator, options["reduction"])
+    if not with_grad:
+        return loss, None
+    d_hidden = grad_hidden[0] if len(grad_hidden) == 1 else xp.concat(grad_hidden, axis=0)
+    return loss, (d_hidden, *carry)

@@ -1,0 +1,145 @@
+"""The blocked linear + smoothed cross-entropy (lsr._linear) against the reference.
+
+Loss and gradients for the hidden states, the projection and the bias, computed block by
+block, must equal the float64 reference evaluated on the full logits
+``hidden @ projection + bias`` (central differences for the gradients), on every
+selected backend and for block sizes that do and do not divide the number of rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lsr import _linear
+from lsr._checks import prepare_linear_smooth_ce
+from tests import reference
+from tests.backends import assert_close
+
+N, D, K = 7, 3, 5
+
+
+def _case(dense, seed=0):
+    rng = np.random.default_rng(seed)
+    hidden = rng.normal(size=(N, D))
+    projection = rng.normal(size=(D, K))
+    bias = rng.normal(size=K)
+    if dense:
+        labels = rng.dirichlet(np.ones(K), size=N)
+    else:
+        labels = rng.integers(0, K, size=N)
+        labels[::3] = -1
+    return hidden, projection, bias, labels
+
+
+def _reference_loss(hidden, projection, bias, labels, options, cotangent):
+    logits = hidden @ projection + (0.0 if bias is None else bias)
+    return float(np.sum(reference.smooth_ce(logits, labels, **options) * cotangent))
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, None])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_blocked_linear_loss_and_gradients_match_reference(
+    backend, chunk_size, reduction, dense, with_bias
+):
+    hidden, projection, bias, labels = _case(dense)
+    bias = bias if with_bias else None
+    options = dict(
+        smoothing=0.2,
+        prior="others",
+        axis=-1,
+        ignore_index=None if dense else -1,
+        weight=np.linspace(0.5, 1.5, K),
+        reduction=reduction,
+        z_loss=0.01,
+    )
+    cotangent = np.linspace(0.5, 2.0, N) if reduction == "none" else np.array(1.0)
+    expected_loss = reference.smooth_ce(
+        hidden @ projection + (bias if with_bias else 0.0), labels, **options
+    )
+    expected = [
+        reference.numerical_gradient(
+            lambda h: _reference_loss(h, projection, bias, labels, options, cotangent), hidden
+        ),
+        reference.numerical_gradient(
+            lambda p: _reference_loss(hidden, p, bias, labels, options, cotangent), projection
+        ),
+    ]
+    if with_bias:
+        expected.append(
+            reference.numerical_gradient(
+                lambda b: _reference_loss(hidden, projection, b, labels, options, cotangent), bias
+            )
+        )
+    arrays = [backend.asarray(a) for a in (hidden, projection)]
+    xb = None if bias is None else backend.asarray(bias)
+    xp, y, core_options = prepare_linear_smooth_ce(
+        *arrays,
+        backend.asarray(labels),
+        bias=xb,
+        smoothing=options["smoothing"],
+        prior=options["prior"],
+        ignore_index=options["ignore_index"],
+        weight=backend.asarray(options["weight"]),
+        where=None,
+        reduction=reduction,
+        kl=False,
+        z_loss=options["z_loss"],
+        chunk_size=chunk_size,
+    )
+    loss, grads = _linear.linear_smooth_ce(
+        *arrays,
+        xb,
+        y,
+        xp=xp,
+        options=core_options,
+        chunk_size=chunk_size,
+        with_grad=True,
+        cotangent=backend.asarray(cotangent) if reduction == "none" else None,
+    )
+    assert_close(backend.to_numpy(loss), expected_loss, "float64")
+    grads = [g for g in grads if g is not None]
+    assert len(grads) == len(expected)
+    for actual, wanted in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(actual), wanted, rtol=1e-6, atol=1e-7)
+    loss_only, nothing = _linear.linear_smooth_ce(
+        *arrays, xb, y, xp=xp, options=core_options, chunk_size=chunk_size, with_grad=False
+    )
+    assert nothing is None
+    assert_close(backend.to_numpy(loss_only), expected_loss, "float64")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"hidden_shape": (N,)}, ValueError, r"`hidden` must have shape \(N, d\)"),
+        ({"projection_shape": (D + 1, K)}, ValueError, r"`projection` must have shape \(d, K\)"),
+        ({"bias_shape": (K + 1,)}, ValueError, r"`bias` must have shape \(5,\)"),
+        ({"chunk_size": 0}, ValueError, "`chunk_size` must be a positive integer"),
+        ({"labels_shape": (N + 1,)}, ValueError, "Integer `labels` must have"),
+    ],
+)
+def test_linear_arguments_are_checked_before_computing(backend, kwargs, error, match):
+    rng = np.random.default_rng(0)
+    hidden = backend.asarray(rng.normal(size=kwargs.get("hidden_shape", (N, D))))
+    projection = backend.asarray(rng.normal(size=kwargs.get("projection_shape", (D, K))))
+    bias = backend.asarray(rng.normal(size=kwargs.get("bias_shape", (K,))))
+    labels = backend.asarray(rng.integers(0, K, size=kwargs.get("labels_shape", (N,))))
+    with pytest.raises(error, match=match):
+        prepare_linear_smooth_ce(
+            hidden,
+            projection,
+            labels,
+            bias=bias,
+            smoothing=0.1,
+            prior="uniform",
+            ignore_index=None,
+            weight=None,
+            where=None,
+            reduction="mean",
+            kl=False,
+            z_loss=0.0,
+            chunk_size=kwargs.get("chunk_size"),
+        )

@@ -1,0 +1,69 @@
+"""lsr.tensorflow.linear_smooth_ce against lsr's own smooth_ce on the full logits (itself
+checked against Keras and the reference), eager, in a tf.function and under XLA."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import lsr.tensorflow as lt
+from tests.backends import assert_close
+
+
+def _inputs(shape=(13, 6), num_classes=9, dense=False, seed=0):
+    rng = np.random.default_rng(seed)
+    hidden = tf.constant(rng.normal(size=shape))
+    kernel = tf.constant(rng.normal(size=(shape[-1], num_classes)))
+    bias = tf.constant(rng.normal(size=num_classes))
+    if dense:
+        labels = tf.constant(rng.dirichlet(np.ones(num_classes), size=shape[:-1]))
+    else:
+        labels = rng.integers(0, num_classes, size=shape[:-1])
+        labels.reshape(-1)[::4] = -1
+        labels = tf.constant(labels)
+    return hidden, kernel, bias, labels
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dense", [False, True], ids=["class ids", "probabilities"])
+@pytest.mark.parametrize("shape", [(13, 6), (3, 5, 6)], ids=["(N, d)", "(B, T, d)"])
+def test_matches_smooth_ce_of_the_full_logits(mode, reduction, dense, shape):
+    hidden, kernel, bias, labels = _inputs(shape, dense=dense)
+    options = dict(smoothing=0.2, reduction=reduction, ignore_index=None if dense else -1)
+    cotangent = tf.constant(np.linspace(0.5, 1.5, int(np.prod(shape[:-1]))).reshape(shape[:-1]))
+    if reduction != "none":
+        cotangent = tf.constant(1.7, tf.float64)
+
+    def both(h, k, b):
+        results = []
+        for loss_fn in (
+            lambda: lt.linear_smooth_ce(h, k, labels, bias=b, chunk_size=4, **options),
+            lambda: lt.smooth_ce(tf.tensordot(h, k, 1) + b, labels, **options),
+        ):
+            with tf.GradientTape() as tape:
+                tape.watch([h, k, b])
+                loss = loss_fn()
+                total = tf.reduce_sum(loss * cotangent)
+            results.append((loss, tape.gradient(total, [h, k, b])))
+        return results
+
+    if mode != "eager":
+        both = tf.function(both, jit_compile=mode == "xla")
+    (loss, grads), (expected_loss, expected_grads) = both(hidden, kernel, bias)
+    assert loss.shape == expected_loss.shape
+    assert_close(loss.numpy(), expected_loss.numpy(), "float64")
+    for actual, expected in zip(grads, expected_grads, strict=True):
+        assert_close(actual.numpy(), expected.numpy(), "float64")
+
+
+def test_unknown_number_of_rows_is_a_clear_error():
+    _, kernel, _, _ = _inputs()
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float64)])
+    def loss(h):
+        return lt.linear_smooth_ce(h, kernel, tf.zeros([13], tf.int64))
+
+    with pytest.raises(ValueError, match="every dimension known"):
+        loss.get_concrete_function()

@@ -1,0 +1,182 @@
+"""lsr.torch.linear_smooth_ce against F.cross_entropy(F.linear(...)): values, gradients,
+layouts, and the memory it exists for."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lsr.torch as lt
+from tests.backends import assert_close
+
+
+def _inputs(shape=(13, 6), num_classes=9, dtype=torch.float64, dense=False, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(shape, generator=generator, dtype=dtype)
+    weight = torch.randn(num_classes, shape[-1], generator=generator, dtype=dtype)
+    bias = torch.randn(num_classes, generator=generator, dtype=dtype)
+    if dense:
+        target = torch.softmax(torch.randn((*shape[:-1], num_classes), generator=generator), -1)
+        target = target.to(dtype)
+    else:
+        target = torch.randint(0, num_classes, shape[:-1], generator=generator)
+        target.view(-1)[::4] = -100
+    return hidden, weight, bias, target
+
+
+def _grads(loss_fn, hidden, weight, bias, cotangent):
+    leaves = [t.detach().clone().requires_grad_() for t in (hidden, weight, bias)]
+    loss = loss_fn(*leaves)
+    grads = torch.autograd.grad((loss * cotangent).sum(), leaves)
+    return loss.detach(), grads
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4, None])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dense", [False, True], ids=["class ids", "probabilities"])
+@pytest.mark.parametrize("shape", [(13, 6), (3, 5, 6)], ids=["(N, d)", "(B, T, d)"])
+def test_matches_f_cross_entropy_of_f_linear(chunk_size, reduction, dense, shape):
+    hidden, weight, bias, target = _inputs(shape, dense=dense)
+    class_weight = torch.linspace(0.5, 1.5, 9, dtype=torch.float64)
+    cotangent = torch.rand(shape[:-1], dtype=torch.float64) if reduction == "none" else 1.7
+
+    def ours(h, w, b):
+        return lt.linear_smooth_ce(
+            h,
+            w,
+            target,
+            bias=b,
+            class_weight=class_weight,
+            reduction=reduction,
+            smoothing=0.2,
+            chunk_size=chunk_size,
+        )
+
+    def theirs(h, w, b):
+        logits = F.linear(h, w, b)
+        if logits.ndim == 3:  # F.cross_entropy wants the classes on axis 1.
+            logits = logits.movedim(-1, 1)
+            target_ = target.movedim(-1, 1) if dense else target
+        else:
+            target_ = target
+        return F.cross_entropy(
+            logits, target_, weight=class_weight, reduction=reduction, label_smoothing=0.2
+        )
+
+    loss, grads = _grads(ours, hidden, weight, bias, cotangent)
+    expected_loss, expected_grads = _grads(theirs, hidden, weight, bias, cotangent)
+    assert loss.shape == expected_loss.shape
+    assert_close(loss, expected_loss, torch.float64)
+    for actual, expected in zip(grads, expected_grads, strict=True):
+        assert actual.shape == expected.shape
+        assert_close(actual, expected, torch.float64)
+    assert grads[1].is_contiguous()  # In nn.Linear's own (C, d) layout.
+
+
+def test_without_bias_and_with_prior_others():
+    hidden, weight, _, target = _inputs()
+    leaves = [t.clone().requires_grad_() for t in (hidden, weight)]
+    ours = lt.linear_smooth_ce(*leaves, target, prior="others", chunk_size=5)
+    theirs = lt.smooth_ce(F.linear(hidden, weight), target, prior="others")
+    assert_close(ours.detach(), theirs, torch.float64)
+    ours.backward()
+    assert leaves[0].grad is not None and leaves[1].grad is not None
+
+
+def test_module_parameters_receive_gradients_in_bfloat16():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(8, 50).bfloat16()
+    hidden = torch.randn(32, 8).bfloat16().requires_grad_()
+    target = torch.randint(0, 50, (32,))
+    loss = lt.linear_smooth_ce(hidden, layer.weight, target, bias=layer.bias, chunk_size=7)
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert layer.weight.grad.dtype == torch.bfloat16 and hidden.grad.dtype == torch.bfloat16
+    expected = F.cross_entropy(layer(hidden).float(), target, label_smoothing=0.1)
+    assert_close(loss.detach(), expected.detach(), torch.bfloat16)
+
+
+def test_second_derivatives_and_second_backward_raise_clear_errors():
+    hidden, weight, bias, target = _inputs()
+    hidden.requires_grad_()
+    loss = lt.linear_smooth_ce(hidden, weight, target, bias=bias)
+    (grad,) = torch.autograd.grad(loss, hidden, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"once_differentiable|does not require grad"):
+        torch.autograd.grad(grad.sum(), hidden)
+    loss = lt.linear_smooth_ce(hidden, weight, target, bias=bias)
+    torch.autograd.grad(loss, hidden, retain_graph=True)
+    with pytest.raises(RuntimeError, match="already handed to a first backward"):
+        torch.autograd.grad(loss, hidden)
+
+
+def test_no_gradient_work_without_grad_mode():
+    hidden, weight, bias, target = _inputs()
+    with torch.no_grad():
+        loss = lt.linear_smooth_ce(hidden.requires_grad_(), weight, target, bias=bias)
+    assert loss.grad_fn is None
+    expected = F.cross_entropy(F.linear(hidden, weight, bias), target, label_smoothing=0.1)
+    assert_close(loss, expected.detach(), torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"weight": torch.zeros(9, 5, dtype=torch.float64)}, ValueError, r"\(K, d\)"),
+        ({"weight": torch.zeros(9, 6)}, TypeError, "must have the hidden states' dtype"),
+        ({"chunk_size": -3}, ValueError, "`chunk_size` must be a positive integer"),
+        ({"target": torch.full((13,), 9)}, ValueError, r"integers in \[0, 9\)"),
+        ({"hidden": [[1.0]]}, TypeError, "`input` must be a torch.Tensor"),
+    ],
+)
+def test_bad_arguments_raise_before_computing(change, error, match):
+    hidden, weight, _, target = _inputs()
+    arguments = {"hidden": hidden, "weight": weight, "target": target, **change}
+    chunk_size = arguments.pop("chunk_size", None)
+    with pytest.raises(error, match=match):
+        lt.linear_smooth_ce(
+            arguments["hidden"], arguments["weight"], arguments["target"], chunk_size=chunk_size
+        )
+
+
+def _peak_allocated_bytes(step):
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    current = peak = 0
+    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def test_peak_memory_stays_flat_as_rows_grow():
+    """Four times the rows: the plain path's peak grows by about three N x C buffers,
+    the fused path's only by the N x d gradient of the hidden states."""
+    width, num_classes, chunk = 16, 4000, 64
+    peaks = {}
+
+    def fused(hidden, weight, bias, target):
+        leaves = [t.detach().requires_grad_() for t in (hidden, weight, bias)]
+        loss = lt.linear_smooth_ce(*leaves[:2], target, bias=leaves[2], chunk_size=chunk)
+        torch.autograd.grad(loss, leaves)
+
+    def plain(hidden, weight, bias, target):
+        leaves = [t.detach().requires_grad_() for t in (hidden, weight, bias)]
+        loss = F.cross_entropy(F.linear(*leaves), target, label_smoothing=0.1)
+        torch.autograd.grad(loss, leaves)
+
+    for rows in (256, 1024):
+        inputs = _inputs((rows, width), num_classes, torch.float32)
+        peaks[rows] = tuple(
+            _peak_allocated_bytes(functools.partial(step, *inputs)) for step in (fused, plain)
+        )
+    logits_growth = (1024 - 256) * num_classes * 4
+    fused_growth = peaks[1024][0] - peaks[256][0]
+    plain_growth = peaks[1024][1] - peaks[256][1]
+    assert fused_growth <= 2 * (1024 - 256) * width * 4 + 4096
+    assert plain_growth >= 2 * logits_growth  # The check can fail: the plain path grows.
