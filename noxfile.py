@@ -1,9 +1,10 @@
 """Test matrix, lint, tutorial and benchmarks.
 
 ``nox -t ci`` is the README's test command: every backend's tests, the cross-backend
-equality session, the distributed tests and lint. Each session installs lsr plus one
-pinned environment from ``backends/`` and names its backends in ``LSR_BACKENDS``, so a
-backend that fails to install or import fails the session instead of being skipped.
+equality session, the distributed tests, a smoke run of the benchmark harness and lint.
+Each session installs lsr plus one pinned environment from ``backends/`` and names its
+backends in ``LSR_BACKENDS``, so a backend that fails to install or import fails the
+session instead of being skipped.
 """
 
 from __future__ import annotations
@@ -93,7 +94,21 @@ def tutorial(session: nox.Session) -> None:
 
 
 @nox.session
-def benchmarks(session: nox.Session) -> None:
-    """Speed and memory against each framework's own loss; writes benchmarks/results/."""
+def bench(session: nox.Session) -> None:
+    """Speed and memory against each framework's own loss; writes benchmarks/results/.
+
+    ``nox -s bench`` is the full run (about half an hour on 2 cores); arguments after
+    ``--`` go to ``python -m benchmarks.run`` (``-- --size quick``, ``-- --backend jax``).
+    """
     _install(session, "all")
     session.run("python", "-m", "benchmarks.run", *session.posargs)
+
+
+@nox.session(name="bench_smoke", tags=["ci"])
+def bench_smoke(session: nox.Session) -> None:
+    """The benchmark harness end to end on tiny sizes (about two minutes): every backend,
+    loss and probe runs, results go to a temporary directory. Nothing is asserted on
+    timings; the run fails only when lsr or a whole backend fails."""
+    _install(session, "all")
+    out = session.create_tmp()
+    session.run("python", "-m", "benchmarks.run", "--size", "smoke", "--out", out)

@@ -1,17 +1,24 @@
-"""The backend-independent harness: cases, timing, memory probes, machine description.
+"""The backend-independent harness: cases, timing, memory probes, the machine's bandwidth.
 
 Timing follows the usual rules for honest micro-benchmarks (scipy's
-``benchmarks/benchmarks/common.py``, asv): every step is warmed up (compiled) before the
-clock runs, the backend's ``sync`` waits for the result before the clock is read, each
-method is timed over several repeats and the median is kept, and the methods of one case
-are timed round-robin (one repeat of each in turn) so that load from other processes on a
-shared machine hits lsr and its baselines alike and cancels in their ratio.
+``benchmarks/benchmarks/common.py``, asv): the first call (compilation included) is
+timed and reported on its own, every step is warmed up before the clock runs, the
+backend's ``sync`` waits for the result before the clock is read, each method is timed
+over several repeats and the median (and spread) is kept, and the methods of one case are
+timed round-robin (one repeat of each in turn) so that load from other processes on a
+shared machine hits lsr and its rivals alike and cancels in their ratio.
+
+Peak memory is read from the process itself (``VmHWM``, the high-water mark of its
+resident set, reset through ``/proc/self/clear_refs`` before the measured call), in a
+fresh process per case and method, above the resident set once the inputs exist.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import gc
+import math
 import os
 import platform
 import statistics
@@ -21,21 +28,24 @@ from collections.abc import Callable
 from typing import Any
 
 MODES = ("forward", "forward+backward")
+SIZES = ("smoke", "quick", "full")
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One input configuration: float32 logits of ``shape``, integer labels.
+    """One input configuration: logits of ``shape`` and ``dtype``, integer labels.
 
     ``kind`` is ``"labels"`` for (N, K) logits with class ids of shape (N,), or
     ``"segmentation"`` for (N, C, H, W) logits (class axis 1) with labels of shape
-    (N, H, W) of which about 10% equal ``ignore_index``.
+    (N, H, W) of which ``ignored`` (a fraction) equal ``ignore_index``.
     """
 
     kind: str
     shape: tuple[int, ...]
+    dtype: str = "float32"
     smoothing: float = 0.1
     ignore_index: int | None = None
+    ignored: float = 0.0
 
     @property
     def axis(self) -> int:
@@ -46,64 +56,113 @@ class Case:
         return self.shape[self.axis]
 
     @property
+    def label_shape(self) -> tuple[int, ...]:
+        return self.shape[: self.axis] + self.shape[self.axis + 1 :]
+
+    @property
+    def itemsize(self) -> int:
+        return 2 if self.dtype in ("bfloat16", "float16") else 4
+
+    @property
+    def logits_bytes(self) -> int:
+        return math.prod(self.shape) * self.itemsize
+
+    @property
     def name(self) -> str:
         dims = "x".join(str(d) for d in self.shape)
-        suffix = f", ignore_index={self.ignore_index}" if self.ignore_index is not None else ""
-        return f"{self.kind} {dims}{suffix}"
+        suffix = ""
+        if self.ignore_index is not None:
+            suffix = f", {self.ignored:.0%} ignored"
+        axis = ", class axis 1" if self.kind == "segmentation" else ""
+        return f"{dims}{axis}{suffix}"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Case:
+        return cls(**{**data, "shape": tuple(data["shape"])})
 
 
-def cases(quick: bool) -> list[Case]:
-    """The benchmark cases; ``quick`` picks small sizes, for a run of a few minutes."""
-    if quick:
+def _segmentation(shape: tuple[int, ...], dtype: str) -> Case:
+    return Case("segmentation", shape, dtype, ignore_index=255, ignored=0.05)
+
+
+def cases(size: str) -> list[Case]:
+    """The benchmark cases of a run of ``size`` ("smoke", "quick" or "full")."""
+    if size == "smoke":
         return [
-            Case("labels", (1024, 1000)),
-            Case("labels", (256, 32000)),
-            Case("segmentation", (2, 19, 128, 128), ignore_index=255),
+            Case("labels", (64, 10)),
+            Case("labels", (128, 1000)),
+            Case("labels", (128, 1000), "bfloat16"),
+            _segmentation((1, 21, 16, 16), "float32"),
         ]
-    return [
-        Case("labels", (4096, 1000)),
-        Case("labels", (2048, 32000)),
-        Case("segmentation", (8, 19, 256, 256), ignore_index=255),
-    ]
+    if size == "quick":
+        shapes = [(256, 10), (4096, 1000), (512, 32000)]
+        segmentation = (2, 21, 128, 128)
+    else:
+        shapes = [(256, 10), (4096, 1000), (2048, 32000), (1024, 128000)]
+        segmentation = (8, 21, 256, 256)
+    result = []
+    for dtype in ("float32", "bfloat16"):
+        result += [Case("labels", shape, dtype) for shape in shapes]
+        result.append(_segmentation(segmentation, dtype))
+    return result
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearCase:
+    """Hidden states (rows, width) times a (width, classes) projection, float32."""
+
+    rows: int
+    width: int
+    classes: int
+    chunk_size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return f"N={self.rows}, d={self.width}, K={self.classes}"
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def linear_cases(size: str) -> list[LinearCase]:
+    """Growing N at fixed d and K: the fused path's memory should stay flat."""
+    if size == "smoke":
+        return [LinearCase(128, 16, 1000, 32)]
+    if size == "quick":
+        return [LinearCase(rows, 64, 8000) for rows in (256, 512, 1024)]
+    return [LinearCase(rows, 128, 32000) for rows in (1024, 2048, 4096, 8192)]
 
 
 @dataclasses.dataclass(frozen=True)
 class Loss:
     """One loss to benchmark: ``fn(logits, labels)`` returns the mean loss (a scalar).
 
-    ``role`` and ``compare_to`` are as in ``Method``; ``variant`` names the execution mode
-    the backend compiles ``fn`` with (e.g. ``"eager"``, ``"jit"``, ``"xla"``).
+    Attributes:
+        role: ``"lsr"``; ``"native"`` (the framework's own label-smoothed loss, what its
+            users write today); ``"closed form"`` (the smoothed loss written in closed
+            form with the framework's autodiff, compiled by the framework); or
+            ``"bound"`` (the framework's unsmoothed integer-label loss: a lower bound).
+        variant: the execution mode, e.g. ``"eager"``, ``"jit"``, ``"graph"``, ``"xla"``.
+        compare_to: for lsr, the rivals in the same execution mode.
     """
 
     name: str
     role: str
     fn: Callable[[Any, Any], Any]
     variant: str
-    compare_to: str | None = None
+    compare_to: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass
 class Method:
-    """One loss implementation, prepared for one case and mode.
+    """One loss prepared for one case and mode: ``step()`` runs it (and its gradient)."""
 
-    Attributes:
-        name: what is measured, e.g. ``"F.cross_entropy (eager)"``.
-        role: ``"lsr"``; ``"baseline"`` (the framework's own label-smoothed loss); or
-            ``"bound"`` (an unsmoothed integer-label loss: a lower bound, not a rival).
-        step: runs the loss (and its gradient in "forward+backward" mode) on the case's
-            inputs and returns what ``sync`` must wait for.
-        peak_bytes: returns the peak memory the step allocates beyond its inputs
-            (results included), or None when not measured.
-        memory_method: how ``peak_bytes`` measures.
-        compare_to: for lsr methods, the baseline in the same execution mode.
-    """
-
-    name: str
-    role: str
+    loss: Loss
     step: Callable[[], Any]
-    peak_bytes: Callable[[], int | None] | None = None
-    memory_method: str = ""
-    compare_to: str | None = None
+    exact_peak_bytes: Callable[[], int | None] | None = None
 
 
 def time_methods(
@@ -114,57 +173,174 @@ def time_methods(
     min_repeat_s: float,
     max_total_s: float,
 ) -> dict[str, dict[str, Any]]:
-    """Median seconds per call of each method, timed round-robin after a warm-up.
+    """First-call time, then the median seconds per call, timed round-robin.
 
-    Each method first runs twice untimed (the first call compiles). One repeat calls
-    the step ``number`` times in a row, with ``number`` chosen so that a repeat lasts
-    about ``min_repeat_s``; fewer repeats (at least 3) are made when ``repeats`` of them
-    would exceed ``max_total_s`` for this group of methods.
-
-    Besides wall-clock time, the process's CPU time (all threads) per call is recorded:
-    on a machine shared with other work, wall-clock time also counts the waits for a
-    CPU, while CPU time counts only the work done (spinning thread pools included).
+    Each method's first call (which compiles) is timed alone, then it runs once more
+    untimed. One repeat calls the step ``number`` times in a row, with ``number`` chosen
+    so that a repeat lasts about ``min_repeat_s``; fewer repeats (at least 3) are made
+    when ``repeats`` of them would exceed ``max_total_s`` for this group of methods.
+    Besides wall-clock time, the process's CPU time (all threads) per call is recorded.
     """
-    numbers = {}
+    numbers, first_calls = {}, {}
     per_round = 0.0
     for method in methods:
-        for _ in range(2):
-            sync(method.step())
+        start = time.perf_counter()
+        sync(method.step())
+        first_calls[method.loss.name] = time.perf_counter() - start
+        sync(method.step())
         start = time.perf_counter()
         sync(method.step())
         one_call = max(time.perf_counter() - start, 1e-7)
-        numbers[method.name] = max(1, int(min_repeat_s / one_call))
-        per_round += numbers[method.name] * one_call
+        numbers[method.loss.name] = max(1, int(min_repeat_s / one_call))
+        per_round += numbers[method.loss.name] * one_call
     rounds = max(3, min(repeats, int(max_total_s / max(per_round, 1e-9))))
-    times: dict[str, list[float]] = {m.name: [] for m in methods}
-    cpu_times: dict[str, list[float]] = {m.name: [] for m in methods}
+    times: dict[str, list[float]] = {m.loss.name: [] for m in methods}
+    cpu_times: dict[str, list[float]] = {m.loss.name: [] for m in methods}
     for _ in range(rounds):
         for method in methods:
-            number = numbers[method.name]
+            name = method.loss.name
             gc.collect()
             cpu_start = time.process_time()
             start = time.perf_counter()
-            for _ in range(number):
+            for _ in range(numbers[name]):
                 result = method.step()
             sync(result)
-            times[method.name].append((time.perf_counter() - start) / number)
-            cpu_times[method.name].append((time.process_time() - cpu_start) / number)
+            times[name].append((time.perf_counter() - start) / numbers[name])
+            cpu_times[name].append((time.process_time() - cpu_start) / numbers[name])
             del result
     return {
         name: {
+            "first_call_s": first_calls[name],
             "median_s": statistics.median(values),
             "min_s": min(values),
+            "max_s": max(values),
+            "iqr_s": _iqr(values),
             "cpu_median_s": statistics.median(cpu_times[name]),
             "repeats": len(values),
             "number": numbers[name],
             "times_s": values,
-            "cpu_times_s": cpu_times[name],
         }
         for name, values in times.items()
     }
 
 
-# --- Machine description --------------------------------------------------------------
+def _iqr(values: list[float]) -> float:
+    if len(values) < 2:
+        return 0.0
+    quartiles = statistics.quantiles(values, n=4)
+    return quartiles[2] - quartiles[0]
+
+
+# --- Process memory ---------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def rss_bytes() -> int | None:
+    """The process's resident set now."""
+    kib = _status_kib("VmRSS")
+    return None if kib is None else kib * 1024
+
+
+def peak_rss_bytes() -> int | None:
+    """The high-water mark of the resident set since start or the last reset."""
+    kib = _status_kib("VmHWM")
+    return None if kib is None else kib * 1024
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current resident set (Linux 4.0+); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def measure_rss_peaks(step: Callable[[], Any], sync: Callable[[Any], None]) -> dict[str, Any]:
+    """Peak resident set above the current one, during the first call and a later one."""
+    gc.collect()
+    if not reset_peak_rss():
+        return {"rss_error": "cannot reset VmHWM (/proc/self/clear_refs)"}
+    base = rss_bytes()
+    result = step()
+    sync(result)
+    del result
+    first = peak_rss_bytes() - base
+    gc.collect()
+    reset_peak_rss()
+    # The baseline of the steady state is the same as the first call's: memory a
+    # framework keeps cached after the first call counts against it.
+    result = step()
+    sync(result)
+    del result
+    steady = peak_rss_bytes() - base
+    return {"rss_first_bytes": first, "rss_steady_bytes": steady}
+
+
+# --- The machine ------------------------------------------------------------------------
+
+
+def measure_bandwidth(total_bytes: int = 1 << 29, repeats: int = 7) -> dict[str, Any]:
+    """Memory bandwidth with NumPy on every usable CPU: a copy (read + write) and a sum.
+
+    Buffers are touched before timing (fresh pages fault far slower than bandwidth);
+    the best of ``repeats`` is kept, as bandwidth is a ceiling.
+    """
+    import numpy as np
+
+    threads = _usable_cpus()
+    src = np.ones(total_bytes // 4, dtype=np.float32)
+    dst = np.zeros_like(src)
+    parts = np.array_split(np.arange(src.size), threads)
+    bounds = [(int(p[0]), int(p[-1]) + 1) for p in parts if p.size]
+
+    def copy(bound):
+        np.copyto(dst[bound[0] : bound[1]], src[bound[0] : bound[1]])
+
+    def read(bound):
+        return float(np.add.reduce(src[bound[0] : bound[1]]))
+
+    best_copy = best_read = math.inf
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            list(pool.map(copy, bounds))
+            best_copy = min(best_copy, time.perf_counter() - start)
+            start = time.perf_counter()
+            list(pool.map(read, bounds))
+            best_read = min(best_read, time.perf_counter() - start)
+    return {
+        "method": f"NumPy copyto and sum of {total_bytes >> 20} MiB float32 on {threads} "
+        f"threads, best of {repeats}",
+        "copy_read_write_bytes_per_s": 2 * src.nbytes / best_copy,
+        "read_bytes_per_s": src.nbytes / best_read,
+    }
+
+
+def bound_seconds(case: Case, mode: str, bandwidth: dict[str, Any]) -> float:
+    """The memory-bandwidth bound: read the logits once (forward), and write the
+    gradient once too (forward+backward)."""
+    if mode == "forward":
+        return case.logits_bytes / bandwidth["read_bytes_per_s"]
+    return 2 * case.logits_bytes / bandwidth["copy_read_write_bytes_per_s"]
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def machine_info() -> dict[str, Any]:
@@ -177,22 +353,25 @@ def machine_info() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    try:
-        usable_cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable_cpus = os.cpu_count()
     memory_bytes = None
     try:
         memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
+        pass
+    thp = None
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as setting:
+            thp = setting.read().strip()
+    except OSError:
         pass
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": cpu_model or platform.processor(),
         "cpu_count": os.cpu_count(),
-        "usable_cpus": usable_cpus,
+        "usable_cpus": _usable_cpus(),
         "memory_bytes": memory_bytes,
+        "transparent_hugepage": thp,
         "python": sys.version.split()[0],
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }

@@ -1,11 +1,12 @@
-"""JAX: lsr against optax under ``jax.jit``.
+"""JAX: lsr against optax and against the closed form, all under ``jax.jit``.
 
-The baseline is what a JAX user writes today for integer labels with label smoothing:
+The native loss is what a JAX user writes today for integer labels with label smoothing:
 ``optax.softmax_cross_entropy(logits, optax.smooth_labels(one_hot(labels), eps))``, which
-builds an N x K target. ``optax.softmax_cross_entropy_with_integer_labels`` (no
-smoothing) is a lower bound. Memory is XLA's own account of the compiled program
-(``compiled.memory_analysis()``): the bytes of its results plus its scratch buffers,
-i.e. everything it allocates beyond its inputs. That is exact and needs no run.
+builds an N x K target (optax has no integer-label smoothing). The closed form
+``logsumexp(z) - (1 - eps) z_y - eps mean(z)`` differentiated by JAX is the best a user
+could write by hand; ``optax.softmax_cross_entropy_with_integer_labels`` (no smoothing) is
+a lower bound. Exact memory is XLA's own account of the compiled program
+(``memory_analysis()``: results plus scratch, everything beyond its inputs).
 """
 
 from __future__ import annotations
@@ -17,52 +18,50 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import lsr
-from benchmarks.common import Case, Loss, Method
+import lsr.jax as lsr_jax
+from benchmarks.common import Case, LinearCase, Loss, Method
 
 NAME = "jax"
-KINDS = ("labels", "segmentation")
-
-try:
-    import lsr.jax as lsr_jax
-except ImportError:  # The adapter is not there yet: time the generic function.
-    lsr_jax = None
+DTYPES = ("float32", "bfloat16")
+EXACT_MEMORY_METHOD = "XLA memory_analysis: output + temp - alias"
 
 
 def versions() -> dict[str, Any]:
     return {
         "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax.lib, "__version__") else None,
         "optax": optax.__version__,
         "jax_devices": [str(d) for d in jax.devices()],
-        "lsr_implementation": "lsr.jax.smooth_ce"
-        if lsr_jax is not None
-        else "lsr.smooth_ce (generic, native autodiff: lsr.jax not importable)",
     }
 
 
 def make_inputs(case: Case, seed: int = 0) -> tuple[jax.Array, jax.Array]:
     logits_key, labels_key, ignore_key = jax.random.split(jax.random.key(seed), 3)
     logits = jax.random.normal(logits_key, case.shape, dtype=jnp.float32)
-    label_shape = case.shape[: case.axis] + case.shape[case.axis + 1 :]
-    labels = jax.random.randint(labels_key, label_shape, 0, case.num_classes)
+    logits = logits.astype(getattr(jnp, case.dtype))
+    labels = jax.random.randint(labels_key, case.label_shape, 0, case.num_classes)
     if case.ignore_index is not None:
-        ignored = jax.random.uniform(ignore_key, label_shape) < 0.1
+        ignored = jax.random.uniform(ignore_key, case.label_shape) < case.ignored
         labels = jnp.where(ignored, case.ignore_index, labels)
     return logits, labels
 
 
-def _lsr_loss(case: Case):
-    module = lsr_jax if lsr_jax is not None else lsr
+def _masked_mean(case: Case, per_position, labels):
+    if case.ignore_index is None:
+        return jnp.mean(per_position)
+    keep = labels != case.ignore_index
+    return jnp.sum(jnp.where(keep, per_position, 0.0)) / jnp.maximum(jnp.sum(keep), 1)
+
+
+def _lsr(case: Case):
     return functools.partial(
-        module.smooth_ce,
+        lsr_jax.smooth_ce,
         smoothing=case.smoothing,
         ignore_index=case.ignore_index,
         axis=case.axis,
     )
 
 
-def _optax_smoothed(case: Case):
+def _optax_one_hot(case: Case):
     def loss(logits, labels):
         one_hot = jax.nn.one_hot(labels, case.num_classes, axis=case.axis, dtype=logits.dtype)
         if case.axis == logits.ndim - 1:
@@ -70,42 +69,52 @@ def _optax_smoothed(case: Case):
         else:  # optax.smooth_labels smooths the last axis only.
             targets = (1.0 - case.smoothing) * one_hot + case.smoothing / case.num_classes
         per_position = optax.softmax_cross_entropy(logits, targets, axis=case.axis)
-        if case.ignore_index is None:
-            return jnp.mean(per_position)
-        keep = labels != case.ignore_index
-        return jnp.sum(jnp.where(keep, per_position, 0.0)) / jnp.maximum(jnp.sum(keep), 1)
+        return _masked_mean(case, per_position, labels)
+
+    return loss
+
+
+def _closed_form(case: Case):
+    def loss(logits, labels):
+        z = logits.astype(jnp.float32)
+        safe = (
+            labels
+            if case.ignore_index is None
+            else jnp.where(labels == case.ignore_index, 0, labels)
+        )
+        lse = jax.nn.logsumexp(z, axis=case.axis)
+        target = jnp.take_along_axis(z, jnp.expand_dims(safe, case.axis), axis=case.axis)
+        target = jnp.squeeze(target, case.axis)
+        per_position = lse - (1 - case.smoothing) * target - case.smoothing * z.mean(case.axis)
+        return _masked_mean(case, per_position, labels)
 
     return loss
 
 
 def _optax_integer(case: Case):
     def loss(logits, labels):
-        if case.ignore_index is None:
-            return jnp.mean(
-                optax.softmax_cross_entropy_with_integer_labels(logits, labels, axis=case.axis)
-            )
-        keep = labels != case.ignore_index
-        per_position = optax.softmax_cross_entropy_with_integer_labels(
-            logits, jnp.where(keep, labels, 0), axis=case.axis
+        safe = (
+            labels
+            if case.ignore_index is None
+            else jnp.where(labels == case.ignore_index, 0, labels)
         )
-        return jnp.sum(jnp.where(keep, per_position, 0.0)) / jnp.maximum(jnp.sum(keep), 1)
+        per_position = optax.softmax_cross_entropy_with_integer_labels(logits, safe, axis=case.axis)
+        return _masked_mean(case, per_position, labels)
 
     return loss
 
 
-ONE_HOT_BASELINE = "optax.softmax_cross_entropy + smooth_labels(one_hot) (jit)"
+NATIVE = "optax smooth_labels(one_hot) + softmax_cross_entropy (jit)"
+CLOSED = "closed form, jax autodiff (jit)"
 
 
-def lsr_losses(case: Case) -> list[Loss]:
-    name = "lsr.jax.smooth_ce" if lsr_jax is not None else "lsr.smooth_ce"
-    return [Loss(f"{name} (jit)", "lsr", _lsr_loss(case), "jit", ONE_HOT_BASELINE)]
-
-
-def baseline_losses(case: Case) -> list[Loss]:
+def losses(case: Case, **_: Any) -> list[Loss]:
     return [
-        Loss(ONE_HOT_BASELINE, "baseline", _optax_smoothed(case), "jit"),
+        Loss("lsr.jax.smooth_ce (jit)", "lsr", _lsr(case), "jit", (NATIVE, CLOSED)),
+        Loss(NATIVE, "native", _optax_one_hot(case), "jit"),
+        Loss(CLOSED, "closed form", _closed_form(case), "jit"),
         Loss(
-            "optax.softmax_cross_entropy_with_integer_labels eps=0 (jit)",
+            "optax softmax_cross_entropy_with_integer_labels eps=0 (jit)",
             "bound",
             _optax_integer(case),
             "jit",
@@ -117,37 +126,63 @@ def sync(output: Any) -> None:
     jax.block_until_ready(output)
 
 
-def program_bytes(jitted, *inputs) -> int:
-    """Bytes the compiled program allocates beyond its inputs: results plus scratch."""
+def _program_bytes(jitted, *inputs) -> int:
     stats = jitted.lower(*inputs).compile().memory_analysis()
     return int(stats.output_size_in_bytes + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
 
 
-def methods(case: Case, mode: str, **_: Any) -> list[Method]:
-    logits, labels = make_inputs(case)
+def step(loss: Loss, mode: str, inputs: tuple[Any, Any]):
+    fn = loss.fn if mode == "forward" else jax.value_and_grad(loss.fn)
+    return functools.partial(jax.jit(fn), *inputs)
+
+
+def methods(case: Case, mode: str, *, inputs=None, **_: Any) -> list[Method]:
+    inputs = make_inputs(case) if inputs is None else inputs
     result = []
-    for loss in lsr_losses(case) + baseline_losses(case):
+    for loss in losses(case):
         fn = loss.fn if mode == "forward" else jax.value_and_grad(loss.fn)
         jitted = jax.jit(fn)
         result.append(
             Method(
-                name=loss.name,
-                role=loss.role,
-                step=functools.partial(jitted, logits, labels),
-                peak_bytes=functools.partial(program_bytes, jitted, logits, labels),
-                memory_method="XLA compiled memory_analysis: output + temp - alias (exact)",
-                compare_to=loss.compare_to,
+                loss,
+                functools.partial(jitted, *inputs),
+                functools.partial(_program_bytes, jitted, *inputs),
             )
         )
     return result
 
 
-def check_agreement(case: Case) -> dict[str, float]:
-    """lsr's loss and gradient against the optax one-hot baseline (max abs difference)."""
-    logits, labels = make_inputs(case)
-    lsr_value, lsr_grad = jax.jit(jax.value_and_grad(_lsr_loss(case)))(logits, labels)
-    ref_value, ref_grad = jax.jit(jax.value_and_grad(_optax_smoothed(case)))(logits, labels)
+def check_agreement(case: Case) -> dict[str, Any]:
+    """lsr's loss and gradient against the optax one-hot loss (max abs difference)."""
+    inputs = make_inputs(case)
+    lsr_value, lsr_grad = jax.jit(jax.value_and_grad(_lsr(case)))(*inputs)
+    ref_value, ref_grad = jax.jit(jax.value_and_grad(_optax_one_hot(case)))(*inputs)
     return {
-        "loss_abs_diff": float(jnp.abs(lsr_value - ref_value)),
-        "grad_max_abs_diff": float(jnp.max(jnp.abs(lsr_grad - ref_grad))),
+        "against": NATIVE,
+        "loss_abs_diff": float(jnp.abs(lsr_value - ref_value.astype(jnp.float32))),
+        "grad_max_abs_diff": float(
+            jnp.max(jnp.abs(lsr_grad.astype(jnp.float32) - ref_grad.astype(jnp.float32)))
+        ),
     }
+
+
+def linear_step(case: LinearCase, fused: bool):
+    """Forward and backward of the output layer + loss, gradients for hidden and kernel."""
+    keys = jax.random.split(jax.random.key(0), 3)
+    hidden = jax.random.normal(keys[0], (case.rows, case.width))
+    kernel = 0.05 * jax.random.normal(keys[1], (case.width, case.classes))
+    labels = jax.random.randint(keys[2], (case.rows,), 0, case.classes)
+
+    if fused:
+
+        def loss(h, k):
+            return lsr_jax.linear_smooth_ce(h, k, labels, chunk_size=case.chunk_size)
+
+        name = "lsr.jax.linear_smooth_ce (jit)"
+    else:
+
+        def loss(h, k):
+            return _optax_one_hot(Case("labels", (case.rows, case.classes)))(h @ k, labels)
+
+        name = "optax one-hot loss of h @ k (jit)"
+    return name, functools.partial(jax.jit(jax.grad(loss, argnums=(0, 1))), hidden, kernel)

@@ -1,10 +1,12 @@
-"""Ratios lsr/baseline and the markdown tables of ``RESULTS.md``."""
+"""Ratios, bandwidth multiples and the markdown tables of ``RESULTS.md``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks.common import Case, bound_seconds
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -14,37 +16,48 @@ def _ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 
 def add_ratios(results: dict[str, Any]) -> None:
-    """Give every lsr measurement its time and memory ratios against its baseline."""
+    """Give every row its multiple of the bandwidth bound, and every lsr row its ratios
+    (lsr ÷ rival) against the rivals it names and the eps=0 bound of the same case."""
     for backend in results["backends"].values():
         rows = backend.get("measurements", [])
-        by_key = {(r["case"], r["mode"], r["method"]): r for r in rows}
+        by_key = {(r["case_name"], r["dtype"], r["mode"], r["method"]): r for r in rows}
         for row in rows:
-            if row["role"] != "lsr":
+            if "median_s" not in row:
                 continue
-            baseline = by_key.get((row["case"], row["mode"], row["compare_to"]))
-            if baseline is not None:
-                row["time_ratio"] = _ratio(row["median_s"], baseline["median_s"])
-                row["time_ratio_min"] = _ratio(row["min_s"], baseline["min_s"])
-                row["cpu_time_ratio"] = _ratio(
-                    row.get("cpu_median_s"), baseline.get("cpu_median_s")
-                )
-                row["memory_ratio"] = _ratio(row["peak_bytes"], baseline["peak_bytes"])
-            bounds = [
-                r
+            bound = bound_seconds(Case.from_json(row["case"]), row["mode"], results["bandwidth"])
+            row["bound_s"] = bound
+            row["x_bound"] = row["median_s"] / bound
+        for row in rows:
+            if row["role"] != "lsr" or "median_s" not in row:
+                continue
+            row["versus"] = {}
+            rivals = list(row["compare_to"]) + [
+                r["method"]
                 for r in rows
-                if r["role"] == "bound" and r["case"] == row["case"] and r["mode"] == row["mode"]
+                if r["role"] == "bound"
+                and r["variant"] == row["variant"]
+                and (r["case_name"], r["dtype"], r["mode"])
+                == (row["case_name"], row["dtype"], row["mode"])
             ]
-            if bounds:
-                row["bound"] = bounds[0]["method"]
-                row["time_ratio_vs_bound"] = _ratio(row["median_s"], bounds[0]["median_s"])
-                row["memory_ratio_vs_bound"] = _ratio(row["peak_bytes"], bounds[0]["peak_bytes"])
+            for rival_name in rivals:
+                rival = by_key.get((row["case_name"], row["dtype"], row["mode"], rival_name))
+                if rival is None or "median_s" not in rival:
+                    continue
+                row["versus"][rival_name] = {
+                    "time_ratio": _ratio(row["median_s"], rival["median_s"]),
+                    "time_ratio_min": _ratio(row["min_s"], rival["min_s"]),
+                    "rss_ratio": _ratio(row.get("rss_steady_bytes"), rival.get("rss_steady_bytes")),
+                    "exact_memory_ratio": _ratio(
+                        row.get("exact_peak_bytes"), rival.get("exact_peak_bytes")
+                    ),
+                }
 
 
 def _ms(seconds: float | None) -> str:
     return "" if seconds is None else f"{seconds * 1e3:.3g}"
 
 
-def _mb(size: int | None) -> str:
+def _mib(size: int | None) -> str:
     return "" if size is None else f"{size / 2**20:.3g}"
 
 
@@ -60,7 +73,8 @@ def _machine(results: dict[str, Any]) -> str:
     load_text = f", load average {load[0]:.2f} at start" if load else ""
     return (
         f"{machine['processor']} ({machine['usable_cpus']} usable of {machine['cpu_count']} "
-        f"CPUs{memory_text}), {machine['platform']}, Python {machine['python']}{load_text}"
+        f"CPUs{memory_text}), {machine['platform']}, Python {machine['python']}, "
+        f"transparent huge pages {machine.get('transparent_hugepage')}{load_text}"
     )
 
 
@@ -72,108 +86,164 @@ def _versions(results: dict[str, Any]) -> list[str]:
             continue
         versions = ", ".join(f"{k}={v}" for k, v in backend["versions"].items())
         load = backend.get("load_average_at_end")
-        load_text = f" (1-minute load average when it finished: {load[0]:.2f})" if load else ""
-        lines.append(f"- {name}: {versions}{load_text}")
+        load_text = f"; 1-minute load average at its end {load[0]:.2f}" if load else ""
+        lines.append(f"- {name}: {versions}; took {backend['elapsed_s']:.0f} s{load_text}")
     return lines
 
 
-def _summary(results: dict[str, Any]) -> list[str]:
+def _versus_table(results: dict[str, Any], mode: str) -> list[str]:
     lines = [
-        "| backend | case | mode | lsr | baseline | lsr ms | baseline ms | time ratio "
-        "| time ratio (min) | CPU-time ratio | lsr MiB | baseline MiB | memory ratio "
-        "| time ratio vs eps=0 bound |",
+        "| backend | logits | dtype | lsr | rival | lsr ms | rival ms | **lsr ÷ rival** "
+        "| (fastest repeats) | lsr × bound | rival × bound | lsr peak MiB | rival peak MiB "
+        "| **memory lsr ÷ rival** |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, backend in results["backends"].items():
         rows = backend.get("measurements", [])
-        by_key = {(r["case"], r["mode"], r["method"]): r for r in rows}
+        by_key = {(r["case_name"], r["dtype"], r["mode"], r["method"]): r for r in rows}
         for row in rows:
-            if row["role"] != "lsr":
+            if row["role"] != "lsr" or row["mode"] != mode or "versus" not in row:
                 continue
-            baseline = by_key.get((row["case"], row["mode"], row["compare_to"]), {})
-            lines.append(
-                f"| {name} | {row['case']} | {row['mode']} | {row['method']} "
-                f"| {row['compare_to']} | {_ms(row['median_s'])} "
-                f"| {_ms(baseline.get('median_s'))} | **{_x(row.get('time_ratio'))}** "
-                f"| {_x(row.get('time_ratio_min'))} | {_x(row.get('cpu_time_ratio'))} "
-                f"| {_mb(row['peak_bytes'])} | {_mb(baseline.get('peak_bytes'))} "
-                f"| **{_x(row.get('memory_ratio'))}** | {_x(row.get('time_ratio_vs_bound'))} |"
-            )
+            for rival_name, versus in row["versus"].items():
+                rival = by_key[(row["case_name"], row["dtype"], row["mode"], rival_name)]
+                lines.append(
+                    f"| {name} | {row['case_name']} | {row['dtype']} | {row['method']} "
+                    f"| {rival_name} | {_ms(row['median_s'])} | {_ms(rival['median_s'])} "
+                    f"| **{_x(versus['time_ratio'])}** | {_x(versus['time_ratio_min'])} "
+                    f"| {_x(row.get('x_bound'))} | {_x(rival.get('x_bound'))} "
+                    f"| {_mib(row.get('rss_steady_bytes'))} "
+                    f"| {_mib(rival.get('rss_steady_bytes'))} "
+                    f"| **{_x(versus['rss_ratio'])}** |"
+                )
     return lines
 
 
 def _all_rows(results: dict[str, Any]) -> list[str]:
     lines = [
-        "| backend | case | mode | method | role | median ms | min ms | CPU ms "
-        "| repeats x calls | peak MiB |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|",
+        "| backend | logits | dtype | mode | method | role | first call s | median ms "
+        "| IQR ms | repeats x calls | × bound | peak RSS MiB (first call) | peak RSS MiB "
+        "| allocator peak MiB |",
+        "|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, backend in results["backends"].items():
         for row in backend.get("measurements", []):
+            if "error" in row:
+                lines.append(
+                    f"| {name} | {row['case_name']} | {row['dtype']} | {row['mode']} "
+                    f"| {row['method']} | {row['role']} | failed: {row['error'][:120]} "
+                    "| | | | | | | |"
+                )
+                continue
             lines.append(
-                f"| {name} | {row['case']} | {row['mode']} | {row['method']} | {row['role']} "
-                f"| {_ms(row['median_s'])} | {_ms(row['min_s'])} | {_ms(row.get('cpu_median_s'))} "
-                f"| {row['repeats']} x {row['number']} | {_mb(row['peak_bytes'])} |"
+                f"| {name} | {row['case_name']} | {row['dtype']} | {row['mode']} "
+                f"| {row['method']} | {row['role']} | {row['first_call_s']:.3g} "
+                f"| {_ms(row['median_s'])} | {_ms(row['iqr_s'])} "
+                f"| {row['repeats']} x {row['number']} | {_x(row.get('x_bound'))} "
+                f"| {_mib(row.get('rss_first_bytes'))} | {_mib(row.get('rss_steady_bytes'))} "
+                f"| {_mib(row.get('exact_peak_bytes'))} |"
+            )
+    return lines
+
+
+def _linear(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "| backend | N | d | K | method | peak RSS MiB | N x K logits MiB | seconds per step |",
+        "|---|---:|---:|---:|---|---:|---:|---:|",
+    ]
+    for name, backend in results["backends"].items():
+        for row in backend.get("linear", []):
+            case = row["case"]
+            logits = case["rows"] * case["classes"] * 4
+            if "error" in row:
+                lines.append(f"| {name} | {case['rows']} | | | failed: {row['error']} | | | |")
+                continue
+            lines.append(
+                f"| {name} | {case['rows']} | {case['width']} | {case['classes']} "
+                f"| {row['method']} | {_mib(row.get('rss_steady_bytes'))} | {_mib(logits)} "
+                f"| {row['median_s']:.3g} |"
             )
     return lines
 
 
 def _agreement(results: dict[str, Any]) -> list[str]:
     lines = [
-        "| backend | case | loss abs diff | gradient max abs diff |",
-        "|---|---|---:|---:|",
+        "| backend | case | against | loss abs diff | gradient max abs diff |",
+        "|---|---|---|---:|---:|",
     ]
     for name, backend in results["backends"].items():
         for case, diff in backend.get("agreement", {}).items():
-            if diff:
-                lines.append(
-                    f"| {name} | {case} | {diff['loss_abs_diff']:.2g} "
-                    f"| {diff['grad_max_abs_diff']:.2g} |"
-                )
+            if "error" in diff:
+                lines.append(f"| {name} | {case} | | failed: {diff['error'][:120]} | |")
+                continue
+            lines.append(
+                f"| {name} | {case} | {diff['against']} | {diff['loss_abs_diff']:.2g} "
+                f"| {diff['grad_max_abs_diff']:.2g} |"
+            )
     return lines
 
 
 def _memory_methods(results: dict[str, Any]) -> list[str]:
     lines = []
     for name, backend in results["backends"].items():
-        methods = sorted({r["memory_method"] for r in backend.get("measurements", [])} - {""})
+        methods = sorted(
+            {r.get("exact_memory_method") for r in backend.get("measurements", [])} - {None}
+        )
         if methods:
             lines.append(f"- {name}: {'; '.join(methods)}")
     return lines
 
 
 def section(results: dict[str, Any]) -> str:
+    bandwidth = results["bandwidth"]
     lines = [
-        f"## {results['run'].capitalize()} run ({', '.join(results['backends'])})",
+        f"## {results['size'].capitalize()} run ({', '.join(results['backends'])})",
         "",
         f"Command: `{results['command'].strip()}`, started {results['started_utc']}, "
         f"took {results['elapsed_s']:.0f} s.",
         "",
         f"Machine: {_machine(results)}.",
         "",
+        f"Memory bandwidth, measured at the start ({bandwidth['method']}): "
+        f"{bandwidth['copy_read_write_bytes_per_s'] / 1e9:.1f} GB/s copying (bytes read + "
+        f"written), {bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s reading. The bound of a "
+        "step is reading the logits once (forward), plus writing their gradient once "
+        "(forward+backward); × bound is the median time over that bound.",
+        "",
         *_versions(results),
         "",
-        f"Settings: {json.dumps(results['settings'])}. float32 logits, smoothing 0.1, "
-        "mean reduction; times are medians over the repeats.",
+        f"Settings: {json.dumps(results['settings'])}. Smoothing 0.1, mean reduction; "
+        "times are medians over the repeats, after a first call (compilation) and a "
+        "warm-up call.",
         "",
-        "### lsr against the framework's own loss (ratio < 1: lsr is faster / leaner)",
+        "### lsr against each rival, forward + backward (ratio < 1: lsr is faster / leaner)",
         "",
-        "ms: median wall-clock time of one call. time ratio: of the medians; time ratio "
-        "(min): of the fastest repeats; CPU-time ratio: of the median CPU time (all threads) "
-        "per call, which does not count waiting for a CPU taken by other processes.",
+        "Peak MiB: the peak resident set of a fresh process during a (second, warm) call, "
+        "above the resident set once its inputs existed; the gradient itself counts.",
         "",
-        *_summary(results),
+        *_versus_table(results, "forward+backward"),
         "",
-        "Peak memory: what one step allocates beyond its inputs, results (the loss and "
-        "the logits' gradient) included. Measured with:",
+        "### lsr against each rival, forward only",
         "",
-        *_memory_methods(results),
+        *_versus_table(results, "forward"),
+        "",
+        "### Linear layer + loss: peak memory as N grows",
+        "",
+        "Loss and gradients for the hidden states and the projection, float32; peak "
+        "resident set above the inputs in a fresh process; the plain path materializes "
+        "the N x K logits.",
+        "",
+        *_linear(results),
         "",
         "### Every measurement",
         "",
+        "Allocator peak: exact bytes the framework's allocator held beyond the inputs "
+        "during a call, from:",
+        "",
+        *_memory_methods(results),
+        "",
         *_all_rows(results),
         "",
-        "### Agreement of lsr with the baseline on the benchmarked inputs",
+        "### Agreement of lsr with the framework's loss on the benchmarked inputs",
         "",
         *_agreement(results),
         "",
@@ -190,7 +260,11 @@ def markdown(out: Path) -> str:
         "are in the JSON files next to this one.",
         "",
     ]
-    paths = sorted(out.glob("*.json"), key=lambda p: (not p.stem.startswith("full"), p.stem))
+    order = {"full": 0, "quick": 1, "smoke": 2}
+    paths = sorted(out.glob("*.json"), key=lambda p: (order.get(p.stem.split("-")[0], 3), p.stem))
     for path in paths:
-        parts.append(section(json.loads(path.read_text())))
+        data = json.loads(path.read_text())
+        if "size" not in data:  # A file of an older harness.
+            continue
+        parts.append(section(data))
     return "\n".join(parts)

@@ -1,19 +1,21 @@
-"""Run the benchmarks and write their JSON and ``RESULTS.md`` into ``--out``.
+"""Run the benchmarks; write their JSON and ``RESULTS.md`` into ``--out``.
 
 Usage::
 
-    python -m benchmarks.run [--quick] [--backend jax|torch|tensorflow|all] [--out DIR]
+    python -m benchmarks.run [--size smoke|quick|full] [--backend torch|jax|tensorflow|all]
+                             [--out DIR] [--compile/--no-compile] [--no-memory]
 
-A run of every backend writes ``<out>/full.json`` (or ``quick.json``), a run of one
-backend ``<out>/full-<backend>.json``; ``RESULTS.md`` shows every JSON file in ``<out>``.
-
-Each backend runs in its own subprocess, one after the other, so that no framework's
-thread pools, allocator or import side effects touch another's numbers. Inside it, for
-every case and mode ("forward": the loss value; "forward+backward": the loss and its
-gradient with respect to the logits), lsr and the framework's own losses are warmed up,
-timed round-robin (median of several repeats), and their peak memory is measured.
-Ratios lsr/baseline below 1 mean lsr is faster or leaner. The run never asserts on
-timings; it reports them.
+For every backend, one process times every case and mode ("forward": the loss;
+"forward+backward": the loss and its gradient with respect to the logits) of lsr and of
+the framework's own losses, round-robin in the same process; then, for the
+forward+backward mode, a fresh process per case and loss measures the peak resident set
+above the inputs (``benchmarks.common.measure_rss_peaks``); then a fresh process per size
+measures the fused linear + loss against the plain path as N grows. The machine's memory
+bandwidth is measured first, and every time is also reported as a multiple of the
+bandwidth bound (reading the logits once, and writing the gradient once). The run never
+asserts on timings; it reports them. A run of every backend writes ``<out>/<size>.json``,
+a run of one backend ``<out>/<size>-<backend>.json``; ``RESULTS.md`` shows every JSON
+file in ``<out>``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import importlib
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,15 +36,27 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.common import MODES, cases, machine_info, time_methods
+from benchmarks.common import (
+    MODES,
+    SIZES,
+    Case,
+    LinearCase,
+    cases,
+    linear_cases,
+    machine_info,
+    measure_bandwidth,
+    measure_rss_peaks,
+    time_methods,
+)
 
 BACKENDS = ("torch", "jax", "tensorflow")
 
 SETTINGS = {
     # repeats: most timed rounds; min_repeat_s: a repeat loops the step for at least this
     # long; max_total_s: fewer rounds (at least 3) when a case's methods would take longer.
-    "quick": {"repeats": 7, "min_repeat_s": 0.02, "max_total_s": 2.0},
-    "full": {"repeats": 9, "min_repeat_s": 0.1, "max_total_s": 15.0},
+    "smoke": {"repeats": 3, "min_repeat_s": 0.0, "max_total_s": 0.5},
+    "quick": {"repeats": 7, "min_repeat_s": 0.02, "max_total_s": 3.0},
+    "full": {"repeats": 9, "min_repeat_s": 0.1, "max_total_s": 12.0},
 }
 
 
@@ -51,7 +66,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
+    parser.add_argument("--size", choices=SIZES, default="full")
+    parser.add_argument("--quick", action="store_true", help="the same as --size quick")
     parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
@@ -60,80 +76,127 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="also time torch.compile (default: in the full run only)",
     )
+    parser.add_argument(
+        "--memory",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure peak resident memory in a fresh process per case (default: on)",
+    )
+    parser.add_argument("--child", choices=("timing", "memory", "linear"), help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    parser.add_argument("--child-spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.size = "quick"
+    return args
 
 
-def run_backend(
-    name: str, *, quick: bool, compiled: bool, memory_only: bool = False
-) -> dict[str, Any]:
-    """Every case and mode of one backend, in this process.
+# --- Children: each runs in a fresh process ------------------------------------------
 
-    A backend whose memory probe needs another process environment names it in
-    ``MEMORY_ENV``; the parent then runs it again with that environment and
-    ``memory_only``, which skips the timings.
-    """
+
+def _timing_child(name: str, size: str, compiled: bool) -> dict[str, Any]:
+    """Every case and mode of one backend: timings, exact allocator peaks, agreement."""
     module = importlib.import_module(f"benchmarks.{name}_backend")
-    settings = SETTINGS["quick" if quick else "full"]
-    result: dict[str, Any] = {
-        "versions": module.versions(),
-        "memory_env": getattr(module, "MEMORY_ENV", None),
-        "agreement": {},
-        "measurements": [],
-    }
-    for case in cases(quick):
-        if case.kind not in module.KINDS:
+    result: dict[str, Any] = {"versions": module.versions(), "agreement": {}, "measurements": []}
+    for case in cases(size):
+        if case.dtype not in module.DTYPES:
             continue
-        if not memory_only:
-            result["agreement"][case.name] = module.check_agreement(case)
+        key = f"{case.name} {case.dtype}"
+        try:
+            result["agreement"][key] = module.check_agreement(case)
+        except Exception as error:  # A framework that cannot run a case says so.
+            result["agreement"][key] = {"error": f"{type(error).__name__}: {error}"}
+        inputs = module.make_inputs(case)
         for mode in MODES:
-            methods = module.methods(case, mode, compiled=compiled)
-            if not methods:
-                continue
             start = time.perf_counter()
-            if memory_only:
-                for method in methods:
-                    for _ in range(2):  # Compile first: only the steady state counts.
-                        module.sync(method.step())
-                timings = {method.name: {} for method in methods}
-            else:
-                timings = time_methods(methods, module.sync, **settings)
+            methods = module.methods(case, mode, compiled=compiled, inputs=inputs)
+            runnable, failed = [], {}
             for method in methods:
-                peak = method.peak_bytes() if method.peak_bytes is not None else None
-                result["measurements"].append(
-                    {
-                        "backend": name,
-                        "case": case.name,
-                        "kind": case.kind,
-                        "shape": list(case.shape),
-                        "smoothing": case.smoothing,
-                        "ignore_index": case.ignore_index,
-                        "dtype": "float32",
-                        "mode": mode,
-                        "method": method.name,
-                        "role": method.role,
-                        "compare_to": method.compare_to,
-                        **timings[method.name],
-                        "peak_bytes": peak,
-                        "memory_method": method.memory_method,
-                    }
-                )
+                try:
+                    module.sync(method.step())
+                    runnable.append(method)
+                except Exception as error:
+                    failed[method.loss.name] = f"{type(error).__name__}: {str(error)[:300]}"
+            timings = time_methods(runnable, module.sync, **SETTINGS[size])
+            for method in methods:
+                row = {
+                    "backend": name,
+                    "case": case.to_json(),
+                    "case_name": case.name,
+                    "dtype": case.dtype,
+                    "mode": mode,
+                    "method": method.loss.name,
+                    "role": method.loss.role,
+                    "variant": method.loss.variant,
+                    "compare_to": list(method.loss.compare_to),
+                }
+                if method.loss.name in failed:
+                    row["error"] = failed[method.loss.name]
+                else:
+                    row.update(timings[method.loss.name])
+                    if method.exact_peak_bytes is not None:
+                        row["exact_peak_bytes"] = method.exact_peak_bytes()
+                        row["exact_memory_method"] = module.EXACT_MEMORY_METHOD
+                result["measurements"].append(row)
             print(
-                f"  {name:10s} {case.name:40s} {mode:17s} "
-                f"{len(methods)} methods in {time.perf_counter() - start:5.1f} s"
-                + (" (memory)" if memory_only else ""),
+                f"  {name:10s} {case.name:42s} {case.dtype:8s} {mode:16s} "
+                f"{len(methods)} methods in {time.perf_counter() - start:5.1f} s",
                 flush=True,
             )
-            del methods
+            del methods, runnable
             gc.collect()
     return result
 
 
+def _tiny(case: Case) -> Case:
+    shape = tuple(min(d, 4) if i != case.axis else min(d, 16) for i, d in enumerate(case.shape))
+    return Case(case.kind, shape, case.dtype, case.smoothing, case.ignore_index, case.ignored)
+
+
+def _memory_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The peak resident set of one loss on one case, in this fresh process."""
+    module = importlib.import_module(f"benchmarks.{name}_backend")
+    case = Case.from_json(spec["case"])
+    # Start the framework's runtime (thread pools, kernels) on a tiny input first, so
+    # that the measured call pays for the case only.
+    tiny = _tiny(case)
+    found = {loss.name: loss for loss in module.losses(tiny, compiled=False)}
+    tiny_step = module.step(found[spec["method"]], spec["mode"], module.make_inputs(tiny))
+    module.sync(tiny_step())
+    del tiny_step
+    found = {loss.name: loss for loss in module.losses(case, compiled=False)}
+    loss = found[spec["method"]]
+    inputs = module.make_inputs(case)
+    step = module.step(loss, spec["mode"], inputs)
+    return measure_rss_peaks(step, module.sync)
+
+
+def _linear_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """Peak resident set and time of the fused linear + loss (or the plain path)."""
+    module = importlib.import_module(f"benchmarks.{name}_backend")
+    case = LinearCase(**spec["case"])
+    tiny = LinearCase(8, case.width, 64, 4)
+    _, tiny_step = module.linear_step(tiny, spec["fused"])
+    module.sync(tiny_step())
+    method, step = module.linear_step(case, spec["fused"])
+    result = {"method": method, **measure_rss_peaks(step, module.sync)}
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        module.sync(step())
+        times.append(time.perf_counter() - start)
+    result["median_s"] = statistics.median(times)
+    return result
+
+
 def _child(args: argparse.Namespace) -> int:
-    result = run_backend(
-        args.backend, quick=args.quick, compiled=bool(args.compile), memory_only=args.memory_only
-    )
+    spec = json.loads(args.child_spec) if args.child_spec else {}
+    if args.child == "timing":
+        result = _timing_child(args.backend, args.size, bool(args.compile))
+    elif args.child == "memory":
+        result = _memory_child(args.backend, spec)
+    else:
+        result = _linear_child(args.backend, spec)
     args.child_output.write_text(json.dumps(result))
     return 0
 
@@ -142,35 +205,31 @@ def _is_chatter(line: str) -> bool:
     """Informational lines that frameworks print on stderr at every start or profile."""
     return (
         line.startswith("USDT:")  # torch.profiler's tracer, at every start and stop
-        or re.match(r"I\d{4} ", line) is not None  # absl INFO lines (TensorFlow, XLA)
+        or re.match(r"[IWE]\d{4} ", line) is not None  # absl log lines (TF, XLA)
         or line.startswith("WARNING: All log messages before absl::InitializeLog()")
     )
 
 
-def _run_child(
-    name: str, args: argparse.Namespace, compiled: bool, memory_env: dict[str, str] | None = None
-) -> dict[str, Any]:
+def _run_child(name: str, kind: str, args: argparse.Namespace, **spec: Any) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        output = Path(tmp) / f"{name}.json"
+        output = Path(tmp) / "child.json"
         command = [
             sys.executable,
             "-m",
             "benchmarks.run",
             "--backend",
             name,
+            "--size",
+            args.size,
+            "--child",
+            kind,
             "--child-output",
             str(output),
-            "--compile" if compiled else "--no-compile",
+            "--compile" if args.compile else "--no-compile",
         ]
-        if args.quick:
-            command.append("--quick")
-        if memory_env is not None:
-            command.append("--memory-only")
-        env = {
-            **os.environ,
-            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-            **(memory_env or {}),
-        }
+        if spec:
+            command += ["--child-spec", json.dumps(spec)]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
         start = time.perf_counter()
         with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as child:
             for line in child.stderr:
@@ -181,63 +240,98 @@ def _run_child(
             return {"error": f"exit status {child.returncode}", "elapsed_s": elapsed}
         result = json.loads(output.read_text())
         result["elapsed_s"] = elapsed
-        result["load_average_at_end"] = list(os.getloadavg())
         return result
 
 
-def _run_backend_children(name: str, args: argparse.Namespace, compiled: bool) -> dict[str, Any]:
-    """Time in one process; measure memory in a second one where the backend needs it."""
-    result = _run_child(name, args, compiled)
-    memory_env = result.get("memory_env")
-    if "error" in result or not memory_env:
+def _measures_memory(size: str, row: dict[str, Any]) -> bool:
+    """Which rows get a fresh process for their peak memory: forward+backward, not
+    torch.compile (minutes of compiling per process); in a smoke run, one case's lsr
+    and native losses only."""
+    if row["mode"] != "forward+backward" or "error" in row or row["variant"] == "compile":
+        return False
+    if size == "smoke":
+        return row["case"] == cases(size)[1].to_json() and row["role"] in ("lsr", "native")
+    return True
+
+
+def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    start = time.perf_counter()
+    result = _run_child(name, "timing", args)
+    if "error" in result:
         return result
-    memory = _run_child(name, args, compiled, memory_env)
-    if "error" in memory:
-        result["memory_error"] = memory["error"]
-        return result
-    peaks = {(row["case"], row["mode"], row["method"]): row for row in memory["measurements"]}
-    for row in result["measurements"]:
-        measured = peaks.get((row["case"], row["mode"], row["method"]))
-        if measured is not None:
-            row["peak_bytes"] = measured["peak_bytes"]
-            row["memory_method"] = measured["memory_method"]
-    result["elapsed_s"] += memory["elapsed_s"]
+    result["load_average_after_timing"] = list(os.getloadavg())
+    if args.memory:
+        for row in result["measurements"]:
+            if not _measures_memory(args.size, row):
+                continue
+            measured = _run_child(
+                name, "memory", args, case=row["case"], method=row["method"], mode=row["mode"]
+            )
+            row.update({k: v for k, v in measured.items() if k != "elapsed_s"})
+        print(f"  {name:10s} peak resident memory measured", flush=True)
+    result["linear"] = []
+    for case in linear_cases(args.size):
+        for fused in (True, False):
+            measured = _run_child(name, "linear", args, case=case.to_json(), fused=fused)
+            result["linear"].append({"case": case.to_json(), "fused": fused, **measured})
+        print(f"  {name:10s} linear + loss, {case.name}", flush=True)
+    result["elapsed_s"] = time.perf_counter() - start
+    result["load_average_at_end"] = list(os.getloadavg())
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    if args.child_output is not None:
+    if args.compile is None:
+        args.compile = args.size == "full"
+    if args.child is not None:
         return _child(args)
-    run_kind = "quick" if args.quick else "full"
-    compiled = (not args.quick) if args.compile is None else args.compile
     names = BACKENDS if args.backend == "all" else (args.backend,)
     started = datetime.datetime.now(datetime.timezone.utc)
+    bandwidth = measure_bandwidth(1 << 24 if args.size == "smoke" else 1 << 29)
     results: dict[str, Any] = {
-        "run": run_kind,
+        "size": args.size,
         "command": " ".join(["python -m benchmarks.run", *(argv or sys.argv[1:])]),
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "settings": {**SETTINGS[run_kind], "torch_compile": compiled, "dtype": "float32"},
-        "cases": [case.name for case in cases(args.quick)],
+        "bandwidth": bandwidth,
+        "settings": {**SETTINGS[args.size], "torch_compile": args.compile, "memory": args.memory},
         "backends": {},
     }
+    print(
+        f"memory bandwidth: {bandwidth['copy_read_write_bytes_per_s'] / 1e9:.1f} GB/s copy "
+        f"(read + write), {bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s read",
+        flush=True,
+    )
     for name in names:
         print(f"{name}:", flush=True)
-        results["backends"][name] = _run_backend_children(name, args, compiled)
+        results["backends"][name] = _run_backend(name, args)
     results["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     report.add_ratios(results)
     args.out.mkdir(parents=True, exist_ok=True)
-    # A single backend's run gets its own file, so it never replaces a whole run's.
-    stem = run_kind if args.backend == "all" else f"{run_kind}-{args.backend}"
+    stem = args.size if args.backend == "all" else f"{args.size}-{args.backend}"
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     markdown_path = args.out / "RESULTS.md"
     markdown_path.write_text(report.markdown(args.out))
     print(f"wrote {json_path} and {markdown_path} in {results['elapsed_s']:.0f} s")
     failed = [name for name, result in results["backends"].items() if "error" in result]
+    # A rival that cannot run a case (a dtype its framework lacks) is reported in the
+    # tables; lsr failing anywhere fails the run.
+    failed += [
+        f"{row['backend']}: {row['method']} on {row['case_name']} {row['dtype']} {row['mode']}"
+        for result in results["backends"].values()
+        for row in result.get("measurements", [])
+        if row["role"] == "lsr" and "error" in row
+    ]
+    failed += [
+        f"{name}: {row.get('method', 'linear')} {row['case']}"
+        for name, result in results["backends"].items()
+        for row in result.get("linear", [])
+        if "error" in row
+    ]
     if failed:
-        print(f"failed backends: {failed}", file=sys.stderr)
+        print(f"failed: {failed}", file=sys.stderr)
         return 1
     return 0
 

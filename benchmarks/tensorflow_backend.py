@@ -1,45 +1,34 @@
-"""TensorFlow: lsr against Keras' ``CategoricalCrossentropy`` and ``tf.nn``'s fused loss.
+"""TensorFlow: lsr against Keras' ``CategoricalCrossentropy`` in each execution mode.
 
-Both TensorFlow baselines need dense targets, so they pay for ``tf.one_hot`` plus
-smoothing inside the timed function, as a TF user with integer labels does. Each loss runs
-under ``tf.function`` twice: with XLA (``jit_compile=True``) and as a plain graph (where
-``tf.nn.softmax_cross_entropy_with_logits`` is TensorFlow's fused C++ kernel).
-
-TensorFlow's default CPU allocator keeps no statistics
-(``tf.config.experimental.get_memory_info`` reports zeros), so memory is measured in a
-separate process started with ``TF_CPU_ALLOCATOR_USE_BFC=true`` (``MEMORY_ENV``), whose
-BFC allocator records the exact peak of bytes in use; timings come from a process with
-the default allocator, as users run it.
+Keras' loss needs dense targets, so it pays for ``tf.one_hot`` inside the timed function,
+as a Keras user with integer labels does. Every loss runs eagerly, in a ``tf.function``
+and under XLA (``jit_compile=True``); the closed form
+``logsumexp(z) - (1 - eps) z_y - eps mean(z)`` differentiated by TensorFlow is timed under
+XLA, and ``tf.nn.sparse_softmax_cross_entropy_with_logits`` (no smoothing) is a lower bound.
+Each timed function is one ``tf.function`` called with the inputs as arguments: calling a
+jit-compiled function from inside another would fold its inputs into constants and
+recompile for every new input.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Any
 
 import keras
 import tensorflow as tf
 
-import lsr
-from benchmarks.common import Case, Loss, Method
+import lsr.tensorflow as lsr_tf
+from benchmarks.common import Case, LinearCase, Loss, Method
 
 # Each case and mode builds new tf.functions on purpose; TensorFlow's retracing advice
 # does not apply.
 tf.get_logger().setLevel("ERROR")
 
 NAME = "tensorflow"
-KINDS = ("labels",)
-# The environment of the memory-measuring process (see the module docstring).
-MEMORY_ENV = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}
-MEMORY_METHOD = "BFC allocator peak, in a process with TF_CPU_ALLOCATOR_USE_BFC=true (exact)"
-
-try:
-    import lsr.tensorflow as lsr_tensorflow
-except ImportError:  # The adapter is not there yet: time the generic function.
-    lsr_tensorflow = None
-
-VARIANTS = {"xla": "tf.function(jit_compile=True)", "graph": "tf.function"}
+DTYPES = ("float32", "bfloat16")
+EXACT_MEMORY_METHOD = None  # The default CPU allocator keeps no statistics.
+VARIANTS = ("eager", "graph", "xla")
 
 
 def versions() -> dict[str, Any]:
@@ -47,87 +36,108 @@ def versions() -> dict[str, Any]:
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "lsr_implementation": "lsr.tensorflow.smooth_ce"
-        if lsr_tensorflow is not None
-        else "lsr.smooth_ce (generic, native autodiff: lsr.tensorflow not importable)",
     }
 
 
 def make_inputs(case: Case, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
     generator = tf.random.Generator.from_seed(seed)
-    logits = generator.normal(case.shape, dtype=tf.float32)
-    label_shape = case.shape[: case.axis] + case.shape[case.axis + 1 :]
-    labels = generator.uniform(label_shape, 0, case.num_classes, dtype=tf.int32)
+    logits = tf.cast(generator.normal(case.shape, dtype=tf.float32), getattr(tf, case.dtype))
+    labels = generator.uniform(case.label_shape, 0, case.num_classes, dtype=tf.int32)
+    if case.ignore_index is not None:
+        ignored = generator.uniform(case.label_shape) < case.ignored
+        labels = tf.where(ignored, case.ignore_index, labels)
     return logits, labels
 
 
-def _keras_loss(case: Case):
+def _keep(case: Case, labels):
+    return None if case.ignore_index is None else labels != case.ignore_index
+
+
+def _lsr(case: Case):
+    return functools.partial(
+        lsr_tf.smooth_ce,
+        smoothing=case.smoothing,
+        axis=case.axis,
+        ignore_index=case.ignore_index,
+    )
+
+
+def _keras(case: Case):
     cross_entropy = keras.losses.CategoricalCrossentropy(
         from_logits=True, label_smoothing=case.smoothing, axis=case.axis
     )
 
     def loss(logits, labels):
+        # Ignored labels (out of range) give an all-zero one-hot row, as Keras users get.
         targets = tf.one_hot(labels, case.num_classes, axis=case.axis, dtype=logits.dtype)
         return cross_entropy(targets, logits)
 
     return loss
 
 
-def _tf_nn_loss(case: Case):
+def _closed_form(case: Case):
     def loss(logits, labels):
-        targets = tf.one_hot(labels, case.num_classes, axis=case.axis, dtype=logits.dtype)
-        targets = (1.0 - case.smoothing) * targets + case.smoothing / case.num_classes
-        return tf.reduce_mean(
-            tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits, axis=case.axis)
+        z = tf.cast(logits, tf.float32)
+        keep = _keep(case, labels)
+        safe = labels if keep is None else tf.where(keep, labels, 0)
+        lse = tf.reduce_logsumexp(z, axis=case.axis)
+        index = tf.expand_dims(safe, case.axis)
+        target = tf.squeeze(tf.experimental.numpy.take_along_axis(z, index, case.axis), case.axis)
+        per_position = (
+            lse - (1 - case.smoothing) * target - case.smoothing * tf.reduce_mean(z, axis=case.axis)
         )
+        if keep is None:
+            return tf.reduce_mean(per_position)
+        kept = tf.cast(keep, per_position.dtype)
+        return tf.reduce_sum(per_position * kept) / tf.maximum(tf.reduce_sum(kept), 1.0)
 
     return loss
 
 
-def _tf_sparse_loss(case: Case):
+def _sparse(case: Case):
     def loss(logits, labels):
-        return tf.reduce_mean(
-            tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        )
+        if case.axis != logits.shape.rank - 1:
+            logits = tf.experimental.numpy.moveaxis(logits, case.axis, -1)
+        keep = _keep(case, labels)
+        safe = labels if keep is None else tf.where(keep, labels, 0)
+        per_position = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe, logits=logits)
+        return tf.reduce_mean(per_position)
 
     return loss
 
 
 KERAS = "keras CategoricalCrossentropy(one_hot)"
-TF_NN = "tf.nn.softmax_cross_entropy_with_logits(one_hot)"
+CLOSED = "closed form, tf autodiff (xla)"
 
 
-def lsr_losses(case: Case) -> list[Loss]:
-    module = lsr_tensorflow if lsr_tensorflow is not None else lsr
-    name = f"{module.__name__}.smooth_ce"
-    fn = functools.partial(module.smooth_ce, smoothing=case.smoothing, axis=case.axis)
-    return [
-        Loss(f"{name} (xla)", "lsr", fn, "xla", f"{KERAS} (xla)"),
-        Loss(f"{name} (graph)", "lsr", fn, "graph", f"{TF_NN} (graph)"),
-    ]
-
-
-def baseline_losses(case: Case) -> list[Loss]:
-    return [
-        Loss(f"{KERAS} (xla)", "baseline", _keras_loss(case), "xla"),
-        Loss(f"{TF_NN} (graph)", "baseline", _tf_nn_loss(case), "graph"),
+def losses(case: Case, **_: Any) -> list[Loss]:
+    result = []
+    for variant in VARIANTS:
+        native = f"{KERAS} ({variant})"
+        rivals = (native, CLOSED) if variant == "xla" else (native,)
+        result.append(
+            Loss(f"lsr.tensorflow.smooth_ce ({variant})", "lsr", _lsr(case), variant, rivals)
+        )
+        result.append(Loss(native, "native", _keras(case), variant))
+    result.append(Loss(CLOSED, "closed form", _closed_form(case), "xla"))
+    result.append(
         Loss(
             "tf.nn.sparse_softmax_cross_entropy_with_logits eps=0 (xla)",
             "bound",
-            _tf_sparse_loss(case),
+            _sparse(case),
             "xla",
-        ),
-    ]
+        )
+    )
+    return result
 
 
 def sync(output: Any) -> None:
-    # A tf.function call on CPU returns once every output is computed; reading the
-    # scalar loss back makes that explicit (and waits for a GPU too).
-    first = output[0] if isinstance(output, tuple) else output
+    # Reading the scalar loss back waits for every output (also on a GPU).
+    first = output[0] if isinstance(output, (tuple, list)) else output
     first.numpy()
 
 
-def _compiled(loss: Loss, mode: str):
+def _function(loss: Loss, mode: str):
     if mode == "forward":
         fn = loss.fn
     else:
@@ -138,48 +148,53 @@ def _compiled(loss: Loss, mode: str):
                 value = loss.fn(logits, labels)
             return value, tape.gradient(value, logits)
 
+    if loss.variant == "eager":
+        return fn
     return tf.function(fn, jit_compile=loss.variant == "xla", reduce_retracing=False)
 
 
-def peak_allocated_bytes(step) -> int:
-    """Peak bytes in use by the CPU (BFC) allocator during ``step()`` beyond before it."""
-    tf.config.experimental.reset_memory_stats("CPU:0")
-    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
-    result = step()
-    sync(result)
-    del result
-    return tf.config.experimental.get_memory_info("CPU:0")["peak"] - before
+def step(loss: Loss, mode: str, inputs: tuple[Any, Any]):
+    return functools.partial(_function(loss, mode), *inputs)
 
 
-def methods(case: Case, mode: str, **_: Any) -> list[Method]:
-    logits, labels = make_inputs(case)
-    can_probe = all(os.environ.get(key) == value for key, value in MEMORY_ENV.items())
-    result = []
-    for loss in lsr_losses(case) + baseline_losses(case):
-        step = functools.partial(_compiled(loss, mode), logits, labels)
-        result.append(
-            Method(
-                name=loss.name,
-                role=loss.role,
-                step=step,
-                peak_bytes=functools.partial(peak_allocated_bytes, step) if can_probe else None,
-                memory_method=MEMORY_METHOD if can_probe else "",
-                compare_to=loss.compare_to,
-            )
-        )
-    return result
+def methods(case: Case, mode: str, *, inputs=None, **_: Any) -> list[Method]:
+    inputs = make_inputs(case) if inputs is None else inputs
+    return [Method(loss, step(loss, mode, inputs)) for loss in losses(case)]
 
 
-def check_agreement(case: Case) -> dict[str, float]:
-    """lsr's loss and gradient against Keras' (max abs difference)."""
-    logits, labels = make_inputs(case)
-    outputs = {}
-    for loss in (lsr_losses(case)[0], baseline_losses(case)[0]):
-        value, gradient = _compiled(loss, "forward+backward")(logits, labels)
-        outputs[loss.role] = (value, gradient)
+def check_agreement(case: Case) -> dict[str, Any]:
+    """lsr's loss and gradient against Keras' under XLA (max abs difference)."""
+    inputs = make_inputs(case)
+    found = {loss.name: loss for loss in losses(case)}
+    ours = _function(found["lsr.tensorflow.smooth_ce (xla)"], "forward+backward")(*inputs)
+    theirs = _function(found[f"{KERAS} (xla)"], "forward+backward")(*inputs)
     return {
-        "loss_abs_diff": float(tf.abs(outputs["lsr"][0] - outputs["baseline"][0])),
+        "against": f"{KERAS} (xla)",
+        "loss_abs_diff": float(tf.abs(ours[0] - tf.cast(theirs[0], tf.float32))),
         "grad_max_abs_diff": float(
-            tf.reduce_max(tf.abs(outputs["lsr"][1] - outputs["baseline"][1]))
+            tf.reduce_max(tf.abs(tf.cast(ours[1], tf.float32) - tf.cast(theirs[1], tf.float32)))
         ),
     }
+
+
+def linear_step(case: LinearCase, fused: bool):
+    """Forward and backward of the output layer + loss under XLA, gradients for hidden
+    and kernel."""
+    generator = tf.random.Generator.from_seed(0)
+    hidden = generator.normal((case.rows, case.width))
+    kernel = 0.05 * generator.normal((case.width, case.classes))
+    labels = generator.uniform((case.rows,), 0, case.classes, dtype=tf.int32)
+    keras_loss = _keras(Case("labels", (case.rows, case.classes)))
+
+    @tf.function(jit_compile=True)
+    def run(h, k, y):
+        with tf.GradientTape() as tape:
+            tape.watch([h, k])
+            if fused:
+                loss = lsr_tf.linear_smooth_ce(h, k, y, chunk_size=case.chunk_size)
+            else:
+                loss = keras_loss(h @ k, y)
+        return tape.gradient(loss, [h, k])
+
+    name = "lsr.tensorflow.linear_smooth_ce (xla)" if fused else "keras loss of h @ k (xla)"
+    return name, functools.partial(run, hidden, kernel, labels)

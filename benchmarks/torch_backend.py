@@ -1,8 +1,7 @@
 """PyTorch: lsr against ``F.cross_entropy(label_smoothing=...)``, eager and torch.compile.
 
-Memory is the exact peak of the bytes PyTorch's CPU allocator holds during the step,
-replayed from ``torch.profiler``'s allocation records (``profile_memory=True``), beyond
-the inputs that already existed.
+Exact memory (timing process): the peak of the bytes PyTorch's CPU allocator holds during
+the step, replayed from ``torch.profiler``'s allocation records, beyond the inputs.
 """
 
 from __future__ import annotations
@@ -14,90 +13,72 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-import lsr
-from benchmarks.common import Case, Loss, Method
+import lsr.torch as lsr_torch
+from benchmarks.common import Case, LinearCase, Loss, Method
 
 # torch.compile notes, once per helper, that it traces through array-api-compat's cached
 # type checks; informational for a benchmark.
 warnings.filterwarnings("ignore", message="Dynamo detected a call to a `functools.lru_cache`")
+warnings.filterwarnings(
+    "ignore", message=".*should not be instantiated", category=DeprecationWarning
+)
 
 NAME = "torch"
-KINDS = ("labels", "segmentation")
-
-try:
-    import lsr.torch as lsr_torch
-except ImportError:  # The adapter is not there yet: time the generic function.
-    lsr_torch = None
+DTYPES = ("float32", "bfloat16")
+EXACT_MEMORY_METHOD = "torch.profiler allocation record"
 
 
 def versions() -> dict[str, Any]:
-    return {
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "lsr_implementation": "lsr.torch.smooth_ce"
-        if lsr_torch is not None
-        else "lsr.smooth_ce (generic, native autograd: lsr.torch not importable)",
-    }
+    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
 
 
 def make_inputs(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    logits = torch.randn(case.shape, generator=generator, dtype=torch.float32)
-    label_shape = case.shape[: case.axis] + case.shape[case.axis + 1 :]
-    labels = torch.randint(0, case.num_classes, label_shape, generator=generator)
+    logits = torch.randn(case.shape, generator=generator).to(getattr(torch, case.dtype))
+    labels = torch.randint(0, case.num_classes, case.label_shape, generator=generator)
     if case.ignore_index is not None:
-        ignored = torch.rand(label_shape, generator=generator) < 0.1
+        ignored = torch.rand(case.label_shape, generator=generator) < case.ignored
         labels = torch.where(ignored, case.ignore_index, labels)
     return logits, labels
 
 
-def _lsr_loss(case: Case):
-    if lsr_torch is not None:
-        ignore_index = -100 if case.ignore_index is None else case.ignore_index
-        return functools.partial(
-            lsr_torch.smooth_ce, smoothing=case.smoothing, ignore_index=ignore_index, axis=1
-        )
+def _ignore_index(case: Case) -> int:
+    return -100 if case.ignore_index is None else case.ignore_index
+
+
+def _lsr(case: Case):
     return functools.partial(
-        lsr.smooth_ce, smoothing=case.smoothing, ignore_index=case.ignore_index, axis=1
+        lsr_torch.smooth_ce, smoothing=case.smoothing, ignore_index=_ignore_index(case)
     )
 
 
-def _torch_loss(case: Case, smoothing: float):
-    ignore_index = -100 if case.ignore_index is None else case.ignore_index
-    return functools.partial(F.cross_entropy, ignore_index=ignore_index, label_smoothing=smoothing)
+def _native(case: Case, smoothing: float):
+    return functools.partial(
+        F.cross_entropy, ignore_index=_ignore_index(case), label_smoothing=smoothing
+    )
 
 
-def lsr_losses(case: Case, *, compiled: bool) -> list[Loss]:
-    name = "lsr.torch.smooth_ce" if lsr_torch is not None else "lsr.smooth_ce"
-    losses = [Loss(f"{name} (eager)", "lsr", _lsr_loss(case), "eager", "F.cross_entropy (eager)")]
-    if compiled:
-        losses.append(
-            Loss(
-                f"{name} (torch.compile)",
-                "lsr",
-                _lsr_loss(case),
-                "compile",
-                "F.cross_entropy (torch.compile)",
-            )
-        )
-    return losses
+NATIVE = "F.cross_entropy"
 
 
-def baseline_losses(case: Case, *, compiled: bool) -> list[Loss]:
-    losses = [
-        Loss("F.cross_entropy (eager)", "baseline", _torch_loss(case, case.smoothing), "eager"),
-        Loss("F.cross_entropy eps=0 (eager)", "bound", _torch_loss(case, 0.0), "eager"),
+def losses(case: Case, *, compiled: bool) -> list[Loss]:
+    result = [
+        Loss("lsr.torch.smooth_ce (eager)", "lsr", _lsr(case), "eager", (f"{NATIVE} (eager)",)),
+        Loss(f"{NATIVE} (eager)", "native", _native(case, case.smoothing), "eager"),
+        Loss(f"{NATIVE} eps=0 (eager)", "bound", _native(case, 0.0), "eager"),
     ]
     if compiled:
-        losses.append(
+        result += [
             Loss(
-                "F.cross_entropy (torch.compile)",
-                "baseline",
-                _torch_loss(case, case.smoothing),
+                "lsr.torch.smooth_ce (torch.compile)",
+                "lsr",
+                _lsr(case),
                 "compile",
-            )
-        )
-    return losses
+                (f"{NATIVE} (torch.compile)",),
+            ),
+            Loss(f"{NATIVE} (torch.compile)", "native", _native(case, case.smoothing), "compile"),
+        ]
+    return result
 
 
 def sync(output: Any) -> None:
@@ -106,16 +87,16 @@ def sync(output: Any) -> None:
         torch.cuda.synchronize()
 
 
-def _step(loss: Loss, mode: str, logits: torch.Tensor, labels: torch.Tensor):
+def step(loss: Loss, mode: str, inputs: tuple[Any, Any]):
+    logits, labels = inputs
     fn = loss.fn
     if loss.variant == "compile":
         fn = torch.compile(fn, fullgraph=False, dynamic=False)
     if mode == "forward":
-        inputs = logits.detach()
 
         def forward():
             with torch.no_grad():
-                return fn(inputs, labels)
+                return fn(logits, labels)
 
         return forward
     leaf = logits.detach().requires_grad_(True)
@@ -128,12 +109,12 @@ def _step(loss: Loss, mode: str, logits: torch.Tensor, labels: torch.Tensor):
     return forward_backward
 
 
-def peak_allocated_bytes(step) -> int:
-    """Peak bytes held by the CPU allocator during ``step()`` beyond what existed before."""
+def exact_peak_bytes(step_fn) -> int:
+    """Peak bytes held by the CPU allocator during ``step_fn()`` beyond those before it."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        result = step()
+        result = step_fn()
         sync(result)
         del result
     events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
@@ -144,38 +125,50 @@ def peak_allocated_bytes(step) -> int:
     return peak
 
 
-def methods(case: Case, mode: str, *, compiled: bool = False) -> list[Method]:
+def methods(case: Case, mode: str, *, compiled: bool, inputs=None) -> list[Method]:
     if compiled:
         # Every case recompiles the same loss functions; past dynamo's recompile limit it
         # would silently run them eagerly. The previous case's programs are not needed.
         torch._dynamo.reset()
-    logits, labels = make_inputs(case)
+    inputs = make_inputs(case) if inputs is None else inputs
     result = []
-    for loss in lsr_losses(case, compiled=compiled) + baseline_losses(case, compiled=compiled):
-        step = _step(loss, mode, logits, labels)
-        result.append(
-            Method(
-                name=loss.name,
-                role=loss.role,
-                step=step,
-                peak_bytes=functools.partial(peak_allocated_bytes, step),
-                memory_method="torch.profiler allocation record (exact)",
-                compare_to=loss.compare_to,
-            )
-        )
+    for loss in losses(case, compiled=compiled):
+        step_fn = step(loss, mode, inputs)
+        result.append(Method(loss, step_fn, functools.partial(exact_peak_bytes, step_fn)))
     return result
 
 
-def check_agreement(case: Case) -> dict[str, float]:
+def check_agreement(case: Case) -> dict[str, Any]:
     """lsr's loss and gradient against F.cross_entropy's on this case (max abs difference)."""
     logits, labels = make_inputs(case)
     values = {}
-    for name, fn in (("lsr", _lsr_loss(case)), ("torch", _torch_loss(case, case.smoothing))):
+    for name, fn in (("lsr", _lsr(case)), ("native", _native(case, case.smoothing))):
         leaf = logits.detach().requires_grad_(True)
         value = fn(leaf, labels)
         (gradient,) = torch.autograd.grad(value, leaf)
-        values[name] = (value.detach(), gradient)
+        values[name] = (value.detach().double(), gradient.double())
     return {
-        "loss_abs_diff": float((values["lsr"][0] - values["torch"][0]).abs()),
-        "grad_max_abs_diff": float((values["lsr"][1] - values["torch"][1]).abs().max()),
+        "against": f"{NATIVE} (eager)",
+        "loss_abs_diff": float((values["lsr"][0] - values["native"][0]).abs()),
+        "grad_max_abs_diff": float((values["lsr"][1] - values["native"][1]).abs().max()),
     }
+
+
+def linear_step(case: LinearCase, fused: bool):
+    """Forward and backward of the output layer + loss, gradients for hidden and weight."""
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(case.rows, case.width, generator=generator).requires_grad_()
+    weight = (0.05 * torch.randn(case.classes, case.width, generator=generator)).requires_grad_()
+    labels = torch.randint(0, case.classes, (case.rows,), generator=generator)
+
+    def run():
+        if fused:
+            loss = lsr_torch.linear_smooth_ce(
+                hidden, weight, labels, smoothing=0.1, chunk_size=case.chunk_size
+            )
+        else:
+            loss = F.cross_entropy(F.linear(hidden, weight), labels, label_smoothing=0.1)
+        return torch.autograd.grad(loss, (hidden, weight))
+
+    name = "lsr.torch.linear_smooth_ce" if fused else "F.cross_entropy(F.linear(...))"
+    return name, run

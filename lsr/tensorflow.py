@@ -9,11 +9,13 @@ modify their input. Validation is ``lsr._checks.prepare_smooth_ce`` (the errors 
 backend raises); the arithmetic is ``lsr._core`` through lsr's TensorFlow namespace
 (``lsr._tf_namespace``), since array-api-compat has none for TensorFlow.
 
-The gradient with respect to the logits is ``lsr._core.smooth_ce_grad``, registered with
-``tf.custom_gradient``: the backward pass needs only the logits and one logsumexp per
-position, where autodiff through the core keeps several tensors of the logits' size. On
-4096 x 1000 float32 logits (CPU, loss plus gradient) it took 41 ms in a ``tf.function``
-against 73 ms for autodiff through the same core, and 36 ms against 45 ms under XLA.
+The gradient with respect to the logits is registered with ``tf.custom_gradient``. Inside
+a ``tf.function`` (with or without XLA) the loss and its gradient come from one pass over
+the logits (``lsr._core.loss_and_grad``: one exp serves both; a graph that asks for no
+gradient never runs its ops); eagerly the backward pass computes it only when a tape asks,
+from the logits and one logsumexp per position (``lsr._core.smooth_ce_grad``). Either way
+no logits-sized tensor besides the logits is kept for the backward pass, where autodiff
+through the core would keep several (``benchmarks/`` has the measurements).
 Gradients reach the logits only: labels (also soft ones), ``weight``, ``prior`` and
 ``smoothing`` are constants of the loss, so ``tape.gradient`` returns None for them.
 The gradient itself cannot be differentiated again (it would miss the logsumexp's
@@ -109,6 +111,9 @@ def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) 
     # shape; with an unknown dimension the adapter does it with the dynamic shape.
     dynamic = not logits.shape.is_fully_defined() and reduction != "none"
 
+    if not tf.executing_eagerly():
+        return _fused_smooth_ce(logits, labels, options)
+
     @tf.custom_gradient
     def forward(z):
         loss, lse, denominator = _core.smooth_ce(z, labels, **options)
@@ -123,6 +128,41 @@ def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) 
                 backward_options = dict(grad_options, reduction="none")
             grad = _core.smooth_ce_grad(z, labels, lse, denominator, cotangent, **backward_options)
             return _first_order_only(grad)
+
+        return loss, backward
+
+    return forward(logits)
+
+
+def _fused_smooth_ce(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
+    """In a graph: the loss and its gradient from one pass (``_core.loss_and_grad``).
+
+    One exp of the logits serves both (XLA's CPU reductions do not vectorize an exp fused
+    into them, so a separate logsumexp and backward exp cost twice); a graph that asks
+    for no gradient never runs the gradient's ops. Eagerly, ``_smooth_ce_with_gradient``
+    computes the gradient only when a tape asks for it.
+    """
+    xp, axis = options["xp"], options["axis"]
+    reduction = options["reduction"]
+    core_options = {k: v for k, v in options.items() if k != "reduction"}
+
+    @tf.custom_gradient
+    def forward(z):
+        denominator = _core.mean_denominator(
+            labels,
+            z.shape[axis],
+            dtype=z.dtype,
+            **{k: options[k] for k in ("xp", "dense", "axis", "ignore_index", "weight", "where")},
+        )
+        scale = _core._per_unit(xp, 1.0, denominator) if reduction == "mean" else 1.0
+        per_position, _, grad = _core.loss_and_grad(z, labels, scale, **core_options)
+        loss = _core.reduce(xp, per_position, denominator, reduction)
+
+        def backward(upstream):
+            cotangent = tf.cast(upstream, grad.dtype)
+            if reduction == "none":
+                cotangent = tf.expand_dims(cotangent, axis)
+            return _first_order_only(grad * cotangent)
 
         return loss, backward
 
