@@ -132,8 +132,8 @@ def linear_cases(size: str) -> list[LinearCase]:
     if size == "smoke":
         return [LinearCase(128, 16, 1000, 32)]
     if size == "quick":
-        return [LinearCase(rows, 64, 8000) for rows in (256, 512, 1024)]
-    return [LinearCase(rows, 128, 32000) for rows in (1024, 2048, 4096, 8192)]
+        return [LinearCase(rows, 64, 8000, 128) for rows in (256, 512, 1024)]
+    return [LinearCase(rows, 128, 32000, 256) for rows in (1024, 2048, 4096, 8192)]
 
 
 @dataclasses.dataclass(frozen=True)
