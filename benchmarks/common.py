@@ -267,9 +267,24 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def release_freed_memory() -> None:
+    """Return memory freed by the process to the system (glibc), so that the resident set
+    counts live memory only."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def measure_rss_peaks(step: Callable[[], Any], sync: Callable[[Any], None]) -> dict[str, Any]:
-    """Peak resident set above the current one, during the first call and a later one."""
+    """Peak resident set above the current one, during the first call and a later one.
+
+    The caller makes sure the inputs are computed (asynchronous frameworks) first.
+    """
     gc.collect()
+    release_freed_memory()
     if not reset_peak_rss():
         return {"rss_error": "cannot reset VmHWM (/proc/self/clear_refs)"}
     base = rss_bytes()

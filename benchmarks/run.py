@@ -82,6 +82,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="measure peak resident memory in a fresh process per case (default: on)",
     )
+    parser.add_argument(
+        "--parts",
+        default="timing,memory,linear",
+        help="comma-separated parts to run: timing (and agreement), memory (needs timing), "
+        "linear (default: all)",
+    )
     parser.add_argument("--child", choices=("timing", "memory", "linear"), help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-spec", help=argparse.SUPPRESS)
@@ -167,6 +173,9 @@ def _memory_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     found = {loss.name: loss for loss in module.losses(case, compiled=False)}
     loss = found[spec["method"]]
     inputs = module.make_inputs(case)
+    # JAX makes its random inputs asynchronously: their temporaries must be gone before
+    # the baseline is read.
+    module.sync(inputs)
     step = module.step(loss, spec["mode"], inputs)
     return measure_rss_peaks(step, module.sync)
 
@@ -179,6 +188,7 @@ def _linear_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     _, tiny_step = module.linear_step(tiny, spec["fused"])
     module.sync(tiny_step())
     method, step = module.linear_step(case, spec["fused"])
+    module.sync(step.args if hasattr(step, "args") else ())
     result = {"method": method, **measure_rss_peaks(step, module.sync)}
     times = []
     for _ in range(3):
@@ -256,11 +266,16 @@ def _measures_memory(size: str, row: dict[str, Any]) -> bool:
 
 def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
-    result = _run_child(name, "timing", args)
-    if "error" in result:
-        return result
-    result["load_average_after_timing"] = list(os.getloadavg())
-    if args.memory:
+    parts = set(args.parts.split(","))
+    if "timing" in parts:
+        result = _run_child(name, "timing", args)
+        if "error" in result:
+            return result
+        result["load_average_after_timing"] = list(os.getloadavg())
+    else:
+        module = importlib.import_module(f"benchmarks.{name}_backend")
+        result = {"versions": module.versions(), "agreement": {}, "measurements": []}
+    if args.memory and "memory" in parts:
         for row in result["measurements"]:
             if not _measures_memory(args.size, row):
                 continue
@@ -270,7 +285,7 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
             row.update({k: v for k, v in measured.items() if k != "elapsed_s"})
         print(f"  {name:10s} peak resident memory measured", flush=True)
     result["linear"] = []
-    for case in linear_cases(args.size):
+    for case in linear_cases(args.size) if "linear" in parts else []:
         for fused in (True, False):
             measured = _run_child(name, "linear", args, case=case.to_json(), fused=fused)
             result["linear"].append({"case": case.to_json(), "fused": fused, **measured})
@@ -295,7 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": machine_info(),
         "bandwidth": bandwidth,
-        "settings": {**SETTINGS[args.size], "torch_compile": args.compile, "memory": args.memory},
+        "settings": {
+            **SETTINGS[args.size],
+            "torch_compile": args.compile,
+            "memory": args.memory,
+            "parts": args.parts,
+        },
         "backends": {},
     }
     print(
@@ -310,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_ratios(results)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.size if args.backend == "all" else f"{args.size}-{args.backend}"
+    if args.parts != "timing,memory,linear":
+        stem += "-" + args.parts.replace(",", "-")
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     markdown_path = args.out / "RESULTS.md"

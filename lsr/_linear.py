@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from lsr import _core
+from lsr._compat import device
 
 Array = Any
 
@@ -197,4 +198,91 @@ def linear_smooth_ce(
     if not with_grad:
         return loss, None
     d_hidden = grad_hidden[0] if len(grad_hidden) == 1 else xp.concat(grad_hidden, axis=0)
+    return loss, (d_hidden, *carry)
+
+
+def scanned_linear_smooth_ce(
+    hidden: Array,
+    projection: Array,
+    bias: Array | None,
+    labels: Array,
+    *,
+    xp: Any,
+    options: dict[str, Any],
+    chunk_size: int | None,
+    with_grad: bool,
+    scan: Any,
+    cotangent: Array | None = None,
+) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
+    """``linear_smooth_ce`` with the blocks run by a compiler's loop construct.
+
+    ``scan(body, init, xs)`` has ``jax.lax.scan``'s contract: ``xs`` a dict of arrays
+    stacked on a leading block axis (or None), ``body(carry, x) -> (carry, (loss rows,
+    d hidden rows or None))``; ``init`` is None without gradients. Unrolled into one
+    program, XLA schedules the blocks' logits side by side (measured: as much memory as
+    the plain loss); a loop runs one block at a time. Rows are padded to whole blocks and
+    the padding masked out through ``where``.
+    """
+    num_rows, num_classes = hidden.shape[0], projection.shape[1]
+    dtype = _core.compute_dtype(xp, hidden.dtype)
+    scale, denominator = block_scale(xp, labels, num_classes, options=options, dtype=dtype)
+    if cotangent is not None:
+        scale = cotangent
+    rows = block_rows(num_rows, num_classes, chunk_size)
+    blocks = -(-num_rows // rows)
+    padding = blocks * rows - num_rows
+    where = options["where"]
+    if where is None:
+        where = xp.ones_like(hidden[:, 0], dtype=xp.bool)
+    per_row_scale = not isinstance(scale, float) and scale.ndim > 0
+
+    def stack(x):
+        """``x`` padded with zeros (False) to whole blocks, with a leading block axis."""
+        if padding:
+            zeros = xp.zeros((padding, *x.shape[1:]), dtype=x.dtype, device=device(x))
+            x = xp.concat([x, zeros], axis=0)
+        return xp.reshape(x, (blocks, rows, *x.shape[1:]))
+
+    xs = {
+        "hidden": stack(hidden),
+        "labels": stack(labels),
+        "where": stack(where),
+        "scale": stack(scale) if per_row_scale else None,
+    }
+
+    def body(carry, x):
+        row_scale = x["scale"] if per_row_scale else scale
+        if carry is None:
+            loss, _ = logits_block(
+                x["hidden"],
+                projection,
+                bias,
+                x["labels"],
+                x["where"],
+                row_scale,
+                xp=xp,
+                options=options,
+                with_grad=False,
+            )
+            return None, (loss, None)
+        carry, loss, d_hidden = block_step(
+            carry,
+            x["hidden"],
+            x["labels"],
+            x["where"],
+            row_scale,
+            xp=xp,
+            projection=projection,
+            bias=bias,
+            options=options,
+        )
+        return carry, (loss, d_hidden)
+
+    init = zero_grads(xp, projection, bias) if with_grad else None
+    carry, (losses, d_hidden) = scan(body, init, xs)
+    per_row = xp.reshape(losses, (-1,))[:num_rows]
+    loss = _core.reduce(xp, per_row, denominator, options["reduction"])
+    if not with_grad:
+        return loss, None
+    d_hidden = xp.reshape(d_hidden, (-1, hidden.shape[1]))[:num_rows, ...]
     return loss, (d_hidden, *carry)

@@ -56,6 +56,7 @@ FUNCTIONS = (
     "take_along_axis",
     "vecdot",
     "where",
+    "zeros",
     "zeros_like",
 )
 DTYPES = (
@@ -296,6 +297,13 @@ class TensorFlowNamespace:
 
     def ones_like(self, x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
         return tf.ones_like(x, dtype=dtype)
+
+    def zeros(self, shape: Any, *, dtype: Any = None, device: Any = None) -> Any:
+        dtype = tf.float32 if dtype is None else dtype
+        if device:
+            with tf.device(device):
+                return tf.zeros(_static_shape(shape), dtype=dtype)
+        return tf.zeros(_static_shape(shape), dtype=dtype)
 
     def zeros_like(self, x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
         return tf.zeros_like(x, dtype=dtype)

@@ -397,73 +397,19 @@ def _static_and_dynamic(options: dict[str, Any]) -> tuple[_Static, dict[str, Any
 def _linear_loss(
     static, chunk_size, hidden, kernel, bias, labels, dynamic, with_grad, cotangent=None
 ):
-    """``_linear.linear_smooth_ce`` with the blocks in a ``lax.scan``.
-
-    Unrolled into one XLA program, the blocks' logits would be scheduled side by side
-    (measured: as much memory as the plain loss); a scan runs one block at a time. Rows
-    are padded to whole blocks with positions masked out by ``where``.
-    """
-    options = _core_options(static, dynamic)
-    num_rows, num_classes = hidden.shape[0], kernel.shape[1]
-    dtype = _core.compute_dtype(jnp, hidden.dtype)
-    scale, denominator = _linear.block_scale(jnp, labels, num_classes, options=options, dtype=dtype)
-    if cotangent is not None:
-        scale = cotangent
-    rows = _linear.block_rows(num_rows, num_classes, chunk_size)
-    blocks = -(-num_rows // rows)
-    padding = blocks * rows - num_rows
-    where = options["where"]
-    if where is None:
-        where = jnp.ones((num_rows,), dtype=bool)
-    per_row_scale = not isinstance(scale, float) and jnp.ndim(scale) > 0
-
-    def pad(x, value=0):
-        widths = [(0, padding)] + [(0, 0)] * (x.ndim - 1)
-        padded = jnp.pad(x, widths, constant_values=value)
-        return padded.reshape(blocks, rows, *x.shape[1:])
-
-    xs = {
-        "hidden": pad(hidden),
-        "labels": pad(labels),
-        "where": pad(where, False),
-        "scale": pad(scale) if per_row_scale else None,
-    }
-
-    def body(carry, x):
-        block_scale = x["scale"] if per_row_scale else scale
-        if carry is None:
-            loss, _ = _linear.logits_block(
-                x["hidden"],
-                kernel,
-                bias,
-                x["labels"],
-                x["where"],
-                block_scale,
-                xp=jnp,
-                options=options,
-                with_grad=False,
-            )
-            return None, (loss, None)
-        carry, loss, d_hidden = _linear.block_step(
-            carry,
-            x["hidden"],
-            x["labels"],
-            x["where"],
-            block_scale,
-            xp=jnp,
-            projection=kernel,
-            bias=bias,
-            options=options,
-        )
-        return carry, (loss, d_hidden)
-
-    init = _linear.zero_grads(jnp, kernel, bias) if with_grad else None
-    carry, (losses, d_hidden) = jax.lax.scan(body, init, xs)
-    per_row = losses.reshape(-1)[:num_rows]
-    loss = _core.reduce(jnp, per_row, denominator, options["reduction"])
-    if not with_grad:
-        return loss, None
-    return loss, (d_hidden.reshape(-1, hidden.shape[1])[:num_rows], *carry)
+    """``_linear.scanned_linear_smooth_ce``, one block at a time in a ``lax.scan``."""
+    return _linear.scanned_linear_smooth_ce(
+        hidden,
+        kernel,
+        bias,
+        labels,
+        xp=jnp,
+        options=_core_options(static, dynamic),
+        chunk_size=chunk_size,
+        with_grad=with_grad,
+        scan=jax.lax.scan,
+        cotangent=cotangent,
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))

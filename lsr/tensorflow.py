@@ -346,6 +346,46 @@ def distill_loss(
     )
 
 
+def _scan(body: Any, init: Any, xs: dict[str, Any]) -> Any:
+    """``jax.lax.scan``'s contract on a ``tf.while_loop``: one block at a time in graphs
+    and under XLA (where unrolled blocks would be scheduled side by side)."""
+    blocks = next(v for v in xs.values() if v is not None).shape[0]
+
+    def element(i):
+        return {name: None if v is None else v[i] for name, v in xs.items()}
+
+    # The first block runs before the loop: it fixes the outputs' dtypes and shapes.
+    carry, (loss, d_hidden) = body(init, element(0))
+    losses = tf.TensorArray(loss.dtype, size=blocks, element_shape=loss.shape).write(0, loss)
+    rows = ()
+    if d_hidden is not None:
+        rows = tf.TensorArray(d_hidden.dtype, size=blocks, element_shape=d_hidden.shape)
+        rows = rows.write(0, d_hidden)
+    # while_loop carries tensors only: None entries of the carry stay outside it.
+    present = () if carry is None else tuple(c is not None for c in carry)
+
+    def pack(carry):
+        return () if carry is None else tuple(c for c in carry if c is not None)
+
+    def unpack(packed):
+        if carry is None:
+            return None
+        values = iter(packed)
+        return tuple(next(values) if here else None for here in present)
+
+    def step(i, packed, losses, rows):
+        new_carry, (loss, d_hidden) = body(unpack(packed), element(i))
+        losses = losses.write(i, loss)
+        if d_hidden is not None:
+            rows = rows.write(i, d_hidden)
+        return i + 1, pack(new_carry), losses, rows
+
+    _, packed, losses, rows = tf.while_loop(
+        lambda i, *_: i < blocks, step, (tf.constant(1), pack(carry), losses, rows)
+    )
+    return unpack(packed), (losses.stack(), None if rows == () else rows.stack())
+
+
 @tf.autograph.experimental.do_not_convert
 def linear_smooth_ce(
     hidden: Any,
@@ -366,10 +406,11 @@ def linear_smooth_ce(
     r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
 
     The loss and its gradients for ``hidden``, ``kernel`` and ``bias`` are computed over
-    blocks of ``chunk_size`` rows (a ``tf.custom_gradient``), so that the full logits of a
-    large-vocabulary output layer never exist. For "mean" and "sum" the gradients are made
-    in the forward pass and scaled by the cotangent in the backward pass; for "none" the
-    backward pass recomputes the blocks with each row's cotangent.
+    blocks of ``chunk_size`` rows in a ``tf.while_loop`` (a ``tf.custom_gradient``), so
+    that the full logits of a large-vocabulary output layer never exist, also under XLA.
+    For "mean" and "sum" the gradients are made in the forward pass and scaled by the
+    cotangent in the backward pass; for "none" the backward pass recomputes the blocks
+    with each row's cotangent.
 
     Args:
         hidden: (..., d) hidden states with a known number of rows (flattened to (N, d)).
@@ -430,7 +471,7 @@ def linear_smooth_ce(
     xp = options["xp"]
 
     def run(h, k, b, with_grad, cotangent=None):
-        return _linear.linear_smooth_ce(
+        return _linear.scanned_linear_smooth_ce(
             h,
             k,
             b,
@@ -439,6 +480,7 @@ def linear_smooth_ce(
             options=options,
             chunk_size=chunk_size,
             with_grad=with_grad,
+            scan=_scan,
             cotangent=cotangent,
         )
 

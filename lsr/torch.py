@@ -33,7 +33,7 @@ import array_api_compat.torch as _compat_xp
 import torch
 from torch import nn
 
-from lsr import _core, _distill, _linear, _memory
+from lsr import _core, _distill, _linear
 from lsr._checks import prepare_linear_smooth_ce, prepare_smooth_ce
 from lsr._torch_distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
 from lsr._validation import (
@@ -315,7 +315,9 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
     (the only logits-sized allocation); half-precision logits go through one float32
     block of scratch, as does the loss alone. A fresh temporary per block would cost more
     than the arithmetic: blocks of a few MiB are mapped and unmapped by malloc each time,
-    and every first write to their pages faults.
+    and every first write to their pages faults. (Advising the gradient buffer for
+    transparent huge pages was tried and dropped: faster in a fresh process, but bimodal
+    once memory is fragmented; see docs/large_vocabularies.md.)
     """
     dense, axis, ignore_index, reduction, kl, z_loss = options
     dtype = _core.compute_dtype(_xp, logits.dtype)
@@ -348,7 +350,9 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
     lse_shape = (*logits.shape[:axis], 1, *logits.shape[axis + 1 :])
     loss = torch.empty(position_shape, dtype=dtype, device=logits.device)
     lse = torch.empty(lse_shape, dtype=dtype, device=logits.device)
-    grad = _memory.empty_like_for_writing(logits) if with_grad else None
+    grad = (
+        torch.empty(logits.shape, dtype=logits.dtype, device=logits.device) if with_grad else None
+    )
     scratch = None
     if not with_grad or grad.dtype != dtype:
         scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)

@@ -15,7 +15,7 @@ SELECTED = selected_backends()
 # part of this session at all. Keras tests need TensorFlow.
 collect_ignore_glob = []
 for _name, _patterns in {
-    "torch": ["test_torch*.py"],
+    "torch": ["test_torch*.py", "torch_*.py"],
     "jax": ["test_jax*.py"],
     "tensorflow": ["test_tensorflow*.py", "test_keras*.py"],
 }.items():

@@ -18,6 +18,7 @@ from torch import nn
 import lsr.torch as lt
 from tests import reference
 from tests.backends import assert_close
+from tests.torch_memory import peak_allocated_bytes
 
 DTYPES = [torch.float32, torch.float64]
 REDUCTIONS = ["mean", "sum", "none"]
@@ -388,20 +389,6 @@ def test_no_gradient_is_computed_without_grad_mode():
     assert_close(plain, expected, torch.float32)
 
 
-def _peak_allocated_bytes(step):
-    """Peak bytes the CPU allocator holds during ``step()`` beyond what existed before."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        step()
-    current = peak = 0
-    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three():
     """Forward + backward with respect to the logits: lsr's peak extra memory is the
     gradient plus one block of scratch, F.cross_entropy's is about three logits."""
@@ -416,8 +403,8 @@ def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three
 
         return run
 
-    ours = _peak_allocated_bytes(step(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1)))
-    theirs = _peak_allocated_bytes(step(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1)))
+    ours = peak_allocated_bytes(step(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1)))
+    theirs = peak_allocated_bytes(step(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1)))
     block_bytes = lt._BLOCK_ELEMENTS * 4
     assert logits_bytes <= ours <= logits_bytes + 2 * block_bytes
     assert theirs >= 2.5 * logits_bytes  # The comparison can fail: torch's own is larger.

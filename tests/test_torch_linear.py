@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import lsr.torch as lt
 from tests.backends import assert_close
+from tests.torch_memory import peak_allocated_bytes
 
 
 def _inputs(shape=(13, 6), num_classes=9, dtype=torch.float64, dense=False, seed=0):
@@ -141,19 +142,6 @@ def test_bad_arguments_raise_before_computing(change, error, match):
         )
 
 
-def _peak_allocated_bytes(step):
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        step()
-    current = peak = 0
-    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
-    for event in sorted(events, key=lambda e: e.start_ns()):
-        current += event.nbytes()
-        peak = max(peak, current)
-    return peak
-
-
 def test_peak_memory_stays_flat_as_rows_grow():
     """Four times the rows: the plain path's peak grows by about three N x C buffers,
     the fused path's only by the N x d gradient of the hidden states."""
@@ -173,7 +161,7 @@ def test_peak_memory_stays_flat_as_rows_grow():
     for rows in (256, 1024):
         inputs = _inputs((rows, width), num_classes, torch.float32)
         peaks[rows] = tuple(
-            _peak_allocated_bytes(functools.partial(step, *inputs)) for step in (fused, plain)
+            peak_allocated_bytes(functools.partial(step, *inputs)) for step in (fused, plain)
         )
     logits_growth = (1024 - 256) * num_classes * 4
     fused_growth = peaks[1024][0] - peaks[256][0]

@@ -1,0 +1,167 @@
+"""The README's benchmark table, from a run's JSON file.
+
+Usage::
+
+    python -m benchmarks.summary benchmarks/results/full.json [more.json ...]
+
+Later files replace the parts (timings, linear sweep) of the backends they measured.
+
+Prints, for forward + backward, lsr against the framework's own label-smoothed loss in
+the same execution mode (and, under jit/XLA, against the closed form compiled by the
+framework): median times, their ratio, both as multiples of the measured bandwidth bound,
+and the peak resident memory of each.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+# (backend, lsr method, rival method, short label) shown in the README.
+ROWS = [
+    (
+        "torch",
+        "lsr.torch.smooth_ce (eager)",
+        "F.cross_entropy (eager)",
+        "PyTorch eager: F.cross_entropy",
+    ),
+    (
+        "torch",
+        "lsr.torch.smooth_ce (torch.compile)",
+        "F.cross_entropy (torch.compile)",
+        "torch.compile: F.cross_entropy",
+    ),
+    (
+        "jax",
+        "lsr.jax.smooth_ce (jit)",
+        "optax smooth_labels(one_hot) + softmax_cross_entropy (jit)",
+        "jax.jit: optax one-hot",
+    ),
+    ("jax", "lsr.jax.smooth_ce (jit)", "closed form, jax autodiff (jit)", "jax.jit: closed form"),
+    (
+        "tensorflow",
+        "lsr.tensorflow.smooth_ce (eager)",
+        "keras CategoricalCrossentropy(one_hot) (eager)",
+        "TF eager: Keras CCE",
+    ),
+    (
+        "tensorflow",
+        "lsr.tensorflow.smooth_ce (graph)",
+        "keras CategoricalCrossentropy(one_hot) (graph)",
+        "tf.function: Keras CCE",
+    ),
+    (
+        "tensorflow",
+        "lsr.tensorflow.smooth_ce (xla)",
+        "keras CategoricalCrossentropy(one_hot) (xla)",
+        "XLA: Keras CCE",
+    ),
+    (
+        "tensorflow",
+        "lsr.tensorflow.smooth_ce (xla)",
+        "closed form, tf autodiff (xla)",
+        "XLA: closed form",
+    ),
+]
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "" if value is None else f"{value:.{digits}g}"
+
+
+def _mib(value: int | None) -> str:
+    return "" if value is None else f"{value / 2**20:.0f}"
+
+
+def table(results: dict[str, Any], mode: str = "forward+backward") -> str:
+    lines = [
+        "| execution: rival | logits | dtype | lsr ms | rival ms | lsr ÷ rival "
+        "| lsr × bound | rival × bound | peak MiB lsr / rival |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for backend, lsr_name, rival_name, label in ROWS:
+        rows = results["backends"].get(backend, {}).get("measurements", [])
+        index = {(r["case_name"], r["dtype"], r["mode"], r["method"]): r for r in rows}
+        for row in rows:
+            if row["method"] != lsr_name or row["mode"] != mode or "median_s" not in row:
+                continue
+            rival = index.get((row["case_name"], row["dtype"], mode, rival_name))
+            if rival is None or "median_s" not in rival:
+                continue
+            memory = ""
+            if (
+                row.get("rss_steady_bytes") is not None
+                and rival.get("rss_steady_bytes") is not None
+            ):
+                memory = f"{_mib(row['rss_steady_bytes'])} / {_mib(rival['rss_steady_bytes'])}"
+            lines.append(
+                f"| {label} | {row['case_name']} | {row['dtype']} "
+                f"| {_fmt(row['median_s'] * 1e3)} | {_fmt(rival['median_s'] * 1e3)} "
+                f"| **{row['median_s'] / rival['median_s']:.2f}** | {_fmt(row.get('x_bound'), 2)} "
+                f"| {_fmt(rival.get('x_bound'), 2)} | {memory} |"
+            )
+    return "\n".join(lines)
+
+
+def linear_table(results: dict[str, Any]) -> str:
+    lines = [
+        "| backend | N (d, K) | fused: peak MiB | fused: s | plain: peak MiB | plain: s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for backend, result in results["backends"].items():
+        by_rows: dict[int, dict[bool, Any]] = {}
+        for row in result.get("linear", []):
+            by_rows.setdefault(row["case"]["rows"], {})[row["fused"]] = (row, row["case"])
+        for rows, pair in sorted(by_rows.items()):
+            fused, case = pair.get(True, ({}, None))
+            plain, _ = pair.get(False, ({}, None))
+            lines.append(
+                f"| {backend} | {rows} ({case['width']}, {case['classes']}) "
+                f"| {_mib(fused.get('rss_steady_bytes'))} | {_fmt(fused.get('median_s'))} "
+                f"| {_mib(plain.get('rss_steady_bytes'))} | {_fmt(plain.get('median_s'))} |"
+            )
+    return "\n".join(lines)
+
+
+def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
+    merged: dict[str, Any] | None = None
+    sources = []
+    for path in paths:
+        results = json.loads(path.read_text())
+        machine = results["machine"]
+        bandwidth = results["bandwidth"]
+        sources.append(
+            f"`{results['command']}`, started {results['started_utc']}, "
+            f"{results['elapsed_s']:.0f} s ({machine['processor']}, {machine['usable_cpus']} "
+            f"CPUs; measured bandwidth {bandwidth['copy_read_write_bytes_per_s'] / 1e9:.1f} "
+            f"GB/s copy, {bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s read)"
+        )
+        if merged is None:
+            merged = results
+            continue
+        for name, backend in results["backends"].items():
+            target = merged["backends"].setdefault(name, {"measurements": [], "linear": []})
+            if backend.get("measurements"):
+                target["measurements"] = backend["measurements"]
+            if backend.get("linear"):
+                target["linear"] = backend["linear"]
+    return merged, sources
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    paths = [Path(a) for a in argv] or [Path("benchmarks/results/full.json")]
+    results, sources = _merge(paths)
+    for source in sources:
+        print(f"- {source}")
+    print()
+    print(table(results))
+    print()
+    print(linear_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
