@@ -132,6 +132,24 @@ def block_step(
     return (grad_projection, grad_bias), loss, d_hidden
 
 
+def python_scan(xp: Any) -> Any:
+    """``jax.lax.scan``'s contract as a Python loop, for eager namespaces (block after
+    block: nothing can schedule them side by side)."""
+
+    def scan(body, init, xs):
+        blocks = next(v for v in xs.values() if v is not None).shape[0]
+        carry, losses, rows = init, [], []
+        for i in range(blocks):
+            carry, (loss, d_hidden) = body(
+                carry, {name: None if v is None else v[i, ...] for name, v in xs.items()}
+            )
+            losses.append(loss)
+            rows.append(d_hidden)
+        return carry, (xp.stack(losses), None if rows[0] is None else xp.stack(rows))
+
+    return scan
+
+
 def linear_smooth_ce(
     hidden: Array,
     projection: Array,
@@ -144,61 +162,21 @@ def linear_smooth_ce(
     with_grad: bool,
     cotangent: Array | None = None,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
-    """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``.
-
-    A Python loop over blocks (adapters whose compiler would keep every unrolled block
-    alive, as XLA does, run ``block_step`` in their own loop construct instead).
-    ``options``: ``_core.smooth_ce``'s keyword arguments (``xp`` and ``axis`` are
-    ignored: the class axis of the blocks' logits is 1). ``cotangent``: for
-    ``reduction="none"``, each row's cotangent (the gradients are then of
-    ``sum_i cotangent_i loss_i``); otherwise the gradients are of the reduced loss.
-    """
-    num_rows = hidden.shape[0]
-    num_classes = projection.shape[1]
-    dtype = _core.compute_dtype(xp, hidden.dtype)
-    scale, denominator = block_scale(xp, labels, num_classes, options=options, dtype=dtype)
-    if cotangent is not None:
-        scale = cotangent
-    rows = block_rows(num_rows, num_classes, chunk_size)
-    where = options["where"]
-    carry = zero_grads(xp, projection, bias) if with_grad else None
-    losses, grad_hidden = [], []
-    for start in range(0, num_rows, rows):
-        block = slice(start, min(start + rows, num_rows))
-        block_where = None if where is None else where[block]
-        block_scale_ = scale if isinstance(scale, float) or scale.ndim == 0 else scale[block]
-        if with_grad:
-            carry, loss, d_hidden = block_step(
-                carry,
-                hidden[block, ...],
-                labels[block, ...],
-                block_where,
-                block_scale_,
-                xp=xp,
-                projection=projection,
-                bias=bias,
-                options=options,
-            )
-            grad_hidden.append(d_hidden)
-        else:
-            loss, _ = logits_block(
-                hidden[block, ...],
-                projection,
-                bias,
-                labels[block, ...],
-                block_where,
-                block_scale_,
-                xp=xp,
-                options=options,
-                with_grad=False,
-            )
-        losses.append(loss)
-    per_row = losses[0] if len(losses) == 1 else xp.concat(losses, axis=0)
-    loss = _core.reduce(xp, per_row, denominator, options["reduction"])
-    if not with_grad:
-        return loss, None
-    d_hidden = grad_hidden[0] if len(grad_hidden) == 1 else xp.concat(grad_hidden, axis=0)
-    return loss, (d_hidden, *carry)
+    """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``,
+    block after block in a Python loop (``scanned_linear_smooth_ce`` with
+    ``python_scan``); see there for the arguments."""
+    return scanned_linear_smooth_ce(
+        hidden,
+        projection,
+        bias,
+        labels,
+        xp=xp,
+        options=options,
+        chunk_size=chunk_size,
+        with_grad=with_grad,
+        scan=python_scan(xp),
+        cotangent=cotangent,
+    )
 
 
 def scanned_linear_smooth_ce(
@@ -214,14 +192,18 @@ def scanned_linear_smooth_ce(
     scan: Any,
     cotangent: Array | None = None,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
-    """``linear_smooth_ce`` with the blocks run by a compiler's loop construct.
+    """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``.
 
-    ``scan(body, init, xs)`` has ``jax.lax.scan``'s contract: ``xs`` a dict of arrays
-    stacked on a leading block axis (or None), ``body(carry, x) -> (carry, (loss rows,
-    d hidden rows or None))``; ``init`` is None without gradients. Unrolled into one
-    program, XLA schedules the blocks' logits side by side (measured: as much memory as
-    the plain loss); a loop runs one block at a time. Rows are padded to whole blocks and
-    the padding masked out through ``where``.
+    ``options``: ``_core.smooth_ce``'s keyword arguments (``xp`` and ``axis`` are
+    ignored: the class axis of the blocks' logits is 1). ``cotangent``: for
+    ``reduction="none"``, each row's cotangent (the gradients are then of
+    ``sum_i cotangent_i loss_i``); otherwise the gradients are of the reduced loss.
+    ``scan(body, init, xs)`` runs the blocks, with ``jax.lax.scan``'s contract: ``xs``
+    a dict of arrays stacked on a leading block axis (or None), ``body(carry, x) ->
+    (carry, (loss rows, d hidden rows or None))``; ``init`` is None without gradients.
+    Unrolled into one program, XLA schedules the blocks' logits side by side (measured:
+    as much memory as the plain loss); a loop runs one block at a time. Rows are padded
+    to whole blocks and the padding masked out through ``where``.
     """
     num_rows, num_classes = hidden.shape[0], projection.shape[1]
     dtype = _core.compute_dtype(xp, hidden.dtype)
