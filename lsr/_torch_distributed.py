@@ -223,7 +223,9 @@ class _VocabParallelSmoothCE(torch.autograd.Function):
         loss = positions.mask(xp, loss)
         if not isinstance(target_mass, float):
             target_mass = torch.broadcast_to(target_mass, loss.shape)
-        denominator = _core._mean_denominator(xp, loss, positions, target_mass, plan.weight)
+        denominator = _core._mean_denominator(
+            xp, loss.shape, loss.dtype, positions, target_mass, plan.weight
+        )
         result, denominator = _reduce(xp, loss, denominator, plan.reduction, plan.batch_group)
 
         ctx.plan = plan
