@@ -310,6 +310,53 @@ def mean_denominator(
     return _mean_denominator(xp, shape, dtype, positions, target_mass, weight)
 
 
+def reduction_scale(
+    labels: Array,
+    num_classes: int,
+    *,
+    xp: Any,
+    reduction: str,
+    dense: bool,
+    axis: int,
+    ignore_index: int | None,
+    weight: Array | None,
+    where: Array | None,
+    dtype: Any,
+) -> tuple[Any, Any]:
+    """``(scale, denominator)``: each position's weight in the reduced loss (the ``scale``
+    of ``loss_and_grad``) and the mean's denominator, from the labels alone."""
+    denominator = mean_denominator(
+        labels,
+        num_classes,
+        xp=xp,
+        dense=dense,
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=where,
+        dtype=dtype,
+    )
+    return (_per_unit(xp, 1.0, denominator) if reduction == "mean" else 1.0), denominator
+
+
+def reduced_loss_and_grad(
+    logits: Array, labels: Array, *, xp: Any, reduction: str, **options: Any
+) -> tuple[Array, Array]:
+    """The reduced loss and its gradient from one ``loss_and_grad`` pass, with a unit
+    cotangent per reduced value (for "none", row i is d loss_i / d z_i). ``options``:
+    ``loss_and_grad``'s keyword arguments."""
+    scale, denominator = reduction_scale(
+        labels,
+        logits.shape[options["axis"]],
+        xp=xp,
+        reduction=reduction,
+        dtype=logits.dtype,
+        **{k: options[k] for k in ("dense", "axis", "ignore_index", "weight", "where")},
+    )
+    per_position, _, grad = loss_and_grad(logits, labels, scale, xp=xp, **options)
+    return reduce(xp, per_position, denominator, reduction), grad
+
+
 def loss_and_grad(
     logits: Array,
     labels: Array,

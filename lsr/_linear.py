@@ -34,27 +34,6 @@ def block_rows(num_rows: int, num_classes: int, chunk_size: int | None) -> int:
     return max(1, min(chunk_size, num_rows))
 
 
-def block_scale(
-    xp: Any, labels: Array, num_classes: int, *, options: dict[str, Any], dtype: Any
-) -> tuple[Any, Any]:
-    """``(scale, denominator)``: each position's weight in the reduced loss (without the
-    cotangent), and the mean's denominator (None unless ``reduction="mean"``)."""
-    if options["reduction"] != "mean":
-        return 1.0, None
-    denominator = _core.mean_denominator(
-        labels,
-        num_classes,
-        xp=xp,
-        dense=options["dense"],
-        axis=1,
-        ignore_index=options["ignore_index"],
-        weight=options["weight"],
-        where=options["where"],
-        dtype=dtype,
-    )
-    return _core._per_unit(xp, 1.0, denominator), denominator
-
-
 def logits_block(
     hidden: Array,
     projection: Array,
@@ -207,7 +186,14 @@ def scanned_linear_smooth_ce(
     """
     num_rows, num_classes = hidden.shape[0], projection.shape[1]
     dtype = _core.compute_dtype(xp, hidden.dtype)
-    scale, denominator = block_scale(xp, labels, num_classes, options=options, dtype=dtype)
+    scale, denominator = _core.reduction_scale(
+        labels,
+        num_classes,
+        xp=xp,
+        axis=1,
+        dtype=dtype,
+        **{k: options[k] for k in ("reduction", "dense", "ignore_index", "weight", "where")},
+    )
     if cotangent is not None:
         scale = cotangent
     rows = block_rows(num_rows, num_classes, chunk_size)

@@ -128,17 +128,7 @@ def _smooth_ce_jvp(static, primals, tangents):
         # made a separate logsumexp twice as slow at K = 128000), with a unit cotangent
         # per reduced value: for "none" the row of position i is d loss_i / d z_i, else
         # d loss / d z. Reverse mode keeps that gradient as its residual.
-        reduction = options.pop("reduction")
-        denominator = _core.mean_denominator(
-            labels,
-            logits.shape[static.axis],
-            dtype=logits.dtype,
-            **{k: options[k] for k in ("xp", "dense", "axis", "ignore_index", "weight", "where")},
-        )
-        scale = _core._per_unit(jnp, 1.0, denominator) if reduction == "mean" else 1.0
-        per_position, _, grad = _core.loss_and_grad(logits, labels, scale, **options)
-        loss = _core.reduce(jnp, per_position, denominator, reduction)
-        options["reduction"] = reduction
+        loss, grad = _core.reduced_loss_and_grad(logits, labels, **options)
         summed_axes = static.axis if static.reduction == "none" else None
         tangent_out = jnp.sum(grad * logits_dot, axis=summed_axes)
 

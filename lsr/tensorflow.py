@@ -142,21 +142,11 @@ def _fused_smooth_ce(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
     for no gradient never runs the gradient's ops. Eagerly, ``_smooth_ce_with_gradient``
     computes the gradient only when a tape asks for it.
     """
-    xp, axis = options["xp"], options["axis"]
-    reduction = options["reduction"]
-    core_options = {k: v for k, v in options.items() if k != "reduction"}
+    axis, reduction = options["axis"], options["reduction"]
 
     @tf.custom_gradient
     def forward(z):
-        denominator = _core.mean_denominator(
-            labels,
-            z.shape[axis],
-            dtype=z.dtype,
-            **{k: options[k] for k in ("xp", "dense", "axis", "ignore_index", "weight", "where")},
-        )
-        scale = _core._per_unit(xp, 1.0, denominator) if reduction == "mean" else 1.0
-        per_position, _, grad = _core.loss_and_grad(z, labels, scale, **core_options)
-        loss = _core.reduce(xp, per_position, denominator, reduction)
+        loss, grad = _core.reduced_loss_and_grad(z, labels, **options)
 
         def backward(upstream):
             cotangent = tf.cast(upstream, grad.dtype)

@@ -333,10 +333,11 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
         "kl": kl,
         "z_loss": z_loss,
     }
-    denominator = _core.mean_denominator(
+    scale, denominator = _core.reduction_scale(
         labels,
         logits.shape[axis],
         xp=_xp,
+        reduction=reduction,
         dense=dense,
         axis=axis,
         ignore_index=ignore_index,
@@ -344,7 +345,6 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
         where=None,
         dtype=dtype,
     )
-    scale = _core._per_unit(_xp, 1.0, denominator) if reduction == "mean" else 1.0
     blocks = _blocks(logits, axis)
     position_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
     lse_shape = (*logits.shape[:axis], 1, *logits.shape[axis + 1 :])
