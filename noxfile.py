@@ -5,11 +5,18 @@ equality session, the distributed tests, a smoke run of the benchmark harness an
 Each session installs lsr plus one pinned environment from ``backends/`` and names its
 backends in ``LSR_BACKENDS``, so a backend that fails to install or import fails the
 session instead of being skipped.
+
+The environments take about 14 GB together (three of them hold TensorFlow, JAX and
+PyTorch at 3.2 GB each). Where ``CI`` is set (``.ci/run`` sets it), each session removes
+its own environment when it ends, so a run needs room for one environment at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+from collections.abc import Iterator
 
 import nox
 
@@ -31,6 +38,18 @@ BACKENDS = {
 }
 
 
+@contextlib.contextmanager
+def _environment(session: nox.Session) -> Iterator[None]:
+    """Run the session; on CI, delete its virtual environment afterwards (pass or fail)."""
+    try:
+        yield
+    finally:
+        location = getattr(session.virtualenv, "location", None)
+        if os.environ.get("CI") and location and os.path.isdir(location):
+            session.log(f"CI: removing {location} to free disk for the next session")
+            shutil.rmtree(location, ignore_errors=True)
+
+
 def _install(session: nox.Session, requirements: str, *extra: str) -> None:
     session.install("-r", f"backends/{requirements}.txt", *TEST_TOOLS, *extra)
     session.install("-e", ".", "--no-deps")
@@ -41,25 +60,30 @@ def _install(session: nox.Session, requirements: str, *extra: str) -> None:
 def tests(session: nox.Session, backend: str) -> None:
     """The test suite on one backend ("all": every backend, with the cross-backend tests)."""
     requirements, namespaces = BACKENDS[backend]
-    _install(session, requirements)
-    session.run(
-        "pytest",
-        "--ignore=tests/distributed",
-        *session.posargs,
-        env={"LSR_BACKENDS": namespaces, "LSR_MNIST_DIR": os.environ.get("LSR_MNIST_DIR", "")},
-    )
+    with _environment(session):
+        _install(session, requirements)
+        session.run(
+            "pytest",
+            "--ignore=tests/distributed",
+            *session.posargs,
+            env={
+                "LSR_BACKENDS": namespaces,
+                "LSR_MNIST_DIR": os.environ.get("LSR_MNIST_DIR", ""),
+            },
+        )
 
 
 @nox.session(tags=["ci"])
 def distributed(session: nox.Session) -> None:
     """Multi-device tests: torch.distributed (gloo), 8 simulated JAX CPU devices, tf.distribute."""
-    _install(session, "all")
-    session.run(
-        "pytest",
-        "tests/distributed",
-        *session.posargs,
-        env={"LSR_BACKENDS": "numpy,torch,jax,tensorflow"},
-    )
+    with _environment(session):
+        _install(session, "all")
+        session.run(
+            "pytest",
+            "tests/distributed",
+            *session.posargs,
+            env={"LSR_BACKENDS": "numpy,torch,jax,tensorflow"},
+        )
 
 
 @nox.session(tags=["ci"])
@@ -109,6 +133,7 @@ def bench_smoke(session: nox.Session) -> None:
     """The benchmark harness end to end on tiny sizes (about two minutes): every backend,
     loss and probe runs, results go to a temporary directory. Nothing is asserted on
     timings; the run fails only when lsr or a whole backend fails."""
-    _install(session, "all")
-    out = session.create_tmp()
-    session.run("python", "-m", "benchmarks.run", "--size", "smoke", "--out", out)
+    with _environment(session):
+        _install(session, "all")
+        out = session.create_tmp()
+        session.run("python", "-m", "benchmarks.run", "--size", "smoke", "--out", out)
