@@ -29,6 +29,12 @@ ROWS = [
     ),
     (
         "torch",
+        "lsr.torch.smooth_ce (eager, new gradient buffer every call)",
+        "F.cross_entropy (eager)",
+        "PyTorch eager, lsr without its kept buffer: F.cross_entropy",
+    ),
+    (
+        "torch",
         "lsr.torch.smooth_ce (torch.compile)",
         "F.cross_entropy (torch.compile)",
         "torch.compile: F.cross_entropy",

@@ -388,8 +388,9 @@ def loss_and_grad(
     ``out``, for namespaces whose arrays can be assigned in place: an array of the logits'
     shape and dtype that receives the gradient (or, with ``with_grad=False``, serves as
     scratch), so that a blocked caller allocates nothing logits-sized per block. A
-    namespace may offer ``inplace_exp(x)`` (the PyTorch adapter's does) to exponentiate
-    it without a new array.
+    namespace may offer ``subtract_into(out, x1, x2)`` (``out[...] = x1 - x2`` in one
+    pass) and ``inplace_exp(x)`` (the PyTorch adapter's do) to fill it without a new
+    array.
     """
     num_classes = logits.shape[axis]
     positions = _Positions(
@@ -403,8 +404,11 @@ def loss_and_grad(
     )
     row_max = xp.max(logits, axis=axis, keepdims=True)
     row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
+    subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - row_max
+    elif subtract_into is not None:
+        shifted = subtract_into(out, logits, row_max)
     else:
         out[...] = logits
         out -= row_max

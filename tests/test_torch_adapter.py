@@ -403,11 +403,96 @@ def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three
 
         return run
 
+    lt.empty_cache()  # A gradient buffer kept from an earlier test would hide the count.
     ours = peak_allocated_bytes(step(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1)))
     theirs = peak_allocated_bytes(step(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1)))
     block_bytes = lt._BLOCK_ELEMENTS * 4
     assert logits_bytes <= ours <= logits_bytes + 2 * block_bytes
     assert theirs >= 2.5 * logits_bytes  # The comparison can fail: torch's own is larger.
+
+
+def test_gradient_buffer_is_reused_once_nothing_holds_it():
+    """The second step writes its gradient into the first one's memory (no new
+    logits-sized allocation) when that gradient was dropped; empty_cache() releases it."""
+    logits = _logits((512, 3000), torch.float32)
+    target = _class_ids((512,), 3000)
+    logits_bytes = logits.numel() * logits.element_size()
+    block_bytes = lt._BLOCK_ELEMENTS * 4
+    expected_leaf = logits.detach().requires_grad_()
+    expected_loss = F.cross_entropy(expected_leaf, target, label_smoothing=0.1)
+    (expected,) = torch.autograd.grad(expected_loss, expected_leaf)
+    pointers = []
+
+    def step():
+        leaf = logits.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(lt.smooth_ce(leaf, target, smoothing=0.1), leaf)
+        assert_close(grad, expected, torch.float32)
+        pointers.append(grad.data_ptr())
+
+    lt.empty_cache()
+    first = peak_allocated_bytes(step)
+    again = peak_allocated_bytes(step)
+    assert first >= logits_bytes
+    assert again < block_bytes + logits_bytes // 4  # No logits-sized allocation.
+    assert pointers[0] == pointers[1]
+    lt.empty_cache()
+    assert peak_allocated_bytes(step) >= logits_bytes  # Released: allocated anew.
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_a_gradient_still_held_is_never_written_over():
+    """Whoever holds a gradient (autograd.grad's result, a leaf's .grad, a graph not yet
+    differentiated) keeps it: the next call writes elsewhere."""
+    first_logits = _logits((9, 5), torch.float32, seed=2).requires_grad_()
+    second_logits = _logits((9, 5), torch.float32, seed=3).requires_grad_()
+    target = _class_ids((9,), 5)
+
+    def expected_grad(logits):
+        leaf = logits.detach().requires_grad_()
+        return torch.autograd.grad(F.cross_entropy(leaf, target, label_smoothing=0.1), leaf)[0]
+
+    # autograd.grad's result, kept by the caller.
+    lt.empty_cache()
+    (held,) = torch.autograd.grad(lt.smooth_ce(first_logits, target), first_logits)
+    (other,) = torch.autograd.grad(lt.smooth_ce(second_logits, target), second_logits)
+    assert held.data_ptr() != other.data_ptr()
+    assert_close(held, expected_grad(first_logits), torch.float32)
+    assert_close(other, expected_grad(second_logits), torch.float32)
+    # A leaf's accumulated .grad.
+    lt.smooth_ce(first_logits, target).backward()
+    lt.smooth_ce(second_logits, target).backward()
+    assert_close(first_logits.grad, expected_grad(first_logits), torch.float32)
+    assert_close(second_logits.grad, expected_grad(second_logits), torch.float32)
+    # Two losses in one graph, differentiated together.
+    total = lt.smooth_ce(first_logits, target) + lt.smooth_ce(second_logits, target)
+    grads = torch.autograd.grad(total, (first_logits, second_logits))
+    assert_close(grads[0], expected_grad(first_logits), torch.float32)
+    assert_close(grads[1], expected_grad(second_logits), torch.float32)
+
+
+def test_gradient_buffer_is_safe_across_threads():
+    """Threads computing losses at once never share a gradient buffer."""
+    import concurrent.futures
+
+    cases = [(_logits((64, 50), torch.float32, seed=seed), seed) for seed in range(8)]
+    target = _class_ids((64,), 50)
+
+    def grads(logits, function, repeats=20):
+        results = []
+        for _ in range(repeats):
+            leaf = logits.detach().requires_grad_()
+            results.append(torch.autograd.grad(function(leaf, target), leaf)[0])
+        return results
+
+    def ours(logits, _):
+        return grads(logits, lambda z, y: lt.smooth_ce(z, y, smoothing=0.1))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        computed = list(pool.map(lambda case: ours(*case), cases))
+    for (logits, _), results in zip(cases, computed, strict=True):
+        (expected,) = grads(logits, lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1), 1)
+        for result in results:
+            assert_close(result, expected, torch.float32)
 
 
 def test_gradients_for_weight_and_probability_targets():
