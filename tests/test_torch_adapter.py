@@ -362,6 +362,29 @@ def test_blocked_fast_path_in_bfloat16_is_float32_accurate():
     assert_close(leaf.grad.float(), float_leaf.grad.bfloat16().float(), torch.bfloat16)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype):
+    """The eager CPU path computes exp(x) as exp2(x * log2 e); for classes up to 16 below
+    the top logit the gradient (softmax minus one-hot, smoothing 0) stays within about
+    |x| * 2**-24 of the float64 value, relative."""
+    generator = torch.Generator().manual_seed(4)
+    num_classes = 4096
+    offsets = torch.linspace(-16.0, 0.0, num_classes, dtype=torch.float64)
+    logits = torch.stack(
+        [offsets[torch.randperm(num_classes, generator=generator)] + 40.0 * r for r in range(8)]
+    )
+    target = torch.randint(0, num_classes, (8,), generator=generator)
+    leaf = logits.to(dtype).requires_grad_()
+    loss = lt.smooth_ce(leaf, target, smoothing=0.0, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, leaf)
+    probabilities = torch.softmax(leaf.detach().double(), dim=1)
+    off_target = torch.ones_like(probabilities, dtype=torch.bool)
+    off_target[torch.arange(8), target] = False
+    relative = (grad.double() - probabilities).abs() / probabilities
+    bound = {torch.float32: 1.5e-6, torch.float64: 1e-14}[dtype]
+    assert relative[off_target].max().item() < bound
+
+
 @pytest.mark.usefixtures("small_blocks")
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_second_backward_through_a_retained_graph_is_bitwise_equal(reduction):
