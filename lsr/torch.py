@@ -7,6 +7,8 @@
   constructor, same state dict) that adds ``prior``.
 * ``LabelSmoothSoftmaxCE``: the interface of the segmentation snippet with ``lb_pos`` /
   ``lb_neg`` targets, computed in closed form without its one-hot tensor.
+* ``empty_cache``: releases the CPU buffer that eager ``smooth_ce`` keeps for the next
+  call's gradient (written into again only once nothing else holds it).
 
 The gradient with respect to the logits is registered as a ``torch.autograd.Function``
 that calls ``lsr._core.smooth_ce_grad``: it keeps only the logits (and integer labels,
@@ -349,7 +351,7 @@ class _GradientBuffer:
     The buffer is reused only when its storage has no other owner (its use count is 1,
     held here): a gradient that autograd or the caller still holds, for instance as
     ``logits.grad``, is never written over; the call allocates anew and keeps that one.
-    It stays allocated between calls (at most one, the largest recent gradient);
+    It stays allocated between calls (one buffer: the last one allocated);
     ``empty_cache()`` releases it. Peak memory is unchanged: the same buffer would be
     allocated during the next call anyway.
     """
