@@ -360,7 +360,9 @@ class _GradientBuffer:
         self._storage: Any = None
         self._lock = threading.Lock()
 
-    def empty(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Any:
+    def empty(
+        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+    ) -> torch.Tensor:
         count = getattr(torch._C, "_storage_Use_Count", None)
         if device.type != "cpu" or count is None:
             return torch.empty(shape, dtype=dtype, device=device)
