@@ -167,6 +167,38 @@ def prepare_smooth_ce(
 
     ``logits`` (and dense ``labels``) come back in the compute dtype.
     """
+    xp, labels, options = check_smooth_ce(
+        logits,
+        labels,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=where,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+    )
+    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, options
+
+
+def check_smooth_ce(
+    logits: Any,
+    labels: Any,
+    *,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    ignore_index: int | None,
+    weight: Any,
+    where: Any = None,
+    reduction: str,
+    kl: bool = False,
+    z_loss: float = 0.0,
+) -> tuple[Any, Any, dict[str, Any]]:
+    """``prepare_smooth_ce`` without the logits' cast to the compute dtype (for callers
+    that convert them block by block): ``(xp, labels, core keyword arguments)``."""
     xp = array_namespace(
         logits,
         labels,
@@ -191,7 +223,7 @@ def prepare_smooth_ce(
         kl=kl,
         z_loss=z_loss,
     )
-    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, options
+    return xp, labels, options
 
 
 def prepare_options(

@@ -101,25 +101,49 @@ def logsumexp(xp: Any, z: Array, axis: int) -> Array:
 
 
 class _Positions:
-    """What the forward and backward pass both need to know about each position."""
+    """What the forward and backward pass both need to know about each position.
 
-    def __init__(self, xp, labels, *, dense, num_classes, ignore_index, where, like):
+    ``checked``: the labels are known to hold only class ids in [0, K) and
+    ``ignore_index`` (``lsr._checks`` read them), and their values may be read. The NaN
+    guard against out-of-range ids is then not needed, and when no position is left out
+    ``valid`` is None, so no mask is applied at all.
+    """
+
+    def __init__(self, xp, labels, *, dense, num_classes, ignore_index, where, like, checked=False):
         self.dense = dense
         if dense:
             self.safe_labels = None
             self.out_of_range = None
             self.valid = where
             return
-        in_range = (labels >= 0) & (labels < num_classes)
         keep = None if ignore_index is None else labels != ignore_index
         if where is not None:
             keep = where if keep is None else keep & where
+        index_dtype = _index_dtype(xp, like)
+        if checked:
+            if keep is not None and bool(xp.all(keep)):
+                keep = None
+            self.valid = keep
+            self.out_of_range = None
+            safe = labels if keep is None else xp.where(keep, labels, 0)
+            self.safe_labels = safe if safe.dtype == index_dtype else xp.astype(safe, index_dtype)
+            return
+        in_range = (labels >= 0) & (labels < num_classes)
         self.valid = keep
         # Out-of-range labels that are not ignored poison the result with NaN: under
         # tracing they cannot raise, and they must never give a plausible number.
         self.out_of_range = ~in_range if keep is None else (~in_range) & keep
         labels = xp.where(in_range, labels, 0)
-        self.safe_labels = xp.astype(labels, _index_dtype(xp, like))
+        self.safe_labels = xp.astype(labels, index_dtype)
+
+    def block(self, index: Any) -> _Positions:
+        """These positions' part (``index`` of the leading axis)."""
+        part = object.__new__(_Positions)
+        part.dense = self.dense
+        for name in ("safe_labels", "out_of_range", "valid"):
+            value = getattr(self, name)
+            setattr(part, name, None if value is None else _rows(value, index))
+        return part
 
     def mask(self, xp: Any, values: Array) -> Array:
         """NaN at out-of-range labels, then 0 at positions that are not kept."""
@@ -148,21 +172,24 @@ def _target_terms(xp, z, labels, positions, weight, axis):
     return target_weight, target_weight * target_logit
 
 
-def _smoothing_terms(xp, z, prior, weight, axis, target_mass, target_sum):
-    """``s = sum_k w_k u_k`` and ``t = sum_k w_k u_k z_k`` per position."""
-    num_classes = z.shape[axis]
-    smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
+def _smoothing_vector_sum(xp, z, prior, weight, axis):
+    """``sum_k v_k z_k`` for the smoothing vector v: 1 (named priors), ``w``, ``pi`` or
+    ``pi * w`` (a vector prior). ``t`` follows from it (``_smoothing_sum``)."""
     if not isinstance(prior, str):
-        weighted_prior = prior if weight is None else prior * weight
-        return smooth_mass, _dot_classes(xp, z, weighted_prior, axis)
+        return _dot_classes(xp, z, prior if weight is None else prior * weight, axis)
     if weight is None:
-        weighted_logit_sum = xp.sum(z, axis=axis)
-    else:
-        weighted_logit_sum = _dot_classes(xp, z, weight, axis)
+        return xp.sum(z, axis=axis)
+    return _dot_classes(xp, z, weight, axis)
+
+
+def _smoothing_sum(prior, num_classes, vector_sum, target_sum):
+    """``t = sum_k w_k u_k z_k`` from ``_smoothing_vector_sum`` and ``B``."""
+    if not isinstance(prior, str):
+        return vector_sum
     if prior == "uniform":
-        return smooth_mass, weighted_logit_sum / num_classes
+        return vector_sum / num_classes
     # "others": u = (1 - q) / (K - 1).
-    return smooth_mass, (weighted_logit_sum - target_sum) / (num_classes - 1)
+    return (vector_sum - target_sum) / (num_classes - 1)
 
 
 def _negative_target_entropy(xp, labels, positions, smoothing, prior, weight, axis, num_classes):
@@ -244,12 +271,53 @@ def _loss_from_lse(
     xp, logits, labels, lse_kept, positions, smoothing, prior, axis, weight, kl, z_loss
 ):
     """Each position's loss given its logsumexp, masked; and ``A = sum_k w_k q_k``."""
-    num_classes = logits.shape[axis]
-    lse = xp.squeeze(lse_kept, axis=axis)
     target_mass, target_sum = _target_terms(xp, logits, labels, positions, weight, axis)
-    smooth_mass, smooth_sum = _smoothing_terms(
-        xp, logits, prior, weight, axis, target_mass, target_sum
+    loss = combine_loss(
+        xp,
+        xp.squeeze(lse_kept, axis=axis),
+        labels,
+        positions,
+        target_mass,
+        target_sum,
+        _smoothing_vector_sum(xp, logits, prior, weight, axis),
+        smoothing=smoothing,
+        prior=prior,
+        weight=weight,
+        axis=axis,
+        num_classes=logits.shape[axis],
+        kl=kl,
+        z_loss=z_loss,
     )
+    return loss, target_mass
+
+
+def combine_loss(
+    xp: Any,
+    lse: Array,
+    labels: Array,
+    positions: Any,
+    target_mass: Any,
+    target_sum: Array,
+    vector_sum: Array,
+    *,
+    smoothing: Any,
+    prior: Any,
+    weight: Array | None,
+    axis: int,
+    num_classes: int,
+    kl: bool,
+    z_loss: float,
+) -> Array:
+    """Each position's loss, masked, from per-position quantities alone.
+
+    ``(1 - eps) (A lse - B) + eps (s lse - t)`` (plus the KL and z-loss terms), with
+    ``lse`` the logsumexp (class axis removed), ``A = target_mass``, ``B = target_sum``
+    and ``t`` from ``vector_sum`` (``_smoothing_vector_sum`` of the logits). Every path
+    ends here: the one-shot forward, the blocked pass, and the vocab-parallel forms,
+    which all-reduce these sums over the shards of the class axis first.
+    """
+    smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
+    smooth_sum = _smoothing_sum(prior, num_classes, vector_sum, target_sum)
     loss = (1.0 - smoothing) * (target_mass * lse - target_sum) + smoothing * (
         smooth_mass * lse - smooth_sum
     )
@@ -259,7 +327,7 @@ def _loss_from_lse(
         )
     if z_loss:
         loss = loss + z_loss * lse * lse
-    return positions.mask(xp, loss), target_mass
+    return positions.mask(xp, loss)
 
 
 def _mean_denominator(xp, shape, dtype, positions, target_mass, weight):
@@ -379,31 +447,291 @@ def loss_and_grad(
 
     The forward and backward passes in one: ``exp(z - max z)`` is computed once and
     becomes the gradient in place (on namespaces with in-place operators; the others
-    get new arrays), so a caller that runs this over blocks of rows touches the logits
-    about twice and holds one block's temporaries at a time. ``scale`` is each position's
-    weight in the total (``1 / mean_denominator`` for a mean; an array of the positions'
-    shape, a 0-d array or a float). Returns ``(loss, lse with the class axis kept,
-    gradient or None)``; the gradient has the logits' shape and dtype.
+    get new arrays). ``scale`` is each position's weight in the total
+    (``1 / mean_denominator`` for a mean; an array of the positions' shape, a 0-d array
+    or a float). Returns ``(loss, lse with the class axis kept, gradient or None)``; the
+    gradient has the logits' shape and dtype.
 
     ``out``, for namespaces whose arrays can be assigned in place: an array of the logits'
     shape and dtype that receives the gradient (or, with ``with_grad=False``, serves as
-    scratch), so that a blocked caller allocates nothing logits-sized per block. A
-    namespace may offer ``subtract_into(out, x1, x2)`` (``out[...] = x1 - x2`` in one
-    pass) and ``inplace_exp(x)`` (the PyTorch adapter's do) to fill it without a new
-    array.
+    scratch); it may be ``logits`` itself, which is then overwritten. A namespace may
+    offer ``subtract_into(out, x1, x2)`` (``out[...] = x1 - x2`` in one pass) and
+    ``inplace_exp(x)`` (the PyTorch adapter's do) to fill it without a new array.
+    ``blocked_loss_and_grad`` runs the same pass over blocks of rows.
     """
-    num_classes = logits.shape[axis]
-    positions = _Positions(
+    options = {"smoothing": smoothing, "prior": prior, "weight": weight, "axis": axis}
+    rows = _Rows(
         xp,
         labels,
         dense=dense,
-        num_classes=num_classes,
         ignore_index=ignore_index,
         where=where,
+        num_classes=logits.shape[axis],
         like=logits,
+        **options,
     )
+    if with_grad:
+        rows.scale_by(scale)
+    sums, grad = _logits_pass(
+        xp, logits, labels, rows, z_loss=z_loss, with_grad=with_grad, out=out, **options
+    )
+    loss, lse = _finish(xp, logits, labels, rows, sums, kl=kl, z_loss=z_loss, **options)
+    if out is not None and grad is not None and grad is not out:
+        out[...] = grad
+        grad = out
+    return loss, lse, grad
+
+
+def blocked_loss_and_grad(
+    logits: Array,
+    labels: Array,
+    *,
+    xp: Any,
+    blocks: list[Any],
+    out: Array | None,
+    scratch: Array | None,
+    checked: bool,
+    dense: bool,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    ignore_index: int | None,
+    weight: Array | None,
+    reduction: str,
+    kl: bool,
+    z_loss: float,
+) -> tuple[Array, Array, Any, Array | None]:
+    """``loss_and_grad`` block after block of rows, for namespaces whose arrays can be
+    assigned in place (PyTorch, NumPy): the same results, with the temporaries of one
+    block at a time and no logits-sized allocation besides ``out``.
+
+    Everything that depends on the labels alone is computed once for all positions
+    (``_Rows``) and sliced per block, so the pass over a block does only the work that
+    reads its logits; each position's loss is assembled after the last block from the
+    per-position sums (``_finish``). A block that fits the CPU's caches stays there
+    between the few passes over it.
+
+    Args:
+        logits: (N, ...) logits in any floating dtype; blocks cut the leading axis, which
+            must not be the class ``axis`` (``[...]`` is the one block of everything).
+        blocks: the blocks, as indices of the leading axis (slices, or ``...``).
+        out: where the gradient of the reduced loss goes (for ``reduction="none"``, of
+            each position's loss), of the logits' shape and any floating dtype (a
+            half-precision gradient is rounded once, from the compute dtype); None for
+            the loss alone.
+        scratch: an array of the compute dtype and the shape of the largest block, or
+            None; needed for half-precision logits (each block is converted into it) or
+            without ``out`` (the exponentials go there).
+        checked: integer labels whose values were checked (``_Positions``).
+
+    Returns:
+        ``(reduced loss, lse with the class axis kept, mean denominator, out)``.
+    """
+    dtype = compute_dtype(xp, logits.dtype)
+    options = {"smoothing": smoothing, "prior": prior, "weight": weight, "axis": axis}
+    rows = _Rows(
+        xp,
+        labels,
+        dense=dense,
+        ignore_index=ignore_index,
+        where=None,
+        num_classes=logits.shape[axis],
+        like=xp.astype(_rows(logits, slice(0, 0)), dtype),
+        checked=checked,
+        **options,
+    )
+    denominator = rows.mean_denominator()
+    with_grad = out is not None
+    if with_grad:
+        rows.scale_by(_per_unit(xp, 1.0, denominator) if reduction == "mean" else 1.0)
+    sums = []
+    for index in blocks:
+        block = _rows(logits, index)
+        work = None if scratch is None else _rows(scratch, slice(0, block.shape[0]))
+        if block.dtype != dtype:
+            work[...] = block
+            block = work
+        direct = with_grad and out.dtype == dtype
+        target = _rows(out, index) if direct else work
+        block_sums, grad = _logits_pass(
+            xp,
+            block,
+            _rows(labels, index) if dense else None,
+            rows.block(index),
+            z_loss=z_loss,
+            with_grad=with_grad,
+            out=target,
+            **options,
+        )
+        if with_grad and (grad is not target or not direct):
+            if index is ...:
+                out[...] = grad
+            else:
+                out[index, ...] = grad
+        sums.append(block_sums)
+    if len(sums) > 1:
+        sums = [None if s[0] is None else xp.concat(s, axis=0) for s in zip(*sums, strict=True)]
+    else:
+        sums = sums[0]
+    loss, lse = _finish(xp, logits, labels, rows, sums, kl=kl, z_loss=z_loss, **options)
+    return reduce(xp, loss, denominator, reduction), lse, denominator, out
+
+
+class _Rows:
+    """What the pass over the logits needs of each position, from the labels alone.
+
+    Made once for all positions and sliced for each block of rows (``block``), so that
+    a pass over a block of logits computes nothing that its logits do not change:
+    ``positions`` (``_Positions``) and ``target_mass`` (``A``), and after ``scale_by``
+    the per-position factors of the gradient ``(sum_k w_k q'_k) softmax(z) - w q'``,
+    each times the position's (masked) cotangent.
+    """
+
+    # Attributes holding one value per position (leading axis = rows), sliced by block().
+    _PER_POSITION = (
+        "target_mass",
+        "scale",
+        "coefficient",
+        "factor",
+        "index",
+        "correction",
+        "background",
+    )
+
+    def __init__(
+        self,
+        xp,
+        labels,
+        *,
+        dense,
+        smoothing,
+        prior,
+        axis,
+        ignore_index,
+        weight,
+        where,
+        num_classes,
+        like,
+        checked=False,
+    ):
+        self.xp, self.labels, self.like = xp, labels, like
+        self.settings = (smoothing, prior, weight, axis, num_classes)
+        positions = _Positions(
+            xp,
+            labels,
+            dense=dense,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            where=where,
+            like=like,
+            checked=checked and not dense,
+        )
+        self.positions = positions
+        if dense:
+            weighted_targets = (
+                labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
+            )
+            self.target_mass = xp.sum(weighted_targets, axis=axis)
+        else:
+            self.target_mass = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
+        self.scale = self.coefficient = self.factor = None
+        self.index = self.correction = self.background = self.background_vector = None
+
+    def mean_denominator(self) -> Any:
+        """The "mean" reduction's denominator (``_mean_denominator``)."""
+        labels, positions = self.labels, self.positions
+        shape = labels.shape
+        if positions.dense:
+            axis = self.settings[3]
+            shape = shape[:axis] + shape[axis + 1 :]
+        return _mean_denominator(
+            self.xp, tuple(shape), self.like.dtype, positions, self.target_mass, self.settings[2]
+        )
+
+    def scale_by(self, scale: Any, *, targets: bool = True) -> None:
+        """Fold in each position's cotangent (a float, 0-d, or the positions' shape);
+        with ``targets``, also the terms ``_subtract_targets`` needs."""
+        xp, labels, positions = self.xp, self.labels, self.positions
+        smoothing, prior, weight, axis, num_classes = self.settings
+        dtype = self.like.dtype
+        # A float cotangent with nothing to mask stays one float for every position;
+        # otherwise there is one (masked) value per position.
+        if not (
+            isinstance(scale, float) and positions.valid is None and positions.out_of_range is None
+        ):
+            # (ones_like rather than ones: it also works for unknown dimensions under
+            # tf.function.)
+            ones = xp.ones_like(self.target_mass if positions.dense else labels, dtype=dtype)
+            scale = ones * (scale if isinstance(scale, float) else xp.astype(scale, dtype))
+            scale = xp.expand_dims(positions.mask(xp, scale), axis=axis)
+        smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, self.target_mass)
+        coefficient = (1.0 - smoothing) * self.target_mass + smoothing * smooth_mass
+        if not isinstance(coefficient, float) and coefficient.ndim > 0:
+            coefficient = xp.expand_dims(coefficient, axis=axis)
+        self.scale, self.coefficient = scale, coefficient
+        self.factor = coefficient * scale
+        if positions.dense or not targets:
+            return
+        ndim = labels.ndim + 1
+        background, on_target = _integer_target_terms(
+            xp, positions, smoothing, prior, weight, ndim, axis, num_classes
+        )
+        self.index = xp.expand_dims(positions.safe_labels, axis=axis)
+        correction = -(on_target * scale)
+        if getattr(xp, "add_along_axis", None) is not None:
+            # A scatter-add takes one value per index.
+            if isinstance(correction, float):
+                correction = xp.full(
+                    self.index.shape, correction, dtype=dtype, device=device(self.like)
+                )
+            else:
+                correction = xp.astype(xp.broadcast_to(correction, self.index.shape), dtype)
+        self.correction = correction
+        # A scalar background (no weights, a named prior) is folded into the cotangent:
+        # one value per position (or for all); a per-class one stays a vector along the
+        # class axis.
+        if getattr(background, "ndim", 0) == 0:
+            self.background = background * scale
+        else:
+            self.background_vector = background
+
+    def block(self, index: Any) -> _Rows:
+        """These rows' part (``index`` of the leading axis; ``...``: all of them)."""
+        if index is ...:
+            return self
+        part = object.__new__(_Rows)
+        part.__dict__.update(self.__dict__)
+        part.positions = self.positions.block(index)
+        for name in self._PER_POSITION:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, float) and value.ndim > 0:
+                setattr(part, name, _rows(value, index))
+        return part
+
+
+def _rows(x: Array, index: Any) -> Array:
+    """``x[index]`` along the leading axis (``...``: all of ``x``)."""
+    return x if index is ... else x[index, ...]
+
+
+def _logits_pass(
+    xp, logits, labels, rows, *, smoothing, prior, weight, axis, z_loss, with_grad, out
+):
+    """One pass over (a block of) the logits: ``(row max, sum of exp(z - max), the
+    smoothing vector's sum, B for dense targets (else None))`` per position, and the
+    gradient of ``sum_i scale_i loss_i`` (or None), made in place from ``exp(z - max)``.
+    ``out`` as in ``loss_and_grad`` (it may be ``logits``: what reads the logits as they
+    are runs before they are overwritten)."""
     row_max = xp.max(logits, axis=axis, keepdims=True)
+    # A row of all -inf keeps lse = -inf (as logsumexp does) instead of nan.
     row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
+    vector_sum = _smoothing_vector_sum(xp, logits, prior, weight, axis)
+    target_sum = None
+    if rows.positions.dense:
+        weighted_targets = (
+            labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
+        )
+        target_sum = xp.sum(weighted_targets * logits, axis=axis)
     subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - row_max
@@ -422,58 +750,66 @@ def loss_and_grad(
             out[...] = exp_shifted
             exp_shifted = out
     sum_exp = xp.sum(exp_shifted, axis=axis, keepdims=True)
-    lse_kept = xp.log(sum_exp) + row_max
-    loss, _ = _loss_from_lse(
-        xp, logits, labels, lse_kept, positions, smoothing, prior, axis, weight, kl, z_loss
-    )
+    sums = (row_max, sum_exp, vector_sum, target_sum)
     if not with_grad:
-        return loss, lse_kept, None
-    # (ones_like rather than full: it also works for unknown dimensions under tf.function.)
-    ones = xp.ones_like(xp.squeeze(lse_kept, axis=axis))
-    scale = ones * (scale if isinstance(scale, float) else xp.astype(scale, logits.dtype))
-    scale = positions.mask(xp, scale)
-    scale, coefficient = _gradient_factors(
+        return sums, None
+    factor = rows.factor
+    if z_loss:
+        # d(z_loss lse^2)/dz = 2 z_loss lse softmax(z): the only factor that needs lse.
+        lse = xp.log(sum_exp) + row_max
+        factor = rows.scale * (rows.coefficient + 2.0 * z_loss * lse)
+    exp_shifted *= factor / sum_exp
+    return sums, _subtract_targets(xp, exp_shifted, labels, rows, smoothing, prior, weight, axis)
+
+
+def _subtract_targets(xp, grad, labels, rows, smoothing, prior, weight, axis):
+    """``grad - scale * w * q'`` in place (``grad`` is a temporary of the pass), with the
+    factors of ``rows``; integer labels never build ``w * q'`` and, where the namespace
+    offers ``add_along_axis`` (an in-place scatter-add), not even a class mask."""
+    if rows.positions.dense:
+        smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
+        if weight is not None:
+            smoothed = smoothed * _along_axis(xp, weight, labels.ndim, axis)
+        grad -= smoothed * rows.scale
+        return grad
+    if rows.background is not None:
+        grad -= rows.background
+    else:
+        grad -= rows.background_vector * rows.scale
+    add_along_axis = getattr(xp, "add_along_axis", None)
+    if add_along_axis is not None:
+        return add_along_axis(grad, rows.index, rows.correction, axis=axis)
+    is_target = _class_ids(xp, grad, grad.ndim, axis, grad.shape[axis], rows.index.dtype)
+    return xp.where(is_target == rows.index, grad + rows.correction, grad)
+
+
+def _finish(xp, logits, labels, rows, sums, *, smoothing, prior, weight, axis, kl, z_loss):
+    """Each position's loss and lse (class axis kept) from the sums of ``_logits_pass``."""
+    row_max, sum_exp, vector_sum, target_sum = sums
+    lse_kept = xp.log(sum_exp) + row_max
+    if not rows.positions.dense:
+        index = xp.expand_dims(rows.positions.safe_labels, axis=axis)
+        target_logit = xp.squeeze(xp.take_along_axis(logits, index, axis=axis), axis=axis)
+        if target_logit.dtype != lse_kept.dtype:
+            target_logit = xp.astype(target_logit, lse_kept.dtype)
+        target_sum = target_logit if weight is None else rows.target_mass * target_logit
+    loss = combine_loss(
         xp,
-        labels,
-        positions,
-        scale,
         xp.squeeze(lse_kept, axis=axis),
+        labels,
+        rows.positions,
+        rows.target_mass,
+        target_sum,
+        vector_sum,
         smoothing=smoothing,
         prior=prior,
         weight=weight,
         axis=axis,
-        num_classes=num_classes,
+        num_classes=logits.shape[axis],
+        kl=kl,
         z_loss=z_loss,
     )
-    exp_shifted *= coefficient * scale / sum_exp
-    grad = _subtract_weighted_targets(
-        xp, exp_shifted, labels, positions, smoothing, prior, weight, axis, scale, inplace=True
-    )
-    if out is not None and grad is not out:
-        out[...] = grad
-        grad = out
-    return loss, lse_kept, grad
-
-
-def _gradient_factors(
-    xp, labels, positions, scale, lse, *, smoothing, prior, weight, axis, num_classes, z_loss
-):
-    """Per position, with the class axis kept: the cotangent ``scale`` (as given, masked)
-    and the softmax's coefficient ``sum_k w_k q'_k + 2 z_loss lse``."""
-    if positions.dense:
-        weighted_targets = (
-            labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
-        )
-        target_mass = xp.sum(weighted_targets, axis=axis)
-    else:
-        target_mass = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
-    smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
-    coefficient = (1.0 - smoothing) * target_mass + smoothing * smooth_mass
-    if z_loss:
-        coefficient = coefficient + 2.0 * z_loss * lse
-    if not isinstance(coefficient, float) and coefficient.ndim > 0:
-        coefficient = xp.expand_dims(coefficient, axis=axis)
-    return xp.expand_dims(scale, axis=axis), coefficient
+    return loss, lse_kept
 
 
 def reduce(xp: Any, loss: Array, denominator: Any, reduction: str) -> Array:
@@ -553,16 +889,6 @@ def smooth_ce_grad(
     forward pass). The KL form has the same gradient (the target entropy is constant).
     Returns an array of the logits' shape in the logits' dtype.
     """
-    num_classes = logits.shape[axis]
-    positions = _Positions(
-        xp,
-        labels,
-        dense=dense,
-        num_classes=num_classes,
-        ignore_index=ignore_index,
-        where=where,
-        like=logits,
-    )
     # The cotangent of each position's loss.
     if reduction == "none":
         scale = cotangent
@@ -570,26 +896,28 @@ def smooth_ce_grad(
         if reduction == "mean":
             cotangent = _per_unit(xp, cotangent, denominator)
         scale = xp.broadcast_to(cotangent, lse.shape[:axis] + lse.shape[axis + 1 :])
-    scale = positions.mask(xp, scale)
-
     # Every per-position factor is folded in before touching N x K arrays, so the
     # backward allocates as few logits-sized temporaries as the formula allows.
-    scale, coefficient = _gradient_factors(
+    rows = _Rows(
         xp,
         labels,
-        positions,
-        xp.astype(scale, logits.dtype),
-        xp.squeeze(lse, axis=axis),
+        dense=dense,
         smoothing=smoothing,
         prior=prior,
-        weight=weight,
         axis=axis,
-        num_classes=num_classes,
-        z_loss=z_loss,
+        ignore_index=ignore_index,
+        weight=weight,
+        where=where,
+        num_classes=logits.shape[axis],
+        like=logits,
     )
-    grad = xp.exp(logits - lse) * (coefficient * scale)
+    rows.scale_by(scale, targets=False)
+    factor = rows.factor
+    if z_loss:
+        factor = rows.scale * (rows.coefficient + 2.0 * z_loss * lse)
+    grad = xp.exp(logits - lse) * factor
     return _subtract_weighted_targets(
-        xp, grad, labels, positions, smoothing, prior, weight, axis, scale
+        xp, grad, labels, rows.positions, smoothing, prior, weight, axis, rows.scale
     )
 
 
@@ -603,29 +931,11 @@ def _smoothing_mass(xp, prior, weight, num_classes, target_mass):
     return xp.sum(prior if weight is None else prior * weight)
 
 
-def _subtract_weighted_targets(
-    xp, grad, labels, positions, smoothing, prior, weight, axis, scale, *, inplace=False
-):
-    """``grad - scale * w * q'``, without building ``w * q'`` for integer labels.
-
-    ``scale`` is the per-position cotangent with the class axis kept (size 1). With
-    ``inplace``, ``grad`` may be overwritten (it must be a temporary nobody else holds),
-    and a namespace that offers ``add_along_axis(x, indices, values, axis=)`` (an
-    in-place scatter-add; the PyTorch adapter's does) corrects the target classes
-    without the logits-sized mask and copy of ``where``.
-    """
-    ndim = grad.ndim
-    num_classes = grad.shape[axis]
-    if positions.dense:
-        smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
-        if weight is not None:
-            smoothed = smoothed * _along_axis(xp, weight, ndim, axis)
-        if inplace:
-            grad -= smoothed * scale
-            return grad
-        return grad - smoothed * scale
-    ids = positions.safe_labels
-    target_weight = 1.0 if weight is None else _take(xp, weight, ids)
+def _integer_target_terms(xp, positions, smoothing, prior, weight, ndim, axis, num_classes):
+    """For integer labels, ``w * q' = background + on_target * one_hot(y)``:
+    ``background`` on every class (a scalar, or a per-class vector along ``axis``) and
+    ``on_target`` per position (class axis kept, or a scalar)."""
+    target_weight = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
     if isinstance(prior, str):
         spread = 1.0 / (num_classes if prior == "uniform" else num_classes - 1)
         background = (
@@ -643,16 +953,27 @@ def _subtract_weighted_targets(
     # 0-d (an array smoothing without weights) broadcasts as it is.
     if not isinstance(on_target, float) and on_target.ndim > 0:
         on_target = xp.expand_dims(on_target, axis=axis)
-    index = xp.expand_dims(ids, axis=axis)
-    add_along_axis = getattr(xp, "add_along_axis", None) if inplace else None
-    if inplace:
-        grad -= background * scale
-    else:
-        grad = grad - background * scale
-    if add_along_axis is not None:
-        correction = xp.broadcast_to(-(on_target * scale), index.shape)
-        return add_along_axis(grad, index, xp.astype(correction, grad.dtype), axis=axis)
-    is_target = _class_ids(xp, grad, ndim, axis, num_classes, ids.dtype) == index
+    return background, on_target
+
+
+def _subtract_weighted_targets(xp, grad, labels, positions, smoothing, prior, weight, axis, scale):
+    """``grad - scale * w * q'``, without building ``w * q'`` for integer labels.
+
+    ``scale`` is the per-position cotangent with the class axis kept (size 1).
+    """
+    ndim = grad.ndim
+    num_classes = grad.shape[axis]
+    if positions.dense:
+        smoothed = smooth_dense_targets(labels, xp=xp, smoothing=smoothing, prior=prior, axis=axis)
+        if weight is not None:
+            smoothed = smoothed * _along_axis(xp, weight, ndim, axis)
+        return grad - smoothed * scale
+    background, on_target = _integer_target_terms(
+        xp, positions, smoothing, prior, weight, ndim, axis, num_classes
+    )
+    grad = grad - background * scale
+    index = xp.expand_dims(positions.safe_labels, axis=axis)
+    is_target = _class_ids(xp, grad, ndim, axis, num_classes, index.dtype) == index
     return xp.where(is_target, grad - on_target * scale, grad)
 
 

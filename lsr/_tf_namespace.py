@@ -36,6 +36,7 @@ FUNCTIONS = (
     "concat",
     "exp",
     "expand_dims",
+    "full",
     "isdtype",
     "isfinite",
     "log",
@@ -297,6 +298,13 @@ class TensorFlowNamespace:
 
     def ones_like(self, x: Any, /, *, dtype: Any = None, device: Any = None) -> Any:
         return tf.ones_like(x, dtype=dtype)
+
+    def full(self, shape: Any, fill_value: Any, *, dtype: Any = None, device: Any = None) -> Any:
+        dtype = tf.float32 if dtype is None else dtype
+        if device:
+            with tf.device(device):
+                return tf.fill(_static_shape(shape), tf.constant(fill_value, dtype=dtype))
+        return tf.fill(_static_shape(shape), tf.constant(fill_value, dtype=dtype))
 
     def zeros(self, shape: Any, *, dtype: Any = None, device: Any = None) -> Any:
         dtype = tf.float32 if dtype is None else dtype

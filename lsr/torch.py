@@ -38,7 +38,8 @@ import torch
 from torch import nn
 
 from lsr import _core, _distill, _linear
-from lsr._checks import prepare_linear_smooth_ce, prepare_smooth_ce
+from lsr._checks import check_smooth_ce, prepare_linear_smooth_ce
+from lsr._compat import values_are_cheap
 from lsr._torch_distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
 from lsr._validation import (
     PRIOR_NAMES,
@@ -102,6 +103,12 @@ def _subtract_into(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> tor
     return torch.sub(x1, x2, out=out)
 
 
+def _take_along_axis(x: torch.Tensor, indices: torch.Tensor, /, *, axis: int) -> torch.Tensor:
+    # The core only gathers with non-negative ids, so array-api-compat's wrapping of
+    # negative ones (two more ops per call) is not needed.
+    return torch.gather(x, axis, indices)
+
+
 def _add_along_axis(
     x: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, /, *, axis: int
 ) -> torch.Tensor:
@@ -117,6 +124,7 @@ _xp = types.SimpleNamespace(
         "vecdot": _vecdot,
         "logsumexp": _logsumexp,
         "add_along_axis": _add_along_axis,
+        "take_along_axis": _take_along_axis,
         "inplace_exp": _inplace_exp,
         "subtract_into": _subtract_into,
         "add_matmul": _add_matmul,
@@ -394,7 +402,7 @@ def empty_cache() -> None:
 
 def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, with_grad):
     """The loss per position, lse, mean denominator and (optionally) the gradient of the
-    reduced loss, from ``_core.loss_and_grad`` over blocks of rows.
+    reduced loss, from ``_core.blocked_loss_and_grad`` over blocks of rows.
 
     The gradient is written block by block straight into one buffer of the logits' shape
     (the only logits-sized allocation); half-precision logits go through one float32
@@ -406,57 +414,34 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
     """
     dense, axis, ignore_index, reduction, kl, z_loss = options
     dtype = _core.compute_dtype(_xp, logits.dtype)
-    core_options = {
-        "xp": _xp,
-        "dense": dense,
-        "smoothing": smoothing,
-        "prior": prior,
-        "axis": axis,
-        "ignore_index": ignore_index,
-        "weight": weight,
-        "where": None,
-        "kl": kl,
-        "z_loss": z_loss,
-    }
-    scale, denominator = _core.reduction_scale(
-        labels,
-        logits.shape[axis],
-        xp=_xp,
-        reduction=reduction,
-        dense=dense,
-        axis=axis,
-        ignore_index=ignore_index,
-        weight=weight,
-        where=None,
-        dtype=dtype,
-    )
     blocks = _blocks(logits, axis)
-    position_shape = logits.shape[:axis] + logits.shape[axis + 1 :]
-    lse_shape = (*logits.shape[:axis], 1, *logits.shape[axis + 1 :])
-    loss = torch.empty(position_shape, dtype=dtype, device=logits.device)
-    lse = torch.empty(lse_shape, dtype=dtype, device=logits.device)
     grad = (
         _gradient_buffer.empty(tuple(logits.shape), logits.dtype, logits.device)
         if with_grad
         else None
     )
     scratch = None
-    if not with_grad or grad.dtype != dtype:
+    if not with_grad or logits.dtype != dtype:
         scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
-    for rows in blocks:
-        block = logits[rows].to(dtype)
-        if scratch is not None:
-            out = scratch if rows is ... else scratch[: block.shape[0]]
-        else:
-            out = grad[rows]
-        block_loss, block_lse, block_grad = _core.loss_and_grad(
-            block, labels[rows], scale, with_grad=with_grad, out=out, **core_options
-        )
-        loss[rows] = block_loss
-        lse[rows] = block_lse
-        if with_grad and (scratch is not None or block_grad is not out):
-            grad[rows] = block_grad
-    return _core.reduce(_xp, loss, denominator, reduction), lse, denominator, grad
+    return _core.blocked_loss_and_grad(
+        logits,
+        labels,
+        xp=_xp,
+        blocks=blocks,
+        out=grad,
+        scratch=scratch,
+        # check_smooth_ce has read and checked the labels wherever that is cheap.
+        checked=values_are_cheap(labels),
+        dense=dense,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
+        weight=weight,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+    )
 
 
 class _SmoothCEFused(_SmoothCEWithJvp):
@@ -603,7 +588,8 @@ def smooth_ce(
             ignore_index,
         )
     ignore = None if dense else ignore_index
-    _, _, labels, options = prepare_smooth_ce(
+    # (Half-precision logits are converted block by block later, never here as a whole.)
+    _, labels, options = check_smooth_ce(
         input,
         target,
         smoothing=smoothing,

@@ -212,6 +212,79 @@ def test_fused_loss_and_grad_matches_reference(backend, layout, dense, prior, we
     assert nothing is None
 
 
+BLOCKED_CONFIGS = [
+    (*config, ignore, checked)
+    for config in [c for c in CONFIGS if c[0][1] != 0][::4]
+    for ignore, checked in (
+        [(False, False)] if config[1] else itertools.product([False, True], repeat=2)
+    )
+]
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 2, None])
+@pytest.mark.parametrize(
+    ("layout", "dense", "prior", "weighted", "reduction", "ignore", "checked"), BLOCKED_CONFIGS
+)
+def test_blocked_loss_and_grad_matches_reference(
+    backend, layout, dense, prior, weighted, reduction, ignore, checked, rows_per_block
+):
+    """``blocked_loss_and_grad`` (the eager PyTorch path): the reduced loss and lse, and,
+    on namespaces with in-place assignment, the gradient written block by block into
+    ``out``, against the reference, whatever the blocks and whether the labels were
+    checked (which drops the NaN guard and, with nothing ignored, every mask)."""
+    shape, axis = layout
+    logits, labels, _ = _make_case(8, shape, axis, dense=dense, ignore=ignore)
+    options = dict(
+        smoothing=0.3,
+        prior=_prior(prior),
+        axis=axis,
+        ignore_index=None if dense else 255,
+        weight=WEIGHT if weighted else None,
+        reduction=reduction,
+        z_loss=0.05,
+    )
+    expected_loss = reference.smooth_ce(logits, labels, **options)
+    expected_grad = reference.numerical_gradient(
+        lambda z: float(np.sum(reference.smooth_ce(z, labels, **options))), logits
+    )
+    as_backend = {
+        "prior": backend.asarray(PRIOR_VECTOR) if prior == "vector" else prior,
+        "weight": backend.asarray(WEIGHT) if weighted else None,
+    }
+    _, z, y, core_options = prepare_smooth_ce(
+        backend.asarray(logits), backend.asarray(labels), **{**options, **as_backend}
+    )
+    core_options.pop("where")
+    rows = rows_per_block or shape[0]
+    blocks = [slice(start, start + rows) for start in range(0, shape[0], rows)]
+    mutable = backend.name in ("numpy", "array_api_strict", "torch")
+    for out in [backend.asarray(np.zeros(shape)), None] if mutable else [None]:
+        loss, lse, denominator, grad = _core.blocked_loss_and_grad(
+            z,
+            y,
+            blocks=blocks,
+            out=out,
+            scratch=backend.asarray(np.zeros((rows, *shape[1:]))) if mutable else None,
+            checked=checked,
+            **core_options,
+        )
+        assert_close(backend.to_numpy(loss), expected_loss, "float64")
+        expected_lse = np.log(np.sum(np.exp(logits), axis=axis, keepdims=True))
+        assert_close(backend.to_numpy(lse), expected_lse, "float64")
+        kept = np.ones(_positions(shape, axis), dtype=bool) if dense else labels != 255
+        expected_denominator = (
+            np.sum(WEIGHT[labels[kept]]) if weighted and not dense else np.sum(kept)
+        )
+        if not isinstance(denominator, int):  # (a count known from the shape alone)
+            denominator = backend.to_numpy(denominator)
+        assert_close(np.asarray(denominator, dtype=float), expected_denominator, "float64")
+        if out is None:
+            assert grad is None
+        else:
+            assert grad is out
+            np.testing.assert_allclose(backend.to_numpy(out), expected_grad, rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("dense", [False, True])
 def test_mean_denominator_from_labels_matches_forward(backend, dense, weighted):

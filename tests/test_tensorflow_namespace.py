@@ -166,6 +166,9 @@ def test_small_functions_match_numpy():
     assert xp.asarray([1.0, 2.0], dtype=tf.float64).dtype == tf.float64
     assert bool(xp.any(t > 1.0)) == bool((x > 1.0).any())
     assert bool(xp.all(xp.isfinite(t)))
+    filled = xp.full((2, 3), -0.25, dtype=tf.float64)
+    assert filled.dtype == tf.float64
+    np.testing.assert_array_equal(filled.numpy(), np.full((2, 3), -0.25))
 
 
 def test_reshape_with_one_unknown_dimension_inside_tf_function():
