@@ -570,7 +570,7 @@ def blocked_loss_and_grad(
                 out[index, ...] = grad
         sums.append(block_sums)
     if len(sums) > 1:
-        sums = [None if s[0] is None else xp.concat(s, axis=0) for s in zip(*sums, strict=True)]
+        sums = [xp.concat(s, axis=0) for s in zip(*sums, strict=True)]
     else:
         sums = sums[0]
     loss, lse = _finish(xp, logits, labels, rows, sums, kl=kl, z_loss=z_loss, **options)
@@ -634,8 +634,9 @@ class _Rows:
             self.target_mass = xp.sum(weighted_targets, axis=axis)
         else:
             self.target_mass = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
+        self.index = None if dense else xp.expand_dims(positions.safe_labels, axis=axis)
         self.scale = self.coefficient = self.factor = None
-        self.index = self.correction = self.background = self.background_vector = None
+        self.correction = self.background = self.background_vector = None
 
     def mean_denominator(self) -> Any:
         """The "mean" reduction's denominator (``_mean_denominator``)."""
@@ -676,7 +677,6 @@ class _Rows:
         background, on_target = _integer_target_terms(
             xp, positions, smoothing, prior, weight, ndim, axis, num_classes
         )
-        self.index = xp.expand_dims(positions.safe_labels, axis=axis)
         correction = -(on_target * scale)
         if getattr(xp, "add_along_axis", None) is not None:
             # A scatter-add takes one value per index.
@@ -718,7 +718,7 @@ def _logits_pass(
     xp, logits, labels, rows, *, smoothing, prior, weight, axis, z_loss, with_grad, out
 ):
     """One pass over (a block of) the logits: ``(row max, sum of exp(z - max), the
-    smoothing vector's sum, B for dense targets (else None))`` per position, and the
+    smoothing vector's sum, B for dense targets or z_y for class ids)`` per position, and the
     gradient of ``sum_i scale_i loss_i`` (or None), made in place from ``exp(z - max)``.
     ``out`` as in ``loss_and_grad`` (it may be ``logits``: what reads the logits as they
     are runs before they are overwritten)."""
@@ -726,12 +726,13 @@ def _logits_pass(
     # A row of all -inf keeps lse = -inf (as logsumexp does) instead of nan.
     row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
     vector_sum = _smoothing_vector_sum(xp, logits, prior, weight, axis)
-    target_sum = None
-    if rows.positions.dense:
+    if rows.positions.dense:  # B = sum_k w_k q_k z_k
         weighted_targets = (
             labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
         )
-        target_sum = xp.sum(weighted_targets * logits, axis=axis)
+        target = xp.sum(weighted_targets * logits, axis=axis)
+    else:  # z_y, while the block is in the caches
+        target = xp.squeeze(xp.take_along_axis(logits, rows.index, axis=axis), axis=axis)
     subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - row_max
@@ -750,7 +751,7 @@ def _logits_pass(
             out[...] = exp_shifted
             exp_shifted = out
     sum_exp = xp.sum(exp_shifted, axis=axis, keepdims=True)
-    sums = (row_max, sum_exp, vector_sum, target_sum)
+    sums = (row_max, sum_exp, vector_sum, target)
     if not with_grad:
         return sums, None
     factor = rows.factor
@@ -785,14 +786,10 @@ def _subtract_targets(xp, grad, labels, rows, smoothing, prior, weight, axis):
 
 def _finish(xp, logits, labels, rows, sums, *, smoothing, prior, weight, axis, kl, z_loss):
     """Each position's loss and lse (class axis kept) from the sums of ``_logits_pass``."""
-    row_max, sum_exp, vector_sum, target_sum = sums
+    row_max, sum_exp, vector_sum, target = sums
     lse_kept = xp.log(sum_exp) + row_max
-    if not rows.positions.dense:
-        index = xp.expand_dims(rows.positions.safe_labels, axis=axis)
-        target_logit = xp.squeeze(xp.take_along_axis(logits, index, axis=axis), axis=axis)
-        if target_logit.dtype != lse_kept.dtype:
-            target_logit = xp.astype(target_logit, lse_kept.dtype)
-        target_sum = target_logit if weight is None else rows.target_mass * target_logit
+    # For integer labels ``target`` is z_y, and B = w_y z_y.
+    target_sum = target if rows.positions.dense or weight is None else rows.target_mass * target
     loss = combine_loss(
         xp,
         xp.squeeze(lse_kept, axis=axis),
