@@ -10,7 +10,8 @@ that a single process computing ``lsr.smooth_ce`` on the whole batch and vocabul
   ``lse = logsumexp(z)``, the target logit ``z_y`` and ``t = sum_k w_k u_k z_k``. Each is
   a sum over class slices, so two all-reduces of per-position values give them exactly:
   a MAX of the local maxima (for a stable logsumexp), then one SUM of
-  ``[sum_k exp(z_k - max), masked local z_y, local part of t]``. Everything else (``w_y``,
+  ``[sum_k exp(z_k - max), masked local z_y, local part of sum_k v_k z_k]`` (t follows from
+  it, ``lsr._core.combine_loss``). Everything else (``w_y``,
   ``sum_k w_k u_k``, the KL constant, the mean's denominator) depends only on labels and
   (K,) vectors, which every rank holds whole, and is computed locally with the global K.
   The backward pass needs no collective: ``(sum_k w_k q'_k) softmax(z) - w q'`` restricted
@@ -115,6 +116,11 @@ class _VocabParallelPlan:
         self.group = group
         self.batch_group = batch_group
         self.smoothing_vector = self._smoothing_vector()
+        vector = self.prior if not isinstance(self.prior, str) else None
+        if self.weight is not None:
+            vector = self.weight if vector is None else vector * self.weight
+        # This rank's part of v in lsr._core._smoothing_vector_sum (None: all ones).
+        self.sum_vector = None if vector is None else vector[start : start + num_local]
 
     def _smoothing_vector(self):
         """``c`` with ``t = sum_k c_k z_k`` (minus ``w_y z_y / (K-1)`` for "others"), local part.
@@ -187,40 +193,39 @@ class _VocabParallelSmoothCE(torch.autograd.Function):
         gathered = torch.gather(
             z, axis, torch.where(in_shard, local_ids, 0).unsqueeze(axis)
         ).squeeze(axis)
-        vector = plan.smoothing_vector
-        if isinstance(vector, float):
-            smoothing_part = torch.sum(z, dim=axis) * vector
+        if plan.sum_vector is None:
+            vector_part = torch.sum(z, dim=axis)
         else:
-            smoothing_part = _core._dot_classes(xp, z, vector, axis)
+            vector_part = _core._dot_classes(xp, z, plan.sum_vector, axis)
         partial = torch.stack(
             [
                 torch.sum(torch.exp(z - row_max), dim=axis),
                 torch.where(in_shard, gathered, torch.zeros_like(gathered)),
-                smoothing_part,
+                vector_part,
             ]
         )
-        sum_exp, target_logit, smooth_sum = _all_reduce(partial, dist.ReduceOp.SUM, plan.group)
+        sum_exp, target_logit, vector_sum = _all_reduce(partial, dist.ReduceOp.SUM, plan.group)
 
-        # 3. The loss from global quantities, as lsr._core.per_position_loss combines them:
-        #    (1 - eps)(A lse - B) + eps (s lse - t), with A = w_y, B = w_y z_y.
+        # 3. The loss from global quantities, by the core's one formula.
         lse = torch.log(sum_exp) + row_max.squeeze(axis)
         positions = plan.positions(labels, z)
         target_mass = plan.target_weight(positions)
-        target_sum = target_mass * target_logit
-        if isinstance(plan.prior, str) and plan.prior == "others":
-            smooth_sum = smooth_sum - target_sum / (plan.num_classes - 1)
-        smooth_mass = plan.smooth_mass(target_mass)
-        eps = plan.smoothing
-        loss = (1.0 - eps) * (target_mass * lse - target_sum) + eps * (
-            smooth_mass * lse - smooth_sum
+        loss = _core.combine_loss(
+            xp,
+            lse,
+            labels,
+            positions,
+            target_mass,
+            target_mass * target_logit,
+            vector_sum,
+            smoothing=plan.smoothing,
+            prior=plan.prior,
+            weight=plan.weight,
+            axis=axis,
+            num_classes=plan.num_classes,
+            kl=plan.kl,
+            z_loss=plan.z_loss,
         )
-        if plan.kl:
-            loss = loss + _core._negative_target_entropy(
-                xp, labels, positions, eps, plan.prior, plan.weight, axis, plan.num_classes
-            )
-        if plan.z_loss:
-            loss = loss + plan.z_loss * lse * lse
-        loss = positions.mask(xp, loss)
         if not isinstance(target_mass, float):
             target_mass = torch.broadcast_to(target_mass, loss.shape)
         denominator = _core._mean_denominator(
