@@ -313,8 +313,11 @@ def combine_loss(
     ``(1 - eps) (A lse - B) + eps (s lse - t)`` (plus the KL and z-loss terms), with
     ``lse`` the logsumexp (class axis removed), ``A = target_mass``, ``B = target_sum``
     and ``t`` from ``vector_sum`` (``_smoothing_vector_sum`` of the logits). Every path
-    ends here: the one-shot forward, the blocked pass, and the vocab-parallel forms,
-    which all-reduce these sums over the shards of the class axis first.
+    ends here: the one-shot forward, the blocked pass, and PyTorch's vocab-parallel
+    form, which all-reduces these sums over the shards of the class axis first. (JAX's
+    shard_map form has only its slice of ``weight`` and ``prior``, so it combines
+    all-reduced class totals instead, and masks with a NaN factor that reaches the
+    gradient through JAX's autodiff.)
     """
     smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
     smooth_sum = _smoothing_sum(prior, num_classes, vector_sum, target_sum)
