@@ -190,6 +190,11 @@ def _linear_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     method, step = module.linear_step(case, spec["fused"])
     module.sync(step.args if hasattr(step, "args") else ())
     result = {"method": method, **measure_rss_peaks(step, module.sync)}
+    exact_peak = getattr(module, "exact_peak_bytes", None)
+    if exact_peak is not None:
+        # What the allocator itself held: the resident set also counts memory that malloc
+        # keeps after freeing it, which varies with fragmentation from run to run.
+        result["allocator_peak_bytes"] = exact_peak(step)
     times = []
     for _ in range(3):
         start = time.perf_counter()

@@ -59,8 +59,19 @@ def logits_block(
     core_options = {
         k: v for k, v in options.items() if k not in ("xp", "axis", "reduction", "where")
     }
+    # A namespace that writes arrays in place (the PyTorch adapter's) turns the block's
+    # own logits into their gradient: one block-sized array instead of two.
+    in_place = getattr(xp, "subtract_into", None) is not None
     loss, _, grad = _core.loss_and_grad(
-        logits, labels, scale, xp=xp, where=where, axis=1, with_grad=with_grad, **core_options
+        logits,
+        labels,
+        scale,
+        xp=xp,
+        where=where,
+        axis=1,
+        with_grad=with_grad,
+        out=logits if in_place else None,
+        **core_options,
     )
     return loss, None if grad is None else _cast(xp, grad, hidden.dtype)
 

@@ -401,8 +401,9 @@ def empty_cache() -> None:
 
 
 def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, with_grad):
-    """The loss per position, lse, mean denominator and (optionally) the gradient of the
-    reduced loss, from ``_core.blocked_loss_and_grad`` over blocks of rows.
+    """The reduced loss, lse, mean denominator and (optionally) the gradient of the
+    reduced loss (for "none", of each position's loss), from
+    ``_core.blocked_loss_and_grad`` over blocks of rows.
 
     The gradient is written block by block straight into one buffer of the logits' shape
     (the only logits-sized allocation); half-precision logits go through one float32
