@@ -150,37 +150,15 @@ def check_ignore_index(ignore_index: Any) -> None:
 
 
 def prepare_smooth_ce(
-    logits: Any,
-    labels: Any,
-    *,
-    smoothing: Any,
-    prior: Any,
-    axis: int,
-    ignore_index: int | None,
-    weight: Any,
-    where: Any = None,
-    reduction: str,
-    kl: bool = False,
-    z_loss: float = 0.0,
+    logits: Any, labels: Any, **options: Any
 ) -> tuple[Any, Any, Any, dict[str, Any]]:
     """Validate, then return ``(xp, logits, labels, core keyword arguments)``.
 
-    ``logits`` (and dense ``labels``) come back in the compute dtype.
+    ``options``: those of ``check_smooth_ce``. ``logits`` (and dense ``labels``) come back
+    in the compute dtype.
     """
-    xp, labels, options = check_smooth_ce(
-        logits,
-        labels,
-        smoothing=smoothing,
-        prior=prior,
-        axis=axis,
-        ignore_index=ignore_index,
-        weight=weight,
-        where=where,
-        reduction=reduction,
-        kl=kl,
-        z_loss=z_loss,
-    )
-    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, options
+    xp, labels, core_options = check_smooth_ce(logits, labels, **options)
+    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, core_options
 
 
 def check_smooth_ce(
@@ -197,8 +175,10 @@ def check_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
 ) -> tuple[Any, Any, dict[str, Any]]:
-    """``prepare_smooth_ce`` without the logits' cast to the compute dtype (for callers
-    that convert them block by block): ``(xp, labels, core keyword arguments)``."""
+    """Validate, then return ``(xp, labels, core keyword arguments)``: what
+    ``prepare_smooth_ce`` does without casting the logits to the compute dtype (for
+    callers that convert them block by block). Dense ``labels`` come back in the compute
+    dtype."""
     xp = array_namespace(
         logits,
         labels,
