@@ -136,15 +136,6 @@ class _Positions:
         labels = xp.where(in_range, labels, 0)
         self.safe_labels = xp.astype(labels, index_dtype)
 
-    def block(self, index: Any) -> _Positions:
-        """These positions' part (``index`` of the leading axis)."""
-        part = object.__new__(_Positions)
-        part.dense = self.dense
-        for name in ("safe_labels", "out_of_range", "valid"):
-            value = getattr(self, name)
-            setattr(part, name, None if value is None else _rows(value, index))
-        return part
-
     def mask(self, xp: Any, values: Array) -> Array:
         """NaN at out-of-range labels, then 0 at positions that are not kept."""
         if self.out_of_range is not None:
@@ -154,12 +145,15 @@ class _Positions:
         return values
 
 
+def _weighted_targets(xp, labels, weight, axis):
+    """``w * q`` for dense targets ``q`` (``q`` itself without weights)."""
+    return labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
+
+
 def _target_terms(xp, z, labels, positions, weight, axis):
     """``A = sum_k w_k q_k`` and ``B = sum_k w_k q_k z_k`` per position (class axis removed)."""
     if positions.dense:
-        weighted_targets = (
-            labels if weight is None else labels * _along_axis(xp, weight, z.ndim, axis)
-        )
+        weighted_targets = _weighted_targets(xp, labels, weight, axis)
         return (
             xp.sum(weighted_targets, axis=axis),
             xp.sum(weighted_targets * z, axis=axis),
@@ -547,6 +541,8 @@ def blocked_loss_and_grad(
     with_grad = out is not None
     if with_grad:
         rows.scale_by(_per_unit(xp, 1.0, denominator) if reduction == "mean" else 1.0)
+    # The gradient goes straight into ``out`` unless it is rounded to a half dtype there.
+    direct = with_grad and out.dtype == dtype
     sums = []
     for index in blocks:
         block = _rows(logits, index)
@@ -554,7 +550,6 @@ def blocked_loss_and_grad(
         if block.dtype != dtype:
             work[...] = block
             block = work
-        direct = with_grad and out.dtype == dtype
         target = _rows(out, index) if direct else work
         block_sums, grad = _logits_pass(
             xp,
@@ -590,9 +585,9 @@ class _Rows:
     each times the position's (masked) cotangent.
     """
 
-    # Attributes holding one value per position (leading axis = rows), sliced by block().
+    # The gradient's factors that hold one value per position (leading axis = rows),
+    # sliced by block().
     _PER_POSITION = (
-        "target_mass",
         "scale",
         "coefficient",
         "factor",
@@ -631,10 +626,7 @@ class _Rows:
         )
         self.positions = positions
         if dense:
-            weighted_targets = (
-                labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
-            )
-            self.target_mass = xp.sum(weighted_targets, axis=axis)
+            self.target_mass = xp.sum(_weighted_targets(xp, labels, weight, axis), axis=axis)
         else:
             self.target_mass = 1.0 if weight is None else _take(xp, weight, positions.safe_labels)
         self.index = None if dense else xp.expand_dims(positions.safe_labels, axis=axis)
@@ -698,13 +690,21 @@ class _Rows:
         else:
             self.background_vector = background
 
+    def softmax_factor(self, lse: Any, z_loss: float) -> Any:
+        """The cotangent times ``sum_k w_k q'_k + 2 z_loss lse`` (``lse``, class axis kept,
+        is read only with a z-loss: the only factor of the softmax that needs it)."""
+        if not z_loss:
+            return self.factor
+        return self.scale * (self.coefficient + 2.0 * z_loss * lse)
+
     def block(self, index: Any) -> _Rows:
-        """These rows' part (``index`` of the leading axis; ``...``: all of them)."""
+        """What a pass over these rows needs (``index`` of the leading axis; ``...``: all
+        of them): the gradient's per-position factors, sliced. ``positions`` and
+        ``target_mass`` stay whole: only ``_finish`` reads them, once for all rows."""
         if index is ...:
             return self
         part = object.__new__(_Rows)
         part.__dict__.update(self.__dict__)
-        part.positions = self.positions.block(index)
         for name in self._PER_POSITION:
             value = getattr(self, name)
             if value is not None and not isinstance(value, float) and value.ndim > 0:
@@ -730,10 +730,7 @@ def _logits_pass(
     row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
     vector_sum = _smoothing_vector_sum(xp, logits, prior, weight, axis)
     if rows.positions.dense:  # B = sum_k w_k q_k z_k
-        weighted_targets = (
-            labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
-        )
-        target = xp.sum(weighted_targets * logits, axis=axis)
+        target = xp.sum(_weighted_targets(xp, labels, weight, axis) * logits, axis=axis)
     else:  # z_y, while the block is in the caches
         target = xp.squeeze(xp.take_along_axis(logits, rows.index, axis=axis), axis=axis)
     subtract_into = getattr(xp, "subtract_into", None)
@@ -757,12 +754,8 @@ def _logits_pass(
     sums = (row_max, sum_exp, vector_sum, target)
     if not with_grad:
         return sums, None
-    factor = rows.factor
-    if z_loss:
-        # d(z_loss lse^2)/dz = 2 z_loss lse softmax(z): the only factor that needs lse.
-        lse = xp.log(sum_exp) + row_max
-        factor = rows.scale * (rows.coefficient + 2.0 * z_loss * lse)
-    exp_shifted *= factor / sum_exp
+    lse = xp.log(sum_exp) + row_max if z_loss else None
+    exp_shifted *= rows.softmax_factor(lse, z_loss) / sum_exp
     return sums, _subtract_targets(xp, exp_shifted, labels, rows, smoothing, prior, weight, axis)
 
 
@@ -912,10 +905,7 @@ def smooth_ce_grad(
         like=logits,
     )
     rows.scale_by(scale, targets=False)
-    factor = rows.factor
-    if z_loss:
-        factor = rows.scale * (rows.coefficient + 2.0 * z_loss * lse)
-    grad = xp.exp(logits - lse) * factor
+    grad = xp.exp(logits - lse) * rows.softmax_factor(lse, z_loss)
     return _subtract_weighted_targets(
         xp, grad, labels, rows.positions, smoothing, prior, weight, axis, rows.scale
     )
