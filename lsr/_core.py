@@ -58,9 +58,14 @@ def _class_ids(xp: Any, like: Array, ndim: int, axis: int, num_classes: int, dty
 
 
 def _dot_classes(xp: Any, z: Array, vector: Array, axis: int) -> Array:
-    """``sum_k z_k vector_k`` over ``axis``, as one contraction (no N x K product kept)."""
+    """``sum_k z_k vector_k`` over ``axis``, as one contraction (no N x K product kept).
+
+    Classes with ``vector_k = 0`` contribute 0 even where ``z_k = -inf`` (a masked class
+    that the prior or the weights give no mass).
+    """
+    along = _along_axis(xp, vector, z.ndim, axis)
     # The standard asks vecdot for a negative axis.
-    return xp.vecdot(z, _along_axis(xp, vector, z.ndim, axis), axis=axis - z.ndim)
+    return xp.vecdot(xp.where(along == 0, 0.0, z), along, axis=axis - z.ndim)
 
 
 def _take(xp: Any, vector: Array, ids: Array) -> Array:
@@ -74,6 +79,29 @@ def _xlogx(xp: Any, x: Any) -> Any:
         return x * math.log(x) if x > 0.0 else 0.0
     positive = x > 0
     return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0)
+
+
+def _times(xp: Any, factor: Any, x: Any) -> Any:
+    """``factor * x`` with ``0 * x = 0`` even where ``x`` is infinite (a class or a term
+    that carries no mass contributes nothing, as in the sum it stands for: a masked class
+    has logit -inf, and ``0 * -inf`` would be NaN)."""
+    if isinstance(factor, float):
+        if factor == 0.0:
+            return 0.0
+        return x if factor == 1.0 else factor * x
+    return xp.where(factor == 0, 0.0, factor * x)
+
+
+def _row_max(xp: Any, z: Array, axis: int) -> Array:
+    """The maximum over ``axis`` (kept, size 1), 0 for rows without a finite maximum.
+
+    Every sum over the logits is taken on ``z - row_max``: the loss is invariant to that
+    shift, and the shifted values are small, so the float rounding of large logits does
+    not reach the result (with ``lse`` itself, of magnitude ``|z|``, it would). A row of
+    all -inf is shifted by 0 instead of giving ``(-inf) - (-inf) = nan``.
+    """
+    row_max = xp.max(z, axis=axis, keepdims=True)
+    return xp.where(xp.isfinite(row_max), row_max, 0.0)
 
 
 def _index_dtype(xp: Any, like: Array) -> Any:
@@ -93,10 +121,7 @@ def logsumexp(xp: Any, z: Array, axis: int) -> Array:
     fused = getattr(xp, "logsumexp", None)
     if fused is not None:
         return fused(z, axis=axis, keepdims=True)
-    row_max = xp.max(z, axis=axis, keepdims=True)
-    # A row of all -inf would give (-inf) - (-inf) = nan; shifting it by 0 instead keeps
-    # the result -inf, as log(sum(exp(z))) is.
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
+    row_max = _row_max(xp, z, axis)
     return xp.log(xp.sum(xp.exp(z - row_max), axis=axis, keepdims=True)) + row_max
 
 
@@ -139,7 +164,10 @@ class _Positions:
     def mask(self, xp: Any, values: Array) -> Array:
         """NaN at out-of-range labels, then 0 at positions that are not kept."""
         if self.out_of_range is not None:
-            values = xp.where(self.out_of_range, xp.nan, values)
+            # ``values * nan`` rather than a NaN constant: differentiating the result
+            # (autodiff through the core, on the generic path) then gives NaN too, where
+            # a select would pass a zero gradient to the bad position.
+            values = xp.where(self.out_of_range, values * xp.nan, values)
         if self.valid is not None:
             values = xp.where(self.valid, values, 0.0)
         return values
@@ -150,20 +178,26 @@ def _weighted_targets(xp, labels, weight, axis):
     return labels if weight is None else labels * _along_axis(xp, weight, labels.ndim, axis)
 
 
+def _dense_target_sum(xp, z, labels, weight, axis):
+    """``B = sum_k w_k q_k z_k`` for dense targets (0 from classes of no mass, even at
+    ``z_k = -inf``)."""
+    weighted_targets = _weighted_targets(xp, labels, weight, axis)
+    return xp.sum(_times(xp, weighted_targets, z), axis=axis)
+
+
 def _target_terms(xp, z, labels, positions, weight, axis):
     """``A = sum_k w_k q_k`` and ``B = sum_k w_k q_k z_k`` per position (class axis removed)."""
     if positions.dense:
-        weighted_targets = _weighted_targets(xp, labels, weight, axis)
         return (
-            xp.sum(weighted_targets, axis=axis),
-            xp.sum(weighted_targets * z, axis=axis),
+            xp.sum(_weighted_targets(xp, labels, weight, axis), axis=axis),
+            _dense_target_sum(xp, z, labels, weight, axis),
         )
     index = xp.expand_dims(positions.safe_labels, axis=axis)
     target_logit = xp.squeeze(xp.take_along_axis(z, index, axis=axis), axis=axis)
     if weight is None:
         return xp.ones_like(target_logit), target_logit
     target_weight = _take(xp, weight, positions.safe_labels)
-    return target_weight, target_weight * target_logit
+    return target_weight, _times(xp, target_weight, target_logit)
 
 
 def _smoothing_vector_sum(xp, z, prior, weight, axis):
@@ -253,36 +287,30 @@ def per_position_loss(
         where=where,
         like=logits,
     )
-    lse_kept = logsumexp(xp, logits, axis)
-    loss, target_mass = _loss_from_lse(
-        xp, logits, labels, lse_kept, positions, smoothing, prior, axis, weight, kl, z_loss
-    )
-    denominator = _mean_denominator(xp, loss.shape, loss.dtype, positions, target_mass, weight)
-    return loss, lse_kept, positions.valid, denominator
-
-
-def _loss_from_lse(
-    xp, logits, labels, lse_kept, positions, smoothing, prior, axis, weight, kl, z_loss
-):
-    """Each position's loss given its logsumexp, masked; and ``A = sum_k w_k q_k``."""
-    target_mass, target_sum = _target_terms(xp, logits, labels, positions, weight, axis)
+    # Every sum is taken on the max-shifted logits (see _row_max).
+    row_max = _row_max(xp, logits, axis)
+    shifted = logits - row_max
+    shifted_lse = logsumexp(xp, shifted, axis)
+    target_mass, target_sum = _target_terms(xp, shifted, labels, positions, weight, axis)
     loss = combine_loss(
         xp,
-        xp.squeeze(lse_kept, axis=axis),
+        xp.squeeze(shifted_lse, axis=axis),
         labels,
         positions,
         target_mass,
         target_sum,
-        _smoothing_vector_sum(xp, logits, prior, weight, axis),
+        _smoothing_vector_sum(xp, shifted, prior, weight, axis),
         smoothing=smoothing,
         prior=prior,
         weight=weight,
         axis=axis,
-        num_classes=logits.shape[axis],
+        num_classes=num_classes,
         kl=kl,
         z_loss=z_loss,
+        shift=xp.squeeze(row_max, axis=axis),
     )
-    return loss, target_mass
+    denominator = _mean_denominator(xp, loss.shape, loss.dtype, positions, target_mass, weight)
+    return loss, shifted_lse + row_max, positions.valid, denominator
 
 
 def combine_loss(
@@ -301,12 +329,19 @@ def combine_loss(
     num_classes: int,
     kl: bool,
     z_loss: float,
+    shift: Any = 0.0,
 ) -> Array:
     """Each position's loss, masked, from per-position quantities alone.
 
     ``(1 - eps) (A lse - B) + eps (s lse - t)`` (plus the KL and z-loss terms), with
     ``lse`` the logsumexp (class axis removed), ``A = target_mass``, ``B = target_sum``
-    and ``t`` from ``vector_sum`` (``_smoothing_vector_sum`` of the logits). Every path
+    and ``t`` from ``vector_sum`` (``_smoothing_vector_sum`` of the logits). The formula
+    is invariant to shifting every logit of a position by the same amount, so all of
+    ``lse``, ``B`` and ``vector_sum`` may be of the logits minus ``shift`` (per position,
+    the row maximum: what keeps large logits exact); only the z-loss reads
+    ``lse + shift``. A term whose factor is 0 (``eps = 0``, ``eps = 1`` with no mass left
+    on the target) contributes 0 even where the other factor is infinite (a masked
+    class with logit -inf). Every path
     ends here: the one-shot forward, the blocked pass, and PyTorch's vocab-parallel
     form, which all-reduces these sums over the shards of the class axis first. (JAX's
     shard_map form has only its slice of ``weight`` and ``prior``, so it combines
@@ -315,28 +350,40 @@ def combine_loss(
     """
     smooth_mass = _smoothing_mass(xp, prior, weight, num_classes, target_mass)
     smooth_sum = _smoothing_sum(prior, num_classes, vector_sum, target_sum)
-    loss = (1.0 - smoothing) * (target_mass * lse - target_sum) + smoothing * (
-        smooth_mass * lse - smooth_sum
+    keep = 1.0 - smoothing
+    loss = _times(xp, keep, target_mass * lse - target_sum) + _times(
+        xp, smoothing, smooth_mass * lse - smooth_sum
     )
     if kl:
         loss = loss + _negative_target_entropy(
             xp, labels, positions, smoothing, prior, weight, axis, num_classes
         )
     if z_loss:
-        loss = loss + z_loss * lse * lse
+        full_lse = lse + shift
+        loss = loss + z_loss * full_lse * full_lse
     return positions.mask(xp, loss)
 
 
 def _mean_denominator(xp, shape, dtype, positions, target_mass, weight):
-    """PyTorch's rule: the sum of w_y over kept positions for integer labels, else a count."""
-    if weight is not None and not positions.dense:
-        kept_weight = (
-            target_mass if positions.valid is None else xp.where(positions.valid, target_mass, 0.0)
-        )
-        return xp.sum(kept_weight)
-    if positions.valid is None:
-        return math.prod(shape)
-    return xp.sum(xp.astype(positions.valid, dtype))
+    """PyTorch's rule: the sum of w_y over kept positions for integer labels, else a count.
+
+    The sum of weights is used whatever its sign (negative weights are allowed, as in
+    PyTorch) and NaN propagates. 0 means "no position kept" (the mean is then 0); kept
+    positions whose weights sum to exactly 0 give NaN instead (PyTorch's 0/0), never a
+    mean of 0 that would look like a perfect loss.
+    """
+    count = (
+        math.prod(shape) if positions.valid is None else xp.sum(xp.astype(positions.valid, dtype))
+    )
+    if weight is None or positions.dense:
+        return count
+    kept_weight = (
+        target_mass if positions.valid is None else xp.where(positions.valid, target_mass, 0.0)
+    )
+    total = xp.sum(kept_weight)
+    if isinstance(count, int):
+        return xp.where(total == 0, xp.nan, total) if count else total
+    return xp.where((total == 0) & (count > 0), xp.nan, total)
 
 
 def mean_denominator(
@@ -725,14 +772,7 @@ def _logits_pass(
     gradient of ``sum_i scale_i loss_i`` (or None), made in place from ``exp(z - max)``.
     ``out`` as in ``loss_and_grad`` (it may be ``logits``: what reads the logits as they
     are runs before they are overwritten)."""
-    row_max = xp.max(logits, axis=axis, keepdims=True)
-    # A row of all -inf keeps lse = -inf (as logsumexp does) instead of nan.
-    row_max = xp.where(xp.isfinite(row_max), row_max, 0.0)
-    vector_sum = _smoothing_vector_sum(xp, logits, prior, weight, axis)
-    if rows.positions.dense:  # B = sum_k w_k q_k z_k
-        target = xp.sum(_weighted_targets(xp, labels, weight, axis) * logits, axis=axis)
-    else:  # z_y, while the block is in the caches
-        target = xp.squeeze(xp.take_along_axis(logits, rows.index, axis=axis), axis=axis)
+    row_max = _row_max(xp, logits, axis)
     subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - row_max
@@ -742,6 +782,13 @@ def _logits_pass(
         out[...] = logits
         out -= row_max
         shifted = out
+    # The sums over the classes are of the shifted logits (see _row_max), taken while
+    # the block is in the caches and before the exponential overwrites it.
+    vector_sum = _smoothing_vector_sum(xp, shifted, prior, weight, axis)
+    if rows.positions.dense:  # B = sum_k w_k q_k z_k
+        target = _dense_target_sum(xp, shifted, labels, weight, axis)
+    else:  # z_y
+        target = xp.squeeze(xp.take_along_axis(shifted, rows.index, axis=axis), axis=axis)
     inplace_exp = getattr(xp, "inplace_exp", None)
     if inplace_exp is not None:
         exp_shifted = inplace_exp(shifted)
@@ -755,6 +802,9 @@ def _logits_pass(
     if not with_grad:
         return sums, None
     lse = xp.log(sum_exp) + row_max if z_loss else None
+    # A row of all -inf has no probability to spread (sum 0): its softmax term is 0
+    # (an ignored row's gradient is then exactly 0) instead of 0 / 0.
+    sum_exp = xp.where(sum_exp == 0, 1.0, sum_exp)
     exp_shifted *= rows.softmax_factor(lse, z_loss) / sum_exp
     return sums, _subtract_targets(xp, exp_shifted, labels, rows, smoothing, prior, weight, axis)
 
@@ -783,12 +833,16 @@ def _subtract_targets(xp, grad, labels, rows, smoothing, prior, weight, axis):
 def _finish(xp, logits, labels, rows, sums, *, smoothing, prior, weight, axis, kl, z_loss):
     """Each position's loss and lse (class axis kept) from the sums of ``_logits_pass``."""
     row_max, sum_exp, vector_sum, target = sums
-    lse_kept = xp.log(sum_exp) + row_max
-    # For integer labels ``target`` is z_y, and B = w_y z_y.
-    target_sum = target if rows.positions.dense or weight is None else rows.target_mass * target
+    shifted_lse = xp.log(sum_exp)
+    # For integer labels ``target`` is z_y, and B = w_y z_y (all of the shifted logits).
+    target_sum = (
+        target
+        if rows.positions.dense or weight is None
+        else _times(xp, rows.target_mass, target)
+    )
     loss = combine_loss(
         xp,
-        xp.squeeze(lse_kept, axis=axis),
+        xp.squeeze(shifted_lse, axis=axis),
         labels,
         rows.positions,
         rows.target_mass,
@@ -801,8 +855,9 @@ def _finish(xp, logits, labels, rows, sums, *, smoothing, prior, weight, axis, k
         num_classes=logits.shape[axis],
         kl=kl,
         z_loss=z_loss,
+        shift=xp.squeeze(row_max, axis=axis),
     )
-    return loss, lse_kept
+    return loss, shifted_lse + row_max
 
 
 def reduce(xp: Any, loss: Array, denominator: Any, reduction: str) -> Array:
@@ -816,11 +871,12 @@ def reduce(xp: Any, loss: Array, denominator: Any, reduction: str) -> Array:
 
 
 def _per_unit(xp: Any, value: Any, denominator: Any) -> Any:
-    """``value / denominator``, and 0 where the denominator is 0."""
+    """``value / denominator``, and 0 where the denominator is 0 (nothing kept; see
+    ``_mean_denominator``). A negative or NaN denominator divides as it is."""
     if isinstance(denominator, int):
         return value / denominator if denominator else value * 0.0
-    has_any = denominator > 0
-    return xp.where(has_any, value / xp.where(has_any, denominator, 1.0), 0.0)
+    nothing = denominator == 0
+    return xp.where(nothing, 0.0, value / xp.where(nothing, 1.0, denominator))
 
 
 def smooth_ce(
@@ -905,7 +961,9 @@ def smooth_ce_grad(
         like=logits,
     )
     rows.scale_by(scale, targets=False)
-    grad = xp.exp(logits - lse) * rows.softmax_factor(lse, z_loss)
+    # A row of all -inf (lse = -inf) has softmax 0, not exp(-inf - (-inf)) = nan.
+    finite_lse = xp.where(xp.isfinite(lse), lse, 0.0)
+    grad = xp.exp(logits - finite_lse) * rows.softmax_factor(lse, z_loss)
     return _subtract_weighted_targets(
         xp, grad, labels, rows.positions, smoothing, prior, weight, axis, rows.scale
     )
