@@ -28,12 +28,15 @@ that a single process computing ``lsr.smooth_ce`` on the whole batch and vocabul
 
 Per step, the vocabulary-parallel loss all-reduces ``4 N`` values per rank (N the
 number of positions) in the compute dtype, against ``N (K - K_r)`` values that gathering
-the full logits would receive; see the README section "Scaling out".
+the full logits would receive; see the README section "Scaling out". Without
+``shard_sizes`` each call also all-gathers every rank's class count (one integer per
+rank): a small, latency-bound collective that passing ``shard_sizes`` avoids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import numbers
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -55,31 +58,40 @@ from lsr._validation import REDUCTIONS, check_choice, fail_type, fail_value, nor
 
 __all__ = ["data_parallel_smooth_ce", "vocab_parallel_smooth_ce"]
 
-# (group, local class count) -> the class counts of every rank of the group. Gathered
-# once: every rank must keep its slice size for the life of the group (or pass
-# ``shard_sizes``), since a rank that re-gathers while another does not would deadlock.
-_SHARD_SIZES: dict[tuple[Any, int], tuple[int, ...]] = {}
 
-
-def _resolve_group(group: Any) -> Any:
-    return dist.group.WORLD if group is None else group
+def _resolve_group(group: Any, name: str = "group") -> Any:
+    if group is None:
+        return dist.group.WORLD
+    if not isinstance(group, dist.ProcessGroup):
+        fail_type(f"`{name}` must be a torch.distributed ProcessGroup or None.", name, group)
+    return group
 
 
 def _shard_sizes(num_local: int, group: Any, device: torch.device) -> tuple[int, ...]:
-    key = (group, num_local)
-    if key not in _SHARD_SIZES:
-        size = torch.tensor([num_local], dtype=torch.int64, device=device)
-        sizes = [torch.empty_like(size) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(sizes, size, group=group)
-        _SHARD_SIZES[key] = tuple(int(s.item()) for s in sizes)
-    return _SHARD_SIZES[key]
+    """Every rank's class count, all-gathered on every call (one integer per rank).
+
+    Nothing is cached: the same group may serve logits of different vocabularies (two
+    output heads), and a cache keyed on this rank's count alone would silently reuse
+    another head's sizes, or leave one rank in this collective while the others skip it.
+    ``shard_sizes`` avoids the collective.
+    """
+    size = torch.tensor([num_local], dtype=torch.int64, device=device)
+    sizes = [torch.empty_like(size) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(sizes, size, group=group)
+    return tuple(int(s.item()) for s in sizes)
 
 
 def _check_shard_sizes(shard_sizes: Any, num_local: int, group: Any) -> tuple[int, ...]:
     world = dist.get_world_size(group)
+    if isinstance(shard_sizes, (str, bytes)) or not isinstance(shard_sizes, Iterable):
+        fail_type(
+            f"`shard_sizes` must be a sequence of one class count per rank ({world}).",
+            "shard_sizes",
+            shard_sizes,
+        )
     sizes = tuple(shard_sizes)
     if len(sizes) != world or any(
-        isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes
     ):
         fail_value(
             f"`shard_sizes` must hold one positive class count per rank of the group ({world}).",
@@ -93,7 +105,7 @@ def _check_shard_sizes(shard_sizes: Any, num_local: int, group: Any) -> tuple[in
             "shard_sizes",
             shard_sizes,
         )
-    return sizes
+    return tuple(int(s) for s in sizes)
 
 
 class _VocabParallelPlan:
@@ -349,9 +361,10 @@ def vocab_parallel_smooth_ce(
         batch_group: optional process group that splits the batch (data parallelism, as
             in ``data_parallel_smooth_ce``): "sum" and "mean" are then over the whole
             batch of that group, every rank getting the same value.
-        shard_sizes: every rank's class count, in rank order. Default: gathered once per
-            group and local size (one all-gather of one integer); all ranks must then keep
-            their slice sizes, or pass this argument.
+        shard_sizes: every rank's class count, in rank order. Default: all-gathered on
+            every call (one all-gather of one integer per rank, a latency-bound collective
+            before the two all-reduces); pass the sizes to skip it. Nothing is cached, so
+            heads of different vocabularies may share a group.
         smoothing: epsilon in [0, 1].
         prior: ``"uniform"`` (``1/K`` with the global K), ``"others"``, or a class
             distribution: the whole (K,) vector, or this rank's (K_r,) slice of it (then
@@ -396,7 +409,8 @@ def vocab_parallel_smooth_ce(
         Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision";
         Shoeybi et al. 2019, "Megatron-LM" (the vocabulary-parallel cross-entropy).
     """
-    _check_tensors(input, target)
+    _check_tensors(input, target, weight=weight, prior=prior, where=where, smoothing=smoothing)
+    _check_kl(kl)
     # Internally: this rank's logits and the global labels.
     logits_shard, labels = input, target
     xp = array_namespace(
@@ -427,6 +441,8 @@ def vocab_parallel_smooth_ce(
             f"`where` must be a boolean mask of shape {tuple(positions_shape)}.", "where", where
         )
     group = _resolve_group(group)
+    if batch_group is not None:
+        _resolve_group(batch_group, "batch_group")
     num_local = logits_shard.shape[axis]
     if shard_sizes is None:
         sizes = _shard_sizes(num_local, group, logits_shard.device)
@@ -448,7 +464,7 @@ def vocab_parallel_smooth_ce(
         "ignore_index": ignore_index,
         "where": where,
         "reduction": reduction,
-        "kl": bool(kl),
+        "kl": kl,
         "z_loss": float(z_loss),
     }
     plan = _VocabParallelPlan(
@@ -560,7 +576,8 @@ def data_parallel_smooth_ce(
         0.3913
         >>> dist.destroy_process_group()
     """
-    _check_tensors(input, target)
+    _check_tensors(input, target, weight=weight, prior=prior, where=where, smoothing=smoothing)
+    group = _resolve_group(group)
     if input.ndim == 1 and axis == 1:
         axis = 0  # One unbatched position of C classes, as F.cross_entropy reads it.
     _, logits, labels, options = prepare_smooth_ce(
@@ -578,10 +595,32 @@ def data_parallel_smooth_ce(
     )
     # Half precision comes back cast to float32 (a differentiable cast): the core computes
     # in float32 and autograd casts the gradient back to the input's dtype.
-    return _DataParallelSmoothCE.apply(logits, labels, options, _resolve_group(group))
+    return _DataParallelSmoothCE.apply(logits, labels, options, group)
 
 
-def _check_tensors(input: Any, target: Any) -> None:
+def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: Any, smoothing: Any):
+    """Non-tensor arguments (a NumPy array, a list) get lsr's TypeError, not a library's."""
     for name, value in (("input", input), ("target", target)):
         if not isinstance(value, torch.Tensor):
             fail_type(f"`{name}` must be a torch.Tensor.", name, value)
+    for name, value in (("weight", weight), ("where", where)):
+        if value is not None and not isinstance(value, torch.Tensor):
+            fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
+    if not isinstance(prior, (str, torch.Tensor)):
+        fail_type(
+            "`prior` must be 'uniform', 'others' or a torch.Tensor of class probabilities.",
+            "prior",
+            prior,
+        )
+    if not isinstance(smoothing, (numbers.Real, torch.Tensor)):
+        fail_type(
+            "`smoothing` must be a real number in [0, 1] or a 0-d torch.Tensor.",
+            "smoothing",
+            smoothing,
+        )
+
+
+def _check_kl(kl: Any) -> bool:
+    if not isinstance(kl, bool):
+        fail_type("`kl` must be a bool.", "kl", kl)
+    return kl

@@ -235,7 +235,7 @@ def main(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         shard, torch.from_numpy(case["labels"]), case["options"]["smoothing"], None
     )
 
-    # The collectives of one forward and backward pass (shard sizes are already cached).
+    # The all-reduces of one forward and backward pass (the shard sizes are all-gathered).
     counter = _CountingAllReduce()
     dist.all_reduce = counter
     try:
