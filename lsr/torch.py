@@ -7,8 +7,6 @@
   constructor, same state dict) that adds ``prior``.
 * ``LabelSmoothSoftmaxCE``: the interface of the segmentation snippet with ``lb_pos`` /
   ``lb_neg`` targets, computed in closed form without its one-hot tensor.
-* ``empty_cache``: releases the CPU buffer that eager ``smooth_ce`` keeps for the next
-  call's gradient (written into again only once nothing else holds it).
 
 The gradient with respect to the logits is registered as a ``torch.autograd.Function``
 that calls ``lsr._core.smooth_ce_grad``: it keeps only the logits (and integer labels,
@@ -27,15 +25,16 @@ Where lsr deliberately differs from ``F.cross_entropy``:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import numbers
-import threading
 import types
 from typing import Any
 
 import array_api_compat.torch as _compat_xp
 import torch
 from torch import nn
+from torch.autograd import forward_ad
 
 from lsr import _core, _distill, _linear
 from lsr._checks import check_smooth_ce, prepare_linear_smooth_ce
@@ -54,7 +53,6 @@ __all__ = [
     "SmoothCrossEntropyLoss",
     "data_parallel_smooth_ce",
     "distill_loss",
-    "empty_cache",
     "linear_smooth_ce",
     "smooth_ce",
     "vocab_parallel_smooth_ce",
@@ -68,6 +66,12 @@ def _vecdot(x1: torch.Tensor, x2: torch.Tensor, /, *, axis: int = -1) -> torch.T
     # cannot batch; torch.movedim is the same view and can be batched.
     x1, x2 = torch.broadcast_tensors(torch.movedim(x1, axis, -1), torch.movedim(x2, axis, -1))
     return (x1[..., None, :] @ x2[..., None])[..., 0, 0]
+
+
+def _broadcast_to(x: torch.Tensor, /, shape: tuple[int, ...]) -> torch.Tensor:
+    # The same view as torch.broadcast_to, which autograd's own vmap (is_grads_batched)
+    # has no batching rule for; expand has one.
+    return x.expand(shape)
 
 
 def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torch.Tensor:
@@ -122,6 +126,7 @@ _xp = types.SimpleNamespace(
     **{
         **vars(_compat_xp),
         "vecdot": _vecdot,
+        "broadcast_to": _broadcast_to,
         "logsumexp": _logsumexp,
         "add_along_axis": _add_along_axis,
         "take_along_axis": _take_along_axis,
@@ -171,6 +176,21 @@ def _check_tensors(input: Any, target: Any, weight: Any, prior: Any) -> None:
             fail_type(f"`{name}` must be a torch.Tensor.", name, value)
 
 
+def _check_smoothing_type(name: str, value: Any) -> None:
+    """A Python number or a torch tensor (a NumPy scalar array would mix libraries)."""
+    if not isinstance(value, (numbers.Real, torch.Tensor)):
+        fail_type(f"`{name}` must be a real number in [0, 1] or a 0-d torch.Tensor.", name, value)
+
+
+def _check_prior_type(value: Any) -> None:
+    if not isinstance(value, (str, torch.Tensor)):
+        fail_type(
+            "`prior` must be 'uniform', 'others' or a torch.Tensor of class probabilities.",
+            "prior",
+            value,
+        )
+
+
 def _without_autocast(device_type: str) -> Any:
     """Autocast switched off, where it is on: contractions in the core (vecdot) would
     otherwise run in half precision; the core already picks float32 for half inputs."""
@@ -179,9 +199,51 @@ def _without_autocast(device_type: str) -> Any:
     return contextlib.nullcontext()
 
 
+def _nested_forward_mode() -> bool:
+    """Whether torch.func forward mode (jvp, jacfwd) is applied to forward mode.
+
+    A custom Function's jvp rule is opaque to an outer jvp: the second derivative it
+    would carry comes out 0 (silently). Such calls take autograd through the core's
+    plain ops instead. Where torch's private interpreter stack is not available, every
+    torch.func call is taken to be nested (the plain path is correct for all of them).
+    """
+    try:
+        from torch._C._functorch import TransformType
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    except ImportError:  # pragma: no cover - other torch versions
+        return True
+    interpreters = retrieve_all_functorch_interpreters()
+    return sum(interpreter.key() == TransformType.Jvp for interpreter in interpreters) > 1
+
+
+def _is_batched(cotangent: torch.Tensor) -> bool:
+    """Whether ``cotangent`` is a batch seen one element at a time: a ``torch.func``
+    tensor, or autograd's own vmap (``is_grads_batched=True``) that wraps it as a legacy
+    batched tensor."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(
+        cotangent
+    ) or torch._C._functorch.is_legacy_batchedtensor(cotangent)
+
+
 def _class_axis(input: torch.Tensor, axis: int) -> int:
     # F.cross_entropy reads a 1-D input as one unbatched position of C classes.
     return 0 if input.ndim == 1 and axis == 1 else axis
+
+
+@dataclasses.dataclass(frozen=True)
+class _StaticOptions:
+    """The options of ``_SmoothCE`` that are not arrays, one hashable object.
+
+    Not a tuple: torch.func flattens tuple arguments of an autograd.Function and then
+    fails to match them with the tangents of nested forward mode (jacfwd of jacfwd).
+    """
+
+    dense: bool
+    axis: int
+    ignore_index: int | None
+    reduction: str
+    kl: bool
+    z_loss: float
 
 
 class _SmoothCE(torch.autograd.Function):
@@ -198,22 +260,21 @@ class _SmoothCE(torch.autograd.Function):
 
     @staticmethod
     def forward(logits, labels, weight, smoothing, prior, options):
-        dense, axis, ignore_index, reduction, kl, z_loss = options
         compute_logits = logits.to(_core.compute_dtype(_xp, logits.dtype))
         loss, lse, denominator = _core.smooth_ce(
             compute_logits,
             labels,
             xp=_xp,
-            dense=dense,
+            dense=options.dense,
             smoothing=smoothing,
             prior=prior,
-            axis=axis,
-            ignore_index=ignore_index,
+            axis=options.axis,
+            ignore_index=options.ignore_index,
             weight=weight,
             where=None,
-            reduction=reduction,
-            kl=kl,
-            z_loss=z_loss,
+            reduction=options.reduction,
+            kl=options.kl,
+            z_loss=options.z_loss,
         )
         # The denominator is a Python int when no position can be left out; a tensor
         # output is what setup_context can see.
@@ -243,7 +304,8 @@ class _SmoothCE(torch.autograd.Function):
         options = dict(
             ctx.plain_options, **dict(zip(ctx.tensor_options, tensor_values, strict=True))
         )
-        dense, axis, ignore_index, reduction, _, z_loss = ctx.options
+        static = ctx.options
+        axis, reduction = static.axis, static.reduction
         # backward() called inside an autocast region runs under it too.
         with _without_autocast(logits.device.type):
             compute_logits = logits.to(_core.compute_dtype(_xp, logits.dtype))
@@ -258,13 +320,13 @@ class _SmoothCE(torch.autograd.Function):
                 denominator,
                 cotangent.to(lse.dtype),
                 xp=_xp,
-                dense=dense,
+                dense=static.dense,
                 axis=axis,
-                ignore_index=ignore_index,
+                ignore_index=static.ignore_index,
                 weight=weight,
                 where=None,
                 reduction=reduction,
-                z_loss=z_loss,
+                z_loss=static.z_loss,
                 **options,
             )
         return grad, axis, reduction
@@ -280,56 +342,28 @@ class _SmoothCEWithJvp(_SmoothCE):
     """``_SmoothCE`` plus forward mode, for eager use (dynamo cannot trace a custom jvp)."""
 
     @staticmethod
-    def jvp(
-        ctx, logits_tangent, labels_tangent, weight_tangent, smoothing_tangent, prior_tangent, _
-    ):
-        # Forward mode (torch.func.jvp, jacfwd, hessian) is rare enough to be computed
-        # by forward-mode AD through the core's plain torch ops, with every input's
-        # tangent (functorch passes zeros for inputs it does not differentiate).
-        logits, labels, weight, _, _, *tensor_values = ctx.saved_tensors
-        named = dict(zip(ctx.tensor_options, tensor_values, strict=True))
-        dense, axis, ignore_index, reduction, kl, z_loss = ctx.options
-        primals = {
-            "logits": logits,
-            "labels": labels if dense else None,
-            "weight": weight,
-            "smoothing": named.get("smoothing"),
-            "prior": named.get("prior"),
-        }
-        given = (logits_tangent, labels_tangent, weight_tangent, smoothing_tangent, prior_tangent)
-        names = [name for name, value in primals.items() if value is not None]
-        tangents = {
-            name: torch.zeros_like(primals[name]) if tangent is None else tangent
-            for name, tangent in zip(primals, given, strict=True)
-            if name in names
-        }
-
-        def loss_of(*values):
-            # Python-valued smoothing and prior come from plain_options.
-            arguments = {**primals, **ctx.plain_options, **dict(zip(names, values, strict=True))}
-            loss, _, _ = _core.smooth_ce(
-                arguments["logits"].to(_core.compute_dtype(_xp, logits.dtype)),
-                arguments["labels"] if dense else labels,
-                xp=_xp,
-                dense=dense,
-                smoothing=arguments["smoothing"],
-                prior=arguments["prior"],
-                axis=axis,
-                ignore_index=ignore_index,
-                weight=arguments["weight"],
-                where=None,
-                reduction=reduction,
-                kl=kl,
-                z_loss=z_loss,
-            )
-            return loss
-
-        _, loss_tangent = torch.func.jvp(
-            loss_of,
-            tuple(primals[name] for name in names),
-            tuple(tangents[name] for name in names),
-        )
-        return loss_tangent, None, None
+    def jvp(ctx, logits_tangent, *other_tangents):
+        # The loss's tangent is <d loss / d logits, logits tangent>: the core's gradient
+        # for a unit cotangent, contracted with the tangent. No transform runs inside, so
+        # this also works under torch.autograd.forward_ad, which cannot nest a second
+        # forward-mode level. Tangents of the target, weight, smoothing or prior never
+        # reach here: smooth_ce sends those through autograd of the core's plain ops
+        # (functorch may still pass zeros for them, which change nothing).
+        del other_tangents
+        if logits_tangent is None:
+            return None, None, None
+        axis, reduction = ctx.options.axis, ctx.options.reduction
+        lse = ctx.saved_tensors[3]
+        loss_shape = lse.shape[:axis] + lse.shape[axis + 1 :] if reduction == "none" else ()
+        unit = torch.ones(loss_shape, dtype=lse.dtype, device=lse.device)
+        # The saved logsumexp carries no graph: recomputed from the logits, the tangent
+        # can itself be differentiated (a backward through it), for one more pass over
+        # the logits on a path that is rare.
+        grad, _, _ = _SmoothCE._logits_grad(ctx, unit, recompute_lse=True)
+        products = grad * logits_tangent.to(grad.dtype)
+        if reduction == "none":
+            return torch.sum(products, dim=axis), None, None
+        return torch.sum(products), None, None
 
 
 # About 4 MiB of float32 per block: a block stays in the CPU's caches between the passes
@@ -346,60 +380,6 @@ def _blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]
 
 
-class _GradientBuffer:
-    """The CPU memory of the last eager gradient, handed out again once nothing else
-    holds it.
-
-    On the CPU, writing into freshly allocated memory costs far more than the arithmetic
-    of the loss: malloc maps a buffer this large anew on every call and each first write
-    to a page faults (measured here: a 250 MiB copy takes 125 ms into a new buffer, 21 ms
-    into one already written). CUDA's caching allocator avoids this for GPU tensors; this
-    does the same for the one logits-sized buffer of lsr's eager PyTorch path.
-
-    The buffer is reused only when its storage has no other owner (its use count is 1,
-    held here): a gradient that autograd or the caller still holds, for instance as
-    ``logits.grad``, is never written over; the call allocates anew and keeps that one.
-    It stays allocated between calls (one buffer: the last one allocated);
-    ``empty_cache()`` releases it. Peak memory is unchanged: the same buffer would be
-    allocated during the next call anyway.
-    """
-
-    def __init__(self) -> None:
-        self._storage: Any = None
-        self._lock = threading.Lock()
-
-    def empty(
-        self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
-    ) -> torch.Tensor:
-        count = getattr(torch._C, "_storage_Use_Count", None)
-        if device.type != "cpu" or count is None:
-            return torch.empty(shape, dtype=dtype, device=device)
-        nbytes = math.prod(shape) * dtype.itemsize
-        with self._lock:
-            storage = self._storage
-            if storage is None or storage.nbytes() < nbytes or count(storage._cdata) != 1:
-                storage = torch.empty(nbytes, dtype=torch.uint8).untyped_storage()
-                self._storage = storage
-            return torch.empty(0, dtype=dtype).set_(storage, 0, shape)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._storage = None
-
-
-_gradient_buffer = _GradientBuffer()
-
-
-def empty_cache() -> None:
-    """Release the CPU buffer that eager ``smooth_ce`` keeps for its next gradient.
-
-    Like ``torch.cuda.empty_cache()``: the memory of a gradient nobody holds any more goes
-    back to the system; the next backward allocates a new buffer (and pays its page
-    faults). A gradient still held elsewhere is not affected.
-    """
-    _gradient_buffer.clear()
-
-
 def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, with_grad):
     """The reduced loss, lse, mean denominator and (optionally) the gradient of the
     reduced loss (for "none", of each position's loss), from
@@ -413,13 +393,12 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
     transparent huge pages was tried and dropped: faster in a fresh process, but bimodal
     once memory is fragmented; see docs/large_vocabularies.md.)
     """
-    dense, axis, ignore_index, reduction, kl, z_loss = options
     dtype = _core.compute_dtype(_xp, logits.dtype)
-    blocks = _blocks(logits, axis)
+    blocks = _blocks(logits, options.axis)
+    # Every call allocates its own gradient: memory handed to the caller is never
+    # written again (see docs/torch.md for tuning the allocator's page-fault cost).
     grad = (
-        _gradient_buffer.empty(tuple(logits.shape), logits.dtype, logits.device)
-        if with_grad
-        else None
+        torch.empty(logits.shape, dtype=logits.dtype, device=logits.device) if with_grad else None
     )
     scratch = None
     if not with_grad or logits.dtype != dtype:
@@ -433,19 +412,19 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
         scratch=scratch,
         # check_smooth_ce has read and checked the labels wherever that is cheap.
         checked=values_are_cheap(labels),
-        dense=dense,
+        dense=options.dense,
         smoothing=smoothing,
         prior=prior,
-        axis=axis,
-        ignore_index=ignore_index,
+        axis=options.axis,
+        ignore_index=options.ignore_index,
         weight=weight,
-        reduction=reduction,
-        kl=kl,
-        z_loss=z_loss,
+        reduction=options.reduction,
+        kl=options.kl,
+        z_loss=options.z_loss,
     )
 
 
-class _SmoothCEFused(_SmoothCEWithJvp):
+class _SmoothCEFused(_SmoothCE):
     """Eager PyTorch's fast path: the gradient is computed in the forward pass.
 
     One pass over blocks of rows gives the loss and the gradient of the reduced loss
@@ -453,7 +432,9 @@ class _SmoothCEFused(_SmoothCEWithJvp):
     incoming cotangent in place and hands it over: one logits-sized buffer in all, where
     autograd through ``F.cross_entropy`` allocates three. A second backward through the
     same graph (``retain_graph=True``) or a double backward (``create_graph=True``)
-    recomputes the gradient from the saved logits as ``_SmoothCE`` does.
+    recomputes the gradient from the saved logits as ``_SmoothCE`` does. Forward mode
+    goes through ``_SmoothCEWithJvp`` (autograd cannot give a jvp to a function with this
+    extra gradient output).
     """
 
     @staticmethod
@@ -492,25 +473,41 @@ class _SmoothCEFused(_SmoothCEWithJvp):
             _, _, _, grad = _blocked_loss_and_grad(
                 logits, labels, weight, named["smoothing"], named["prior"], ctx.options, True
             )
-        axis, reduction = ctx.options[1], ctx.options[3]
+        axis, reduction = ctx.options.axis, ctx.options.reduction
+        # Under autograd.grad(..., is_grads_batched=True) this backward runs under vmap
+        # with a batch of cotangents: the gradient is then one product per cotangent, a
+        # new tensor (the buffer cannot be scaled in place by a batch, nor read by .item()).
+        batched = _is_batched(grad_loss)
         if reduction == "none":
-            grad.mul_(grad_loss.unsqueeze(axis).to(grad.dtype))
-        elif grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
+            scale = grad_loss.unsqueeze(axis).to(grad.dtype)
+        elif batched or grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
             # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
-            grad.mul_(grad_loss.to(grad.dtype))
+            scale = grad_loss.to(grad.dtype)
+        else:
+            return grad, None, None, None, None, None, None
+        grad = grad * scale if batched else grad.mul_(scale)
         return grad, None, None, None, None, None, None
-
-    @staticmethod
-    def jvp(ctx, *tangents):
-        return (*_SmoothCEWithJvp.jvp(ctx, *tangents[:6]), None)
 
 
 def _needs_autograd_through_core(target, weight, smoothing, prior) -> bool:
-    """Whether a gradient is asked for something other than the logits."""
-    return any(
-        isinstance(value, torch.Tensor) and value.requires_grad
-        for value in (target, weight, smoothing, prior)
-    )
+    """Whether a derivative is asked for something other than the logits.
+
+    Reverse mode (``requires_grad``), a forward-mode dual tensor
+    (``torch.autograd.forward_ad``) or a ``torch.func`` transform's wrapped tensor: the
+    custom Functions differentiate the logits only, so these go through autograd of the
+    core's plain torch ops, which every mode of PyTorch's autograd handles natively.
+    """
+    for value in (target, weight, smoothing, prior):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if value.requires_grad:
+            return True
+        if not torch.compiler.is_compiling() and (
+            torch._C._functorch.is_functorch_wrapped_tensor(value)
+            or forward_ad.unpack_dual(value).tangent is not None
+        ):
+            return True
+    return False
 
 
 def smooth_ce(
@@ -578,6 +575,7 @@ def smooth_ce(
         0.5047 0.5047
     """
     _check_tensors(input, target, weight, prior)
+    _check_smoothing_type("smoothing", smoothing)
     axis = _class_axis(input, axis)
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):
@@ -603,7 +601,13 @@ def smooth_ce(
         z_loss=z_loss,
     )
     with _without_autocast(input.device.type):
-        if _needs_autograd_through_core(target, weight, smoothing, prior):
+        functorch_input = (
+            not torch.compiler.is_compiling()
+            and torch._C._functorch.is_functorch_wrapped_tensor(input)
+        )
+        if _needs_autograd_through_core(target, weight, smoothing, prior) or (
+            functorch_input and _nested_forward_mode()
+        ):
             loss, _, _ = _core.smooth_ce(
                 input.to(_core.compute_dtype(_xp, input.dtype)), labels, **{**options, "xp": _xp}
             )
@@ -614,20 +618,21 @@ def smooth_ce(
             options["weight"],
             options["smoothing"],
             options["prior"],
-            (
-                options["dense"],
-                options["axis"],
-                options["ignore_index"],
-                options["reduction"],
-                options["kl"],
-                options["z_loss"],
+            _StaticOptions(
+                dense=options["dense"],
+                axis=options["axis"],
+                ignore_index=options["ignore_index"],
+                reduction=options["reduction"],
+                kl=options["kl"],
+                z_loss=options["z_loss"],
             ),
         )
         if torch.compiler.is_compiling():
             # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
             loss, _, _ = _SmoothCE.apply(*arguments)
-        elif torch._C._functorch.is_functorch_wrapped_tensor(input):
-            # torch.func transforms: the plain forward and backward, which they can batch.
+        elif functorch_input or forward_ad.unpack_dual(input).tangent is not None:
+            # torch.func transforms: the plain forward and backward, which they can batch;
+            # forward-mode dual logits: the same, with the closed-form jvp.
             loss, _, _ = _SmoothCEWithJvp.apply(*arguments)
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
@@ -684,6 +689,10 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
         kl: bool = False,
         z_loss: float = 0.0,
     ) -> None:
+        if weight is not None and not isinstance(weight, torch.Tensor):
+            fail_type("`weight` must be a torch.Tensor or None.", "weight", weight)
+        _check_smoothing_type("label_smoothing", label_smoothing)
+        _check_prior_type(prior)
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         check_fraction("label_smoothing", label_smoothing)
         check_choice("reduction", self.reduction, ("none", "mean", "sum"))
@@ -817,6 +826,16 @@ def distill_loss(
         >>> round(loss.item(), 6), teacher.grad is None
         (0.418517, True)
     """
+    _check_tensor("input", input)
+    _check_tensor("teacher", teacher)
+    if where is not None:
+        _check_tensor("where", where)
+    if not isinstance(temperature, (numbers.Real, torch.Tensor)):
+        fail_type(
+            "`temperature` must be a positive number or a 0-d torch.Tensor.",
+            "temperature",
+            temperature,
+        )
     return _distill.distill_loss(
         input,
         teacher.detach(),
@@ -865,7 +884,9 @@ class _LinearSmoothCE(torch.autograd.Function):
         if grad_loss is None:
             return (None,) * 7
         grads, ctx.grads = ctx.grads, None
-        if ctx.options["reduction"] == "none":
+        if ctx.options["reduction"] == "none" and _is_batched(grad_loss):
+            grads = _batched_none_grads(ctx, grad_loss)
+        elif ctx.options["reduction"] == "none":
             hidden, weight, bias, labels = ctx.saved_tensors
             _, grads = _linear.linear_smooth_ce(
                 hidden,
@@ -884,12 +905,43 @@ class _LinearSmoothCE(torch.autograd.Function):
                 "backward pass; a second one (retain_graph=True) is not supported. Use "
                 "smooth_ce(F.linear(...)) where the graph must be differentiated twice."
             )
+        elif _is_batched(grad_loss):
+            # is_grads_batched=True: one product per cotangent, the kept gradients unchanged.
+            grads = tuple(None if g is None else g * grad_loss.to(g.dtype) for g in grads)
         elif grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
             for grad in grads:
                 if grad is not None:
                     grad.mul_(grad_loss.to(grad.dtype))
         d_hidden, d_projection, d_bias = grads
         return d_hidden, d_projection.mT, d_bias, None, None, None, None
+
+
+def _batched_none_grads(ctx, cotangent):
+    """``(d hidden, d projection, d bias)`` of a "none" loss for a batch of cotangents.
+
+    Under ``autograd.grad(..., is_grads_batched=True)`` the cotangent is a batch seen one
+    element at a time, which the blocked pass cannot scale in place; here the logits are
+    formed whole (N x K, only on this path) and the core's out-of-place
+    ``smooth_ce_grad`` gives their gradient, pulled back through the linear layer.
+    """
+    hidden, weight, bias, labels = ctx.saved_tensors
+    dtype = _core.compute_dtype(_xp, hidden.dtype)
+    inputs, projection = hidden.to(dtype), weight.to(dtype)
+    logits = inputs @ projection.mT
+    if bias is not None:
+        logits = logits + bias.to(dtype)
+    options = {**ctx.options, "axis": 1}
+    _, lse, denominator = _core.smooth_ce(logits, labels, **options)
+    options.pop("kl")
+    d_logits = _core.smooth_ce_grad(
+        logits, labels, lse, denominator, cotangent.to(dtype), **options
+    )
+    d_bias = None if bias is None else torch.sum(d_logits, dim=0).to(bias.dtype)
+    return (
+        (d_logits @ projection).to(hidden.dtype),
+        (inputs.mT @ d_logits).to(weight.dtype),
+        d_bias,
+    )
 
 
 def linear_smooth_ce(
@@ -947,8 +999,11 @@ def linear_smooth_ce(
     """
     for name, value in (("input", input), ("weight", weight), ("target", target)):
         _check_tensor(name, value)
-    if bias is not None:
-        _check_tensor("bias", bias)
+    for name, value in (("bias", bias), ("class_weight", class_weight)):
+        if value is not None:
+            _check_tensor(name, value)
+    _check_prior_type(prior)
+    _check_smoothing_type("smoothing", smoothing)
     if input.ndim < 1:
         fail_value("`input` must have shape (..., d).", "input", input)
     dense = target.is_floating_point()
