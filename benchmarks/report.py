@@ -36,6 +36,7 @@ def add_ratios(results: dict[str, Any]) -> None:
                 for r in rows
                 if r["role"] == "bound"
                 and r["variant"] == row["variant"]
+                and r.get("allocator", "default") == row.get("allocator", "default")
                 and (r["case_name"], r["dtype"], r["mode"])
                 == (row["case_name"], row["dtype"], row["mode"])
             ]

@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmarks.run [--size smoke|quick|full] [--backend torch|jax|tensorflow|all]
                              [--out DIR] [--compile/--no-compile] [--no-memory]
+                             [--allocator default|glibc-raised|both]
 
 For every backend, one process times every case and mode ("forward": the loss;
 "forward+backward": the loss and its gradient with respect to the logits) of lsr and of
@@ -16,6 +17,14 @@ bandwidth bound (reading the logits once, and writing the gradient once). The ru
 asserts on timings; it reports them. A run of every backend writes ``<out>/<size>.json``,
 a run of one backend ``<out>/<size>-<backend>.json``; ``RESULTS.md`` shows every JSON
 file in ``<out>``.
+
+``--allocator`` picks the C allocator settings of the timing and memory processes:
+``default``, or ``glibc-raised`` (glibc's ``MALLOC_MMAP_THRESHOLD_`` and
+``MALLOC_TRIM_THRESHOLD_`` raised so that large freed blocks are reused instead of being
+unmapped and faulted in again), or ``both``: the default run, then every case again in
+processes with the raised thresholds (eager modes only, without ``torch.compile``), its
+methods named with the suffix ``" [glibc thresholds raised]"`` and compared only with
+each other.
 """
 
 from __future__ import annotations
@@ -51,6 +60,19 @@ from benchmarks.common import (
 
 BACKENDS = ("torch", "jax", "tensorflow")
 
+# Environments of the measuring processes. glibc reads these at start-up: above the mmap
+# threshold every allocation is a fresh mapping (unmapped when freed, page-faulted on
+# first write); below the trim threshold freed memory at the top of the heap is kept.
+# 4 GiB is above every allocation of the benchmarked cases.
+ALLOCATORS = {
+    "default": {},
+    "glibc-raised": {
+        "MALLOC_MMAP_THRESHOLD_": str(1 << 32),
+        "MALLOC_TRIM_THRESHOLD_": str(1 << 32),
+    },
+}
+ALLOCATOR_SUFFIX = {"default": "", "glibc-raised": " [glibc thresholds raised]"}
+
 SETTINGS = {
     # repeats: most timed rounds; min_repeat_s: a repeat loops the step for at least this
     # long; max_total_s: fewer rounds (at least 3) when a case's methods would take longer.
@@ -83,6 +105,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="measure peak resident memory in a fresh process per case (default: on)",
     )
     parser.add_argument(
+        "--allocator",
+        choices=(*ALLOCATORS, "both"),
+        default="default",
+        help="C allocator settings of the measuring processes (default: the system's)",
+    )
+    parser.add_argument(
         "--parts",
         default="timing,memory,linear",
         help="comma-separated parts to run: timing (and agreement), memory (needs timing), "
@@ -100,16 +128,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 # --- Children: each runs in a fresh process ------------------------------------------
 
 
-def _timing_child(name: str, size: str, compiled: bool) -> dict[str, Any]:
-    """Every case and mode of one backend: timings, exact allocator peaks, agreement."""
+def _timing_child(name: str, size: str, compiled: bool, allocator: str) -> dict[str, Any]:
+    """Every case and mode of one backend: timings, exact allocator peaks, agreement.
+
+    With a non-default ``allocator`` (this process's environment), the method names
+    carry its suffix, and agreement (the same numbers) is not checked again.
+    """
     module = importlib.import_module(f"benchmarks.{name}_backend")
+    suffix = ALLOCATOR_SUFFIX[allocator]
     result: dict[str, Any] = {"versions": module.versions(), "agreement": {}, "measurements": []}
     for case in cases(size):
         if case.dtype not in module.DTYPES:
             continue
         key = f"{case.name} {case.dtype}"
         try:
-            result["agreement"][key] = module.check_agreement(case)
+            if allocator == "default":
+                result["agreement"][key] = module.check_agreement(case)
         except Exception as error:  # A framework that cannot run a case says so.
             result["agreement"][key] = {"error": f"{type(error).__name__}: {error}"}
         inputs = module.make_inputs(case)
@@ -131,10 +165,12 @@ def _timing_child(name: str, size: str, compiled: bool) -> dict[str, Any]:
                     "case_name": case.name,
                     "dtype": case.dtype,
                     "mode": mode,
-                    "method": method.loss.name,
+                    "method": method.loss.name + suffix,
+                    "base_method": method.loss.name,
+                    "allocator": allocator,
                     "role": method.loss.role,
                     "variant": method.loss.variant,
-                    "compare_to": list(method.loss.compare_to),
+                    "compare_to": [rival + suffix for rival in method.loss.compare_to],
                 }
                 if method.loss.name in failed:
                     row["error"] = failed[method.loss.name]
@@ -207,7 +243,7 @@ def _linear_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def _child(args: argparse.Namespace) -> int:
     spec = json.loads(args.child_spec) if args.child_spec else {}
     if args.child == "timing":
-        result = _timing_child(args.backend, args.size, bool(args.compile))
+        result = _timing_child(args.backend, args.size, bool(args.compile), args.allocator)
     elif args.child == "memory":
         result = _memory_child(args.backend, spec)
     else:
@@ -225,7 +261,9 @@ def _is_chatter(line: str) -> bool:
     )
 
 
-def _run_child(name: str, kind: str, args: argparse.Namespace, **spec: Any) -> dict[str, Any]:
+def _run_child(
+    name: str, kind: str, args: argparse.Namespace, allocator: str = "default", **spec: Any
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / "child.json"
         command = [
@@ -240,11 +278,17 @@ def _run_child(name: str, kind: str, args: argparse.Namespace, **spec: Any) -> d
             kind,
             "--child-output",
             str(output),
-            "--compile" if args.compile else "--no-compile",
+            "--compile" if args.compile and allocator == "default" else "--no-compile",
+            "--allocator",
+            allocator,
         ]
         if spec:
             command += ["--child-spec", json.dumps(spec)]
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        env = {
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+            **ALLOCATORS[allocator],
+        }
         start = time.perf_counter()
         with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as child:
             for line in child.stderr:
@@ -272,10 +316,16 @@ def _measures_memory(size: str, row: dict[str, Any]) -> bool:
 def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
     start = time.perf_counter()
     parts = set(args.parts.split(","))
+    allocators = list(ALLOCATORS) if args.allocator == "both" else [args.allocator]
     if "timing" in parts:
-        result = _run_child(name, "timing", args)
+        result = _run_child(name, "timing", args, allocator=allocators[0])
         if "error" in result:
             return result
+        for allocator in allocators[1:]:
+            other = _run_child(name, "timing", args, allocator=allocator)
+            if "error" in other:
+                return other
+            result["measurements"] += other["measurements"]
         result["load_average_after_timing"] = list(os.getloadavg())
     else:
         module = importlib.import_module(f"benchmarks.{name}_backend")
@@ -285,7 +335,13 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
             if not _measures_memory(args.size, row):
                 continue
             measured = _run_child(
-                name, "memory", args, case=row["case"], method=row["method"], mode=row["mode"]
+                name,
+                "memory",
+                args,
+                allocator=row.get("allocator", "default"),
+                case=row["case"],
+                method=row.get("base_method", row["method"]),
+                mode=row["mode"],
             )
             row.update({k: v for k, v in measured.items() if k != "elapsed_s"})
         print(f"  {name:10s} peak resident memory measured", flush=True)
@@ -320,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
             "torch_compile": args.compile,
             "memory": args.memory,
             "parts": args.parts,
+            "allocator": args.allocator,
+            "allocator_environments": ALLOCATORS,
         },
         "backends": {},
     }
@@ -337,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.size if args.backend == "all" else f"{args.size}-{args.backend}"
     if args.parts != "timing,memory,linear":
         stem += "-" + args.parts.replace(",", "-")
+    if args.allocator != "default":
+        stem += f"-allocator-{args.allocator}"
     json_path = args.out / f"{stem}.json"
     json_path.write_text(json.dumps(results, indent=1) + "\n")
     markdown_path = args.out / "RESULTS.md"

@@ -4,7 +4,8 @@ Usage::
 
     python -m benchmarks.summary benchmarks/results/full.json [more.json ...]
 
-Later files replace the parts (timings, linear sweep) of the backends they measured.
+Later files replace the measurements they repeat (the same method, case, dtype and
+mode) and the linear sweep of the backends they measured; other rows are kept.
 
 Prints, for forward + backward, lsr against the framework's own label-smoothed loss in
 the same execution mode (and, under jit/XLA, against the closed form compiled by the
@@ -29,9 +30,9 @@ ROWS = [
     ),
     (
         "torch",
-        "lsr.torch.smooth_ce (eager, new gradient buffer every call)",
-        "F.cross_entropy (eager)",
-        "PyTorch eager, lsr without its kept buffer: F.cross_entropy",
+        "lsr.torch.smooth_ce (eager) [glibc thresholds raised]",
+        "F.cross_entropy (eager) [glibc thresholds raised]",
+        "PyTorch eager, glibc thresholds raised: F.cross_entropy",
     ),
     (
         "torch",
@@ -138,6 +139,10 @@ def linear_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (row["method"], row["case_name"], row["dtype"], row["mode"])
+
+
 def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
     merged: dict[str, Any] | None = None
     sources = []
@@ -157,7 +162,9 @@ def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
         for name, backend in results["backends"].items():
             target = merged["backends"].setdefault(name, {"measurements": [], "linear": []})
             if backend.get("measurements"):
-                target["measurements"] = backend["measurements"]
+                newer = {_key(row): row for row in backend["measurements"]}
+                kept = [row for row in target["measurements"] if _key(row) not in newer]
+                target["measurements"] = kept + list(newer.values())
             if backend.get("linear"):
                 target["linear"] = backend["linear"]
     return merged, sources

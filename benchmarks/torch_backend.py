@@ -52,18 +52,6 @@ def _lsr(case: Case):
     )
 
 
-def _lsr_fresh_buffer(case: Case):
-    """lsr without its kept gradient buffer: every call allocates (and page-faults) a
-    new one, as F.cross_entropy's backward does; shows what the reuse is worth."""
-    loss = _lsr(case)
-
-    def fresh_buffer(logits, labels):
-        lsr_torch.empty_cache()
-        return loss(logits, labels)
-
-    return fresh_buffer
-
-
 def _native(case: Case, smoothing: float):
     return functools.partial(
         F.cross_entropy, ignore_index=_ignore_index(case), label_smoothing=smoothing
@@ -76,13 +64,6 @@ NATIVE = "F.cross_entropy"
 def losses(case: Case, *, compiled: bool) -> list[Loss]:
     result = [
         Loss("lsr.torch.smooth_ce (eager)", "lsr", _lsr(case), "eager", (f"{NATIVE} (eager)",)),
-        Loss(
-            "lsr.torch.smooth_ce (eager, new gradient buffer every call)",
-            "lsr",
-            _lsr_fresh_buffer(case),
-            "eager",
-            (f"{NATIVE} (eager)",),
-        ),
         Loss(f"{NATIVE} (eager)", "native", _native(case, case.smoothing), "eager"),
         Loss(f"{NATIVE} eps=0 (eager)", "bound", _native(case, 0.0), "eager"),
     ]
