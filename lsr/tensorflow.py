@@ -3,11 +3,12 @@
 * ``smooth_ce``: the label-smoothed cross-entropy with the generic ``lsr.smooth_ce``
   keywords, eager, inside ``tf.function`` and under ``tf.function(jit_compile=True)``.
 * ``smooth_labels``: dense smoothed targets, returned as a tf.Tensor.
+* ``distill_loss`` and ``linear_smooth_ce``: the generic functions' TensorFlow forms.
 
-Both accept tf.Tensors, tf.Variables, NumPy arrays and (nested) Python lists, and never
-modify their input. Validation is ``lsr._checks.prepare_smooth_ce`` (the errors every
-backend raises); the arithmetic is ``lsr._core`` through lsr's TensorFlow namespace
-(``lsr._tf_namespace``), since array-api-compat has none for TensorFlow.
+All accept tf.Tensors, tf.Variables, NumPy arrays and (nested) Python lists, and never
+modify their input. Validation is ``lsr._checks`` (the errors every backend raises); the
+arithmetic is ``lsr._core`` through lsr's TensorFlow namespace (``lsr._tf_namespace``),
+since array-api-compat has none for TensorFlow.
 
 The gradient with respect to the logits is registered with ``tf.custom_gradient``. Inside
 a ``tf.function`` (with or without XLA) the loss and its gradient come from one pass over
@@ -16,15 +17,25 @@ gradient never runs its ops); eagerly the backward pass computes it only when a 
 from the logits and one logsumexp per position (``lsr._core.smooth_ce_grad``). Either way
 no logits-sized tensor besides the logits is kept for the backward pass, where autodiff
 through the core would keep several (``benchmarks/`` has the measurements).
-Gradients reach the logits only: labels (also soft ones), ``weight``, ``prior`` and
-``smoothing`` are constants of the loss, so ``tape.gradient`` returns None for them.
-The gradient itself cannot be differentiated again (it would miss the logsumexp's
-dependence on the logits): asking for a second derivative raises ``NotImplementedError``.
+
+Dense (soft) labels, ``weight``, an array ``prior`` and an array ``smoothing`` get
+gradients too, the same eagerly, in ``tf.function`` and under XLA: the backward pass
+differentiates the core's forward pass in just those arguments (TensorFlow autodiff of
+``lsr._core.smooth_ce`` with the logits held constant). That costs one more forward pass,
+paid only when such a gradient is computed: eagerly only when a tape watches one of them
+(a trainable tf.Variable is watched by default), in graphs only when the gradient is
+used (unused ops are pruned). Integer labels have no gradient. ``distill_loss`` follows
+the same rule (the teacher's logits pass through ``tf.stop_gradient``: None in every
+mode; a tensor ``temperature`` gets its gradient), and so does ``linear_smooth_ce``.
+Gradients are first order: asking for a second derivative raises
+``NotImplementedError`` (the closed-form gradient would miss the logsumexp's dependence
+on the logits).
 
 Inside ``tf.function`` values are abstract, so integer labels out of range cannot raise:
-their loss (and any reduction over it) is NaN. Shapes with unknown dimensions (a batch
-dimension of None, as in ``keras.Model.fit``) are supported when at most one dimension of
-the logits is unknown.
+their loss (and any reduction over it) is NaN, and so is their gradient. Shapes with
+unknown dimensions (a batch dimension of None, as in ``keras.Model.fit``) are supported
+when at most one dimension of the logits is unknown; the class axis must have a known
+size (a ValueError says so when the function is traced), and so must the rank.
 
 Example:
     >>> import tensorflow as tf
@@ -37,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 from typing import Any
 
@@ -46,36 +58,66 @@ import tensorflow as tf
 import lsr
 from lsr import _core, _linear
 from lsr._checks import prepare_linear_smooth_ce, prepare_smooth_ce
-from lsr._validation import fail_type
+from lsr._validation import fail_type, fail_value, normalize_axis
 
 __all__ = ["distill_loss", "linear_smooth_ce", "smooth_ce", "smooth_labels"]
 
+try:
+    # TensorFlow's tape controls have no public form: a tape-wide "stop recording" and
+    # "is any tape watching these tensors". Without them (a TensorFlow that moved them),
+    # the adapter stays correct: it records what it need not, and computes every gradient.
+    from tensorflow.python.eager import record as _record
+
+    _stop_recording = _record.stop_recording
+    _should_record_backprop = _record.should_record_backprop
+except (ImportError, AttributeError):  # pragma: no cover - depends on the TF version
+    _stop_recording = contextlib.nullcontext
+    _should_record_backprop = None
+
 
 def _as_tensor(name: str, value: Any) -> Any:
-    """A tf.Tensor from a tensor, variable, NumPy array or Python (nested) list."""
+    """A tf.Tensor from a tensor, variable, NumPy array or Python (nested) list, with a
+    known number of dimensions (every check after this one reads the shape)."""
     if isinstance(value, tf.Variable):
         # Reading the variable keeps it on the tape, so its gradient still arrives.
-        return tf.convert_to_tensor(value)
-    if isinstance(value, tf.Tensor):
-        return value
-    if isinstance(value, (np.ndarray, np.generic, numbers.Number, list, tuple)):
+        tensor = tf.convert_to_tensor(value)
+    elif isinstance(value, tf.Tensor):
+        tensor = value
+    elif isinstance(value, (np.ndarray, np.generic, numbers.Number, list, tuple)):
         try:
-            return tf.convert_to_tensor(value)
+            tensor = tf.convert_to_tensor(value)
         except (TypeError, ValueError) as error:
             raise TypeError(
                 f"`{name}` could not be converted to a tf.Tensor: {error} "
                 f"Received: {name}={value!r}"
             ) from error
-    fail_type(
-        f"`{name}` must be a tf.Tensor, a NumPy array or a list of numbers; convert arrays "
-        "of other libraries first.",
-        name,
-        value,
-    )
+    else:
+        fail_type(
+            f"`{name}` must be a tf.Tensor, a NumPy array or a list of numbers; convert "
+            "arrays of other libraries first.",
+            name,
+            value,
+        )
+    if tensor.shape.rank is None:
+        raise ValueError(
+            f"`{name}` must have a known number of dimensions (inside tf.function, give "
+            f"the function an input_signature with a rank). Received: {name}.shape=<unknown rank>"
+        )
+    return tensor
+
+
+def _as_optional_tensor(name: str, value: Any) -> Any:
+    return None if value is None else _as_tensor(name, value)
+
+
+def _as_prior(value: Any) -> Any:
+    """A prior's name as it is; anything else is an array of K probabilities."""
+    return value if value is None or isinstance(value, str) else _as_tensor("prior", value)
 
 
 def _as_option(name: str, value: Any) -> Any:
-    """Array-valued options as tensors; names, None and Python numbers as they are."""
+    """``smoothing`` and ``temperature``: bools, strings and Python numbers as they are
+    (the checks of ``lsr._checks`` name them), arrays as tensors."""
     if value is None or isinstance(value, (str, bool)):
         return value
     if isinstance(value, np.generic) and isinstance(value, numbers.Real):
@@ -85,10 +127,31 @@ def _as_option(name: str, value: Any) -> Any:
     return _as_tensor(name, value)
 
 
-def _position_shape(logits: Any, axis: int) -> Any:
-    """The logits' dynamic shape without the class axis."""
+def _check_class_axis(name: str, tensor: Any, axis: Any) -> None:
+    """Refuse a class axis of unknown size (inside ``tf.function``): K sets the shapes of
+    everything the core builds. A bad ``axis`` is left to the checks that name it."""
+    rank = tensor.shape.rank
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        return
+    if -rank <= axis < rank and tensor.shape[axis] is None:
+        fail_value(
+            f"`{name}` must have a known number of classes (the size of its axis {axis}); "
+            "inside tf.function, give the input_signature that size (other dimensions may "
+            "be None).",
+            f"{name}.shape",
+            tuple(tensor.shape),
+        )
+
+
+def _all_positions(logits: Any, axis: Any) -> Any:
+    """An all-true ``where`` mask of the logits' dynamic shape without the class axis.
+
+    The core counts the positions of a mean from the static shape; with an unknown
+    dimension (a batch of None, as in ``keras.Model.fit``) this mask gives it the count
+    as a tensor instead. ``axis``: valid for the logits (checked before)."""
+    axis = normalize_axis(axis, logits.shape.rank)
     shape = tf.shape(logits)
-    return tf.concat([shape[:axis], shape[axis + 1 :]], axis=0)
+    return tf.ones(tf.concat([shape[:axis], shape[axis + 1 :]], axis=0), dtype=tf.bool)
 
 
 @tf.custom_gradient
@@ -102,39 +165,113 @@ def _first_order_only(grad: Any) -> Any:
     return tf.identity(grad), second_order
 
 
-def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
-    """``_core.smooth_ce`` forward, ``_core.smooth_ce_grad`` backward (logits only)."""
-    axis = options["axis"]
-    reduction = options["reduction"]
-    grad_options = {key: value for key, value in options.items() if key != "kl"}
-    # The core broadcasts the cotangent of a reduced loss to the positions' static
-    # shape; with an unknown dimension the adapter does it with the dynamic shape.
-    dynamic = not logits.shape.is_fully_defined() and reduction != "none"
+# The arguments besides the logits that a gradient may be asked for, when they are
+# floating tensors: dense labels and the array-valued options.
+_OPTIONS_WITH_GRADIENTS = ("weight", "prior", "smoothing")
 
+
+def _may_need_gradient(tensor: Any) -> bool:
+    """Whether a gradient with respect to ``tensor`` can be asked for.
+
+    Inside a graph it always can (``tf.gradients``, or a tape outside the function), and
+    the ops of a gradient nobody asks for are pruned from the graph. Eagerly only a tape
+    that watches ``tensor`` (or the variable it was read from) can ask, and the backward
+    pass then spends nothing on the others.
+    """
+    if not tf.executing_eagerly() or _should_record_backprop is None:
+        return True
+    return bool(_should_record_backprop([tensor]))
+
+
+def _differentiable_arguments(labels: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Name -> floating tensor, for the arguments besides the logits that get gradients."""
+    candidates = {"labels": labels if options["dense"] else None}
+    candidates.update({name: options[name] for name in _OPTIONS_WITH_GRADIENTS})
+    return {
+        name: value
+        for name, value in candidates.items()
+        if isinstance(value, tf.Tensor) and value.dtype.is_floating and _may_need_gradient(value)
+    }
+
+
+def _with_arguments(
+    labels: Any, options: dict[str, Any], names: tuple[str, ...], values: tuple[Any, ...]
+) -> tuple[Any, dict[str, Any]]:
+    """``labels`` and ``options`` with the named arguments replaced by ``values``."""
+    replaced = dict(zip(names, values, strict=True))
+    return replaced.pop("labels", labels), {**options, **replaced}
+
+
+def _argument_gradients(
+    forward: Any,
+    labels: Any,
+    options: dict[str, Any],
+    names: tuple[str, ...],
+    values: Any,
+    upstream: Any,
+) -> list[Any]:
+    """Gradients of the loss with respect to the named arguments, times ``upstream``.
+
+    Autodiff of the core's own forward pass (``forward(labels, options)``) in just these
+    arguments, with the logits held constant: the loss is not restated, and the cost
+    (one more forward pass) is paid only when these gradients are computed.
+    """
+    if not names:
+        return []
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(values)
+        loss = forward(*_with_arguments(labels, options, names, values))
+    grads = tape.gradient(loss, list(values), output_gradients=tf.cast(upstream, loss.dtype))
+    return [None if g is None else _first_order_only(g) for g in grads]
+
+
+def _loss_given(logits: Any) -> Any:
+    """``(labels, options) -> reduced loss``: the core's forward pass on fixed logits."""
+    return lambda labels, options: _core.smooth_ce(logits, labels, **options)[0]
+
+
+def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
+    """``_core.smooth_ce`` forward, ``_core.smooth_ce_grad`` backward for the logits.
+
+    Dense labels and array-valued ``weight``, ``prior`` and ``smoothing`` are inputs of
+    the custom gradient too, so that their gradients are the same eagerly and in graphs.
+    """
+    arguments = _differentiable_arguments(labels, options)
+    names = tuple(arguments)
     if not tf.executing_eagerly():
-        return _fused_smooth_ce(logits, labels, options)
+        return _fused_smooth_ce(logits, labels, options, names, tuple(arguments.values()))
+    grad_options = {key: value for key, value in options.items() if key != "kl"}
+    logits_need_gradient = _may_need_gradient(logits)
 
     @tf.custom_gradient
-    def forward(z):
-        loss, lse, denominator = _core.smooth_ce(z, labels, **options)
+    def forward(z, *values):
+        y, opts = _with_arguments(labels, options, names, values)
+        # What the tape would record here is never used (the custom gradient replaces
+        # it) but would keep logits-sized temporaries alive until the tape is freed.
+        with _stop_recording():
+            loss, lse, denominator = _core.smooth_ce(z, y, **opts)
 
         def backward(upstream):
-            cotangent = tf.cast(upstream, lse.dtype)
-            backward_options = grad_options
-            if dynamic:
-                if reduction == "mean":
-                    cotangent = _core._per_unit(options["xp"], cotangent, denominator)
-                cotangent = tf.broadcast_to(cotangent, _position_shape(z, axis))
-                backward_options = dict(grad_options, reduction="none")
-            grad = _core.smooth_ce_grad(z, labels, lse, denominator, cotangent, **backward_options)
-            return _first_order_only(grad)
+            grad = None
+            if logits_need_gradient:
+                cotangent = tf.cast(upstream, lse.dtype)
+                _, grad_opts = _with_arguments(labels, grad_options, names, values)
+                grad = _first_order_only(
+                    _core.smooth_ce_grad(z, y, lse, denominator, cotangent, **grad_opts)
+                )
+            return [
+                grad,
+                *_argument_gradients(_loss_given(z), labels, options, names, values, upstream),
+            ]
 
         return loss, backward
 
-    return forward(logits)
+    return forward(logits, *arguments.values())
 
 
-def _fused_smooth_ce(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
+def _fused_smooth_ce(
+    logits: Any, labels: Any, options: dict[str, Any], names: tuple[str, ...], values: tuple
+) -> Any:
     """In a graph: the loss and its gradient from one pass (``_core.loss_and_grad``).
 
     One exp of the logits serves both (XLA's CPU reductions do not vectorize an exp fused
@@ -145,18 +282,23 @@ def _fused_smooth_ce(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
     axis, reduction = options["axis"], options["reduction"]
 
     @tf.custom_gradient
-    def forward(z):
-        loss, grad = _core.reduced_loss_and_grad(z, labels, **options)
+    def forward(z, *values):
+        y, opts = _with_arguments(labels, options, names, values)
+        with _stop_recording():
+            loss, grad = _core.reduced_loss_and_grad(z, y, **opts)
 
         def backward(upstream):
             cotangent = tf.cast(upstream, grad.dtype)
             if reduction == "none":
                 cotangent = tf.expand_dims(cotangent, axis)
-            return _first_order_only(grad * cotangent)
+            return [
+                _first_order_only(grad * cotangent),
+                *_argument_gradients(_loss_given(z), labels, options, names, values, upstream),
+            ]
 
         return loss, backward
 
-    return forward(logits)
+    return forward(logits, *values)
 
 
 # Autograph would rewrite Python branches on tensors into tf.cond; lsr's code has none by
@@ -205,7 +347,8 @@ def smooth_ce(
     Raises:
         TypeError, ValueError: as ``lsr.smooth_ce``; value checks (labels in range,
             smoothing in [0, 1]) run eagerly only. Inside ``tf.function`` an
-            out-of-range label gives NaN.
+            out-of-range label gives NaN. A ValueError also when, inside
+            ``tf.function``, the rank or the class axis' size is unknown.
 
     Example:
         >>> import numpy as np
@@ -221,28 +364,22 @@ def smooth_ce(
     """
     logits = _as_tensor("logits", logits)
     labels = _as_tensor("labels", labels)
-    if logits.shape.rank is None:
-        raise ValueError(
-            "`logits` must have a known number of dimensions (give the tf.function an "
-            "input_signature with a rank). Received: logits.shape=<unknown rank>"
-        )
+    _check_class_axis("logits", logits, axis)
     _, logits, labels, options = prepare_smooth_ce(
         logits,
         labels,
         smoothing=_as_option("smoothing", smoothing),
-        prior=_as_option("prior", prior),
+        prior=_as_prior(prior),
         axis=axis,
         ignore_index=ignore_index,
-        weight=_as_option("weight", weight),
-        where=_as_option("where", where),
+        weight=_as_optional_tensor("weight", weight),
+        where=_as_optional_tensor("where", where),
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
     )
     if not logits.shape.is_fully_defined() and options["where"] is None:
-        # The core counts the positions of a mean from the static shape; with an unknown
-        # dimension, an all-true mask gives it the count as a tensor instead.
-        options["where"] = tf.ones(_position_shape(logits, options["axis"]), dtype=tf.bool)
+        options["where"] = _all_positions(logits, options["axis"])
     return _smooth_ce_with_gradient(logits, labels, options)
 
 
@@ -288,6 +425,13 @@ def smooth_labels(
         [0.0111 0.9    0.0111]
     """
     labels = _as_tensor("labels", labels)
+    if labels.dtype.is_floating:
+        _check_class_axis("labels", labels, axis)
+    if dtype is not None:
+        try:
+            dtype = tf.as_dtype(dtype)
+        except TypeError:
+            fail_type("`dtype` must be a floating dtype (a tf.DType or its name).", "dtype", dtype)
     if labels.dtype.is_integer and labels.dtype != tf.int64:
         # The core compares ids with int64 class indices; TensorFlow does not promote.
         labels = tf.cast(labels, tf.int64)
@@ -295,12 +439,13 @@ def smooth_labels(
         labels,
         num_classes,
         smoothing=_as_option("smoothing", smoothing),
-        prior=_as_option("prior", prior),
+        prior=_as_prior(prior),
         axis=axis,
-        dtype=None if dtype is None else tf.as_dtype(dtype),
+        dtype=dtype,
     )
 
 
+@tf.autograph.experimental.do_not_convert
 def distill_loss(
     student_logits: Any,
     teacher_logits: Any,
@@ -325,13 +470,21 @@ def distill_loss(
         >>> round(float(loss), 6)
         0.418517
     """
+    student_logits = _as_tensor("student_logits", student_logits)
+    teacher_logits = _as_tensor("teacher_logits", teacher_logits)
+    _check_class_axis("student_logits", student_logits, axis)
+    _check_class_axis("teacher_logits", teacher_logits, axis)
+    where = _as_optional_tensor("where", where)
+    if where is None and not student_logits.shape.is_fully_defined():
+        # As in smooth_ce: the mean's count of positions from the dynamic shape.
+        where = _all_positions(student_logits, axis)
     return lsr.distill_loss(
-        _as_tensor("student_logits", student_logits),
-        tf.stop_gradient(_as_tensor("teacher_logits", teacher_logits)),
-        temperature=temperature,
+        student_logits,
+        tf.stop_gradient(teacher_logits),
+        temperature=_as_option("temperature", temperature),
         axis=axis,
         reduction=reduction,
-        where=None if where is None else _as_tensor("where", where),
+        where=where,
         kl=kl,
     )
 
@@ -370,8 +523,13 @@ def _scan(body: Any, init: Any, xs: dict[str, Any]) -> Any:
             rows = rows.write(i, d_hidden)
         return i + 1, pack(new_carry), losses, rows
 
+    # A known trip count also lets XLA differentiate the loop (``linear_smooth_ce``'s
+    # gradients with respect to labels and options run autodiff through it).
     _, packed, losses, rows = tf.while_loop(
-        lambda i, *_: i < blocks, step, (tf.constant(1), pack(carry), losses, rows)
+        lambda i, *_: i < blocks,
+        step,
+        (tf.constant(1), pack(carry), losses, rows),
+        maximum_iterations=blocks - 1,
     )
     return unpack(packed), (losses.stack(), None if rows == () else rows.stack())
 
@@ -429,9 +587,9 @@ def linear_smooth_ce(
     hidden = _as_tensor("hidden", hidden)
     kernel = _as_tensor("kernel", kernel)
     labels = _as_tensor("labels", labels)
-    bias = None if bias is None else _as_tensor("bias", bias)
-    where = _as_option("where", where)
-    if hidden.shape.rank is None or hidden.shape.rank < 1 or not hidden.shape.is_fully_defined():
+    bias = _as_optional_tensor("bias", bias)
+    where = _as_optional_tensor("where", where)
+    if hidden.shape.rank < 1 or not hidden.shape.is_fully_defined():
         raise ValueError(
             "`hidden` must have shape (..., d) with every dimension known (the blocks of "
             "rows are laid out when the function is traced). Received: "
@@ -439,6 +597,23 @@ def linear_smooth_ce(
         )
     dense = labels.dtype.is_floating
     leading = hidden.shape[:-1]
+    if kernel.shape.rank == 2:
+        _check_class_axis("kernel", kernel, 1)
+        # Checked before flattening, so that the message shows the shapes as given.
+        ids, targets = tuple(leading), (*leading, kernel.shape[1])
+        if tuple(labels.shape) != (targets if dense else ids):
+            fail_value(
+                f"`labels` must have hidden's leading shape {ids} (class ids) or {targets} "
+                "(dense targets).",
+                "labels",
+                labels,
+            )
+    if where is not None and tuple(where.shape) != tuple(leading):
+        fail_value(
+            f"`where` must be a boolean mask of hidden's leading shape {tuple(leading)}.",
+            "where",
+            where,
+        )
     flat_hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
     flat_labels = tf.reshape(labels, [-1, labels.shape[-1]] if dense else [-1])
     flat_where = None if where is None else tf.reshape(where, [-1])
@@ -448,9 +623,9 @@ def linear_smooth_ce(
         flat_labels,
         bias=bias,
         smoothing=_as_option("smoothing", smoothing),
-        prior=_as_option("prior", prior),
+        prior=_as_prior(prior),
         ignore_index=ignore_index,
-        weight=_as_option("weight", weight),
+        weight=_as_optional_tensor("weight", weight),
         where=flat_where,
         reduction=reduction,
         kl=kl,
@@ -459,15 +634,18 @@ def linear_smooth_ce(
         projection_name="kernel",
     )
     xp = options["xp"]
+    arguments = _differentiable_arguments(flat_labels, options)
+    names = tuple(arguments)
+    has_bias = bias is not None
 
-    def run(h, k, b, with_grad, cotangent=None):
+    def run(h, k, b, y, opts, with_grad, cotangent=None):
         return _linear.scanned_linear_smooth_ce(
             h,
             k,
             b,
-            flat_labels,
+            y,
             xp=xp,
-            options=options,
+            options=opts,
             chunk_size=chunk_size,
             with_grad=with_grad,
             scan=_scan,
@@ -475,19 +653,33 @@ def linear_smooth_ce(
         )
 
     @tf.custom_gradient
-    def forward(h, k, *maybe_bias):
-        b = maybe_bias[0] if maybe_bias else None
-        loss, grads = run(h, k, b, with_grad=reduction != "none")
+    def forward(h, k, *rest):
+        b = rest[0] if has_bias else None
+        values = rest[1:] if has_bias else rest
+        y, opts = _with_arguments(flat_labels, options, names, values)
+        # Recorded, the blocks would all stay alive on the tape (see smooth_ce).
+        with _stop_recording():
+            loss, grads = run(h, k, b, y, opts, with_grad=reduction != "none")
 
         def backward(upstream):
             if grads is None:
                 dtype = _core.compute_dtype(xp, h.dtype)
-                _, computed = run(h, k, b, True, tf.cast(upstream, dtype))
+                _, computed = run(h, k, b, y, opts, True, tf.cast(upstream, dtype))
             else:
                 computed = [None if g is None else g * tf.cast(upstream, g.dtype) for g in grads]
-            return [_first_order_only(g) for g in computed if g is not None]
+            return [
+                *(_first_order_only(g) for g in computed if g is not None),
+                *_argument_gradients(
+                    lambda labels, o: run(h, k, b, labels, o, with_grad=False)[0],
+                    flat_labels,
+                    options,
+                    names,
+                    values,
+                    upstream,
+                ),
+            ]
 
         return loss, backward
 
-    loss = forward(flat_hidden, kernel, *([] if bias is None else [bias]))
+    loss = forward(flat_hidden, kernel, *([bias] if has_bias else []), *arguments.values())
     return tf.reshape(loss, leading) if reduction == "none" else loss
