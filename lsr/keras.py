@@ -60,7 +60,9 @@ def _checked_prior(prior: Any) -> Any:
             fail_value(f"`prior` must be one of {PRIOR_NAMES} or a distribution.", "prior", prior)
         return prior
     try:
-        values = np.asarray(prior, dtype=np.float64)
+        given = np.asarray(prior)
+        # Booleans are not probabilities (True would silently read as 1.0).
+        values = None if given.dtype == bool else np.asarray(prior, dtype=np.float64)
     except (TypeError, ValueError):
         values = None
     if values is None or values.ndim != 1 or values.size < 1:
@@ -72,6 +74,15 @@ def _checked_prior(prior: Any) -> Any:
     # The same checks (and messages) as every lsr function, once, on the given values.
     check_prior(_np_xp, values, values.size, np.float64)
     return [float(v) for v in values]
+
+
+def _check_known_rank(name: str, value: Any) -> None:
+    shape = getattr(value, "shape", None)
+    if shape is not None and getattr(shape, "rank", 0) is None:
+        raise ValueError(
+            f"`{name}` must have a known number of dimensions (inside a traced function, "
+            f"give it a shape with a rank). Received: {name}.shape=<unknown rank>"
+        )
 
 
 def _logits_behind_softmax(y_pred: Any) -> Any:
@@ -165,6 +176,15 @@ class SmoothCrossEntropy(keras.losses.Loss):
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         _check_backend()
+        if not isinstance(name, str):
+            fail_type("`name` must be a string.", "name", name)
+        if not keras.backend.is_float_dtype(self.dtype):
+            fail_type(
+                "`dtype` must be a floating dtype or a floating dtype policy (the loss is "
+                "computed in it).",
+                "dtype",
+                dtype,
+            )
         if not isinstance(from_logits, bool):
             fail_type("`from_logits` must be a bool.", "from_logits", from_logits)
         check_fraction("label_smoothing", label_smoothing)
@@ -185,10 +205,31 @@ class SmoothCrossEntropy(keras.losses.Loss):
         self.ignore_class = None if ignore_class is None else int(ignore_class)
         self._given_dtype = dtype
 
+    def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        for name, value in (("y_true", y_true), ("y_pred", y_pred)):
+            if value is None or isinstance(value, (str, bytes)):
+                fail_type(f"`{name}` must be an array of numbers.", name, value)
+        return super().__call__(y_true, y_pred, sample_weight=sample_weight)
+
     def call(self, y_true: Any, y_pred: Any) -> Any:
         backend = _check_backend()
+        # Shapes are checked before anything is computed: inside a traced function
+        # (``model.fit``) a dimension may be unknown, and K must not be.
+        _check_known_rank("y_true", y_true)
+        _check_known_rank("y_pred", y_pred)
         ndim = len(y_pred.shape)
+        if ndim < 1:
+            fail_value(
+                "`y_pred` must have at least one dimension (the class axis).", "y_pred", y_pred
+            )
         axis = normalize_axis(self.axis, ndim)
+        if y_pred.shape[axis] is None:
+            fail_value(
+                f"`y_pred` must have a known number of classes (the size of its axis {axis}); "
+                "the model's output must have that size (other dimensions may be None).",
+                "y_pred.shape",
+                tuple(y_pred.shape),
+            )
         logits = y_pred
         if not self.from_logits:
             logits = _logits_behind_softmax(y_pred)
