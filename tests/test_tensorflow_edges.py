@@ -321,6 +321,56 @@ def test_an_unknown_class_axis_is_a_clear_error(fn, shape, pattern, jit):
         traced.get_concrete_function()
 
 
+UNKNOWN_RANKS = [
+    pytest.param(lambda a: lsr_tf.smooth_ce(a, [0, 1]), "logits", id="smooth_ce-logits"),
+    pytest.param(lambda a: lsr_tf.smooth_ce(tf.ones((2, 3)), a), "labels", id="smooth_ce-labels"),
+    pytest.param(
+        lambda a: lsr_tf.smooth_ce(tf.ones((2, 3)), [0, 1], weight=a),
+        "weight",
+        id="smooth_ce-weight",
+    ),
+    pytest.param(
+        lambda a: lsr_tf.smooth_ce(tf.ones((2, 3)), [0, 1], prior=a), "prior", id="smooth_ce-prior"
+    ),
+    pytest.param(
+        lambda a: lsr_tf.smooth_ce(tf.ones((2, 3)), [0, 1], where=a > 0),
+        "where",
+        id="smooth_ce-where",
+    ),
+    pytest.param(lambda a: lsr_tf.smooth_labels(a), "labels", id="smooth_labels"),
+    pytest.param(
+        lambda a: lsr_tf.distill_loss(a, tf.ones((2, 3)), temperature=2.0),
+        "student_logits",
+        id="distill-student",
+    ),
+    pytest.param(
+        lambda a: lsr_tf.distill_loss(tf.ones((2, 3)), a, temperature=2.0),
+        "teacher_logits",
+        id="distill-teacher",
+    ),
+    pytest.param(
+        lambda a: lsr_tf.linear_smooth_ce(a, tf.ones((2, 3)), [0, 1]), "hidden", id="linear-hidden"
+    ),
+    pytest.param(
+        lambda a: lsr_tf.linear_smooth_ce(tf.ones((2, 2)), a, [0, 1]), "kernel", id="linear-kernel"
+    ),
+    pytest.param(
+        lambda a: SmoothCrossEntropy(from_logits=True)(a, tf.ones((2, 3))), "y_true", id="keras"
+    ),
+]
+
+
+@pytest.mark.parametrize(("fn", "name"), UNKNOWN_RANKS)
+def test_an_unknown_rank_is_a_clear_error(fn, name):
+    traced = tf.function(fn, input_signature=[tf.TensorSpec(None, FLOAT)])
+    with pytest.raises(
+        ValueError,
+        match=rf"`{name}` must have a known number of dimensions.*"
+        rf"Received: {name}.shape=<unknown rank>",
+    ):
+        traced.get_concrete_function()
+
+
 class _Scale(keras.layers.Layer):
     """One trainable scalar: a model whose output keeps its input's unknown class axis."""
 
