@@ -767,3 +767,27 @@ def test_keras_fit_with_an_out_of_range_label_reports_nan(jit_compile):
     assert np.isnan(history.history["loss"][0])
     # The step with the bad label poisoned the weights: the model's outputs are NaN.
     assert np.isnan(model.predict(x, verbose=0)).all()
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_out_of_range_labels_poison_the_other_entry_points(jit):
+    """linear_smooth_ce (loss and every parameter gradient) and smooth_labels (the row)."""
+    rng = np.random.default_rng(15)
+    hidden, kernel = rng.normal(size=(4, 3)), rng.normal(size=(3, K))
+
+    def linear(h, k, y):
+        with tf.GradientTape() as tape:
+            tape.watch([h, k])
+            loss = lsr_tf.linear_smooth_ce(h, k, y, chunk_size=2)
+        return loss, tape.gradient(loss, [h, k])
+
+    labels = tf.constant([0, K + 2, 2, 3])
+    loss, (grad_h, grad_k) = tf.function(linear, jit_compile=jit)(
+        tf.constant(hidden), tf.constant(kernel), labels
+    )
+    assert np.isnan(loss.numpy()) and np.isnan(grad_k.numpy()).all()
+    assert np.isnan(grad_h.numpy()[1]).all()
+
+    smoothed = tf.function(lambda y: lsr_tf.smooth_labels(y, K), jit_compile=jit)(labels).numpy()
+    assert np.isnan(smoothed[1]).all()
+    np.testing.assert_allclose(smoothed[[0, 2, 3]], 0.9 * np.eye(K)[[0, 2, 3]] + 0.1 / K, rtol=1e-6)
