@@ -23,6 +23,14 @@ With ``from_logits=False`` probabilities are turned into
 logits the way Keras' TensorFlow backend does (normalized, clipped to
 ``[epsilon, 1 - epsilon]``, logarithm; or, for the output of a Keras softmax, the logits
 behind it).
+
+Keras treats ``y_true`` as a constant; a caller whose tape watches soft (floating)
+``y_true`` targets gets their gradient, the same eagerly and inside ``tf.function``
+(``lsr.tensorflow``'s rule); integer labels have none. The constructor checks its
+arguments when the loss is made; ``call`` checks shapes before computing (a class axis of
+unknown size, as a model output of shape ``(None, None)`` gives in ``fit``, is a
+ValueError). Inside ``fit`` label values cannot be read: an out-of-range class id makes
+the loss NaN.
 """
 
 from __future__ import annotations
