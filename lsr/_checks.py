@@ -37,6 +37,76 @@ def is_floating_dtype(xp: Any, dtype: Any) -> bool:
     return xp.isdtype(dtype, "real floating")
 
 
+def _integer_bounds(xp: Any, dtype: Any) -> tuple[int, int]:
+    iinfo = getattr(xp, "iinfo", None)
+    info = iinfo(dtype) if iinfo is not None else dtype  # a tf.DType has .min and .max
+    return int(info.min), int(info.max)
+
+
+def index_labels(xp: Any, labels: Any) -> Any:
+    """Integer labels in the namespace's index dtype (int64; int32 for JAX without x64).
+
+    A narrow dtype cannot be compared with every class id or ``ignore_index`` as they
+    are: as uint8, ``ignore_index=-100`` wraps to 156 (a real class) and K = 300 has ids
+    the dtype cannot hold. Widened, a label equals ``ignore_index`` only when their
+    values are equal.
+    """
+    return cast(xp, labels, _core._index_dtype(xp, labels))
+
+
+def matchable_ignore_index(xp: Any, ignore_index: int | None, dtype: Any) -> int | None:
+    """``ignore_index`` for labels of the index ``dtype``: None when no label can equal it
+    (outside the dtype's range, e.g. 2**40 with JAX's int32 ids), so it matches nothing."""
+    if ignore_index is None:
+        return None
+    low, high = _integer_bounds(xp, dtype)
+    return int(ignore_index) if low <= ignore_index <= high else None
+
+
+def sum_tolerance(xp: Any, dtype: Any, count: int) -> float:
+    """How far from 1 a sum of ``count`` probabilities of ``dtype`` may be from rounding.
+
+    ``8 sqrt(count)`` units of roundoff (never finer than float32's: a float64 array is
+    often made from float32 values), at most 1 %: a float32 prior of 10,000 classes may be
+    off by 1e-4, not by 5 %.
+    """
+    eps = max(float(xp.finfo(dtype).eps), 2.0**-23)
+    return min(1e-2, 8.0 * eps * max(count, 16) ** 0.5)
+
+
+def check_dense_targets(xp: Any, targets: Any, axis: int, where: Any, dtype: Any) -> None:
+    """Dense targets are distributions over the classes: finite, non-negative entries
+    whose sum is 1 at every kept position. Checked when their values are cheap to read
+    (swapped arguments, e.g. Keras' ``(y_true, y_pred)`` order, land here)."""
+    if not values_are_cheap(targets) or 0 in tuple(targets.shape):
+        return
+    num_classes = targets.shape[axis]
+    tolerance = sum_tolerance(xp, dtype, num_classes)
+    wide = cast(xp, targets, xp.float64 if dtype == xp.float64 else xp.float32)
+    row_sums = xp.sum(wide, axis=axis)
+    bad_entries = ~xp.all(xp.isfinite(wide), axis=axis) | xp.any(wide < -tolerance, axis=axis)
+    bad = bad_entries | (xp.abs(row_sums - 1.0) > tolerance)
+    if where is not None:
+        bad = bad & where
+    if not values_are_cheap(bad) or not bool(xp.any(bad)):
+        return
+    count = int(xp.sum(xp.astype(bad, xp.int64 if hasattr(xp, "int64") else xp.int32)))
+    kind = (
+        "negative or non-finite entries"
+        if bool(xp.any(bad_entries if where is None else bad_entries & where))
+        else "sums that are not 1"
+    )
+    sums = row_sums[bad]
+    raise ValueError(
+        "Dense (floating) `labels` must be distributions over the classes: non-negative "
+        f"entries summing to 1 along axis {axis} (within {tolerance:.1e}) at every kept "
+        f"position; {count} positions have {kind}. If these are logits or "
+        "probabilities of a model, the arguments may be swapped: the order is "
+        f"(logits, labels). Received: labels with row sums in "
+        f"[{float(xp.min(sums)):.6g}, {float(xp.max(sums)):.6g}]"
+    )
+
+
 def check_logits(xp: Any, logits: Any, name: str = "logits") -> None:
     if not is_floating_dtype(xp, logits.dtype):
         fail_type(f"`{name}` must have a real floating dtype.", name, logits)
@@ -98,22 +168,26 @@ def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
         )
     if not is_floating_dtype(xp, prior.dtype):
         fail_type("`prior` must have a real floating dtype.", "prior", prior)
+    tolerance = sum_tolerance(xp, prior.dtype, num_classes)
     prior = cast(xp, prior, dtype)
-    if values_are_cheap(prior):
-        invalid = xp.any(prior < 0) | ~xp.all(xp.isfinite(prior))
-        total = xp.sum(prior)
-        # Concrete priors closed over by a jitted function still compute to tracers.
-        if not values_are_cheap(total):
-            return prior
-        if bool(invalid):
+    invalid = (
+        xp.any(prior < 0)
+        | ~xp.all(xp.isfinite(prior))
+        | (xp.abs(xp.sum(prior) - 1.0) > tolerance)
+    )
+    # (Concrete priors closed over by a jitted function still compute to tracers.)
+    if not (values_are_cheap(prior) and values_are_cheap(invalid)):
+        # Under tracing the values cannot be read: a prior that is not a distribution
+        # makes the loss (and its gradient) NaN instead of a plausible number.
+        return xp.where(invalid, xp.nan, prior)
+    if bool(invalid):
+        if bool(xp.any(prior < 0) | ~xp.all(xp.isfinite(prior))):
             fail_value("`prior` must be finite and non-negative.", "prior", prior)
-        total = float(total)
-        tolerance = 1e-3 if dtype == xp.float32 else 1e-9
-        if abs(total - 1.0) > tolerance * max(1.0, num_classes**0.5):
-            raise ValueError(
-                f"`prior` must sum to 1 (a distribution over the classes). "
-                f"Received: prior summing to {total!r}"
-            )
+        raise ValueError(
+            f"`prior` must sum to 1 (a distribution over the classes; within {tolerance:.1e} "
+            f"for {num_classes} classes): divide it by its sum. "
+            f"Received: prior summing to {float(xp.sum(prior))!r}"
+        )
     return prior
 
 
@@ -137,7 +211,12 @@ def check_smoothing(xp: Any, smoothing: Any, dtype: Any) -> Any:
     if not is_floating_dtype(xp, smoothing.dtype):
         fail_type("`smoothing` must be a float or a floating 0-d array.", "smoothing", smoothing)
     smoothing = cast(xp, smoothing, dtype)
-    if values_are_cheap(smoothing) and not 0.0 <= float(smoothing) <= 1.0:
+    in_range = (smoothing >= 0.0) & (smoothing <= 1.0)
+    if not (values_are_cheap(smoothing) and values_are_cheap(in_range)):
+        # Under tracing: NaN (which reaches the loss and its gradient), never a plausible
+        # number from an epsilon outside [0, 1].
+        return xp.where(in_range, smoothing, xp.nan)
+    if not bool(in_range):
         fail_value("`smoothing` must be in [0, 1].", "smoothing", float(smoothing))
     return smoothing
 
@@ -147,6 +226,22 @@ def check_ignore_index(ignore_index: Any) -> None:
         isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
     ):
         fail_type("`ignore_index` must be an integer or None.", "ignore_index", ignore_index)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """A bool (Python's or NumPy's); a string such as "no" is refused, not read as True."""
+    if not (isinstance(value, bool) or type(value).__name__ in ("bool", "bool_")):
+        fail_type(f"`{name}` must be a bool.", name, value)
+    return bool(value)
+
+
+def check_num_classes(num_classes: int, name: str = "logits", value: Any = None) -> None:
+    if num_classes < 1:
+        fail_value(
+            "The class axis must have at least one class.",
+            name,
+            value if value is not None else num_classes,
+        )
 
 
 def prepare_smooth_ce(
@@ -226,10 +321,17 @@ def prepare_options(
     that need not exist (the fused linear loss never makes them)."""
     axis = normalize_axis(axis, len(shape))
     num_classes = shape[axis]
+    if num_classes is not None:
+        check_num_classes(num_classes, "logits.shape", tuple(shape))
     check_choice("reduction", reduction, REDUCTIONS)
     check_ignore_index(ignore_index)
-    if isinstance(z_loss, bool) or not isinstance(z_loss, numbers.Real) or z_loss < 0:
-        fail_value("`z_loss` must be a non-negative number.", "z_loss", z_loss)
+    kl = check_flag("kl", kl)
+    if (
+        isinstance(z_loss, bool)
+        or not isinstance(z_loss, numbers.Real)
+        or not 0 <= z_loss < float("inf")
+    ):
+        fail_value("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
     dtype = _core.compute_dtype(xp, logits_dtype)
 
     if is_integer_dtype(xp, labels.dtype):
@@ -242,6 +344,8 @@ def prepare_options(
                 "labels",
                 labels,
             )
+        labels = index_labels(xp, labels)
+        ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
         check_label_range(xp, labels, num_classes, ignore_index)
         position_shape = expected
     elif is_floating_dtype(xp, labels.dtype):
@@ -259,8 +363,9 @@ def prepare_options(
                 "ignore_index",
                 ignore_index,
             )
-        labels = cast(xp, labels, dtype)
         position_shape = _without(shape, axis)
+        given_dtype = labels.dtype
+        labels = cast(xp, labels, dtype)
     else:
         fail_type(
             "`labels` must be integer class ids or floating (dense) targets.", "labels", labels
@@ -274,6 +379,8 @@ def prepare_options(
                 "where",
                 where,
             )
+    if dense:
+        check_dense_targets(xp, labels, axis, where, given_dtype)
     return labels, {
         "xp": xp,
         "dense": dense,
@@ -284,7 +391,7 @@ def prepare_options(
         "weight": check_weight(xp, weight, num_classes, dtype),
         "where": where,
         "reduction": reduction,
-        "kl": bool(kl),
+        "kl": kl,
         "z_loss": float(z_loss),
     }
 

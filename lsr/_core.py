@@ -89,7 +89,7 @@ def _times(xp: Any, factor: Any, x: Any) -> Any:
         if factor == 0.0:
             return 0.0
         return x if factor == 1.0 else factor * x
-    return xp.where(factor == 0, 0.0, factor * x)
+    return factor * xp.where(factor == 0, 0.0, x)
 
 
 def _row_max(xp: Any, z: Array, axis: int) -> Array:
@@ -164,10 +164,11 @@ class _Positions:
     def mask(self, xp: Any, values: Array) -> Array:
         """NaN at out-of-range labels, then 0 at positions that are not kept."""
         if self.out_of_range is not None:
-            # ``values * nan`` rather than a NaN constant: differentiating the result
-            # (autodiff through the core, on the generic path) then gives NaN too, where
-            # a select would pass a zero gradient to the bad position.
-            values = xp.where(self.out_of_range, values * xp.nan, values)
+            # A factor of NaN rather than a NaN constant: differentiating the result
+            # (autodiff through the core, on the generic path) then gives NaN at the bad
+            # position too, where a select would pass it a zero gradient. (The factor is
+            # a constant, so the other positions' gradients stay finite.)
+            values = values * xp.where(self.out_of_range, xp.nan, xp.ones_like(values))
         if self.valid is not None:
             values = xp.where(self.valid, values, 0.0)
         return values
@@ -773,6 +774,12 @@ def _logits_pass(
     ``out`` as in ``loss_and_grad`` (it may be ``logits``: what reads the logits as they
     are runs before they are overwritten)."""
     row_max = _row_max(xp, logits, axis)
+    if not rows.positions.dense:
+        # z_y - max z: gathered before ``out`` (which may be the logits) is written, and
+        # from the logits themselves, so XLA need not keep the shifted logits for it.
+        target = xp.squeeze(
+            xp.take_along_axis(logits, rows.index, axis=axis) - row_max, axis=axis
+        )
     subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - row_max
@@ -784,20 +791,24 @@ def _logits_pass(
         shifted = out
     # The sums over the classes are of the shifted logits (see _row_max), taken while
     # the block is in the caches and before the exponential overwrites it.
-    vector_sum = _smoothing_vector_sum(xp, shifted, prior, weight, axis)
     if rows.positions.dense:  # B = sum_k w_k q_k z_k
         target = _dense_target_sum(xp, shifted, labels, weight, axis)
-    else:  # z_y
-        target = xp.squeeze(xp.take_along_axis(shifted, rows.index, axis=axis), axis=axis)
-    inplace_exp = getattr(xp, "inplace_exp", None)
-    if inplace_exp is not None:
-        exp_shifted = inplace_exp(shifted)
-    else:
+    # A namespace may offer both plain sums of the shifted logits at once (JAX's does).
+    both_sums = getattr(xp, "sum_and_sum_exp", None)
+    if both_sums is not None and out is None and weight is None and isinstance(prior, str):
+        vector_sum, sum_exp = both_sums(shifted, axis=axis)
         exp_shifted = xp.exp(shifted)
-        if out is not None:
-            out[...] = exp_shifted
-            exp_shifted = out
-    sum_exp = xp.sum(exp_shifted, axis=axis, keepdims=True)
+    else:
+        vector_sum = _smoothing_vector_sum(xp, shifted, prior, weight, axis)
+        inplace_exp = getattr(xp, "inplace_exp", None)
+        if inplace_exp is not None:
+            exp_shifted = inplace_exp(shifted)
+        else:
+            exp_shifted = xp.exp(shifted)
+            if out is not None:
+                out[...] = exp_shifted
+                exp_shifted = out
+        sum_exp = xp.sum(exp_shifted, axis=axis, keepdims=True)
     sums = (row_max, sum_exp, vector_sum, target)
     if not with_grad:
         return sums, None
@@ -1032,6 +1043,15 @@ def one_hot(labels: Array, num_classes: int, *, xp: Any, axis: int, dtype: Any) 
     return xp.astype(xp.expand_dims(labels, axis=axis) == ids, dtype)
 
 
+def nan_where_out_of_range(
+    targets: Array, labels: Array, num_classes: int, *, xp: Any, axis: int
+) -> Array:
+    """``targets`` (one-hot rows of ``labels``, class axis ``axis``) with NaN rows where a
+    label is outside [0, K): what tracing leaves of the range check."""
+    bad = xp.expand_dims((labels < 0) | (labels >= num_classes), axis=axis)
+    return xp.where(bad, xp.nan, targets)
+
+
 def smooth_dense_targets(
     targets: Array, *, xp: Any, smoothing: Any, prior: Any, axis: int
 ) -> Array:
@@ -1053,11 +1073,23 @@ def estimate_prior(
     pseudocount: float,
     dtype: Any,
 ) -> Array:
-    """Class frequencies ``(count_k + pseudocount) / sum_j (count_j + pseudocount)``."""
+    """Class frequencies ``(count_k + pseudocount) / sum_j (count_j + pseudocount)``.
+
+    Counted from the sorted labels (two binary searches per class): O(N + K) memory, no
+    N x K one-hot. A label outside [0, K) that is not ``ignore_index`` (possible only
+    under tracing, where values are not checked) makes the result NaN.
+    """
     flat = xp.reshape(labels, (-1,))
-    ids = xp.arange(num_classes, dtype=labels.dtype, device=device(labels))
-    matches = xp.expand_dims(flat, axis=1) == xp.expand_dims(ids, axis=0)
-    if ignore_index is not None:
-        matches = matches & xp.expand_dims(flat != ignore_index, axis=1)
-    counts = xp.sum(xp.astype(matches, dtype), axis=0) + pseudocount
-    return counts / xp.sum(counts)
+    kept = None if ignore_index is None else flat != ignore_index
+    in_range = (flat >= 0) & (flat < num_classes)
+    bad = ~in_range if kept is None else kept & ~in_range
+    if kept is not None:
+        flat = xp.where(kept, flat, -1)
+    ordered = xp.sort(flat)
+    ids = xp.arange(num_classes, dtype=flat.dtype, device=device(labels))
+    counts = xp.searchsorted(ordered, ids, side="right") - xp.searchsorted(
+        ordered, ids, side="left"
+    )
+    counts = xp.astype(counts, dtype) + pseudocount
+    prior = counts / xp.sum(counts)
+    return xp.where(xp.any(bad), xp.nan, prior)

@@ -11,7 +11,9 @@ from lsr._checks import (
     check_prior,
     check_smoothing,
     is_floating_dtype,
+    index_labels,
     is_integer_dtype,
+    matchable_ignore_index,
     prepare_smooth_ce,
 )
 from lsr._compat import array_namespace
@@ -141,6 +143,8 @@ def smooth_labels(
         None if isinstance(prior, str) else prior,
         smoothing if hasattr(smoothing, "shape") else None,
     )
+    if dtype is not None and not _is_floating_dtype_object(xp, dtype):
+        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
     if is_integer_dtype(xp, labels.dtype):
         if num_classes is None:
             fail_value("Integer `labels` need `num_classes`.", "num_classes", num_classes)
@@ -148,8 +152,14 @@ def smooth_labels(
         axis = normalize_axis(axis, labels.ndim + 1)
         if dtype is None:
             dtype = _default_float(xp, labels)
+        labels = index_labels(xp, labels)
         check_label_range(xp, labels, num_classes, None)
         targets = _core.one_hot(labels, num_classes, xp=xp, axis=axis, dtype=dtype)
+        # Under tracing an id outside [0, K) cannot raise: its row is NaN, not a row
+        # of smoothing alone.
+        targets = _core.nan_where_out_of_range(
+            targets, labels, num_classes, xp=xp, axis=axis
+        )
     elif is_floating_dtype(xp, labels.dtype):
         if labels.ndim < 1:
             fail_value("Dense `labels` need a class axis.", "labels", labels)
@@ -164,8 +174,6 @@ def smooth_labels(
         targets = cast(xp, labels, labels.dtype if dtype is None else dtype)
     else:
         fail_type("`labels` must be integer class ids or floating targets.", "labels", labels)
-    if not is_floating_dtype(xp, targets.dtype):
-        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
     return _core.smooth_dense_targets(
         targets,
         xp=xp,
@@ -205,6 +213,10 @@ def estimate_prior(
         or pseudocount < 0
     ):
         fail_value("`pseudocount` must be a non-negative number.", "pseudocount", pseudocount)
+    if dtype is not None and not _is_floating_dtype_object(xp, dtype):
+        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
+    labels = index_labels(xp, labels)
+    ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
     check_label_range(xp, labels, num_classes, ignore_index)
     dtype = _default_float(xp, labels) if dtype is None else dtype
     prior = _core.estimate_prior(
@@ -225,3 +237,12 @@ def _default_float(xp: Any, like: Any) -> Any:
     from lsr._compat import device
 
     return info().default_dtypes(device=device(like))["real floating"]
+
+
+def _is_floating_dtype_object(xp: Any, dtype: Any) -> bool:
+    """Whether ``dtype`` is one of the namespace's real floating dtypes (a NumPy type such
+    as ``np.int32`` or a string is not, and must not reach ``xp.isdtype``)."""
+    try:
+        return bool(xp.isdtype(dtype, "real floating"))
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return False

@@ -36,7 +36,9 @@ FUNCTIONS = (
     "concat",
     "exp",
     "expand_dims",
+    "finfo",
     "full",
+    "iinfo",
     "isdtype",
     "isfinite",
     "log",
@@ -49,6 +51,8 @@ FUNCTIONS = (
     "ones_like",
     "reshape",
     "result_type",
+    "searchsorted",
+    "sort",
     "sqrt",
     "squeeze",
     "stack",
@@ -266,7 +270,25 @@ class TensorFlowNamespace:
         )
         return tf.transpose(gathered, inverse)
 
+    def sort(self, x: Any, /, *, axis: int = -1) -> Any:
+        return tf.sort(x, axis=axis)
+
+    def searchsorted(self, x1: Any, x2: Any, /, *, side: str = "left") -> Any:
+        """Indices of ``x2`` in the sorted 1-D ``x1``, in the index dtype (int64)."""
+        return tf.searchsorted(x1, x2, side=side, out_type=tf.int64)
+
     # Creation, dtypes.
+
+    def finfo(self, dtype: Any) -> Any:
+        """The floating dtype's limits, as NumPy reports them (``eps``, ``max``, ...)."""
+        import numpy as np
+
+        return np.finfo(tf.as_dtype(dtype).as_numpy_dtype)
+
+    def iinfo(self, dtype: Any) -> Any:
+        import numpy as np
+
+        return np.iinfo(tf.as_dtype(dtype).as_numpy_dtype)
 
     def arange(
         self,

@@ -15,6 +15,8 @@ PRIOR_NAMES = ("uniform", "others")
 
 
 def _show(value: Any) -> str:
+    if isinstance(value, type):  # a class such as np.int32 has a `shape` descriptor
+        return f"{value.__module__}.{value.__qualname__}"
     shape = getattr(value, "shape", None)
     if shape is not None and not isinstance(value, numbers.Number):
         dtype = getattr(value, "dtype", None)

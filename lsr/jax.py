@@ -50,10 +50,27 @@ __all__ = [
 ]
 
 
-def _as_jax(x: Any) -> Any:
-    """``x`` as a jax array (tracers pass through); ``None`` stays ``None``."""
+def _as_jax(x: Any, name: str = "labels") -> Any:
+    """``x`` as a jax array (tracers pass through); ``None`` stays ``None``.
+
+    Without x64, JAX stores 64-bit integers as int32 and silently wraps larger values
+    (2**32 + 1 becomes 1, a real class id): such values are refused here, where they can
+    still be read. (A jax array that already wrapped them cannot be told apart.)
+    """
     if x is None or isinstance(x, jax.Array):
         return x
+    if not jax.config.jax_enable_x64:
+        values = np.asarray(x)
+        if values.dtype.kind in "iu" and values.dtype.itemsize > 4 and values.size:
+            low, high = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+            if int(values.min()) < low or int(values.max()) > high:
+                raise ValueError(
+                    f"`{name}` holds integers outside int32, which JAX without x64 would "
+                    "wrap into other values (2**32 + 1 becomes 1); enable "
+                    "`jax.config.update('jax_enable_x64', True)` or map the ids into int32 "
+                    f"first. Received: {name} with min={int(values.min())}, "
+                    f"max={int(values.max())}"
+                )
     return jnp.asarray(x)
 
 
@@ -70,6 +87,33 @@ def _as_jax_scalar(smoothing: Any) -> Any:
 
 def _as_jax_prior(prior: Any) -> Any:
     return prior if isinstance(prior, str) else _as_jax(prior)
+
+
+def _sum_and_sum_exp(x: Any, /, *, axis: int) -> tuple[Any, Any]:
+    """``(sum(x), sum(exp(x)))`` over ``axis`` (the second with the axis kept), as one
+    variadic reduction.
+
+    The core sums the max-shifted logits (for large logits' accuracy). Two plain sums
+    over ``x`` would make XLA's CPU backend store ``x``, a logits-sized temporary; a
+    variadic reduce fuses its producer instead, and reads the logits once.
+    """
+    zero = jnp.zeros((), x.dtype)
+    total, total_exp = jax.lax.reduce(
+        (x, jnp.exp(x)), (zero, zero), lambda a, b: (a[0] + b[0], a[1] + b[1]), (axis,)
+    )
+    return total, jnp.expand_dims(total_exp, axis)
+
+
+class _Namespace:
+    """``jax.numpy`` plus the core's optional ``sum_and_sum_exp`` (see above)."""
+
+    sum_and_sum_exp = staticmethod(_sum_and_sum_exp)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jnp, name)
+
+
+_xp = _Namespace()
 
 
 class _Static(NamedTuple):
@@ -89,7 +133,7 @@ def _core_options(static: _Static, dynamic: dict[str, Any]) -> dict[str, Any]:
     smoothing = static.smoothing if static.smoothing is not None else dynamic["smoothing"]
     prior = static.prior if static.prior is not None else dynamic["prior"]
     return {
-        "xp": jnp,
+        "xp": _xp,
         "dense": static.dense,
         "smoothing": smoothing,
         "prior": prior,
@@ -227,8 +271,8 @@ def smooth_ce(
         Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision";
         Müller et al. 2019, "When Does Label Smoothing Help?".
     """
-    logits, labels = _as_jax(logits), _as_jax(labels)
-    weight, where = _as_jax(weight), _as_jax(where)
+    logits, labels = _as_jax(logits, "logits"), _as_jax(labels)
+    weight, where = _as_jax(weight, "weight"), _as_jax(where, "where")
     smoothing, prior = _as_jax_scalar(smoothing), _as_jax_prior(prior)
     # Concrete arrays (closed over by a jitted function, say) are checked by value even
     # while a caller is being traced: without this, comparisons on them would be staged

@@ -418,6 +418,13 @@ def fit_temperature(
             "`bounds` must be (T_min, T_max) with 0 < T_min < T_max < inf.", "bounds", bounds
         )
     check_positive_int("max_iter", max_iter)
+    if not bool(xp.all(xp.isfinite(logits))):
+        fail_value(
+            "fit_temperature needs finite logits: NaN or inf has no best temperature (the "
+            "fit would stop at a bound and look like a result). Drop or fix those rows.",
+            "logits",
+            logits,
+        )
     wide = cast(xp, logits, _wide_dtype(xp, logits))
     target = core.target_logits(xp, wide, labels, axis)
 

@@ -24,7 +24,7 @@ for _name, _patterns in {
 if len(SELECTED) < 2:
     collect_ignore_glob.append("test_cross_backend*.py")
 if not {"jax", "torch", "tensorflow"} & set(SELECTED):
-    collect_ignore_glob.append("test_cross_backend_adapters.py")
+    collect_ignore_glob += ["test_cross_backend_adapters.py", "test_adapter_edges.py"]
 
 
 def pytest_report_header(config):

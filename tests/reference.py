@@ -63,7 +63,10 @@ def smooth_ce(
     )
     w = np.ones(num_classes) if weight is None else np.asarray(weight, dtype=np.float64)
     logp = log_softmax(z)
-    loss = -(w * targets * logp).sum(axis=-1)
+    # A class with no target mass contributes nothing, also where its logit is -inf.
+    mass = w * targets
+    with np.errstate(invalid="ignore"):
+        loss = -np.where(mass == 0, 0.0, mass * logp).sum(axis=-1)
     if kl:
         with np.errstate(divide="ignore", invalid="ignore"):
             xlogx = np.where(targets > 0, targets * np.log(targets), 0.0)
@@ -71,7 +74,7 @@ def smooth_ce(
     if z_loss:
         lse = np.log(np.exp(z).sum(axis=-1))
         loss = loss + z_loss * lse**2
-    loss = np.where(keep, loss, 0.0)
+    loss = np.where(keep, loss, 0.0)  # (an ignored row may be NaN: all -inf logits)
     if reduction == "none":
         return loss
     if reduction == "sum":
@@ -80,7 +83,11 @@ def smooth_ce(
         denominator = keep.sum()
     else:
         denominator = sum(w[int(labels[i])] for i in np.ndindex(labels.shape) if keep[i])
-    return loss.sum() / denominator if denominator else 0.0
+    if not keep.any():
+        return 0.0  # lsr's rule for a mean over nothing (PyTorch: NaN)
+    # PyTorch's rule otherwise: divide by the kept weight sum whatever its sign; 0 is 0/0.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.float64(loss.sum()) / np.float64(denominator) if denominator else np.nan
 
 
 def numerical_gradient(f, x, step=1e-6):

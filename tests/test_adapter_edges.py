@@ -1,0 +1,239 @@
+"""The edges through each framework adapter, in every execution mode of the session's
+frameworks: eager and ``jax.jit``; eager and ``torch.compile``; eager, ``tf.function``
+and ``tf.function(jit_compile=True)``. Values and gradients (from each framework's own
+autodiff of the loss) against the definition in float64.
+
+Collected only in sessions with at least one framework (tests/conftest.py); the modes
+are those of the selected frameworks, so none is skipped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests import reference
+from tests.conftest import SELECTED
+
+DYNAMO_WARNINGS = (
+    "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning",
+    "ignore:.*should not be instantiated:DeprecationWarning",
+    "ignore:`torch.jit.script:DeprecationWarning",
+)
+
+ALL_MODES = {
+    "jax": ["jax-eager", "jax-jit"],
+    "torch": ["torch-eager", "torch-compile"],
+    "tensorflow": ["tf-eager", "tf-function", "tf-xla"],
+}
+MODES = [mode for name, modes in ALL_MODES.items() if name in SELECTED for mode in modes]
+TRACED = {"jax-jit", "torch-compile", "tf-function", "tf-xla"}
+
+
+def _run(mode, logits, labels, **options):
+    """``(loss, d sum(loss) / d logits)`` as NumPy arrays through the adapter in ``mode``.
+
+    Array options (``smoothing``, ``prior``, ``weight``) are converted and passed as
+    arguments, so that in traced modes their values are abstract.
+    """
+    arrays = {k: v for k, v in options.items() if isinstance(v, np.ndarray)}
+    static = {k: v for k, v in options.items() if k not in arrays}
+    static.setdefault("reduction", "none")
+    static.setdefault("ignore_index", -100)
+    if mode.startswith("jax"):
+        import jax
+        import jax.numpy as jnp
+
+        import lsr.jax
+
+        def loss_fn(z, y, extra):
+            return lsr.jax.smooth_ce(z, y, **static, **extra)
+
+        def objective(z, y, extra):
+            loss = loss_fn(z, y, extra)
+            return jnp.sum(loss), loss
+
+        fn = jax.value_and_grad(objective, has_aux=True)
+        if mode == "jax-jit":
+            fn = jax.jit(fn)
+        extra = {k: jnp.asarray(v) for k, v in arrays.items()}
+        (_, loss), grad = fn(jnp.asarray(logits), jnp.asarray(labels), extra)
+        return np.asarray(loss), np.asarray(grad)
+    if mode.startswith("torch"):
+        import torch
+
+        import lsr.torch
+
+        def loss_fn(z, y, extra):
+            return lsr.torch.smooth_ce(z, y, axis=-1, **static, **extra)
+
+        if mode == "torch-compile":
+            torch._dynamo.reset()
+            loss_fn = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
+        z = torch.tensor(logits, requires_grad=True)
+        extra = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        loss = loss_fn(z, torch.from_numpy(labels), extra)
+        loss.sum().backward()
+        return loss.detach().numpy(), z.grad.numpy()
+    import tensorflow as tf
+
+    import lsr.tensorflow
+
+    def value_and_grad(z, y, extra):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = lsr.tensorflow.smooth_ce(z, y, **static, **extra)
+            total = tf.reduce_sum(loss)
+        return loss, tape.gradient(total, z)
+
+    if mode != "tf-eager":
+        value_and_grad = tf.function(value_and_grad, jit_compile=mode == "tf-xla")
+    extra = {k: tf.constant(v) for k, v in arrays.items()}
+    loss, grad = value_and_grad(tf.constant(logits), tf.constant(labels), extra)
+    return loss.numpy(), grad.numpy()
+
+
+def _expected(logits, labels, *, smoothing=0.1, prior="uniform", weight=None, ignore=-100):
+    """Per-position loss and its gradient from the definition, in float64: the gradient of
+    ``sum_k w_k q'_k (lse - z_k)`` is ``(sum_k w_k q'_k) softmax(z) - w q'``, 0 where ignored."""
+    z = np.asarray(logits, np.float64)
+    labels = np.asarray(labels).astype(np.int64)
+    keep = labels != ignore
+    q = reference.smoothed_targets(
+        np.where(keep, labels, 0), z.shape[-1], smoothing=smoothing, prior=prior
+    )
+    w = np.ones(z.shape[-1]) if weight is None else np.asarray(weight, np.float64)
+    loss = reference.smooth_ce(
+        z,
+        labels,
+        smoothing=smoothing,
+        prior=prior,
+        ignore_index=ignore,
+        weight=weight,
+        reduction="none",
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = np.exp(reference.log_softmax(z))
+    mass = (w * q).sum(-1, keepdims=True)
+    grad = np.where(keep[:, None], mass * p - w * q, 0.0)
+    return loss, grad
+
+
+@pytest.fixture(params=MODES)
+def mode(request):
+    return request.param
+
+
+def _check(mode, logits, labels, rtol=2e-5, atol=1e-6, **options):
+    loss, grad = _run(mode, logits, labels, **options)
+    expected_loss, expected_grad = _expected(
+        logits,
+        labels,
+        smoothing=options.get("smoothing", 0.1),
+        prior=options.get("prior", "uniform"),
+        weight=options.get("weight"),
+    )
+    np.testing.assert_allclose(loss, expected_loss, rtol=rtol, atol=atol, err_msg=mode)
+    np.testing.assert_allclose(grad, expected_grad, rtol=rtol, atol=atol, err_msg=mode)
+    return loss, grad
+
+
+def _logits(rows, classes, seed=0):
+    return np.random.default_rng(seed).normal(size=(rows, classes)).astype(np.float32)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+def test_uint8_label_equal_to_wrapped_ignore_index(mode):
+    loss, _ = _check(mode, _logits(3, 200), np.array([156, 3, 199], np.uint8))
+    assert np.all(loss > 1.0)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+def test_uint8_labels_with_more_classes_than_the_dtype_holds(mode):
+    _check(mode, _logits(2, 300), np.array([5, 200], np.uint8))
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+@pytest.mark.parametrize("prior", ["uniform", "others", "vector"])
+def test_masked_logits_without_mass_are_finite(mode, prior):
+    logits = _logits(4, 6)
+    logits[:, 4:] = -np.inf
+    labels = np.array([0, 1, 2, 3])
+    if prior == "vector":
+        options = {"prior": np.array([0.25] * 4 + [0.0, 0.0], np.float32), "smoothing": 0.2}
+    else:
+        options = {"prior": prior, "smoothing": 0.0}
+    loss, grad = _check(mode, logits, labels, **options)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+def test_ignored_row_of_all_minus_inf_has_zero_gradient(mode):
+    logits = _logits(3, 5)
+    logits[1] = -np.inf
+    loss, grad = _run(mode, logits, np.array([0, -100, 4]), smoothing=0.1)
+    assert loss[1] == 0.0 and np.all(grad[1] == 0.0)
+    assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad))
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+@pytest.mark.parametrize("shift", [1e4, -1e4])
+def test_large_logits_keep_float32_accuracy(mode, shift):
+    logits = (_logits(16, 300, seed=2) * 3 + shift).astype(np.float32)
+    labels = np.arange(16) % 300
+    loss, _ = _run(mode, logits, labels)
+    expected, _ = _expected(logits, labels)
+    np.testing.assert_allclose(loss, expected, rtol=2e-6, err_msg=mode)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+def test_negative_weights_and_zero_weight_sums_in_the_mean(mode):
+    logits, labels = _logits(4, 5), np.array([0, 1, 2, 3])
+    weight = -np.arange(1.0, 6.0, dtype=np.float32)
+    loss, grad = _run(mode, logits, labels, weight=weight, reduction="mean")
+    per_position, per_grad = _expected(logits, labels, weight=weight)
+    denominator = weight[labels].sum()
+    np.testing.assert_allclose(loss, per_position.sum() / denominator, rtol=2e-5, err_msg=mode)
+    np.testing.assert_allclose(grad, per_grad / denominator, rtol=2e-5, atol=1e-6, err_msg=mode)
+    zero_on_present = np.array([0.0, 0.0, 0.0, 0.0, 1.0], np.float32)
+    loss, _ = _run(mode, logits, labels, weight=zero_on_present, reduction="mean")
+    assert np.isnan(loss), mode
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+@pytest.mark.parametrize("smoothing", [1.5, -0.2])
+def test_smoothing_out_of_range_is_an_error_or_nan(mode, smoothing):
+    logits, labels = _logits(3, 4), np.array([0, 1, 2])
+    value = np.asarray(smoothing, np.float32)
+    if mode in TRACED:
+        loss, grad = _run(mode, logits, labels, smoothing=value, reduction="mean")
+        assert np.isnan(loss) and np.all(np.isnan(grad)), mode
+    else:
+        with pytest.raises(ValueError, match="smoothing"):
+            _run(mode, logits, labels, smoothing=value)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+@pytest.mark.parametrize(
+    "prior", [[0.5, 0.5, 0.3, -0.3], [0.3, 0.3, 0.3, 0.3], [0.5, 0.5, np.nan, 0.0]]
+)
+def test_invalid_prior_is_an_error_or_nan(mode, prior):
+    logits, labels = _logits(3, 4), np.array([0, 1, 2])
+    value = np.asarray(prior, np.float32)
+    if mode in TRACED:
+        loss, grad = _run(mode, logits, labels, prior=value, reduction="mean")
+        assert np.isnan(loss) and np.all(np.isnan(grad)), mode
+    else:
+        with pytest.raises(ValueError, match="prior"):
+            _run(mode, logits, labels, prior=value)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+def test_out_of_range_label_is_an_error_or_nan_in_loss_and_gradient(mode):
+    logits, labels = _logits(3, 4), np.array([0, 7, 2])
+    if mode in TRACED:
+        loss, grad = _run(mode, logits, labels, reduction="mean")
+        assert np.isnan(loss) and np.all(np.isnan(grad[1])), mode
+    else:
+        with pytest.raises(ValueError, match="class ids"):
+            _run(mode, logits, labels)

@@ -1,0 +1,50 @@
+"""JAX-only edges: the generic path under ``jax.jit`` and 64-bit ids without x64."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lsr
+import lsr.jax
+
+
+def test_generic_path_under_jit_poisons_the_gradient_of_a_bad_label():
+    """Autodiff through the core (``lsr.smooth_ce`` on jax arrays): an out-of-range label
+    makes the loss NaN and its row of the gradient NaN, never a zero gradient."""
+    logits = jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32)
+    labels = jnp.asarray([0, 9, 2])
+    loss, grad = jax.jit(jax.value_and_grad(lambda z, y: lsr.smooth_ce(z, y)))(logits, labels)
+    assert np.isnan(loss)
+    assert np.all(np.isnan(grad[1]))
+    # Only the bad row: the others keep their gradient where the loss is per position.
+    per_row = jax.jit(jax.grad(lambda z, y: jnp.sum(lsr.smooth_ce(z, y, reduction="none"))))
+    grad = per_row(logits, labels)
+    assert np.all(np.isnan(grad[1])) and np.all(np.isfinite(grad[np.array([0, 2])]))
+
+
+def test_generic_path_under_jit_poisons_traced_smoothing_and_prior():
+    logits = jnp.zeros((2, 3))
+    labels = jnp.asarray([0, 1])
+    loss = jax.jit(lambda s: lsr.smooth_ce(logits, labels, smoothing=s))(jnp.float32(1.5))
+    assert np.isnan(loss)
+    prior = jnp.asarray([0.5, 0.5, 0.5])
+    loss = jax.jit(lambda p: lsr.smooth_ce(logits, labels, prior=p))(prior)
+    assert np.isnan(loss)
+
+
+def test_int64_ids_beyond_int32_are_refused_without_x64():
+    """Without x64, JAX would wrap 2**32 + 1 to class 1: refused while values are readable."""
+    logits = np.zeros((2, 4), np.float32)
+    labels = np.array([2**32 + 1, 0], np.int64)
+    with jax.enable_x64(False):
+        with pytest.raises(ValueError, match="outside int32.*Received: labels with min=0"):
+            lsr.jax.smooth_ce(logits, labels)
+        # In range, 64-bit ids are fine.
+        loss = lsr.jax.smooth_ce(logits, np.array([1, 0], np.int64))
+    np.testing.assert_allclose(loss, np.log(4.0), rtol=1e-6)
+    # With x64 the ids stay 64-bit and are range-checked like any other.
+    with jax.enable_x64(True), pytest.raises(ValueError, match="class ids"):
+        lsr.jax.smooth_ce(logits, labels)
