@@ -171,9 +171,7 @@ def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
     tolerance = sum_tolerance(xp, prior.dtype, num_classes)
     prior = cast(xp, prior, dtype)
     invalid = (
-        xp.any(prior < 0)
-        | ~xp.all(xp.isfinite(prior))
-        | (xp.abs(xp.sum(prior) - 1.0) > tolerance)
+        xp.any(prior < 0) | ~xp.all(xp.isfinite(prior)) | (xp.abs(xp.sum(prior) - 1.0) > tolerance)
     )
     # (Concrete priors closed over by a jitted function still compute to tracers.)
     if not (values_are_cheap(prior) and values_are_cheap(invalid)):

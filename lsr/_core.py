@@ -777,9 +777,7 @@ def _logits_pass(
     if not rows.positions.dense:
         # z_y - max z: gathered before ``out`` (which may be the logits) is written, and
         # from the logits themselves, so XLA need not keep the shifted logits for it.
-        target = xp.squeeze(
-            xp.take_along_axis(logits, rows.index, axis=axis) - row_max, axis=axis
-        )
+        target = xp.squeeze(xp.take_along_axis(logits, rows.index, axis=axis) - row_max, axis=axis)
     subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - row_max
@@ -847,9 +845,7 @@ def _finish(xp, logits, labels, rows, sums, *, smoothing, prior, weight, axis, k
     shifted_lse = xp.log(sum_exp)
     # For integer labels ``target`` is z_y, and B = w_y z_y (all of the shifted logits).
     target_sum = (
-        target
-        if rows.positions.dense or weight is None
-        else _times(xp, rows.target_mass, target)
+        target if rows.positions.dense or weight is None else _times(xp, rows.target_mass, target)
     )
     loss = combine_loss(
         xp,

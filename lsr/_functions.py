@@ -10,8 +10,8 @@ from lsr._checks import (
     check_label_range,
     check_prior,
     check_smoothing,
-    is_floating_dtype,
     index_labels,
+    is_floating_dtype,
     is_integer_dtype,
     matchable_ignore_index,
     prepare_smooth_ce,
@@ -157,9 +157,7 @@ def smooth_labels(
         targets = _core.one_hot(labels, num_classes, xp=xp, axis=axis, dtype=dtype)
         # Under tracing an id outside [0, K) cannot raise: its row is NaN, not a row
         # of smoothing alone.
-        targets = _core.nan_where_out_of_range(
-            targets, labels, num_classes, xp=xp, axis=axis
-        )
+        targets = _core.nan_where_out_of_range(targets, labels, num_classes, xp=xp, axis=axis)
     elif is_floating_dtype(xp, labels.dtype):
         if labels.ndim < 1:
             fail_value("Dense `labels` need a class axis.", "labels", labels)

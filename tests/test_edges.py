@@ -264,13 +264,13 @@ def test_numpy_bool_flag_is_a_bool(backend):
 
 
 def test_zero_classes_is_a_clear_error(backend):
-    with pytest.raises(ValueError, match="at least one class.*Received: logits.shape=\\(2, 0\\)"):
+    with pytest.raises(ValueError, match=r"at least one class.*Received: logits.shape=\(2, 0\)"):
         lsr.smooth_ce(backend.asarray(np.zeros((2, 0), np.float32)), backend.asarray([0, 0]))
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.bool_, 3])
 def test_smooth_labels_with_a_non_floating_dtype(backend, dtype):
-    with pytest.raises(TypeError, match="`dtype` must be a real floating dtype. Received: dtype="):
+    with pytest.raises(TypeError, match=r"real floating dtype\. Received: dtype="):
         lsr.smooth_labels(backend.asarray(np.array([1])), 3, dtype=dtype)
 
 

@@ -40,7 +40,7 @@ def test_int64_ids_beyond_int32_are_refused_without_x64():
     logits = np.zeros((2, 4), np.float32)
     labels = np.array([2**32 + 1, 0], np.int64)
     with jax.enable_x64(False):
-        with pytest.raises(ValueError, match="outside int32.*Received: labels with min=0"):
+        with pytest.raises(ValueError, match=r"outside int32.*Received: labels with min=0"):
             lsr.jax.smooth_ce(logits, labels)
         # In range, 64-bit ids are fine.
         loss = lsr.jax.smooth_ce(logits, np.array([1, 0], np.int64))
