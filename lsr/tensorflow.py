@@ -27,9 +27,9 @@ paid only when such a gradient is computed: eagerly only when a tape watches one
 used (unused ops are pruned). Integer labels have no gradient. ``distill_loss`` follows
 the same rule (the teacher's logits pass through ``tf.stop_gradient``: None in every
 mode; a tensor ``temperature`` gets its gradient), and so does ``linear_smooth_ce``.
-Gradients are first order: asking for a second derivative raises
-``NotImplementedError`` (the closed-form gradient would miss the logsumexp's dependence
-on the logits).
+Gradients are first order and reverse-mode: asking for a second derivative, or watching
+an input with a ``tf.autodiff.ForwardAccumulator``, raises ``NotImplementedError`` (the
+closed-form gradient would miss the logsumexp's dependence on the logits).
 
 Inside ``tf.function`` values are abstract, so integer labels out of range cannot raise:
 their loss (and any reduction over it) is NaN, and so is their gradient. Shapes with
@@ -64,15 +64,24 @@ __all__ = ["distill_loss", "linear_smooth_ce", "smooth_ce", "smooth_labels"]
 
 try:
     # TensorFlow's tape controls have no public form: a tape-wide "stop recording" and
-    # "is any tape watching these tensors". Without them (a TensorFlow that moved them),
-    # the adapter stays correct: it records what it need not, and computes every gradient.
+    # "may any tape or forward accumulator differentiate with respect to these tensors"
+    # (what tf.function itself asks). Without them (a TensorFlow that moved them), the
+    # adapter stays correct: it records what it need not, and computes every gradient.
+    from tensorflow.python.eager import forwardprop_util as _forwardprop_util
     from tensorflow.python.eager import record as _record
+    from tensorflow.python.ops import gradients_util as _gradients_util
 
     _stop_recording = _record.stop_recording
-    _should_record_backprop = _record.should_record_backprop
+    _possible_gradient_types = _gradients_util.PossibleTapeGradientTypes
+    _watched_by_a_tape = _record.should_record_backprop
+    # A tape nested in a backward pass sees nothing while a forward accumulator records,
+    # unless the accumulators' state is set aside (as TensorFlow's own JVP helper does).
+    _nested_tape_context = _forwardprop_util.push_forwardprop_state
 except (ImportError, AttributeError):  # pragma: no cover - depends on the TF version
     _stop_recording = contextlib.nullcontext
-    _should_record_backprop = None
+    _possible_gradient_types = None
+    _watched_by_a_tape = None
+    _nested_tape_context = contextlib.nullcontext
 
 
 def _as_tensor(name: str, value: Any) -> Any:
@@ -175,12 +184,31 @@ def _may_need_gradient(tensor: Any) -> bool:
 
     Inside a graph it always can (``tf.gradients``, or a tape outside the function), and
     the ops of a gradient nobody asks for are pruned from the graph. Eagerly only a tape
-    that watches ``tensor`` (or the variable it was read from) can ask, and the backward
-    pass then spends nothing on the others.
+    (or a ``tf.autodiff.ForwardAccumulator``) that watches ``tensor``, or the variable it
+    was read from, can ask, and the backward pass then spends nothing on the others.
     """
-    if not tf.executing_eagerly() or _should_record_backprop is None:
+    if not tf.executing_eagerly() or _possible_gradient_types is None:
         return True
-    return bool(_should_record_backprop([tensor]))
+    return bool(_possible_gradient_types([tensor]))
+
+
+def _refuse_forward_mode(*values: Any) -> None:
+    """Refuse a ``tf.autodiff.ForwardAccumulator`` that watches one of the tensors among
+    ``values`` (and no tape does).
+
+    The registered gradients are reverse-mode and first order. Without this check an
+    accumulator got, depending on the mode, a JVP of None for soft labels, an error about
+    second derivatives, or a TensorFlow-internal TypeError from the fused linear loop.
+    """
+    tensors = [value for value in values if isinstance(value, tf.Tensor)]
+    if _watched_by_a_tape is None:
+        return
+    if _possible_gradient_types(tensors) and not _watched_by_a_tape(tensors):
+        raise NotImplementedError(
+            "lsr.tensorflow registers reverse-mode (first-order) gradients only; forward-"
+            "mode differentiation is not supported: use tf.GradientTape. Received: a "
+            "tf.autodiff.ForwardAccumulator watching an input"
+        )
 
 
 def _differentiable_arguments(labels: Any, options: dict[str, Any]) -> dict[str, Any]:
@@ -218,10 +246,12 @@ def _argument_gradients(
     """
     if not names:
         return []
-    with tf.GradientTape(watch_accessed_variables=False) as tape:
-        tape.watch(values)
-        loss = forward(*_with_arguments(labels, options, names, values))
-    grads = tape.gradient(loss, list(values), output_gradients=tf.cast(upstream, loss.dtype))
+    with _nested_tape_context():
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(values)
+            loss = forward(*_with_arguments(labels, options, names, values))
+        cotangent = tf.cast(upstream, loss.dtype)
+        grads = tape.gradient(loss, list(values), output_gradients=cotangent)
     return [None if g is None else _first_order_only(g) for g in grads]
 
 
@@ -236,6 +266,7 @@ def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) 
     Dense labels and array-valued ``weight``, ``prior`` and ``smoothing`` are inputs of
     the custom gradient too, so that their gradients are the same eagerly and in graphs.
     """
+    _refuse_forward_mode(logits, labels, *map(options.get, _OPTIONS_WITH_GRADIENTS))
     arguments = _differentiable_arguments(labels, options)
     names = tuple(arguments)
     if not tf.executing_eagerly():
@@ -634,6 +665,9 @@ def linear_smooth_ce(
         projection_name="kernel",
     )
     xp = options["xp"]
+    _refuse_forward_mode(
+        flat_hidden, kernel, bias, flat_labels, *map(options.get, _OPTIONS_WITH_GRADIENTS)
+    )
     arguments = _differentiable_arguments(flat_labels, options)
     names = tuple(arguments)
     has_bias = bias is not None

@@ -205,6 +205,34 @@ def test_linear_smooth_ce_gradients_of_labels_and_weight(mode):
         close(actual.numpy(), wanted)
 
 
+FORWARD_MODE = [
+    pytest.param(lambda z, y: lsr_tf.smooth_ce(z, y), "logits", id="smooth_ce-logits"),
+    pytest.param(lambda z, y: lsr_tf.smooth_ce(z, y), "labels", id="smooth_ce-labels"),
+    pytest.param(
+        lambda z, y: lsr_tf.linear_smooth_ce(z, tf.eye(K, dtype=z.dtype), y),
+        "labels",
+        id="linear-labels",
+    ),
+]
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+@pytest.mark.parametrize(("fn", "watched"), FORWARD_MODE)
+def test_forward_mode_is_refused_not_answered_with_none(fn, watched, mode):
+    """The gradients are reverse-mode: a ForwardAccumulator gets one NotImplementedError
+    in every mode, never a JVP of None or a TensorFlow-internal error."""
+    logits, labels, _, _, _ = _problem(16, dense=True)
+
+    def jvp(z, y):
+        primal = z if watched == "logits" else y
+        with tf.autodiff.ForwardAccumulator(primal, tf.ones_like(primal)) as accumulator:
+            loss = fn(z, y)
+        return accumulator.jvp(loss)
+
+    with pytest.raises(NotImplementedError, match="forward-mode differentiation"):
+        run(mode, jvp, tf.constant(logits), tf.constant(labels))
+
+
 def _distillation(student, teacher, temperature):
     """Hinton et al. 2015 from the definition: T^2 H(softmax(t/T), softmax(s/T)), mean."""
     soft = np.exp(reference.log_softmax(teacher / temperature))
