@@ -31,8 +31,10 @@ from lsr._checks import (
     check_logits,
     check_prior,
     check_smoothing,
+    index_labels,
     is_floating_dtype,
     is_integer_dtype,
+    matchable_ignore_index,
 )
 from lsr._validation import REDUCTIONS, check_choice, fail_type, fail_value, normalize_axis
 
@@ -185,10 +187,14 @@ def vocab_parallel_smooth_ce(
     dtype = _core.compute_dtype(xp, logits_shard.dtype)
     # Values of concrete arrays (closed over, say) are checked even while being traced.
     with jax.ensure_compile_time_eval():
+        # Compared by value in the index dtype (uint8 ids and ignore_index=-100, say).
+        labels = index_labels(xp, labels)
+        ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
         check_label_range(xp, labels, num_classes, ignore_index)
         eps = check_smoothing(xp, smoothing, dtype)
         if isinstance(prior, str) or tuple(prior.shape) == (num_classes,):
-            check_prior(xp, prior, num_classes, dtype)
+            # (Traced: a prior that is not a distribution comes back as NaN.)
+            prior = check_prior(xp, prior, num_classes, dtype)
     start = jax.lax.axis_index(axis_name) * num_local
     prior_local = (
         None

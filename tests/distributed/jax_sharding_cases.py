@@ -19,7 +19,10 @@ import re
 import numpy as np
 import pytest
 
-N, K = 16, 64
+# K large enough that a device's share of the logits (N K / 8) is far more than a few
+# values per position and device: the JAX adapter sums the shifted logits in one variadic
+# reduce, which XLA partitions as per-device partials (N x 8) gathered, not all-reduced.
+N, K = 16, 256
 COLLECTIVE = re.compile(
     r"=\s*(?P<result>.*?)\s*"
     r"(?P<op>all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\("
@@ -44,8 +47,9 @@ def collectives(hlo_text):
 def logits_sized_collectives(hlo_text, logits_shape, num_devices):
     """Collectives whose result is as large as one device's share of the logits, or larger.
 
-    lsr's collectives carry a few values per position (N of them, far fewer than one
-    device's N K / 8 logits); gathering the logits (or a class-axis slab of them) does not.
+    lsr's collectives carry a few values per position and device (N of them, or N x 8
+    partial sums; far fewer than one device's N K / 8 logits); gathering the logits (or a
+    class-axis slab of them) does not.
     """
     shard_elements = int(np.prod(logits_shape)) // num_devices
     return [
@@ -304,7 +308,7 @@ def test_vocab_parallel_bad_input(jax_env):
 
     with pytest.raises(ValueError, match=r"axis_name.*shard_map.*'classes'"):
         lsr.jax.vocab_parallel_smooth_ce(logits, labels, axis_name="classes")
-    with pytest.raises(ValueError, match=r"weight.*\(64,\).*\(16,\)"):
+    with pytest.raises(ValueError, match=rf"weight.*\({K},\).*\({K // 4},\)"):
         mapped(weight=jnp.ones(10), ignore_index=-100)(logits, labels)
     with pytest.raises(ValueError, match=r"smoothing"):
         mapped(smoothing=1.5, ignore_index=-100)(logits, labels)
@@ -321,7 +325,7 @@ def test_vocab_parallel_bad_input(jax_env):
             out_specs=P(),
         )(z)
 
-    with pytest.raises(ValueError, match=r"\[0, 64\)"):
+    with pytest.raises(ValueError, match=rf"\[0, {K}\)"):
         jax.jit(closed)(logits)
     # Traced, they make the loss NaN; an id of another device's shard is not out of range.
     loss, grad = jax.jit(jax.value_and_grad(mapped(ignore_index=-100)))(logits, bad)
