@@ -272,6 +272,11 @@ def check_smooth_ce(
     ``prepare_smooth_ce`` does without casting the logits to the compute dtype (for
     callers that convert them block by block). Dense ``labels`` come back in the compute
     dtype."""
+    if not isinstance(prior, str) and not hasattr(prior, "shape"):
+        # (Before the namespace: a number or bool here is no array of another library.)
+        fail_type(
+            f"`prior` must be one of {PRIOR_NAMES} or an array of shape (K,).", "prior", prior
+        )
     xp = array_namespace(
         logits,
         labels,

@@ -13,7 +13,7 @@ import numbers
 from typing import Any
 
 from lsr import _core
-from lsr._checks import cast, check_logits
+from lsr._checks import cast, check_flag, check_logits, check_num_classes
 from lsr._compat import array_namespace, is_concrete
 from lsr._validation import (
     REDUCTIONS,
@@ -113,9 +113,12 @@ def prepare_distill(
             teacher_logits,
         )
     axis = normalize_axis(axis, student_logits.ndim)
+    if student_logits.shape[axis] is not None:
+        check_num_classes(
+            student_logits.shape[axis], "student_logits.shape", tuple(student_logits.shape)
+        )
     check_choice("reduction", reduction, REDUCTIONS)
-    if not isinstance(kl, bool):
-        fail_type("`kl` must be True or False.", "kl", kl)
+    kl = check_flag("kl", kl)
     positions = tuple(student_logits.shape[:axis]) + tuple(student_logits.shape[axis + 1 :])
     if where is not None and (where.dtype != xp.bool or tuple(where.shape) != positions):
         fail_value(

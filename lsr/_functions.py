@@ -8,6 +8,7 @@ from lsr import _core
 from lsr._checks import (
     cast,
     check_label_range,
+    check_num_classes,
     check_prior,
     check_smoothing,
     index_labels,
@@ -169,6 +170,7 @@ def smooth_labels(
                 num_classes,
             )
         num_classes = labels.shape[axis]
+        check_num_classes(num_classes, "labels.shape", tuple(labels.shape))
         targets = cast(xp, labels, labels.dtype if dtype is None else dtype)
     else:
         fail_type("`labels` must be integer class ids or floating targets.", "labels", labels)
