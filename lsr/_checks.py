@@ -233,6 +233,15 @@ def check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def check_z_loss(z_loss: Any) -> float:
+    """The z-loss coefficient: a finite non-negative real number (not a bool or string)."""
+    if isinstance(z_loss, bool) or not isinstance(z_loss, numbers.Real):
+        fail_type("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
+    if not 0 <= z_loss < float("inf"):
+        fail_value("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
+    return float(z_loss)
+
+
 def check_num_classes(num_classes: int, name: str = "logits", value: Any = None) -> None:
     if num_classes < 1:
         fail_value(
@@ -329,12 +338,7 @@ def prepare_options(
     check_choice("reduction", reduction, REDUCTIONS)
     check_ignore_index(ignore_index)
     kl = check_flag("kl", kl)
-    if (
-        isinstance(z_loss, bool)
-        or not isinstance(z_loss, numbers.Real)
-        or not 0 <= z_loss < float("inf")
-    ):
-        fail_value("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
+    check_z_loss(z_loss)
     dtype = _core.compute_dtype(xp, logits_dtype)
 
     if is_integer_dtype(xp, labels.dtype):

@@ -31,6 +31,7 @@ from lsr._checks import (
     check_logits,
     check_prior,
     check_smoothing,
+    check_z_loss,
     index_labels,
     is_floating_dtype,
     is_integer_dtype,
@@ -161,8 +162,7 @@ def vocab_parallel_smooth_ce(
     axis = normalize_axis(axis, logits_shard.ndim)
     check_choice("reduction", reduction, REDUCTIONS)
     check_ignore_index(ignore_index)
-    if isinstance(z_loss, bool) or not isinstance(z_loss, numbers.Real) or z_loss < 0:
-        fail_value("`z_loss` must be a non-negative number.", "z_loss", z_loss)
+    check_z_loss(z_loss)
     if not is_integer_dtype(xp, labels.dtype):
         fail_type(
             "`labels` must be integer global class ids (dense targets are not split by class).",
