@@ -90,7 +90,7 @@ def check_dense_targets(xp: Any, targets: Any, axis: int, where: Any, dtype: Any
         bad = bad & where
     if not values_are_cheap(bad) or not bool(xp.any(bad)):
         return
-    count = int(xp.sum(xp.astype(bad, xp.int64 if hasattr(xp, "int64") else xp.int32)))
+    count = int(xp.sum(xp.astype(bad, wide.dtype)))
     kind = (
         "negative or non-finite entries"
         if bool(xp.any(bad_entries if where is None else bad_entries & where))
@@ -105,6 +105,19 @@ def check_dense_targets(xp: Any, targets: Any, axis: int, where: Any, dtype: Any
         f"(logits, labels). Received: labels with row sums in "
         f"[{float(xp.min(sums)):.6g}, {float(xp.max(sums)):.6g}]"
     )
+
+
+def check_dtype_argument(xp: Any, dtype: Any) -> None:
+    """A ``dtype=`` argument: None or one of the namespace's real floating dtypes (a NumPy
+    type such as ``np.int32`` or an arbitrary object must not reach ``xp.isdtype``)."""
+    if dtype is None:
+        return
+    try:
+        floating = bool(xp.isdtype(dtype, "real floating"))
+    except (TypeError, ValueError, AttributeError, KeyError):
+        floating = False
+    if not floating:
+        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
 
 
 def check_logits(xp: Any, logits: Any, name: str = "logits") -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from lsr import _core
 from lsr._checks import (
     cast,
+    check_dtype_argument,
     check_label_range,
     check_num_classes,
     check_prior,
@@ -17,7 +18,7 @@ from lsr._checks import (
     matchable_ignore_index,
     prepare_smooth_ce,
 )
-from lsr._compat import array_namespace
+from lsr._compat import array_namespace, values_are_cheap
 from lsr._validation import check_positive_int, fail_type, fail_value, normalize_axis
 
 
@@ -144,8 +145,7 @@ def smooth_labels(
         None if isinstance(prior, str) else prior,
         smoothing if hasattr(smoothing, "shape") else None,
     )
-    if dtype is not None and not _is_floating_dtype_object(xp, dtype):
-        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
+    check_dtype_argument(xp, dtype)
     if is_integer_dtype(xp, labels.dtype):
         if num_classes is None:
             fail_value("Integer `labels` need `num_classes`.", "num_classes", num_classes)
@@ -156,9 +156,10 @@ def smooth_labels(
         labels = index_labels(xp, labels)
         check_label_range(xp, labels, num_classes, None)
         targets = _core.one_hot(labels, num_classes, xp=xp, axis=axis, dtype=dtype)
-        # Under tracing an id outside [0, K) cannot raise: its row is NaN, not a row
-        # of smoothing alone.
-        targets = _core.nan_where_out_of_range(targets, labels, num_classes, xp=xp, axis=axis)
+        if not values_are_cheap(labels):
+            # Unchecked ids (tracing, accelerators): one outside [0, K) cannot raise, so
+            # its row is NaN, not a row of smoothing alone.
+            targets = _core.nan_where_out_of_range(targets, labels, num_classes, xp=xp, axis=axis)
     elif is_floating_dtype(xp, labels.dtype):
         if labels.ndim < 1:
             fail_value("Dense `labels` need a class axis.", "labels", labels)
@@ -213,8 +214,7 @@ def estimate_prior(
         or pseudocount < 0
     ):
         fail_value("`pseudocount` must be a non-negative number.", "pseudocount", pseudocount)
-    if dtype is not None and not _is_floating_dtype_object(xp, dtype):
-        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
+    check_dtype_argument(xp, dtype)
     labels = index_labels(xp, labels)
     ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
     check_label_range(xp, labels, num_classes, ignore_index)
@@ -237,12 +237,3 @@ def _default_float(xp: Any, like: Any) -> Any:
     from lsr._compat import device
 
     return info().default_dtypes(device=device(like))["real floating"]
-
-
-def _is_floating_dtype_object(xp: Any, dtype: Any) -> bool:
-    """Whether ``dtype`` is one of the namespace's real floating dtypes (a NumPy type such
-    as ``np.int32`` or a string is not, and must not reach ``xp.isdtype``)."""
-    try:
-        return bool(xp.isdtype(dtype, "real floating"))
-    except (TypeError, ValueError, AttributeError, KeyError):
-        return False

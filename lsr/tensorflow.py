@@ -463,9 +463,6 @@ def smooth_labels(
             dtype = tf.as_dtype(dtype)
         except TypeError:
             fail_type("`dtype` must be a floating dtype (a tf.DType or its name).", "dtype", dtype)
-    if labels.dtype.is_integer and labels.dtype != tf.int64:
-        # The core compares ids with int64 class indices; TensorFlow does not promote.
-        labels = tf.cast(labels, tf.int64)
     return lsr.smooth_labels(
         labels,
         num_classes,
