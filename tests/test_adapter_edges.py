@@ -201,31 +201,27 @@ def test_negative_weights_and_zero_weight_sums_in_the_mean(mode):
 
 
 @pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
-@pytest.mark.parametrize("smoothing", [1.5, -0.2])
-def test_smoothing_out_of_range_is_an_error_or_nan(mode, smoothing):
-    logits, labels = _logits(3, 4), np.array([0, 1, 2])
-    value = np.asarray(smoothing, np.float32)
-    if mode in TRACED:
-        loss, grad = _run(mode, logits, labels, smoothing=value, reduction="mean")
-        assert np.isnan(loss) and np.all(np.isnan(grad)), mode
-    else:
-        with pytest.raises(ValueError, match="smoothing"):
-            _run(mode, logits, labels, smoothing=value)
-
-
-@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
 @pytest.mark.parametrize(
-    "prior", [[0.5, 0.5, 0.3, -0.3], [0.3, 0.3, 0.3, 0.3], [0.5, 0.5, np.nan, 0.0]]
+    ("name", "value"),
+    [
+        ("smoothing", 1.5),
+        ("smoothing", -0.2),
+        ("prior", [0.5, 0.5, 0.3, -0.3]),
+        ("prior", [0.3, 0.3, 0.3, 0.3]),
+        ("prior", [0.5, 0.5, np.nan, 0.0]),
+    ],
 )
-def test_invalid_prior_is_an_error_or_nan(mode, prior):
+def test_invalid_array_option_is_an_error_or_nan(mode, name, value):
+    """``smoothing`` outside [0, 1], a ``prior`` that is not a distribution: an error where
+    values are readable, NaN loss and gradient where they are traced."""
     logits, labels = _logits(3, 4), np.array([0, 1, 2])
-    value = np.asarray(prior, np.float32)
+    option = {name: np.asarray(value, np.float32)}
     if mode in TRACED:
-        loss, grad = _run(mode, logits, labels, prior=value, reduction="mean")
+        loss, grad = _run(mode, logits, labels, reduction="mean", **option)
         assert np.isnan(loss) and np.all(np.isnan(grad)), mode
     else:
-        with pytest.raises(ValueError, match="prior"):
-            _run(mode, logits, labels, prior=value)
+        with pytest.raises(ValueError, match=name):
+            _run(mode, logits, labels, **option)
 
 
 @pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
