@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lsr import _core
@@ -218,6 +219,19 @@ def estimate_prior(
     labels = index_labels(xp, labels)
     ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
     check_label_range(xp, labels, num_classes, ignore_index)
+    if not pseudocount and values_are_cheap(labels):
+        if ignore_index is None:
+            kept = math.prod(labels.shape)
+        else:
+            kept = int(xp.sum(xp.astype(labels != ignore_index, labels.dtype)))
+        if kept == 0:
+            # 0 / 0 for every class: a NaN prior (what tracing still gives).
+            fail_value(
+                "`estimate_prior` needs at least one label that is not ignore_index, or a "
+                "positive `pseudocount` (which makes the estimate uniform).",
+                "labels",
+                labels,
+            )
     dtype = _default_float(xp, labels) if dtype is None else dtype
     prior = _core.estimate_prior(
         labels,

@@ -326,3 +326,18 @@ def test_estimate_prior_counts_without_a_one_hot():
     kept = labels[labels >= 0]
     np.testing.assert_allclose(prior, np.bincount(kept, minlength=2000) / kept.size, rtol=1e-12)
     assert peak < 4 * 2**20, f"estimate_prior peaked at {peak / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("labels", [[], [-1, -1]])
+def test_estimate_prior_of_nothing_is_an_error_not_nan(backend, labels):
+    with pytest.raises(ValueError, match=r"at least one label.*Received: labels="):
+        lsr.estimate_prior(backend.asarray(np.asarray(labels, np.int64)), 3, ignore_index=-1)
+    # With a pseudocount the estimate is uniform.
+    prior = lsr.estimate_prior(
+        backend.asarray(np.asarray(labels, np.int64)),
+        3,
+        ignore_index=-1,
+        pseudocount=1.0,
+        dtype=backend.xp.float32,
+    )
+    np.testing.assert_allclose(backend.to_numpy(prior), np.full(3, 1 / 3), rtol=1e-6)
