@@ -22,8 +22,8 @@ import math
 import numbers
 from typing import Any, NamedTuple
 
-from lsr import _core
-from lsr import _metrics_core as core
+# Not `from lsr import _core`: the submodule lsr.metrics._core would rebind that name.
+from lsr import _core as lsr_core
 from lsr._checks import (
     cast,
     check_label_range,
@@ -39,6 +39,7 @@ from lsr._validation import (
     fail_value,
     normalize_axis,
 )
+from lsr.metrics import _core as core
 
 __all__ = [
     "PenultimateProjection",
@@ -112,7 +113,7 @@ def _check_probabilities(xp: Any, probs: Array, axis: int, name: str) -> None:
             name,
             probs,
         )
-    totals = xp.sum(cast(xp, probs, _core.compute_dtype(xp, probs.dtype)), axis=axis)
+    totals = xp.sum(cast(xp, probs, lsr_core.compute_dtype(xp, probs.dtype)), axis=axis)
     worst = float(xp.max(xp.abs(totals - 1.0)))
     if worst > _probability_tolerance(xp, probs.dtype):
         raise ValueError(
@@ -148,7 +149,7 @@ def _prepare(
     check_label_range(xp, labels, num_classes, None)
     if not from_logits:
         _check_probabilities(xp, scores, axis, name)
-    return xp, cast(xp, scores, _core.compute_dtype(xp, scores.dtype)), labels, axis
+    return xp, cast(xp, scores, lsr_core.compute_dtype(xp, scores.dtype)), labels, axis
 
 
 def _check_binning(n_bins: Any, bin_edges: Any) -> bool:
@@ -562,7 +563,7 @@ def penultimate_projection(
             class_weights,
         )
     chosen = _check_classes(classes, class_weights.shape[class_axis])
-    dtype = _core.compute_dtype(xp, xp.result_type(features.dtype, class_weights.dtype))
+    dtype = lsr_core.compute_dtype(xp, xp.result_type(features.dtype, class_weights.dtype))
     from lsr._compat import device
 
     index = xp.asarray(chosen, device=device(class_weights))

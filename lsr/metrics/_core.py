@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lsr import _core
 from lsr._compat import device
-from lsr._core import _index_dtype, logsumexp
 
 Array = Any
 
@@ -32,7 +32,7 @@ def top_label(
     row_max = xp.max(scores, axis=axis, keepdims=True)
     if from_logits:
         # max softmax = exp(max z - lse z), without forming the softmax.
-        confidence = xp.exp(row_max - logsumexp(xp, scores, axis))
+        confidence = xp.exp(row_max - _core.logsumexp(xp, scores, axis))
     else:
         confidence = row_max
     confidence = xp.reshape(confidence, (-1,))
@@ -63,7 +63,7 @@ def bin_membership(xp: Any, confidence: Array, n_bins: int, *, right: bool) -> A
     interior = xp.expand_dims(edges[1:n_bins], axis=0)
     column = xp.expand_dims(confidence, axis=1)
     passed = column > interior if right else column >= interior
-    index = xp.sum(xp.astype(passed, _index_dtype(xp, confidence)), axis=1)
+    index = xp.sum(xp.astype(passed, _core._index_dtype(xp, confidence)), axis=1)
     bins = xp.arange(n_bins, device=device(confidence), dtype=index.dtype)
     return xp.astype(
         xp.expand_dims(index, axis=1) == xp.expand_dims(bins, axis=0), confidence.dtype
@@ -104,7 +104,7 @@ def calibration_error(
 
 def target_logits(xp: Any, logits: Array, labels: Array, axis: int) -> Array:
     """``z_y`` at every position (the class axis removed); labels must be in range."""
-    index = xp.expand_dims(xp.astype(labels, _index_dtype(xp, logits)), axis=axis)
+    index = xp.expand_dims(xp.astype(labels, _core._index_dtype(xp, logits)), axis=axis)
     return xp.squeeze(xp.take_along_axis(logits, index, axis=axis), axis=axis)
 
 
@@ -119,7 +119,7 @@ def nll_derivatives(
     root of the first derivative (or an end of the interval).
     """
     scaled = logits * inverse_temperature
-    probabilities = xp.exp(scaled - logsumexp(xp, scaled, axis))
+    probabilities = xp.exp(scaled - _core.logsumexp(xp, scaled, axis))
     expected_logit = xp.sum(probabilities * logits, axis=axis, keepdims=True)
     deviation = logits - expected_logit
     variance = xp.sum(probabilities * deviation * deviation, axis=axis)
@@ -130,7 +130,7 @@ def nll_derivatives(
 def mean_nll(xp: Any, logits: Array, target_logit: Array, temperature: Any, axis: int) -> Array:
     """Mean NLL of softmax(z / T) at the labels (a 0-d array)."""
     scaled = logits / temperature
-    lse = xp.squeeze(logsumexp(xp, scaled, axis), axis=axis)
+    lse = xp.squeeze(_core.logsumexp(xp, scaled, axis), axis=axis)
     return xp.mean(lse - target_logit / temperature)
 
 
