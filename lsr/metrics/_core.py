@@ -63,7 +63,7 @@ def bin_membership(xp: Any, confidence: Array, n_bins: int, *, right: bool) -> A
     interior = xp.expand_dims(edges[1:n_bins], axis=0)
     column = xp.expand_dims(confidence, axis=1)
     passed = column > interior if right else column >= interior
-    index = xp.sum(xp.astype(passed, _core._index_dtype(xp, confidence)), axis=1)
+    index = xp.sum(xp.astype(passed, _core.index_dtype(xp, confidence)), axis=1)
     bins = xp.arange(n_bins, device=device(confidence), dtype=index.dtype)
     return xp.astype(
         xp.expand_dims(index, axis=1) == xp.expand_dims(bins, axis=0), confidence.dtype
@@ -104,7 +104,7 @@ def calibration_error(
 
 def target_logits(xp: Any, logits: Array, labels: Array, axis: int) -> Array:
     """``z_y`` at every position (the class axis removed); labels must be in range."""
-    index = xp.expand_dims(xp.astype(labels, _core._index_dtype(xp, logits)), axis=axis)
+    index = xp.expand_dims(xp.astype(labels, _core.index_dtype(xp, logits)), axis=axis)
     return xp.squeeze(xp.take_along_axis(logits, index, axis=axis), axis=axis)
 
 

@@ -1,0 +1,80 @@
+"""Validation of the (scores, labels) pairs that the calibration and temperature metrics take.
+
+Each check raises with the grammar of ``lsr._validation``; value checks run only on
+concrete arrays. What passes comes back in the compute dtype, ready for ``_core``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lsr import _core
+from lsr._checks import cast, check_label_range, check_logits, is_integer_dtype
+from lsr._compat import array_namespace, is_concrete
+from lsr._validation import fail_type, fail_value, normalize_axis
+
+__all__ = ["check_bool", "prepare_scores"]
+
+Array = Any
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        fail_type(f"`{name}` must be True or False.", name, value)
+
+
+def _probability_tolerance(xp: Any, dtype: Any) -> float:
+    if dtype == xp.float64:
+        return 1e-6
+    return 1e-3 if dtype == xp.float32 else 1e-2
+
+
+def _check_probabilities(xp: Any, probs: Array, axis: int, name: str) -> None:
+    """Probabilities in [0, 1] that sum to 1 over ``axis`` (checked when concrete)."""
+    if not is_concrete(probs):
+        return
+    if not bool(xp.all(xp.isfinite(probs))) or bool(xp.any((probs < 0) | (probs > 1))):
+        fail_value(
+            f"With from_logits=False, `{name}` must hold probabilities in [0, 1]; pass "
+            "logits with from_logits=True otherwise.",
+            name,
+            probs,
+        )
+    totals = xp.sum(cast(xp, probs, _core.compute_dtype(xp, probs.dtype)), axis=axis)
+    worst = float(xp.max(xp.abs(totals - 1.0)))
+    if worst > _probability_tolerance(xp, probs.dtype):
+        raise ValueError(
+            f"With from_logits=False, `{name}` must sum to 1 over the class axis {axis}; "
+            "pass logits with from_logits=True otherwise. "
+            f"Received: {name} whose sums differ from 1 by up to {worst:.3g}"
+        )
+
+
+def prepare_scores(
+    scores: Any, labels: Any, *, axis: Any, from_logits: Any, name: str = "logits_or_probs"
+) -> tuple[Any, Array, Array, int]:
+    """Validate a (scores, integer labels) pair; return ``(xp, scores, labels, axis)``.
+
+    ``scores`` come back in the compute dtype (float32 for half precision).
+    """
+    xp = array_namespace(scores, labels)
+    check_bool("from_logits", from_logits)
+    check_logits(xp, scores, name)
+    axis = normalize_axis(axis, scores.ndim)
+    if not is_integer_dtype(xp, labels.dtype):
+        fail_type("`labels` must be integer class ids.", "labels", labels)
+    expected = tuple(scores.shape[:axis]) + tuple(scores.shape[axis + 1 :])
+    if tuple(labels.shape) != expected:
+        fail_value(
+            f"`labels` must have the shape of `{name}` without the class axis {axis}, {expected}.",
+            "labels",
+            labels,
+        )
+    num_classes = scores.shape[axis]
+    if num_classes == 0 or math.prod(expected) == 0:
+        fail_value(f"`{name}` must hold at least one example and one class.", name, scores)
+    check_label_range(xp, labels, num_classes, None)
+    if not from_logits:
+        _check_probabilities(xp, scores, axis, name)
+    return xp, cast(xp, scores, _core.compute_dtype(xp, scores.dtype)), labels, axis
