@@ -536,7 +536,7 @@ def test_plots_without_matplotlib_say_what_to_install(backend, tmp_path, monkeyp
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(
-        ImportError, match=r"plot_reliability_diagram needs matplotlib.*lsr\[plot\]"
+        ImportError, match=r"plot_reliability_diagram needs matplotlib.*`pip install matplotlib`"
     ):
         _plot_both(backend, tmp_path)
 
@@ -569,7 +569,7 @@ OKABE_ITO_HEX = {
 HAVE_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 needs_matplotlib = pytest.mark.skipif(
     not HAVE_MATPLOTLIB,
-    reason="matplotlib (lsr[plot]) is not in this session; test_plots_are_saved_as_png "
+    reason="matplotlib (the plot extra) is not in this session; test_plots_are_saved_as_png "
     "checks the ImportError instead",
 )
 

@@ -11,7 +11,7 @@ TensorFlow through lsr's namespace), with the same numbers on every backend:
   (temperature scaling, Guo et al. 2017),
 * ``penultimate_projection`` (Müller et al. 2019, Figure 1),
 * ``plot_reliability_diagram`` and ``plot_penultimate_projection``, which need the
-  optional ``matplotlib`` (``pip install 'lsr[plot]'``), imported only when called.
+  optional ``matplotlib`` (lsr's ``plot`` extra), imported only when called.
 
 Importing this package imports no framework, NumPy or matplotlib.
 

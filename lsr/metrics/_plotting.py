@@ -63,8 +63,8 @@ def _matplotlib_figure(function: str) -> Any:
     except ImportError as error:
         raise ImportError(
             f"lsr.metrics.{function} needs matplotlib, an optional dependency: install it "
-            "with `pip install 'lsr[plot]'` (or `pip install matplotlib`). The metrics "
-            "themselves do not need it."
+            "with `pip install matplotlib` (or lsr's `plot` extra). The metrics themselves "
+            "do not need it."
         ) from error
     return Figure
 
