@@ -1,7 +1,8 @@
 """Test matrix, lint, tutorial and benchmarks.
 
 ``nox -t ci`` is the README's test command: every backend's tests, the cross-backend
-equality session, the distributed tests, a smoke run of the benchmark harness and lint.
+equality session, the distributed tests, a smoke run of the benchmark harness, the docs
+(every Python block runs, then the site builds) and lint.
 Each session installs lsr plus one pinned environment from ``backends/`` and names its
 backends in ``LSR_BACKENDS``, so a backend that fails to install or import fails the
 session instead of being skipped.
@@ -27,6 +28,7 @@ nox.options.sessions = ["tests", "distributed", "lint"]
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test")
 LINT_TOOLS = nox.project.dependency_groups(PYPROJECT, "lint")
+DOCS_TOOLS = nox.project.dependency_groups(PYPROJECT, "docs")
 
 # session parameter -> (requirements file, namespaces under test)
 BACKENDS = {
@@ -91,6 +93,28 @@ def lint(session: nox.Session) -> None:
     session.install(*LINT_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(tags=["ci"])
+def docs(session: nox.Session) -> None:
+    """Run every Python block of README.md and docs/, check their tables, build the site.
+
+    Every backend is installed (``backends/all.txt``), so a block that needs a framework
+    runs instead of being skipped, and mkdocstrings can read every adapter. The site is
+    built with warnings as errors into a temporary directory; ``mkdocs build`` alone
+    writes ``build/site/``. Arguments after ``--`` go to ``tools/check_docs.py``
+    (``-- docs/torch.md`` checks one page, ``-- --no-run`` only the static checks).
+    """
+    with _environment(session):
+        _install(session, "all", *DOCS_TOOLS)
+        session.run(
+            "python",
+            "tools/check_docs.py",
+            *session.posargs,
+            env={"LSR_MNIST_DIR": os.environ.get("LSR_MNIST_DIR", "")},
+        )
+        site = os.path.join(session.create_tmp(), "site")
+        session.run("mkdocs", "build", "--strict", "--site-dir", site)
 
 
 @nox.session
