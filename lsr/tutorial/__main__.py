@@ -1,11 +1,14 @@
 """``python -m lsr.tutorial``: cleverhans' MNIST tutorial on JAX, PyTorch and TensorFlow.
 
-Example (the check of the issue: 5,000 training images, 2 epochs, every backend)::
+Example (the configuration of cleverhans' own test: 5,000 training images, 2 epochs,
+every backend)::
 
     python -m lsr.tutorial --backend all --train_end 5000 --nb_epochs 2 --testing
 
 Prints a comparison table across backends and writes a JSON report (``--report``), and
-the calibration section's numbers and PNG figures under ``--out-dir``.
+the calibration section's numbers and PNG figures under ``--out_dir``. Every table and
+figure says which data it comes from (``NOT MNIST`` for the scikit-learn digits
+fallback). Log lines go to stderr, each once per run; progress bars only to a terminal.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from lsr.tutorial._driver import (
     BACKENDS,
     DEFAULT_SEED,
     PRIORS,
+    RunLog,
     run_tutorial,
 )
-from lsr.tutorial.data import load_mnist
+from lsr.tutorial.data import data_headline, load_mnist
 
 
 def _flag(parser: argparse.ArgumentParser, name: str, default: bool, help: str) -> None:
@@ -84,12 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--report", default=None, help="JSON report path (default: OUT_DIR/tutorial_report.json)"
     )
-    _flag(parser, "progress", True, "tqdm progress bars")
+    _flag(parser, "progress", True, "tqdm progress bars (drawn only on a terminal)")
     return parser
 
 
-def _log(message: str) -> None:
-    print(f"[lsr.tutorial] {message}", file=sys.stderr, flush=True)
+def data_lines(headlines: list[str]) -> str:
+    """The data line(s) printed above a table: each distinct ``data_headline`` once."""
+    return "\n".join(dict.fromkeys(headlines))
 
 
 def _cell(value: Any) -> str:
@@ -101,8 +106,10 @@ def _cell(value: Any) -> str:
 
 
 def comparison_table(reports: dict[str, dict[str, Any]]) -> str:
-    """A markdown table: one row per cleverhans field, one column per backend."""
+    """A markdown table: one row per cleverhans field, one column per backend, below the
+    line that says which data the reports come from."""
     backends = list(reports)
+    data = data_lines([data_headline(r["data_source"], r["data"]) for r in reports.values()])
     rows = [
         ["field", *backends],
         ["---", *["---:"] * len(backends)],
@@ -115,7 +122,8 @@ def comparison_table(reports: dict[str, dict[str, Any]]) -> str:
     for name in ("clean_train", "adv_train", "total"):
         values = [reports[b]["timings_s"].get(name) for b in backends]
         rows.append([f"time {name} (s)", *(_cell(v) if v is None else f"{v:.1f}" for v in values)])
-    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    table = "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    return f"{data}\n\n{table}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir)
     report_path = Path(args.report) if args.report else out_dir / "tutorial_report.json"
     started = time.perf_counter()
-    data = load_mnist(args.data_dir, download_missing=args.download, log=_log)
-    _log(f"data: {data.source}: train {data.description['train']}, test {data.description['test']}")
+    log = RunLog()  # each note once per run, not once per backend
+    data = load_mnist(args.data_dir, download_missing=args.download, log=log)
+    log(data.headline)
 
     options = {
         name: getattr(args, name)
@@ -150,15 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     reports: dict[str, dict[str, Any]] = {}
     calibration: dict[str, Any] = {}
     for backend in backends:
-        _log(f"{backend}: running the tutorial")
-        run = run_tutorial(backend, data=data, progress=args.progress, log=_log, **options)
+        log(f"{backend}: running the tutorial")
+        run = run_tutorial(backend, data=data, progress=args.progress, log=log, **options)
         reports[backend] = run.report.to_dict()
-        _log(f"{backend}: done in {run.report.timings_s['total']:.1f} s")
+        log(f"{backend}: done in {run.report.timings_s['total']:.1f} s")
         if args.calibration:
             from lsr.tutorial._calibration import calibration_section
 
             calibration[backend] = calibration_section(
-                run, out_dir=out_dir, progress=args.progress, log=_log
+                run, out_dir=out_dir, progress=args.progress, log=log
             )
 
     table = comparison_table(reports)
@@ -172,12 +181,13 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": "python -m lsr.tutorial " + " ".join(argv if argv is not None else sys.argv[1:]),
         "wall_time_s": time.perf_counter() - started,
+        "data": data.headline,
         "reports": reports,
         "calibration": calibration,
         "table": table,
     }
     report_path.write_text(json.dumps(payload, indent=2) + "\n")
-    _log(f"report written to {report_path}")
+    log(f"report written to {report_path}")
     return 0
 
 

@@ -7,7 +7,8 @@ network trained from the same initial weights on the same batches with hard targ
 the temperature of each model is fitted on the first half (``lsr.metrics.fit_temperature``,
 Guo et al. 2017) and every number is measured on the second half: ECE (15 equal-width
 bins, (lo, hi]) and NLL. Reliability diagrams and penultimate-layer projections (Müller
-et al., Figure 1) are saved as PNG files.
+et al., Figure 1) are saved as PNG files; the table and every figure name the data
+(``NOT MNIST`` for the scikit-learn digits fallback).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from lsr.tutorial._driver import (
     initial_params,
     train,
 )
+from lsr.tutorial.data import data_label
 
 N_BINS = 15
 PROJECTED_CLASSES = (0, 1, 2)
@@ -83,11 +85,14 @@ def _logsumexp(z: np.ndarray) -> np.ndarray:
     return np.log(np.sum(np.exp(z - top), axis=-1, keepdims=True)) + top
 
 
-def _figure(width: float, height: float, panels: int) -> tuple[Any, Any]:
+def _figure(width: float, height: float, panels: int, title: str) -> tuple[Any, Any]:
     # A bare Figure (no pyplot): no GUI backend, no global state.
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(width * panels, height), layout="constrained")
+    # The data the figure shows, above its panels: a figure copied out of the run
+    # still says "NOT MNIST" when it comes from the digits fallback.
+    figure.suptitle(title, fontsize="medium")
     return figure, figure.subplots(1, panels)
 
 
@@ -118,9 +123,10 @@ def calibration_section(
     say = log or (lambda message: None)
     smoothing = report.label_smoothing
     if smoothing == 0.0:
+        # The same for every backend: printed once per run by the tutorial's log.
         say(
-            f"{backend}: calibration: the tutorial ran with label_smoothing=0, so both "
-            "models below are hard-target models"
+            "calibration: the tutorial ran with label_smoothing=0, so both models of the "
+            "calibration section are hard-target models"
         )
     models = {"smoothed": run.clean_model}
     if models["smoothed"] is None:
@@ -155,19 +161,23 @@ def calibration_section(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    start, stop = run.test_slice.start, run.test_slice.stop
+    title = f"{data_label(run.data.source)}; measured on test split [{start + half}:{stop}]"
     figures = {}
     try:
         figures["reliability"] = str(
-            _reliability_figure(backend, logits, temperatures, y_held, evaluate, out_dir)
+            _reliability_figure(backend, logits, temperatures, y_held, evaluate, out_dir, title)
         )
         figures["projection"] = str(
-            _projection_figure(backend, models, x_held, y_held, evaluate, batch_size, out_dir)
+            _projection_figure(
+                backend, models, x_held, y_held, evaluate, batch_size, out_dir, title
+            )
         )
     except ImportError as error:  # matplotlib is optional: the numbers stand without it
         say(f"{backend}: calibration figures skipped: {error}")
         figures["skipped"] = str(error)
-    start, stop = run.test_slice.start, run.test_slice.stop
     return {
+        "data": run.data.headline,
         "held_out": {
             "temperature_fit": f"test split [{start}:{start + half}] ({half} examples)",
             "evaluation": f"test split [{start + half}:{stop}] ({stop - start - half} examples)",
@@ -181,8 +191,8 @@ def calibration_section(
     }
 
 
-def _reliability_figure(backend, logits, temperatures, labels, evaluate, out_dir) -> Path:
-    figure, axes = _figure(3.6, 3.8, len(VARIANTS))
+def _reliability_figure(backend, logits, temperatures, labels, evaluate, out_dir, title) -> Path:
+    figure, axes = _figure(3.6, 3.8, len(VARIANTS), title)
     for ax, (name, _) in zip(axes, VARIANTS, strict=True):
         base = name.removesuffix("_temperature")
         scores = logits[base][evaluate]
@@ -198,11 +208,11 @@ def _reliability_figure(backend, logits, temperatures, labels, evaluate, out_dir
     return path
 
 
-def _projection_figure(backend, models, x, labels, evaluate, batch_size, out_dir) -> Path:
+def _projection_figure(backend, models, x, labels, evaluate, batch_size, out_dir, title) -> Path:
     keep = np.isin(labels[evaluate], PROJECTED_CLASSES)
     x_kept = x[evaluate][keep]
     y_kept = labels[evaluate][keep]
-    figure, axes = _figure(4.2, 4.0, 2)
+    figure, axes = _figure(4.2, 4.0, 2, title)
     panels = (("hard", "hard targets"), ("smoothed", "label smoothing"))
     for ax, (name, title) in zip(axes, panels, strict=True):
         features = batched_map(models[name].features, x_kept, batch_size).astype(np.float64)
@@ -220,7 +230,9 @@ def _projection_figure(backend, models, x, labels, evaluate, batch_size, out_dir
 
 
 def calibration_table(sections: dict[str, dict[str, Any]]) -> str:
-    """Markdown: ECE / NLL / accuracy per backend and variant (evaluation half)."""
+    """Markdown: ECE / NLL / accuracy per backend and variant (evaluation half), below the
+    line that says which data the sections come from."""
+    headlines = dict.fromkeys(section.get("data", "data: unknown") for section in sections.values())
     rows = [
         "| backend | model | T | ECE | NLL | accuracy | mean confidence |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
@@ -235,4 +247,4 @@ def calibration_table(sections: dict[str, dict[str, Any]]) -> str:
                 f"{result['ece']:.4f} | {result['nll']:.4f} | {result['accuracy']:.4f} | "
                 f"{result['mean_confidence']:.4f} |"
             )
-    return "\n".join(rows)
+    return "\n".join(headlines) + "\n\n" + "\n".join(rows)

@@ -14,6 +14,7 @@ import dataclasses
 import importlib
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
@@ -173,11 +174,40 @@ def batched_map(
     return np.concatenate(outputs) if outputs else np.zeros((0,))
 
 
+class RunLog:
+    """The tutorial's log: ``[lsr.tutorial] message`` lines on stderr, each distinct line
+    once per run.
+
+    A note that every backend would repeat (a clamped slice, the data used) is printed
+    once, not once per backend; lines that name their backend stay distinct.
+    """
+
+    def __init__(self) -> None:
+        self._printed: set[str] = set()
+
+    def __call__(self, message: str) -> None:
+        if message in self._printed:
+            return
+        self._printed.add(message)
+        print(f"[lsr.tutorial] {message}", file=sys.stderr, flush=True)
+
+
+def is_terminal(stream: Any) -> bool:
+    """Whether ``stream`` is an interactive terminal (False for files, pipes, CI logs)."""
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 class _Progress:
-    """tqdm progress bars when asked for, else nothing (tqdm is imported only then)."""
+    """tqdm progress bars when asked for and stderr (where they are drawn) is a terminal,
+    else nothing: redirected to a file or a CI log, each redraw would add a line of
+    carriage returns. tqdm is imported only when bars are drawn."""
 
     def __init__(self, enabled: bool, backend: str) -> None:
-        self.enabled = enabled
+        self.stream = sys.stderr
+        self.enabled = enabled and is_terminal(self.stream)
         self.backend = backend
 
     def __call__(self, description: str, total: int) -> Callable[[Any], Any] | None:
@@ -186,7 +216,11 @@ class _Progress:
         from tqdm.auto import tqdm
 
         return lambda iterable: tqdm(
-            iterable, total=total, desc=f"{self.backend}: {description}", leave=False
+            iterable,
+            total=total,
+            desc=f"{self.backend}: {description}",
+            leave=False,
+            file=self.stream,
         )
 
 
@@ -326,16 +360,17 @@ def run_tutorial(
     _check_options(options)
     module = backend_module(backend)
     started = time.perf_counter()
+    say = RunLog() if log is None else log
     if data is None:
-        data = load_mnist(data_dir, download_missing=download, log=log)
+        data = load_mnist(data_dir, download_missing=download, log=say)
+    say(data.headline)
     notes: list[str] = []
     train_slice = _slice("train", train_start, train_end, len(data.x_train), notes)
     test_slice = _slice("test", test_start, test_end, len(data.x_test), notes)
     x_train, y_train = data.x_train[train_slice], data.y_train[train_slice]
     x_test, y_test = data.x_test[test_slice], data.y_test[test_slice]
     for note in notes:
-        if log is not None:
-            log(note)
+        say(note)
 
     report = TutorialReport(
         backend=backend,
@@ -493,8 +528,10 @@ def mnist_tutorial(
         adv_train: run the adversarial-training half (cleverhans always does; turning it
             off leaves the ``adv_train_*`` fields None, e.g. for calibration studies).
         download: fetch missing MNIST files (checksum-verified) when online.
-        progress: tqdm progress bars for training and attacks.
-        log: receives one line per data decision (fallbacks, clamped slices).
+        progress: tqdm progress bars for training and attacks, drawn only when stderr
+            is a terminal (never into a file, pipe or CI log).
+        log: receives one line per data decision: the data used, a fallback, a
+            clamped slice. By default each line is printed to stderr, once.
 
     Returns:
         A ``TutorialReport`` with cleverhans' accuracy fields and the prior, data, backend,

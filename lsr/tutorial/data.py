@@ -15,7 +15,9 @@ one pair of files is available
 the training split and the second half the test split (for t10k: images 0-4,999 train,
 5,000-9,999 test). When no MNIST is available at all, scikit-learn's 8 x 8 handwritten
 digits (1,797 images that ship inside scikit-learn) are resized to 28 x 28 and used
-instead; ``MnistData.source`` and ``MnistData.description`` always say what was used.
+instead; ``MnistData.source`` and ``MnistData.description`` always say what was used,
+``data_headline`` says it in one line (the tutorial prints it above every table and
+figure), and the fallback is announced on stderr even when no ``log`` is given.
 
 Only NumPy and the standard library are needed (scikit-learn only for the fallback).
 """
@@ -66,6 +68,32 @@ PAIRS = ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS))
 Opener = Callable[..., Any]
 
 
+# What each ``MnistData.source`` is, for people: the fallback says plainly that it is not MNIST.
+SOURCE_LABELS = {
+    "mnist": "MNIST",
+    "mnist-t10k-split": "MNIST t10k files only, split in two halves",
+    "mnist-train-split": "MNIST train files only, split in two halves",
+    "sklearn-digits": "scikit-learn digits (NOT MNIST)",
+}
+
+
+def data_label(source: str) -> str:
+    """A short name for ``MnistData.source``, e.g. for a figure's title."""
+    return "data: " + SOURCE_LABELS.get(source, source)
+
+
+def data_headline(source: str, description: dict[str, Any]) -> str:
+    """One line saying which data were used: the label, then the training and test split.
+
+    ``source`` and ``description`` are ``MnistData``'s (also stored in every report), e.g.
+    ``"data: scikit-learn digits (NOT MNIST), ...: train ..., test ..."``.
+    """
+    return (
+        f"{data_label(source)}: train {description.get('train', '?')}, "
+        f"test {description.get('test', '?')}"
+    )
+
+
 class MnistFileError(ValueError):
     """A data file that is corrupt: wrong magic number, truncated, or a checksum mismatch."""
 
@@ -89,6 +117,11 @@ class MnistData:
     y_test: np.ndarray
     source: str
     description: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def headline(self) -> str:
+        """``data_headline`` of this data: what the tutorial prints above its results."""
+        return data_headline(self.source, self.description)
 
 
 def default_cache_dir() -> Path:
@@ -301,7 +334,9 @@ def load_mnist(
         fallback: use scikit-learn's digits when no MNIST is available; if False, raise
             ``FileNotFoundError`` instead.
         opener: the URL opener for downloads (tests pass a fake one).
-        log: called with one line of text for each decision that changes the data.
+        log: called with one line of text for each decision that changes the data. The
+            fallback to the digits is never silent: without ``log`` its line goes to
+            stderr.
 
     Returns:
         ``MnistData`` with both splits and their description.
@@ -338,8 +373,16 @@ def load_mnist(
     )
     if not fallback:
         raise FileNotFoundError(message)
-    say(message + " Falling back to scikit-learn's 8x8 handwritten digits, resized to 28x28.")
+    announce = log or _to_stderr
+    announce(
+        "NOT MNIST: using scikit-learn's 8x8 handwritten digits, resized to 28x28, "
+        f"instead. {message}"
+    )
     return load_digits_fallback(note=message)
+
+
+def _to_stderr(message: str) -> None:
+    print(f"[lsr.tutorial] {message}", file=sys.stderr, flush=True)
 
 
 def _official(found: dict[str, Path], verify: bool) -> MnistData:
