@@ -236,6 +236,28 @@ def test_mnist_tutorial_from_python_says_what_it_used(tmp_path, capsys, monkeypa
     assert sum("test_end=10000" in line for line in err.splitlines()) == 1, err
 
 
+def test_the_default_targets_are_cleverhans_v3_1_0(tmp_path, capsys, monkeypatch):
+    """cleverhans v3.1.0's mnist_tutorial_tf.py: CrossEntropy(model, smoothing=0.1),
+    whose targets are y - 0.1 (y - 1/10): 0.91 on the true class ("uniform")."""
+    from lsr.tutorial import mnist_tutorial
+
+    created = []
+
+    def create(params, **options):
+        created.append(options)
+        return FakeTrainer(params, **options)
+
+    monkeypatch.setattr(_driver, "backend_module", _fake_backend_module)
+    monkeypatch.setattr(FAKE_FRAMEWORK, "create", create)
+    report = mnist_tutorial("jax", data_dir=tmp_path / "empty", download=False, train_end=64)
+    assert report.prior == "uniform" and report.label_smoothing == 0.1
+    assert created and all(
+        options["prior"] == "uniform" and options["label_smoothing"] == 0.1 for options in created
+    )
+    assert command_line.build_parser().parse_args([]).prior == "uniform"
+    capsys.readouterr()
+
+
 class FakeTerminal(io.StringIO):
     def isatty(self):
         return True

@@ -1,4 +1,5 @@
-"""cleverhans' MNIST tutorial on lsr, the same experiment in JAX, PyTorch and TensorFlow.
+"""cleverhans v3.1.0's MNIST tutorial on lsr, the same experiment in JAX, PyTorch and
+TensorFlow (``prior="others"`` gives the targets of its versions up to v2.1.0).
 
 ``python -m lsr.tutorial --backend all`` runs it from the command line (see
 ``lsr/tutorial/__main__.py``); ``mnist_tutorial(backend, ...)`` runs it from Python. Importing

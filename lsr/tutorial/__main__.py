@@ -1,4 +1,5 @@
-"""``python -m lsr.tutorial``: cleverhans' MNIST tutorial on JAX, PyTorch and TensorFlow.
+"""``python -m lsr.tutorial``: cleverhans v3.1.0's MNIST tutorial on JAX, PyTorch and
+TensorFlow.
 
 Example (the configuration of cleverhans' own test: 5,000 training images, 2 epochs,
 every backend)::
@@ -23,6 +24,7 @@ from typing import Any
 from lsr.tutorial._driver import (
     ACCURACY_FIELDS,
     BACKENDS,
+    DEFAULT_PRIOR,
     DEFAULT_SEED,
     PRIORS,
     RunLog,
@@ -70,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--label_smoothing", type=float, default=0.1)
     parser.add_argument(
         "--prior",
-        default="others",
+        default=DEFAULT_PRIOR,
         choices=PRIORS,
-        help='"others": the 2017 tutorial\'s clip(y, eps/9, 1-eps); "uniform": cleverhans v3.1',
+        help='"uniform": cleverhans v3.1.0\'s y - eps (y - 1/10) (the default); "others": '
+        "the clip(y, eps/9, 1-eps) of cleverhans up to v2.1.0",
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--data_dir", default=None, help="Directory of the MNIST .gz files")

@@ -26,6 +26,9 @@ from lsr.tutorial.data import MnistData, load_mnist
 
 BACKENDS = ("jax", "torch", "tensorflow")
 PRIORS = ("uniform", "others")
+# cleverhans v3.1.0's CrossEntropy(model, smoothing=0.1): y - 0.1 (y - 1/10), 0.91 on the
+# true class. "others" gives Y_train.clip(0.1 / 9, 0.9), the targets up to v2.1.0.
+DEFAULT_PRIOR = "uniform"
 NUM_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 # cleverhans' fgsm_params in mnist_tutorial_tf.py.
@@ -83,7 +86,7 @@ class TutorialReport:
     train_adv_train_clean_eval: float | None = None
     train_adv_train_adv_eval: float | None = None
     label_smoothing: float = 0.1
-    prior: str = "others"
+    prior: str = DEFAULT_PRIOR
     loss: str = ""
     data_source: str = ""
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -345,7 +348,7 @@ def run_tutorial(
     backprop_through_attack: bool = False,
     nb_filters: int = 64,
     label_smoothing: float = 0.1,
-    prior: str = "others",
+    prior: str = DEFAULT_PRIOR,
     data_dir: Any = None,
     seed: int = DEFAULT_SEED,
     adv_train: bool = True,
@@ -490,7 +493,7 @@ def mnist_tutorial(
     backprop_through_attack: bool = False,
     nb_filters: int = 64,
     label_smoothing: float = 0.1,
-    prior: str = "others",
+    prior: str = DEFAULT_PRIOR,
     data_dir: Any = None,
     seed: int = DEFAULT_SEED,
     adv_train: bool = True,
@@ -498,15 +501,16 @@ def mnist_tutorial(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> TutorialReport:
-    """cleverhans' MNIST tutorial (``mnist_tutorial_tf.py``) on ``backend``, on lsr.
+    """cleverhans v3.1.0's MNIST tutorial (``mnist_tutorial_tf.py``) on ``backend``, on lsr.
 
     Trains cleverhans' basic CNN with Adam on label-smoothed cross-entropy, attacks it
     with FGSM (eps 0.3, clipped to [0, 1], labelled by the model's own predictions),
     then trains a second CNN adversarially on ``0.5 * clean + 0.5 * adversarial`` loss and
     attacks it the same way. Both losses are ``smooth_ce`` of the backend's lsr adapter
     with integer labels, which equals cleverhans' cross-entropy against smoothed one-hot
-    targets: ``prior="others"`` gives the 2017 tutorial's ``clip(y, 0.1 / 9, 0.9)``
-    targets, ``prior="uniform"`` v3.1's ``y - 0.1 (y - 1/10)``.
+    targets: ``prior="uniform"`` (the default) gives v3.1.0's ``CrossEntropy(model,
+    smoothing=0.1)`` targets ``y - 0.1 (y - 1/10)`` (0.91 on the true class);
+    ``prior="others"`` gives ``Y_train.clip(0.1 / 9, 0.9)``, the targets up to v2.1.0.
 
     Args:
         backend: ``"jax"`` (flax NNX + optax), ``"torch"`` (torch.nn + torch.optim) or
@@ -521,7 +525,8 @@ def mnist_tutorial(
             for FGSM's sign, as cleverhans notes; by default it is stopped).
         nb_filters: width of the CNN (64 in cleverhans).
         label_smoothing: epsilon of the smoothed targets.
-        prior: ``"others"`` (2017 tutorial) or ``"uniform"`` (cleverhans v3.1).
+        prior: ``"uniform"`` (cleverhans v3.1.0, the default) or ``"others"`` (the
+            clipped targets of cleverhans up to v2.1.0).
         data_dir: directory of the MNIST files (see ``lsr.tutorial.data``).
         seed: seeds the initial weights and the batch order; the same seed on CPU gives
             the same report (timings aside).
