@@ -2,7 +2,7 @@
 
 ``prepare_smooth_ce`` checks everything that can be checked before computing (shapes,
 dtypes and options always; values only when the arrays are concrete), resolves ``xp``,
-casts to the compute dtype, and returns the keyword arguments of ``lsr._core.smooth_ce``.
+casts to the compute dtype, and returns the options as one ``lsr._core.Spec``.
 Adapters call it first, then the core, so every backend raises the same errors.
 """
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from lsr import _core
 from lsr._compat import array_namespace, values_are_cheap
+from lsr._core import Spec
 from lsr._validation import (
     PRIOR_NAMES,
     REDUCTIONS,
@@ -51,7 +52,7 @@ def index_labels(xp: Any, labels: Any) -> Any:
     the dtype cannot hold. Widened, a label equals ``ignore_index`` only when their
     values are equal.
     """
-    return cast(xp, labels, _core._index_dtype(xp, labels))
+    return cast(xp, labels, _core.index_dtype(xp, labels))
 
 
 def matchable_ignore_index(xp: Any, ignore_index: int | None, dtype: Any) -> int | None:
@@ -264,16 +265,14 @@ def check_num_classes(num_classes: int, name: str = "logits", value: Any = None)
         )
 
 
-def prepare_smooth_ce(
-    logits: Any, labels: Any, **options: Any
-) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """Validate, then return ``(xp, logits, labels, core keyword arguments)``.
+def prepare_smooth_ce(logits: Any, labels: Any, **options: Any) -> tuple[Any, Any, Any, Spec]:
+    """Validate, then return ``(xp, logits, labels, spec)``.
 
     ``options``: those of ``check_smooth_ce``. ``logits`` (and dense ``labels``) come back
     in the compute dtype.
     """
-    xp, labels, core_options = check_smooth_ce(logits, labels, **options)
-    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, core_options
+    xp, labels, spec = check_smooth_ce(logits, labels, **options)
+    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, spec
 
 
 def check_smooth_ce(
@@ -289,11 +288,10 @@ def check_smooth_ce(
     reduction: str,
     kl: bool = False,
     z_loss: float = 0.0,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Validate, then return ``(xp, labels, core keyword arguments)``: what
-    ``prepare_smooth_ce`` does without casting the logits to the compute dtype (for
-    callers that convert them block by block). Dense ``labels`` come back in the compute
-    dtype."""
+) -> tuple[Any, Any, Spec]:
+    """Validate, then return ``(xp, labels, spec)``: what ``prepare_smooth_ce`` does
+    without casting the logits to the compute dtype (for callers that convert them block
+    by block). Dense ``labels`` come back in the compute dtype."""
     if not isinstance(prior, str) and not hasattr(prior, "shape"):
         # (Before the namespace: a number or bool here is no array of another library.)
         fail_type(
@@ -308,7 +306,7 @@ def check_smooth_ce(
         smoothing if hasattr(smoothing, "shape") else None,
     )
     check_logits(xp, logits)
-    labels, options = prepare_options(
+    labels, spec = prepare_options(
         xp,
         tuple(logits.shape),
         logits.dtype,
@@ -323,7 +321,7 @@ def check_smooth_ce(
         kl=kl,
         z_loss=z_loss,
     )
-    return xp, labels, options
+    return xp, labels, spec
 
 
 def prepare_options(
@@ -341,9 +339,11 @@ def prepare_options(
     reduction: str,
     kl: bool,
     z_loss: float,
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Any, Spec]:
     """The checks of ``prepare_smooth_ce`` for logits of ``shape`` and ``logits_dtype``
-    that need not exist (the fused linear loss never makes them)."""
+    that need not exist (the fused linear loss never makes them): ``(labels, spec)``.
+
+    Every option of the loss is checked here, once, and lands in the ``Spec``."""
     axis = normalize_axis(axis, len(shape))
     num_classes = shape[axis]
     if num_classes is not None:
@@ -401,19 +401,19 @@ def prepare_options(
             )
     if dense:
         check_dense_targets(xp, labels, axis, where, given_dtype)
-    return labels, {
-        "xp": xp,
-        "dense": dense,
-        "smoothing": check_smoothing(xp, smoothing, dtype),
-        "prior": check_prior(xp, prior, num_classes, dtype),
-        "axis": axis,
-        "ignore_index": ignore_index,
-        "weight": check_weight(xp, weight, num_classes, dtype),
-        "where": where,
-        "reduction": reduction,
-        "kl": kl,
-        "z_loss": float(z_loss),
-    }
+    return labels, Spec(
+        num_classes=num_classes,
+        axis=axis,
+        dense=dense,
+        smoothing=check_smoothing(xp, smoothing, dtype),
+        prior=check_prior(xp, prior, num_classes, dtype),
+        weight=check_weight(xp, weight, num_classes, dtype),
+        where=where,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        kl=kl,
+        z_loss=float(z_loss),
+    )
 
 
 def prepare_linear_smooth_ce(
@@ -433,8 +433,8 @@ def prepare_linear_smooth_ce(
     chunk_size: Any,
     projection_name: str = "projection",
     transposed: bool = False,
-) -> tuple[Any, Any, dict[str, Any]]:
-    """Validate the fused linear loss's arguments: ``(xp, labels, core keyword arguments)``.
+) -> tuple[Any, Any, Spec]:
+    """Validate the fused linear loss's arguments: ``(xp, labels, spec)``.
 
     ``hidden`` (N, d); ``projection`` (d, K), or (K, d) with ``transposed`` (PyTorch's
     ``F.linear`` layout); ``bias`` (K,) or None; labels as for logits of shape (N, K).
@@ -472,7 +472,7 @@ def prepare_linear_smooth_ce(
         or chunk_size < 1
     ):
         fail_value("`chunk_size` must be a positive integer or None.", "chunk_size", chunk_size)
-    labels, options = prepare_options(
+    labels, spec = prepare_options(
         xp,
         (hidden.shape[0], num_classes),
         hidden.dtype,
@@ -487,4 +487,4 @@ def prepare_linear_smooth_ce(
         kl=kl,
         z_loss=z_loss,
     )
-    return xp, labels, options
+    return xp, labels, spec

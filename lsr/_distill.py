@@ -47,19 +47,16 @@ def distill_loss_core(
     """
     scaled_teacher = teacher_logits / temperature
     soft_targets = xp.exp(scaled_teacher - _core.logsumexp(xp, scaled_teacher, axis))
-    loss, _, _, denominator = _core.per_position_loss(
-        student_logits / temperature,
-        soft_targets,
-        xp=xp,
-        dense=True,
-        smoothing=0.0,
-        prior="uniform",
+    spec = _core.Spec(
+        num_classes=student_logits.shape[axis],
         axis=axis,
-        ignore_index=None,
-        weight=None,
+        dense=True,
         where=where,
+        reduction=reduction,
         kl=kl,
-        z_loss=0.0,
+    )
+    loss, denominator = _core.per_position_loss(
+        student_logits / temperature, soft_targets, spec, xp=xp
     )
     return _core.reduce(xp, loss * (temperature * temperature), denominator, reduction)
 

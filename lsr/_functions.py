@@ -88,7 +88,7 @@ def smooth_ce(
         >>> print(np.round(lsr.smooth_ce(logits, np.array([0, 1]), smoothing=0.1), 4))
         0.5047
     """
-    _, logits, labels, options = prepare_smooth_ce(
+    xp, logits, labels, spec = prepare_smooth_ce(
         logits,
         labels,
         smoothing=smoothing,
@@ -101,7 +101,7 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
     )
-    loss, _, _ = _core.smooth_ce(logits, labels, **options)
+    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
     return loss
 
 
@@ -176,13 +176,14 @@ def smooth_labels(
         targets = cast(xp, labels, labels.dtype if dtype is None else dtype)
     else:
         fail_type("`labels` must be integer class ids or floating targets.", "labels", labels)
-    return _core.smooth_dense_targets(
-        targets,
-        xp=xp,
+    spec = _core.Spec(
+        num_classes=num_classes,
+        axis=axis,
+        dense=True,
         smoothing=check_smoothing(xp, smoothing, targets.dtype),
         prior=check_prior(xp, prior, num_classes, targets.dtype),
-        axis=axis,
     )
+    return _core.smooth_dense_targets(targets, spec, xp=xp)
 
 
 def estimate_prior(

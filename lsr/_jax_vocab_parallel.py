@@ -3,17 +3,19 @@
 Inside ``jax.shard_map`` each device of the mesh axis ``axis_name`` holds
 ``logits[..., its classes]`` (equal contiguous slices, in axis-index order) and the same
 global labels. The loss of a position depends on its logits only through a few sums over
-the classes (``lsr._core``): ``lse = logsumexp(z)``, the target logit ``z_y`` and
-``t = sum_k w_k u_k z_k``. Each is a sum of per-device parts, so one ``pmax`` of the
+the classes (``lsr._core``): ``sum_k exp(z_k - max)``, the target logit ``z_y`` and
+``sum_k v_k z_k``. Each is a sum of per-device parts, so one ``pmax`` of the
 per-position maxima (for a stable logsumexp) and one ``psum`` of per-position partial
 sums give them exactly; the (K,) vectors (``weight``, a prior) may be sharded the same way
 and their sums join that ``psum``. Smoothing uses the global K, never the slice's size
 (the Megatron-LM bug, its issues #737 and #7464).
 
-The backward pass is JAX's own autodiff of this forward: the max is a stop-gradient
-constant (``lse`` does not depend on it), and the transpose of a ``psum`` is a local
-copy, so each device's gradient is its slice of the single-device gradient and the
-backward pass needs no collective.
+All of it is the core's one pass (``lsr._core.sharded_loss``) with JAX's collectives
+plugged in; this module only checks the arguments and slices the (K,) vectors. The
+backward pass is JAX's own autodiff of that pass: the max is a stop-gradient constant
+(``lse`` does not depend on it), and the transpose of a ``psum`` is a local copy, so each
+device's gradient is its slice of the single-device gradient and the backward pass needs
+no collective.
 """
 
 from __future__ import annotations
@@ -207,131 +209,42 @@ def vocab_parallel_smooth_ce(
         else _local_slice(xp, weight, "weight", num_local, num_classes, start, dtype)
     )
 
-    z = logits_shard.astype(dtype)
-    positions = _core._Positions(
-        xp,
-        labels,
-        dense=False,
+    spec = _core.Spec(
         num_classes=num_classes,
-        ignore_index=ignore_index,
+        axis=axis,
+        smoothing=eps,
+        prior=prior if prior_local is None else prior_local,
+        weight=weight_local,
         where=where,
-        like=z,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        kl=kl,
+        z_loss=float(z_loss),
     )
 
-    # 1. The global max per position, only for stability: lse does not depend on it, so
-    #    it is a constant for autodiff (and pmax needs no derivative).
-    row_max = jax.lax.pmax(jax.lax.stop_gradient(jnp.max(z, axis=axis, keepdims=True)), axis_name)
-    row_max = jnp.where(jnp.isfinite(row_max), row_max, 0.0)
+    def all_reduce_max(values):
+        # Only for stability: lse does not depend on the max, so it is a constant for
+        # autodiff (and pmax has no derivative rule).
+        return jax.lax.pmax(jax.lax.stop_gradient(values), axis_name)
 
-    # 2. Per-position partial sums over this device's classes, combined in one psum.
-    local_ids = positions.safe_labels - start
-    in_shard = (local_ids >= 0) & (local_ids < num_local)
-    local_index = jnp.where(in_shard, local_ids, 0)
+    def all_reduce_sum(values):
+        return jax.lax.psum(values, axis_name)
 
-    def local_target(values):
-        """``values[y]`` where this device holds class y, else 0 (summed over devices)."""
-        if values.ndim == 1:
-            picked = jnp.take(values, local_index)
-        else:
-            index = jnp.expand_dims(local_index, axis)
-            picked = jnp.squeeze(jnp.take_along_axis(values, index, axis=axis), axis)
-        return jnp.where(in_shard, picked, 0.0)
-
-    # c_k with t = sum_k c_k z_k: w_k u_k without the target part of "others" (handled
-    # through z_y below); 1/K and 1/(K-1) use the GLOBAL K.
-    if prior_local is None:
-        spread = 1.0 / (num_classes if prior == "uniform" else num_classes - 1)
-        smoothing_vector = None if weight_local is None else spread * weight_local
-    else:
-        smoothing_vector = prior_local if weight_local is None else prior_local * weight_local
-    if smoothing_vector is None:
-        smooth_part = spread * jnp.sum(z, axis=axis)
-    else:
-        smooth_part = _core._dot_classes(xp, z, smoothing_vector, axis)
-    per_position = {
-        "sum_exp": jnp.sum(jnp.exp(z - row_max), axis=axis),
-        "target_logit": local_target(z),
-        "smooth_sum": smooth_part,
-    }
-    totals = {}
-    if weight_local is not None:
-        per_position["target_weight"] = local_target(weight_local)
-        totals["weight_sum"] = jnp.sum(weight_local)
-    if prior_local is not None:
-        totals["prior_mass"] = jnp.sum(smoothing_vector)
-        if kl:
-            per_position["target_prior"] = local_target(prior_local)
-            per_class = _xlogx(eps * prior_local)
-            if weight_local is not None:
-                per_class = per_class * weight_local
-            totals["prior_entropy"] = jnp.sum(per_class)
-    per_position, totals = jax.lax.psum((per_position, totals), axis_name)
-
-    # 3. The loss from global quantities, combined as lsr._core.per_position_loss does:
-    #    (1 - eps)(A lse - B) + eps (s lse - t), with A = w_y and B = w_y z_y.
-    lse = jnp.log(per_position["sum_exp"]) + jnp.squeeze(row_max, axis)
-    target_weight = per_position.get("target_weight", 1.0)
-    target_sum = target_weight * per_position["target_logit"]
-    smooth_sum = per_position["smooth_sum"]
-    total_weight = totals.get("weight_sum", float(num_classes))
-    if prior_local is not None:
-        smooth_mass = totals["prior_mass"]
-    elif prior == "uniform":
-        smooth_mass = total_weight / num_classes
-    else:  # "others": u = (1 - q) / (K - 1)
-        smooth_mass = (total_weight - target_weight) / (num_classes - 1)
-        smooth_sum = smooth_sum - target_sum / (num_classes - 1)
-    loss = (1.0 - eps) * (target_weight * lse - target_sum) + eps * (smooth_mass * lse - smooth_sum)
-    if kl:
-        loss = loss + _negative_target_entropy(
-            eps, prior, num_classes, target_weight, total_weight, per_position, totals
-        )
-    if z_loss:
-        loss = loss + float(z_loss) * lse * lse
-    if positions.out_of_range is not None:
-        # A factor, not a select: NaN must reach the gradient too (a select would give the
-        # bad position a zero gradient and a plausible-looking update).
-        loss = loss * jnp.where(positions.out_of_range, jnp.nan, 1.0)
-    if positions.valid is not None:
-        loss = jnp.where(positions.valid, loss, 0.0)
-
-    if reduction == "none":
-        return loss
-    total = jnp.sum(loss)
-    if weight_local is not None:
-        kept = jnp.broadcast_to(target_weight, loss.shape)
-        if positions.valid is not None:
-            kept = jnp.where(positions.valid, kept, 0.0)
-        denominator = jnp.sum(kept)
-    elif positions.valid is not None:
-        denominator = jnp.sum(positions.valid.astype(loss.dtype))
-    else:
-        denominator = jnp.asarray(float(loss.size), loss.dtype)
+    # The backward pass is JAX's autodiff of the core's pass: the transpose of a psum is
+    # a local copy, so each device's gradient is its slice of the whole one.
+    loss, _, targets, _ = _core.sharded_loss(
+        logits_shard.astype(dtype),
+        labels,
+        spec,
+        xp=xp,
+        start=start,
+        all_reduce_max=all_reduce_max,
+        all_reduce_sum=all_reduce_sum,
+    )
+    batch_sum = None
     if batch_axis_name is not None:
-        total, denominator = jax.lax.psum((total, denominator), batch_axis_name)
-    if reduction == "sum":
-        return total
-    return _core._per_unit(xp, total, denominator)
 
+        def batch_sum(values):
+            return jax.lax.psum(values, batch_axis_name)
 
-def _negative_target_entropy(
-    eps, prior, num_classes, target_weight, total_weight, per_position, totals
-):
-    """``sum_k w_k q'_k log q'_k`` per position (the KL form), from global quantities."""
-    if isinstance(prior, str):
-        if prior == "uniform":
-            off, on = eps / num_classes, 1.0 - eps + eps / num_classes
-        else:
-            off, on = eps / (num_classes - 1), 1.0 - eps
-        return target_weight * _xlogx(on) + (total_weight - target_weight) * _xlogx(off)
-    target_prior = per_position["target_prior"]
-    return (
-        totals["prior_entropy"]
-        - target_weight * _xlogx(eps * target_prior)
-        + target_weight * _xlogx(1.0 - eps + eps * target_prior)
-    )
-
-
-def _xlogx(x: Any) -> Any:
-    """x log x with 0 log 0 = 0 (the core's helper, on jax.numpy)."""
-    return _core._xlogx(jnp, x)
+    return _core.reduce(xp, loss, targets.mean_denominator(), reduction, batch_sum)

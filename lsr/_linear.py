@@ -19,6 +19,7 @@ from typing import Any
 
 from lsr import _core
 from lsr._compat import device
+from lsr._core import Spec
 
 Array = Any
 
@@ -43,7 +44,7 @@ def logits_block(
     scale: Any,
     *,
     xp: Any,
-    options: dict[str, Any],
+    spec: Spec,
     with_grad: bool,
 ) -> tuple[Array, Array | None]:
     """One block of rows: ``(loss per row, gradient of sum_i scale_i loss_i w.r.t. its
@@ -56,22 +57,17 @@ def logits_block(
     if bias is not None:
         logits = logits + bias
     logits = _cast(xp, logits, _core.compute_dtype(xp, logits.dtype))
-    core_options = {
-        k: v for k, v in options.items() if k not in ("xp", "axis", "reduction", "where")
-    }
     # A namespace that writes arrays in place (the PyTorch adapter's) turns the block's
     # own logits into their gradient: one block-sized array instead of two.
     in_place = getattr(xp, "subtract_into", None) is not None
     loss, _, grad = _core.loss_and_grad(
         logits,
         labels,
+        spec.replace(axis=1, where=where, reduction="none"),
         scale,
         xp=xp,
-        where=where,
-        axis=1,
         with_grad=with_grad,
         out=logits if in_place else None,
-        **core_options,
     )
     return loss, None if grad is None else _cast(xp, grad, hidden.dtype)
 
@@ -98,7 +94,7 @@ def block_step(
     xp: Any,
     projection: Array,
     bias: Array | None,
-    options: dict[str, Any],
+    spec: Spec,
 ) -> tuple[tuple[Array, Array | None], Array, Array]:
     """One block of the backward-ready pass: ``(carry, loss per row, d hidden rows)``.
 
@@ -107,7 +103,7 @@ def block_step(
     PyTorch adapter's does), so no (d, K) temporary is made per block.
     """
     loss, grad = logits_block(
-        hidden, projection, bias, labels, where, scale, xp=xp, options=options, with_grad=True
+        hidden, projection, bias, labels, where, scale, xp=xp, spec=spec, with_grad=True
     )
     grad_projection, grad_bias = carry
     hidden_t = xp.matrix_transpose(hidden)
@@ -147,7 +143,7 @@ def linear_smooth_ce(
     labels: Array,
     *,
     xp: Any,
-    options: dict[str, Any],
+    spec: Spec,
     chunk_size: int | None,
     with_grad: bool,
     cotangent: Array | None = None,
@@ -161,7 +157,7 @@ def linear_smooth_ce(
         bias,
         labels,
         xp=xp,
-        options=options,
+        spec=spec,
         chunk_size=chunk_size,
         with_grad=with_grad,
         scan=python_scan(xp),
@@ -176,7 +172,7 @@ def scanned_linear_smooth_ce(
     labels: Array,
     *,
     xp: Any,
-    options: dict[str, Any],
+    spec: Spec,
     chunk_size: int | None,
     with_grad: bool,
     scan: Any,
@@ -184,8 +180,7 @@ def scanned_linear_smooth_ce(
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
     """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``.
 
-    ``options``: ``_core.smooth_ce``'s keyword arguments (``xp`` and ``axis`` are
-    ignored: the class axis of the blocks' logits is 1). ``cotangent``: for
+    ``spec``: the options, for logits (N, K) with the class axis 1. ``cotangent``: for
     ``reduction="none"``, each row's cotangent (the gradients are then of
     ``sum_i cotangent_i loss_i``); otherwise the gradients are of the reduced loss.
     ``scan(body, init, xs)`` runs the blocks, with ``jax.lax.scan``'s contract: ``xs``
@@ -197,20 +192,14 @@ def scanned_linear_smooth_ce(
     """
     num_rows, num_classes = hidden.shape[0], projection.shape[1]
     dtype = _core.compute_dtype(xp, hidden.dtype)
-    scale, denominator = _core.reduction_scale(
-        labels,
-        num_classes,
-        xp=xp,
-        axis=1,
-        dtype=dtype,
-        **{k: options[k] for k in ("reduction", "dense", "ignore_index", "weight", "where")},
-    )
+    like = xp.zeros((0, num_classes), dtype=dtype, device=device(hidden))
+    scale, denominator, _ = _core.reduction_scale(labels, spec, xp=xp, like=like)
     if cotangent is not None:
         scale = cotangent
     rows = block_rows(num_rows, num_classes, chunk_size)
     blocks = -(-num_rows // rows)
     padding = blocks * rows - num_rows
-    where = options["where"]
+    where = spec.where
     if where is None:
         where = xp.ones_like(hidden[:, 0], dtype=xp.bool)
     per_row_scale = not isinstance(scale, float) and scale.ndim > 0
@@ -240,7 +229,7 @@ def scanned_linear_smooth_ce(
                 x["where"],
                 row_scale,
                 xp=xp,
-                options=options,
+                spec=spec,
                 with_grad=False,
             )
             return None, (loss, None)
@@ -253,14 +242,14 @@ def scanned_linear_smooth_ce(
             xp=xp,
             projection=projection,
             bias=bias,
-            options=options,
+            spec=spec,
         )
         return carry, (loss, d_hidden)
 
     init = zero_grads(xp, projection, bias) if with_grad else None
     carry, (losses, d_hidden) = scan(body, init, xs)
     per_row = xp.reshape(losses, (-1,))[:num_rows]
-    loss = _core.reduce(xp, per_row, denominator, options["reduction"])
+    loss = _core.reduce(xp, per_row, denominator, spec.reduction)
     if not with_grad:
         return loss, None
     d_hidden = xp.reshape(d_hidden, (-1, hidden.shape[1]))[:num_rows, ...]

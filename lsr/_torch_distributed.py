@@ -109,144 +109,54 @@ def _check_shard_sizes(shard_sizes: Any, num_local: int, group: Any) -> tuple[in
     return tuple(int(s) for s in sizes)
 
 
-class _VocabParallelPlan:
-    """Validated options, global K and this rank's class slice: what both passes need."""
-
-    def __init__(self, *, xp, axis, start, num_local, num_classes, options, group, batch_group):
-        self.xp = xp
-        self.axis = axis
-        self.start = start
-        self.num_local = num_local
-        self.num_classes = num_classes
-        self.smoothing = options["smoothing"]
-        self.prior = options["prior"]
-        self.weight = options["weight"]
-        self.ignore_index = options["ignore_index"]
-        self.where = options["where"]
-        self.reduction = options["reduction"]
-        self.kl = options["kl"]
-        self.z_loss = options["z_loss"]
-        self.group = group
-        self.batch_group = batch_group
-        self.smoothing_vector = self._smoothing_vector()
-        vector = self.prior if not isinstance(self.prior, str) else None
-        if self.weight is not None:
-            vector = self.weight if vector is None else vector * self.weight
-        # This rank's part of v in lsr._core._smoothing_vector_sum (None: all ones).
-        self.sum_vector = None if vector is None else vector[start : start + num_local]
-
-    def _smoothing_vector(self):
-        """``c`` with ``t = sum_k c_k z_k`` (minus ``w_y z_y / (K-1)`` for "others"), local part.
-
-        ``c_k = w_k u_k`` for the class-independent part of ``u``: ``1/K`` with the GLOBAL
-        K for "uniform", ``1/(K-1)`` for "others" (whose ``u`` is 0 on the target class,
-        handled through ``z_y``), ``pi_k`` for a prior vector.
-        """
-        prior, weight = self.prior, self.weight
-        if isinstance(prior, str):
-            spread = 1.0 / (self.num_classes if prior == "uniform" else self.num_classes - 1)
-            vector = None if weight is None else weight * spread
-        else:
-            vector = prior if weight is None else prior * weight
-        if vector is None:
-            return spread
-        return vector[self.start : self.start + self.num_local]
-
-    def positions(self, labels, like):
-        # Global labels against the global K: which positions count, and NaN for ids out
-        # of range that cannot be rejected (traced values), exactly as in the core.
-        return _core._Positions(
-            self.xp,
-            labels,
-            dense=False,
-            num_classes=self.num_classes,
-            ignore_index=self.ignore_index,
-            where=self.where,
-            like=like,
-        )
-
-    def target_weight(self, positions):
-        """``w_y`` per position (1.0 without class weights): the full weight is on every rank."""
-        if self.weight is None:
-            return 1.0
-        return _core._take(self.xp, self.weight, positions.safe_labels)
-
-    def smooth_mass(self, target_weight):
-        """``s = sum_k w_k u_k`` per position, with the global K."""
-        return _core._smoothing_mass(
-            self.xp, self.prior, self.weight, self.num_classes, target_weight
-        )
-
-
-def _local_ids(plan: _VocabParallelPlan, labels: torch.Tensor) -> torch.Tensor:
-    """Labels as indices into this rank's slice; ids of other ranks fall outside [0, K_r)."""
-    return labels.to(torch.int64) - plan.start
-
-
 def _all_reduce(tensor: torch.Tensor, op: Any, group: Any) -> torch.Tensor:
     dist.all_reduce(tensor, op=op, group=group)
     return tensor
 
 
+def _all_reduce_sum(group: Any) -> Any:
+    """The core's ``all_reduce_sum`` over ``group``: every array packed into one buffer,
+    one SUM, unpacked (one collective however many sums the pass needs)."""
+
+    def all_reduce_sum(arrays: list[torch.Tensor]) -> list[torch.Tensor]:
+        dtype = arrays[0].dtype
+        flat = torch.cat([torch.reshape(a.to(dtype), (-1,)) for a in arrays])
+        _all_reduce(flat, dist.ReduceOp.SUM, group)
+        pieces = torch.split(flat, [a.numel() for a in arrays])
+        return [p.reshape(a.shape) for p, a in zip(pieces, arrays, strict=True)]
+
+    return all_reduce_sum
+
+
 class _VocabParallelSmoothCE(torch.autograd.Function):
+    """The core's class-sharded pass (``lsr._core.sharded_loss``) with gloo/NCCL
+    collectives; the backward pass is the core's gradient on this rank's classes, from
+    the saved global lse and class values (no collective)."""
+
     @staticmethod
-    def forward(ctx, logits_shard, labels, plan):
-        xp, axis = plan.xp, plan.axis
-        dtype = _core.compute_dtype(xp, logits_shard.dtype)
-        z = logits_shard.detach().to(dtype)
-
-        # 1. The global max per position: only for stability (lse does not depend on it).
-        row_max = _all_reduce(torch.amax(z, dim=axis, keepdim=True), dist.ReduceOp.MAX, plan.group)
-        # A row of all -inf keeps lse = -inf, as in lsr._core.logsumexp.
-        row_max = torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
-
-        # 2. One SUM of three per-position partial sums over this rank's classes.
-        local_ids = _local_ids(plan, labels)
-        in_shard = (local_ids >= 0) & (local_ids < plan.num_local)
-        gathered = torch.gather(
-            z, axis, torch.where(in_shard, local_ids, 0).unsqueeze(axis)
-        ).squeeze(axis)
-        if plan.sum_vector is None:
-            vector_part = torch.sum(z, dim=axis)
-        else:
-            vector_part = _core._dot_classes(xp, z, plan.sum_vector, axis)
-        partial = torch.stack(
-            [
-                torch.sum(torch.exp(z - row_max), dim=axis),
-                torch.where(in_shard, gathered, torch.zeros_like(gathered)),
-                vector_part,
-            ]
-        )
-        sum_exp, target_logit, vector_sum = _all_reduce(partial, dist.ReduceOp.SUM, plan.group)
-
-        # 3. The loss from global quantities, by the core's one formula.
-        lse = torch.log(sum_exp) + row_max.squeeze(axis)
-        positions = plan.positions(labels, z)
-        target_mass = plan.target_weight(positions)
-        loss = _core.combine_loss(
-            xp,
-            lse,
+    def forward(ctx, logits_shard, labels, spec, start, group, batch_group):
+        xp = array_namespace(logits_shard)
+        z = logits_shard.detach().to(_core.compute_dtype(xp, logits_shard.dtype))
+        loss, lse, targets, values = _core.sharded_loss(
+            z,
             labels,
-            positions,
-            target_mass,
-            target_mass * target_logit,
-            vector_sum,
-            smoothing=plan.smoothing,
-            prior=plan.prior,
-            weight=plan.weight,
-            axis=axis,
-            num_classes=plan.num_classes,
-            kl=plan.kl,
-            z_loss=plan.z_loss,
+            spec,
+            xp=xp,
+            start=start,
+            all_reduce_max=lambda x: _all_reduce(x, dist.ReduceOp.MAX, group),
+            all_reduce_sum=_all_reduce_sum(group),
+            # Every rank holds the whole (K,) vectors: w_y and the class totals are read
+            # locally, and only the logits' three sums per position are all-reduced.
+            whole_vectors=True,
         )
-        if not isinstance(target_mass, float):
-            target_mass = torch.broadcast_to(target_mass, loss.shape)
-        denominator = _core._mean_denominator(
-            xp, loss.shape, loss.dtype, positions, target_mass, plan.weight
+        result, denominator = _core.reduce_with_denominator(
+            xp,
+            loss,
+            targets.mean_denominator(),
+            spec.reduction,
+            None if batch_group is None else _all_reduce_sum(batch_group),
         )
-        result, denominator = _reduce(xp, loss, denominator, plan.reduction, plan.batch_group)
-
-        ctx.plan = plan
+        ctx.spec, ctx.start, ctx.values = targets.spec, start, values
         ctx.input_dtype = logits_shard.dtype
         ctx.denominator = denominator
         ctx.save_for_backward(logits_shard.detach(), labels, lse)
@@ -254,72 +164,21 @@ class _VocabParallelSmoothCE(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, cotangent):
-        plan = ctx.plan
-        xp, axis = plan.xp, plan.axis
         logits_shard, labels, lse = ctx.saved_tensors
+        xp = array_namespace(logits_shard)
         z = logits_shard.to(_core.compute_dtype(xp, logits_shard.dtype))
-        positions = plan.positions(labels, z)
-        scale = _position_scale(xp, cotangent, ctx.denominator, plan.reduction, positions, lse)
-
-        # (sum_k w_k q'_k + 2 z_loss lse) softmax(z) - w q', on this rank's classes only
-        # (lsr._core.smooth_ce_grad with the global lse, K and w_y).
-        eps = plan.smoothing
-        target_mass = plan.target_weight(positions)
-        coefficient = (1.0 - eps) * target_mass + eps * plan.smooth_mass(target_mass)
-        if plan.z_loss:
-            coefficient = coefficient + 2.0 * plan.z_loss * lse
-        on_target = (1.0 - eps) * target_mass
-        if isinstance(plan.prior, str) and plan.prior == "others":
-            on_target = on_target - eps * target_mass / (plan.num_classes - 1)
-        vector = plan.smoothing_vector
-        background = (
-            eps * vector
-            if isinstance(vector, float)
-            else _core._along_axis(xp, eps * vector, z.ndim, axis)
+        grad = _core.smooth_ce_grad(
+            z,
+            labels,
+            lse,
+            ctx.denominator,
+            cotangent.to(lse.dtype),
+            ctx.spec,
+            xp=xp,
+            shard_start=ctx.start,
+            values=ctx.values,
         )
-        is_target = _core.one_hot(
-            _local_ids(plan, labels), plan.num_local, xp=xp, axis=axis, dtype=z.dtype
-        )
-        grad = (
-            _expand(coefficient, axis) * torch.exp(z - lse.unsqueeze(axis))
-            - _expand(on_target, axis) * is_target
-            - background
-        )
-        grad = grad * scale.unsqueeze(axis)
-        return grad.to(ctx.input_dtype), None, None
-
-
-def _expand(value: Any, axis: int) -> Any:
-    """A per-position value broadcast along the class axis (scalars stay as they are)."""
-    return torch.unsqueeze(value, axis) if getattr(value, "ndim", 0) else value
-
-
-def _reduce(xp, loss, denominator, reduction, batch_group):
-    """``reduction`` of the per-position loss; with ``batch_group``, over all its ranks."""
-    if reduction == "none":
-        return loss, denominator
-    total = torch.sum(loss)
-    if batch_group is not None:
-        if isinstance(denominator, int):
-            denominator = torch.tensor(float(denominator), dtype=loss.dtype, device=loss.device)
-        # Numerator and denominator in one call: the mean over the global batch.
-        total, denominator = _all_reduce(
-            torch.stack([total, denominator.to(loss.dtype)]), dist.ReduceOp.SUM, batch_group
-        )
-    if reduction == "sum":
-        return total, denominator
-    return _core._per_unit(xp, total, denominator), denominator
-
-
-def _position_scale(xp, cotangent, denominator, reduction, positions, lse):
-    """The cotangent of each position's loss (as in lsr._core.smooth_ce_grad)."""
-    if reduction == "none":
-        scale = cotangent
-    else:
-        if reduction == "mean":
-            cotangent = _core._per_unit(xp, cotangent, denominator)
-        scale = torch.broadcast_to(cotangent, lse.shape)
-    return positions.mask(xp, scale).to(lse.dtype)
+        return grad.to(ctx.input_dtype), None, None, None, None, None
 
 
 def vocab_parallel_smooth_ce(
@@ -457,27 +316,22 @@ def vocab_parallel_smooth_ce(
     prior = _whole_vector(prior, sizes, group)
     weight = _whole_vector(weight, sizes, group)
     check_label_range(xp, labels, num_classes, ignore_index, name="target")
-    options = {
-        "smoothing": check_smoothing(xp, smoothing, dtype),
-        "prior": check_prior(xp, prior, num_classes, dtype),
-        "weight": check_weight(xp, weight, num_classes, dtype),
-        "ignore_index": ignore_index,
-        "where": where,
-        "reduction": reduction,
-        "kl": kl,
-        "z_loss": float(z_loss),
-    }
-    plan = _VocabParallelPlan(
-        xp=xp,
-        axis=axis,
-        start=sum(sizes[:rank]),
-        num_local=num_local,
+    start = sum(sizes[:rank])
+    prior = check_prior(xp, prior, num_classes, dtype)
+    weight = check_weight(xp, weight, num_classes, dtype)
+    spec = _core.Spec(
         num_classes=num_classes,
-        options=options,
-        group=group,
-        batch_group=batch_group,
+        axis=axis,
+        smoothing=check_smoothing(xp, smoothing, dtype),
+        prior=prior,
+        weight=weight,
+        where=where,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        kl=kl,
+        z_loss=float(z_loss),
     )
-    return _VocabParallelSmoothCE.apply(logits_shard, labels, plan)
+    return _VocabParallelSmoothCE.apply(logits_shard, labels, spec, start, group, batch_group)
 
 
 def _whole_vector(vector: Any, sizes: tuple[int, ...], group: Any) -> Any:
@@ -503,12 +357,15 @@ def _whole_vector(vector: Any, sizes: tuple[int, ...], group: Any) -> Any:
 
 class _DataParallelSmoothCE(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, options, group):
-        loss, lse, _, denominator = _core.per_position_loss(
-            logits.detach(), labels, **{k: v for k, v in options.items() if k != "reduction"}
+    def forward(ctx, logits, labels, spec, group):
+        xp = array_namespace(logits)
+        loss, lse, denominator = _core.smooth_ce(
+            logits.detach(), labels, spec.replace(reduction="none"), xp=xp
         )
-        result, denominator = _reduce(options["xp"], loss, denominator, options["reduction"], group)
-        ctx.options = options
+        result, denominator = _core.reduce_with_denominator(
+            xp, loss, denominator, spec.reduction, _all_reduce_sum(group)
+        )
+        ctx.spec = spec
         ctx.denominator = denominator
         ctx.save_for_backward(logits.detach(), labels, lse)
         return result
@@ -516,10 +373,10 @@ class _DataParallelSmoothCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, cotangent):
         logits, labels, lse = ctx.saved_tensors
-        options = dict(ctx.options)
-        options.pop("kl")
         # The core's gradient of this rank's sum, divided by the GLOBAL denominator.
-        grad = _core.smooth_ce_grad(logits, labels, lse, ctx.denominator, cotangent, **options)
+        grad = _core.smooth_ce_grad(
+            logits, labels, lse, ctx.denominator, cotangent, ctx.spec, xp=array_namespace(logits)
+        )
         return grad, None, None, None
 
 
@@ -580,7 +437,7 @@ def data_parallel_smooth_ce(
     group = _resolve_group(group)
     if input.ndim == 1 and axis == 1:
         axis = 0  # One unbatched position of C classes, as F.cross_entropy reads it.
-    _, logits, labels, options = prepare_smooth_ce(
+    _, logits, labels, spec = prepare_smooth_ce(
         input,
         target,
         smoothing=smoothing,
@@ -595,7 +452,7 @@ def data_parallel_smooth_ce(
     )
     # Half precision comes back cast to float32 (a differentiable cast): the core computes
     # in float32 and autograd casts the gradient back to the input's dtype.
-    return _DataParallelSmoothCE.apply(logits, labels, options, group)
+    return _DataParallelSmoothCE.apply(logits, labels, spec, group)
 
 
 def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: Any, smoothing: Any):

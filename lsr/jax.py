@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import numbers
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -116,40 +116,23 @@ class _Namespace:
 _xp = _Namespace()
 
 
-class _Static(NamedTuple):
-    """The options that shape the computation: hashable, so part of the compiled program."""
-
-    dense: bool
-    axis: int
-    ignore_index: int | None
-    reduction: str
-    kl: bool
-    z_loss: float
-    smoothing: float | None  # a Python float, or None when it is a runtime array
-    prior: str | None  # a prior name, or None when it is a runtime array
+def _flatten_spec(spec: _core.Spec) -> tuple[tuple[Any, ...], _core.Spec]:
+    return spec.arrays(), spec.static()
 
 
-def _core_options(static: _Static, dynamic: dict[str, Any]) -> dict[str, Any]:
-    smoothing = static.smoothing if static.smoothing is not None else dynamic["smoothing"]
-    prior = static.prior if static.prior is not None else dynamic["prior"]
-    return {
-        "xp": _xp,
-        "dense": static.dense,
-        "smoothing": smoothing,
-        "prior": prior,
-        "axis": static.axis,
-        "ignore_index": static.ignore_index,
-        "weight": dynamic["weight"],
-        "where": dynamic["where"],
-        "reduction": static.reduction,
-        "kl": static.kl,
-        "z_loss": static.z_loss,
-    }
+def _unflatten_spec(static: _core.Spec, arrays: tuple[Any, ...]) -> _core.Spec:
+    return static.with_arrays(tuple(arrays))
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _smooth_ce(static: _Static, logits: Any, labels: Any, dynamic: dict[str, Any]) -> Any:
-    loss, _, _ = _core.smooth_ce(logits, labels, **_core_options(static, dynamic))
+# The options object is a pytree: its arrays (an array smoothing or prior, the class
+# weights, the mask) are leaves that JAX traces and differentiates; everything else is
+# hashable auxiliary data, part of the compiled program.
+jax.tree_util.register_pytree_node(_core.Spec, _flatten_spec, _unflatten_spec)
+
+
+@jax.custom_jvp
+def _smooth_ce(logits: Any, labels: Any, spec: _core.Spec) -> Any:
+    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=_xp)
     return loss
 
 
@@ -158,13 +141,17 @@ def _is_zero(tangent: Any) -> bool:
     return all(isinstance(leaf, SymbolicZero) for leaf in jax.tree_util.tree_leaves(tangent))
 
 
+# The arguments besides the logits that may carry tangents (integer labels and boolean
+# masks never have any).
+_DIFFERENTIABLE = ("smoothing", "prior", "weight")
+
+
 @functools.partial(_smooth_ce.defjvp, symbolic_zeros=True)
-def _smooth_ce_jvp(static, primals, tangents):
-    logits, labels, dynamic = primals
-    logits_dot, labels_dot, dynamic_dot = tangents
-    options = _core_options(static, dynamic)
+def _smooth_ce_jvp(primals, tangents):
+    logits, labels, spec = primals
+    logits_dot, labels_dot, spec_dot = tangents
     if _is_zero(logits_dot):
-        loss, _, _ = _core.smooth_ce(logits, labels, **options)
+        loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=_xp)
         tangent_out = jnp.zeros_like(loss)
     else:
         # The loss and the core's closed-form gradient in one pass (one exp of the
@@ -172,24 +159,24 @@ def _smooth_ce_jvp(static, primals, tangents):
         # made a separate logsumexp twice as slow at K = 128000), with a unit cotangent
         # per reduced value: for "none" the row of position i is d loss_i / d z_i, else
         # d loss / d z. Reverse mode keeps that gradient as its residual.
-        loss, grad = _core.reduced_loss_and_grad(logits, labels, **options)
-        summed_axes = static.axis if static.reduction == "none" else None
+        loss, grad = _core.reduced_loss_and_grad(logits, labels, spec, xp=_xp)
+        summed_axes = spec.axis if spec.reduction == "none" else None
         tangent_out = jnp.sum(grad * logits_dot, axis=summed_axes)
 
     # Dense labels, weight, an array prior and an array smoothing: differentiate the core's
-    # forward pass in just the arguments whose tangents are not zero (integer labels and
-    # boolean masks never have any).
-    others = {"labels": (labels, labels_dot)} if static.dense else {}
-    for name in ("smoothing", "prior", "weight"):
-        if dynamic[name] is not None:
-            others[name] = (dynamic[name], dynamic_dot[name])
+    # forward pass in just the arguments whose tangents are not zero.
+    others = {"labels": (labels, labels_dot)} if spec.dense else {}
+    for name in _DIFFERENTIABLE:
+        value = getattr(spec, name)
+        if value is not None and not isinstance(value, (float, str)):
+            others[name] = (value, getattr(spec_dot, name))
     asked = {name: pair for name, pair in others.items() if not _is_zero(pair[1])}
     if asked:
 
         def loss_of(values):
-            values = {**dynamic, **values}
+            values = dict(values)
             targets = values.pop("labels", labels)
-            return _core.smooth_ce(logits, targets, **_core_options(static, values))[0]
+            return _core.smooth_ce(logits, targets, spec.replace(**values), xp=_xp)[0]
 
         _, extra = jax.jvp(
             loss_of,
@@ -278,7 +265,7 @@ def smooth_ce(
     # while a caller is being traced: without this, comparisons on them would be staged
     # into the program and could not be read. Tracers still skip the value checks.
     with jax.ensure_compile_time_eval():
-        _, logits, labels, options = prepare_smooth_ce(
+        _, logits, labels, spec = prepare_smooth_ce(
             logits,
             labels,
             smoothing=smoothing,
@@ -291,8 +278,7 @@ def smooth_ce(
             kl=kl,
             z_loss=z_loss,
         )
-    static, dynamic = _static_and_dynamic(options)
-    return _smooth_ce(static, logits, labels, dynamic)
+    return _smooth_ce(logits, labels, spec)
 
 
 def smooth_labels(
@@ -405,32 +391,7 @@ def distill_loss(
     )
 
 
-def _static_and_dynamic(options: dict[str, Any]) -> tuple[_Static, dict[str, Any]]:
-    """Split checked options into hashable compile-time ones and runtime arrays."""
-    static_smoothing = options["smoothing"] if isinstance(options["smoothing"], float) else None
-    static_prior = options["prior"] if isinstance(options["prior"], str) else None
-    static = _Static(
-        dense=options["dense"],
-        axis=options["axis"],
-        ignore_index=options["ignore_index"],
-        reduction=options["reduction"],
-        kl=options["kl"],
-        z_loss=options["z_loss"],
-        smoothing=static_smoothing,
-        prior=static_prior,
-    )
-    dynamic = {
-        "smoothing": None if static_smoothing is not None else options["smoothing"],
-        "prior": None if static_prior is not None else options["prior"],
-        "weight": options["weight"],
-        "where": options["where"],
-    }
-    return static, dynamic
-
-
-def _linear_loss(
-    static, chunk_size, hidden, kernel, bias, labels, dynamic, with_grad, cotangent=None
-):
+def _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, with_grad, cotangent=None):
     """``_linear.scanned_linear_smooth_ce``, one block at a time in a ``lax.scan``."""
     return _linear.scanned_linear_smooth_ce(
         hidden,
@@ -438,7 +399,7 @@ def _linear_loss(
         bias,
         labels,
         xp=jnp,
-        options=_core_options(static, dynamic),
+        spec=spec,
         chunk_size=chunk_size,
         with_grad=with_grad,
         scan=jax.lax.scan,
@@ -446,32 +407,30 @@ def _linear_loss(
     )
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _linear_smooth_ce(static, chunk_size, hidden, kernel, bias, labels, dynamic):
-    loss, _ = _linear_loss(static, chunk_size, hidden, kernel, bias, labels, dynamic, False)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _linear_smooth_ce(chunk_size, hidden, kernel, bias, labels, spec):
+    loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False)
     return loss
 
 
-def _linear_smooth_ce_fwd(static, chunk_size, hidden, kernel, bias, labels, dynamic):
-    if static.reduction == "none":
+def _linear_smooth_ce_fwd(chunk_size, hidden, kernel, bias, labels, spec):
+    if spec.reduction == "none":
         # Each position's cotangent is known only in the backward pass, which recomputes.
-        loss, _ = _linear_loss(static, chunk_size, hidden, kernel, bias, labels, dynamic, False)
-        return loss, (None, (hidden, kernel, bias, labels, dynamic))
-    loss, grads = _linear_loss(static, chunk_size, hidden, kernel, bias, labels, dynamic, True)
-    return loss, (grads, (None, None, None, labels, dynamic))
+        loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False)
+        return loss, (None, (hidden, kernel, bias, labels, spec))
+    loss, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True)
+    return loss, (grads, (None, None, None, labels, spec))
 
 
-def _linear_smooth_ce_bwd(static, chunk_size, residuals, cotangent):
-    grads, (hidden, kernel, bias, labels, dynamic) = residuals
+def _linear_smooth_ce_bwd(chunk_size, residuals, cotangent):
+    grads, (hidden, kernel, bias, labels, spec) = residuals
     if grads is None:
-        _, grads = _linear_loss(
-            static, chunk_size, hidden, kernel, bias, labels, dynamic, True, cotangent
-        )
+        _, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True, cotangent)
     else:
         grads = tuple(None if g is None else g * cotangent.astype(g.dtype) for g in grads)
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, dynamic)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, spec)
     labels_cotangent = (
-        jnp.zeros_like(labels) if static.dense else np.zeros(labels.shape, dtype=jax.dtypes.float0)
+        jnp.zeros_like(labels) if spec.dense else np.zeros(labels.shape, dtype=jax.dtypes.float0)
     )
     return (*grads, labels_cotangent, zeros)
 
@@ -541,7 +500,7 @@ def linear_smooth_ce(
     flat_labels = labels.reshape(-1, labels.shape[-1]) if dense else labels.reshape(-1)
     flat_where = None if where is None else where.reshape(-1)
     with jax.ensure_compile_time_eval():
-        _, flat_labels, options = prepare_linear_smooth_ce(
+        _, flat_labels, spec = prepare_linear_smooth_ce(
             flat_hidden,
             kernel,
             flat_labels,
@@ -557,6 +516,5 @@ def linear_smooth_ce(
             chunk_size=chunk_size,
             projection_name="kernel",
         )
-    static, dynamic = _static_and_dynamic(options)
-    loss = _linear_smooth_ce(static, chunk_size, flat_hidden, kernel, bias, flat_labels, dynamic)
+    loss = _linear_smooth_ce(chunk_size, flat_hidden, kernel, bias, flat_labels, spec)
     return loss.reshape(leading) if reduction == "none" else loss

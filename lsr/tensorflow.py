@@ -56,11 +56,13 @@ import numpy as np
 import tensorflow as tf
 
 import lsr
-from lsr import _core, _linear
+from lsr import _core, _linear, _tf_namespace
 from lsr._checks import prepare_linear_smooth_ce, prepare_smooth_ce
 from lsr._validation import fail_type, fail_value, normalize_axis
 
 __all__ = ["distill_loss", "linear_smooth_ce", "smooth_ce", "smooth_labels"]
+
+_xp = _tf_namespace.namespace
 
 try:
     # TensorFlow's tape controls have no public form: a tape-wide "stop recording" and
@@ -211,10 +213,10 @@ def _refuse_forward_mode(*values: Any) -> None:
         )
 
 
-def _differentiable_arguments(labels: Any, options: dict[str, Any]) -> dict[str, Any]:
+def _differentiable_arguments(labels: Any, spec: _core.Spec) -> dict[str, Any]:
     """Name -> floating tensor, for the arguments besides the logits that get gradients."""
-    candidates = {"labels": labels if options["dense"] else None}
-    candidates.update({name: options[name] for name in _OPTIONS_WITH_GRADIENTS})
+    candidates = {"labels": labels if spec.dense else None}
+    candidates.update({name: getattr(spec, name) for name in _OPTIONS_WITH_GRADIENTS})
     return {
         name: value
         for name, value in candidates.items()
@@ -223,24 +225,24 @@ def _differentiable_arguments(labels: Any, options: dict[str, Any]) -> dict[str,
 
 
 def _with_arguments(
-    labels: Any, options: dict[str, Any], names: tuple[str, ...], values: tuple[Any, ...]
-) -> tuple[Any, dict[str, Any]]:
-    """``labels`` and ``options`` with the named arguments replaced by ``values``."""
+    labels: Any, spec: _core.Spec, names: tuple[str, ...], values: tuple[Any, ...]
+) -> tuple[Any, _core.Spec]:
+    """``labels`` and ``spec`` with the named arguments replaced by ``values``."""
     replaced = dict(zip(names, values, strict=True))
-    return replaced.pop("labels", labels), {**options, **replaced}
+    return replaced.pop("labels", labels), spec.replace(**replaced)
 
 
 def _argument_gradients(
     forward: Any,
     labels: Any,
-    options: dict[str, Any],
+    spec: _core.Spec,
     names: tuple[str, ...],
     values: Any,
     upstream: Any,
 ) -> list[Any]:
     """Gradients of the loss with respect to the named arguments, times ``upstream``.
 
-    Autodiff of the core's own forward pass (``forward(labels, options)``) in just these
+    Autodiff of the core's own forward pass (``forward(labels, spec)``) in just these
     arguments, with the logits held constant: the loss is not restated, and the cost
     (one more forward pass) is paid only when these gradients are computed.
     """
@@ -249,50 +251,48 @@ def _argument_gradients(
     with _nested_tape_context():
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(values)
-            loss = forward(*_with_arguments(labels, options, names, values))
+            loss = forward(*_with_arguments(labels, spec, names, values))
         cotangent = tf.cast(upstream, loss.dtype)
         grads = tape.gradient(loss, list(values), output_gradients=cotangent)
     return [None if g is None else _first_order_only(g) for g in grads]
 
 
 def _loss_given(logits: Any) -> Any:
-    """``(labels, options) -> reduced loss``: the core's forward pass on fixed logits."""
-    return lambda labels, options: _core.smooth_ce(logits, labels, **options)[0]
+    """``(labels, spec) -> reduced loss``: the core's forward pass on fixed logits."""
+    return lambda labels, spec: _core.smooth_ce(logits, labels, spec, xp=_xp)[0]
 
 
-def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) -> Any:
+def _smooth_ce_with_gradient(logits: Any, labels: Any, spec: _core.Spec) -> Any:
     """``_core.smooth_ce`` forward, ``_core.smooth_ce_grad`` backward for the logits.
 
     Dense labels and array-valued ``weight``, ``prior`` and ``smoothing`` are inputs of
     the custom gradient too, so that their gradients are the same eagerly and in graphs.
     """
-    _refuse_forward_mode(logits, labels, *map(options.get, _OPTIONS_WITH_GRADIENTS))
-    arguments = _differentiable_arguments(labels, options)
+    _refuse_forward_mode(logits, labels, *(getattr(spec, n) for n in _OPTIONS_WITH_GRADIENTS))
+    arguments = _differentiable_arguments(labels, spec)
     names = tuple(arguments)
     if not tf.executing_eagerly():
-        return _fused_smooth_ce(logits, labels, options, names, tuple(arguments.values()))
-    grad_options = {key: value for key, value in options.items() if key != "kl"}
+        return _fused_smooth_ce(logits, labels, spec, names, tuple(arguments.values()))
     logits_need_gradient = _may_need_gradient(logits)
 
     @tf.custom_gradient
     def forward(z, *values):
-        y, opts = _with_arguments(labels, options, names, values)
+        y, call = _with_arguments(labels, spec, names, values)
         # What the tape would record here is never used (the custom gradient replaces
         # it) but would keep logits-sized temporaries alive until the tape is freed.
         with _stop_recording():
-            loss, lse, denominator = _core.smooth_ce(z, y, **opts)
+            loss, lse, denominator = _core.smooth_ce(z, y, call, xp=_xp)
 
         def backward(upstream):
             grad = None
             if logits_need_gradient:
                 cotangent = tf.cast(upstream, lse.dtype)
-                _, grad_opts = _with_arguments(labels, grad_options, names, values)
                 grad = _first_order_only(
-                    _core.smooth_ce_grad(z, y, lse, denominator, cotangent, **grad_opts)
+                    _core.smooth_ce_grad(z, y, lse, denominator, cotangent, call, xp=_xp)
                 )
             return [
                 grad,
-                *_argument_gradients(_loss_given(z), labels, options, names, values, upstream),
+                *_argument_gradients(_loss_given(z), labels, spec, names, values, upstream),
             ]
 
         return loss, backward
@@ -301,7 +301,7 @@ def _smooth_ce_with_gradient(logits: Any, labels: Any, options: dict[str, Any]) 
 
 
 def _fused_smooth_ce(
-    logits: Any, labels: Any, options: dict[str, Any], names: tuple[str, ...], values: tuple
+    logits: Any, labels: Any, spec: _core.Spec, names: tuple[str, ...], values: tuple
 ) -> Any:
     """In a graph: the loss and its gradient from one pass (``_core.loss_and_grad``).
 
@@ -310,13 +310,13 @@ def _fused_smooth_ce(
     for no gradient never runs the gradient's ops. Eagerly, ``_smooth_ce_with_gradient``
     computes the gradient only when a tape asks for it.
     """
-    axis, reduction = options["axis"], options["reduction"]
+    axis, reduction = spec.axis, spec.reduction
 
     @tf.custom_gradient
     def forward(z, *values):
-        y, opts = _with_arguments(labels, options, names, values)
+        y, call = _with_arguments(labels, spec, names, values)
         with _stop_recording():
-            loss, grad = _core.reduced_loss_and_grad(z, y, **opts)
+            loss, grad = _core.reduced_loss_and_grad(z, y, call, xp=_xp)
 
         def backward(upstream):
             cotangent = tf.cast(upstream, grad.dtype)
@@ -324,7 +324,7 @@ def _fused_smooth_ce(
                 cotangent = tf.expand_dims(cotangent, axis)
             return [
                 _first_order_only(grad * cotangent),
-                *_argument_gradients(_loss_given(z), labels, options, names, values, upstream),
+                *_argument_gradients(_loss_given(z), labels, spec, names, values, upstream),
             ]
 
         return loss, backward
@@ -396,7 +396,7 @@ def smooth_ce(
     logits = _as_tensor("logits", logits)
     labels = _as_tensor("labels", labels)
     _check_class_axis("logits", logits, axis)
-    _, logits, labels, options = prepare_smooth_ce(
+    _, logits, labels, spec = prepare_smooth_ce(
         logits,
         labels,
         smoothing=_as_option("smoothing", smoothing),
@@ -409,9 +409,9 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
     )
-    if not logits.shape.is_fully_defined() and options["where"] is None:
-        options["where"] = _all_positions(logits, options["axis"])
-    return _smooth_ce_with_gradient(logits, labels, options)
+    if not logits.shape.is_fully_defined() and spec.where is None:
+        spec = spec.replace(where=_all_positions(logits, spec.axis))
+    return _smooth_ce_with_gradient(logits, labels, spec)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -645,7 +645,7 @@ def linear_smooth_ce(
     flat_hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
     flat_labels = tf.reshape(labels, [-1, labels.shape[-1]] if dense else [-1])
     flat_where = None if where is None else tf.reshape(where, [-1])
-    _, flat_labels, options = prepare_linear_smooth_ce(
+    xp, flat_labels, spec = prepare_linear_smooth_ce(
         flat_hidden,
         kernel,
         flat_labels,
@@ -661,22 +661,25 @@ def linear_smooth_ce(
         chunk_size=chunk_size,
         projection_name="kernel",
     )
-    xp = options["xp"]
     _refuse_forward_mode(
-        flat_hidden, kernel, bias, flat_labels, *map(options.get, _OPTIONS_WITH_GRADIENTS)
+        flat_hidden,
+        kernel,
+        bias,
+        flat_labels,
+        *(getattr(spec, name) for name in _OPTIONS_WITH_GRADIENTS),
     )
-    arguments = _differentiable_arguments(flat_labels, options)
+    arguments = _differentiable_arguments(flat_labels, spec)
     names = tuple(arguments)
     has_bias = bias is not None
 
-    def run(h, k, b, y, opts, with_grad, cotangent=None):
+    def run(h, k, b, y, call, with_grad, cotangent=None):
         return _linear.scanned_linear_smooth_ce(
             h,
             k,
             b,
             y,
             xp=xp,
-            options=opts,
+            spec=call,
             chunk_size=chunk_size,
             with_grad=with_grad,
             scan=_scan,
@@ -687,15 +690,15 @@ def linear_smooth_ce(
     def forward(h, k, *rest):
         b = rest[0] if has_bias else None
         values = rest[1:] if has_bias else rest
-        y, opts = _with_arguments(flat_labels, options, names, values)
+        y, call = _with_arguments(flat_labels, spec, names, values)
         # Recorded, the blocks would all stay alive on the tape (see smooth_ce).
         with _stop_recording():
-            loss, grads = run(h, k, b, y, opts, with_grad=reduction != "none")
+            loss, grads = run(h, k, b, y, call, with_grad=reduction != "none")
 
         def backward(upstream):
             if grads is None:
                 dtype = _core.compute_dtype(xp, h.dtype)
-                _, computed = run(h, k, b, y, opts, True, tf.cast(upstream, dtype))
+                _, computed = run(h, k, b, y, call, True, tf.cast(upstream, dtype))
             else:
                 computed = [None if g is None else g * tf.cast(upstream, g.dtype) for g in grads]
             return [
@@ -703,7 +706,7 @@ def linear_smooth_ce(
                 *_argument_gradients(
                     lambda labels, o: run(h, k, b, labels, o, with_grad=False)[0],
                     flat_labels,
-                    options,
+                    spec,
                     names,
                     values,
                     upstream,

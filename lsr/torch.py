@@ -25,7 +25,6 @@ Where lsr deliberately differs from ``F.cross_entropy``:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import numbers
 import types
@@ -230,20 +229,10 @@ def _class_axis(input: torch.Tensor, axis: int) -> int:
     return 0 if input.ndim == 1 and axis == 1 else axis
 
 
-@dataclasses.dataclass(frozen=True)
-class _StaticOptions:
-    """The options of ``_SmoothCE`` that are not arrays, one hashable object.
-
-    Not a tuple: torch.func flattens tuple arguments of an autograd.Function and then
-    fails to match them with the tangents of nested forward mode (jacfwd of jacfwd).
-    """
-
-    dense: bool
-    axis: int
-    ignore_index: int | None
-    reduction: str
-    kl: bool
-    z_loss: float
+def _spec(static: _core.Spec, weight: Any, smoothing: Any, prior: Any) -> _core.Spec:
+    """The options of a call from the hashable part kept on ``ctx`` and the tensors
+    that autograd tracks (the Function's own inputs)."""
+    return static.with_arrays((smoothing, prior, weight, None))
 
 
 class _SmoothCE(torch.autograd.Function):
@@ -259,22 +248,15 @@ class _SmoothCE(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits, labels, weight, smoothing, prior, options):
+    def forward(logits, labels, weight, smoothing, prior, static):
         compute_logits = logits.to(_core.compute_dtype(_xp, logits.dtype))
         loss, lse, denominator = _core.smooth_ce(
             compute_logits,
             labels,
+            _spec(static, weight, smoothing, prior),
             xp=_xp,
-            dense=options.dense,
-            smoothing=smoothing,
-            prior=prior,
-            axis=options.axis,
-            ignore_index=options.ignore_index,
-            weight=weight,
-            where=None,
-            reduction=options.reduction,
-            kl=options.kl,
-            z_loss=options.z_loss,
+            # (autograd does not record inside forward: the pass may reuse its temporaries)
+            in_place=True,
         )
         # The denominator is a Python int when no position can be left out; a tensor
         # output is what setup_context can see.
@@ -283,7 +265,7 @@ class _SmoothCE(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, labels, weight, smoothing, prior, options = inputs
+        logits, labels, weight, smoothing, prior, static = inputs
         _, lse, denominator = output
         ctx.mark_non_differentiable(lse, denominator)
         tensors = {"smoothing": smoothing, "prior": prior}
@@ -295,7 +277,7 @@ class _SmoothCE(torch.autograd.Function):
         saved += tuple(tensors[name] for name in ctx.tensor_options)
         ctx.save_for_backward(*saved)
         ctx.save_for_forward(*saved)
-        ctx.options = options
+        ctx.options = static
 
     @staticmethod
     def _logits_grad(ctx, cotangent, recompute_lse):
@@ -304,8 +286,8 @@ class _SmoothCE(torch.autograd.Function):
         options = dict(
             ctx.plain_options, **dict(zip(ctx.tensor_options, tensor_values, strict=True))
         )
-        static = ctx.options
-        axis, reduction = static.axis, static.reduction
+        spec = _spec(ctx.options, weight, options["smoothing"], options["prior"])
+        axis, reduction = spec.axis, spec.reduction
         # backward() called inside an autocast region runs under it too.
         with _without_autocast(logits.device.type):
             compute_logits = logits.to(_core.compute_dtype(_xp, logits.dtype))
@@ -314,20 +296,7 @@ class _SmoothCE(torch.autograd.Function):
                 # the gradient itself is to be differentiated.
                 lse = _core.logsumexp(_xp, compute_logits, axis)
             grad = _core.smooth_ce_grad(
-                compute_logits,
-                labels,
-                lse,
-                denominator,
-                cotangent.to(lse.dtype),
-                xp=_xp,
-                dense=static.dense,
-                axis=axis,
-                ignore_index=static.ignore_index,
-                weight=weight,
-                where=None,
-                reduction=reduction,
-                z_loss=static.z_loss,
-                **options,
+                compute_logits, labels, lse, denominator, cotangent.to(lse.dtype), spec, xp=_xp
             )
         return grad, axis, reduction
 
@@ -380,7 +349,7 @@ def _blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]
 
 
-def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, with_grad):
+def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, with_grad):
     """The reduced loss, lse, mean denominator and (optionally) the gradient of the
     reduced loss (for "none", of each position's loss), from
     ``_core.blocked_loss_and_grad`` over blocks of rows.
@@ -394,7 +363,7 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
     once memory is fragmented; see docs/large_vocabularies.md.)
     """
     dtype = _core.compute_dtype(_xp, logits.dtype)
-    blocks = _blocks(logits, options.axis)
+    blocks = _blocks(logits, static.axis)
     # Every call allocates its own gradient: memory handed to the caller is never
     # written again (see docs/torch.md for tuning the allocator's page-fault cost).
     grad = (
@@ -403,24 +372,10 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, options, wi
     scratch = None
     if not with_grad or logits.dtype != dtype:
         scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+    # check_smooth_ce has read and checked the labels wherever that is cheap.
+    spec = _spec(static, weight, smoothing, prior).replace(checked=values_are_cheap(labels))
     return _core.blocked_loss_and_grad(
-        logits,
-        labels,
-        xp=_xp,
-        blocks=blocks,
-        out=grad,
-        scratch=scratch,
-        # check_smooth_ce has read and checked the labels wherever that is cheap.
-        checked=values_are_cheap(labels),
-        dense=options.dense,
-        smoothing=smoothing,
-        prior=prior,
-        axis=options.axis,
-        ignore_index=options.ignore_index,
-        weight=weight,
-        reduction=options.reduction,
-        kl=options.kl,
-        z_loss=options.z_loss,
+        logits, labels, spec, xp=_xp, blocks=blocks, out=grad, scratch=scratch
     )
 
 
@@ -438,9 +393,9 @@ class _SmoothCEFused(_SmoothCE):
     """
 
     @staticmethod
-    def forward(logits, labels, weight, smoothing, prior, options, with_grad):
+    def forward(logits, labels, weight, smoothing, prior, static, with_grad):
         loss, lse, denominator, grad = _blocked_loss_and_grad(
-            logits, labels, weight, smoothing, prior, options, with_grad
+            logits, labels, weight, smoothing, prior, static, with_grad
         )
         denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
         return loss, lse, denominator, grad
@@ -588,7 +543,7 @@ def smooth_ce(
         )
     ignore = None if dense else ignore_index
     # (Half-precision logits are converted block by block later, never here as a whole.)
-    _, labels, options = check_smooth_ce(
+    _, labels, spec = check_smooth_ce(
         input,
         target,
         smoothing=smoothing,
@@ -609,24 +564,12 @@ def smooth_ce(
             functorch_input and _nested_forward_mode()
         ):
             loss, _, _ = _core.smooth_ce(
-                input.to(_core.compute_dtype(_xp, input.dtype)), labels, **{**options, "xp": _xp}
+                input.to(_core.compute_dtype(_xp, input.dtype)), labels, spec, xp=_xp
             )
             return loss
-        arguments = (
-            input,
-            labels,
-            options["weight"],
-            options["smoothing"],
-            options["prior"],
-            _StaticOptions(
-                dense=options["dense"],
-                axis=options["axis"],
-                ignore_index=options["ignore_index"],
-                reduction=options["reduction"],
-                kl=options["kl"],
-                z_loss=options["z_loss"],
-            ),
-        )
+        # The tensors as the Function's own inputs (so autograd and torch.func see them),
+        # the rest as one hashable object.
+        arguments = (input, labels, spec.weight, spec.smoothing, spec.prior, spec.static())
         if torch.compiler.is_compiling():
             # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
             loss, _, _ = _SmoothCE.apply(*arguments)
@@ -858,20 +801,20 @@ class _LinearSmoothCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, bias, labels, options, chunk_size, with_grad):
-        grads_now = with_grad and options["reduction"] != "none"
+    def forward(ctx, hidden, weight, bias, labels, spec, chunk_size, with_grad):
+        grads_now = with_grad and spec.reduction != "none"
         loss, grads = _linear.linear_smooth_ce(
             hidden,
             weight.mT,
             bias,
             labels,
             xp=_xp,
-            options=options,
+            spec=spec,
             chunk_size=chunk_size,
             with_grad=grads_now,
         )
         ctx.grads = grads
-        ctx.options = options
+        ctx.spec = spec
         ctx.chunk_size = chunk_size
         if with_grad and not grads_now:
             ctx.save_for_backward(hidden, weight, bias, labels)
@@ -884,9 +827,9 @@ class _LinearSmoothCE(torch.autograd.Function):
         if grad_loss is None:
             return (None,) * 7
         grads, ctx.grads = ctx.grads, None
-        if ctx.options["reduction"] == "none" and _is_batched(grad_loss):
+        if ctx.spec.reduction == "none" and _is_batched(grad_loss):
             grads = _batched_none_grads(ctx, grad_loss)
-        elif ctx.options["reduction"] == "none":
+        elif ctx.spec.reduction == "none":
             hidden, weight, bias, labels = ctx.saved_tensors
             _, grads = _linear.linear_smooth_ce(
                 hidden,
@@ -894,7 +837,7 @@ class _LinearSmoothCE(torch.autograd.Function):
                 bias,
                 labels,
                 xp=_xp,
-                options=ctx.options,
+                spec=ctx.spec,
                 chunk_size=ctx.chunk_size,
                 with_grad=True,
                 cotangent=grad_loss.to(_core.compute_dtype(_xp, hidden.dtype)),
@@ -930,11 +873,10 @@ def _batched_none_grads(ctx, cotangent):
     logits = inputs @ projection.mT
     if bias is not None:
         logits = logits + bias.to(dtype)
-    options = {**ctx.options, "axis": 1}
-    _, lse, denominator = _core.smooth_ce(logits, labels, **options)
-    options.pop("kl")
+    spec = ctx.spec
+    _, lse, denominator = _core.smooth_ce(logits, labels, spec, xp=_xp)
     d_logits = _core.smooth_ce_grad(
-        logits, labels, lse, denominator, cotangent.to(dtype), **options
+        logits, labels, lse, denominator, cotangent.to(dtype), spec, xp=_xp
     )
     d_bias = None if bias is None else torch.sum(d_logits, dim=0).to(bias.dtype)
     return (
@@ -1021,7 +963,7 @@ def linear_smooth_ce(
         if isinstance(value, torch.Tensor):
             _check_same_device(name, value, input)
     _check_same_device("target", target, input)
-    _, labels, options = prepare_linear_smooth_ce(
+    _, labels, spec = prepare_linear_smooth_ce(
         hidden,
         weight,
         labels,
@@ -1038,11 +980,9 @@ def linear_smooth_ce(
         projection_name="weight",
         transposed=True,
     )
-    options = {**options, "xp": _xp}
-    options.pop("axis")
     with_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, weight, bias)
     )
     with _without_autocast(input.device.type):
-        loss = _LinearSmoothCE.apply(hidden, weight, bias, labels, options, chunk_size, with_grad)
+        loss = _LinearSmoothCE.apply(hidden, weight, bias, labels, spec, chunk_size, with_grad)
     return loss.reshape(leading) if reduction == "none" else loss

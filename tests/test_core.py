@@ -152,12 +152,11 @@ def test_core_gradient_matches_numerical_gradient_of_reference(
         "weight": backend.asarray(WEIGHT) if weighted else None,
         "where": backend.asarray(mask),
     }
-    _, z, y, core_options = prepare_smooth_ce(
+    xp, z, y, spec = prepare_smooth_ce(
         backend.asarray(logits), backend.asarray(labels), **{**options, **as_backend}
     )
-    _, lse, denominator = _core.smooth_ce(z, y, **core_options)
-    core_options.pop("kl")
-    grad = _core.smooth_ce_grad(z, y, lse, denominator, backend.asarray(cotangent), **core_options)
+    _, lse, denominator = _core.smooth_ce(z, y, spec, xp=xp)
+    grad = _core.smooth_ce_grad(z, y, lse, denominator, backend.asarray(cotangent), spec, xp=xp)
     assert tuple(grad.shape) == shape
     np.testing.assert_allclose(backend.to_numpy(grad), expected, rtol=1e-6, atol=1e-7)
 
@@ -191,24 +190,23 @@ def test_fused_loss_and_grad_matches_reference(backend, layout, dense, prior, we
         "weight": backend.asarray(WEIGHT) if weighted else None,
         "where": backend.asarray(mask),
     }
-    _, z, y, core_options = prepare_smooth_ce(
+    xp, z, y, spec = prepare_smooth_ce(
         backend.asarray(logits),
         backend.asarray(labels),
         reduction=reduction,
         **{**options, **as_backend},
     )
-    core_options.pop("reduction")
     expected_lse = np.log(np.sum(np.exp(logits), axis=axis, keepdims=True))
     mutable = backend.name in ("numpy", "array_api_strict", "torch")
     for out in [None, backend.asarray(np.zeros(shape))] if mutable else [None]:
-        loss, lse, grad = _core.loss_and_grad(z, y, backend.asarray(scale), out=out, **core_options)
+        loss, lse, grad = _core.loss_and_grad(z, y, spec, backend.asarray(scale), out=out, xp=xp)
         assert_close(backend.to_numpy(loss), expected_loss, "float64")
         assert_close(backend.to_numpy(lse), expected_lse, "float64")
         assert tuple(grad.shape) == shape
         np.testing.assert_allclose(backend.to_numpy(grad), expected_grad, rtol=1e-6, atol=1e-7)
         if out is not None:  # Written into ``out``, not into a new array.
             np.testing.assert_allclose(backend.to_numpy(out), expected_grad, rtol=1e-6, atol=1e-7)
-    _, _, nothing = _core.loss_and_grad(z, y, 1.0, with_grad=False, **core_options)
+    _, _, nothing = _core.loss_and_grad(z, y, spec, 1.0, with_grad=False, xp=xp)
     assert nothing is None
 
 
@@ -251,10 +249,10 @@ def test_blocked_loss_and_grad_matches_reference(
         "prior": backend.asarray(PRIOR_VECTOR) if prior == "vector" else prior,
         "weight": backend.asarray(WEIGHT) if weighted else None,
     }
-    _, z, y, core_options = prepare_smooth_ce(
+    xp, z, y, spec = prepare_smooth_ce(
         backend.asarray(logits), backend.asarray(labels), **{**options, **as_backend}
     )
-    core_options.pop("where")
+    spec = spec.replace(checked=checked)
     rows = rows_per_block or shape[0]
     blocks = [slice(start, start + rows) for start in range(0, shape[0], rows)]
     mutable = backend.name in ("numpy", "array_api_strict", "torch")
@@ -262,11 +260,11 @@ def test_blocked_loss_and_grad_matches_reference(
         loss, lse, denominator, grad = _core.blocked_loss_and_grad(
             z,
             y,
+            spec,
+            xp=xp,
             blocks=blocks,
             out=out,
             scratch=backend.asarray(np.zeros((rows, *shape[1:]))) if mutable else None,
-            checked=checked,
-            **core_options,
         )
         assert_close(backend.to_numpy(loss), expected_loss, "float64")
         expected_lse = np.log(np.sum(np.exp(logits), axis=axis, keepdims=True))
@@ -289,7 +287,7 @@ def test_blocked_loss_and_grad_matches_reference(
 @pytest.mark.parametrize("dense", [False, True])
 def test_mean_denominator_from_labels_matches_forward(backend, dense, weighted):
     logits, labels, mask = _make_case(7, (6, K), -1, dense=dense, ignore=not dense, where=True)
-    _, z, y, core_options = prepare_smooth_ce(
+    xp, z, y, spec = prepare_smooth_ce(
         backend.asarray(logits),
         backend.asarray(labels),
         smoothing=0.1,
@@ -300,13 +298,9 @@ def test_mean_denominator_from_labels_matches_forward(backend, dense, weighted):
         where=backend.asarray(mask),
         reduction="mean",
     )
-    _, _, from_forward = _core.smooth_ce(z, y, **core_options)
-    from_labels = _core.mean_denominator(
-        y,
-        K,
-        dtype=z.dtype,
-        **{k: core_options[k] for k in ("xp", "dense", "axis", "ignore_index", "weight", "where")},
-    )
+    _, _, from_forward = _core.smooth_ce(z, y, spec, xp=xp)
+    # From the labels alone (no logit read): what the blocked pass scales by.
+    _, from_labels, _ = _core.reduction_scale(y, spec, xp=xp, like=z[:0, ...])
     keep = mask & (labels != 255) if not dense else mask
     if weighted and not dense:
         expected = sum(WEIGHT[int(label)] for label in labels[keep])
@@ -321,7 +315,7 @@ def test_all_ignored_mean_is_zero_with_zero_gradient(backend):
     labels = backend.asarray(np.array([-100, -100, -100]))
     loss = lsr.smooth_ce(logits, labels, ignore_index=-100)
     assert backend.to_numpy(loss) == 0.0
-    _, z, y, options = prepare_smooth_ce(
+    xp, z, y, spec = prepare_smooth_ce(
         logits,
         labels,
         smoothing=0.1,
@@ -331,9 +325,8 @@ def test_all_ignored_mean_is_zero_with_zero_gradient(backend):
         weight=None,
         reduction="mean",
     )
-    _, lse, denominator = _core.smooth_ce(z, y, **options)
-    options.pop("kl")
-    grad = _core.smooth_ce_grad(z, y, lse, denominator, backend.asarray(1.0), **options)
+    _, lse, denominator = _core.smooth_ce(z, y, spec, xp=xp)
+    grad = _core.smooth_ce_grad(z, y, lse, denominator, backend.asarray(1.0), spec, xp=xp)
     np.testing.assert_array_equal(backend.to_numpy(grad), np.zeros((3, K)))
 
 
@@ -341,7 +334,7 @@ def test_out_of_range_labels_give_nan_when_values_cannot_be_checked(backend):
     """Under tracing the check cannot run; the core then poisons the result with NaN."""
     logits = backend.asarray(np.zeros((3, K)))
     labels = backend.asarray(np.array([1, K + 2, -1]))
-    _, z, _, options = prepare_smooth_ce(
+    xp, z, _, spec = prepare_smooth_ce(
         logits,
         backend.asarray(np.array([1, 2, 3])),
         smoothing=0.1,
@@ -351,12 +344,11 @@ def test_out_of_range_labels_give_nan_when_values_cannot_be_checked(backend):
         weight=None,
         reduction="none",
     )
-    loss, _, _ = _core.smooth_ce(z, labels, **options)
+    loss, _, _ = _core.smooth_ce(z, labels, spec, xp=xp)
     values = backend.to_numpy(loss)
     assert np.isfinite(values[0])
     assert np.isnan(values[1]) and np.isnan(values[2])
-    options["reduction"] = "mean"
-    mean, _, _ = _core.smooth_ce(z, labels, **options)
+    mean, _, _ = _core.smooth_ce(z, labels, spec.replace(reduction="mean"), xp=xp)
     assert np.isnan(backend.to_numpy(mean))
 
 

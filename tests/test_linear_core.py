@@ -75,7 +75,7 @@ def test_blocked_linear_loss_and_gradients_match_reference(
         )
     arrays = [backend.asarray(a) for a in (hidden, projection)]
     xb = None if bias is None else backend.asarray(bias)
-    xp, y, core_options = prepare_linear_smooth_ce(
+    xp, y, spec = prepare_linear_smooth_ce(
         *arrays,
         backend.asarray(labels),
         bias=xb,
@@ -94,7 +94,7 @@ def test_blocked_linear_loss_and_gradients_match_reference(
         xb,
         y,
         xp=xp,
-        options=core_options,
+        spec=spec,
         chunk_size=chunk_size,
         with_grad=True,
         cotangent=backend.asarray(cotangent) if reduction == "none" else None,
@@ -105,7 +105,7 @@ def test_blocked_linear_loss_and_gradients_match_reference(
     for actual, wanted in zip(grads, expected, strict=True):
         np.testing.assert_allclose(backend.to_numpy(actual), wanted, rtol=1e-6, atol=1e-7)
     loss_only, nothing = _linear.linear_smooth_ce(
-        *arrays, xb, y, xp=xp, options=core_options, chunk_size=chunk_size, with_grad=False
+        *arrays, xb, y, xp=xp, spec=spec, chunk_size=chunk_size, with_grad=False
     )
     assert nothing is None
     assert_close(backend.to_numpy(loss_only), expected_loss, "float64")

@@ -47,7 +47,7 @@ def _loss(backend, logits, labels, **options):
 
 def _grad(backend, logits, labels, **options):
     options.setdefault("reduction", "sum")
-    _, z, y, core_options = prepare_smooth_ce(
+    xp, z, y, spec = prepare_smooth_ce(
         backend.asarray(logits),
         backend.asarray(labels),
         smoothing=options.pop("smoothing"),
@@ -57,10 +57,9 @@ def _grad(backend, logits, labels, **options):
         weight=None,
         **options,
     )
-    _, lse, denominator = _core.smooth_ce(z, y, **core_options)
-    core_options.pop("kl")
+    _, lse, denominator = _core.smooth_ce(z, y, spec, xp=xp)
     cotangent = backend.asarray(np.asarray(1.0))
-    return backend.to_numpy(_core.smooth_ce_grad(z, y, lse, denominator, cotangent, **core_options))
+    return backend.to_numpy(_core.smooth_ce_grad(z, y, lse, denominator, cotangent, spec, xp=xp))
 
 
 @SETTINGS

@@ -1,0 +1,478 @@
+"""The one pass: class sums of a block of rows, their combination into each position's
+loss, and the gradient, all from the logits, the labels and the ``Spec``.
+
+Per position, with ``s = z - max z`` (every sum is of the shifted logits; see
+``_ops.row_max``) and the target algebra of ``_targets``::
+
+    loss = M lse(s) - sum_k w_k q'_k s_k                      (+ KL term, + z-loss)
+         = M log(sum_k exp s_k) - eps c sum_k v_k s_k - o w_y s_y
+    d loss / d z = M softmax(z) - w q'                        (+ 2 z_loss lse softmax(z))
+
+so a pass over the logits needs four sums per position (``logit_sums``): the row
+maximum, ``sum_k exp(s_k)``, the dot product with ``v`` (or with ``w q'`` for dense
+targets) and ``s_y``. ``combine`` turns them into the loss; ``gradient`` makes the
+gradient from ``exp(s)``, in place where the namespace allows. Every entry point below
+is this pass: over all rows at once (``loss_and_grad``, ``smooth_ce``), block after
+block of rows (``blocked_loss_and_grad``), over a shard of the classes with the sums
+added up by the caller's collectives (``sharded_loss``), or from a saved logsumexp in a
+backward pass (``smooth_ce_grad``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lsr._compat import device
+from lsr._core import _ops
+from lsr._core._spec import Spec
+from lsr._core._targets import Positions, Shard, Targets, class_values, smoothing_vector
+
+Array = Any
+
+
+def logit_sums(
+    xp: Any,
+    logits: Array,
+    targets: Targets,
+    *,
+    top: Array | None = None,
+    out: Array | None = None,
+    in_place: bool = False,
+) -> tuple[dict[str, Array], Array]:
+    """The per-position sums of a pass (class axis kept) and ``exp(s)``.
+
+    ``top``: the row maxima to shift by (a class-sharded pass passes the global ones).
+    ``out``: an array of the logits' shape and dtype that receives ``exp(s)`` (it may be
+    ``logits``: what reads the logits as they are runs before they are overwritten).
+    ``in_place``: ``exp(s)`` may be made in place in a temporary of this pass.
+    Returns ``({"row_max", "sum_exp", "dot", "target"}, exp(s))``: for class ids
+    ``dot = sum_k v_k s_k`` and ``target = s_y`` (0 where a shard does not hold y), for
+    dense targets ``dot = sum_k w_k q'_k s_k`` and no ``target``.
+    """
+    spec = targets.spec
+    axis = spec.axis
+    if top is None:
+        top = _ops.row_max(xp, logits, axis)
+    sums: dict[str, Array] = {"row_max": top}
+    if not spec.dense:
+        # s_y: gathered before ``out`` (which may be the logits) is written, and from the
+        # logits themselves, so XLA need not keep the shifted logits for it.
+        target = xp.take_along_axis(logits, targets.index, axis=axis) - top
+        if targets.holds is not None:
+            target = xp.where(targets.holds, target, 0.0)
+        sums["target"] = target
+    subtract_into = getattr(xp, "subtract_into", None)
+    if out is None:
+        shifted = logits - top
+    elif subtract_into is not None:
+        shifted = subtract_into(out, logits, top)
+    else:
+        out[...] = logits
+        out -= top
+        shifted = out
+    in_place = in_place or out is not None
+    # The sums over the classes are taken while the block is in the caches, before the
+    # exponential overwrites it.
+    vector = None if spec.dense else smoothing_vector(spec)
+    both_sums = getattr(xp, "sum_and_sum_exp", None)
+    if spec.dense:
+        dot = xp.sum(_ops.times(xp, targets.weighted, shifted), axis=axis, keepdims=True)
+    elif both_sums is not None and out is None and vector is None:
+        dot, sum_exp = both_sums(shifted, axis=axis)
+        sums["dot"] = xp.expand_dims(dot, axis=axis)
+        sums["sum_exp"] = sum_exp
+        return sums, xp.exp(shifted)
+    elif vector is None:
+        dot = xp.sum(shifted, axis=axis, keepdims=True)
+    else:
+        dot = xp.expand_dims(_ops.dot_classes(xp, shifted, vector, axis), axis=axis)
+    sums["dot"] = dot
+    inplace_exp = getattr(xp, "inplace_exp", None)
+    if in_place and inplace_exp is not None:
+        exp_shifted = inplace_exp(shifted)
+    else:
+        exp_shifted = xp.exp(shifted)
+        if out is not None:
+            out[...] = exp_shifted
+            exp_shifted = out
+    sums["sum_exp"] = xp.sum(exp_shifted, axis=axis, keepdims=True)
+    return sums, exp_shifted
+
+
+def combine(xp: Any, sums: dict[str, Array], targets: Targets) -> tuple[Array, Array]:
+    """Each position's loss (class axis removed, masked) and lse (class axis kept) from
+    the sums of ``logit_sums`` (for a sharded pass: added up over the shards).
+
+    A term whose factor is 0 (``eps = 0``, no mass left on the target) contributes 0
+    even where the other factor is infinite (a masked class with logit -inf).
+    """
+    spec = targets.spec
+    axis = spec.axis
+    top = sums["row_max"]
+    shifted_lse = xp.log(sums["sum_exp"])
+    lse_s, dot = xp.squeeze(shifted_lse, axis=axis), xp.squeeze(sums["dot"], axis=axis)
+    if spec.dense:
+        cross = dot
+    else:
+        target = xp.squeeze(sums["target"], axis=axis)
+        cross = _ops.times(xp, targets.background, dot) + _ops.times(xp, targets.on_target, target)
+    loss = _ops.times(xp, targets.mass, lse_s) - cross
+    if spec.kl:
+        loss = loss + targets.entropy
+    if spec.z_loss:
+        full_lse = lse_s + xp.squeeze(top, axis=axis)
+        loss = loss + spec.z_loss * full_lse * full_lse
+    return targets.positions.mask(xp, loss), shifted_lse + top
+
+
+def gradient(
+    xp: Any,
+    exp_shifted: Array,
+    sum_exp: Array | None,
+    targets: Targets,
+    *,
+    lse: Array | None,
+    in_place: bool,
+) -> Array:
+    """``scale * ((M + 2 z_loss lse) softmax(z) - w q')`` from ``exp(s)`` and its sum
+    (``sum_exp`` None: ``exp_shifted`` is the softmax itself), with the factors of
+    ``targets.scale_by``. ``in_place``: ``exp_shifted`` is a temporary that becomes the
+    gradient (functional otherwise, for autodiff through it). ``lse`` (class axis kept)
+    is read only with a z-loss."""
+    spec = targets.spec
+    factor = targets.softmax_factor(lse)
+    if sum_exp is not None:
+        # A row of all -inf has no probability to spread (sum 0): its softmax term is 0
+        # (an ignored row's gradient is then exactly 0) instead of 0 / 0.
+        factor = factor / xp.where(sum_exp == 0, 1.0, sum_exp)
+    if in_place:
+        exp_shifted *= factor
+        grad = exp_shifted
+    else:
+        grad = exp_shifted * factor
+    if spec.dense:
+        subtract = targets.weighted * targets.scale
+    elif targets.background_vector is None:
+        subtract = targets.background_scaled
+    else:
+        subtract = targets.background_vector * targets.scale
+    if in_place:
+        grad -= subtract
+    else:
+        grad = grad - subtract
+    if spec.dense:
+        return grad
+    add_along_axis = getattr(xp, "add_along_axis", None)
+    if in_place and add_along_axis is not None:
+        return add_along_axis(grad, targets.index, targets.correction, axis=spec.axis)
+    ids = _ops.class_ids(xp, grad, grad.ndim, spec.axis, grad.shape[spec.axis], targets.index.dtype)
+    return xp.where(ids == targets.index, grad + targets.correction, grad)
+
+
+def _targets(xp: Any, labels: Array, spec: Spec, like: Array) -> Targets:
+    return Targets(xp, labels, spec, Positions(xp, labels, spec, like=like), like=like)
+
+
+def loss_and_grad(
+    logits: Array,
+    labels: Array,
+    spec: Spec,
+    scale: Any,
+    *,
+    xp: Any,
+    with_grad: bool = True,
+    out: Array | None = None,
+    in_place: bool = False,
+    targets: Targets | None = None,
+) -> tuple[Array, Array, Array | None]:
+    """Each position's loss and logsumexp, and the gradient of ``sum_i scale_i loss_i``.
+
+    The forward and backward passes in one: ``exp(z - max z)`` is computed once and
+    becomes the gradient (in place where ``out`` is given or ``in_place`` allows).
+    ``scale`` is each position's weight in the total (``1 / mean_denominator`` for a
+    mean; an array of the positions' shape, a 0-d array or a float). Returns ``(loss,
+    lse with the class axis kept, gradient or None)``; the gradient has the logits'
+    shape and dtype (in ``out`` when given, which may be ``logits`` itself).
+    """
+    if targets is None:
+        targets = _targets(xp, labels, spec, logits)
+    if with_grad:
+        targets.scale_by(scale, in_place=in_place or out is not None)
+    sums, exp_shifted = logit_sums(xp, logits, targets, out=out, in_place=in_place)
+    loss, lse = combine(xp, sums, targets)
+    if not with_grad:
+        return loss, lse, None
+    grad = gradient(
+        xp,
+        exp_shifted,
+        sums["sum_exp"],
+        targets,
+        lse=lse,
+        in_place=in_place or out is not None,
+    )
+    if out is not None and grad is not out:
+        out[...] = grad
+        grad = out
+    return loss, lse, grad
+
+
+def reduce(
+    xp: Any,
+    loss: Array,
+    denominator: Any,
+    reduction: str,
+    all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
+) -> Array:
+    """Apply ``reduction``; a "mean" over nothing (every position left out) is 0, not NaN.
+    ``all_reduce_sum``: adds ``[total, denominator]`` up over the processes that split
+    the batch (a global mean, not the mean of means)."""
+    return reduce_with_denominator(xp, loss, denominator, reduction, all_reduce_sum)[0]
+
+
+def reduce_with_denominator(
+    xp: Any,
+    loss: Array,
+    denominator: Any,
+    reduction: str,
+    all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
+) -> tuple[Array, Any]:
+    """``reduce``, and the mean's denominator over all processes (what a backward pass
+    divides the cotangent by)."""
+    if reduction == "none":
+        return loss, denominator
+    total = xp.sum(loss)
+    if all_reduce_sum is not None:
+        if isinstance(denominator, int):
+            denominator = xp.asarray(float(denominator), dtype=loss.dtype, device=device(loss))
+        total, denominator = all_reduce_sum([total, denominator])
+    if reduction == "sum":
+        return total, denominator
+    return _ops.per_unit(xp, total, denominator), denominator
+
+
+def reduction_scale(labels: Array, spec: Spec, *, xp: Any, like: Array) -> tuple[Any, Any, Targets]:
+    """``(scale, denominator, targets)`` from the labels alone, before any logit is read:
+    each position's weight in the reduced loss (the ``scale`` of ``loss_and_grad``), the
+    mean's denominator, and the targets (for ``loss_and_grad``). ``like``: an array of
+    the compute dtype on the logits' device."""
+    targets = _targets(xp, labels, spec, like)
+    denominator = targets.mean_denominator()
+    scale = _ops.per_unit(xp, 1.0, denominator) if spec.reduction == "mean" else 1.0
+    return scale, denominator, targets
+
+
+def smooth_ce(
+    logits: Array, labels: Array, spec: Spec, *, xp: Any, in_place: bool = False
+) -> tuple[Array, Array, Any]:
+    """Forward pass: ``(reduced loss, lse with the class axis kept, mean denominator)``.
+    ``in_place``: the pass may overwrite its own temporaries (not under autodiff of
+    PyTorch through the core)."""
+    targets = _targets(xp, labels, spec, logits)
+    loss, lse, _ = loss_and_grad(
+        logits, labels, spec, 1.0, xp=xp, with_grad=False, in_place=in_place, targets=targets
+    )
+    denominator = targets.mean_denominator()
+    return reduce(xp, loss, denominator, spec.reduction), lse, denominator
+
+
+def per_position_loss(logits: Array, labels: Array, spec: Spec, *, xp: Any) -> tuple[Array, Any]:
+    """``(each position's loss, mean denominator)``: the forward pass before reduction."""
+    targets = _targets(xp, labels, spec, logits)
+    loss, _, _ = loss_and_grad(logits, labels, spec, 1.0, xp=xp, with_grad=False, targets=targets)
+    return loss, targets.mean_denominator()
+
+
+def reduced_loss_and_grad(
+    logits: Array, labels: Array, spec: Spec, *, xp: Any
+) -> tuple[Array, Array]:
+    """The reduced loss and its gradient from one pass, with a unit cotangent per
+    reduced value (for "none", row i is d loss_i / d z_i)."""
+    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=logits)
+    loss, _, grad = loss_and_grad(logits, labels, spec, scale, xp=xp, targets=targets)
+    return reduce(xp, loss, denominator, spec.reduction), grad
+
+
+def _cotangent_scale(xp: Any, cotangent: Array, denominator: Any, spec: Spec, lse: Array) -> Any:
+    """Each position's cotangent from that of the reduced loss."""
+    if spec.reduction == "none":
+        return cotangent
+    if spec.reduction == "mean":
+        cotangent = _ops.per_unit(xp, cotangent, denominator)
+    axis = spec.axis
+    return xp.broadcast_to(cotangent, lse.shape[:axis] + lse.shape[axis + 1 :])
+
+
+def smooth_ce_grad(
+    logits: Array,
+    labels: Array,
+    lse: Array,
+    denominator: Any,
+    cotangent: Array,
+    spec: Spec,
+    *,
+    xp: Any,
+    shard_start: Any = None,
+    values: dict[str, Any] | None = None,
+) -> Array:
+    """The gradient of the reduced loss with respect to ``logits``, times ``cotangent``,
+    from a saved logsumexp (``lse``, class axis kept): the backward half of the pass,
+    functional (so it can itself be differentiated).
+
+    With ``shard_start``, ``logits`` are the classes ``[start, start + size)`` of a
+    class-sharded pass and ``values`` the reduced ``class_values`` of its forward
+    (``sharded_loss``); the result is this shard's part of the gradient.
+    """
+    positions = Positions(xp, labels, spec, like=logits)
+    shard = None
+    if shard_start is not None:
+        shard = Shard(xp, positions, shard_start, logits.shape[spec.axis])
+    targets = Targets(xp, labels, spec, positions, like=logits, values=values, shard=shard)
+    targets.scale_by(_cotangent_scale(xp, cotangent, denominator, spec, lse))
+    # A row of all -inf (lse = -inf) has softmax 0, not exp(-inf - (-inf)) = nan.
+    softmax = xp.exp(logits - _ops.finite_or_zero(xp, lse))
+    return gradient(xp, softmax, None, targets, lse=lse, in_place=False)
+
+
+def sharded_loss(
+    logits_shard: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Any,
+    start: Any,
+    all_reduce_max: Callable[[Array], Array],
+    all_reduce_sum: Callable[[Any], Any],
+    whole_vectors: bool = False,
+) -> tuple[Array, Array, Targets, dict[str, Any]]:
+    """The pass over one shard of the class axis: ``(each position's loss, lse with the
+    class axis kept, targets, class values)``, the same on every shard (``targets.spec``
+    holds this shard's slices of the vectors: what ``smooth_ce_grad`` takes, with the
+    class values, for this shard's part of the gradient).
+
+    ``logits_shard`` holds the classes ``[start, start + size)`` of ``spec.num_classes``
+    (the global K), and ``spec``'s (K,) vectors their slices of the same classes (or,
+    with ``whole_vectors``, the whole vectors: what the labels need of them is then read
+    locally, and only the logits' sums are added up). Two
+    collectives, supplied by the adapter: ``all_reduce_max`` of the row maxima (for a
+    stable logsumexp; the result is a constant of the loss) and one ``all_reduce_sum`` of
+    a list of arrays: per-position partial sums and class totals.
+    """
+    axis, size = spec.axis, logits_shard.shape[spec.axis]
+    positions = Positions(xp, labels, spec, like=logits_shard)
+    shard = Shard(xp, positions, start, size)
+    whole = None
+    if whole_vectors:
+        whole = class_values(xp, spec, positions)
+        spec = spec.replace(
+            prior=spec.prior if spec.named_prior else spec.prior[start : start + size],
+            weight=None if spec.weight is None else spec.weight[start : start + size],
+        )
+    targets = Targets(xp, labels, spec, positions, like=logits_shard, shard=shard)
+    local_max = xp.max(logits_shard, axis=axis, keepdims=True)
+    top = _ops.finite_or_zero(xp, all_reduce_max(local_max))
+    sums, _ = logit_sums(xp, logits_shard, targets, top=top)
+    del sums["row_max"]
+    if whole is None:
+        values = class_values(xp, spec, positions, shard)
+        sums, values = _all_reduce_arrays(all_reduce_sum, sums, values)
+    else:
+        (sums,) = _all_reduce_arrays(all_reduce_sum, sums)
+        values = whole
+    sums["row_max"] = top
+    targets.set_values(values)
+    loss, lse = combine(xp, sums, targets)
+    return loss, lse, targets, values
+
+
+def _all_reduce_arrays(
+    all_reduce_sum: Callable[[list[Array]], list[Array]], *parts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``parts`` with every array added up over the shards by one collective (Python
+    floats are the same on every shard already)."""
+    keys = [
+        (i, name)
+        for i, part in enumerate(parts)
+        for name, value in part.items()
+        if not isinstance(value, float)
+    ]
+    reduced = all_reduce_sum([parts[i][name] for i, name in keys])
+    result = [dict(part) for part in parts]
+    for (i, name), value in zip(keys, reduced, strict=True):
+        result[i][name] = value
+    return result
+
+
+def blocked_loss_and_grad(
+    logits: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Any,
+    blocks: list[Any],
+    out: Array | None,
+    scratch: Array | None,
+) -> tuple[Array, Array, Any, Array | None]:
+    """``loss_and_grad`` block after block of rows, for namespaces whose arrays can be
+    assigned in place (PyTorch, NumPy): the same results, with the temporaries of one
+    block at a time and no logits-sized allocation besides ``out``.
+
+    The targets are made once for all positions and sliced per block, so the pass over
+    a block does only the work that reads its logits; each position's loss is combined
+    after the last block from the per-position sums. A block that fits the CPU's caches
+    stays there between the few passes over it.
+
+    Args:
+        logits: (N, ...) logits in any floating dtype; blocks cut the leading axis, which
+            must not be the class axis (``[...]`` is the one block of everything).
+        blocks: the blocks, as indices of the leading axis (slices, or ``...``).
+        out: where the gradient of the reduced loss goes (for ``reduction="none"``, of
+            each position's loss), of the logits' shape and any floating dtype (a
+            half-precision gradient is rounded once, from the compute dtype); None for
+            the loss alone.
+        scratch: an array of the compute dtype and the shape of the largest block, or
+            None; needed for half-precision logits (each block is converted into it) or
+            without ``out`` (the exponentials go there).
+
+    Returns:
+        ``(reduced loss, lse with the class axis kept, mean denominator, out)``.
+    """
+    dtype = _ops.compute_dtype(xp, logits.dtype)
+    like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype)
+    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
+    with_grad = out is not None
+    if with_grad:
+        targets.scale_by(scale, in_place=True)
+    # The gradient goes straight into ``out`` unless it is rounded to a half dtype there.
+    direct = with_grad and out.dtype == dtype
+    parts = []
+    for index in blocks:
+        block = _ops.rows(logits, index)
+        work = None if scratch is None else _ops.rows(scratch, slice(0, block.shape[0]))
+        if block.dtype != dtype:
+            work[...] = block
+            block = work
+        target = _ops.rows(out, index) if direct else work
+        block_targets = targets.block(index)
+        sums, exp_shifted = logit_sums(xp, block, block_targets, out=target)
+        if with_grad:
+            grad = gradient(
+                xp,
+                exp_shifted,
+                sums["sum_exp"],
+                block_targets,
+                lse=xp.log(sums["sum_exp"]) + sums["row_max"] if spec.z_loss else None,
+                in_place=True,
+            )
+            if grad is not target or not direct:
+                if index is ...:
+                    out[...] = grad
+                else:
+                    out[index, ...] = grad
+        parts.append(sums)
+    if len(parts) > 1:
+        sums = {name: xp.concat([part[name] for part in parts], axis=0) for name in parts[0]}
+    else:
+        sums = parts[0]
+    loss, lse = combine(xp, sums, targets)
+    return reduce(xp, loss, denominator, spec.reduction), lse, denominator, out

@@ -1,0 +1,143 @@
+"""Small array-API helpers of the core: no option, no formula, only safe arithmetic.
+
+The namespace extensions the core uses when a namespace offers them (each optional; the
+plain array-API form is used otherwise, with the same numbers) are listed in
+``EXTENSIONS`` and documented in ``docs/architecture.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from lsr._compat import device
+
+Array = Any
+
+#: Optional namespace functions the core looks up with ``getattr(xp, name, None)``.
+EXTENSIONS = {
+    "logsumexp": "logsumexp(x, axis=, keepdims=): fused, no logits-sized temporaries",
+    "sum_and_sum_exp": "sum_and_sum_exp(x, axis=) -> (sum(x), sum(exp(x), keepdims)) in one pass",
+    "inplace_exp": "inplace_exp(x) -> x, with x[...] = exp(x)",
+    "subtract_into": "subtract_into(out, x1, x2) -> out, with out[...] = x1 - x2",
+    "add_along_axis": "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add",
+    "add_matmul": "add_matmul(out, x1, x2) -> out, with out += x1 @ x2 (fused linear loss)",
+}
+
+
+def compute_dtype(xp: Any, dtype: Any) -> Any:
+    """float32 for half-precision inputs (float32 accumulation), else the dtype itself."""
+    if dtype == xp.float64 or dtype == xp.float32:
+        return dtype
+    return xp.float32
+
+
+def class_shape(ndim: int, axis: int, num_classes: int) -> tuple[int, ...]:
+    """The shape that broadcasts a (K,) vector along ``axis`` of an ``ndim`` array."""
+    return tuple(num_classes if d == axis else 1 for d in range(ndim))
+
+
+def along_axis(xp: Any, vector: Array, ndim: int, axis: int) -> Array:
+    return xp.reshape(vector, class_shape(ndim, axis, vector.shape[0]))
+
+
+def class_ids(xp: Any, like: Array, ndim: int, axis: int, num_classes: int, dtype: Any) -> Array:
+    """0..K-1 along ``axis``, in the labels' integer ``dtype`` (TensorFlow compares no others)."""
+    ids = xp.arange(num_classes, dtype=dtype, device=device(like))
+    return along_axis(xp, ids, ndim, axis)
+
+
+def dot_classes(xp: Any, z: Array, vector: Array, axis: int) -> Array:
+    """``sum_k z_k vector_k`` over ``axis``, as one contraction (no N x K product kept).
+
+    Classes with ``vector_k = 0`` contribute 0 even where ``z_k = -inf`` (a masked class
+    that the prior or the weights give no mass).
+    """
+    along = along_axis(xp, vector, z.ndim, axis)
+    # The standard asks vecdot for a negative axis.
+    return xp.vecdot(xp.where(along == 0, 0.0, z), along, axis=axis - z.ndim)
+
+
+def take(xp: Any, vector: Array, ids: Array) -> Array:
+    """``vector[ids]`` for ids of any shape (the standard's ``take`` wants 1-D indices)."""
+    return xp.reshape(xp.take(vector, xp.reshape(ids, (-1,))), ids.shape)
+
+
+def xlogx(xp: Any, x: Any) -> Any:
+    """x log x with 0 log 0 = 0, for Python floats and arrays alike."""
+    if isinstance(x, float):
+        return x * math.log(x) if x > 0.0 else 0.0
+    positive = x > 0
+    return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0)
+
+
+def times(xp: Any, factor: Any, x: Any) -> Any:
+    """``factor * x`` with ``0 * x = 0`` even where ``x`` is infinite (a class or a term
+    that carries no mass contributes nothing, as in the sum it stands for: a masked class
+    has logit -inf, and ``0 * -inf`` would be NaN)."""
+    if isinstance(factor, float):
+        if factor == 0.0:
+            return 0.0
+        return x if factor == 1.0 else factor * x
+    return factor * xp.where(factor == 0, 0.0, x)
+
+
+def row_max(xp: Any, z: Array, axis: int) -> Array:
+    """The maximum over ``axis`` (kept, size 1), 0 for rows without a finite maximum.
+
+    Every sum over the logits is taken on ``z - row_max``: the loss is invariant to that
+    shift, and the shifted values are small, so the float rounding of large logits does
+    not reach the result (with ``lse`` itself, of magnitude ``|z|``, it would). A row of
+    all -inf is shifted by 0 instead of giving ``(-inf) - (-inf) = nan``.
+    """
+    top = xp.max(z, axis=axis, keepdims=True)
+    return finite_or_zero(xp, top)
+
+
+def finite_or_zero(xp: Any, x: Array) -> Array:
+    return xp.where(xp.isfinite(x), x, 0.0)
+
+
+def index_dtype(xp: Any, like: Array) -> Any:
+    info = getattr(xp, "__array_namespace_info__", None)
+    if info is None:
+        return xp.int64
+    return info().default_dtypes(device=device(like))["indexing"]
+
+
+def logsumexp(xp: Any, z: Array, axis: int) -> Array:
+    """logsumexp over ``axis`` with the class axis kept (size 1); rows of -inf give -inf."""
+    fused = getattr(xp, "logsumexp", None)
+    if fused is not None:
+        return fused(z, axis=axis, keepdims=True)
+    top = row_max(xp, z, axis)
+    return xp.log(xp.sum(xp.exp(z - top), axis=axis, keepdims=True)) + top
+
+
+def per_unit(xp: Any, value: Any, denominator: Any) -> Any:
+    """``value / denominator``, and 0 where the denominator is 0 (nothing kept; see
+    ``lsr._core._targets.Targets.mean_denominator``). A negative or NaN denominator
+    divides as it is."""
+    if isinstance(denominator, int):
+        return value / denominator if denominator else value * 0.0
+    nothing = denominator == 0
+    return xp.where(nothing, 0.0, value / xp.where(nothing, 1.0, denominator))
+
+
+def rows(x: Array, index: Any) -> Array:
+    """``x[index]`` along the leading axis (``...``: all of ``x``)."""
+    return x if index is ... else x[index, ...]
+
+
+def squeeze(xp: Any, x: Any, axis: int) -> Any:
+    """``x`` without its (size-1) ``axis``; floats and 0-d arrays as they are."""
+    if isinstance(x, float) or x.ndim == 0:
+        return x
+    return xp.squeeze(x, axis=axis)
+
+
+def expand(xp: Any, x: Any, axis: int) -> Any:
+    """``x`` with a size-1 ``axis`` inserted; floats and 0-d arrays as they are."""
+    if isinstance(x, float) or x.ndim == 0:
+        return x
+    return xp.expand_dims(x, axis=axis)

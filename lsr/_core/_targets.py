@@ -1,0 +1,335 @@
+"""The target algebra: what the smoothed target ``w * q'`` of each position is made of.
+
+Written once, and read by the loss (``combine``), its gradient and the KL term.
+
+For class ids y (``spread`` c = 1/K for "uniform", 1/(K - 1) for "others", 1 for a
+prior vector pi; ``v`` the smoothing vector: ``w``, ``pi``, ``w * pi`` or all ones)::
+
+    w_k q'_k = eps c v_k  +  o w_y [k = y],      o = 1 - eps  (- eps c for "others")
+
+so the target is a *background* ``eps c v`` on every class plus an *on-target* part
+``o w_y`` on class y. Its mass is ``M = eps c V + o w_y`` with ``V = sum_k v_k``, and
+``sum_k w_k q'_k log q'_k = E - w_y b_y log b_y + w_y (b_y + o) log(b_y + o)`` with
+``b = eps c u'`` (``u' = pi`` or 1) and ``E = sum_k w_k b_k log b_k``. Everything the loss
+needs from the labels is then ``w_y``, ``pi_y`` (for the KL form) and the class totals
+``V`` and ``E``: sums over the classes, which a class-sharded computation adds up over
+its shards (``class_values``). Dense targets ``q`` are smoothed elementwise
+(``smooth_dense_targets``) and weighted: ``w * q'`` is then given whole.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lsr._compat import device
+from lsr._core import _ops
+from lsr._core._spec import Spec
+
+Array = Any
+
+
+def spread(spec: Spec) -> float:
+    """c: the share of the smoothing mass per class of ``v``."""
+    if spec.named_prior == "uniform":
+        return 1.0 / spec.num_classes
+    if spec.named_prior == "others":
+        return 1.0 / (spec.num_classes - 1)
+    return 1.0
+
+
+def smoothing_vector(spec: Spec) -> Array | None:
+    """``v``: the weights, the prior, their product, or None (all ones)."""
+    if spec.named_prior is not None:
+        return spec.weight
+    return spec.prior if spec.weight is None else spec.prior * spec.weight
+
+
+def on_target_share(spec: Spec) -> Any:
+    """o: the on-target part of ``q'`` per unit of class weight."""
+    keep = 1.0 - spec.smoothing
+    if spec.named_prior == "others":
+        return keep - spec.smoothing * spread(spec)
+    return keep
+
+
+def smooth_dense_targets(targets: Array, spec: Spec, *, xp: Any) -> Array:
+    """``q' = (1 - eps) q + eps u`` for dense targets ``q`` (a new array)."""
+    eps, axis = spec.smoothing, spec.axis
+    if spec.named_prior == "uniform":
+        return (1.0 - eps) * targets + eps * spread(spec)
+    if spec.named_prior == "others":
+        return (1.0 - eps) * targets + eps * spread(spec) * (1.0 - targets)
+    return (1.0 - eps) * targets + eps * _ops.along_axis(xp, spec.prior, targets.ndim, axis)
+
+
+class Positions:
+    """Which positions count, and their class ids made safe to index with.
+
+    ``valid``: the kept positions (``where`` and ``ignore_index``), or None for all.
+    ``out_of_range``: ids outside [0, K) that are kept, or None. Under tracing they cannot
+    raise, and they must never give a plausible number: the loss is NaN there
+    (``mask``). With ``spec.checked`` (the ids were read and checked) the guard is not
+    built, and a ``valid`` that keeps everything becomes None.
+    """
+
+    def __init__(self, xp: Any, labels: Array, spec: Spec, *, like: Array):
+        self.dense = spec.dense
+        self.out_of_range = None
+        if spec.dense:
+            self.safe_labels = None
+            self.valid = spec.where
+            return
+        keep = None if spec.ignore_index is None else labels != spec.ignore_index
+        if spec.where is not None:
+            keep = spec.where if keep is None else keep & spec.where
+        dtype = _ops.index_dtype(xp, like)
+        if spec.checked:
+            if keep is not None and bool(xp.all(keep)):
+                keep = None
+            safe = labels if keep is None else xp.where(keep, labels, 0)
+        else:
+            in_range = (labels >= 0) & (labels < spec.num_classes)
+            self.out_of_range = ~in_range if keep is None else (~in_range) & keep
+            safe = xp.where(in_range, labels, 0)
+        self.valid = keep
+        self.safe_labels = safe if safe.dtype == dtype else xp.astype(safe, dtype)
+
+    def mask(self, xp: Any, values: Array) -> Array:
+        """NaN at out-of-range labels, then 0 at positions that are not kept."""
+        if self.out_of_range is not None:
+            # A factor of NaN rather than a NaN constant: differentiating the result
+            # (autodiff through the core) then gives NaN at the bad position too, where
+            # a select would pass it a zero gradient.
+            values = values * xp.where(self.out_of_range, xp.nan, xp.ones_like(values))
+        if self.valid is not None:
+            values = xp.where(self.valid, values, 0.0)
+        return values
+
+
+class Shard:
+    """The classes ``[start, start + size)`` of K that a class-sharded pass holds, and
+    where each position's class id falls in them."""
+
+    def __init__(self, xp: Any, positions: Positions, start: Any, size: int):
+        self.start, self.size = start, size
+        local = positions.safe_labels - start
+        self.holds = (local >= 0) & (local < size)
+        self.local_ids = xp.where(self.holds, local, 0)
+
+
+def _gather(xp: Any, vector: Array, positions: Positions, shard: Shard | None) -> Array:
+    """``vector[y]`` per position; with a shard, where it holds y (else 0: a partial sum)."""
+    if shard is None:
+        return _ops.take(xp, vector, positions.safe_labels)
+    return xp.where(shard.holds, _ops.take(xp, vector, shard.local_ids), 0.0)
+
+
+def class_values(
+    xp: Any, spec: Spec, positions: Positions, shard: Shard | None = None
+) -> dict[str, Any]:
+    """What the loss needs of the (K,) vectors, for class ids: per position ``w_y``
+    (``"target_weight"``) and, for the KL form with a prior vector, ``pi_y``; the class
+    totals ``W = sum_k w_k`` (named priors) or ``V = sum_k v_k`` and ``E`` (a vector).
+
+    Every array is a sum over the classes of ``spec``'s vectors (with ``shard``, over
+    the shard's, which ``spec`` then holds: adding the shards' values gives the whole);
+    every Python float is already the value for all K classes.
+    """
+    values: dict[str, Any] = {
+        "target_weight": 1.0 if spec.weight is None else _gather(xp, spec.weight, positions, shard)
+    }
+    if spec.named_prior is not None:
+        values["weight_total"] = (
+            float(spec.num_classes) if spec.weight is None else xp.sum(spec.weight)
+        )
+        return values
+    vector = smoothing_vector(spec)
+    values["vector_total"] = xp.sum(vector)
+    if spec.kl:
+        values["target_prior"] = _gather(xp, spec.prior, positions, shard)
+        per_class = _ops.xlogx(xp, spec.smoothing * spec.prior)
+        if spec.weight is not None:
+            per_class = per_class * spec.weight
+        values["entropy_total"] = xp.sum(per_class)
+    return values
+
+
+class Targets:
+    """Each position's smoothed target in the algebra above, from the labels alone.
+
+    Made once per call (and sliced per block of rows with ``block``): ``mass`` (M),
+    ``on_target`` (``o w_y``), ``background`` (``eps c``, the factor of ``v``) and, for
+    the KL form, ``entropy`` (``sum_k w_k q'_k log q'_k``), all with the class axis
+    removed; dense targets keep ``weighted`` (``w * q'``, the logits' shape). After
+    ``scale_by``, the gradient's factors, each times its position's cotangent.
+    """
+
+    # Per-position arrays (leading axis = rows) that ``block`` slices.
+    _PER_POSITION = ("scale", "factor", "mass", "index", "correction", "holds", "background_scaled")
+
+    def __init__(
+        self,
+        xp: Any,
+        labels: Array,
+        spec: Spec,
+        positions: Positions,
+        *,
+        like: Array,
+        values: dict[str, Any] | None = None,
+        shard: Shard | None = None,
+    ):
+        self.xp, self.spec, self.positions, self.like = xp, spec, positions, like
+        self.shard = shard
+        self.scale = self.factor = self.correction = None
+        self.background_vector = self.background_scaled = None
+        if spec.dense:
+            weighted = smooth_dense_targets(labels, spec, xp=xp)
+            if spec.kl:
+                entropy = _ops.xlogx(xp, weighted)
+            if spec.weight is not None:
+                weighted = weighted * _ops.along_axis(xp, spec.weight, labels.ndim, spec.axis)
+                if spec.kl:
+                    entropy = entropy * _ops.along_axis(xp, spec.weight, labels.ndim, spec.axis)
+            self.weighted = weighted
+            self.mass = xp.sum(weighted, axis=spec.axis)
+            self.entropy = xp.sum(entropy, axis=spec.axis) if spec.kl else None
+            self.index = self.holds = None
+            self.on_target = self.background = None
+            self.target_weight = None
+            return
+        ids = positions.safe_labels if shard is None else shard.local_ids
+        self.index = xp.expand_dims(ids, axis=spec.axis)
+        self.holds = None if shard is None else xp.expand_dims(shard.holds, axis=spec.axis)
+        if values is None and shard is None:
+            values = class_values(xp, spec, positions)
+        if values is not None:
+            self.set_values(values)
+
+    def set_values(self, values: dict[str, Any]) -> None:
+        """The terms of class ids' targets from ``class_values`` (for a shard: summed
+        over all shards)."""
+        xp, spec = self.xp, self.spec
+        eps = spec.smoothing
+        c = spread(spec)
+        o = on_target_share(spec)
+        target_weight = values["target_weight"]
+        self.target_weight = target_weight
+        self.background = eps * c
+        self.on_target = o * target_weight
+        total = values.get("weight_total", values.get("vector_total"))
+        self.mass = self.background * total + self.on_target
+        self.entropy = None
+        if spec.kl:
+            if spec.named_prior is not None:
+                background_entropy = total * _ops.xlogx(xp, self.background)
+                b_y = self.background
+            else:
+                background_entropy = values["entropy_total"]
+                b_y = self.background * values["target_prior"]
+            self.entropy = (
+                background_entropy
+                - target_weight * _ops.xlogx(xp, b_y)
+                + target_weight * _ops.xlogx(xp, b_y + o)
+            )
+
+    def mean_denominator(self) -> Any:
+        """PyTorch's rule: the sum of ``w_y`` over kept positions for class ids with
+        weights, else the number of kept positions.
+
+        The sum of weights is used whatever its sign (negative weights are allowed, as in
+        PyTorch) and NaN propagates. 0 means "no position kept" (the mean is then 0);
+        kept positions whose weights sum to exactly 0 give NaN instead (PyTorch's 0/0),
+        never a mean of 0 that would look like a perfect loss.
+        """
+        xp, positions = self.xp, self.positions
+        dtype = self.like.dtype
+        if positions.valid is None:
+            count = _prod(self._position_shape())
+        else:
+            count = xp.sum(xp.astype(positions.valid, dtype))
+        if self.spec.weight is None or self.spec.dense:
+            return count
+        target_weight = self.target_weight  # one per position (there are weights)
+        if positions.valid is not None:
+            target_weight = xp.where(positions.valid, target_weight, 0.0)
+        total = xp.sum(target_weight)
+        if isinstance(count, int):
+            return xp.where(total == 0, xp.nan, total) if count else total
+        return xp.where((total == 0) & (count > 0), xp.nan, total)
+
+    def _position_shape(self) -> tuple[int, ...]:
+        if self.spec.dense:
+            shape = tuple(self.weighted.shape)
+            return shape[: self.spec.axis] + shape[self.spec.axis + 1 :]
+        return tuple(self.positions.safe_labels.shape)
+
+    def scale_by(self, scale: Any, *, in_place: bool = False) -> None:
+        """Fold in each position's cotangent (a float, 0-d, or the positions' shape):
+        the gradient ``scale * (M softmax(z) - w q')`` then needs only the logits.
+
+        ``in_place``: the gradient will be made by ``add_along_axis`` where the namespace
+        offers it (a scatter-add takes one value per index)."""
+        xp, spec, positions = self.xp, self.spec, self.positions
+        axis, dtype = spec.axis, self.like.dtype
+        # A float cotangent with nothing to mask stays one float for every position;
+        # otherwise there is one (masked) value per position.
+        if not (
+            isinstance(scale, float) and positions.valid is None and positions.out_of_range is None
+        ):
+            # (ones_like rather than ones: it also works for unknown dimensions under
+            # tf.function.)
+            like = self.mass if spec.dense else positions.safe_labels
+            ones = xp.ones_like(like, dtype=dtype)
+            scale = ones * (scale if isinstance(scale, float) else xp.astype(scale, dtype))
+            scale = xp.expand_dims(positions.mask(xp, scale), axis=axis)
+        self.scale = scale
+        self.factor = _ops.expand(xp, self.mass, axis) * scale
+        if spec.dense:
+            return
+        vector = smoothing_vector(spec)
+        if vector is None:
+            self.background_vector = None
+            self.background_scaled = self.background * scale
+        else:
+            ndim = self.like.ndim
+            self.background_vector = _ops.along_axis(xp, self.background * vector, ndim, axis)
+        correction = -(_ops.expand(xp, self.on_target, axis) * scale)
+        if self.holds is not None:
+            correction = xp.where(self.holds, correction, 0.0)
+        if in_place and getattr(xp, "add_along_axis", None) is not None:
+            if isinstance(correction, float):
+                correction = xp.full(
+                    self.index.shape, correction, dtype=dtype, device=device(self.like)
+                )
+            else:
+                correction = xp.astype(xp.broadcast_to(correction, self.index.shape), dtype)
+        self.correction = correction
+
+    def softmax_factor(self, lse: Any) -> Any:
+        """The cotangent times ``M + 2 z_loss lse`` (``lse``, class axis kept, is read
+        only with a z-loss)."""
+        if not self.spec.z_loss:
+            return self.factor
+        mass = _ops.expand(self.xp, self.mass, self.spec.axis)
+        return self.scale * (mass + 2.0 * self.spec.z_loss * lse)
+
+    def block(self, index: Any) -> Targets:
+        """These targets for the rows ``index`` of the leading axis (``...``: all)."""
+        if index is ...:
+            return self
+        part = object.__new__(Targets)
+        part.__dict__.update(self.__dict__)
+        for name in self._PER_POSITION:
+            value = getattr(self, name, None)
+            if value is not None and not isinstance(value, float) and value.ndim > 0:
+                setattr(part, name, _ops.rows(value, index))
+        if self.spec.dense:
+            part.weighted = _ops.rows(self.weighted, index)
+        return part
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
