@@ -256,6 +256,17 @@ def check_z_loss(z_loss: Any) -> float:
     return float(z_loss)
 
 
+def check_logit_cap(logit_cap: Any) -> float | None:
+    """Soft-capping of the logits: None, or a finite positive real number."""
+    if logit_cap is None:
+        return None
+    if isinstance(logit_cap, bool) or not isinstance(logit_cap, numbers.Real):
+        fail_type("`logit_cap` must be None or a finite positive number.", "logit_cap", logit_cap)
+    if not 0 < logit_cap < float("inf"):
+        fail_value("`logit_cap` must be None or a finite positive number.", "logit_cap", logit_cap)
+    return float(logit_cap)
+
+
 def check_num_classes(num_classes: int, name: str = "logits", value: Any = None) -> None:
     if num_classes < 1:
         fail_value(
@@ -288,6 +299,7 @@ def check_smooth_ce(
     reduction: str,
     kl: bool = False,
     z_loss: float = 0.0,
+    logit_cap: float | None = None,
 ) -> tuple[Any, Any, Spec]:
     """Validate, then return ``(xp, labels, spec)``: what ``prepare_smooth_ce`` does
     without casting the logits to the compute dtype (for callers that convert them block
@@ -320,6 +332,7 @@ def check_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
+        logit_cap=logit_cap,
     )
     return xp, labels, spec
 
@@ -339,6 +352,7 @@ def prepare_options(
     reduction: str,
     kl: bool,
     z_loss: float,
+    logit_cap: float | None = None,
 ) -> tuple[Any, Spec]:
     """The checks of ``prepare_smooth_ce`` for logits of ``shape`` and ``logits_dtype``
     that need not exist (the fused linear loss never makes them): ``(labels, spec)``.
@@ -352,6 +366,7 @@ def prepare_options(
     check_ignore_index(ignore_index)
     kl = check_flag("kl", kl)
     check_z_loss(z_loss)
+    logit_cap = check_logit_cap(logit_cap)
     dtype = _core.compute_dtype(xp, logits_dtype)
 
     if is_integer_dtype(xp, labels.dtype):
@@ -413,6 +428,7 @@ def prepare_options(
         reduction=reduction,
         kl=kl,
         z_loss=float(z_loss),
+        logit_cap=logit_cap,
     )
 
 

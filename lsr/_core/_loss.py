@@ -46,15 +46,22 @@ def logit_sums(
     ``out``: an array of the logits' shape and dtype that receives ``exp(s)`` (it may be
     ``logits``: what reads the logits as they are runs before they are overwritten).
     ``in_place``: ``exp(s)`` may be made in place in a temporary of this pass.
-    Returns ``({"row_max", "sum_exp", "dot", "target"}, exp(s))``: for class ids
-    ``dot = sum_k v_k s_k`` and ``target = s_y`` (0 where a shard does not hold y), for
-    dense targets ``dot = sum_k w_k q'_k s_k`` and no ``target``.
+    Returns ``({"row_max", "sum_exp", "dot", "target", "chain"}, exp(s))``: for class
+    ids ``dot = sum_k v_k s_k`` and ``target = s_y`` (0 where a shard does not hold y),
+    for dense targets ``dot = sum_k w_k q'_k s_k`` and no ``target``; with
+    ``spec.logit_cap``, every sum is of the capped logits and ``chain`` (the logits'
+    shape) is the cap's derivative, else None.
     """
     spec = targets.spec
     axis = spec.axis
+    chain = None
+    if spec.logit_cap is not None:
+        # The pass runs on the capped logits; the gradient is taken back through the cap
+        # at the end (``gradient``'s ``chain``).
+        logits, chain = _ops.soft_cap(xp, logits, spec.logit_cap)
     if top is None:
         top = _ops.row_max(xp, logits, axis)
-    sums: dict[str, Array] = {"row_max": top}
+    sums: dict[str, Array] = {"row_max": top, "chain": chain}
     if not spec.dense:
         # s_y: gathered before ``out`` (which may be the logits) is written, and from the
         # logits themselves, so XLA need not keep the shifted logits for it.
@@ -134,12 +141,14 @@ def gradient(
     *,
     lse: Array | None,
     in_place: bool,
+    chain: Array | None = None,
 ) -> Array:
     """``scale * ((M + 2 z_loss lse) softmax(z) - w q')`` from ``exp(s)`` and its sum
     (``sum_exp`` None: ``exp_shifted`` is the softmax itself), with the factors of
     ``targets.scale_by``. ``in_place``: ``exp_shifted`` is a temporary that becomes the
     gradient (functional otherwise, for autodiff through it). ``lse`` (class axis kept)
-    is read only with a z-loss."""
+    is read only with a z-loss. ``chain``: the soft cap's derivative (``logit_sums``),
+    by which the gradient of the capped logits becomes that of the logits."""
     spec = targets.spec
     factor = targets.softmax_factor(lse)
     if sum_exp is not None:
@@ -161,13 +170,21 @@ def gradient(
         grad -= subtract
     else:
         grad = grad - subtract
-    if spec.dense:
+    if not spec.dense:
+        add_along_axis = getattr(xp, "add_along_axis", None)
+        if in_place and add_along_axis is not None:
+            grad = add_along_axis(grad, targets.index, targets.correction, axis=spec.axis)
+        else:
+            ids = _ops.class_ids(
+                xp, grad, grad.ndim, spec.axis, grad.shape[spec.axis], targets.index.dtype
+            )
+            grad = xp.where(ids == targets.index, grad + targets.correction, grad)
+    if chain is None:
         return grad
-    add_along_axis = getattr(xp, "add_along_axis", None)
-    if in_place and add_along_axis is not None:
-        return add_along_axis(grad, targets.index, targets.correction, axis=spec.axis)
-    ids = _ops.class_ids(xp, grad, grad.ndim, spec.axis, grad.shape[spec.axis], targets.index.dtype)
-    return xp.where(ids == targets.index, grad + targets.correction, grad)
+    if in_place:
+        grad *= chain
+        return grad
+    return grad * chain
 
 
 def _targets(xp: Any, labels: Array, spec: Spec, like: Array) -> Targets:
@@ -210,6 +227,7 @@ def loss_and_grad(
         targets,
         lse=lse,
         in_place=in_place or out is not None,
+        chain=sums["chain"],
     )
     if out is not None and grad is not out:
         out[...] = grad
@@ -329,9 +347,12 @@ def smooth_ce_grad(
         shard = Shard(xp, positions, shard_start, logits.shape[spec.axis])
     targets = Targets(xp, labels, spec, positions, like=logits, values=values, shard=shard)
     targets.scale_by(_cotangent_scale(xp, cotangent, denominator, spec, lse))
+    chain = None
+    if spec.logit_cap is not None:
+        logits, chain = _ops.soft_cap(xp, logits, spec.logit_cap)
     # A row of all -inf (lse = -inf) has softmax 0, not exp(-inf - (-inf)) = nan.
     softmax = xp.exp(logits - _ops.finite_or_zero(xp, lse))
-    return gradient(xp, softmax, None, targets, lse=lse, in_place=False)
+    return gradient(xp, softmax, None, targets, lse=lse, in_place=False, chain=chain)
 
 
 def sharded_loss(
@@ -370,9 +391,11 @@ def sharded_loss(
         )
     targets = Targets(xp, labels, spec, positions, like=logits_shard, shard=shard)
     local_max = xp.max(logits_shard, axis=axis, keepdims=True)
+    if spec.logit_cap is not None:  # (the cap is increasing: the max of the capped logits)
+        local_max, _ = _ops.soft_cap(xp, local_max, spec.logit_cap)
     top = _ops.finite_or_zero(xp, all_reduce_max(local_max))
     sums, _ = logit_sums(xp, logits_shard, targets, top=top)
-    del sums["row_max"]
+    del sums["row_max"], sums["chain"]
     if whole is None:
         values = class_values(xp, spec, positions, shard)
         sums, values = _all_reduce_arrays(all_reduce_sum, sums, values)
@@ -463,6 +486,7 @@ def blocked_loss_and_grad(
                 block_targets,
                 lse=xp.log(sums["sum_exp"]) + sums["row_max"] if spec.z_loss else None,
                 in_place=True,
+                chain=sums["chain"],
             )
             if grad is not target or not direct:
                 if index is ...:
@@ -470,6 +494,8 @@ def blocked_loss_and_grad(
                 else:
                     out[index, ...] = grad
         parts.append(sums)
+    for part in parts:
+        del part["chain"]  # (used by the block's gradient only)
     if len(parts) > 1:
         sums = {name: xp.concat([part[name] for part in parts], axis=0) for name in parts[0]}
     else:

@@ -141,3 +141,13 @@ def expand(xp: Any, x: Any, axis: int) -> Any:
     if isinstance(x, float) or x.ndim == 0:
         return x
     return xp.expand_dims(x, axis=axis)
+
+
+def soft_cap(xp: Any, z: Array, cap: float) -> tuple[Array, Array]:
+    """``(cap * tanh(z / cap), its derivative 1 - tanh(z / cap)**2)``: logits bounded to
+    (-cap, cap), as Gemma 2 caps its final logits. A logit of -inf (a masked class) stays
+    -inf, with derivative 0: soft-capping must not unmask it."""
+    squashed = xp.tanh(z / cap)
+    masked = xp.isinf(z) & (z < 0)
+    capped = xp.where(masked, z, cap * squashed)
+    return capped, xp.where(masked, 0.0, 1.0 - squashed * squashed)

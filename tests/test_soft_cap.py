@@ -1,0 +1,134 @@
+"""Soft-capping of the logits (``logit_cap``): the loss and its gradient are those of
+``cap * tanh(z / cap)``, on every pass of the core and every selected backend, against
+the plain float64 reference and central differences of it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lsr
+from lsr import _core
+from lsr._checks import prepare_smooth_ce
+from tests import reference
+from tests.backends import assert_close
+
+K = 5
+CAP = 1.5
+WEIGHT = np.array([0.5, 2.0, 1.0, 1.5, 0.75])
+PRIOR_VECTOR = np.array([0.1, 0.3, 0.2, 0.25, 0.15])
+
+
+def _case(seed, dense):
+    rng = np.random.default_rng(seed)
+    # Logits well beyond the cap, so capping changes the numbers.
+    logits = rng.normal(scale=4.0, size=(6, K))
+    if dense:
+        labels = rng.dirichlet(np.ones(K), size=6)
+    else:
+        labels = rng.integers(0, K, size=6)
+        labels[::3] = 255
+    return logits, labels
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("prior", ["uniform", "others", "vector"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_every_pass_caps_the_logits(backend, dense, prior, reduction):
+    logits, labels = _case(1, dense)
+    options = dict(
+        smoothing=0.2,
+        prior=PRIOR_VECTOR if prior == "vector" else prior,
+        axis=-1,
+        ignore_index=None if dense else 255,
+        weight=WEIGHT,
+        reduction=reduction,
+        z_loss=0.01,
+        logit_cap=CAP,
+    )
+    expected = reference.smooth_ce(logits, labels, **options)
+    uncapped = reference.smooth_ce(logits, labels, **{**options, "logit_cap": None})
+    assert not np.allclose(expected, uncapped)  # (the case exercises the cap)
+    cotangent = np.random.default_rng(2).normal(size=6) if reduction == "none" else 0.7
+    expected_grad = reference.numerical_gradient(
+        lambda z: float(np.sum(reference.smooth_ce(z, labels, **options) * cotangent)), logits
+    )
+    as_backend = {
+        "prior": backend.asarray(PRIOR_VECTOR) if prior == "vector" else prior,
+        "weight": backend.asarray(WEIGHT),
+    }
+    xp, z, y, spec = prepare_smooth_ce(
+        backend.asarray(logits), backend.asarray(labels), **{**options, **as_backend}
+    )
+    # The public function, the forward pass, and the backward from a saved lse.
+    assert_close(
+        backend.to_numpy(lsr.smooth_ce(z, y, **{**options, **as_backend})), expected, "float64"
+    )
+    loss, lse, denominator = _core.smooth_ce(z, y, spec, xp=xp)
+    assert_close(backend.to_numpy(loss), expected, "float64")
+    grad = _core.smooth_ce_grad(
+        z, y, lse, denominator, backend.asarray(np.asarray(cotangent)), spec, xp=xp
+    )
+    np.testing.assert_allclose(backend.to_numpy(grad), expected_grad, rtol=1e-6, atol=1e-7)
+    # The fused pass (loss and gradient from one exp), whole and in blocks of rows.
+    loss, fused = _core.reduced_loss_and_grad(z, y, spec, xp=xp)
+    assert_close(backend.to_numpy(loss), expected, "float64")
+    if reduction != "none":
+        np.testing.assert_allclose(
+            backend.to_numpy(fused) * cotangent, expected_grad, rtol=1e-6, atol=1e-7
+        )
+    if backend.name in ("numpy", "array_api_strict", "torch") and reduction != "none":
+        out = backend.asarray(np.zeros(logits.shape))
+        blocks = [slice(0, 4), slice(4, 6)]
+        loss, _, _, _ = _core.blocked_loss_and_grad(
+            z, y, spec, xp=xp, blocks=blocks, out=out, scratch=None
+        )
+        assert_close(backend.to_numpy(loss), expected, "float64")
+        np.testing.assert_allclose(
+            backend.to_numpy(out) * cotangent, expected_grad, rtol=1e-6, atol=1e-7
+        )
+
+
+def test_a_masked_class_stays_masked(backend):
+    """-inf is not capped to -cap: the class keeps probability 0, and its gradient 0."""
+    logits = np.array([[2.0, -np.inf, 0.5, 40.0, -3.0]])
+    labels = np.array([0])
+    expected = reference.smooth_ce(logits, labels, smoothing=0.0, logit_cap=CAP)
+    loss = lsr.smooth_ce(
+        backend.asarray(logits), backend.asarray(labels), smoothing=0.0, logit_cap=CAP
+    )
+    assert np.isfinite(expected)
+    assert_close(backend.to_numpy(loss), expected, "float64")
+    xp, z, y, spec = prepare_smooth_ce(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        smoothing=0.0,
+        prior="uniform",
+        axis=-1,
+        ignore_index=None,
+        weight=None,
+        reduction="mean",
+        logit_cap=CAP,
+    )
+    _, grad = _core.reduced_loss_and_grad(z, y, spec, xp=xp)
+    grad = backend.to_numpy(grad)
+    assert np.all(np.isfinite(grad)) and grad[0, 1] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (float("inf"), ValueError),
+        (True, TypeError),
+        ("30", TypeError),
+    ],
+)
+def test_bad_caps_are_refused(value, error):
+    with pytest.raises(
+        error,
+        match=r"`logit_cap` must be None or a finite positive number\."
+        r" Received: logit_cap=",
+    ):
+        lsr.smooth_ce(np.zeros((2, K)), np.array([0, 1]), logit_cap=value)
