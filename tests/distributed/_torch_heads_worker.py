@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lsr._torch_distributed import vocab_parallel_smooth_ce
+from lsr.torch import vocab_parallel_smooth_ce
 
 IGNORE = -100
 SMOOTHING = 0.1

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lsr._torch_distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
+from lsr.torch import data_parallel_smooth_ce, vocab_parallel_smooth_ce
 
 IGNORE = -100
 NUM_CLASSES = 13

@@ -256,7 +256,7 @@ def vocab_parallel_smooth_ce(
 
         >>> import torch, torch.distributed as dist
         >>> import lsr
-        >>> from lsr._torch_distributed import vocab_parallel_smooth_ce
+        >>> from lsr.torch import vocab_parallel_smooth_ce
         >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]], requires_grad=True)
         >>> loss = vocab_parallel_smooth_ce(logits, torch.tensor([0, 1]), smoothing=0.1)
@@ -426,7 +426,7 @@ def data_parallel_smooth_ce(
 
     Example:
         >>> import torch, torch.distributed as dist
-        >>> from lsr._torch_distributed import data_parallel_smooth_ce
+        >>> from lsr.torch import data_parallel_smooth_ce
         >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
         >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
         >>> print(round(data_parallel_smooth_ce(logits, torch.tensor([0, -100])).item(), 4))

@@ -38,7 +38,7 @@ from torch.autograd import forward_ad
 from lsr import _core, _distill, _linear
 from lsr._checks import check_smooth_ce, prepare_linear_smooth_ce
 from lsr._compat import values_are_cheap
-from lsr._torch_distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
+from lsr.torch._distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
 from lsr._validation import (
     PRIOR_NAMES,
     check_choice,
