@@ -1,33 +1,344 @@
-"""The one place lsr resolves array namespaces.
+"""The backend registry: everything lsr knows about each array library, in one place.
 
-Every other module asks this one for ``xp``. array-api-compat covers NumPy, PyTorch,
-JAX, CuPy and array-api-strict; TensorFlow has no namespace there, so a tf.Tensor is
-routed to lsr's own small namespace (``lsr._tf_namespace``), which is imported only when
-TensorFlow is already loaded: resolving a namespace never imports a framework.
+One small class per library that lsr supports and tests (NumPy, array-api-strict,
+PyTorch, JAX, TensorFlow), holding every per-library fact: the import name, how to tell
+its arrays (without importing it), its array-API namespace, whether values are concrete
+(readable now) and cheap to read (host memory), devices, its half-precision dtypes, and
+the pinned test environment in ``backends/``. ``BACKENDS`` lists them; the tests
+(``tests/backends.py``), the noxfile and the benchmarks read it instead of restating it.
+
+Any other library that array-api-compat supports (CuPy, Dask, ...) goes through
+array-api-compat's generic path (``GENERIC``); lsr does not test those.
+
+This module is the only one in lsr that imports array-api-compat, and it does so lazily:
+at import time it needs the standard library only, so the noxfile can load it from its
+file without installing anything. Resolving a namespace never imports a framework: a
+backend claims an array only when its framework is already in ``sys.modules``, and only
+then is its namespace imported.
+
+The namespace-extension protocol
+--------------------------------
+
+The core runs on any array-API namespace. A namespace may offer, in addition, any of the
+optional functions listed in ``lsr._core.EXTENSIONS`` (the list, with each signature);
+the core looks each up with ``getattr(xp, name, None)`` and otherwise computes the same
+numbers with the plain array API. An extension must:
+
+* give the plain array-API result (to float rounding) on every input the core passes,
+  including ``-inf`` entries (masked classes);
+* when its description says ``-> x`` or ``-> out``, write into that argument and return
+  that very object (the in-place steps of the blocked and fused passes count on it);
+* be offered only under the names of ``EXTENSIONS``: a namespace lsr ships adds nothing
+  else to the array API it builds on (overriding a standard function is allowed, with the
+  standard's semantics).
+
+The namespaces lsr ships (``Backend.overlay()``: PyTorch's and JAX's overlays, and the
+TensorFlow namespace) and the plain namespaces of every backend are checked against this
+protocol in ``tests/test_namespaces.py``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Any
+from types import ModuleType
+from typing import Any, ClassVar
 
-import array_api_compat
-from array_api_compat import is_jax_array, is_lazy_array
+__all__ = [
+    "BACKENDS",
+    "GENERIC",
+    "Backend",
+    "array_namespace",
+    "backend_of",
+    "device",
+    "get_backend",
+    "is_concrete",
+    "is_tf_array",
+    "values_are_cheap",
+]
 
-__all__ = ["array_namespace", "device", "is_concrete", "is_tf_array", "values_are_cheap"]
+
+def _array_api_compat() -> ModuleType:
+    # Imported on first use, not with this module: see the module docstring.
+    import array_api_compat
+
+    return array_api_compat
 
 
-def _is_torch_tensor(x: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
+def _load(path: str) -> Any:
+    """The object at ``"package.module:attribute"``."""
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
-def is_tf_array(x: Any) -> bool:
-    """Whether ``x`` is a TensorFlow tensor or variable (without importing TensorFlow)."""
-    tf = sys.modules.get("tensorflow")
-    if tf is None:
-        return False
-    return isinstance(x, (tf.Tensor, tf.Variable))
+class Backend:
+    """What lsr knows about one array library; one subclass per library.
+
+    Attributes:
+        name: the backend's name in ``LSR_BACKENDS`` and in test ids.
+        label: the library's name in messages.
+        module: the top-level import name; the library counts as loaded when it is in
+            ``sys.modules``.
+        environment: the pinned test environment, ``backends/<environment>.txt`` (also
+            the nox ``tests`` session that runs this backend on its own).
+        half_precision: names of the half-precision floating dtypes the library has
+            (the core computes them in float32).
+        writable: whether arrays take item assignment and in-place updates (the core's
+            ``out=`` and in-place passes need it).
+        in_array_api_compat: whether array-api-compat knows the library (if not, lsr
+            ships the namespace itself).
+        overlay_path: ``"module:attribute"`` of the namespace lsr's adapter runs the core
+            on, where lsr ships its own (see ``overlay``).
+    """
+
+    name: ClassVar[str]
+    label: ClassVar[str]
+    module: ClassVar[str]
+    environment: ClassVar[str]
+    half_precision: ClassVar[tuple[str, ...]] = ()
+    writable: ClassVar[bool] = True
+    in_array_api_compat: ClassVar[bool] = True
+    overlay_path: ClassVar[str | None] = None
+
+    def loaded(self) -> bool:
+        """Whether the library has been imported (by anyone)."""
+        return sys.modules.get(self.module) is not None
+
+    def is_array(self, x: Any) -> bool:
+        """Whether ``x`` is one of this library's arrays; never imports the library."""
+        raise NotImplementedError
+
+    def namespace(self) -> Any:
+        """The array-API namespace of this library's arrays (imports the library)."""
+        raise NotImplementedError
+
+    def overlay(self) -> Any:
+        """The namespace lsr's own adapter runs the core on: ``namespace()`` plus the
+        extensions of the protocol above (imports the adapter)."""
+        return self.namespace() if self.overlay_path is None else _load(self.overlay_path)
+
+    def is_concrete(self, x: Any) -> bool:
+        """Whether ``x`` holds values Python may read now (so they can be validated)."""
+        return True
+
+    def values_are_cheap(self, x: Any) -> bool:
+        """Whether reading ``x``'s values now is cheap: concrete and in host memory."""
+        return self.is_concrete(x)
+
+    def device(self, x: Any) -> Any:
+        """The device of ``x``, for creating constants beside it."""
+        return _array_api_compat().device(x)
+
+    def __repr__(self) -> str:
+        return f"<lsr backend {self.name}>"
+
+
+class NumPyBackend(Backend):
+    name = "numpy"
+    label = "NumPy"
+    module = "numpy"
+    environment = "numpy"
+    half_precision = ("float16",)
+
+    def is_array(self, x: Any) -> bool:
+        return _array_api_compat().is_numpy_array(x)
+
+    def namespace(self) -> Any:
+        # NumPy 2 is close to the standard; array-api-compat fills the remaining gaps.
+        import array_api_compat.numpy
+
+        return array_api_compat.numpy
+
+
+class ArrayAPIStrictBackend(Backend):
+    """The standard's reference implementation: no extras, no float16, CPU only."""
+
+    name = "array_api_strict"
+    label = "array-api-strict"
+    module = "array_api_strict"
+    environment = "numpy"
+
+    def is_array(self, x: Any) -> bool:
+        # Its array class is not public (array_api_strict._array_object.Array).
+        cls = type(x)
+        return cls.__name__ == "Array" and cls.__module__.startswith("array_api_strict.")
+
+    def namespace(self) -> Any:
+        import array_api_strict
+
+        return array_api_strict
+
+
+class TorchBackend(Backend):
+    """PyTorch. Values are not concrete while ``torch.compile`` traces, under
+    ``torch.func`` transforms, or on the meta device; they are cheap on the CPU only."""
+
+    name = "torch"
+    label = "PyTorch"
+    module = "torch"
+    environment = "torch"
+    half_precision = ("float16", "bfloat16")
+    overlay_path = "lsr.torch._namespace:xp"
+
+    def is_array(self, x: Any) -> bool:
+        # Checked directly (not through array-api-compat), as the first check of every
+        # lookup: this is what torch.compile's tracer reads on every call.
+        torch = sys.modules.get("torch")
+        return torch is not None and isinstance(x, torch.Tensor)
+
+    def namespace(self) -> Any:
+        # The direct route: array-api-compat's generic dispatch is lru_cache-wrapped,
+        # which torch.compile's tracer warns about on every call.
+        from array_api_compat import torch as torch_namespace
+
+        return torch_namespace
+
+    def is_functorch_wrapped(self, x: Any) -> bool:
+        """Whether ``x`` is a ``torch.func`` (functorch) wrapper, whose values are hidden.
+
+        A private API (``torch._C._functorch``, in every torch since 2.0); a torch
+        without it has no such wrappers to tell apart.
+        """
+        functorch = getattr(sys.modules["torch"]._C, "_functorch", None)
+        return functorch is not None and functorch.is_functorch_wrapped_tensor(x)
+
+    def is_concrete(self, x: Any) -> bool:
+        torch = sys.modules["torch"]
+        if torch.compiler.is_compiling():
+            return False
+        if self.is_functorch_wrapped(x):
+            return False
+        return x.device.type != "meta"
+
+    def values_are_cheap(self, x: Any) -> bool:
+        # On an accelerator, reading values would synchronize the device on every call.
+        return self.is_concrete(x) and x.device.type == "cpu"
+
+    def device(self, x: Any) -> Any:
+        return x.device
+
+
+class JAXBackend(Backend):
+    """JAX. Values are not concrete under tracing (``jit``, ``vmap``, ``grad``); they are
+    cheap when every device holding them is a CPU."""
+
+    name = "jax"
+    label = "JAX"
+    module = "jax"
+    environment = "jax"
+    half_precision = ("float16", "bfloat16")
+    writable = False
+    overlay_path = "lsr.jax._namespace:xp"
+
+    def is_array(self, x: Any) -> bool:
+        return _array_api_compat().is_jax_array(x)
+
+    def namespace(self) -> Any:
+        import jax.numpy
+
+        return jax.numpy
+
+    def is_concrete(self, x: Any) -> bool:
+        # array-api-compat calls every JAX array lazy; only tracers really are.
+        return not isinstance(x, sys.modules["jax"].core.Tracer)
+
+    def values_are_cheap(self, x: Any) -> bool:
+        return self.is_concrete(x) and all(d.platform == "cpu" for d in x.devices())
+
+
+class TensorFlowBackend(Backend):
+    """TensorFlow (tensors and variables). array-api-compat has no TensorFlow namespace:
+    lsr ships its own (``namespace_path``). Values are concrete in eager mode only."""
+
+    name = "tensorflow"
+    label = "TensorFlow"
+    module = "tensorflow"
+    environment = "tensorflow"
+    half_precision = ("float16", "bfloat16")
+    writable = False
+    in_array_api_compat = False
+    #: lsr's TensorFlow namespace: the only place its location is written.
+    namespace_path = "lsr.tensorflow._namespace:namespace"
+
+    def is_array(self, x: Any) -> bool:
+        tf = sys.modules.get("tensorflow")
+        return tf is not None and isinstance(x, (tf.Tensor, tf.Variable))
+
+    def namespace(self) -> Any:
+        return _load(self.namespace_path)
+
+    def is_concrete(self, x: Any) -> bool:
+        return sys.modules["tensorflow"].executing_eagerly()
+
+    def device(self, x: Any) -> Any:
+        # A device string, e.g. "/job:localhost/replica:0/task:0/device:CPU:0".
+        return x.device
+
+
+class GenericBackend(Backend):
+    """Any other array-API library, through array-api-compat's generic path. Untested:
+    lsr makes no promise for these."""
+
+    name = "generic"
+    label = "another array-API library"
+    module = "array_api_compat"
+    environment = ""
+
+    def is_array(self, x: Any) -> bool:
+        return _array_api_compat().is_array_api_obj(x)
+
+    def namespace(self) -> Any:
+        raise TypeError(
+            "The generic backend has no namespace of its own; use "
+            "`array_namespace(*arrays)`. Received: backend='generic'"
+        )
+
+    def is_concrete(self, x: Any) -> bool:
+        return not _array_api_compat().is_lazy_array(x)
+
+
+#: The backends lsr supports and tests, by name, in the order tests list them.
+BACKENDS: dict[str, Backend] = {
+    backend.name: backend
+    for backend in (
+        NumPyBackend(),
+        ArrayAPIStrictBackend(),
+        TorchBackend(),
+        JAXBackend(),
+        TensorFlowBackend(),
+    )
+}
+GENERIC = GenericBackend()
+
+# The order in which ``backend_of`` asks (no array belongs to two): PyTorch first, so
+# that under torch.compile the tracer reads only its own check.
+_LOOKUP = tuple(BACKENDS[name] for name in ("torch", "jax", "tensorflow", "numpy"))
+_LOOKUP += tuple(b for b in BACKENDS.values() if b not in _LOOKUP)
+_OWN_NAMESPACE = tuple(b for b in BACKENDS.values() if not b.in_array_api_compat)
+_TENSORFLOW = BACKENDS["tensorflow"]
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend called ``name``.
+
+    Raises:
+        ValueError: when no backend has that name.
+    """
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown backend: expected one of {list(BACKENDS)}. Received: name={name!r}"
+        ) from None
+
+
+def backend_of(x: Any) -> Backend | None:
+    """The registered backend whose array ``x`` is, or ``None`` (another library, or
+    not an array)."""
+    for backend in _LOOKUP:
+        if backend.is_array(x):
+            return backend
+    return None
 
 
 def _library_name(x: Any) -> str:
@@ -41,33 +352,34 @@ def array_namespace(*arrays: Any) -> Any:
         TypeError: when the arrays come from different libraries, or one is not an array.
     """
     present = [a for a in arrays if a is not None]
-    if present and all(_is_torch_tensor(a) for a in present):
-        # The direct route: array-api-compat's generic dispatch is lru_cache-wrapped,
-        # which torch.compile's tracer warns about on every call.
-        from array_api_compat import torch as torch_namespace
-
-        return torch_namespace
-    tf_arrays = [a for a in present if is_tf_array(a)]
-    if tf_arrays:
-        if len(tf_arrays) != len(present):
-            others = sorted({_library_name(a) for a in present if not is_tf_array(a)})
+    backend = backend_of(present[0]) if present else None
+    if backend is not None and all(backend.is_array(a) for a in present[1:]):
+        return backend.namespace()
+    types = [type(a).__name__ for a in present]
+    for own in _OWN_NAMESPACE:
+        if any(own.is_array(a) for a in present):
+            # array-api-compat does not know these arrays: its message would not say why.
+            others = sorted({_library_name(a) for a in present if not own.is_array(a)})
             raise TypeError(
-                "All array arguments must come from one array library, but TensorFlow "
-                f"tensors were mixed with arrays from {others}. Convert them first. "
-                f"Received: types={[type(a).__name__ for a in present]}"
+                "All array arguments must come from one array library, but "
+                f"{own.label} tensors were mixed with arrays from {others}. Convert them "
+                f"first. Received: types={types}"
             )
-        from lsr import _tf_namespace
-
-        return _tf_namespace.namespace
     try:
-        return array_api_compat.array_namespace(*present)
+        return _array_api_compat().array_namespace(*present)
     except TypeError as error:
         libraries = sorted({_library_name(a) for a in present})
+        tested = ", ".join(b.label for b in BACKENDS.values())
         raise TypeError(
-            "All array arguments must be arrays of one array-API library "
-            "(NumPy, PyTorch, JAX, CuPy, array-api-strict, or TensorFlow through lsr). "
-            f"Received: types={[type(a).__name__ for a in present]} from {libraries}"
+            f"All array arguments must be arrays of one array-API library: {tested} "
+            "(tested), or another that array-api-compat supports (untested). "
+            f"Received: types={types} from {libraries}"
         ) from error
+
+
+def _backend_or_generic(x: Any) -> Backend:
+    backend = backend_of(x)
+    return GENERIC if backend is None else backend
 
 
 def is_concrete(x: Any) -> bool:
@@ -77,23 +389,7 @@ def is_concrete(x: Any) -> bool:
     ``torch.compile`` traces, and under ``torch.func`` transforms: there, validation
     that needs values is skipped and bad values show up as NaN in the result instead.
     """
-    if _is_torch_tensor(x):
-        torch = sys.modules["torch"]
-        if torch.compiler.is_compiling():
-            return False
-        if torch._C._functorch.is_functorch_wrapped_tensor(x):
-            return False
-        return x.device.type != "meta"
-    jax = sys.modules.get("jax")
-    if jax is not None and is_jax_array(x):
-        # array-api-compat calls every JAX array lazy; only tracers really are.
-        return not isinstance(x, jax.core.Tracer)
-    if is_lazy_array(x):
-        return False
-    if is_tf_array(x):
-        tf = sys.modules["tensorflow"]
-        return tf.executing_eagerly()
-    return True
+    return _backend_or_generic(x).is_concrete(x)
 
 
 def values_are_cheap(x: Any) -> bool:
@@ -103,18 +399,14 @@ def values_are_cheap(x: Any) -> bool:
     device synchronization on every call, so there, as under tracing, an out-of-range
     label shows up as NaN instead.
     """
-    if not is_concrete(x):
-        return False
-    if _is_torch_tensor(x):
-        return x.device.type == "cpu"
-    jax = sys.modules.get("jax")
-    if jax is not None and is_jax_array(x):
-        return all(d.platform == "cpu" for d in x.devices())
-    return True
+    return _backend_or_generic(x).values_are_cheap(x)
 
 
 def device(x: Any) -> Any:
     """The device of ``x``, for creating constants beside it."""
-    if _is_torch_tensor(x):
-        return x.device
-    return array_api_compat.device(x)
+    return _backend_or_generic(x).device(x)
+
+
+def is_tf_array(x: Any) -> bool:
+    """Whether ``x`` is a TensorFlow tensor or variable (without importing TensorFlow)."""
+    return _TENSORFLOW.is_array(x)
