@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 import lsr.torch as lt
+from lsr.torch import _autograd as autograd
+from lsr.torch._autograd import BLOCK_ELEMENTS, row_blocks
 from tests import reference
 from tests.backends import assert_close
 from tests.torch_memory import peak_allocated_bytes
@@ -310,7 +312,7 @@ def test_backward_keeps_only_the_logits_at_full_size():
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Blocks of at most 7 logits: several blocks, and a ragged last one, on test sizes."""
-    monkeypatch.setattr(lt, "_BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", 7)
 
 
 BLOCKED_CASES = {
@@ -329,7 +331,7 @@ BLOCKED_CASES = {
 def test_blocked_fast_path_matches_f_cross_entropy(dtype, reduction, weighted, case):
     shape, kind = BLOCKED_CASES[case]
     logits = _logits(shape, dtype)
-    assert len(lt._blocks(logits, 1)) > 2  # The fast path really runs in blocks here.
+    assert len(row_blocks(logits, 1)) > 2  # The fast path really runs in blocks here.
     positions = (shape[0], *shape[2:])
     if kind == "ids":
         target = _class_ids(positions, shape[1], ignore_index=255)
@@ -428,7 +430,7 @@ def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three
 
     ours = peak_allocated_bytes(step(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1)))
     theirs = peak_allocated_bytes(step(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1)))
-    block_bytes = lt._BLOCK_ELEMENTS * 4
+    block_bytes = BLOCK_ELEMENTS * 4
     assert logits_bytes <= ours <= logits_bytes + 2 * block_bytes
     assert theirs >= 2.5 * logits_bytes  # The comparison can fail: torch's own is larger.
 

@@ -443,9 +443,21 @@ NON_TENSOR_CALLS = {
         "target",
         lambda: lt.LabelSmoothSoftmaxCE()(_Z[:, :, None], _Y.numpy()[:, None]),
     ),
-    "linear_smooth_ce class_weight": (
-        "class_weight",
-        lambda: lt.linear_smooth_ce(_HIDDEN, _PROJECTION, _Y, class_weight=np.ones(5)),
+    "linear_smooth_ce weight": (
+        "weight",
+        lambda: lt.linear_smooth_ce(_HIDDEN, _PROJECTION, _Y, weight=np.ones(5)),
+    ),
+    "linear_smooth_ce projection": (
+        "projection",
+        lambda: lt.linear_smooth_ce(_HIDDEN, _PROJECTION.numpy(), _Y),
+    ),
+    "cross_entropy weight": (
+        "weight",
+        lambda: lt.cross_entropy(_Z, _Y, np.ones(5)),
+    ),
+    "cross_entropy label_smoothing": (
+        "label_smoothing",
+        lambda: lt.cross_entropy(_Z, _Y, label_smoothing=np.array(0.1)),
     ),
     "linear_smooth_ce prior": (
         "prior",

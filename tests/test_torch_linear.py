@@ -50,7 +50,7 @@ def test_matches_f_cross_entropy_of_f_linear(chunk_size, reduction, dense, shape
             w,
             target,
             bias=b,
-            class_weight=class_weight,
+            weight=class_weight,
             reduction=reduction,
             smoothing=0.2,
             chunk_size=chunk_size,
@@ -125,8 +125,9 @@ def test_no_gradient_work_without_grad_mode():
 @pytest.mark.parametrize(
     ("change", "error", "match"),
     [
-        ({"weight": torch.zeros(9, 5, dtype=torch.float64)}, ValueError, r"\(K, d\)"),
-        ({"weight": torch.zeros(9, 6)}, TypeError, "must have the hidden states' dtype"),
+        ({"projection": torch.zeros(9, 5, dtype=torch.float64)}, ValueError, r"\(K, d\)"),
+        ({"projection": torch.zeros(9, 6)}, TypeError, "must have the hidden states' dtype"),
+        ({"projection": torch.zeros(9, 5, dtype=torch.float64)}, ValueError, "projection"),
         ({"chunk_size": -3}, ValueError, "`chunk_size` must be a positive integer"),
         ({"target": torch.full((13,), 9)}, ValueError, r"integers in \[0, 9\)"),
         ({"hidden": [[1.0]]}, TypeError, "`input` must be a torch.Tensor"),
@@ -134,11 +135,14 @@ def test_no_gradient_work_without_grad_mode():
 )
 def test_bad_arguments_raise_before_computing(change, error, match):
     hidden, weight, _, target = _inputs()
-    arguments = {"hidden": hidden, "weight": weight, "target": target, **change}
+    arguments = {"hidden": hidden, "projection": weight, "target": target, **change}
     chunk_size = arguments.pop("chunk_size", None)
     with pytest.raises(error, match=match):
         lt.linear_smooth_ce(
-            arguments["hidden"], arguments["weight"], arguments["target"], chunk_size=chunk_size
+            arguments["hidden"],
+            arguments["projection"],
+            arguments["target"],
+            chunk_size=chunk_size,
         )
 
 

@@ -1,0 +1,80 @@
+"""Checks of the PyTorch adapter's arguments that only torch can make.
+
+Non-tensor arguments, devices and floating dtypes get lsr's errors (what is wrong, what
+is expected, ``Received: name=value``) before the core sees them, instead of a
+dispatcher error from deep inside torch. The checks every backend shares live in
+``lsr._checks``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+
+from lsr._validation import fail_type
+from lsr.torch._namespace import HALF
+
+__all__ = [
+    "check_floating_dtype",
+    "check_prior_type",
+    "check_same_device",
+    "check_smoothing_type",
+    "check_tensor",
+    "check_tensors",
+]
+
+
+def check_tensor(name: str, value: Any) -> None:
+    if not isinstance(value, torch.Tensor):
+        fail_type(f"`{name}` must be a torch.Tensor.", name, value)
+
+
+def check_same_device(name: str, value: Any, input: torch.Tensor) -> None:
+    if value.device != input.device:
+        raise ValueError(
+            f"`{name}` must be on the input's device ({input.device}). "
+            f"Received: {name}.device={value.device}"
+        )
+
+
+def check_floating_dtype(name: str, value: torch.Tensor, input: torch.Tensor) -> None:
+    """A floating ``value`` must have the input's dtype (float32 is fine for half inputs)."""
+    if not (value.is_floating_point() and input.is_floating_point()):
+        return  # The core names non-floating arrays itself.
+    allowed = (input.dtype, torch.float32) if input.dtype in HALF else (input.dtype,)
+    if value.dtype not in allowed:
+        expected = " or ".join(str(dtype) for dtype in allowed)
+        raise TypeError(
+            f"`{name}` must have the input's floating dtype ({expected}); convert it "
+            f"with .to(input.dtype). Received: {name}.dtype={value.dtype}"
+        )
+
+
+def check_tensors(input: Any, target: Any, weight: Any, prior: Any) -> None:
+    check_tensor("input", input)
+    check_tensor("target", target)
+    check_same_device("target", target, input)
+    check_floating_dtype("target", target, input)
+    for name, value in (("weight", weight), ("prior", prior)):
+        if isinstance(value, torch.Tensor):
+            check_same_device(name, value, input)
+            check_floating_dtype(name, value, input)
+        elif value is not None and not isinstance(value, str):
+            fail_type(f"`{name}` must be a torch.Tensor.", name, value)
+
+
+def check_smoothing_type(name: str, value: Any) -> None:
+    """A Python number or a torch tensor (a NumPy scalar array would mix libraries)."""
+    if not isinstance(value, (numbers.Real, torch.Tensor)):
+        fail_type(f"`{name}` must be a real number in [0, 1] or a 0-d torch.Tensor.", name, value)
+
+
+def check_prior_type(value: Any) -> None:
+    if not isinstance(value, (str, torch.Tensor)):
+        fail_type(
+            "`prior` must be 'uniform', 'others' or a torch.Tensor of class probabilities.",
+            "prior",
+            value,
+        )

@@ -1,0 +1,308 @@
+"""The autograd glue: the ``torch.autograd.Function``s that run the core's one pass.
+
+* ``SmoothCE``: forward through ``lsr._core.smooth_ce``, backward through
+  ``lsr._core.smooth_ce_grad``; keeps the logits (no copy), the integer labels, the
+  class weights and one logsumexp per position. Used under ``torch.compile`` and
+  ``torch.func`` (which batch its plain torch ops) and for double backward.
+* ``SmoothCEWithJvp``: the same with a closed-form jvp, for forward mode in eager code.
+* ``SmoothCEFused``: eager PyTorch's fast path; the forward pass computes the loss and
+  the gradient together over blocks of rows (``lsr._core.blocked_loss_and_grad``) into
+  one logits-sized buffer that backward scales in place.
+
+Which one a call takes is decided in ``lsr.torch._functional.smooth_ce``; the helpers
+below tell it what PyTorch is doing (autocast, forward mode, batched cotangents).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+from torch.autograd import forward_ad
+
+from lsr import _core
+from lsr._compat import values_are_cheap
+from lsr.torch._namespace import xp
+
+__all__ = [
+    "BLOCK_ELEMENTS",
+    "SmoothCE",
+    "SmoothCEFused",
+    "SmoothCEWithJvp",
+    "is_batched",
+    "needs_autograd_through_core",
+    "nested_forward_mode",
+    "row_blocks",
+    "without_autocast",
+]
+
+
+def without_autocast(device_type: str) -> Any:
+    """Autocast switched off, where it is on: contractions in the core (vecdot) would
+    otherwise run in half precision; the core already picks float32 for half inputs."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+def nested_forward_mode() -> bool:
+    """Whether torch.func forward mode (jvp, jacfwd) is applied to forward mode.
+
+    A custom Function's jvp rule is opaque to an outer jvp: the second derivative it
+    would carry comes out 0 (silently). Such calls take autograd through the core's
+    plain ops instead. Where torch's private interpreter stack is not available, every
+    torch.func call is taken to be nested (the plain path is correct for all of them).
+    """
+    try:
+        from torch._C._functorch import TransformType
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    except ImportError:  # pragma: no cover - other torch versions
+        return True
+    interpreters = retrieve_all_functorch_interpreters()
+    return sum(interpreter.key() == TransformType.Jvp for interpreter in interpreters) > 1
+
+
+def is_batched(cotangent: torch.Tensor) -> bool:
+    """Whether ``cotangent`` is a batch seen one element at a time: a ``torch.func``
+    tensor, or autograd's own vmap (``is_grads_batched=True``) that wraps it as a legacy
+    batched tensor."""
+    return torch._C._functorch.is_functorch_wrapped_tensor(
+        cotangent
+    ) or torch._C._functorch.is_legacy_batchedtensor(cotangent)
+
+
+def _spec(static: _core.Spec, weight: Any, smoothing: Any, prior: Any) -> _core.Spec:
+    """The options of a call from the hashable part kept on ``ctx`` and the tensors
+    that autograd tracks (the Function's own inputs)."""
+    return static.with_arrays((smoothing, prior, weight, None))
+
+
+class SmoothCE(torch.autograd.Function):
+    """Forward through ``_core.smooth_ce``, backward through ``_core.smooth_ce_grad``.
+
+    Saved for backward: the logits (the input itself, no copy), integer labels, the
+    class weights and one logsumexp per position. With ``create_graph=True`` the
+    backward recomputes the logsumexp with differentiable ops, so double backward (and
+    ``torch.func`` higher-order transforms) get exact second derivatives.
+    """
+
+    # The forward and backward are plain torch ops, so functorch can batch them itself.
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, weight, smoothing, prior, static):
+        compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+        loss, lse, denominator = _core.smooth_ce(
+            compute_logits,
+            labels,
+            _spec(static, weight, smoothing, prior),
+            xp=xp,
+            # (autograd does not record inside forward: the pass may reuse its temporaries)
+            in_place=True,
+        )
+        # The denominator is a Python int when no position can be left out; a tensor
+        # output is what setup_context can see.
+        denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
+        return loss, lse, denominator
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, weight, smoothing, prior, static = inputs
+        _, lse, denominator = output
+        ctx.mark_non_differentiable(lse, denominator)
+        tensors = {"smoothing": smoothing, "prior": prior}
+        ctx.tensor_options = [name for name, value in tensors.items() if torch.is_tensor(value)]
+        ctx.plain_options = {
+            name: value for name, value in tensors.items() if not torch.is_tensor(value)
+        }
+        saved = (logits, labels, weight, lse, denominator)
+        saved += tuple(tensors[name] for name in ctx.tensor_options)
+        ctx.save_for_backward(*saved)
+        ctx.save_for_forward(*saved)
+        ctx.options = static
+
+    @staticmethod
+    def _logits_grad(ctx, cotangent, recompute_lse):
+        """``_core.smooth_ce_grad`` from what ``setup_context`` saved."""
+        logits, labels, weight, lse, denominator, *tensor_values = ctx.saved_tensors
+        options = dict(
+            ctx.plain_options, **dict(zip(ctx.tensor_options, tensor_values, strict=True))
+        )
+        spec = _spec(ctx.options, weight, options["smoothing"], options["prior"])
+        axis, reduction = spec.axis, spec.reduction
+        # backward() called inside an autocast region runs under it too.
+        with without_autocast(logits.device.type):
+            compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+            if recompute_lse:
+                # The saved logsumexp carries no graph: recompute it from the logits when
+                # the gradient itself is to be differentiated.
+                lse = _core.logsumexp(xp, compute_logits, axis)
+            grad = _core.smooth_ce_grad(
+                compute_logits, labels, lse, denominator, cotangent.to(lse.dtype), spec, xp=xp
+            )
+        return grad, axis, reduction
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_lse, grad_denominator):
+        # Grad mode is on in backward only for create_graph=True (double backward).
+        grad, _, _ = SmoothCE._logits_grad(ctx, grad_loss, torch.is_grad_enabled())
+        return grad.to(ctx.saved_tensors[0].dtype), None, None, None, None, None
+
+
+class SmoothCEWithJvp(SmoothCE):
+    """``SmoothCE`` plus forward mode, for eager use (dynamo cannot trace a custom jvp)."""
+
+    @staticmethod
+    def jvp(ctx, logits_tangent, *other_tangents):
+        # The loss's tangent is <d loss / d logits, logits tangent>: the core's gradient
+        # for a unit cotangent, contracted with the tangent. No transform runs inside, so
+        # this also works under torch.autograd.forward_ad, which cannot nest a second
+        # forward-mode level. Tangents of the target, weight, smoothing or prior never
+        # reach here: smooth_ce sends those through autograd of the core's plain ops
+        # (functorch may still pass zeros for them, which change nothing).
+        del other_tangents
+        if logits_tangent is None:
+            return None, None, None
+        axis, reduction = ctx.options.axis, ctx.options.reduction
+        lse = ctx.saved_tensors[3]
+        loss_shape = lse.shape[:axis] + lse.shape[axis + 1 :] if reduction == "none" else ()
+        unit = torch.ones(loss_shape, dtype=lse.dtype, device=lse.device)
+        # The saved logsumexp carries no graph: recomputed from the logits, the tangent
+        # can itself be differentiated (a backward through it), for one more pass over
+        # the logits on a path that is rare.
+        grad, _, _ = SmoothCE._logits_grad(ctx, unit, recompute_lse=True)
+        products = grad * logits_tangent.to(grad.dtype)
+        if reduction == "none":
+            return torch.sum(products, dim=axis), None, None
+        return torch.sum(products), None, None
+
+
+# About 4 MiB of float32 per block: a block stays in the CPU's caches between the passes
+# over it, and the per-block Python overhead stays small (measured best on 2 cores).
+BLOCK_ELEMENTS = 1 << 20
+
+
+def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
+    """Indices of blocks of the batch axis (0) of about ``BLOCK_ELEMENTS`` logits each;
+    ``[...]`` (everything at once) when there is no batch axis to split."""
+    if axis == 0 or logits.ndim == 1 or logits.shape[0] == 0:
+        return [...]
+    rows = max(1, BLOCK_ELEMENTS // max(1, logits[0].numel()))
+    return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]
+
+
+def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, with_grad):
+    """The reduced loss, lse, mean denominator and (optionally) the gradient of the
+    reduced loss (for "none", of each position's loss), from
+    ``_core.blocked_loss_and_grad`` over blocks of rows.
+
+    The gradient is written block by block straight into one buffer of the logits' shape
+    (the only logits-sized allocation); half-precision logits go through one float32
+    block of scratch, as does the loss alone. A fresh temporary per block would cost more
+    than the arithmetic: blocks of a few MiB are mapped and unmapped by malloc each time,
+    and every first write to their pages faults. (Advising the gradient buffer for
+    transparent huge pages was tried and dropped: faster in a fresh process, but bimodal
+    once memory is fragmented; see docs/large_vocabularies.md.)
+    """
+    dtype = _core.compute_dtype(xp, logits.dtype)
+    blocks = row_blocks(logits, static.axis)
+    # Every call allocates its own gradient: memory handed to the caller is never
+    # written again (see docs/torch.md for tuning the allocator's page-fault cost).
+    grad = (
+        torch.empty(logits.shape, dtype=logits.dtype, device=logits.device) if with_grad else None
+    )
+    scratch = None
+    if not with_grad or logits.dtype != dtype:
+        scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+    # check_smooth_ce has read and checked the labels wherever that is cheap.
+    spec = _spec(static, weight, smoothing, prior).replace(checked=values_are_cheap(labels))
+    return _core.blocked_loss_and_grad(
+        logits, labels, spec, xp=xp, blocks=blocks, out=grad, scratch=scratch
+    )
+
+
+class SmoothCEFused(SmoothCE):
+    """Eager PyTorch's fast path: the gradient is computed in the forward pass.
+
+    One pass over blocks of rows gives the loss and the gradient of the reduced loss
+    (``_blocked_loss_and_grad``), kept on ``ctx`` until backward, which scales it by the
+    incoming cotangent in place and hands it over: one logits-sized buffer in all, where
+    autograd through ``F.cross_entropy`` allocates three. A second backward through the
+    same graph (``retain_graph=True``) or a double backward (``create_graph=True``)
+    recomputes the gradient from the saved logits as ``SmoothCE`` does. Forward mode
+    goes through ``SmoothCEWithJvp`` (autograd cannot give a jvp to a function with this
+    extra gradient output).
+    """
+
+    @staticmethod
+    def forward(logits, labels, weight, smoothing, prior, static, with_grad):
+        loss, lse, denominator, grad = _blocked_loss_and_grad(
+            logits, labels, weight, smoothing, prior, static, with_grad
+        )
+        denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
+        return loss, lse, denominator, grad
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        SmoothCE.setup_context(ctx, inputs[:6], output[:3])
+        ctx.fused_grad = output[3]
+        if output[3] is not None:
+            ctx.mark_non_differentiable(output[3])
+        # Otherwise autograd would fill a logits-sized tensor of zeros as the (unused)
+        # cotangent of that gradient output before every backward.
+        ctx.set_materialize_grads(False)
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_lse, grad_denominator, grad_grad):
+        grad, ctx.fused_grad = ctx.fused_grad, None
+        if grad_loss is None:  # The loss took no part in what is differentiated.
+            return None, None, None, None, None, None, None
+        if torch.is_grad_enabled():
+            return (*SmoothCE.backward(ctx, grad_loss, grad_lse, grad_denominator), None)
+        if grad is None:
+            # A second backward through a retained graph: the same blocked computation
+            # again, so that it gives bit for bit the same gradient.
+            logits, labels, weight, _, _, *tensor_values = ctx.saved_tensors
+            named = {
+                **ctx.plain_options,
+                **dict(zip(ctx.tensor_options, tensor_values, strict=True)),
+            }
+            _, _, _, grad = _blocked_loss_and_grad(
+                logits, labels, weight, named["smoothing"], named["prior"], ctx.options, True
+            )
+        axis, reduction = ctx.options.axis, ctx.options.reduction
+        # Under autograd.grad(..., is_grads_batched=True) this backward runs under vmap
+        # with a batch of cotangents: the gradient is then one product per cotangent, a
+        # new tensor (the buffer cannot be scaled in place by a batch, nor read by .item()).
+        batched = is_batched(grad_loss)
+        if reduction == "none":
+            scale = grad_loss.unsqueeze(axis).to(grad.dtype)
+        elif batched or grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
+            # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
+            scale = grad_loss.to(grad.dtype)
+        else:
+            return grad, None, None, None, None, None, None
+        grad = grad * scale if batched else grad.mul_(scale)
+        return grad, None, None, None, None, None, None
+
+
+def needs_autograd_through_core(target, weight, smoothing, prior) -> bool:
+    """Whether a derivative is asked for something other than the logits.
+
+    Reverse mode (``requires_grad``), a forward-mode dual tensor
+    (``torch.autograd.forward_ad``) or a ``torch.func`` transform's wrapped tensor: the
+    custom Functions differentiate the logits only, so these go through autograd of the
+    core's plain torch ops, which every mode of PyTorch's autograd handles natively.
+    """
+    for value in (target, weight, smoothing, prior):
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if value.requires_grad:
+            return True
+        if not torch.compiler.is_compiling() and (
+            torch._C._functorch.is_functorch_wrapped_tensor(value)
+            or forward_ad.unpack_dual(value).tangent is not None
+        ):
+            return True
+    return False

@@ -1,0 +1,312 @@
+"""The functional API: ``cross_entropy`` (``F.cross_entropy``'s drop-in), ``smooth_ce``
+(lsr's keyword grammar, shared by every framework) and ``distill_loss``.
+
+All three only translate PyTorch's conventions and hand the numbers to the core, through
+the autograd Functions of ``lsr.torch._autograd``.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import torch
+from torch.autograd import forward_ad
+
+from lsr import _core, _distill
+from lsr._checks import check_smooth_ce
+from lsr._validation import check_fraction, fail_type, fail_value
+from lsr.torch._arguments import check_smoothing_type, check_tensor, check_tensors
+from lsr.torch._autograd import (
+    SmoothCE,
+    SmoothCEFused,
+    SmoothCEWithJvp,
+    needs_autograd_through_core,
+    nested_forward_mode,
+    without_autocast,
+)
+from lsr.torch._namespace import HALF, xp
+
+__all__ = ["cross_entropy", "distill_loss", "smooth_ce"]
+
+
+def class_axis(input: torch.Tensor, axis: int) -> int:
+    # F.cross_entropy reads a 1-D input as one unbatched position of C classes.
+    return 0 if input.ndim == 1 and axis == 1 else axis
+
+
+def smooth_ce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    smoothing: float | torch.Tensor = 0.1,
+    prior: str | torch.Tensor = "uniform",
+    axis: int = 1,
+    kl: bool = False,
+    z_loss: float = 0.0,
+) -> torch.Tensor:
+    r"""Label-smoothed cross-entropy with ``F.cross_entropy``'s conventions.
+
+    The cross-entropy ``H(q', softmax(input))`` with ``q' = (1 - smoothing) q +
+    smoothing u`` (Szegedy et al. 2016, "Rethinking the Inception Architecture for
+    Computer Vision", section 7). With ``prior="uniform"`` it equals
+    ``F.cross_entropy(input, target, weight=weight, ignore_index=ignore_index,
+    reduction=reduction, label_smoothing=smoothing)``, except that a "mean" over targets
+    that are all ``ignore_index`` is 0 rather than NaN.
+
+    Args:
+        input: logits of shape (C,), (N, C) or (N, C, d1, d2, ...), classes on ``axis``
+            (1, or 0 for a 1-D input). float16/bfloat16 are computed in float32.
+        target: class ids of the input's shape without the class axis (any integer
+            dtype), or class probabilities of the input's shape and floating dtype.
+        weight: per-class weights of shape (C,), PyTorch's semantics (for class ids the
+            "mean" divides by the sum of the targets' weights).
+        ignore_index: class ids equal to it get loss 0 and gradient 0 and are left out
+            of the mean. For probability targets it must stay -100 (as in PyTorch).
+        reduction: ``"none"`` (the target's position shape), ``"mean"`` or ``"sum"``.
+        smoothing: epsilon in [0, 1] (``label_smoothing`` in PyTorch); a float or 0-d
+            tensor.
+        prior: ``"uniform"`` (PyTorch's convention: the true class gets
+            ``1 - eps + eps / C``), ``"others"`` (eps spread over the C - 1 other classes,
+            the true class gets ``1 - eps``: fairseq, T5X) or a (C,) tensor holding a
+            class distribution (see ``lsr.estimate_prior``).
+        axis: the class axis of ``input``.
+        kl: return ``KL(q' || p)`` (the loss minus the target entropy), whose minimum
+            is 0.
+        z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
+
+    Returns:
+        A 0-d tensor for "mean" and "sum", else one loss per position; float32 for half
+        precision inputs, else the input's dtype.
+
+    Raises:
+        TypeError: non-tensor arguments, non-floating input, a probability target or
+            weight whose dtype differs from the input's.
+        ValueError: tensors on different devices, bad shapes or options, class ids out
+            of range (checked on concrete tensors; under ``torch.compile`` and
+            ``torch.func`` they make the loss NaN instead).
+
+    Example:
+        >>> import torch
+        >>> import lsr.torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+        >>> target = torch.tensor([0, 1])
+        >>> loss = lsr.torch.smooth_ce(logits, target, smoothing=0.1)
+        >>> expected = torch.nn.functional.cross_entropy(logits, target, label_smoothing=0.1)
+        >>> print(f"{loss.item():.4f} {expected.item():.4f}")
+        0.5047 0.5047
+    """
+    check_tensors(input, target, weight, prior)
+    check_smoothing_type("smoothing", smoothing)
+    axis = class_axis(input, axis)
+    dense = target.is_floating_point()
+    if dense and ignore_index not in (-100, None):
+        # As F.cross_entropy: a class id to ignore means nothing for probabilities.
+        fail_value(
+            "`ignore_index` applies to class-id targets only; leave it at -100 for "
+            "probability (floating) targets.",
+            "ignore_index",
+            ignore_index,
+        )
+    ignore = None if dense else ignore_index
+    # (Half-precision logits are converted block by block later, never here as a whole.)
+    _, labels, spec = check_smooth_ce(
+        input,
+        target,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore,
+        weight=weight,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+    )
+    with without_autocast(input.device.type):
+        functorch_input = (
+            not torch.compiler.is_compiling()
+            and torch._C._functorch.is_functorch_wrapped_tensor(input)
+        )
+        if needs_autograd_through_core(target, weight, smoothing, prior) or (
+            functorch_input and nested_forward_mode()
+        ):
+            loss, _, _ = _core.smooth_ce(
+                input.to(_core.compute_dtype(xp, input.dtype)), labels, spec, xp=xp
+            )
+            return loss
+        # The tensors as the Function's own inputs (so autograd and torch.func see them),
+        # the rest as one hashable object.
+        arguments = (input, labels, spec.weight, spec.smoothing, spec.prior, spec.static())
+        if torch.compiler.is_compiling():
+            # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
+            loss, _, _ = SmoothCE.apply(*arguments)
+        elif functorch_input or forward_ad.unpack_dual(input).tangent is not None:
+            # torch.func transforms: the plain forward and backward, which they can batch;
+            # forward-mode dual logits: the same, with the closed-form jvp.
+            loss, _, _ = SmoothCEWithJvp.apply(*arguments)
+        else:
+            with_grad = torch.is_grad_enabled() and input.requires_grad
+            loss, _, _, _ = SmoothCEFused.apply(*arguments, with_grad)
+    return loss
+
+
+def _legacy_reduction(size_average: Any, reduce: Any) -> str:
+    """The reduction that PyTorch's deprecated ``size_average``/``reduce`` pair stands for.
+
+    As in PyTorch: None counts as True; ``reduce`` false means "none", else
+    ``size_average`` chooses between "mean" and "sum"; ``reduction`` is then ignored.
+    """
+    keep_reduce = True if reduce is None else reduce
+    average = True if size_average is None else size_average
+    reduction = ("mean" if average else "sum") if keep_reduce else "none"
+    warnings.warn(
+        f"`size_average` and `reduce` are deprecated, as in PyTorch; they override "
+        f"`reduction`, pass reduction={reduction!r} instead. "
+        f"Received: size_average={size_average!r}, reduce={reduce!r}",
+        UserWarning,
+        stacklevel=3,
+    )
+    return reduction
+
+
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    prior: str | torch.Tensor = "uniform",
+    kl: bool = False,
+    z_loss: float = 0.0,
+) -> torch.Tensor:
+    r"""``torch.nn.functional.cross_entropy``, computed by lsr: change the prefix only.
+
+    The parameters shared with ``F.cross_entropy`` have its names, positions, kinds and
+    defaults (``weight`` third and positional, ``label_smoothing=0.0``), so
+    ``F.cross_entropy(...)`` becomes ``lsr.torch.cross_entropy(...)`` with nothing else
+    changed; with ``prior="uniform"`` the values and gradients are ``F.cross_entropy``'s
+    for every input it accepts. The keyword-only ``prior``, ``kl`` and ``z_loss`` are
+    lsr's additions (see ``smooth_ce``, lsr's own keyword grammar).
+
+    Where it differs from ``F.cross_entropy``, on purpose: a "mean" over no counted
+    position (every target ``ignore_index``, or an empty batch) is 0 with a zero
+    gradient, not NaN; class ids out of range raise a ``ValueError`` (eager) or make the
+    loss NaN (``torch.compile``, ``torch.func``) instead of an index error.
+
+    Args:
+        input: logits of shape (C,), (N, C) or (N, C, d1, d2, ...), classes on axis 1
+            (0 for a 1-D input).
+        target: class ids of the input's shape without the class axis, or class
+            probabilities of the input's shape and dtype.
+        weight: per-class weights of shape (C,).
+        size_average: deprecated, as in PyTorch: with ``reduce`` it overrides
+            ``reduction`` (None counts as True; ``reduce`` false gives "none", else
+            ``size_average`` chooses "mean" or "sum") and warns (``UserWarning``).
+        ignore_index: class id whose targets get loss 0 and are left out of the mean.
+        reduce: deprecated, as in PyTorch; see ``size_average``.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (PyTorch's deprecated
+            ``"elementwise_mean"`` means "mean", with a warning).
+        label_smoothing: epsilon in [0, 1].
+        prior: ``"uniform"`` (PyTorch's convention), ``"others"`` (the true class gets
+            exactly ``1 - eps``) or a (C,) tensor of class probabilities.
+        kl: return ``KL(q' || p)`` (the loss minus the target entropy).
+        z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
+
+    Returns:
+        As ``F.cross_entropy``: a 0-d tensor for "mean" and "sum", else one loss per
+        position; in the input's dtype, also for float16/bfloat16 (computed in float32
+        and rounded once), and float32 under ``torch.autocast``.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> import lsr.torch
+        >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+        >>> target = torch.tensor([0, 1])
+        >>> ours = lsr.torch.cross_entropy(logits, target, None, label_smoothing=0.1)
+        >>> theirs = F.cross_entropy(logits, target, None, label_smoothing=0.1)
+        >>> print(f"{ours.item():.4f} {theirs.item():.4f}")
+        0.5047 0.5047
+    """
+    if size_average is not None or reduce is not None:
+        reduction = _legacy_reduction(size_average, reduce)
+    elif reduction == "elementwise_mean":
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated, as in PyTorch; pass "
+            "reduction='mean' instead. Received: reduction='elementwise_mean'",
+            UserWarning,
+            stacklevel=2,
+        )
+        reduction = "mean"
+    # Checked here so that errors name PyTorch's parameter, not smooth_ce's `smoothing`.
+    check_smoothing_type("label_smoothing", label_smoothing)
+    check_fraction("label_smoothing", label_smoothing)
+    loss = smooth_ce(
+        input,
+        target,
+        weight=weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        smoothing=label_smoothing,
+        prior=prior,
+        kl=kl,
+        z_loss=z_loss,
+    )
+    # F.cross_entropy returns half-precision losses in the input's dtype, and float32
+    # under autocast (which runs it in float32).
+    if input.dtype in HALF and not torch.is_autocast_enabled(input.device.type):
+        loss = loss.to(input.dtype)
+    return loss
+
+
+def distill_loss(
+    input: torch.Tensor,
+    teacher: torch.Tensor,
+    *,
+    temperature: Any,
+    axis: int = 1,
+    reduction: str = "mean",
+    where: torch.Tensor | None = None,
+    kl: bool = False,
+) -> torch.Tensor:
+    """Hinton et al. (2015) distillation loss, ``T**2`` times the soft-target cross-entropy.
+
+    ``lsr.distill_loss`` with PyTorch's class axis 1; the teacher's logits are detached,
+    so only the student (``input``) receives gradients. See ``lsr.distill_loss``.
+
+    Example:
+        >>> import torch, lsr.torch
+        >>> student = torch.tensor([[1.0, 2.0, 0.5]], requires_grad=True)
+        >>> teacher = torch.tensor([[2.0, 1.0, 0.0]], requires_grad=True)
+        >>> loss = lsr.torch.distill_loss(student, teacher, temperature=2.0, kl=True)
+        >>> loss.backward()
+        >>> round(loss.item(), 6), teacher.grad is None
+        (0.418517, True)
+    """
+    check_tensor("input", input)
+    check_tensor("teacher", teacher)
+    if where is not None:
+        check_tensor("where", where)
+    if not isinstance(temperature, (numbers.Real, torch.Tensor)):
+        fail_type(
+            "`temperature` must be a positive number or a 0-d torch.Tensor.",
+            "temperature",
+            temperature,
+        )
+    return _distill.distill_loss(
+        input,
+        teacher.detach(),
+        temperature=temperature,
+        axis=axis,
+        reduction=reduction,
+        where=where,
+        kl=kl,
+    )
