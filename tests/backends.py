@@ -7,6 +7,7 @@ never a skip. Without the variable, every importable backend is used.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -15,14 +16,10 @@ from typing import Any
 
 import numpy as np
 
-ALL_BACKENDS = ("numpy", "array_api_strict", "torch", "jax", "tensorflow")
-_MODULE_OF = {
-    "numpy": "numpy",
-    "array_api_strict": "array_api_strict",
-    "torch": "torch",
-    "jax": "jax",
-    "tensorflow": "tensorflow",
-}
+from lsr import _compat
+
+# The registry's names, in its order (lsr._compat.BACKENDS).
+ALL_BACKENDS = tuple(_compat.BACKENDS)
 
 
 def selected_backends() -> tuple[str, ...]:
@@ -35,17 +32,26 @@ def selected_backends() -> tuple[str, ...]:
                 f"LSR_BACKENDS names unknown backends {unknown}; known: {ALL_BACKENDS}"
             )
         return names
-    return tuple(name for name in ALL_BACKENDS if importlib.util.find_spec(_MODULE_OF[name]))
+    return tuple(
+        name
+        for name in ALL_BACKENDS
+        if importlib.util.find_spec(_compat.BACKENDS[name].module) is not None
+    )
 
 
 @dataclass(frozen=True)
 class Backend:
-    """A namespace plus conversions, so a test can be written once for every backend."""
+    """A namespace plus conversions, so a test can be written once for every backend.
+
+    ``registry`` is lsr's own record of the library (``lsr._compat.Backend``): its
+    half-precision dtypes, whether its arrays are writable, its overlay namespace.
+    """
 
     name: str
     xp: Any
     _from_numpy: Callable[[np.ndarray], Any]
     _to_numpy: Callable[[Any], np.ndarray]
+    registry: _compat.Backend
 
     def asarray(self, value: Any, dtype: Any = None) -> Any:
         array = np.asarray(value)
@@ -60,35 +66,39 @@ class Backend:
         return self.name
 
 
-def load_backend(name: str) -> Backend:
-    """Import a backend; raises ImportError when it is not installed."""
+def _conversions(name: str) -> tuple[Callable[[np.ndarray], Any], Callable[[Any], np.ndarray]]:
+    """NumPy in and out: a test-only fact, kept here rather than in lsr's registry."""
     if name == "numpy":
-        import array_api_compat.numpy as xp
-
-        return Backend(name, xp, lambda a: a, lambda a: a)
+        return (lambda a: a), (lambda a: a)
     if name == "array_api_strict":
-        import array_api_strict as xp
+        import array_api_strict
 
-        return Backend(name, xp, xp.asarray, lambda a: np.from_dlpack(a))
+        return array_api_strict.asarray, np.from_dlpack
     if name == "torch":
-        import array_api_compat.torch as xp
         import torch
 
-        return Backend(name, xp, torch.from_numpy, lambda a: a.detach().cpu().numpy())
+        return torch.from_numpy, (lambda a: a.detach().cpu().numpy())
     if name == "jax":
         import jax
 
+        # The float64 reference comparisons need 64-bit JAX arrays.
         jax.config.update("jax_enable_x64", True)
         import jax.numpy as jnp
 
-        return Backend(name, jnp, jnp.asarray, np.asarray)
+        return jnp.asarray, np.asarray
     if name == "tensorflow":
         import tensorflow as tf
 
-        from lsr import _tf_namespace
+        return tf.convert_to_tensor, (lambda a: a.numpy())
+    raise AssertionError(f"no conversions for backend {name!r}: add them to _conversions")
 
-        return Backend(name, _tf_namespace.namespace, tf.convert_to_tensor, lambda a: a.numpy())
-    raise ValueError(f"unknown backend {name!r}")
+
+def load_backend(name: str) -> Backend:
+    """Import a backend; raises ImportError when it is not installed."""
+    registry = _compat.get_backend(name)
+    importlib.import_module(registry.module)
+    from_numpy, to_numpy = _conversions(name)
+    return Backend(name, registry.namespace(), from_numpy, to_numpy, registry)
 
 
 # float64 is compared tightly; float32 at a few ulps of accumulated error; half precision

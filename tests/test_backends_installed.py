@@ -1,10 +1,13 @@
 """A session that names a backend must be able to import it (no silent skips)."""
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from lsr import _compat
 from tests.backends import ALL_BACKENDS, load_backend, selected_backends
 
 
@@ -32,3 +35,40 @@ def test_a_missing_backend_fails_the_session(tmp_path):
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode != 0
     assert "ImportError" in result.stderr or "ModuleNotFoundError" in result.stderr
+
+
+ENVIRONMENTS = Path(__file__).resolve().parent.parent / "backends"
+
+
+def test_every_backend_has_a_pinned_environment_that_installs_it():
+    """The registry's environment file exists and pins the backend's distribution."""
+    for name, backend in _compat.BACKENDS.items():
+        requirements = ENVIRONMENTS / f"{backend.environment}.txt"
+        assert requirements.is_file(), f"{name}: no {requirements}"
+        distribution = backend.module.replace("_", "-")
+        # A CPU build may be pinned under its own name (tensorflow-cpu).
+        assert {distribution, f"{distribution}-cpu"} & _pinned(requirements), (
+            f"{name}: {requirements.name} does not install {distribution}"
+        )
+
+
+def test_every_environment_file_belongs_to_a_backend():
+    """No stale environment: each file is some backend's, or ``all`` (every backend)."""
+    named = {backend.environment for backend in _compat.BACKENDS.values()}
+    files = {path.stem for path in ENVIRONMENTS.glob("*.txt")}
+    assert files == named | {"all"}
+    assert _pinned(ENVIRONMENTS / "all.txt") >= set().union(
+        *(_pinned(ENVIRONMENTS / f"{env}.txt") for env in named)
+    )
+
+
+def _pinned(requirements: Path) -> set[str]:
+    """The distributions a requirements file installs, following ``-r`` includes."""
+    names = set()
+    for line in requirements.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line.startswith("-r"):
+            names |= _pinned(requirements.parent / line[2:].strip())
+        elif line:
+            names.add(re.split(r"[=<>!~\[; ]", line, maxsplit=1)[0].lower())
+    return names
