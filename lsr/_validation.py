@@ -8,7 +8,7 @@ Every message has one grammar (as in Keras): what is wrong, what is expected, th
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, NoReturn
 
 REDUCTIONS = ("none", "sum", "mean")
 PRIOR_NAMES = ("uniform", "others")
@@ -24,11 +24,11 @@ def _show(value: Any) -> str:
     return repr(value)
 
 
-def fail_value(message: str, name: str, value: Any) -> None:
+def fail_value(message: str, name: str, value: Any) -> NoReturn:
     raise ValueError(f"{message} Received: {name}={_show(value)}")
 
 
-def fail_type(message: str, name: str, value: Any) -> None:
+def fail_type(message: str, name: str, value: Any) -> NoReturn:
     raise TypeError(f"{message} Received: {name}={_show(value)}")
 
 
@@ -62,6 +62,7 @@ def check_positive_int(name: str, value: Any, minimum: int = 1) -> None:
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
         fail_type(f"`{name}` must be an integer.", name, axis)
-    if not -ndim <= axis < ndim:
+    index = int(axis)
+    if not -ndim <= index < ndim:
         fail_value(f"`{name}` is out of range for an array with {ndim} dimensions.", name, axis)
-    return int(axis) % ndim
+    return index % ndim
