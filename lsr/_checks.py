@@ -14,6 +14,7 @@ from typing import Any
 from lsr import _core
 from lsr._compat import array_namespace, values_are_cheap
 from lsr._core import Spec
+from lsr._typing import DType, Namespace
 from lsr._validation import (
     PRIOR_NAMES,
     REDUCTIONS,
@@ -25,26 +26,26 @@ from lsr._validation import (
 )
 
 
-def cast(xp: Any, x: Any, dtype: Any) -> Any:
+def cast(xp: Namespace, x: Any, dtype: DType) -> Any:
     """``x`` in ``dtype``, without the copy that ``astype`` makes when it already is."""
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
-def is_integer_dtype(xp: Any, dtype: Any) -> bool:
+def is_integer_dtype(xp: Namespace, dtype: DType) -> bool:
     return xp.isdtype(dtype, "integral")
 
 
-def is_floating_dtype(xp: Any, dtype: Any) -> bool:
+def is_floating_dtype(xp: Namespace, dtype: DType) -> bool:
     return xp.isdtype(dtype, "real floating")
 
 
-def _integer_bounds(xp: Any, dtype: Any) -> tuple[int, int]:
+def _integer_bounds(xp: Namespace, dtype: DType) -> tuple[int, int]:
     iinfo = getattr(xp, "iinfo", None)
     info = iinfo(dtype) if iinfo is not None else dtype  # a tf.DType has .min and .max
     return int(info.min), int(info.max)
 
 
-def index_labels(xp: Any, labels: Any) -> Any:
+def index_labels(xp: Namespace, labels: Any) -> Any:
     """Integer labels in the namespace's index dtype (int64; int32 for JAX without x64).
 
     A narrow dtype cannot be compared with every class id or ``ignore_index`` as they
@@ -55,7 +56,7 @@ def index_labels(xp: Any, labels: Any) -> Any:
     return cast(xp, labels, _core.index_dtype(xp, labels))
 
 
-def matchable_ignore_index(xp: Any, ignore_index: int | None, dtype: Any) -> int | None:
+def matchable_ignore_index(xp: Namespace, ignore_index: int | None, dtype: DType) -> int | None:
     """``ignore_index`` for labels of the index ``dtype``: None when no label can equal it
     (outside the dtype's range, e.g. 2**40 with JAX's int32 ids), so it matches nothing."""
     if ignore_index is None:
@@ -64,7 +65,7 @@ def matchable_ignore_index(xp: Any, ignore_index: int | None, dtype: Any) -> int
     return int(ignore_index) if low <= ignore_index <= high else None
 
 
-def sum_tolerance(xp: Any, dtype: Any, count: int) -> float:
+def sum_tolerance(xp: Namespace, dtype: DType, count: int) -> float:
     """How far from 1 a sum of ``count`` probabilities of ``dtype`` may be from rounding.
 
     ``8 sqrt(count)`` units of roundoff (never finer than float32's: a float64 array is
@@ -75,7 +76,7 @@ def sum_tolerance(xp: Any, dtype: Any, count: int) -> float:
     return min(1e-2, 8.0 * eps * max(count, 16) ** 0.5)
 
 
-def check_dense_targets(xp: Any, targets: Any, axis: int, where: Any, dtype: Any) -> None:
+def check_dense_targets(xp: Namespace, targets: Any, axis: int, where: Any, dtype: DType) -> None:
     """Dense targets are distributions over the classes: finite, non-negative entries
     whose sum is 1 at every kept position. Checked when their values are cheap to read
     (swapped arguments, e.g. Keras' ``(y_true, y_pred)`` order, land here)."""
@@ -108,7 +109,7 @@ def check_dense_targets(xp: Any, targets: Any, axis: int, where: Any, dtype: Any
     )
 
 
-def check_dtype_argument(xp: Any, dtype: Any) -> None:
+def check_dtype_argument(xp: Namespace, dtype: DType) -> None:
     """A ``dtype=`` argument: None or one of the namespace's real floating dtypes (a NumPy
     type such as ``np.int32`` or an arbitrary object must not reach ``xp.isdtype``)."""
     if dtype is None:
@@ -121,7 +122,7 @@ def check_dtype_argument(xp: Any, dtype: Any) -> None:
         fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
 
 
-def check_logits(xp: Any, logits: Any, name: str = "logits") -> None:
+def check_logits(xp: Namespace, logits: Any, name: str = "logits") -> None:
     if not is_floating_dtype(xp, logits.dtype):
         fail_type(f"`{name}` must have a real floating dtype.", name, logits)
     if logits.ndim < 1:
@@ -133,7 +134,7 @@ def _without(shape: tuple, axis: int) -> tuple:
 
 
 def check_label_range(
-    xp: Any, labels: Any, num_classes: int, ignore_index: int | None, name: str = "labels"
+    xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None, name: str = "labels"
 ) -> None:
     """Integer labels in [0, K) (or equal to ``ignore_index``); checked when concrete."""
     if not values_are_cheap(labels) or 0 in tuple(labels.shape):
@@ -157,7 +158,7 @@ def check_label_range(
         )
 
 
-def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
+def check_prior(xp: Namespace, prior: Any, num_classes: int, dtype: DType) -> Any:
     """A prior name, or a (K,) distribution cast to ``dtype`` (values checked when concrete)."""
     if isinstance(prior, str):
         check_choice("prior", prior, PRIOR_NAMES)
@@ -203,7 +204,7 @@ def check_prior(xp: Any, prior: Any, num_classes: int, dtype: Any) -> Any:
     return prior
 
 
-def check_weight(xp: Any, weight: Any, num_classes: int, dtype: Any) -> Any:
+def check_weight(xp: Namespace, weight: Any, num_classes: int, dtype: DType) -> Any:
     if weight is None:
         return None
     shape = getattr(weight, "shape", None)
@@ -216,7 +217,7 @@ def check_weight(xp: Any, weight: Any, num_classes: int, dtype: Any) -> Any:
     return cast(xp, weight, dtype)
 
 
-def check_smoothing(xp: Any, smoothing: Any, dtype: Any) -> Any:
+def check_smoothing(xp: Namespace, smoothing: Any, dtype: DType) -> Any:
     check_fraction("smoothing", smoothing)
     if isinstance(smoothing, numbers.Real):
         return float(smoothing)
@@ -251,7 +252,8 @@ def check_z_loss(z_loss: Any) -> float:
     """The z-loss coefficient: a finite non-negative real number (not a bool or string)."""
     if isinstance(z_loss, bool) or not isinstance(z_loss, numbers.Real):
         fail_type("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
-    if not 0 <= z_loss < float("inf"):
+    # numbers.Real's stub has no comparison with int (python/mypy#3186).
+    if not 0 <= z_loss < float("inf"):  # type: ignore[operator]
         fail_value("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
     return float(z_loss)
 
@@ -262,7 +264,8 @@ def check_logit_cap(logit_cap: Any) -> float | None:
         return None
     if isinstance(logit_cap, bool) or not isinstance(logit_cap, numbers.Real):
         fail_type("`logit_cap` must be None or a finite positive number.", "logit_cap", logit_cap)
-    if not 0 < logit_cap < float("inf"):
+    # numbers.Real's stub has no comparison with int (python/mypy#3186).
+    if not 0 < logit_cap < float("inf"):  # type: ignore[operator]
         fail_value("`logit_cap` must be None or a finite positive number.", "logit_cap", logit_cap)
     return float(logit_cap)
 
@@ -338,7 +341,7 @@ def check_smooth_ce(
 
 
 def prepare_options(
-    xp: Any,
+    xp: Namespace,
     shape: tuple[int, ...],
     logits_dtype: Any,
     labels: Any,

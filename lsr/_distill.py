@@ -15,6 +15,7 @@ from typing import Any
 from lsr import _core
 from lsr._checks import cast, check_flag, check_logits, check_num_classes
 from lsr._compat import array_namespace, is_concrete
+from lsr._typing import Array, DType, Namespace
 from lsr._validation import (
     REDUCTIONS,
     check_choice,
@@ -25,14 +26,12 @@ from lsr._validation import (
 
 __all__ = ["distill_loss", "distill_loss_core", "prepare_distill"]
 
-Array = Any
-
 
 def distill_loss_core(
     student_logits: Array,
     teacher_logits: Array,
     *,
-    xp: Any,
+    xp: Namespace,
     temperature: Any,
     axis: int,
     reduction: str,
@@ -61,11 +60,12 @@ def distill_loss_core(
     return _core.reduce(xp, loss * (temperature * temperature), denominator, reduction)
 
 
-def _check_temperature(xp: Any, temperature: Any, dtype: Any) -> Any:
+def _check_temperature(xp: Namespace, temperature: Any, dtype: DType) -> Any:
     if isinstance(temperature, bool):
         fail_type("`temperature` must be a positive number.", "temperature", temperature)
     if isinstance(temperature, numbers.Real):
-        if not temperature > 0 or temperature == float("inf"):
+        # numbers.Real's stub has no comparison with int (python/mypy#3186).
+        if not temperature > 0 or temperature == float("inf"):  # type: ignore[operator]
             fail_value("`temperature` must be finite and > 0.", "temperature", temperature)
         return float(temperature)
     shape = getattr(temperature, "shape", None)

@@ -20,6 +20,7 @@ from lsr._checks import (
     prepare_smooth_ce,
 )
 from lsr._compat import array_namespace, values_are_cheap
+from lsr._typing import Namespace
 from lsr._validation import check_positive_int, fail_type, fail_value, normalize_axis
 
 
@@ -250,7 +251,7 @@ def estimate_prior(
     return prior
 
 
-def _default_float(xp: Any, like: Any) -> Any:
+def _default_float(xp: Namespace, like: Any) -> Any:
     info = getattr(xp, "__array_namespace_info__", None)
     if info is None:
         return xp.float32

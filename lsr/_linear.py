@@ -20,8 +20,7 @@ from typing import Any
 from lsr import _core
 from lsr._compat import device
 from lsr._core import Spec
-
-Array = Any
+from lsr._typing import Array, DType, Namespace
 
 # The logits of one block: 16 Mi elements (64 MiB in float32) by default; the matrix
 # products then run at full speed and the block stays small next to N x K.
@@ -43,7 +42,7 @@ def logits_block(
     where: Array | None,
     scale: Any,
     *,
-    xp: Any,
+    xp: Namespace,
     spec: Spec,
     with_grad: bool,
 ) -> tuple[Array, Array | None]:
@@ -72,11 +71,11 @@ def logits_block(
     return loss, None if grad is None else _cast(xp, grad, hidden.dtype)
 
 
-def _cast(xp: Any, x: Array, dtype: Any) -> Array:
+def _cast(xp: Namespace, x: Array, dtype: DType) -> Array:
     return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
-def zero_grads(xp: Any, projection: Array, bias: Array | None) -> tuple[Array, Array | None]:
+def zero_grads(xp: Namespace, projection: Array, bias: Array | None) -> tuple[Array, Array | None]:
     """The accumulators of d projection and d bias, before the first block."""
     # zeros_like keeps a transposed view's layout in PyTorch (nn.Linear's weight is
     # (K, d)), so the gradient comes back in the parameter's own layout.
@@ -91,7 +90,7 @@ def block_step(
     where: Array | None,
     scale: Any,
     *,
-    xp: Any,
+    xp: Namespace,
     projection: Array,
     bias: Array | None,
     spec: Spec,
@@ -118,7 +117,7 @@ def block_step(
     return (grad_projection, grad_bias), loss, d_hidden
 
 
-def python_scan(xp: Any) -> Any:
+def python_scan(xp: Namespace) -> Any:
     """``jax.lax.scan``'s contract as a Python loop, for eager namespaces (block after
     block: nothing can schedule them side by side)."""
 
@@ -142,7 +141,7 @@ def linear_smooth_ce(
     bias: Array | None,
     labels: Array,
     *,
-    xp: Any,
+    xp: Namespace,
     spec: Spec,
     chunk_size: int | None,
     with_grad: bool,
@@ -171,7 +170,7 @@ def scanned_linear_smooth_ce(
     bias: Array | None,
     labels: Array,
     *,
-    xp: Any,
+    xp: Namespace,
     spec: Spec,
     chunk_size: int | None,
     with_grad: bool,

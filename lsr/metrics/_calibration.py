@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from lsr._compat import array_namespace
+from lsr._typing import Array
 from lsr._validation import check_choice, check_positive_int
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._inputs import prepare_scores
@@ -22,8 +23,6 @@ __all__ = [
 
 NORMS = ("l1", "l2", "max")
 BIN_EDGE_RULES = ("right", "left")
-
-Array = Any
 
 
 class ReliabilityDiagram(NamedTuple):

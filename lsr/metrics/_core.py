@@ -15,12 +15,11 @@ from typing import Any
 
 from lsr import _core
 from lsr._compat import device
-
-Array = Any
+from lsr._typing import Array, DType, Namespace
 
 
 def top_label(
-    xp: Any, scores: Array, labels: Array, *, axis: int, from_logits: bool
+    xp: Namespace, scores: Array, labels: Array, *, axis: int, from_logits: bool
 ) -> tuple[Array, Array]:
     """Top-label confidence and correctness, both flattened to shape (N,).
 
@@ -45,13 +44,13 @@ def top_label(
     return confidence, correct
 
 
-def bin_edges(xp: Any, n_bins: int, *, dtype: Any, like: Array) -> Array:
+def bin_edges(xp: Namespace, n_bins: int, *, dtype: DType, like: Array) -> Array:
     """The n_bins + 1 equal-width edges ``j / n_bins`` in ``dtype`` on ``like``'s device."""
     steps = xp.arange(n_bins + 1, device=device(like))
     return xp.astype(steps, dtype) / n_bins
 
 
-def bin_membership(xp: Any, confidence: Array, n_bins: int, *, right: bool) -> Array:
+def bin_membership(xp: Namespace, confidence: Array, n_bins: int, *, right: bool) -> Array:
     """A (N, n_bins) one-hot matrix of each example's bin, in the confidences' dtype.
 
     ``right=True``: bins ``(lo, hi]`` (the first one also takes 0). ``right=False``: bins
@@ -71,7 +70,7 @@ def bin_membership(xp: Any, confidence: Array, n_bins: int, *, right: bool) -> A
 
 
 def bin_statistics(
-    xp: Any, confidence: Array, correct: Array, n_bins: int, *, right: bool
+    xp: Namespace, confidence: Array, correct: Array, n_bins: int, *, right: bool
 ) -> tuple[Array, Array, Array]:
     """Per-bin mean confidence, accuracy (both 0 in empty bins) and count, each (n_bins,)."""
     membership = bin_membership(xp, confidence, n_bins, right=right)
@@ -86,7 +85,7 @@ def bin_statistics(
 
 
 def calibration_error(
-    xp: Any, mean_confidence: Array, accuracy: Array, count: Array, norm: str
+    xp: Namespace, mean_confidence: Array, accuracy: Array, count: Array, norm: str
 ) -> Array:
     """Guo et al.'s binned calibration error from the per-bin statistics (a 0-d array).
 
@@ -102,14 +101,14 @@ def calibration_error(
     return xp.sqrt(xp.sum(proportion * gap * gap))
 
 
-def target_logits(xp: Any, logits: Array, labels: Array, axis: int) -> Array:
+def target_logits(xp: Namespace, logits: Array, labels: Array, axis: int) -> Array:
     """``z_y`` at every position (the class axis removed); labels must be in range."""
     index = xp.expand_dims(xp.astype(labels, _core.index_dtype(xp, logits)), axis=axis)
     return xp.squeeze(xp.take_along_axis(logits, index, axis=axis), axis=axis)
 
 
 def nll_derivatives(
-    xp: Any, logits: Array, target_logit: Array, inverse_temperature: float, axis: int
+    xp: Namespace, logits: Array, target_logit: Array, inverse_temperature: float, axis: int
 ) -> tuple[float, float]:
     """First and second derivative of the mean NLL of softmax(b z) in b (Python floats).
 
@@ -127,14 +126,16 @@ def nll_derivatives(
     return float(first), float(xp.mean(variance))
 
 
-def mean_nll(xp: Any, logits: Array, target_logit: Array, temperature: Any, axis: int) -> Array:
+def mean_nll(
+    xp: Namespace, logits: Array, target_logit: Array, temperature: Any, axis: int
+) -> Array:
     """Mean NLL of softmax(z / T) at the labels (a 0-d array)."""
     scaled = logits / temperature
     lse = xp.squeeze(_core.logsumexp(xp, scaled, axis), axis=axis)
     return xp.mean(lse - target_logit / temperature)
 
 
-def plane_projection(xp: Any, features: Array, templates: Array) -> tuple[Array, Array]:
+def plane_projection(xp: Namespace, features: Array, templates: Array) -> tuple[Array, Array]:
     """Coordinates of ``features`` (N, D) in the plane through three ``templates`` (3, D).
 
     The basis (2, D) is Gram-Schmidt on ``t1 - t0`` and ``t2 - t0``; the coordinates are

@@ -12,11 +12,10 @@ from typing import Any
 from lsr import _core
 from lsr._checks import cast, check_label_range, check_logits, is_integer_dtype
 from lsr._compat import array_namespace, is_concrete
+from lsr._typing import Array, DType, Namespace
 from lsr._validation import fail_type, fail_value, normalize_axis
 
 __all__ = ["check_bool", "prepare_scores"]
-
-Array = Any
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -24,13 +23,13 @@ def check_bool(name: str, value: Any) -> None:
         fail_type(f"`{name}` must be True or False.", name, value)
 
 
-def _probability_tolerance(xp: Any, dtype: Any) -> float:
+def _probability_tolerance(xp: Namespace, dtype: DType) -> float:
     if dtype == xp.float64:
         return 1e-6
     return 1e-3 if dtype == xp.float32 else 1e-2
 
 
-def _check_probabilities(xp: Any, probs: Array, axis: int, name: str) -> None:
+def _check_probabilities(xp: Namespace, probs: Array, axis: int, name: str) -> None:
     """Probabilities in [0, 1] that sum to 1 over ``axis`` (checked when concrete)."""
     if not is_concrete(probs):
         return

@@ -13,12 +13,11 @@ from typing import Any, NamedTuple
 from lsr import _core
 from lsr._checks import cast, check_logits, is_floating_dtype
 from lsr._compat import array_namespace, device, is_concrete
+from lsr._typing import Array
 from lsr._validation import fail_type, fail_value, normalize_axis
 from lsr.metrics import _core as metrics_core
 
 __all__ = ["PenultimateProjection", "penultimate_projection", "project_with_templates"]
-
-Array = Any
 
 
 class PenultimateProjection(NamedTuple):
@@ -53,7 +52,6 @@ def _template_axis(class_weights: Array, dimension: int, class_axis: Any) -> int
         "class_axis",
         class_axis,
     )
-    return 0  # unreachable
 
 
 def _check_classes(classes: Any, num_classes: int) -> tuple[int, int, int]:
@@ -61,16 +59,17 @@ def _check_classes(classes: Any, num_classes: int) -> tuple[int, int, int]:
         chosen = tuple(classes) if not isinstance(classes, str) else None
     except TypeError:
         chosen = None
-    ok = (
-        chosen is not None
-        and len(chosen) == 3
-        and all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in chosen)
-    )
-    if not ok or len({int(c) for c in chosen}) != 3:
+    if (
+        chosen is None
+        or len(chosen) != 3
+        or not all(isinstance(c, numbers.Integral) and not isinstance(c, bool) for c in chosen)
+        or len({int(c) for c in chosen}) != 3
+    ):
         fail_value("`classes` must be three distinct integer class ids.", "classes", classes)
     if not all(0 <= int(c) < num_classes for c in chosen):
         fail_value(f"`classes` must be class ids in [0, {num_classes}).", "classes", classes)
-    return tuple(int(c) for c in chosen)
+    first, second, third = (int(c) for c in chosen)
+    return first, second, third
 
 
 def project_with_templates(

@@ -13,20 +13,20 @@ from typing import Any
 
 from lsr._checks import cast, check_logits, is_floating_dtype
 from lsr._compat import array_namespace, device, is_concrete
+from lsr._typing import Array, Namespace
 from lsr._validation import check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._inputs import prepare_scores
 
 __all__ = ["apply_temperature", "fit_temperature"]
 
-Array = Any
 
-
-def _check_temperature(xp: Any, temperature: Any) -> Any:
+def _check_temperature(xp: Namespace, temperature: Any) -> Any:
     if isinstance(temperature, bool):
         fail_type("`temperature` must be a positive number.", "temperature", temperature)
     if isinstance(temperature, numbers.Real):
-        if not (math.isfinite(temperature) and temperature > 0):
+        # numbers.Real's stub has no comparison with int (python/mypy#3186).
+        if not (math.isfinite(temperature) and temperature > 0):  # type: ignore[operator]
             fail_value("`temperature` must be finite and > 0.", "temperature", temperature)
         return float(temperature)
     shape = getattr(temperature, "shape", None)
@@ -63,7 +63,7 @@ def apply_temperature(logits: Any, temperature: Any) -> Array:
     return logits / temperature
 
 
-def _wide_dtype(xp: Any, like: Array) -> Any:
+def _wide_dtype(xp: Namespace, like: Array) -> Any:
     """float64 where the namespace has it (not JAX without x64), else float32."""
     info = getattr(xp, "__array_namespace_info__", None)
     if info is None:
