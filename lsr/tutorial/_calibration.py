@@ -128,11 +128,11 @@ def calibration_section(
             "calibration: the tutorial ran with label_smoothing=0, so both models of the "
             "calibration section are hard-target models"
         )
-    models = {"smoothed": run.clean_model}
-    if models["smoothed"] is None:
-        models["smoothed"] = _train_clean(run, smoothing, bar)
+    smoothed = run.clean_model
+    if smoothed is None:
+        smoothed = _train_clean(run, smoothing, bar)
     say(f"{backend}: calibration: training the hard-target model (smoothing=0)")
-    models["hard"] = _train_clean(run, 0.0, bar)
+    models = {"smoothed": smoothed, "hard": _train_clean(run, 0.0, bar)}
 
     x_held = run.data.x_test[run.test_slice]
     y_held = run.data.y_test[run.test_slice]
