@@ -40,14 +40,9 @@ from lsr._checks import (
     matchable_ignore_index,
 )
 from lsr._validation import REDUCTIONS, check_choice, fail_type, fail_value, normalize_axis
+from lsr.jax._namespace import as_jax
 
 __all__ = ["vocab_parallel_smooth_ce"]
-
-
-def _as_jax(x: Any) -> Any:
-    if x is None or isinstance(x, jax.Array):
-        return x
-    return jnp.asarray(x)
 
 
 def _axis_size(axis_name: Any, name: str) -> int:
@@ -152,12 +147,12 @@ def vocab_parallel_smooth_ce(
         Szegedy et al. 2016 (label smoothing).
     """
     xp = jnp
-    logits_shard, labels = _as_jax(logits_shard), _as_jax(labels)
-    weight, where = _as_jax(weight), _as_jax(where)
+    logits_shard, labels = as_jax(logits_shard, "logits_shard"), as_jax(labels)
+    weight, where = as_jax(weight, "weight"), as_jax(where, "where")
     if not isinstance(prior, str):
-        prior = _as_jax(prior)
+        prior = as_jax(prior, "prior")
     if not isinstance(smoothing, numbers.Real):
-        smoothing = _as_jax(smoothing)
+        smoothing = as_jax(smoothing, "smoothing")
 
     # Checks, all before any collective.
     check_logits(xp, logits_shard, "logits_shard")

@@ -11,7 +11,8 @@ Everything here traces under ``tf.function`` and compiles under ``jit_compile=Tr
 value-dependent Python branch, and Python scalars mixed into an operation take the dtype
 of the tensor they meet (so float64 inputs stay float64, as the standard's promotion rules
 for Python scalars ask). This module imports TensorFlow; ``lsr._compat`` imports it only
-when TensorFlow is already loaded.
+when TensorFlow is already loaded (it is part of ``lsr.tensorflow``, so that import loads
+the adapter too).
 """
 
 from __future__ import annotations

@@ -1,0 +1,279 @@
+"""``smooth_ce`` (a ``jax.custom_jvp``), ``smooth_labels``, ``estimate_prior``,
+``distill_loss``: the core's functions on jax arrays (see ``lsr.jax`` for the conventions).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.custom_derivatives import SymbolicZero
+
+from lsr import _core, _distill, _functions
+from lsr._checks import prepare_smooth_ce
+from lsr.jax._namespace import as_jax, as_prior, as_scalar, xp
+
+__all__ = ["distill_loss", "estimate_prior", "smooth_ce", "smooth_labels"]
+
+
+@jax.custom_jvp
+def _smooth_ce(logits: Any, labels: Any, spec: _core.Spec) -> Any:
+    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
+    return loss
+
+
+def _is_zero(tangent: Any) -> bool:
+    """Whether a tangent is JAX's symbolic zero (nothing asked for that argument)."""
+    return all(isinstance(leaf, SymbolicZero) for leaf in jax.tree_util.tree_leaves(tangent))
+
+
+# The arguments besides the logits that may carry tangents (integer labels and boolean
+# masks never have any).
+_DIFFERENTIABLE = ("smoothing", "prior", "weight")
+
+
+@functools.partial(_smooth_ce.defjvp, symbolic_zeros=True)
+def _smooth_ce_jvp(primals, tangents):
+    logits, labels, spec = primals
+    logits_dot, labels_dot, spec_dot = tangents
+    if _is_zero(logits_dot):
+        loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
+        tangent_out = jnp.zeros_like(loss)
+    else:
+        # The loss and the core's closed-form gradient in one pass (one exp of the
+        # logits: XLA's CPU reductions do not vectorize an exp fused into them, which
+        # made a separate logsumexp twice as slow at K = 128000), with a unit cotangent
+        # per reduced value: for "none" the row of position i is d loss_i / d z_i, else
+        # d loss / d z. Reverse mode keeps that gradient as its residual.
+        loss, grad = _core.reduced_loss_and_grad(logits, labels, spec, xp=xp)
+        summed_axes = spec.axis if spec.reduction == "none" else None
+        tangent_out = jnp.sum(grad * logits_dot, axis=summed_axes)
+
+    # Dense labels, weight, an array prior and an array smoothing: differentiate the core's
+    # forward pass in just the arguments whose tangents are not zero.
+    others = {"labels": (labels, labels_dot)} if spec.dense else {}
+    for name in _DIFFERENTIABLE:
+        value = getattr(spec, name)
+        if value is not None and not isinstance(value, (float, str)):
+            others[name] = (value, getattr(spec_dot, name))
+    asked = {name: pair for name, pair in others.items() if not _is_zero(pair[1])}
+    if asked:
+
+        def loss_of(values):
+            values = dict(values)
+            targets = values.pop("labels", labels)
+            return _core.smooth_ce(logits, targets, spec.replace(**values), xp=xp)[0]
+
+        _, extra = jax.jvp(
+            loss_of,
+            ({name: value for name, (value, _) in asked.items()},),
+            ({name: tangent for name, (_, tangent) in asked.items()},),
+        )
+        tangent_out = tangent_out + extra
+    return loss, tangent_out
+
+
+def smooth_ce(
+    logits: Any,
+    labels: Any,
+    *,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    axis: int = -1,
+    ignore_index: int | None = None,
+    weight: Any = None,
+    where: Any = None,
+    reduction: str = "mean",
+    kl: bool = False,
+    z_loss: float = 0.0,
+) -> jax.Array:
+    r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))`` for JAX.
+
+    ``q' = (1 - smoothing) q + smoothing u``, with ``q`` the one-hot (or given dense)
+    target and ``u`` the distribution named by ``prior`` (Szegedy et al. 2016). The same
+    definition and numbers as ``lsr.smooth_ce``; for integer labels no N x K target is
+    built. Works under ``jax.jit``, ``grad``/``value_and_grad``, ``vmap``, ``jvp``,
+    ``jacfwd`` and ``hessian``, and on sharded arrays.
+
+    Args:
+        logits: unnormalized scores, shape ``(..., K, ...)`` with the K classes on
+            ``axis``; any jax array-like. float16/bfloat16 are computed (and returned)
+            in float32.
+        labels: integer class ids, the logits' shape without ``axis`` (any integer
+            dtype), or dense floating targets of the logits' shape (one-hot or soft, e.g.
+            a teacher's probabilities; differentiable).
+        smoothing: epsilon in [0, 1]. A Python float is a compile-time constant; a jax
+            scalar (for example a traced argument of a jitted step) is a runtime input,
+            so an epsilon schedule does not recompile. Differentiable when an array.
+        prior: ``"uniform"`` (``u_k = 1/K``: optax, PyTorch, Keras; the true class gets
+            ``1 - eps + eps/K``), ``"others"`` (eps spread over the K - 1 other classes:
+            T5X, fairseq, cleverhans 2017), or a (K,) class distribution (may be traced).
+        axis: the class axis of ``logits`` (-1, as in optax).
+        ignore_index: integer labels equal to it get loss 0 and gradient 0 and leave the
+            mean's denominator. Integer labels only.
+        weight: per-class weights of shape (K,), PyTorch's semantics (see
+            ``lsr.smooth_ce``); "mean" then divides by the sum of ``w_y`` over kept
+            positions.
+        where: optax-style boolean mask of the positions to keep, the logits' shape
+            without ``axis``: masked positions get loss 0 and gradient 0 and leave the
+            mean's denominator.
+        reduction: ``"mean"`` (over kept positions), ``"sum"``, or ``"none"`` (the
+            positions' shape, as optax's losses return).
+        kl: return ``KL(q' || p)`` (minimum 0, as T5X reports it); same gradient.
+        z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position (PaLM, T5X).
+
+    Returns:
+        A jax array: 0-d for "mean" and "sum", else the positions' shape.
+
+    Raises:
+        TypeError, ValueError: as ``lsr.smooth_ce``, at trace time for shapes, dtypes and
+            options. Value checks (labels in range, smoothing in [0, 1], the prior summing
+            to 1) need concrete arrays; under ``jax.jit``/``vmap`` an out-of-range label
+            makes its loss, every reduction over it and the gradient NaN instead.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from lsr.jax import smooth_ce
+        >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
+        >>> labels = jnp.array([0, 1])
+        >>> loss, grad = jax.jit(jax.value_and_grad(smooth_ce))(logits, labels)
+        >>> print(f"{loss:.4f}", grad.shape)
+        0.5047 (2, 3)
+
+    References:
+        Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision";
+        Müller et al. 2019, "When Does Label Smoothing Help?".
+    """
+    logits, labels = as_jax(logits, "logits"), as_jax(labels)
+    weight, where = as_jax(weight, "weight"), as_jax(where, "where")
+    smoothing, prior = as_scalar(smoothing), as_prior(prior)
+    # Concrete arrays (closed over by a jitted function, say) are checked by value even
+    # while a caller is being traced: without this, comparisons on them would be staged
+    # into the program and could not be read. Tracers still skip the value checks.
+    with jax.ensure_compile_time_eval():
+        _, logits, labels, spec = prepare_smooth_ce(
+            logits,
+            labels,
+            smoothing=smoothing,
+            prior=prior,
+            axis=axis,
+            ignore_index=ignore_index,
+            weight=weight,
+            where=where,
+            reduction=reduction,
+            kl=kl,
+            z_loss=z_loss,
+        )
+    return _smooth_ce(logits, labels, spec)
+
+
+def smooth_labels(
+    labels: Any,
+    num_classes: int | None = None,
+    *,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    axis: int = -1,
+    dtype: Any = None,
+) -> jax.Array:
+    r"""Dense smoothed targets ``q' = (1 - smoothing) q + smoothing u`` as a jax array.
+
+    ``lsr.smooth_labels`` for jax array-likes. For one-hot ``labels`` and
+    ``prior="uniform"`` this is ``optax.smooth_labels(labels, smoothing)``. Prefer passing
+    integer labels straight to ``smooth_ce``, which never builds these N x K targets.
+
+    Args:
+        labels: integer class ids (then ``num_classes`` is required and the class axis is
+            inserted at ``axis`` of the result), or dense floating targets.
+        num_classes: K, for integer labels.
+        smoothing: epsilon in [0, 1] (a Python float or a jax scalar, may be traced).
+        prior: ``"uniform"``, ``"others"`` or a (K,) class distribution.
+        axis: the class axis (of the result).
+        dtype: the result's floating dtype; default: the dense labels' dtype, or JAX's
+            default float for integer labels.
+
+    Returns:
+        The smoothed targets: ``labels.shape`` with K inserted at ``axis`` for integer
+        labels, else ``labels.shape``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from lsr.jax import smooth_labels
+        >>> print(smooth_labels(jnp.array([1]), 4, smoothing=0.2, prior="others"))
+        [[0.06666667 0.8        0.06666667 0.06666667]]
+    """
+    # Values of concrete arrays are checked even while a caller is traced (see smooth_ce);
+    # targets built from concrete inputs alone are then constants of the traced program.
+    with jax.ensure_compile_time_eval():
+        return _functions.smooth_labels(
+            as_jax(labels),
+            num_classes,
+            smoothing=as_scalar(smoothing),
+            prior=as_prior(prior),
+            axis=axis,
+            dtype=dtype,
+        )
+
+
+def estimate_prior(
+    labels: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
+    pseudocount: float = 0.0,
+    dtype: Any = None,
+) -> jax.Array:
+    """The class distribution of integer ``labels``, for ``prior=`` (``lsr.estimate_prior``).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from lsr.jax import estimate_prior
+        >>> print(estimate_prior(jnp.array([0, 0, 1, 2]), 3))
+        [0.5  0.25 0.25]
+    """
+    with jax.ensure_compile_time_eval():  # value checks on concrete labels, as above
+        return _functions.estimate_prior(
+            as_jax(labels),
+            num_classes,
+            ignore_index=ignore_index,
+            pseudocount=pseudocount,
+            dtype=dtype,
+        )
+
+
+def distill_loss(
+    student_logits: Any,
+    teacher_logits: Any,
+    *,
+    temperature: Any,
+    axis: int = -1,
+    reduction: str = "mean",
+    where: Any = None,
+    kl: bool = False,
+) -> jax.Array:
+    """Hinton et al. (2015) distillation loss, ``T**2`` times the soft-target cross-entropy.
+
+    ``lsr.distill_loss`` on jax arrays; the teacher's logits pass through
+    ``jax.lax.stop_gradient``, so only the student receives gradients. See
+    ``lsr.distill_loss``.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> import lsr.jax
+        >>> student = jnp.array([[1.0, 2.0, 0.5]])
+        >>> teacher = jnp.array([[2.0, 1.0, 0.0]])
+        >>> loss = lsr.jax.distill_loss(student, teacher, temperature=2.0, kl=True)
+        >>> round(float(loss), 6)
+        0.418517
+    """
+    return _distill.distill_loss(
+        as_jax(student_logits),
+        jax.lax.stop_gradient(as_jax(teacher_logits)),
+        temperature=temperature,
+        axis=axis,
+        reduction=reduction,
+        where=as_jax(where),
+        kl=kl,
+    )

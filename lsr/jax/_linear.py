@@ -1,0 +1,149 @@
+"""``linear_smooth_ce``: the output layer and the loss in blocks, as a ``jax.custom_vjp``.
+
+The blocks are ``lsr._linear.scanned_linear_smooth_ce`` (the core's ``loss_and_grad`` per
+block of rows) run in a ``jax.lax.scan``; this module only registers the gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lsr._checks import prepare_linear_smooth_ce
+from lsr._linear import scanned_linear_smooth_ce
+from lsr.jax._namespace import as_jax, as_prior, as_scalar
+
+__all__ = ["linear_smooth_ce"]
+
+
+def _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, with_grad, cotangent=None):
+    """``lsr._linear.scanned_linear_smooth_ce``, one block at a time in a ``lax.scan``."""
+    return scanned_linear_smooth_ce(
+        hidden,
+        kernel,
+        bias,
+        labels,
+        xp=jnp,
+        spec=spec,
+        chunk_size=chunk_size,
+        with_grad=with_grad,
+        scan=jax.lax.scan,
+        cotangent=cotangent,
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _linear_smooth_ce(chunk_size, hidden, kernel, bias, labels, spec):
+    loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False)
+    return loss
+
+
+def _linear_smooth_ce_fwd(chunk_size, hidden, kernel, bias, labels, spec):
+    if spec.reduction == "none":
+        # Each position's cotangent is known only in the backward pass, which recomputes.
+        loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False)
+        return loss, (None, (hidden, kernel, bias, labels, spec))
+    loss, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True)
+    return loss, (grads, (None, None, None, labels, spec))
+
+
+def _linear_smooth_ce_bwd(chunk_size, residuals, cotangent):
+    grads, (hidden, kernel, bias, labels, spec) = residuals
+    if grads is None:
+        _, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True, cotangent)
+    else:
+        grads = tuple(None if g is None else g * cotangent.astype(g.dtype) for g in grads)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, spec)
+    labels_cotangent = (
+        jnp.zeros_like(labels) if spec.dense else np.zeros(labels.shape, dtype=jax.dtypes.float0)
+    )
+    return (*grads, labels_cotangent, zeros)
+
+
+_linear_smooth_ce.defvjp(_linear_smooth_ce_fwd, _linear_smooth_ce_bwd)
+
+
+def linear_smooth_ce(
+    hidden: Any,
+    kernel: Any,
+    labels: Any,
+    *,
+    bias: Any = None,
+    smoothing: Any = 0.1,
+    prior: Any = "uniform",
+    ignore_index: int | None = None,
+    weight: Any = None,
+    where: Any = None,
+    reduction: str = "mean",
+    kl: bool = False,
+    z_loss: float = 0.0,
+    chunk_size: int | None = None,
+) -> jax.Array:
+    r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
+
+    For large vocabularies the output layer's logits are the largest arrays of a step.
+    This computes the same loss, and under ``jax.grad`` the gradients for ``hidden``,
+    ``kernel`` and ``bias``, over blocks of ``chunk_size`` rows, so that only one block of
+    logits is alive at a time (a ``jax.custom_vjp``: for "mean" and "sum" the gradients
+    are made in the forward pass and scaled by the cotangent; for "none" the backward
+    pass recomputes the blocks).
+
+    Args:
+        hidden: (..., d) hidden states (flattened to (N, d)).
+        kernel: (d, K), as ``flax.linen.Dense``'s kernel.
+        labels: integer class ids of hidden's leading shape, or dense targets (..., K).
+        bias: (K,) or None.
+        smoothing, prior, ignore_index, weight, where, reduction, kl, z_loss: as
+            ``smooth_ce`` with the class axis last.
+        chunk_size: rows per block; by default as many as make 16 Mi logits. Under
+            ``jax.jit`` the blocks are unrolled into the program.
+
+    Returns:
+        As ``smooth_ce``; for "none", one loss per row of hidden's leading shape.
+        Gradients flow to ``hidden``, ``kernel`` and ``bias`` only (first order).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from lsr.jax import linear_smooth_ce, smooth_ce
+        >>> hidden = jax.random.normal(jax.random.key(0), (6, 4))
+        >>> kernel = jax.random.normal(jax.random.key(1), (4, 10))
+        >>> labels = jnp.array([1, 0, 9, 3, 3, 2])
+        >>> fused = linear_smooth_ce(hidden, kernel, labels, chunk_size=4)
+        >>> bool(jnp.allclose(fused, smooth_ce(hidden @ kernel, labels)))
+        True
+    """
+    hidden, kernel, labels = as_jax(hidden), as_jax(kernel), as_jax(labels)
+    bias, weight, where = as_jax(bias), as_jax(weight), as_jax(where)
+    smoothing, prior = as_scalar(smoothing), as_prior(prior)
+    if hidden.ndim < 1:
+        raise ValueError(
+            f"`hidden` must have shape (..., d). Received: hidden.shape={hidden.shape}"
+        )
+    dense = jnp.issubdtype(labels.dtype, jnp.floating)
+    leading = hidden.shape[:-1]
+    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
+    flat_labels = labels.reshape(-1, labels.shape[-1]) if dense else labels.reshape(-1)
+    flat_where = None if where is None else where.reshape(-1)
+    with jax.ensure_compile_time_eval():
+        _, flat_labels, spec = prepare_linear_smooth_ce(
+            flat_hidden,
+            kernel,
+            flat_labels,
+            bias=bias,
+            smoothing=smoothing,
+            prior=prior,
+            ignore_index=ignore_index,
+            weight=weight,
+            where=flat_where,
+            reduction=reduction,
+            kl=kl,
+            z_loss=z_loss,
+            chunk_size=chunk_size,
+            projection_name="kernel",
+        )
+    loss = _linear_smooth_ce(chunk_size, flat_hidden, kernel, bias, flat_labels, spec)
+    return loss.reshape(leading) if reduction == "none" else loss

@@ -1,0 +1,105 @@
+"""What lsr knows about JAX arrays: the namespace the core runs on, and inputs made jax.
+
+* ``xp``: ``jax.numpy`` plus the core's optional ``sum_and_sum_exp`` (one variadic
+  reduction, see ``sum_and_sum_exp`` below).
+* ``lsr._core.Spec`` registered as a pytree: its arrays (an array smoothing or prior, the
+  class weights, the mask) are leaves that JAX traces and differentiates; everything else
+  is hashable auxiliary data, part of the compiled program. Importing this module
+  registers it (``lsr.jax`` does).
+* ``as_jax``, ``as_scalar``, ``as_prior``: jax array-likes in, jax arrays out, with the
+  one check that cannot wait (64-bit ids that JAX without x64 would wrap).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lsr import _core
+
+__all__ = ["as_jax", "as_prior", "as_scalar", "sum_and_sum_exp", "xp"]
+
+
+def as_jax(x: Any, name: str = "labels") -> Any:
+    """``x`` as a jax array (tracers pass through); ``None`` stays ``None``.
+
+    Without x64, JAX stores 64-bit integers as int32 and silently wraps larger values
+    (2**32 + 1 becomes 1, a real class id): such values are refused here, where they can
+    still be read. (A jax array that already wrapped them cannot be told apart.)
+    """
+    if x is None or isinstance(x, jax.Array):
+        return x
+    if not jax.config.jax_enable_x64:
+        values = np.asarray(x)
+        if values.dtype.kind in "iu" and values.dtype.itemsize > 4 and values.size:
+            low, high = np.iinfo(np.int32).min, np.iinfo(np.int32).max
+            if int(values.min()) < low or int(values.max()) > high:
+                raise ValueError(
+                    f"`{name}` holds integers outside int32, which JAX without x64 would "
+                    "wrap into other values (2**32 + 1 becomes 1); enable "
+                    "`jax.config.update('jax_enable_x64', True)` or map the ids into int32 "
+                    f"first. Received: {name} with min={int(values.min())}, "
+                    f"max={int(values.max())}"
+                )
+    return jnp.asarray(x)
+
+
+def as_scalar(smoothing: Any) -> Any:
+    """A Python number stays static (folded into the program); anything else is an array.
+
+    A traced or array ``smoothing`` is a runtime input, so a schedule of epsilon runs in one
+    compiled program. Booleans are left for the checks to refuse by name.
+    """
+    if isinstance(smoothing, numbers.Real) and not isinstance(smoothing, bool):
+        return float(smoothing)
+    return smoothing if isinstance(smoothing, bool) else as_jax(smoothing, "smoothing")
+
+
+def as_prior(prior: Any) -> Any:
+    """A prior's name as it is; anything else is an array of K probabilities."""
+    return prior if isinstance(prior, str) else as_jax(prior, "prior")
+
+
+def sum_and_sum_exp(x: Any, /, *, axis: int) -> tuple[Any, Any]:
+    """``(sum(x), sum(exp(x)))`` over ``axis`` (the second with the axis kept), as one
+    variadic reduction.
+
+    The core sums the max-shifted logits (for large logits' accuracy). Two plain sums
+    over ``x`` would make XLA's CPU backend store ``x``, a logits-sized temporary; a
+    variadic reduce fuses its producer instead, and reads the logits once.
+    """
+    zero = jnp.zeros((), x.dtype)
+    total, total_exp = jax.lax.reduce(
+        (x, jnp.exp(x)), (zero, zero), lambda a, b: (a[0] + b[0], a[1] + b[1]), (axis,)
+    )
+    return total, jnp.expand_dims(total_exp, axis)
+
+
+class _Namespace:
+    """``jax.numpy`` plus the core's optional ``sum_and_sum_exp``."""
+
+    sum_and_sum_exp = staticmethod(sum_and_sum_exp)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jnp, name)
+
+    def __repr__(self) -> str:
+        return "<lsr JAX array namespace: jax.numpy + sum_and_sum_exp>"
+
+
+xp = _Namespace()
+
+
+def _flatten_spec(spec: _core.Spec) -> tuple[tuple[Any, ...], _core.Spec]:
+    return spec.arrays(), spec.static()
+
+
+def _unflatten_spec(static: _core.Spec, arrays: tuple[Any, ...]) -> _core.Spec:
+    return static.with_arrays(tuple(arrays))
+
+
+jax.tree_util.register_pytree_node(_core.Spec, _flatten_spec, _unflatten_spec)
