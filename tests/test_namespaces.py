@@ -1,0 +1,524 @@
+"""The backend registry (``lsr._compat``) and the namespace-extension protocol.
+
+* Each selected backend's facts in the registry are checked against the library itself:
+  which arrays it claims, the namespace it resolves (against array-api-compat's own
+  answer), its half-precision dtypes, whether its arrays are writable, and when its
+  values stop being concrete.
+* Every namespace the core may run on (each backend's plain namespace and the overlay
+  lsr's adapter uses, ``Backend.overlay()``) honours the protocol written in
+  ``lsr._compat``'s docstring for every extension of ``lsr._core.EXTENSIONS`` it offers:
+  the plain array-API result (computed here with NumPy in float64, from the
+  definitions), in place where the protocol says so; and a namespace lsr ships offers no
+  name beyond the standard, ``EXTENSIONS`` and its half-precision dtypes.
+* The checker is run on a deliberately broken namespace, to show that it can fail.
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import array_api_strict
+import numpy as np
+import pytest
+
+from lsr import _compat
+from lsr._core import EXTENSIONS
+from tests.backends import tolerance
+from tests.test_imports import FRAMEWORKS, loaded_frameworks
+
+# The standard's names, as its reference implementation exports them (less its own
+# configuration API).
+STANDARD = frozenset(
+    name
+    for name in array_api_strict.__all__
+    if "strict" not in name.lower() and name not in ("Device", "__version__")
+)
+
+Convert = Callable[[np.ndarray], Any]
+
+
+# --- The protocol checker ------------------------------------------------------------
+
+
+def _differs(what: str, actual: Any, expected: np.ndarray, dtype: str) -> list[str]:
+    actual = np.asarray(actual, dtype=np.float64)
+    if actual.shape != expected.shape:
+        return [f"{what}: shape {actual.shape}, expected {expected.shape}"]
+    rtol, atol = tolerance(dtype)
+    if not np.allclose(actual, expected, rtol=rtol, atol=atol, equal_nan=True):
+        worst = np.nanmax(np.abs(actual - expected)) if actual.size else 0.0
+        return [f"{what}: values differ from the plain result (max abs diff {worst})"]
+    return []
+
+
+def _logits(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Random logits with a masked class (-inf) and one fully masked row along axis 1."""
+    z = rng.normal(size=shape) * 3.0
+    z[(0,) * len(shape)] = -np.inf
+    z[(2, slice(None)) + (0,) * (len(shape) - 2)] = -np.inf
+    return z
+
+
+def _check_logsumexp(f, asarray, to_numpy, rng, dtype):
+    z = _logits(rng, (3, 5, 4))
+    problems = []
+    for axis in range(z.ndim):
+        for keepdims in (True, False):
+            with np.errstate(divide="ignore"):
+                expected = np.log(np.sum(np.exp(z), axis=axis, keepdims=keepdims))
+            actual = to_numpy(f(asarray(z.astype(dtype)), axis=axis, keepdims=keepdims))
+            problems += _differs(f"axis={axis}, keepdims={keepdims}", actual, expected, dtype)
+    return problems
+
+
+def _check_sum_and_sum_exp(f, asarray, to_numpy, rng, dtype):
+    x = _logits(rng, (3, 5, 4))
+    problems = []
+    for axis in range(x.ndim):
+        total, total_exp = f(asarray(x.astype(dtype)), axis=axis)
+        problems += _differs(f"sum, axis={axis}", to_numpy(total), x.sum(axis=axis), dtype)
+        expected = np.exp(x).sum(axis=axis, keepdims=True)
+        problems += _differs(f"sum of exp, axis={axis}", to_numpy(total_exp), expected, dtype)
+    return problems
+
+
+def _check_inplace_exp(f, asarray, to_numpy, rng, dtype):
+    # The core passes max-shifted logits: at most 0, -inf for a masked class.
+    z = _logits(rng, (3, 5, 4))
+    shifted = z - np.max(np.where(np.isfinite(z), z, 0.0), axis=1, keepdims=True)
+    x = asarray(shifted.astype(dtype))
+    result = f(x)
+    problems = [] if result is x else ["returned a new array instead of x"]
+    return problems + _differs("x afterwards", to_numpy(x), np.exp(shifted), dtype)
+
+
+def _check_subtract_into(f, asarray, to_numpy, rng, dtype):
+    x1 = _logits(rng, (3, 5, 4))
+    x2 = np.max(np.where(np.isfinite(x1), x1, 0.0), axis=1, keepdims=True)
+    problems = []
+    for aliased in (False, True):
+        a = asarray(x1.astype(dtype))
+        out = a if aliased else asarray(np.zeros(x1.shape, dtype=dtype))
+        result = f(out, a, asarray(x2.astype(dtype)))
+        what = "out is x1" if aliased else "fresh out"
+        if result is not out:
+            problems.append(f"{what}: returned a new array instead of out")
+        problems += _differs(f"{what}: out afterwards", to_numpy(out), x1 - x2, dtype)
+    return problems
+
+
+def _check_add_along_axis(f, asarray, to_numpy, rng, dtype):
+    x = rng.normal(size=(3, 5, 4))
+    problems = []
+    for axis in range(x.ndim):
+        shape = (*x.shape[:axis], 1, *x.shape[axis + 1 :])
+        indices = rng.integers(0, x.shape[axis], size=shape)
+        values = rng.normal(size=shape)
+        expected = x.copy()
+        gathered = np.take_along_axis(expected, indices, axis=axis)
+        np.put_along_axis(expected, indices, gathered + values, axis=axis)
+        array = asarray(x.astype(dtype))
+        result = f(array, asarray(indices), asarray(values.astype(dtype)), axis=axis)
+        if result is not array:
+            problems.append(f"axis={axis}: returned a new array instead of x")
+        problems += _differs(f"axis={axis}: x afterwards", to_numpy(array), expected, dtype)
+    return problems
+
+
+def _check_add_matmul(f, asarray, to_numpy, rng, dtype):
+    out0, x1, x2 = rng.normal(size=(4, 3)), rng.normal(size=(4, 6)), rng.normal(size=(6, 3))
+    out = asarray(out0.astype(dtype))
+    result = f(out, asarray(x1.astype(dtype)), asarray(x2.astype(dtype)))
+    problems = [] if result is out else ["returned a new array instead of out"]
+    return problems + _differs("out afterwards", to_numpy(out), out0 + x1 @ x2, dtype)
+
+
+CHECKS = {
+    "logsumexp": _check_logsumexp,
+    "sum_and_sum_exp": _check_sum_and_sum_exp,
+    "inplace_exp": _check_inplace_exp,
+    "subtract_into": _check_subtract_into,
+    "add_along_axis": _check_add_along_axis,
+    "add_matmul": _check_add_matmul,
+}
+
+
+def extension_problems(xp: Any, asarray: Convert, to_numpy: Convert, dtype: str) -> list[str]:
+    """What is wrong with the extensions ``xp`` offers (an empty list: nothing)."""
+    problems = []
+    rng = np.random.default_rng(0)
+    for name in EXTENSIONS:
+        function = getattr(xp, name, None)
+        if function is None:
+            continue
+        try:
+            found = CHECKS[name](function, asarray, to_numpy, rng, dtype)
+        except Exception as error:  # a crash is a finding too, reported with the rest
+            found = [f"raised {type(error).__name__}: {error}"]
+        problems += [f"{name} ({dtype}): {problem}" for problem in found]
+    return problems
+
+
+def unlisted_names(xp: Any, base: Any, dtypes: tuple[str, ...]) -> list[str]:
+    """Public names ``xp`` offers beyond ``base`` (its own where they differ) that are
+    neither standard, nor in ``EXTENSIONS``, nor one of ``dtypes``."""
+    offered = {
+        name
+        for name in dir(xp)
+        if not name.startswith("_")
+        and (base is None or getattr(base, name, None) is not getattr(xp, name))
+    }
+    return sorted(offered - STANDARD - set(EXTENSIONS) - set(dtypes))
+
+
+def _compare_override(name, overlay, base, asarray, to_numpy, rng):
+    x = rng.normal(size=(3, 5, 4))
+    if name == "vecdot":
+        y = rng.normal(size=(3, 5, 4))
+        for axis in (0, 1, 2, -1):
+            a, b = asarray(x), asarray(y)
+            expected = to_numpy(base.vecdot(a, b, axis=axis))
+            yield from _differs(
+                f"axis={axis}", to_numpy(overlay.vecdot(a, b, axis=axis)), expected, "float64"
+            )
+    elif name == "broadcast_to":
+        row = asarray(x[:1])
+        expected = to_numpy(base.broadcast_to(row, (3, 5, 4)))
+        yield from _differs(
+            "(1, 5, 4) to (3, 5, 4)",
+            to_numpy(overlay.broadcast_to(row, (3, 5, 4))),
+            expected,
+            "float64",
+        )
+    elif name == "take_along_axis":
+        for axis in range(x.ndim):
+            shape = (*x.shape[:axis], 2, *x.shape[axis + 1 :])
+            ids = asarray(rng.integers(0, x.shape[axis], size=shape))
+            expected = to_numpy(base.take_along_axis(asarray(x), ids, axis=axis))
+            actual = to_numpy(overlay.take_along_axis(asarray(x), ids, axis=axis))
+            yield from _differs(f"axis={axis}", actual, expected, "float64")
+    else:
+        yield "a standard function overridden without a check here: add one"
+
+
+def override_problems(overlay: Any, base: Any, asarray: Convert, to_numpy: Convert) -> list[str]:
+    """Standard functions ``overlay`` replaces must agree with ``base``'s."""
+    rng = np.random.default_rng(1)
+    overridden = sorted(
+        name
+        for name in STANDARD - set(EXTENSIONS)
+        if getattr(overlay, name, None) is not getattr(base, name, None)
+    )
+    problems = []
+    for name in overridden:
+        try:
+            found = list(_compare_override(name, overlay, base, asarray, to_numpy, rng))
+        except Exception as error:  # a crash is a finding too, reported with the rest
+            found = [f"raised {type(error).__name__}: {error}"]
+        problems += [f"{name}: {problem}" for problem in found]
+    return problems
+
+
+def _namespaces(backend) -> list[tuple[str, Any, Any]]:
+    """(label, namespace, what it builds on) for the namespaces the core may run on
+    with this backend: the plain one, and lsr's overlay where it has its own."""
+    plain = backend.registry.namespace()
+    overlay = backend.registry.overlay()
+    if overlay is plain:
+        return [("namespace", plain, None)]
+    return [("namespace", plain, None), ("overlay", overlay, plain)]
+
+
+def _ships(backend, label: str) -> bool:
+    """Whether lsr wrote this namespace (rather than taking a library's as it is)."""
+    return label == "overlay" or not backend.registry.in_array_api_compat
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_every_offered_extension_honours_the_protocol(backend, dtype):
+    problems = [
+        f"{label}: {problem}"
+        for label, xp, _ in _namespaces(backend)
+        for problem in extension_problems(xp, backend.asarray, backend.to_numpy, dtype)
+    ]
+    assert problems == []
+
+
+def test_lsr_namespaces_offer_only_listed_extensions(backend):
+    for label, xp, base in _namespaces(backend):
+        if _ships(backend, label):
+            assert unlisted_names(xp, base, backend.registry.half_precision) == [], label
+
+
+def test_overridden_standard_functions_keep_their_meaning(backend):
+    for _, xp, base in _namespaces(backend):
+        if base is not None:
+            assert override_problems(xp, base, backend.asarray, backend.to_numpy) == []
+
+
+def test_every_namespace_lsr_ships_offers_an_extension(backend):
+    """Otherwise the protocol checks above would pass on it vacuously (and an overlay
+    that offers none has no reason to exist)."""
+    for label, xp, _ in _namespaces(backend):
+        if _ships(backend, label):
+            assert [name for name in EXTENSIONS if getattr(xp, name, None)], label
+
+
+# --- The checker can fail -----------------------------------------------------------
+
+
+class _NumPyExtensions:
+    """NumPy with every extension written correctly: the checker must accept it."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+    @staticmethod
+    def logsumexp(x, /, *, axis, keepdims=False):
+        top = np.max(x, axis=axis, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):  # log(0) = -inf for a fully masked row
+            result = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
+        return result if keepdims else np.squeeze(result, axis=axis)
+
+    @staticmethod
+    def sum_and_sum_exp(x, /, *, axis):
+        return np.sum(x, axis=axis), np.sum(np.exp(x), axis=axis, keepdims=True)
+
+    @staticmethod
+    def inplace_exp(x):
+        return np.exp(x, out=x)
+
+    @staticmethod
+    def subtract_into(out, x1, x2):
+        return np.subtract(x1, x2, out=out)
+
+    @staticmethod
+    def add_along_axis(x, indices, values, /, *, axis):
+        np.put_along_axis(x, indices, np.take_along_axis(x, indices, axis=axis) + values, axis)
+        return x
+
+    @staticmethod
+    def add_matmul(out, x1, x2):
+        out += x1 @ x2
+        return out
+
+
+class _BrokenExtensions(_NumPyExtensions):
+    """Each extension wrong in a way an implementation could plausibly be."""
+
+    @staticmethod
+    def logsumexp(x, /, *, axis, keepdims=False):
+        # The max shift without guarding rows of -inf: they give NaN.
+        top = np.max(x, axis=axis, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            result = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
+        return result if keepdims else np.squeeze(result, axis=axis)
+
+    @staticmethod
+    def sum_and_sum_exp(x, /, *, axis):
+        return np.sum(x, axis=axis), np.sum(np.exp(x), axis=axis)  # drops the axis
+
+    @staticmethod
+    def inplace_exp(x):
+        return np.exp(x)  # a new array; x untouched
+
+    @staticmethod
+    def subtract_into(out, x1, x2):
+        # Right for a fresh ``out``, wrong when ``out`` is ``x1``.
+        out[...] = -x2
+        out += x1
+        return out
+
+    @staticmethod
+    def add_along_axis(x, indices, values, /, *, axis):
+        np.put_along_axis(x, indices, values, axis)  # assigns instead of adding
+        return x
+
+    @staticmethod
+    def add_matmul(out, x1, x2):
+        return out + x1 @ x2  # not in place
+
+    @staticmethod
+    def softmax(x, /, *, axis):
+        return np.exp(x) / np.sum(np.exp(x), axis=axis, keepdims=True)
+
+
+def test_the_checker_accepts_a_correct_namespace():
+    xp = _NumPyExtensions()
+    assert all(getattr(xp, name, None) is not None for name in EXTENSIONS)
+    for dtype in ("float64", "float32"):
+        assert extension_problems(xp, np.asarray, np.asarray, dtype) == []
+    assert unlisted_names(xp, np, ()) == []
+
+
+def test_the_checker_can_fail():
+    problems = extension_problems(_BrokenExtensions(), np.asarray, np.asarray, "float64")
+    for name in EXTENSIONS:
+        assert any(problem.startswith(f"{name} ") for problem in problems), name
+    assert any("out is x1" in problem for problem in problems)
+    assert unlisted_names(_BrokenExtensions(), np, ()) == ["softmax"]
+
+
+def test_the_override_check_can_fail():
+    """An overlay whose take_along_axis ignores ``axis`` is caught; an unchecked
+    override is reported rather than passed."""
+    import array_api_compat.numpy as base
+
+    class Overlay:
+        def __getattr__(self, name):
+            return getattr(base, name)
+
+        @staticmethod
+        def take_along_axis(x, indices, /, *, axis=-1):
+            return np.take_along_axis(x, indices, axis=-1)
+
+        @staticmethod
+        def flip(x, /, *, axis=None):
+            return np.flip(x, axis=axis)
+
+    problems = override_problems(Overlay(), base, np.asarray, np.asarray)
+    assert any(p.startswith("take_along_axis: ") for p in problems)
+    assert any(p.startswith("flip: ") and "without a check" in p for p in problems)
+
+
+# --- The registry's facts against the libraries -------------------------------------
+
+
+def test_each_array_is_claimed_by_its_backend_only(backend):
+    x = backend.asarray(np.array([1.0, 2.0]))
+    claimed = [name for name, entry in _compat.BACKENDS.items() if entry.is_array(x)]
+    assert claimed == [backend.name]
+    assert _compat.backend_of(x) is backend.registry
+
+
+def test_the_namespace_resolved_is_the_registry_namespace(backend):
+    x = backend.asarray(np.array([1.0, 2.0]))
+    assert _compat.array_namespace(x, None, x) is backend.registry.namespace()
+    assert backend.xp is backend.registry.namespace()
+    if backend.registry.in_array_api_compat:
+        # array-api-compat, asked directly, agrees with the registry.
+        import array_api_compat
+
+        assert _compat.array_namespace(x) is array_api_compat.array_namespace(x)
+        assert _compat.device(x) == array_api_compat.device(x)
+
+
+def test_half_precision_dtypes_are_those_the_library_has(backend):
+    library = importlib.import_module(backend.registry.module)
+    has = tuple(
+        name
+        for name in ("float16", "bfloat16")
+        if hasattr(backend.xp, name) or hasattr(library, name)
+    )
+    assert backend.registry.half_precision == has
+
+
+def test_writable_is_whether_arrays_take_item_assignment(backend):
+    x = backend.asarray(np.zeros(3))
+    try:
+        x[...] = 1.0
+    except TypeError:
+        writable = False
+    else:
+        writable = True
+        assert backend.to_numpy(x).tolist() == [1.0, 1.0, 1.0]
+    assert backend.registry.writable is writable
+
+
+def _abstract_values(backend) -> list[tuple[str, bool, bool]]:
+    """(where, is_concrete, values_are_cheap) seen inside the backend's tracers."""
+    seen = []
+
+    def record(where):
+        def probe(a):
+            seen.append((where, _compat.is_concrete(a), _compat.values_are_cheap(a)))
+            return a
+
+        return probe
+
+    values = np.ones((2, 3))
+    if backend.name == "jax":
+        import jax
+
+        jax.jit(record("jax.jit"))(backend.asarray(values))
+        jax.vmap(record("jax.vmap"))(backend.asarray(values))
+    elif backend.name == "torch":
+        import torch
+
+        torch.func.vmap(record("torch.func.vmap"))(backend.asarray(values))
+        record("meta device")(torch.ones(2, device="meta"))
+    elif backend.name == "tensorflow":
+        import tensorflow as tf
+
+        tf.function(record("tf.function"))(backend.asarray(values))
+    return seen
+
+
+def test_values_are_concrete_and_cheap_in_eager_cpu_code_only(backend):
+    x = backend.asarray(np.ones((2, 3)))
+    assert _compat.is_concrete(x) and _compat.values_are_cheap(x)
+    abstract = _abstract_values(backend)
+    assert [where for where, concrete, cheap in abstract if concrete or cheap] == []
+    if backend.name in ("jax", "torch", "tensorflow"):
+        assert abstract, "no tracer was tried"
+
+
+def test_unknown_backend_names_are_refused():
+    with pytest.raises(ValueError, match=r"Unknown backend: expected one of .*name='cupy'"):
+        _compat.get_backend("cupy")
+
+
+# --- Import hygiene of the registry ---------------------------------------------------
+
+REGISTRY_FILE = Path(_compat.__file__)
+
+LOAD_BY_PATH = textwrap.dedent(
+    """
+    import importlib.util, sys
+    sys.modules["array_api_compat"] = None  # blocked: importing it now fails
+    spec = importlib.util.spec_from_file_location("registry", {path!r})
+    registry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(registry)
+    print(",".join(b.environment for b in registry.BACKENDS.values()))
+    """
+)
+
+
+def _load_by_path(path: Path) -> subprocess.CompletedProcess:
+    script = LOAD_BY_PATH.format(path=str(path))
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+
+
+def test_the_registry_loads_from_its_file_with_the_standard_library_only():
+    """How the noxfile reads it: without lsr, array-api-compat or any framework."""
+    result = _load_by_path(REGISTRY_FILE)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().split(",") == [b.environment for b in _compat.BACKENDS.values()]
+
+
+def test_the_load_by_path_check_can_fail(tmp_path):
+    copy = tmp_path / "registry.py"
+    copy.write_text("import array_api_compat\n" + REGISTRY_FILE.read_text())
+    assert _load_by_path(copy).returncode != 0
+
+
+def test_resolving_a_namespace_imports_no_framework():
+    prelude = textwrap.dedent(
+        """
+        import numpy as np
+        from lsr import _compat
+        for x in (np.ones(2), np.float64(1.0)):
+            _compat.array_namespace(x, x)
+            _compat.is_concrete(x), _compat.values_are_cheap(x), _compat.device(x)
+            _compat.is_tf_array(x), _compat.backend_of(x)
+        _compat.is_concrete([1.0]), _compat.backend_of(1.0)
+        """
+    )
+    assert loaded_frameworks("lsr._compat", FRAMEWORKS, prelude=prelude) == []
