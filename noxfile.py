@@ -15,9 +15,11 @@ its own environment when it ends, so a run needs room for one environment at a t
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 from collections.abc import Iterator
+from typing import Any
 
 import nox
 
@@ -30,14 +32,29 @@ TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test")
 LINT_TOOLS = nox.project.dependency_groups(PYPROJECT, "lint")
 DOCS_TOOLS = nox.project.dependency_groups(PYPROJECT, "docs")
 
-# session parameter -> (requirements file, namespaces under test)
+
+def _backend_registry() -> dict[str, Any]:
+    """lsr's backend registry (``lsr._compat.BACKENDS``), loaded from its file: it needs
+    only the standard library to import, so nox needs neither lsr nor its dependencies."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "lsr", "_compat.py")
+    spec = importlib.util.spec_from_file_location("lsr_backend_registry", path)
+    assert spec is not None and spec.loader is not None, path
+    registry = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(registry)
+    return registry.BACKENDS
+
+
+# session parameter -> (requirements file in backends/, LSR_BACKENDS): one session per
+# environment of the registry, running the backends it installs, and "all" (every one).
+_REGISTRY = _backend_registry()
 BACKENDS = {
-    "numpy": ("numpy", "numpy,array_api_strict"),
-    "jax": ("jax", "jax"),
-    "torch": ("torch", "torch"),
-    "tensorflow": ("tensorflow", "tensorflow"),
-    "all": ("all", "numpy,array_api_strict,torch,jax,tensorflow"),
+    environment: (
+        environment,
+        ",".join(name for name, b in _REGISTRY.items() if b.environment == environment),
+    )
+    for environment in dict.fromkeys(b.environment for b in _REGISTRY.values())
 }
+BACKENDS["all"] = ("all", ",".join(_REGISTRY))
 
 
 @contextlib.contextmanager
