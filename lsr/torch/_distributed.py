@@ -28,7 +28,7 @@ that a single process computing ``lsr.smooth_ce`` on the whole batch and vocabul
 
 Per step, the vocabulary-parallel loss all-reduces ``4 N`` values per rank (N the
 number of positions) in the compute dtype, against ``N (K - K_r)`` values that gathering
-the full logits would receive; see the README section "Scaling out". Without
+the full logits would receive; see docs/scaling_out.md. Without
 ``shard_sizes`` each call also all-gathers every rank's class count (one integer per
 rank): a small, latency-bound collective that passing ``shard_sizes`` avoids.
 """
@@ -56,6 +56,7 @@ from lsr._checks import (
 )
 from lsr._compat import array_namespace
 from lsr._validation import REDUCTIONS, check_choice, fail_type, fail_value, normalize_axis
+from lsr.torch._arguments import check_prior_type, check_smoothing_type, check_tensor
 
 __all__ = ["data_parallel_smooth_ce", "vocab_parallel_smooth_ce"]
 
@@ -457,24 +458,13 @@ def data_parallel_smooth_ce(
 
 def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: Any, smoothing: Any):
     """Non-tensor arguments (a NumPy array, a list) get lsr's TypeError, not a library's."""
-    for name, value in (("input", input), ("target", target)):
-        if not isinstance(value, torch.Tensor):
-            fail_type(f"`{name}` must be a torch.Tensor.", name, value)
+    check_tensor("input", input)
+    check_tensor("target", target)
     for name, value in (("weight", weight), ("where", where)):
         if value is not None and not isinstance(value, torch.Tensor):
             fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
-    if not isinstance(prior, (str, torch.Tensor)):
-        fail_type(
-            "`prior` must be 'uniform', 'others' or a torch.Tensor of class probabilities.",
-            "prior",
-            prior,
-        )
-    if not isinstance(smoothing, (numbers.Real, torch.Tensor)):
-        fail_type(
-            "`smoothing` must be a real number in [0, 1] or a 0-d torch.Tensor.",
-            "smoothing",
-            smoothing,
-        )
+    check_prior_type(prior)
+    check_smoothing_type("smoothing", smoothing)
 
 
 def _check_kl(kl: Any) -> bool:

@@ -58,6 +58,10 @@ def smooth_ce(
     reduction=reduction, label_smoothing=smoothing)``, except that a "mean" over targets
     that are all ``ignore_index`` is 0 rather than NaN.
 
+    This is lsr's keyword grammar, the one ``lsr.jax`` and ``lsr.tensorflow`` share
+    (keyword-only options, ``smoothing``, ``axis``); ``cross_entropy`` is the drop-in
+    with ``F.cross_entropy``'s own signature.
+
     Args:
         input: logits of shape (C,), (N, C) or (N, C, d1, d2, ...), classes on ``axis``
             (1, or 0 for a 1-D input). float16/bfloat16 are computed in float32.
