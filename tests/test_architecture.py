@@ -1,7 +1,8 @@
 """The layering of docs/architecture.md, enforced on the source (no framework needed).
 
-* The core (``lsr/_core/``) imports nothing of lsr but itself and ``lsr._compat``, and no
-  framework: it is array-API code only.
+* The core (``lsr/_core/``) imports nothing of lsr but itself, ``lsr._compat`` and
+  ``lsr._typing`` (the annotations' aliases, which import nothing), and no framework: it
+  is array-API code only.
 * Every other module uses the core through its public names only (``lsr._core.__all__``):
   no ``from lsr._core._loss import ...``, no ``_core._private``. A feature that seems to
   need the core's internals is a missing entry point of the core.
@@ -99,6 +100,6 @@ def test_the_core_imports_no_framework_and_no_other_layer(path):
         top = name.split(".")[0]
         assert top not in FRAMEWORKS, f"{path.name} imports {name}"
         if top == "lsr":
-            assert name.startswith("lsr._core") or name == "lsr._compat", (
+            assert name.startswith("lsr._core") or name in ("lsr._compat", "lsr._typing"), (
                 f"{path.name} imports {name}"
             )

@@ -6,11 +6,10 @@ from typing import Any
 
 from lsr._compat import device
 from lsr._core import _ops
+from lsr._typing import Array, Namespace
 
-Array = Any
 
-
-def one_hot(labels: Array, num_classes: int, *, xp: Any, axis: int, dtype: Any) -> Array:
+def one_hot(labels: Array, num_classes: int, *, xp: Namespace, axis: int, dtype: Any) -> Array:
     """One-hot targets with the class axis inserted at ``axis`` (of the result)."""
     ndim = labels.ndim + 1
     ids = _ops.class_ids(xp, labels, ndim, axis, num_classes, labels.dtype)
@@ -18,7 +17,7 @@ def one_hot(labels: Array, num_classes: int, *, xp: Any, axis: int, dtype: Any) 
 
 
 def nan_where_out_of_range(
-    targets: Array, labels: Array, num_classes: int, *, xp: Any, axis: int
+    targets: Array, labels: Array, num_classes: int, *, xp: Namespace, axis: int
 ) -> Array:
     """``targets`` (one-hot rows of ``labels``, class axis ``axis``) with NaN rows where a
     label is outside [0, K): what tracing leaves of the range check."""
@@ -30,7 +29,7 @@ def estimate_prior(
     labels: Array,
     num_classes: int,
     *,
-    xp: Any,
+    xp: Namespace,
     ignore_index: int | None,
     pseudocount: float,
     dtype: Any,

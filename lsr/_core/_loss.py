@@ -27,12 +27,11 @@ from lsr._compat import device
 from lsr._core import _ops
 from lsr._core._spec import Spec
 from lsr._core._targets import Positions, Shard, Targets, class_values, smoothing_vector
-
-Array = Any
+from lsr._typing import Array, Namespace
 
 
 def logit_sums(
-    xp: Any,
+    xp: Namespace,
     logits: Array,
     targets: Targets,
     *,
@@ -107,7 +106,7 @@ def logit_sums(
     return sums, exp_shifted
 
 
-def combine(xp: Any, sums: dict[str, Array], targets: Targets) -> tuple[Array, Array]:
+def combine(xp: Namespace, sums: dict[str, Array], targets: Targets) -> tuple[Array, Array]:
     """Each position's loss (class axis removed, masked) and lse (class axis kept) from
     the sums of ``logit_sums`` (for a sharded pass: added up over the shards).
 
@@ -134,7 +133,7 @@ def combine(xp: Any, sums: dict[str, Array], targets: Targets) -> tuple[Array, A
 
 
 def gradient(
-    xp: Any,
+    xp: Namespace,
     exp_shifted: Array,
     sum_exp: Array | None,
     targets: Targets,
@@ -187,7 +186,7 @@ def gradient(
     return grad * chain
 
 
-def _targets(xp: Any, labels: Array, spec: Spec, like: Array) -> Targets:
+def _targets(xp: Namespace, labels: Array, spec: Spec, like: Array) -> Targets:
     return Targets(xp, labels, spec, Positions(xp, labels, spec, like=like), like=like)
 
 
@@ -197,7 +196,7 @@ def loss_and_grad(
     spec: Spec,
     scale: Any,
     *,
-    xp: Any,
+    xp: Namespace,
     with_grad: bool = True,
     out: Array | None = None,
     in_place: bool = False,
@@ -236,7 +235,7 @@ def loss_and_grad(
 
 
 def reduce(
-    xp: Any,
+    xp: Namespace,
     loss: Array,
     denominator: Any,
     reduction: str,
@@ -249,7 +248,7 @@ def reduce(
 
 
 def reduce_with_denominator(
-    xp: Any,
+    xp: Namespace,
     loss: Array,
     denominator: Any,
     reduction: str,
@@ -269,7 +268,9 @@ def reduce_with_denominator(
     return _ops.per_unit(xp, total, denominator), denominator
 
 
-def reduction_scale(labels: Array, spec: Spec, *, xp: Any, like: Array) -> tuple[Any, Any, Targets]:
+def reduction_scale(
+    labels: Array, spec: Spec, *, xp: Namespace, like: Array
+) -> tuple[Any, Any, Targets]:
     """``(scale, denominator, targets)`` from the labels alone, before any logit is read:
     each position's weight in the reduced loss (the ``scale`` of ``loss_and_grad``), the
     mean's denominator, and the targets (for ``loss_and_grad``). ``like``: an array of
@@ -281,7 +282,7 @@ def reduction_scale(labels: Array, spec: Spec, *, xp: Any, like: Array) -> tuple
 
 
 def smooth_ce(
-    logits: Array, labels: Array, spec: Spec, *, xp: Any, in_place: bool = False
+    logits: Array, labels: Array, spec: Spec, *, xp: Namespace, in_place: bool = False
 ) -> tuple[Array, Array, Any]:
     """Forward pass: ``(reduced loss, lse with the class axis kept, mean denominator)``.
     ``in_place``: the pass may overwrite its own temporaries (not under autodiff of
@@ -294,7 +295,9 @@ def smooth_ce(
     return reduce(xp, loss, denominator, spec.reduction), lse, denominator
 
 
-def per_position_loss(logits: Array, labels: Array, spec: Spec, *, xp: Any) -> tuple[Array, Any]:
+def per_position_loss(
+    logits: Array, labels: Array, spec: Spec, *, xp: Namespace
+) -> tuple[Array, Any]:
     """``(each position's loss, mean denominator)``: the forward pass before reduction."""
     targets = _targets(xp, labels, spec, logits)
     loss, _, _ = loss_and_grad(logits, labels, spec, 1.0, xp=xp, with_grad=False, targets=targets)
@@ -302,7 +305,7 @@ def per_position_loss(logits: Array, labels: Array, spec: Spec, *, xp: Any) -> t
 
 
 def reduced_loss_and_grad(
-    logits: Array, labels: Array, spec: Spec, *, xp: Any
+    logits: Array, labels: Array, spec: Spec, *, xp: Namespace
 ) -> tuple[Array, Array]:
     """The reduced loss and its gradient from one pass, with a unit cotangent per
     reduced value (for "none", row i is d loss_i / d z_i)."""
@@ -311,7 +314,9 @@ def reduced_loss_and_grad(
     return reduce(xp, loss, denominator, spec.reduction), grad
 
 
-def _cotangent_scale(xp: Any, cotangent: Array, denominator: Any, spec: Spec, lse: Array) -> Any:
+def _cotangent_scale(
+    xp: Namespace, cotangent: Array, denominator: Any, spec: Spec, lse: Array
+) -> Any:
     """Each position's cotangent from that of the reduced loss."""
     if spec.reduction == "none":
         return cotangent
@@ -329,7 +334,7 @@ def smooth_ce_grad(
     cotangent: Array,
     spec: Spec,
     *,
-    xp: Any,
+    xp: Namespace,
     shard_start: Any = None,
     values: dict[str, Any] | None = None,
 ) -> Array:
@@ -360,7 +365,7 @@ def sharded_loss(
     labels: Array,
     spec: Spec,
     *,
-    xp: Any,
+    xp: Namespace,
     start: Any,
     all_reduce_max: Callable[[Array], Array],
     all_reduce_sum: Callable[[Any], Any],
@@ -431,7 +436,7 @@ def blocked_loss_and_grad(
     labels: Array,
     spec: Spec,
     *,
-    xp: Any,
+    xp: Namespace,
     blocks: list[Any],
     out: Array | None,
     scratch: Array | None,
@@ -463,22 +468,22 @@ def blocked_loss_and_grad(
     dtype = _ops.compute_dtype(xp, logits.dtype)
     like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype)
     scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
-    with_grad = out is not None
-    if with_grad:
+    if out is not None:
         targets.scale_by(scale, in_place=True)
     # The gradient goes straight into ``out`` unless it is rounded to a half dtype there.
-    direct = with_grad and out.dtype == dtype
+    direct = out is not None and out.dtype == dtype
     parts = []
     for index in blocks:
         block = _ops.rows(logits, index)
         work = None if scratch is None else _ops.rows(scratch, slice(0, block.shape[0]))
         if block.dtype != dtype:
-            work[...] = block
+            # (A half-precision block needs ``scratch``: the docstring's contract.)
+            work[...] = block  # type: ignore[index]
             block = work
         target = _ops.rows(out, index) if direct else work
         block_targets = targets.block(index)
         sums, exp_shifted = logit_sums(xp, block, block_targets, out=target)
-        if with_grad:
+        if out is not None:
             grad = gradient(
                 xp,
                 exp_shifted,

@@ -11,8 +11,7 @@ import math
 from typing import Any
 
 from lsr._compat import device
-
-Array = Any
+from lsr._typing import Array, Namespace
 
 #: Optional namespace functions the core looks up with ``getattr(xp, name, None)``.
 EXTENSIONS = {
@@ -25,7 +24,7 @@ EXTENSIONS = {
 }
 
 
-def compute_dtype(xp: Any, dtype: Any) -> Any:
+def compute_dtype(xp: Namespace, dtype: Any) -> Any:
     """float32 for half-precision inputs (float32 accumulation), else the dtype itself."""
     if dtype == xp.float64 or dtype == xp.float32:
         return dtype
@@ -37,17 +36,19 @@ def class_shape(ndim: int, axis: int, num_classes: int) -> tuple[int, ...]:
     return tuple(num_classes if d == axis else 1 for d in range(ndim))
 
 
-def along_axis(xp: Any, vector: Array, ndim: int, axis: int) -> Array:
+def along_axis(xp: Namespace, vector: Array, ndim: int, axis: int) -> Array:
     return xp.reshape(vector, class_shape(ndim, axis, vector.shape[0]))
 
 
-def class_ids(xp: Any, like: Array, ndim: int, axis: int, num_classes: int, dtype: Any) -> Array:
+def class_ids(
+    xp: Namespace, like: Array, ndim: int, axis: int, num_classes: int, dtype: Any
+) -> Array:
     """0..K-1 along ``axis``, in the labels' integer ``dtype`` (TensorFlow compares no others)."""
     ids = xp.arange(num_classes, dtype=dtype, device=device(like))
     return along_axis(xp, ids, ndim, axis)
 
 
-def dot_classes(xp: Any, z: Array, vector: Array, axis: int) -> Array:
+def dot_classes(xp: Namespace, z: Array, vector: Array, axis: int) -> Array:
     """``sum_k z_k vector_k`` over ``axis``, as one contraction (no N x K product kept).
 
     Classes with ``vector_k = 0`` contribute 0 even where ``z_k = -inf`` (a masked class
@@ -58,12 +59,12 @@ def dot_classes(xp: Any, z: Array, vector: Array, axis: int) -> Array:
     return xp.vecdot(xp.where(along == 0, 0.0, z), along, axis=axis - z.ndim)
 
 
-def take(xp: Any, vector: Array, ids: Array) -> Array:
+def take(xp: Namespace, vector: Array, ids: Array) -> Array:
     """``vector[ids]`` for ids of any shape (the standard's ``take`` wants 1-D indices)."""
     return xp.reshape(xp.take(vector, xp.reshape(ids, (-1,))), ids.shape)
 
 
-def xlogx(xp: Any, x: Any) -> Any:
+def xlogx(xp: Namespace, x: Any) -> Any:
     """x log x with 0 log 0 = 0, for Python floats and arrays alike."""
     if isinstance(x, float):
         return x * math.log(x) if x > 0.0 else 0.0
@@ -71,7 +72,7 @@ def xlogx(xp: Any, x: Any) -> Any:
     return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0)
 
 
-def times(xp: Any, factor: Any, x: Any) -> Any:
+def times(xp: Namespace, factor: Any, x: Any) -> Any:
     """``factor * x`` with ``0 * x = 0`` even where ``x`` is infinite (a class or a term
     that carries no mass contributes nothing, as in the sum it stands for: a masked class
     has logit -inf, and ``0 * -inf`` would be NaN)."""
@@ -82,7 +83,7 @@ def times(xp: Any, factor: Any, x: Any) -> Any:
     return factor * xp.where(factor == 0, 0.0, x)
 
 
-def row_max(xp: Any, z: Array, axis: int) -> Array:
+def row_max(xp: Namespace, z: Array, axis: int) -> Array:
     """The maximum over ``axis`` (kept, size 1), 0 for rows without a finite maximum.
 
     Every sum over the logits is taken on ``z - row_max``: the loss is invariant to that
@@ -94,18 +95,18 @@ def row_max(xp: Any, z: Array, axis: int) -> Array:
     return finite_or_zero(xp, top)
 
 
-def finite_or_zero(xp: Any, x: Array) -> Array:
+def finite_or_zero(xp: Namespace, x: Array) -> Array:
     return xp.where(xp.isfinite(x), x, 0.0)
 
 
-def index_dtype(xp: Any, like: Array) -> Any:
+def index_dtype(xp: Namespace, like: Array) -> Any:
     info = getattr(xp, "__array_namespace_info__", None)
     if info is None:
         return xp.int64
     return info().default_dtypes(device=device(like))["indexing"]
 
 
-def logsumexp(xp: Any, z: Array, axis: int) -> Array:
+def logsumexp(xp: Namespace, z: Array, axis: int) -> Array:
     """logsumexp over ``axis`` with the class axis kept (size 1); rows of -inf give -inf."""
     fused = getattr(xp, "logsumexp", None)
     if fused is not None:
@@ -114,7 +115,7 @@ def logsumexp(xp: Any, z: Array, axis: int) -> Array:
     return xp.log(xp.sum(xp.exp(z - top), axis=axis, keepdims=True)) + top
 
 
-def per_unit(xp: Any, value: Any, denominator: Any) -> Any:
+def per_unit(xp: Namespace, value: Any, denominator: Any) -> Any:
     """``value / denominator``, and 0 where the denominator is 0 (nothing kept; see
     ``lsr._core._targets.Targets.mean_denominator``). A negative or NaN denominator
     divides as it is."""
@@ -129,21 +130,21 @@ def rows(x: Array, index: Any) -> Array:
     return x if index is ... else x[index, ...]
 
 
-def squeeze(xp: Any, x: Any, axis: int) -> Any:
+def squeeze(xp: Namespace, x: Any, axis: int) -> Any:
     """``x`` without its (size-1) ``axis``; floats and 0-d arrays as they are."""
     if isinstance(x, float) or x.ndim == 0:
         return x
     return xp.squeeze(x, axis=axis)
 
 
-def expand(xp: Any, x: Any, axis: int) -> Any:
+def expand(xp: Namespace, x: Any, axis: int) -> Any:
     """``x`` with a size-1 ``axis`` inserted; floats and 0-d arrays as they are."""
     if isinstance(x, float) or x.ndim == 0:
         return x
     return xp.expand_dims(x, axis=axis)
 
 
-def soft_cap(xp: Any, z: Array, cap: float) -> tuple[Array, Array]:
+def soft_cap(xp: Namespace, z: Array, cap: float) -> tuple[Array, Array]:
     """``(cap * tanh(z / cap), its derivative 1 - tanh(z / cap)**2)``: logits bounded to
     (-cap, cap), as Gemma 2 caps its final logits. A logit of -inf (a masked class) stays
     -inf, with derivative 0: soft-capping must not unmask it."""

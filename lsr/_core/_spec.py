@@ -110,7 +110,9 @@ class Spec:
 
     def static(self) -> Spec:
         """This spec with every array replaced by a placeholder: hashable."""
-        changes = {name: _ARRAY for name in ARRAY_FIELDS if not _is_static(getattr(self, name))}
+        changes: dict[str, Any] = {
+            name: _ARRAY for name in ARRAY_FIELDS if not _is_static(getattr(self, name))
+        }
         return dataclasses.replace(self, **changes) if changes else self
 
     def with_arrays(self, arrays: tuple[Any, ...]) -> Spec:

@@ -24,8 +24,7 @@ from typing import Any
 from lsr._compat import device
 from lsr._core import _ops
 from lsr._core._spec import Spec
-
-Array = Any
+from lsr._typing import Array, Namespace
 
 
 def spread(spec: Spec) -> float:
@@ -52,7 +51,7 @@ def on_target_share(spec: Spec) -> Any:
     return keep
 
 
-def smooth_dense_targets(targets: Array, spec: Spec, *, xp: Any) -> Array:
+def smooth_dense_targets(targets: Array, spec: Spec, *, xp: Namespace) -> Array:
     """``q' = (1 - eps) q + eps u`` for dense targets ``q`` (a new array)."""
     eps, axis = spec.smoothing, spec.axis
     if spec.named_prior == "uniform":
@@ -72,7 +71,12 @@ class Positions:
     built, and a ``valid`` that keeps everything becomes None.
     """
 
-    def __init__(self, xp: Any, labels: Array, spec: Spec, *, like: Array):
+    # ``Array`` admits None: ``safe_labels`` is None for dense targets.
+    safe_labels: Array
+    valid: Array
+    out_of_range: Array
+
+    def __init__(self, xp: Namespace, labels: Array, spec: Spec, *, like: Array):
         self.dense = spec.dense
         self.out_of_range = None
         if spec.dense:
@@ -94,7 +98,7 @@ class Positions:
         self.valid = keep
         self.safe_labels = safe if safe.dtype == dtype else xp.astype(safe, dtype)
 
-    def mask(self, xp: Any, values: Array) -> Array:
+    def mask(self, xp: Namespace, values: Array) -> Array:
         """NaN at out-of-range labels, then 0 at positions that are not kept."""
         if self.out_of_range is not None:
             # A factor of NaN rather than a NaN constant: differentiating the result
@@ -110,14 +114,14 @@ class Shard:
     """The classes ``[start, start + size)`` of K that a class-sharded pass holds, and
     where each position's class id falls in them."""
 
-    def __init__(self, xp: Any, positions: Positions, start: Any, size: int):
+    def __init__(self, xp: Namespace, positions: Positions, start: Any, size: int):
         self.start, self.size = start, size
         local = positions.safe_labels - start
         self.holds = (local >= 0) & (local < size)
         self.local_ids = xp.where(self.holds, local, 0)
 
 
-def _gather(xp: Any, vector: Array, positions: Positions, shard: Shard | None) -> Array:
+def _gather(xp: Namespace, vector: Array, positions: Positions, shard: Shard | None) -> Array:
     """``vector[y]`` per position; with a shard, where it holds y (else 0: a partial sum)."""
     if shard is None:
         return _ops.take(xp, vector, positions.safe_labels)
@@ -125,7 +129,7 @@ def _gather(xp: Any, vector: Array, positions: Positions, shard: Shard | None) -
 
 
 def class_values(
-    xp: Any, spec: Spec, positions: Positions, shard: Shard | None = None
+    xp: Namespace, spec: Spec, positions: Positions, shard: Shard | None = None
 ) -> dict[str, Any]:
     """What the loss needs of the (K,) vectors, for class ids: per position ``w_y``
     (``"target_weight"``) and, for the KL form with a prior vector, ``pi_y``; the class
@@ -167,9 +171,23 @@ class Targets:
     # Per-position arrays (leading axis = rows) that ``block`` slices.
     _PER_POSITION = ("scale", "factor", "mass", "index", "correction", "holds", "background_scaled")
 
+    # Arrays or Python floats; ``Array`` admits the None of the terms that do not apply
+    # (dense targets, no shard, the KL form off, before ``set_values`` or ``scale_by``).
+    index: Array
+    holds: Array
+    on_target: Array
+    background: Array
+    target_weight: Array
+    entropy: Array
+    scale: Array
+    factor: Array
+    correction: Array
+    background_vector: Array
+    background_scaled: Array
+
     def __init__(
         self,
-        xp: Any,
+        xp: Namespace,
         labels: Array,
         spec: Spec,
         positions: Positions,
