@@ -57,8 +57,13 @@ from benchmarks.common import (
     measure_rss_peaks,
     time_methods,
 )
+from lsr import _compat
 
-BACKENDS = ("torch", "jax", "tensorflow")
+# The registry's backends that have a benchmark module here (``benchmarks/<name>_backend.py``:
+# the frameworks with an adapter and a native loss to compare with).
+BACKENDS = tuple(
+    name for name in _compat.BACKENDS if (Path(__file__).parent / f"{name}_backend.py").is_file()
+)
 
 # Environments of the measuring processes. glibc reads these at start-up: above the mmap
 # threshold every allocation is a fresh mapping (unmapped when freed, page-faulted on

@@ -24,10 +24,13 @@ optional functions listed in ``lsr._core.EXTENSIONS`` (the list, with each signa
 the core looks each up with ``getattr(xp, name, None)`` and otherwise computes the same
 numbers with the plain array API. An extension must:
 
-* give the plain array-API result (to float rounding) on every input the core passes,
-  including ``-inf`` entries (masked classes);
+* give the plain array-API result (to float rounding) on every input the core passes:
+  float32 and float64 arrays, ``-inf`` entries (masked classes) and rows of them
+  included; ``axis`` is non-negative (the core normalizes the class axis), index arrays
+  have the size-1 class axis of ``take_along_axis``, and ``add_matmul`` gets matrices;
 * when its description says ``-> x`` or ``-> out``, write into that argument and return
-  that very object (the in-place steps of the blocked and fused passes count on it);
+  that very object (the in-place steps of the blocked and fused passes count on it),
+  also when ``out`` is ``x1`` itself;
 * be offered only under the names of ``EXTENSIONS``: a namespace lsr ships adds nothing
   else to the array API it builds on (overriding a standard function is allowed, with the
   standard's semantics).
