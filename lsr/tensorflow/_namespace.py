@@ -42,6 +42,7 @@ FUNCTIONS = (
     "iinfo",
     "isdtype",
     "isfinite",
+    "isinf",
     "log",
     "logsumexp",
     "matmul",
@@ -60,6 +61,7 @@ FUNCTIONS = (
     "sum",
     "take",
     "take_along_axis",
+    "tanh",
     "vecdot",
     "where",
     "zeros",
@@ -174,6 +176,12 @@ class TensorFlowNamespace:
     def isfinite(self, x: Any) -> Any:
         return tf.math.is_finite(x)
 
+    def isinf(self, x: Any) -> Any:
+        return tf.math.is_inf(x)
+
+    def tanh(self, x: Any) -> Any:
+        return tf.tanh(x)
+
     def abs(self, x: Any) -> Any:
         return tf.abs(x)
 
@@ -183,10 +191,11 @@ class TensorFlowNamespace:
     def where(self, condition: Any, x1: Any, x2: Any) -> Any:
         # A Python scalar takes the other operand's dtype (the standard's rule), so
         # ``where(mask, x, 0.0)`` keeps float64 and ``where(mask, nan, x)`` keeps float32.
+        # (types-tensorflow's TensorCompatible lists no numbers.Number: ignored below.)
         if isinstance(x1, numbers.Number) and not isinstance(x2, numbers.Number):
-            x1 = tf.constant(x1, dtype=x2.dtype)
+            x1 = tf.constant(x1, dtype=x2.dtype)  # type: ignore[arg-type]
         elif isinstance(x2, numbers.Number) and not isinstance(x1, numbers.Number):
-            x2 = tf.constant(x2, dtype=x1.dtype)
+            x2 = tf.constant(x2, dtype=x1.dtype)  # type: ignore[arg-type]
         return tf.where(condition, x1, x2)
 
     # Reductions.
@@ -284,7 +293,8 @@ class TensorFlowNamespace:
         """The floating dtype's limits, as NumPy reports them (``eps``, ``max``, ...)."""
         import numpy as np
 
-        return np.finfo(tf.as_dtype(dtype).as_numpy_dtype)
+        # (types-tensorflow types as_numpy_dtype as any np.number, np.finfo wants floating.)
+        return np.finfo(tf.as_dtype(dtype).as_numpy_dtype)  # type: ignore[type-var]
 
     def iinfo(self, dtype: Any) -> Any:
         import numpy as np
