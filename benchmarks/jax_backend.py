@@ -58,6 +58,7 @@ def _lsr(case: Case):
         smoothing=case.smoothing,
         ignore_index=case.ignore_index,
         axis=case.axis,
+        reduction="mean",  # the batch mean the optax losses below take (lsr.jax: per example)
     )
 
 
@@ -176,7 +177,9 @@ def linear_step(case: LinearCase, fused: bool):
     if fused:
 
         def loss(h, k):
-            return lsr_jax.linear_smooth_ce(h, k, labels, chunk_size=case.chunk_size)
+            return lsr_jax.linear_smooth_ce(
+                h, k, labels, chunk_size=case.chunk_size, reduction="mean"
+            )
 
         name = "lsr.jax.linear_smooth_ce (jit)"
     else:

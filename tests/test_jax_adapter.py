@@ -9,6 +9,7 @@ lsr. tests/backends.py turns on x64 when JAX loads, so float32 inputs are made e
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -24,6 +25,10 @@ from tests.conftest import get_backend
 
 get_backend("jax")  # x64 on, as in every JAX session
 K = 5
+# lsr.jax.smooth_ce returns per-example losses by default (optax's convention,
+# tests/test_jax_optax.py); most checks here are of the reduced loss, as tests/reference.py
+# computes it by default. An explicit ``reduction=`` still wins over this one.
+smooth_ce_mean = functools.partial(lsr.jax.smooth_ce, reduction="mean")
 
 
 def _close(actual, expected, dtype, scale=1.0):
@@ -141,13 +146,13 @@ def test_loss_and_gradient_match_the_references_under_jit(prior, weighted, reduc
     scalar = _scalar_output(reduction, labels.shape[:2])
 
     def loss_fn(z):
-        return scalar(lsr.jax.smooth_ce(z, jnp.asarray(labels), **options))
+        return scalar(smooth_ce_mean(z, jnp.asarray(labels), **options))
 
     value, grad = jax.jit(jax.value_and_grad(loss_fn))(jnp.asarray(logits))
     assert value.dtype == dtype and grad.dtype == dtype
 
     expected = reference.smooth_ce(logits, labels, **_numpy_options(options))
-    loss = lsr.jax.smooth_ce(jnp.asarray(logits), jnp.asarray(labels), **options)
+    loss = smooth_ce_mean(jnp.asarray(logits), jnp.asarray(labels), **options)
     _close(loss, expected, dtype)
     ref_options = {**options, "prior": jnp.asarray(_prior_vector()) if prior == "vector" else prior}
     if weighted:
@@ -174,8 +179,8 @@ def test_array_likes_become_jax_arrays():
     logits, labels = _inputs(dense=False)
     labels = np.where(labels < 0, 0, labels)
     expected = reference.smooth_ce(logits, labels)
-    from_lists = lsr.jax.smooth_ce(logits.tolist(), labels.tolist())
-    from_numpy = lsr.jax.smooth_ce(logits, labels, weight=np.ones(K), where=np.ones((2, 3), bool))
+    from_lists = smooth_ce_mean(logits.tolist(), labels.tolist())
+    from_numpy = smooth_ce_mean(logits, labels, weight=np.ones(K), where=np.ones((2, 3), bool))
     for loss in (from_lists, from_numpy):
         assert isinstance(loss, jax.Array)
         _close(loss, expected, np.float64)
@@ -190,7 +195,7 @@ def test_class_axis_one_segmentation_layout():
     labels = rng.integers(0, K, size=(2, 3, 4))
     labels[1, 2, 3] = 255
     options = dict(axis=1, ignore_index=255, smoothing=0.2, prior="others")
-    loss, grad = jax.value_and_grad(lsr.jax.smooth_ce)(
+    loss, grad = jax.value_and_grad(smooth_ce_mean)(
         jnp.asarray(logits), jnp.asarray(labels), **options
     )
     _close(loss, reference.smooth_ce(logits, labels, **options), np.float64)
@@ -205,7 +210,7 @@ def test_loss_and_gradient_compile_to_one_computation():
 
     def loss_fn(z, y):
         traces.append(1)
-        return lsr.jax.smooth_ce(z, y, ignore_index=-100)
+        return smooth_ce_mean(z, y, ignore_index=-100)
 
     step = jax.jit(jax.value_and_grad(loss_fn))
     compiled = step.lower(jnp.asarray(logits), jnp.asarray(labels)).compile()
@@ -233,7 +238,7 @@ def test_custom_gradient_needs_less_temporary_memory_than_autodiff_of_the_core()
         step = jax.jit(jax.value_and_grad(loss))
         return step.lower(logits, labels).compile().memory_analysis().temp_size_in_bytes
 
-    custom = temp_bytes(lambda z, y: lsr.jax.smooth_ce(z, y))
+    custom = temp_bytes(lambda z, y: smooth_ce_mean(z, y))
     autodiff = temp_bytes(lambda z, y: lsr.smooth_ce(z, y))
     assert custom < autodiff
     assert custom < logits.nbytes
@@ -247,7 +252,7 @@ def test_a_schedule_of_smoothing_and_prior_does_not_recompile():
     @jax.jit
     def loss_fn(z, y, smoothing, prior):
         traces.append(1)
-        return jax.value_and_grad(lsr.jax.smooth_ce)(z, y, smoothing=smoothing, prior=prior)
+        return jax.value_and_grad(smooth_ce_mean)(z, y, smoothing=smoothing, prior=prior)
 
     prior = jnp.asarray(_prior_vector())
     for smoothing in (0.1, 0.3, 0.0):
@@ -295,7 +300,7 @@ def test_forward_mode_jvp_and_jacobians(prior, reduction):
     tangent = jnp.asarray(np.random.default_rng(6).normal(size=logits.shape))
 
     def loss_fn(z):
-        return lsr.jax.smooth_ce(z, jnp.asarray(labels), **options)
+        return smooth_ce_mean(z, jnp.asarray(labels), **options)
 
     def expected_fn(z):
         return _jnp_reference(z, jnp.asarray(labels), **options)
@@ -323,7 +328,7 @@ def test_hessian_matches_autodiff_of_the_reference(options, dense):
     labels = np.where(np.asarray(labels) < 0, 2, labels)
     options = {k: jnp.asarray(v) if isinstance(v, np.ndarray) else v for k, v in options.items()}
 
-    hessian = jax.jit(jax.hessian(lambda z, y: lsr.jax.smooth_ce(z, y, **options)))(
+    hessian = jax.jit(jax.hessian(lambda z, y: smooth_ce_mean(z, y, **options)))(
         jnp.asarray(logits), jnp.asarray(labels)
     )
     expected = jax.hessian(_jnp_reference)(jnp.asarray(logits), jnp.asarray(labels), **options)
@@ -349,7 +354,7 @@ def test_gradients_with_respect_to_soft_labels_weight_prior_and_smoothing():
 
         return jax.jit(jax.grad(loss, argnums=(0, 1, 2, 3)))
 
-    grads = make(lsr.jax.smooth_ce)(*args)
+    grads = make(smooth_ce_mean)(*args)
     expected = make(_jnp_reference)(*args)
     for got, want in zip(grads, expected, strict=True):
         _close(got, want, np.float64)
@@ -358,7 +363,7 @@ def test_gradients_with_respect_to_soft_labels_weight_prior_and_smoothing():
     # Integer labels: the weight gradient includes the mean's denominator sum w_y.
     _, ids = _inputs(dense=False, seed=8)
     ids = jnp.asarray(np.where(ids < 0, 0, ids))
-    got = jax.grad(lambda w: lsr.jax.smooth_ce(jnp.asarray(logits), ids, weight=w))(args[1])
+    got = jax.grad(lambda w: smooth_ce_mean(jnp.asarray(logits), ids, weight=w))(args[1])
     want = jax.grad(lambda w: _jnp_reference(jnp.asarray(logits), ids, weight=w))(args[1])
     _close(got, want, np.float64)
 
@@ -445,13 +450,13 @@ def test_where_mask_leaves_positions_out_like_ignored_ones():
     logits, labels = _inputs(dense=False, seed=9)
     labels = np.where(labels < 0, 0, labels)
     where = np.array([[True, False, True], [False, False, True]])
-    loss, grad = jax.value_and_grad(lsr.jax.smooth_ce)(
+    loss, grad = jax.value_and_grad(smooth_ce_mean)(
         jnp.asarray(logits), jnp.asarray(labels), where=jnp.asarray(where)
     )
     _close(loss, reference.smooth_ce(logits, labels, where=where), np.float64)
     assert not np.asarray(grad)[~where].any()
     nothing = jnp.zeros((2, 3), bool)
-    loss, grad = jax.value_and_grad(lsr.jax.smooth_ce)(
+    loss, grad = jax.value_and_grad(smooth_ce_mean)(
         jnp.asarray(logits), jnp.asarray(labels), where=nothing
     )
     assert float(loss) == 0.0 and not np.asarray(grad).any()
@@ -462,7 +467,7 @@ def test_half_precision_is_computed_in_float32(dtype):
     logits, labels = _inputs(dense=False)
     labels = np.where(labels < 0, 0, labels)
     half = jnp.asarray(logits, dtype)
-    loss, grad = jax.value_and_grad(lsr.jax.smooth_ce)(half, jnp.asarray(labels))
+    loss, grad = jax.value_and_grad(smooth_ce_mean)(half, jnp.asarray(labels))
     assert loss.dtype == jnp.float32 and grad.dtype == dtype
     rounded = np.asarray(half.astype(jnp.float32), np.float64)
     _close(loss, reference.smooth_ce(rounded, labels), np.float32)

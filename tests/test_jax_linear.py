@@ -93,8 +93,9 @@ def test_where_mask_and_no_bias():
     hidden, kernel, _, labels = _inputs()
     labels = jnp.abs(labels)
     where = jnp.arange(13) % 3 != 0
-    ours = jax.grad(lambda h: lj.linear_smooth_ce(h, kernel, labels, where=where, chunk_size=5))
-    theirs = jax.grad(lambda h: lj.smooth_ce(h @ kernel, labels, where=where))
+    options = dict(where=where, reduction="mean")
+    ours = jax.grad(lambda h: lj.linear_smooth_ce(h, kernel, labels, chunk_size=5, **options))
+    theirs = jax.grad(lambda h: lj.smooth_ce(h @ kernel, labels, **options))
     assert_close(np.asarray(ours(hidden)), np.asarray(theirs(hidden)), "float64")
 
 
@@ -123,10 +124,10 @@ def test_compiled_memory_stays_flat_as_rows_grow():
             labels = jnp.zeros((rows,), jnp.int32)
 
             def fused(h, k, labels=labels):
-                return lj.linear_smooth_ce(h, k, labels, chunk_size=chunk)
+                return lj.linear_smooth_ce(h, k, labels, chunk_size=chunk, reduction="mean")
 
             def plain(h, k, labels=labels):
-                return lj.smooth_ce(h @ k, labels)
+                return lj.smooth_ce(h @ k, labels, reduction="mean")
 
             sizes[rows] = [
                 _program_bytes(jax.value_and_grad(f, argnums=(0, 1)), hidden, kernel)

@@ -3,7 +3,8 @@
 lsr's ``prior="uniform"`` is optax's convention: ``optax.smooth_labels(one_hot, eps)``
 gives ``(1 - eps) q + eps / K``. With it, ``optax.softmax_cross_entropy`` is the
 reference for dense and integer labels at any epsilon, and
-``optax.softmax_cross_entropy_with_integer_labels`` at epsilon 0.
+``optax.softmax_cross_entropy_with_integer_labels`` at epsilon 0. The defaults are
+optax's too: one loss per example, so a swap keeps the value of code that reduces by itself.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def test_matches_optax_smooth_labels_then_softmax_cross_entropy(smoothing, integ
     grad = jax.jit(jax.grad(lambda z: jnp.sum(ours(z) * position_weights)))(logits)
     expected_grad = jax.grad(lambda z: jnp.sum(theirs(z) * position_weights))(logits)
     _close(grad, expected_grad, dtype)
-    mean_grad = jax.grad(lambda z: lsr.jax.smooth_ce(z, targets, smoothing=smoothing))(logits)
+    mean_grad = jax.grad(
+        lambda z: lsr.jax.smooth_ce(z, targets, smoothing=smoothing, reduction="mean")
+    )(logits)
     _close(mean_grad, jax.grad(lambda z: jnp.mean(theirs(z)))(logits), dtype)
 
 
@@ -86,3 +89,52 @@ def test_smooth_labels_matches_optax():
         lsr.jax.smooth_labels(jnp.array([0, 3, 2]), 4, smoothing=0.2, dtype=one_hot.dtype),
         optax.smooth_labels(one_hot, 0.2),
     )
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_default_is_per_example_as_optax_integer_labels(dtype):
+    """The swap ``optax.softmax_cross_entropy_with_integer_labels`` -> ``lsr.jax.smooth_ce``
+    with no other change than ``smoothing=0.0`` keeps every example's loss, and so the
+    value of a mean the caller takes with its own mask."""
+    logits, labels = _inputs(dtype, seed=2)
+    ours = lsr.jax.smooth_ce(logits, labels, smoothing=0.0)
+    theirs = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    assert ours.shape == theirs.shape == (N,)
+    _close(ours, theirs, dtype)
+    mask = (jnp.arange(N) % 3 != 0).astype(dtype)
+    _close(jnp.sum(ours * mask) / jnp.sum(mask), jnp.sum(theirs * mask) / jnp.sum(mask), dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+@pytest.mark.parametrize("smoothing", [0.1, 0.35])
+def test_default_is_per_example_as_optax_smooth_labels(smoothing, dtype):
+    logits, labels = _inputs(dtype, seed=3)
+    one_hot = jax.nn.one_hot(labels, K, dtype=dtype)
+    expected = optax.softmax_cross_entropy(logits, optax.smooth_labels(one_hot, smoothing))
+    for targets in (labels, one_hot):
+        ours = lsr.jax.smooth_ce(logits, targets, smoothing=smoothing)
+        assert ours.shape == (N,)
+        _close(ours, expected, dtype)
+
+
+def test_the_other_losses_default_to_per_example_too():
+    """``linear_smooth_ce`` and ``distill_loss`` against optax on the full logits."""
+    rng = np.random.default_rng(4)
+    hidden = jnp.asarray(rng.normal(size=(2, 3, 5)))
+    kernel = jnp.asarray(rng.normal(size=(5, K)))
+    labels = jnp.asarray(rng.integers(0, K, size=(2, 3)))
+    one_hot = jax.nn.one_hot(labels, K, dtype=hidden.dtype)
+    expected = optax.softmax_cross_entropy(hidden @ kernel, optax.smooth_labels(one_hot, 0.1))
+    fused = lsr.jax.linear_smooth_ce(hidden, kernel, labels, smoothing=0.1, chunk_size=4)
+    assert fused.shape == (2, 3)
+    _close(fused, expected, jnp.float64)
+
+    student, teacher = hidden @ kernel, jnp.asarray(rng.normal(size=(2, 3, K)))
+    temperature = 2.0
+    # Hinton et al. 2015: T**2 times the cross-entropy from the teacher's soft targets.
+    expected = temperature**2 * optax.softmax_cross_entropy(
+        student / temperature, jax.nn.softmax(teacher / temperature)
+    )
+    distilled = lsr.jax.distill_loss(student, teacher, temperature=temperature)
+    assert distilled.shape == (2, 3)
+    _close(distilled, expected, jnp.float64)

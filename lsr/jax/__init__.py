@@ -2,7 +2,11 @@
 
 The core's definition (``lsr._core``) as an idiomatic JAX function: jax array-likes in
 (Python lists and NumPy arrays become jax arrays), jax arrays out, keyword-only options as
-in optax, and an optax-style ``where`` mask of positions.
+in optax, an optax-style ``where`` mask of positions, and optax's default reduction: every
+loss here returns one value per position (``reduction="none"``) unless asked for
+``"mean"`` or ``"sum"``, so a swap from ``optax.softmax_cross_entropy_with_integer_labels``
+keeps the value of code that reduces with its own mask. ``docs/conventions.md`` lists
+every difference from optax.
 
 Differentiation: ``smooth_ce`` is a ``jax.custom_jvp`` whose rule is the core's closed-form
 logits gradient, ``<smooth_ce_grad(z), dz>`` (``lsr._core.smooth_ce_grad``, from the logits

@@ -85,7 +85,7 @@ def smooth_ce(
     ignore_index: int | None = None,
     weight: Any = None,
     where: Any = None,
-    reduction: str = "mean",
+    reduction: str = "none",
     kl: bool = False,
     z_loss: float = 0.0,
 ) -> jax.Array:
@@ -96,6 +96,12 @@ def smooth_ce(
     definition and numbers as ``lsr.smooth_ce``; for integer labels no N x K target is
     built. Works under ``jax.jit``, ``grad``/``value_and_grad``, ``vmap``, ``jvp``,
     ``jacfwd`` and ``hessian``, and on sharded arrays.
+
+    As optax's losses, it returns one loss per position by default
+    (``reduction="none"``), so code that averages with its own mask keeps its value when
+    it swaps ``optax.softmax_cross_entropy_with_integer_labels`` for this function.
+    ``reduction="mean"`` averages over the kept positions (``where``, ``ignore_index``)
+    in the same pass.
 
     Args:
         logits: unnormalized scores, shape ``(..., K, ...)`` with the K classes on
@@ -119,8 +125,8 @@ def smooth_ce(
         where: optax-style boolean mask of the positions to keep, the logits' shape
             without ``axis``: masked positions get loss 0 and gradient 0 and leave the
             mean's denominator.
-        reduction: ``"mean"`` (over kept positions), ``"sum"``, or ``"none"`` (the
-            positions' shape, as optax's losses return).
+        reduction: ``"none"`` (the default: the positions' shape, as optax's losses
+            return), ``"mean"`` (over kept positions) or ``"sum"``.
         kl: return ``KL(q' || p)`` (minimum 0, as T5X reports it); same gradient.
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position (PaLM, T5X).
 
@@ -138,7 +144,10 @@ def smooth_ce(
         >>> from lsr.jax import smooth_ce
         >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
         >>> labels = jnp.array([0, 1])
-        >>> loss, grad = jax.jit(jax.value_and_grad(smooth_ce))(logits, labels)
+        >>> smooth_ce(logits, labels).shape  # one loss per example, as optax
+        (2,)
+        >>> mean_loss = lambda z, y: smooth_ce(z, y, reduction="mean")
+        >>> loss, grad = jax.jit(jax.value_and_grad(mean_loss))(logits, labels)
         >>> print(f"{loss:.4f}", grad.shape)
         0.5047 (2, 3)
 
@@ -249,7 +258,7 @@ def distill_loss(
     *,
     temperature: Any,
     axis: int = -1,
-    reduction: str = "mean",
+    reduction: str = "none",
     where: Any = None,
     kl: bool = False,
 ) -> jax.Array:
@@ -257,7 +266,8 @@ def distill_loss(
 
     ``lsr.distill_loss`` on jax arrays; the teacher's logits pass through
     ``jax.lax.stop_gradient``, so only the student receives gradients. See
-    ``lsr.distill_loss``.
+    ``lsr.distill_loss``. As ``smooth_ce`` (and optax's losses), one loss per position
+    by default (``reduction="none"``); ``"mean"`` and ``"sum"`` reduce.
 
     Example:
         >>> import jax.numpy as jnp
@@ -265,8 +275,8 @@ def distill_loss(
         >>> student = jnp.array([[1.0, 2.0, 0.5]])
         >>> teacher = jnp.array([[2.0, 1.0, 0.0]])
         >>> loss = lsr.jax.distill_loss(student, teacher, temperature=2.0, kl=True)
-        >>> round(float(loss), 6)
-        0.418517
+        >>> loss.shape, round(float(loss[0]), 6)
+        ((1,), 0.418517)
     """
     return _distill.distill_loss(
         as_jax(student_logits),

@@ -78,7 +78,7 @@ def linear_smooth_ce(
     ignore_index: int | None = None,
     weight: Any = None,
     where: Any = None,
-    reduction: str = "mean",
+    reduction: str = "none",
     kl: bool = False,
     z_loss: float = 0.0,
     chunk_size: int | None = None,
@@ -92,13 +92,18 @@ def linear_smooth_ce(
     are made in the forward pass and scaled by the cotangent; for "none" the backward
     pass recomputes the blocks).
 
+    The default is ``reduction="none"``, as ``smooth_ce`` and optax's losses, so that
+    it replaces ``smooth_ce(hidden @ kernel, labels)`` with the same result. A training
+    loss that is a plain mean or sum should say ``reduction="mean"`` (or ``"sum"``): then
+    the backward pass does not recompute the blocks.
+
     Args:
         hidden: (..., d) hidden states (flattened to (N, d)).
         kernel: (d, K), as ``flax.linen.Dense``'s kernel.
         labels: integer class ids of hidden's leading shape, or dense targets (..., K).
         bias: (K,) or None.
         smoothing, prior, ignore_index, weight, where, reduction, kl, z_loss: as
-            ``smooth_ce`` with the class axis last.
+            ``smooth_ce`` with the class axis last (``reduction`` defaults to "none").
         chunk_size: rows per block; by default as many as make 16 Mi logits. Under
             ``jax.jit`` the blocks are unrolled into the program.
 

@@ -84,7 +84,7 @@ def vocab_parallel_smooth_ce(
     ignore_index: int | None = None,
     weight: Any = None,
     where: Any = None,
-    reduction: str = "mean",
+    reduction: str = "none",
     kl: bool = False,
     z_loss: float = 0.0,
     batch_axis_name: Any = None,
@@ -113,8 +113,8 @@ def vocab_parallel_smooth_ce(
         weight: per-class weights (PyTorch's semantics): the whole (K,) vector or this
             device's (K_r,) slice.
         where: optional boolean mask of the positions to keep.
-        reduction: ``"none"``, ``"sum"`` or ``"mean"`` (over kept positions, or their
-            ``w_y`` sum with ``weight``, as ``lsr.jax.smooth_ce``).
+        reduction: ``"none"`` (the default, as ``lsr.jax.smooth_ce`` and optax), ``"sum"``
+            or ``"mean"`` (over kept positions, or their ``w_y`` sum with ``weight``).
         kl: return ``KL(q' || p)`` instead (the loss minus the target entropy).
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
         batch_axis_name: optional mesh axis (or axes) that splits the batch: "sum" and
@@ -139,8 +139,9 @@ def vocab_parallel_smooth_ce(
         ...     lambda z, y: lsr.jax.vocab_parallel_smooth_ce(z, y, axis_name="vocab"),
         ...     mesh=mesh, in_specs=(P(None, "vocab"), P()), out_specs=P())
         >>> logits = jnp.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
-        >>> print(f"{loss_fn(logits, jnp.array([0, 1])):.4f}")
-        0.5047
+        >>> losses = loss_fn(logits, jnp.array([0, 1]))  # one per example, as smooth_ce
+        >>> print(f"{losses.mean():.4f}", losses.shape)
+        0.5047 (2,)
 
     References:
         Shoeybi et al. 2019, "Megatron-LM" (vocabulary-parallel cross-entropy);

@@ -137,12 +137,15 @@ class Trainer:
         )
 
         def loss_fn(model, x, y, adversarial):
-            loss = smooth_ce(model(x), y, smoothing=label_smoothing, prior=prior)
+            # The batch mean, as cleverhans' loss (lsr.jax returns per-example losses).
+            loss = smooth_ce(model(x), y, smoothing=label_smoothing, prior=prior, reduction="mean")
             if adversarial:
                 x_adv = fgsm(model, x)
                 if not backprop_through_attack:
                     x_adv = jax.lax.stop_gradient(x_adv)
-                adv_loss = smooth_ce(model(x_adv), y, smoothing=label_smoothing, prior=prior)
+                adv_loss = smooth_ce(
+                    model(x_adv), y, smoothing=label_smoothing, prior=prior, reduction="mean"
+                )
                 loss = 0.5 * loss + 0.5 * adv_loss
             return loss
 

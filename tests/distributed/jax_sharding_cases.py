@@ -102,7 +102,7 @@ def _two_losses(jax, data):
     import lsr.jax
 
     def losses(z, y, weight, prior, where, position_weights):
-        mean = lsr.jax.smooth_ce(z, y, smoothing=0.1, ignore_index=-100, kl=True)
+        mean = lsr.jax.smooth_ce(z, y, smoothing=0.1, ignore_index=-100, kl=True, reduction="mean")
         per_position = lsr.jax.smooth_ce(
             z,
             y,
@@ -299,6 +299,7 @@ def test_vocab_parallel_bad_input(jax_env):
     logits, labels = jnp.asarray(data["logits"]), jnp.asarray(data["labels"])
 
     def mapped(**kwargs):
+        kwargs = {"reduction": "mean", **kwargs}  # a scalar, for value_and_grad
         return jax.shard_map(
             lambda z, y: lsr.jax.vocab_parallel_smooth_ce(z, y, axis_name="vocab", **kwargs),
             mesh=mesh,
