@@ -61,7 +61,7 @@ def _check_backend() -> str:
     return backend
 
 
-def _checked_prior(prior: Any) -> Any:
+def _checked_prior(prior: Any) -> str | list[float]:
     """A prior name, or a class distribution as a list of floats (serializable)."""
     if isinstance(prior, str):
         if prior not in PRIOR_NAMES:
@@ -206,12 +206,14 @@ class SmoothCrossEntropy(keras.losses.Loss):
             isinstance(ignore_class, bool) or not isinstance(ignore_class, numbers.Integral)
         ):
             fail_type("`ignore_class` must be an integer or None.", "ignore_class", ignore_class)
-        self.from_logits = from_logits
-        self.label_smoothing = float(label_smoothing)
-        self.axis = int(axis)
-        self.prior = _checked_prior(prior)
-        self.ignore_class = None if ignore_class is None else int(ignore_class)
-        self._given_dtype = dtype
+        # Declared, not inferred: to mypy, float and int are not numbers.Real/Integral
+        # (typeshed), so it takes what follows the NoReturn checks above for unreachable.
+        self.from_logits: bool = from_logits
+        self.label_smoothing: float = float(label_smoothing)
+        self.axis: int = int(axis)
+        self.prior: str | list[float] = _checked_prior(prior)
+        self.ignore_class: int | None = None if ignore_class is None else int(ignore_class)
+        self._given_dtype: Any = dtype
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         for name, value in (("y_true", y_true), ("y_pred", y_pred)):

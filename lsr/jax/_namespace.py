@@ -33,7 +33,8 @@ def as_jax(x: Any, name: str = "labels") -> Any:
     """
     if x is None or isinstance(x, jax.Array):
         return x
-    if not jax.config.jax_enable_x64:
+    # (jax's Config sets its options as attributes at run time and does not declare them.)
+    if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
         values = np.asarray(x)
         if values.dtype.kind in "iu" and values.dtype.itemsize > 4 and values.size:
             low, high = np.iinfo(np.int32).min, np.iinfo(np.int32).max

@@ -32,7 +32,8 @@ def as_tensor(name: str, value: Any) -> Any:
         tensor = value
     elif isinstance(value, (np.ndarray, np.generic, numbers.Number, list, tuple)):
         try:
-            tensor = tf.convert_to_tensor(value)
+            # (types-tensorflow's TensorCompatible lists no numbers.Number.)
+            tensor = tf.convert_to_tensor(value)  # type: ignore[arg-type]
         except (TypeError, ValueError) as error:
             raise TypeError(
                 f"`{name}` could not be converted to a tf.Tensor: {error} "

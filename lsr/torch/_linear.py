@@ -175,6 +175,7 @@ def linear_smooth_ce(
         >>> bool(torch.allclose(fused, plain))
         True
     """
+    value: torch.Tensor | None  # (the later loops go over optional tensors too)
     for name, value in (("input", input), ("projection", projection), ("target", target)):
         check_tensor(name, value)
     for name, value in (("bias", bias), ("weight", weight)):
