@@ -262,7 +262,7 @@ class Targets:
         xp, positions = self.xp, self.positions
         dtype = self.like.dtype
         if positions.valid is None:
-            count = _prod(self._position_shape())
+            count: int | Array = _prod(self._position_shape())
         else:
             count = xp.sum(xp.astype(positions.valid, dtype))
         if self.spec.weight is None or self.spec.dense:

@@ -3,7 +3,7 @@ optimizer and ``tf.GradientTape`` steps compiled with ``tf.function``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import keras
 import numpy as np
@@ -64,7 +64,8 @@ def fgsm(model: keras.Model, x: tf.Tensor, attack_loss_fn: Any = smooth_ce) -> t
         attack_loss = attack_loss_fn(
             logits, predictions, smoothing=0.0, prior="uniform", reduction="sum"
         )
-    gradient = tape.gradient(attack_loss, x)
+    # (A dense tensor's gradient is a dense tf.Tensor, not IndexedSlices.)
+    gradient = cast(tf.Tensor, tape.gradient(attack_loss, x))
     adversarial = x + FGSM_PARAMS["eps"] * tf.sign(gradient)
     return tf.clip_by_value(adversarial, FGSM_PARAMS["clip_min"], FGSM_PARAMS["clip_max"])
 

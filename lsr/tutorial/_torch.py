@@ -50,6 +50,7 @@ class BasicCNN(nn.Module):
         conv = nn.Conv2d(channels_in, channels_out, (height, width), stride=stride)
         with torch.no_grad():
             conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))))
+            assert conv.bias is not None  # (Optional in nn.Conv2d; made with bias=True)
             conv.bias.copy_(torch.from_numpy(params[f"{name}/bias"]))
         return conv
 
