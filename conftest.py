@@ -4,9 +4,9 @@ from tests.backends import selected_backends
 
 _SELECTED = selected_backends()
 _FRAMEWORK_MODULES = {
-    "jax": ["lsr/jax.py", "lsr/_jax*.py"],
-    "torch": ["lsr/torch.py", "lsr/_torch*.py"],
-    "tensorflow": ["lsr/tensorflow.py", "lsr/keras.py", "lsr/_tf*.py"],
+    "jax": ["lsr/jax/*"],
+    "torch": ["lsr/torch/*"],
+    "tensorflow": ["lsr/tensorflow/*", "lsr/keras.py"],
 }
 collect_ignore_glob = ["benchmarks/*", "noxfile.py", "lsr/tutorial/*"]
 for _name, _patterns in _FRAMEWORK_MODULES.items():
