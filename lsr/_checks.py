@@ -449,6 +449,7 @@ def prepare_linear_smooth_ce(
     reduction: str,
     kl: bool,
     z_loss: float,
+    logit_cap: float | None = None,
     chunk_size: Any,
     projection_name: str = "projection",
     transposed: bool = False,
@@ -505,5 +506,6 @@ def prepare_linear_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
+        logit_cap=logit_cap,
     )
     return xp, labels, spec

@@ -11,7 +11,8 @@ import lsr
 from lsr import _core
 from lsr._checks import prepare_smooth_ce
 from tests import reference
-from tests.backends import assert_close
+from tests.backends import assert_close, selected_backends
+from tests.conftest import get_backend
 
 K = 5
 CAP = 1.5
@@ -132,3 +133,53 @@ def test_bad_caps_are_refused(value, error):
         r" Received: logit_cap=",
     ):
         lsr.smooth_ce(np.zeros((2, K)), np.array([0, 1]), logit_cap=value)
+
+
+def _adapter_loss_and_grad(name, logits, labels, **options):
+    """(loss, d loss / d logits) through one adapter's public smooth_ce, class axis last."""
+    if name == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        import lsr.jax
+
+        def loss_fn(z):
+            return lsr.jax.smooth_ce(z, jnp.asarray(labels), **options)
+
+        loss, grad = jax.value_and_grad(loss_fn)(jnp.asarray(logits))
+        return np.asarray(loss), np.asarray(grad)
+    if name == "torch":
+        import torch
+
+        import lsr.torch
+
+        z = torch.tensor(logits, requires_grad=True)
+        loss = lsr.torch.smooth_ce(z, torch.tensor(labels), axis=-1, **options)
+        loss.backward()
+        return loss.detach().numpy(), z.grad.numpy()
+    import tensorflow as tf
+
+    import lsr.tensorflow
+
+    z = tf.constant(logits)
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        loss = lsr.tensorflow.smooth_ce(z, tf.constant(labels), **options)
+    return loss.numpy(), tape.gradient(loss, z).numpy()
+
+
+@pytest.mark.parametrize(
+    "adapter", [name for name in ("jax", "torch", "tensorflow") if name in selected_backends()]
+)
+def test_every_adapter_passes_the_cap_through(adapter):
+    get_backend(adapter)  # (the test backend's settings: JAX with x64, for float64 here)
+    logits, labels = _case(3, dense=False)
+    labels = np.where(labels == 255, 0, labels)
+    options = dict(smoothing=0.1, reduction="mean", logit_cap=CAP)
+    expected = reference.smooth_ce(logits, labels, **options)
+    expected_grad = reference.numerical_gradient(
+        lambda z: float(reference.smooth_ce(z, labels, **options)), logits
+    )
+    loss, grad = _adapter_loss_and_grad(adapter, logits, labels, **options)
+    assert_close(loss, expected, "float64")
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7)

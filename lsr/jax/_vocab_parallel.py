@@ -30,6 +30,7 @@ from lsr import _core
 from lsr._checks import (
     check_ignore_index,
     check_label_range,
+    check_logit_cap,
     check_logits,
     check_prior,
     check_smoothing,
@@ -87,6 +88,7 @@ def vocab_parallel_smooth_ce(
     reduction: str = "none",
     kl: bool = False,
     z_loss: float = 0.0,
+    logit_cap: float | None = None,
     batch_axis_name: Any = None,
 ) -> jax.Array:
     r"""Smoothed cross-entropy of logits whose class axis is split over a mesh axis.
@@ -117,6 +119,8 @@ def vocab_parallel_smooth_ce(
             or ``"mean"`` (over kept positions, or their ``w_y`` sum with ``weight``).
         kl: return ``KL(q' || p)`` instead (the loss minus the target entropy).
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
+        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+            (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
         batch_axis_name: optional mesh axis (or axes) that splits the batch: "sum" and
             "mean" are then over the whole batch (the mean divides by the global number
             of kept positions, not the average of per-device means).
@@ -216,6 +220,7 @@ def vocab_parallel_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=float(z_loss),
+        logit_cap=check_logit_cap(logit_cap),
     )
 
     def all_reduce_max(values):

@@ -46,6 +46,7 @@ from lsr import _core
 from lsr._checks import (
     check_ignore_index,
     check_label_range,
+    check_logit_cap,
     check_logits,
     check_prior,
     check_smoothing,
@@ -198,6 +199,7 @@ def vocab_parallel_smooth_ce(
     reduction: str = "mean",
     kl: bool = False,
     z_loss: float = 0.0,
+    logit_cap: float | None = None,
 ) -> torch.Tensor:
     r"""Smoothed cross-entropy of logits whose class axis is split across ``group``.
 
@@ -242,6 +244,8 @@ def vocab_parallel_smooth_ce(
             ``w_y`` sum with ``weight``, as ``lsr.smooth_ce``).
         kl: return ``KL(q' || p)`` instead (the loss minus the target entropy).
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
+        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+            (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
         The loss, the same on every rank of ``group``: 0-d for "sum" and "mean", else
@@ -331,6 +335,7 @@ def vocab_parallel_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=float(z_loss),
+        logit_cap=check_logit_cap(logit_cap),
     )
     return _VocabParallelSmoothCE.apply(logits_shard, labels, spec, start, group, batch_group)
 
@@ -395,6 +400,7 @@ def data_parallel_smooth_ce(
     reduction: str = "mean",
     kl: bool = False,
     z_loss: float = 0.0,
+    logit_cap: float | None = None,
 ) -> torch.Tensor:
     r"""Smoothed cross-entropy of a batch split across the ranks of ``group``.
 
@@ -450,6 +456,7 @@ def data_parallel_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
+        logit_cap=logit_cap,
     )
     # Half precision comes back cast to float32 (a differentiable cast): the core computes
     # in float32 and autograd casts the gradient back to the input's dtype.

@@ -48,6 +48,7 @@ def smooth_ce(
     axis: int = 1,
     kl: bool = False,
     z_loss: float = 0.0,
+    logit_cap: float | None = None,
 ) -> torch.Tensor:
     r"""Label-smoothed cross-entropy with ``F.cross_entropy``'s conventions.
 
@@ -82,6 +83,8 @@ def smooth_ce(
         kl: return ``KL(q' || p)`` (the loss minus the target entropy), whose minimum
             is 0.
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
+        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+            (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
         A 0-d tensor for "mean" and "sum", else one loss per position; float32 for half
@@ -129,6 +132,7 @@ def smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
+        logit_cap=logit_cap,
     )
     with without_autocast(input.device.type):
         functorch_input = (
@@ -190,6 +194,7 @@ def cross_entropy(
     prior: str | torch.Tensor = "uniform",
     kl: bool = False,
     z_loss: float = 0.0,
+    logit_cap: float | None = None,
 ) -> torch.Tensor:
     r"""``torch.nn.functional.cross_entropy``, computed by lsr: change the prefix only.
 
@@ -223,6 +228,8 @@ def cross_entropy(
             exactly ``1 - eps``) or a (C,) tensor of class probabilities.
         kl: return ``KL(q' || p)`` (the loss minus the target entropy).
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
+        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+            (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
         As ``F.cross_entropy``: a 0-d tensor for "mean" and "sum", else one loss per
@@ -263,6 +270,7 @@ def cross_entropy(
         prior=prior,
         kl=kl,
         z_loss=z_loss,
+        logit_cap=logit_cap,
     )
     # F.cross_entropy returns half-precision losses in the input's dtype, and float32
     # under autocast (which runs it in float32).
