@@ -2,7 +2,7 @@
 
 ``nox -t ci`` is the README's test command: every backend's tests, the cross-backend
 equality session, the distributed tests, a smoke run of the benchmark harness, the docs
-(every Python block runs, then the site builds) and lint.
+(every Python block runs, then the site builds), the type check (mypy) and lint.
 Each session installs lsr plus one pinned environment from ``backends/`` and names its
 backends in ``LSR_BACKENDS``, so a backend that fails to install or import fails the
 session instead of being skipped.
@@ -31,6 +31,7 @@ PYPROJECT = nox.project.load_toml("pyproject.toml")
 TEST_TOOLS = nox.project.dependency_groups(PYPROJECT, "test")
 LINT_TOOLS = nox.project.dependency_groups(PYPROJECT, "lint")
 DOCS_TOOLS = nox.project.dependency_groups(PYPROJECT, "docs")
+TYPECHECK_TOOLS = nox.project.dependency_groups(PYPROJECT, "typecheck")
 
 
 def _backend_registry() -> dict[str, Any]:
@@ -110,6 +111,20 @@ def lint(session: nox.Session) -> None:
     session.install(*LINT_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(tags=["ci"])
+def typecheck(session: nox.Session) -> None:
+    """mypy over ``lsr/``, configured by ``[tool.mypy]`` in pyproject.toml: zero errors.
+
+    Every backend is installed (``backends/all.txt``), so mypy reads the frameworks' own
+    annotations (and typeshed's stubs for TensorFlow and tqdm) instead of taking every
+    framework call for ``Any``. Arguments after ``--`` replace ``lsr`` (``-- lsr/_core``).
+    """
+    with _environment(session):
+        _install(session, "all", *TYPECHECK_TOOLS)
+        cache = os.path.join(session.create_tmp(), "mypy_cache")
+        session.run("mypy", "--cache-dir", cache, *(session.posargs or ["lsr"]))
 
 
 @nox.session(tags=["ci"])
