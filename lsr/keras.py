@@ -38,12 +38,12 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-import array_api_compat.numpy as _np_xp
 import keras
 import numpy as np
 from keras import ops
 
 from lsr._checks import check_prior
+from lsr._compat import get_backend
 from lsr._validation import PRIOR_NAMES, check_fraction, fail_type, fail_value, normalize_axis
 
 __all__ = ["SmoothCrossEntropy"]
@@ -80,7 +80,7 @@ def _checked_prior(prior: Any) -> str | list[float]:
             prior,
         )
     # The same checks (and messages) as every lsr function, once, on the given values.
-    check_prior(_np_xp, values, values.size, np.float64)
+    check_prior(get_backend("numpy").namespace(), values, values.size, np.float64)
     return [float(v) for v in values]
 
 

@@ -103,3 +103,14 @@ def test_the_core_imports_no_framework_and_no_other_layer(path):
             assert name.startswith("lsr._core") or name in ("lsr._compat", "lsr._typing"), (
                 f"{path.name} imports {name}"
             )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in _modules(LSR) if p.name != "_compat.py"],
+    ids=lambda p: str(p.relative_to(LSR)),
+)
+def test_only_the_backend_registry_imports_array_api_compat(path):
+    """Namespaces come from ``lsr._compat`` (the registry), never from array-api-compat
+    directly, so every per-library fact stays in one place."""
+    assert not {name for name in _imports(path) if name.split(".")[0] == "array_api_compat"}

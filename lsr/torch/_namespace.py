@@ -11,8 +11,12 @@ from __future__ import annotations
 import math
 import types
 
-import array_api_compat.torch as _compat_xp
 import torch
+
+from lsr._compat import get_backend
+
+# array-api-compat's torch namespace, through the backend registry (its one importer).
+_compat_xp = get_backend("torch").namespace()
 
 __all__ = ["HALF", "xp"]
 
