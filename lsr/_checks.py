@@ -4,6 +4,9 @@
 dtypes and options always; values only when the arrays are concrete), resolves ``xp``,
 casts to the compute dtype, and returns the options as one ``lsr._core.Spec``.
 Adapters call it first, then the core, so every backend raises the same errors.
+
+(Over 500 lines on purpose: this is the one validation layer, every check of every
+option in one place, so a new option's check has exactly one home.)
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ Modules, in reading order:
   positions that count.
 * ``_loss``: the one pass (``logit_sums`` -> ``combine`` -> loss; ``gradient``) and its
   entry points below.
+* ``_layouts``: the same pass block after block of rows, and over one shard of the
+  class axis.
 * ``_labels``: one-hot targets and class frequencies as arrays.
 * ``_ops``: safe arithmetic helpers, and the optional namespace extensions the pass uses.
 
@@ -27,15 +29,14 @@ importing anything else of the core.
 """
 
 from lsr._core._labels import estimate_prior, nan_where_out_of_range, one_hot
+from lsr._core._layouts import blocked_loss_and_grad, sharded_loss
 from lsr._core._loss import (
-    blocked_loss_and_grad,
     loss_and_grad,
     per_position_loss,
     reduce,
     reduce_with_denominator,
     reduced_loss_and_grad,
     reduction_scale,
-    sharded_loss,
     smooth_ce,
     smooth_ce_grad,
 )

@@ -6,6 +6,9 @@ here, once. The three backends therefore start from the same initial weights (dr
 with NumPy from cleverhans' ``HeReLuNormalInitializer`` distribution: normal with standard
 deviation 1/sqrt(fan_in), zero biases) and see the same batches in the same order, so
 their reports differ only by each framework's floating-point arithmetic.
+
+(Over 500 lines on purpose: splitting what decides the experiment over several modules
+would bring back the per-framework drift this module exists to prevent.)
 """
 
 from __future__ import annotations

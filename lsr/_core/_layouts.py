@@ -1,0 +1,165 @@
+"""The one pass over other layouts of the logits: block after block of rows (eager
+namespaces that write in place), and one shard of the class axis (vocabulary-parallel
+forms, with the adapter's collectives). Both are ``_loss``'s ``logit_sums``, ``combine``
+and ``gradient``; only how the rows or classes are split differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lsr._core import _ops
+from lsr._core._loss import combine, gradient, logit_sums, reduce, reduction_scale
+from lsr._core._spec import Spec
+from lsr._core._targets import Positions, Shard, Targets, class_values
+from lsr._typing import Array, Namespace
+
+
+def sharded_loss(
+    logits_shard: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Namespace,
+    start: Any,
+    all_reduce_max: Callable[[Array], Array],
+    all_reduce_sum: Callable[[Any], Any],
+    whole_vectors: bool = False,
+) -> tuple[Array, Array, Targets, dict[str, Any]]:
+    """The pass over one shard of the class axis: ``(each position's loss, lse with the
+    class axis kept, targets, class values)``, the same on every shard (``targets.spec``
+    holds this shard's slices of the vectors: what ``smooth_ce_grad`` takes, with the
+    class values, for this shard's part of the gradient).
+
+    ``logits_shard`` holds the classes ``[start, start + size)`` of ``spec.num_classes``
+    (the global K), and ``spec``'s (K,) vectors their slices of the same classes (or,
+    with ``whole_vectors``, the whole vectors: what the labels need of them is then read
+    locally, and only the logits' sums are added up). Two
+    collectives, supplied by the adapter: ``all_reduce_max`` of the row maxima (for a
+    stable logsumexp; the result is a constant of the loss) and one ``all_reduce_sum`` of
+    a list of arrays: per-position partial sums and class totals.
+    """
+    axis, size = spec.axis, logits_shard.shape[spec.axis]
+    positions = Positions(xp, labels, spec, like=logits_shard)
+    shard = Shard(xp, positions, start, size)
+    whole = None
+    if whole_vectors:
+        whole = class_values(xp, spec, positions)
+        spec = spec.replace(
+            prior=spec.prior if spec.named_prior else spec.prior[start : start + size],
+            weight=None if spec.weight is None else spec.weight[start : start + size],
+        )
+    targets = Targets(xp, labels, spec, positions, like=logits_shard, shard=shard)
+    local_max = xp.max(logits_shard, axis=axis, keepdims=True)
+    if spec.logit_cap is not None:  # (the cap is increasing: the max of the capped logits)
+        local_max, _ = _ops.soft_cap(xp, local_max, spec.logit_cap)
+    top = _ops.finite_or_zero(xp, all_reduce_max(local_max))
+    sums, _ = logit_sums(xp, logits_shard, targets, top=top)
+    del sums["row_max"], sums["chain"]
+    if whole is None:
+        values = class_values(xp, spec, positions, shard)
+        sums, values = _all_reduce_arrays(all_reduce_sum, sums, values)
+    else:
+        (sums,) = _all_reduce_arrays(all_reduce_sum, sums)
+        values = whole
+    sums["row_max"] = top
+    targets.set_values(values)
+    loss, lse = combine(xp, sums, targets)
+    return loss, lse, targets, values
+
+
+def _all_reduce_arrays(
+    all_reduce_sum: Callable[[list[Array]], list[Array]], *parts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``parts`` with every array added up over the shards by one collective (Python
+    floats are the same on every shard already)."""
+    keys = [
+        (i, name)
+        for i, part in enumerate(parts)
+        for name, value in part.items()
+        if not isinstance(value, float)
+    ]
+    reduced = all_reduce_sum([parts[i][name] for i, name in keys])
+    result = [dict(part) for part in parts]
+    for (i, name), value in zip(keys, reduced, strict=True):
+        result[i][name] = value
+    return result
+
+
+def blocked_loss_and_grad(
+    logits: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Namespace,
+    blocks: list[Any],
+    out: Array | None,
+    scratch: Array | None,
+) -> tuple[Array, Array, Any, Array | None]:
+    """``loss_and_grad`` block after block of rows, for namespaces whose arrays can be
+    assigned in place (PyTorch, NumPy): the same results, with the temporaries of one
+    block at a time and no logits-sized allocation besides ``out``.
+
+    The targets are made once for all positions and sliced per block, so the pass over
+    a block does only the work that reads its logits; each position's loss is combined
+    after the last block from the per-position sums. A block that fits the CPU's caches
+    stays there between the few passes over it.
+
+    Args:
+        logits: (N, ...) logits in any floating dtype; blocks cut the leading axis, which
+            must not be the class axis (``[...]`` is the one block of everything).
+        blocks: the blocks, as indices of the leading axis (slices, or ``...``).
+        out: where the gradient of the reduced loss goes (for ``reduction="none"``, of
+            each position's loss), of the logits' shape and any floating dtype (a
+            half-precision gradient is rounded once, from the compute dtype); None for
+            the loss alone.
+        scratch: an array of the compute dtype and the shape of the largest block, or
+            None; needed for half-precision logits (each block is converted into it) or
+            without ``out`` (the exponentials go there).
+
+    Returns:
+        ``(reduced loss, lse with the class axis kept, mean denominator, out)``.
+    """
+    dtype = _ops.compute_dtype(xp, logits.dtype)
+    like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype)
+    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
+    if out is not None:
+        targets.scale_by(scale, in_place=True)
+    # The gradient goes straight into ``out`` unless it is rounded to a half dtype there.
+    direct = out is not None and out.dtype == dtype
+    parts = []
+    for index in blocks:
+        block = _ops.rows(logits, index)
+        work = None if scratch is None else _ops.rows(scratch, slice(0, block.shape[0]))
+        if block.dtype != dtype:
+            # (A half-precision block needs ``scratch``: the docstring's contract.)
+            work[...] = block  # type: ignore[index]
+            block = work
+        target = _ops.rows(out, index) if direct else work
+        block_targets = targets.block(index)
+        sums, exp_shifted = logit_sums(xp, block, block_targets, out=target)
+        if out is not None:
+            grad = gradient(
+                xp,
+                exp_shifted,
+                sums["sum_exp"],
+                block_targets,
+                lse=xp.log(sums["sum_exp"]) + sums["row_max"] if spec.z_loss else None,
+                in_place=True,
+                chain=sums["chain"],
+            )
+            if grad is not target or not direct:
+                if index is ...:
+                    out[...] = grad
+                else:
+                    out[index, ...] = grad
+        parts.append(sums)
+    for part in parts:
+        del part["chain"]  # (used by the block's gradient only)
+    if len(parts) > 1:
+        sums = {name: xp.concat([part[name] for part in parts], axis=0) for name in parts[0]}
+    else:
+        sums = parts[0]
+    loss, lse = combine(xp, sums, targets)
+    return reduce(xp, loss, denominator, spec.reduction), lse, denominator, out
