@@ -282,6 +282,41 @@ def check_num_classes(num_classes: int, name: str = "logits", value: Any = None)
         )
 
 
+def check_several_classes(num_classes: int, name: str, value: Any) -> None:
+    """A softmax loss needs two classes at least: over one class the softmax is 1 and the
+    loss 0 whatever the logits, which would train nothing without a word."""
+    if num_classes == 1:
+        fail_value(
+            "The class axis has a single class: a softmax over one class is always 1, so "
+            "this loss would be 0 whatever the logits. For a single-output (binary) model, "
+            "use a sigmoid (binary) cross-entropy, or give the model two outputs.",
+            name,
+            value,
+        )
+
+
+def _label_shape_hint(shape: tuple, axis: int, labels_shape: tuple, dense: bool) -> str:
+    """A sentence that says the likely fix for labels of the wrong shape, or ''."""
+    positions = _without(shape, axis)
+    if labels_shape == positions:
+        # Only dense labels can get here with the position shape.
+        return (
+            " These look like class ids stored as floats (floating labels are read as "
+            "dense targets): cast them to an integer dtype."
+        )
+    if labels_shape[-1:] == (1,) and labels_shape[:-1] in (positions, shape):
+        return " Squeeze the trailing axis of size 1 (labels[..., 0])."
+    if not dense:
+        ndim = len(shape)
+        for other in range(ndim):
+            if other != axis and labels_shape == _without(shape, other):
+                return (
+                    f" If the classes are on axis {other - ndim}, pass axis={other - ndim} "
+                    f"(or move that axis to position {axis})."
+                )
+    return ""
+
+
 def prepare_smooth_ce(logits: Any, labels: Any, **options: Any) -> tuple[Any, Any, Any, Spec]:
     """Validate, then return ``(xp, logits, labels, spec)``.
 
@@ -368,6 +403,7 @@ def prepare_options(
     num_classes = shape[axis]
     if num_classes is not None:
         check_num_classes(num_classes, "logits.shape", tuple(shape))
+        check_several_classes(num_classes, "logits.shape", tuple(shape))
     check_choice("reduction", reduction, REDUCTIONS)
     check_ignore_index(ignore_index)
     kl = check_flag("kl", kl)
@@ -381,7 +417,8 @@ def prepare_options(
         if tuple(labels.shape) != expected:
             fail_value(
                 f"Integer `labels` must have the logits' shape without the class axis "
-                f"{axis}, {expected}.",
+                f"{axis}, {expected}."
+                + _label_shape_hint(tuple(shape), axis, tuple(labels.shape), dense=False),
                 "labels",
                 labels,
             )
@@ -393,7 +430,8 @@ def prepare_options(
         dense = True
         if tuple(labels.shape) != shape:
             fail_value(
-                f"Dense (floating) `labels` must have the logits' shape {shape}.",
+                f"Dense (floating) `labels` must have the logits' shape {shape}."
+                + _label_shape_hint(tuple(shape), axis, tuple(labels.shape), dense=True),
                 "labels",
                 labels,
             )

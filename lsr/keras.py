@@ -36,6 +36,7 @@ the loss NaN.
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import keras
@@ -241,6 +242,15 @@ class SmoothCrossEntropy(keras.losses.Loss):
                 tuple(y_pred.shape),
             )
         logits = y_pred
+        if self.from_logits and _logits_behind_softmax(y_pred) is not None:
+            # As Keras' own cross-entropies warn: probabilities are not logits.
+            warnings.warn(
+                "SmoothCrossEntropy got `from_logits=True`, but `y_pred` comes from a "
+                "softmax and holds probabilities, not logits. Remove the softmax from the "
+                "model's output, or pass `from_logits=False`.",
+                UserWarning,
+                stacklevel=2,
+            )
         if not self.from_logits:
             logits = _logits_behind_softmax(y_pred)
             if logits is None:

@@ -97,9 +97,13 @@ def test_bad_prior_vector(case, prior, pattern):
 
 def test_others_needs_two_classes(backend):
     with pytest.raises(ValueError, match=r"at least 2 classes.*Received: num_classes=1"):
-        lsr.smooth_ce(
-            backend.asarray(np.zeros((2, 1))), backend.asarray(np.array([0, 0])), prior="others"
-        )
+        lsr.smooth_labels(backend.asarray(np.array([0, 0])), 1, prior="others")
+    # The loss refuses one class under any prior: its softmax would be constant.
+    for prior in ("others", "uniform"):
+        with pytest.raises(ValueError, match=r"single class.*Received: logits.shape=\(2, 1\)"):
+            lsr.smooth_ce(
+                backend.asarray(np.zeros((2, 1))), backend.asarray(np.array([0, 0])), prior=prior
+            )
 
 
 def test_bad_weight(case):

@@ -9,6 +9,7 @@ dispatcher error from deep inside torch. The checks every backend shares live in
 from __future__ import annotations
 
 import numbers
+import warnings
 from typing import Any
 
 import torch
@@ -77,4 +78,19 @@ def check_prior_type(value: Any) -> None:
             "`prior` must be 'uniform', 'others' or a torch.Tensor of class probabilities.",
             "prior",
             value,
+        )
+
+
+def warn_if_probabilities(input: torch.Tensor, name: str = "input") -> None:
+    """Warn when ``input`` is the output of a softmax (probabilities, not logits), as
+    Keras does for its cross-entropies: the loss would be of softmax(softmax(z)). Read
+    from the autograd graph, so it costs nothing and never reads the values."""
+    grad_fn = getattr(input, "grad_fn", None)
+    if grad_fn is not None and type(grad_fn).__name__ == "SoftmaxBackward0":
+        warnings.warn(
+            f"`{name}` comes from a softmax: it holds probabilities, but this loss takes "
+            "logits (it applies the softmax itself). Pass the scores before the softmax, "
+            "or torch.log of the probabilities.",
+            UserWarning,
+            stacklevel=3,
         )

@@ -17,7 +17,12 @@ from torch.autograd import forward_ad
 from lsr import _core, _distill
 from lsr._checks import check_smooth_ce
 from lsr._validation import check_fraction, fail_type, fail_value
-from lsr.torch._arguments import check_smoothing_type, check_tensor, check_tensors
+from lsr.torch._arguments import (
+    check_smoothing_type,
+    check_tensor,
+    check_tensors,
+    warn_if_probabilities,
+)
 from lsr.torch._autograd import (
     SmoothCE,
     SmoothCEFused,
@@ -108,6 +113,7 @@ def smooth_ce(
         0.5047 0.5047
     """
     check_tensors(input, target, weight, prior)
+    warn_if_probabilities(input)
     check_smoothing_type("smoothing", smoothing)
     axis = class_axis(input, axis)
     dense = target.is_floating_point()
