@@ -31,6 +31,7 @@ importing anything else of the core.
 from lsr._core._labels import estimate_prior, nan_where_out_of_range, one_hot
 from lsr._core._layouts import blocked_loss_and_grad, sharded_loss
 from lsr._core._loss import (
+    denominator_parts,
     loss_and_grad,
     per_position_loss,
     reduce,
@@ -50,6 +51,7 @@ __all__ = [
     "Spec",
     "blocked_loss_and_grad",
     "compute_dtype",
+    "denominator_parts",
     "estimate_prior",
     "index_dtype",
     "logsumexp",

@@ -25,7 +25,7 @@ from typing import Any
 from lsr._compat import device
 from lsr._core import _ops
 from lsr._core._spec import Spec
-from lsr._core._targets import Positions, Shard, Targets, smoothing_vector
+from lsr._core._targets import Positions, Shard, Targets, denominator_rule, smoothing_vector
 from lsr._typing import Array, Namespace
 
 
@@ -233,17 +233,9 @@ def loss_and_grad(
     return loss, lse, grad
 
 
-def reduce(
-    xp: Namespace,
-    loss: Array,
-    denominator: Any,
-    reduction: str,
-    all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
-) -> Array:
-    """Apply ``reduction``; a "mean" over nothing (every position left out) is 0, not NaN.
-    ``all_reduce_sum``: adds ``[total, denominator]`` up over the processes that split
-    the batch (a global mean, not the mean of means)."""
-    return reduce_with_denominator(xp, loss, denominator, reduction, all_reduce_sum)[0]
+def reduce(xp: Namespace, loss: Array, denominator: Any, reduction: str) -> Array:
+    """Apply ``reduction``; a "mean" over nothing (every position left out) is 0, not NaN."""
+    return reduce_with_denominator(xp, loss, denominator, reduction)[0]
 
 
 def reduce_with_denominator(
@@ -253,18 +245,40 @@ def reduce_with_denominator(
     reduction: str,
     all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
 ) -> tuple[Array, Any]:
-    """``reduce``, and the mean's denominator over all processes (what a backward pass
-    divides the cotangent by)."""
+    """``reduce``, and the mean's denominator (what a backward pass divides by).
+
+    ``all_reduce_sum``: adds values up over the processes that split the batch, for a
+    global mean (not the mean of means). ``denominator`` is then the parts
+    ``(count, weight total or None)`` of ``denominator_parts``: they are added up first,
+    and PyTorch's rule (``_targets.denominator_rule``) applies to the global sums, so a
+    process whose own kept weights sum to 0 does not make the global mean NaN.
+    """
+    if all_reduce_sum is None:
+        if reduction == "none":
+            return loss, denominator
+        total = xp.sum(loss)
+        if reduction == "sum":
+            return total, denominator
+        return _ops.per_unit(xp, total, denominator), denominator
+    count, weight_total = denominator
     if reduction == "none":
-        return loss, denominator
+        return loss, denominator_rule(xp, count, weight_total)
     total = xp.sum(loss)
-    if all_reduce_sum is not None:
-        if isinstance(denominator, int):
-            denominator = xp.asarray(float(denominator), dtype=loss.dtype, device=device(loss))
-        total, denominator = all_reduce_sum([total, denominator])
+    if isinstance(count, int):
+        count = xp.asarray(float(count), dtype=loss.dtype, device=device(loss))
+    values = [total, count] if weight_total is None else [total, count, weight_total]
+    total, count, *weights = all_reduce_sum(values)
+    denominator = denominator_rule(xp, count, weights[0] if weights else None)
     if reduction == "sum":
         return total, denominator
     return _ops.per_unit(xp, total, denominator), denominator
+
+
+def denominator_parts(labels: Array, spec: Spec, *, xp: Namespace, like: Array) -> tuple[Any, Any]:
+    """``(number of kept positions, sum of their w_y or None)`` from the labels alone:
+    the mean's denominator before PyTorch's rule, for ``reduce_with_denominator`` over
+    processes. ``like``: an array of the compute dtype on the logits' device."""
+    return _targets(xp, labels, spec, like).denominator_parts()
 
 
 def reduction_scale(
@@ -328,7 +342,7 @@ def _cotangent_scale(
 def smooth_ce_grad(
     logits: Array,
     labels: Array,
-    lse: Array,
+    lse: Array | None,
     denominator: Any,
     cotangent: Array,
     spec: Spec,
@@ -338,7 +352,8 @@ def smooth_ce_grad(
     values: dict[str, Any] | None = None,
 ) -> Array:
     """The gradient of the reduced loss with respect to ``logits``, times ``cotangent``,
-    from a saved logsumexp (``lse``, class axis kept): the backward half of the pass,
+    from a saved logsumexp (``lse``, class axis kept; None: recomputed from the logits,
+    for a gradient that is itself differentiated): the backward half of the pass,
     functional (so it can itself be differentiated).
 
     With ``shard_start``, ``logits`` are the classes ``[start, start + size)`` of a
@@ -350,10 +365,14 @@ def smooth_ce_grad(
     if shard_start is not None:
         shard = Shard(xp, positions, shard_start, logits.shape[spec.axis])
     targets = Targets(xp, labels, spec, positions, like=logits, values=values, shard=shard)
-    targets.scale_by(_cotangent_scale(xp, cotangent, denominator, spec, lse))
     chain = None
     if spec.logit_cap is not None:
         logits, chain = _ops.soft_cap(xp, logits, spec.logit_cap)
+    if lse is None:
+        # Recomputed (differentiably, where the namespace records operations): the
+        # logsumexp of the logits the loss is of, capped or not.
+        lse = _ops.logsumexp(xp, logits, spec.axis)
+    targets.scale_by(_cotangent_scale(xp, cotangent, denominator, spec, lse))
     # A row of all -inf (lse = -inf) has softmax 0, not exp(-inf - (-inf)) = nan.
     softmax = xp.exp(logits - _ops.finite_or_zero(xp, lse))
     return gradient(xp, softmax, None, targets, lse=lse, in_place=False, chain=chain)

@@ -252,13 +252,13 @@ class Targets:
 
     def mean_denominator(self) -> Any:
         """PyTorch's rule: the sum of ``w_y`` over kept positions for class ids with
-        weights, else the number of kept positions.
+        weights, else the number of kept positions (``denominator_rule`` of
+        ``denominator_parts``)."""
+        return denominator_rule(self.xp, *self.denominator_parts())
 
-        The sum of weights is used whatever its sign (negative weights are allowed, as in
-        PyTorch) and NaN propagates. 0 means "no position kept" (the mean is then 0);
-        kept positions whose weights sum to exactly 0 give NaN instead (PyTorch's 0/0),
-        never a mean of 0 that would look like a perfect loss.
-        """
+    def denominator_parts(self) -> tuple[Any, Any]:
+        """``(number of kept positions, sum of their w_y or None)``: sums over positions,
+        which processes that split a batch add up before ``denominator_rule``."""
         xp, positions = self.xp, self.positions
         dtype = self.like.dtype
         if positions.valid is None:
@@ -266,14 +266,11 @@ class Targets:
         else:
             count = xp.sum(xp.astype(positions.valid, dtype))
         if self.spec.weight is None or self.spec.dense:
-            return count
+            return count, None
         target_weight = self.target_weight  # one per position (there are weights)
         if positions.valid is not None:
             target_weight = xp.where(positions.valid, target_weight, 0.0)
-        total = xp.sum(target_weight)
-        if isinstance(count, int):
-            return xp.where(total == 0, xp.nan, total) if count else total
-        return xp.where((total == 0) & (count > 0), xp.nan, total)
+        return count, xp.sum(target_weight)
 
     def _position_shape(self) -> tuple[int, ...]:
         if self.spec.dense:
@@ -329,6 +326,8 @@ class Targets:
         if not self.spec.z_loss:
             return self.factor
         mass = _ops.expand(self.xp, self.mass, self.spec.axis)
+        # (A row of all -inf, ignored or not, has no softmax to scale: 0, not 0 * -inf.)
+        lse = _ops.finite_or_zero(self.xp, lse)
         return self.scale * (mass + 2.0 * self.spec.z_loss * lse)
 
     def block(self, index: Any) -> Targets:
@@ -344,6 +343,22 @@ class Targets:
         if self.spec.dense:
             part.weighted = _ops.rows(self.weighted, index)
         return part
+
+
+def denominator_rule(xp: Namespace, count: Any, weight_total: Any) -> Any:
+    """The "mean" reduction's denominator: ``weight_total`` (with class weights) or
+    ``count``.
+
+    The sum of weights is used whatever its sign (negative weights are allowed, as in
+    PyTorch) and NaN propagates. 0 means "no position kept" (the mean is then 0); kept
+    positions whose weights sum to exactly 0 give NaN instead (PyTorch's 0/0), never a
+    mean of 0 that would look like a perfect loss.
+    """
+    if weight_total is None:
+        return count
+    if isinstance(count, int):
+        return xp.where(weight_total == 0, xp.nan, weight_total) if count else weight_total
+    return xp.where((weight_total == 0) & (count > 0), xp.nan, weight_total)
 
 
 def _prod(shape: tuple[int, ...]) -> int:

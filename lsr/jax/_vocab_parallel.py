@@ -242,10 +242,15 @@ def vocab_parallel_smooth_ce(
         all_reduce_max=all_reduce_max,
         all_reduce_sum=all_reduce_sum,
     )
-    batch_sum = None
-    if batch_axis_name is not None:
+    if batch_axis_name is None:
+        return _core.reduce(xp, loss, targets.mean_denominator(), reduction)
 
-        def batch_sum(values):
-            return jax.lax.psum(values, batch_axis_name)
+    def batch_sum(values):
+        return jax.lax.psum(values, batch_axis_name)
 
-    return _core.reduce(xp, loss, targets.mean_denominator(), reduction, batch_sum)
+    # The parts of the global denominator, added up over the batch axis before PyTorch's
+    # rule (a device whose own kept weights sum to 0 must not make the mean NaN).
+    result, _ = _core.reduce_with_denominator(
+        xp, loss, targets.denominator_parts(), reduction, batch_sum
+    )
+    return result

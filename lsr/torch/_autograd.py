@@ -134,12 +134,17 @@ class SmoothCE(torch.autograd.Function):
         # backward() called inside an autocast region runs under it too.
         with without_autocast(logits.device.type):
             compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
-            if recompute_lse:
-                # The saved logsumexp carries no graph: recompute it from the logits when
-                # the gradient itself is to be differentiated.
-                lse = _core.logsumexp(xp, compute_logits, axis)
             grad = _core.smooth_ce_grad(
-                compute_logits, labels, lse, denominator, cotangent.to(lse.dtype), spec, xp=xp
+                compute_logits,
+                labels,
+                # The saved logsumexp carries no graph: None has the core recompute it
+                # (of the capped logits, with a cap) when the gradient itself is to be
+                # differentiated.
+                None if recompute_lse else lse,
+                denominator,
+                cotangent.to(compute_logits.dtype),
+                spec,
+                xp=xp,
             )
         return grad, axis, reduction
 

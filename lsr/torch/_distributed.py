@@ -151,13 +151,18 @@ class _VocabParallelSmoothCE(torch.autograd.Function):
             # locally, and only the logits' three sums per position are all-reduced.
             whole_vectors=True,
         )
-        result, denominator = _core.reduce_with_denominator(
-            xp,
-            loss,
-            targets.mean_denominator(),
-            spec.reduction,
-            None if batch_group is None else _all_reduce_sum(batch_group),
-        )
+        if batch_group is None:
+            result, denominator = _core.reduce_with_denominator(
+                xp, loss, targets.mean_denominator(), spec.reduction
+            )
+        else:  # The parts of the global denominator, added up over the batch group.
+            result, denominator = _core.reduce_with_denominator(
+                xp,
+                loss,
+                targets.denominator_parts(),
+                spec.reduction,
+                _all_reduce_sum(batch_group),
+            )
         ctx.spec, ctx.start, ctx.values = targets.spec, start, values
         ctx.input_dtype = logits_shard.dtype
         ctx.denominator = denominator
@@ -365,15 +370,17 @@ class _DataParallelSmoothCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, labels, spec, group):
         xp = array_namespace(logits)
-        loss, lse, denominator = _core.smooth_ce(
-            logits.detach(), labels, spec.replace(reduction="none"), xp=xp
-        )
+        logits = logits.detach()
+        loss, lse, _ = _core.smooth_ce(logits, labels, spec.replace(reduction="none"), xp=xp)
+        # The parts of the global denominator, added up over the group before PyTorch's
+        # rule (a rank whose own kept weights sum to 0 must not make the mean NaN).
+        parts = _core.denominator_parts(labels, spec, xp=xp, like=logits[:0])
         result, denominator = _core.reduce_with_denominator(
-            xp, loss, denominator, spec.reduction, _all_reduce_sum(group)
+            xp, loss, parts, spec.reduction, _all_reduce_sum(group)
         )
         ctx.spec = spec
         ctx.denominator = denominator
-        ctx.save_for_backward(logits.detach(), labels, lse)
+        ctx.save_for_backward(logits, labels, lse)
         return result
 
     @staticmethod

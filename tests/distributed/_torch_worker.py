@@ -78,6 +78,9 @@ DATA_CASES = {
     "dp-others-sum": {"smoothing": 0.2, "prior": "others", "reduction": "sum"},
     "dp-kl-zloss-mean": {"smoothing": 0.1, "prior": "vector", "kl": True, "z_loss": 1e-2},
     "dp-dense-mean": {"smoothing": 0.1, "dense": True},
+    # Rank 0's kept positions have weight 0: its own denominator is 0 (PyTorch's 0/0 would
+    # be NaN), the global one is not, and the global mean must be finite.
+    "dp-zero-weight-rank-mean": {"smoothing": 0.1, "weight": True, "zero_weight_rank0": True},
 }
 
 
@@ -102,6 +105,7 @@ def vocab_inputs(name: str, seed: int) -> dict:
 def data_inputs(name: str, world_size: int, seed: int) -> tuple[dict, list[slice]]:
     """The global batch of a data-parallel case, and each rank's slice of it."""
     options = dict(DATA_CASES[name])
+    zero_weight_rank0 = options.pop("zero_weight_rank0", False)
     rng = np.random.default_rng(seed)
     counts = [2 + 2 * r for r in range(world_size)]
     bounds = np.cumsum([0, *counts])
@@ -113,7 +117,12 @@ def data_inputs(name: str, world_size: int, seed: int) -> tuple[dict, list[slice
     if options.pop("dense", False):
         dense = rng.random((int(bounds[-1]), NUM_CLASSES))
         labels = dense / dense.sum(axis=-1, keepdims=True)
-    return _finish(options, rng, logits, labels, -1, (int(bounds[-1]),)), slices
+    case = _finish(options, rng, logits, labels, -1, (int(bounds[-1]),))
+    if zero_weight_rank0:
+        kept = int(labels[slices[0].start])  # rank 0's one kept position
+        labels[slices[1].start :][labels[slices[1].start :] == kept] = (kept + 1) % NUM_CLASSES
+        case["options"]["weight"][kept] = 0.0
+    return case, slices
 
 
 def _finish(options, rng, logits, labels, axis, positions):

@@ -335,3 +335,38 @@ def test_vocab_parallel_bad_input(jax_env):
     assert np.isnan(np.asarray(grad)[0]).all() and np.isfinite(np.asarray(grad)[1:]).all()
     in_range = jax.jit(mapped(ignore_index=-100))(logits, labels.at[0].set(K - 1))
     assert np.isfinite(float(in_range))
+
+
+def test_vocab_parallel_batch_mean_with_a_zero_weight_batch_shard(jax_env):
+    """One batch shard's kept positions all have class weight 0: its own denominator is
+    0 (PyTorch's 0/0 would make it NaN), the global one is not, so the global mean is
+    the single-device mean, finite."""
+    jax, mesh = jax_env
+    from jax.sharding import PartitionSpec as P
+
+    import lsr.jax
+
+    jnp = jax.numpy
+    rng = np.random.default_rng(3)
+    logits = jnp.asarray(rng.normal(size=(4, 8)))
+    labels = jnp.asarray([1, 1, 0, 2])  # batch shard 0 holds rows 0-1: class 1 only
+    weight = jnp.asarray([1.0, 0.0, 2.0, 1.0, 1.0, 1.0, 0.5, 1.5])
+
+    def loss(z, y, w):
+        return lsr.jax.vocab_parallel_smooth_ce(
+            z,
+            y,
+            axis_name="vocab",
+            batch_axis_name="batch",
+            weight=w,
+            smoothing=0.1,
+            reduction="mean",
+        )
+
+    sharded = jax.shard_map(
+        loss, mesh=mesh, in_specs=(P("batch", "vocab"), P("batch"), P()), out_specs=P()
+    )
+    expected = lsr.jax.smooth_ce(logits, labels, weight=weight, smoothing=0.1, reduction="mean")
+    assert np.isfinite(float(expected))
+    actual = sharded(logits, labels, weight)
+    np.testing.assert_allclose(np.asarray(actual), np.asarray(expected), **_tolerance(np.float64))
