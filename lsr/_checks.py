@@ -476,6 +476,65 @@ def prepare_options(
     )
 
 
+def sharded_vector_is_slice(vector: Any, name: str, num_local: int, num_classes: int) -> bool:
+    """Whether a (K,) vector of a class-sharded loss came as this shard's ``(K_r,)``
+    slice (to be gathered by the adapter's collective) rather than whole.
+
+    Anything else that has a shape is refused, naming both forms. Only a vector of
+    exactly this shard's class count is a slice; with more than one shard that count is
+    below K, so a whole vector is never mistaken for one.
+    """
+    shape = getattr(vector, "shape", None)
+    if shape is None:
+        return False  # (None, or a named prior: checked with the other options)
+    if tuple(shape) not in ((num_local,), (num_classes,)):
+        fail_value(
+            f"`{name}` must have shape ({num_classes},) (the whole vector) or "
+            f"({num_local},) (this shard's classes, split like the logits).",
+            name,
+            vector,
+        )
+    return num_local != num_classes and tuple(shape) == (num_local,)
+
+
+def prepare_sharded_options(
+    xp: Namespace,
+    logits_shard: Any,
+    labels: Any,
+    *,
+    num_classes: int,
+    logits_name: str = "logits",
+    labels_name: str = "labels",
+    **options: Any,
+) -> tuple[Any, Spec]:
+    """``prepare_options`` for one shard of the class axis (the vocabulary-parallel
+    forms): ``(labels, spec)`` for the whole logits of which ``logits_shard`` holds part
+    of the ``num_classes`` classes, with ``spec.num_classes`` the global K.
+
+    ``options`` are ``prepare_options``'s, with any (K,) vector whole (an adapter gathers
+    slices first: ``sharded_vector_is_slice``). Labels must be integer global class ids:
+    dense targets are not split by class.
+    """
+    check_logits(xp, logits_shard, logits_name)
+    axis = normalize_axis(options.pop("axis"), logits_shard.ndim)
+    if not is_integer_dtype(xp, labels.dtype):
+        fail_type(
+            f"`{labels_name}` must hold integer global class ids (dense targets are not "
+            "split by class).",
+            labels_name,
+            labels,
+        )
+    shape = tuple(logits_shard.shape)
+    return prepare_options(
+        xp,
+        (*shape[:axis], num_classes, *shape[axis + 1 :]),
+        logits_shard.dtype,
+        labels,
+        axis=axis,
+        **options,
+    )
+
+
 def prepare_linear_smooth_ce(
     hidden: Any,
     projection: Any,

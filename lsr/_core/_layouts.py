@@ -25,7 +25,6 @@ def sharded_loss(
     start: Any,
     all_reduce_max: Callable[[Array], Array],
     all_reduce_sum: Callable[[Any], Any],
-    whole_vectors: bool = False,
 ) -> tuple[Array, Array, Targets, dict[str, Any]]:
     """The pass over one shard of the class axis: ``(each position's loss, lse with the
     class axis kept, targets, class values)``, the same on every shard (``targets.spec``
@@ -33,23 +32,21 @@ def sharded_loss(
     class values, for this shard's part of the gradient).
 
     ``logits_shard`` holds the classes ``[start, start + size)`` of ``spec.num_classes``
-    (the global K), and ``spec``'s (K,) vectors their slices of the same classes (or,
-    with ``whole_vectors``, the whole vectors: what the labels need of them is then read
-    locally, and only the logits' sums are added up). Two
-    collectives, supplied by the adapter: ``all_reduce_max`` of the row maxima (for a
-    stable logsumexp; the result is a constant of the loss) and one ``all_reduce_sum`` of
-    a list of arrays: per-position partial sums and class totals.
+    (the global K; ``start`` an int, or an array such as a traced device index), and
+    ``spec``'s (K,) vectors are whole: what the labels need of them is read here, and only
+    the logits' sums are added up over the shards. Two collectives, supplied by the
+    adapter: ``all_reduce_max`` of the row maxima (for a stable logsumexp; the result is a
+    constant of the loss) and one ``all_reduce_sum`` of a list of per-position partial
+    sums.
     """
     axis, size = spec.axis, logits_shard.shape[spec.axis]
     positions = Positions(xp, labels, spec, like=logits_shard)
     shard = Shard(xp, positions, start, size)
-    whole = None
-    if whole_vectors:
-        whole = class_values(xp, spec, positions)
-        spec = spec.replace(
-            prior=spec.prior if spec.named_prior else spec.prior[start : start + size],
-            weight=None if spec.weight is None else spec.weight[start : start + size],
-        )
+    values = class_values(xp, spec, positions)
+    spec = spec.replace(
+        prior=spec.prior if spec.named_prior else _ops.class_range(xp, spec.prior, start, size),
+        weight=None if spec.weight is None else _ops.class_range(xp, spec.weight, start, size),
+    )
     targets = Targets(xp, labels, spec, positions, like=logits_shard, shard=shard)
     local_max = xp.max(logits_shard, axis=axis, keepdims=True)
     if spec.logit_cap is not None:  # (the cap is increasing: the max of the capped logits)
@@ -57,12 +54,7 @@ def sharded_loss(
     top = _ops.finite_or_zero(xp, all_reduce_max(local_max))
     sums, _ = logit_sums(xp, logits_shard, targets, top=top)
     del sums["row_max"], sums["chain"]
-    if whole is None:
-        values = class_values(xp, spec, positions, shard)
-        sums, values = _all_reduce_arrays(all_reduce_sum, sums, values)
-    else:
-        (sums,) = _all_reduce_arrays(all_reduce_sum, sums)
-        values = whole
+    (sums,) = _all_reduce_arrays(all_reduce_sum, sums)
     sums["row_max"] = top
     targets.set_values(values)
     loss, lse = combine(xp, sums, targets)

@@ -64,6 +64,14 @@ def take(xp: Namespace, vector: Array, ids: Array) -> Array:
     return xp.reshape(xp.take(vector, xp.reshape(ids, (-1,))), ids.shape)
 
 
+def class_range(xp: Namespace, vector: Array, start: Any, size: int) -> Array:
+    """``vector[start:start + size]``, also for a ``start`` that is an array (a traced
+    device index: a gather of ``size`` elements instead of a view)."""
+    if isinstance(start, int):
+        return vector[start : start + size]
+    return xp.take(vector, start + xp.arange(size, dtype=start.dtype))
+
+
 def xlogx(xp: Namespace, x: Any) -> Any:
     """x log x with 0 log 0 = 0, for Python floats and arrays alike."""
     if isinstance(x, float):

@@ -12,9 +12,10 @@ so the target is a *background* ``eps c v`` on every class plus an *on-target* p
 ``sum_k w_k q'_k log q'_k = E - w_y b_y log b_y + w_y (b_y + o) log(b_y + o)`` with
 ``b = eps c u'`` (``u' = pi`` or 1) and ``E = sum_k w_k b_k log b_k``. Everything the loss
 needs from the labels is then ``w_y``, ``pi_y`` (for the KL form) and the class totals
-``V`` and ``E``: sums over the classes, which a class-sharded computation adds up over
-its shards (``class_values``). Dense targets ``q`` are smoothed elementwise
-(``smooth_dense_targets``) and weighted: ``w * q'`` is then given whole.
+``V`` and ``E``: sums over the classes (``class_values``), which a class-sharded
+computation reads from the whole vectors before cutting its slices. Dense targets ``q``
+are smoothed elementwise (``smooth_dense_targets``) and weighted: ``w * q'`` is then
+given whole.
 """
 
 from __future__ import annotations
@@ -121,26 +122,16 @@ class Shard:
         self.local_ids = xp.where(self.holds, local, 0)
 
 
-def _gather(xp: Namespace, vector: Array, positions: Positions, shard: Shard | None) -> Array:
-    """``vector[y]`` per position; with a shard, where it holds y (else 0: a partial sum)."""
-    if shard is None:
-        return _ops.take(xp, vector, positions.safe_labels)
-    return xp.where(shard.holds, _ops.take(xp, vector, shard.local_ids), 0.0)
-
-
-def class_values(
-    xp: Namespace, spec: Spec, positions: Positions, shard: Shard | None = None
-) -> dict[str, Any]:
+def class_values(xp: Namespace, spec: Spec, positions: Positions) -> dict[str, Any]:
     """What the loss needs of the (K,) vectors, for class ids: per position ``w_y``
     (``"target_weight"``) and, for the KL form with a prior vector, ``pi_y``; the class
     totals ``W = sum_k w_k`` (named priors) or ``V = sum_k v_k`` and ``E`` (a vector).
-
-    Every array is a sum over the classes of ``spec``'s vectors (with ``shard``, over
-    the shard's, which ``spec`` then holds: adding the shards' values gives the whole);
-    every Python float is already the value for all K classes.
+    ``spec``'s vectors are whole (a class-sharded pass reads them before cutting its
+    slices); every Python float is already the value for all K classes.
     """
+    ids = positions.safe_labels
     values: dict[str, Any] = {
-        "target_weight": 1.0 if spec.weight is None else _gather(xp, spec.weight, positions, shard)
+        "target_weight": 1.0 if spec.weight is None else _ops.take(xp, spec.weight, ids)
     }
     if spec.named_prior is not None:
         values["weight_total"] = (
@@ -150,7 +141,7 @@ def class_values(
     vector = smoothing_vector(spec)
     values["vector_total"] = xp.sum(vector)
     if spec.kl:
-        values["target_prior"] = _gather(xp, spec.prior, positions, shard)
+        values["target_prior"] = _ops.take(xp, spec.prior, ids)
         per_class = _ops.xlogx(xp, spec.smoothing * spec.prior)
         if spec.weight is not None:
             per_class = per_class * spec.weight

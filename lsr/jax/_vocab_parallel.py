@@ -6,12 +6,13 @@ global labels. The loss of a position depends on its logits only through a few s
 the classes (``lsr._core``): ``sum_k exp(z_k - max)``, the target logit ``z_y`` and
 ``sum_k v_k z_k``. Each is a sum of per-device parts, so one ``pmax`` of the
 per-position maxima (for a stable logsumexp) and one ``psum`` of per-position partial
-sums give them exactly; the (K,) vectors (``weight``, a prior) may be sharded the same way
-and their sums join that ``psum``. Smoothing uses the global K, never the slice's size
-(the Megatron-LM bug, its issues #737 and #7464).
+sums give them exactly. The (K,) vectors (``weight``, a prior) are given whole, or as
+this device's slice, gathered whole with one ``all_gather`` so that they are checked like
+whole ones. Smoothing uses the global K, never the slice's size (the Megatron-LM bug, its
+issues #737 and #7464).
 
 All of it is the core's one pass (``lsr._core.sharded_loss``) with JAX's collectives
-plugged in; this module only checks the arguments and slices the (K,) vectors. The
+plugged in; this module only converts the arguments and gathers sliced vectors. The
 backward pass is JAX's own autodiff of that pass: the max is a stop-gradient constant
 (``lse`` does not depend on it), and the transpose of a ``psum`` is a local copy, so each
 device's gradient is its slice of the single-device gradient and the backward pass needs
@@ -27,20 +28,8 @@ import jax
 import jax.numpy as jnp
 
 from lsr import _core
-from lsr._checks import (
-    check_ignore_index,
-    check_label_range,
-    check_logit_cap,
-    check_logits,
-    check_prior,
-    check_smoothing,
-    check_z_loss,
-    index_labels,
-    is_floating_dtype,
-    is_integer_dtype,
-    matchable_ignore_index,
-)
-from lsr._validation import REDUCTIONS, check_choice, fail_type, fail_value, normalize_axis
+from lsr._checks import check_logits, prepare_sharded_options, sharded_vector_is_slice
+from lsr._validation import normalize_axis
 from lsr.jax._namespace import as_jax
 
 __all__ = ["vocab_parallel_smooth_ce"]
@@ -54,24 +43,6 @@ def _axis_size(axis_name: Any, name: str) -> int:
             f"`{name}` must name a mesh axis of the enclosing `jax.shard_map` "
             f"(call this function inside the mapped function). Received: {name}={axis_name!r}"
         ) from error
-
-
-def _local_slice(xp, vector, name, num_local, num_classes, start, dtype):
-    """This device's part of a (K,) vector given whole or already sliced (``(K_r,)``)."""
-    shape = getattr(vector, "shape", None)
-    if shape is None or tuple(shape) not in ((num_local,), (num_classes,)):
-        fail_value(
-            f"`{name}` must have shape ({num_classes},) (the whole vector) or "
-            f"({num_local},) (this device's classes, sharded like the logits).",
-            name,
-            vector,
-        )
-    if not is_floating_dtype(xp, vector.dtype):
-        fail_type(f"`{name}` must have a real floating dtype.", name, vector)
-    vector = vector.astype(dtype)
-    if tuple(shape) == (num_local,):
-        return vector
-    return jax.lax.dynamic_slice_in_dim(vector, start, num_local)
 
 
 def vocab_parallel_smooth_ce(
@@ -109,7 +80,8 @@ def vocab_parallel_smooth_ce(
         axis_name: the mesh axis that splits the classes.
         smoothing: epsilon in [0, 1] (a Python float or a jax scalar).
         prior: ``"uniform"`` (``1/K`` with the global K), ``"others"``, or a class
-            distribution: the whole (K,) vector, or this device's (K_r,) slice of it.
+            distribution: the whole (K,) vector, or this device's (K_r,) slice of it
+            (gathered with one ``all_gather`` of K values per call).
         axis: the class axis.
         ignore_index: label that marks positions to leave out, or None.
         weight: per-class weights (PyTorch's semantics): the whole (K,) vector or this
@@ -158,70 +130,39 @@ def vocab_parallel_smooth_ce(
         prior = as_jax(prior, "prior")
     if not isinstance(smoothing, numbers.Real):
         smoothing = as_jax(smoothing, "smoothing")
-
-    # Checks, all before any collective.
     check_logits(xp, logits_shard, "logits_shard")
     axis = normalize_axis(axis, logits_shard.ndim)
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_ignore_index(ignore_index)
-    check_z_loss(z_loss)
-    if not is_integer_dtype(xp, labels.dtype):
-        fail_type(
-            "`labels` must be integer global class ids (dense targets are not split by class).",
-            "labels",
-            labels,
-        )
-    position_shape = tuple(logits_shard.shape[:axis]) + tuple(logits_shard.shape[axis + 1 :])
-    if tuple(labels.shape) != position_shape:
-        fail_value(
-            f"`labels` must have the logits' shape without the class axis {axis}, "
-            f"{position_shape}.",
-            "labels",
-            labels,
-        )
-    if where is not None and (where.dtype != jnp.bool_ or tuple(where.shape) != position_shape):
-        fail_value(f"`where` must be a boolean mask of shape {position_shape}.", "where", where)
-    num_devices = _axis_size(axis_name, "axis_name")
+    num_local = logits_shard.shape[axis]
+    num_classes = num_local * _axis_size(axis_name, "axis_name")
     if batch_axis_name is not None:
         _axis_size(batch_axis_name, "batch_axis_name")
-    num_local = logits_shard.shape[axis]
-    num_classes = num_local * num_devices
-    dtype = _core.compute_dtype(xp, logits_shard.dtype)
+    # A (K_r,) slice of a class vector is gathered whole (one all_gather of K values), so
+    # that it is checked like a whole one: a prior whose slices do not add up to a
+    # distribution is refused, or NaN when traced, never a plausible number.
+    if sharded_vector_is_slice(prior, "prior", num_local, num_classes):
+        prior = jax.lax.all_gather(prior, axis_name, tiled=True, to="invarying")
+    if sharded_vector_is_slice(weight, "weight", num_local, num_classes):
+        weight = jax.lax.all_gather(weight, axis_name, tiled=True, to="invarying")
     # Values of concrete arrays (closed over, say) are checked even while being traced.
     with jax.ensure_compile_time_eval():
-        # Compared by value in the index dtype (uint8 ids and ignore_index=-100, say).
-        labels = index_labels(xp, labels)
-        ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
-        check_label_range(xp, labels, num_classes, ignore_index)
-        eps = check_smoothing(xp, smoothing, dtype)
-        if isinstance(prior, str) or tuple(prior.shape) == (num_classes,):
-            # (Traced: a prior that is not a distribution comes back as NaN.)
-            prior = check_prior(xp, prior, num_classes, dtype)
+        labels, spec = prepare_sharded_options(
+            xp,
+            logits_shard,
+            labels,
+            num_classes=num_classes,
+            logits_name="logits_shard",
+            smoothing=smoothing,
+            prior=prior,
+            axis=axis,
+            ignore_index=ignore_index,
+            weight=weight,
+            where=where,
+            reduction=reduction,
+            kl=kl,
+            z_loss=z_loss,
+            logit_cap=logit_cap,
+        )
     start = jax.lax.axis_index(axis_name) * num_local
-    prior_local = (
-        None
-        if isinstance(prior, str)
-        else _local_slice(xp, prior, "prior", num_local, num_classes, start, dtype)
-    )
-    weight_local = (
-        None
-        if weight is None
-        else _local_slice(xp, weight, "weight", num_local, num_classes, start, dtype)
-    )
-
-    spec = _core.Spec(
-        num_classes=num_classes,
-        axis=axis,
-        smoothing=eps,
-        prior=prior if prior_local is None else prior_local,
-        weight=weight_local,
-        where=where,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        kl=kl,
-        z_loss=float(z_loss),
-        logit_cap=check_logit_cap(logit_cap),
-    )
 
     def all_reduce_max(values):
         # Only for stability: lse does not depend on the max, so it is a constant for
@@ -234,7 +175,7 @@ def vocab_parallel_smooth_ce(
     # The backward pass is JAX's autodiff of the core's pass: the transpose of a psum is
     # a local copy, so each device's gradient is its slice of the whole one.
     loss, _, targets, _ = _core.sharded_loss(
-        logits_shard.astype(dtype),
+        logits_shard.astype(_core.compute_dtype(xp, logits_shard.dtype)),
         labels,
         spec,
         xp=xp,

@@ -44,19 +44,13 @@ import torch.distributed as dist
 
 from lsr import _core
 from lsr._checks import (
-    check_ignore_index,
-    check_label_range,
-    check_logit_cap,
     check_logits,
-    check_prior,
-    check_smoothing,
-    check_weight,
-    check_z_loss,
-    is_integer_dtype,
+    prepare_sharded_options,
     prepare_smooth_ce,
+    sharded_vector_is_slice,
 )
 from lsr._compat import array_namespace
-from lsr._validation import REDUCTIONS, check_choice, fail_type, fail_value, normalize_axis
+from lsr._validation import fail_type, fail_value, normalize_axis
 from lsr.torch._arguments import check_prior_type, check_smoothing_type, check_tensor
 
 __all__ = ["data_parallel_smooth_ce", "vocab_parallel_smooth_ce"]
@@ -149,7 +143,6 @@ class _VocabParallelSmoothCE(torch.autograd.Function):
             all_reduce_sum=_all_reduce_sum(group),
             # Every rank holds the whole (K,) vectors: w_y and the class totals are read
             # locally, and only the logits' three sums per position are all-reduced.
-            whole_vectors=True,
         )
         if batch_group is None:
             result, denominator = _core.reduce_with_denominator(
@@ -280,7 +273,6 @@ def vocab_parallel_smooth_ce(
         Shoeybi et al. 2019, "Megatron-LM" (the vocabulary-parallel cross-entropy).
     """
     _check_tensors(input, target, weight=weight, prior=prior, where=where, smoothing=smoothing)
-    _check_kl(kl)
     # Internally: this rank's logits and the global labels.
     logits_shard, labels = input, target
     xp = array_namespace(
@@ -288,27 +280,6 @@ def vocab_parallel_smooth_ce(
     )
     check_logits(xp, logits_shard, "input")
     axis = normalize_axis(axis, logits_shard.ndim)
-    check_choice("reduction", reduction, REDUCTIONS)
-    check_ignore_index(ignore_index)
-    check_z_loss(z_loss)
-    if not is_integer_dtype(xp, labels.dtype):
-        fail_type(
-            "`target` must hold integer global class ids (dense targets are not split by class).",
-            "target",
-            target,
-        )
-    positions_shape = logits_shard.shape[:axis] + logits_shard.shape[axis + 1 :]
-    if tuple(labels.shape) != tuple(positions_shape):
-        fail_value(
-            f"`target` must have the input's shape without the class axis {axis}, "
-            f"{tuple(positions_shape)}.",
-            "target",
-            target,
-        )
-    if where is not None and (where.dtype != torch.bool or where.shape != positions_shape):
-        fail_value(
-            f"`where` must be a boolean mask of shape {tuple(positions_shape)}.", "where", where
-        )
     group = _resolve_group(group)
     if batch_group is not None:
         _resolve_group(batch_group, "batch_group")
@@ -320,44 +291,37 @@ def vocab_parallel_smooth_ce(
     if min(sizes) < 1:
         # Every rank sees the same sizes, so every rank raises: no rank waits in a collective.
         fail_value("Every rank must hold at least one class.", "shard_sizes", sizes)
-    rank = dist.get_rank(group)
     num_classes = sum(sizes)
-    dtype = _core.compute_dtype(xp, logits_shard.dtype)
-    prior = _whole_vector(prior, sizes, group)
-    weight = _whole_vector(weight, sizes, group)
-    check_label_range(xp, labels, num_classes, ignore_index, name="target")
-    start = sum(sizes[:rank])
-    prior = check_prior(xp, prior, num_classes, dtype)
-    weight = check_weight(xp, weight, num_classes, dtype)
-    spec = _core.Spec(
+    # (K_r,) slices are gathered whole, then checked like whole vectors (their sum, say).
+    if sharded_vector_is_slice(prior, "prior", num_local, num_classes):
+        prior = _whole_vector(prior, sizes, group)
+    if sharded_vector_is_slice(weight, "weight", num_local, num_classes):
+        weight = _whole_vector(weight, sizes, group)
+    labels, spec = prepare_sharded_options(
+        xp,
+        logits_shard,
+        labels,
         num_classes=num_classes,
-        axis=axis,
-        smoothing=check_smoothing(xp, smoothing, dtype),
+        logits_name="input",
+        labels_name="target",
+        smoothing=smoothing,
         prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
         weight=weight,
         where=where,
-        ignore_index=ignore_index,
         reduction=reduction,
         kl=kl,
-        z_loss=float(z_loss),
-        logit_cap=check_logit_cap(logit_cap),
+        z_loss=z_loss,
+        logit_cap=logit_cap,
     )
+    start = sum(sizes[: dist.get_rank(group)])
     return _VocabParallelSmoothCE.apply(logits_shard, labels, spec, start, group, batch_group)
 
 
-def _whole_vector(vector: Any, sizes: tuple[int, ...], group: Any) -> Any:
-    """A (K,) class vector from this rank's (K_r,) slice (one all-gather), else as given.
-
-    Only a tensor of exactly this rank's class count is taken for a slice; with more than
-    one rank that count is below K, so a whole vector is never mistaken for a slice.
-    """
+def _whole_vector(vector: Any, sizes: tuple[int, ...], group: Any) -> torch.Tensor:
+    """The (K,) class vector from every rank's slice: one all-gather."""
     rank = dist.get_rank(group)
-    if (
-        len(sizes) == 1
-        or not isinstance(vector, torch.Tensor)
-        or tuple(vector.shape) != (sizes[rank],)
-    ):
-        return vector
     # all_gather wants equal sizes: pad every slice to the largest, then cut.
     padded = torch.zeros(max(sizes), dtype=vector.dtype, device=vector.device)
     padded[: sizes[rank]] = vector.detach()
@@ -479,9 +443,3 @@ def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: A
             fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
     check_prior_type(prior)
     check_smoothing_type("smoothing", smoothing)
-
-
-def _check_kl(kl: Any) -> bool:
-    if not isinstance(kl, bool):
-        fail_type("`kl` must be a bool.", "kl", kl)
-    return kl

@@ -335,6 +335,22 @@ def test_vocab_parallel_bad_input(jax_env):
     assert np.isnan(np.asarray(grad)[0]).all() and np.isfinite(np.asarray(grad)[1:]).all()
     in_range = jax.jit(mapped(ignore_index=-100))(logits, labels.at[0].set(K - 1))
     assert np.isfinite(float(in_range))
+    # Prior slices that each sum to 1 are gathered and checked whole: the whole sums to
+    # the number of devices, so the traced loss is NaN, not a plausible number.
+    num_local = K // 4
+
+    def sliced_prior(z, prior):
+        return jax.shard_map(
+            lambda z, prior: lsr.jax.vocab_parallel_smooth_ce(
+                z, labels, axis_name="vocab", prior=prior, reduction="mean", ignore_index=-100
+            ),
+            mesh=mesh,
+            in_specs=(P(None, "vocab"), P("vocab")),
+            out_specs=P(),
+        )(z, prior)
+
+    assert np.isnan(float(jax.jit(sliced_prior)(logits, jnp.full(K, 1.0 / num_local))))
+    assert np.isfinite(float(jax.jit(sliced_prior)(logits, jnp.full(K, 1.0 / K))))
 
 
 def test_vocab_parallel_batch_mean_with_a_zero_weight_batch_shard(jax_env):
