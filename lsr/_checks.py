@@ -11,6 +11,7 @@ option in one place, so a new option's check has exactly one home.)
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
@@ -553,11 +554,15 @@ def prepare_linear_smooth_ce(
     chunk_size: Any,
     projection_name: str = "projection",
     transposed: bool = False,
-) -> tuple[Any, Any, Spec]:
-    """Validate the fused linear loss's arguments: ``(xp, labels, spec)``.
+) -> tuple[Any, Any, Any, Spec, tuple[int, ...]]:
+    """Validate the fused linear loss's arguments and flatten its rows:
+    ``(xp, hidden, labels, spec, leading)``.
 
-    ``hidden`` (N, d); ``projection`` (d, K), or (K, d) with ``transposed`` (PyTorch's
-    ``F.linear`` layout); ``bias`` (K,) or None; labels as for logits of shape (N, K).
+    ``hidden`` (..., d), given back as (N, d); ``projection`` (d, K), or (K, d) with
+    ``transposed`` (PyTorch's ``F.linear`` layout); ``bias`` (K,) or None; ``labels``
+    class ids of hidden's leading shape or dense targets (..., K), and ``where`` a mask of
+    the leading shape, given back flattened (in ``spec.where``) as for logits of shape
+    (N, K). ``leading``: the shape that a loss per row takes back (``reduction="none"``).
     """
     xp = array_namespace(
         hidden,
@@ -570,9 +575,11 @@ def prepare_linear_smooth_ce(
         smoothing if hasattr(smoothing, "shape") else None,
     )
     check_logits(xp, hidden, "hidden")
-    if hidden.ndim != 2 or hidden.shape[0] == 0:
-        fail_value("`hidden` must have shape (N, d) with N >= 1.", "hidden", hidden)
-    width = hidden.shape[1]
+    leading = tuple(hidden.shape[:-1])
+    num_rows = math.prod(leading)
+    if hidden.ndim < 1 or num_rows == 0:
+        fail_value("`hidden` must have shape (..., d) with at least one row.", "hidden", hidden)
+    width = hidden.shape[-1]
     expected = "(K, d)" if transposed else "(d, K)"
     if getattr(projection, "ndim", None) != 2 or projection.shape[1 if transposed else 0] != width:
         fail_value(
@@ -592,9 +599,32 @@ def prepare_linear_smooth_ce(
         or chunk_size < 1
     ):
         fail_value("`chunk_size` must be a positive integer or None.", "chunk_size", chunk_size)
+    # The shapes as given, before flattening, so that a message shows what was passed.
+    dense = is_floating_dtype(xp, labels.dtype)
+    if dense or is_integer_dtype(xp, labels.dtype):
+        wanted = (*leading, num_classes) if dense else leading
+        if tuple(labels.shape) != wanted:
+            fail_value(
+                f"Dense (floating) `labels` must have hidden's leading shape and K classes, "
+                f"{wanted}."
+                if dense
+                else f"Integer `labels` must have hidden's leading shape, {wanted}.",
+                "labels",
+                labels,
+            )
+        labels = xp.reshape(labels, (num_rows, num_classes) if dense else (num_rows,))
+    if where is not None:
+        if tuple(where.shape) != leading:
+            fail_value(
+                f"`where` must be a boolean mask of hidden's leading shape {leading}.",
+                "where",
+                where,
+            )
+        where = xp.reshape(where, (num_rows,))
+    hidden = xp.reshape(hidden, (num_rows, width))
     labels, spec = prepare_options(
         xp,
-        (hidden.shape[0], num_classes),
+        (num_rows, num_classes),
         hidden.dtype,
         labels,
         smoothing=smoothing,
@@ -608,4 +638,4 @@ def prepare_linear_smooth_ce(
         z_loss=z_loss,
         logit_cap=logit_cap,
     )
-    return xp, labels, spec
+    return xp, hidden, labels, spec, leading

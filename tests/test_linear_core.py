@@ -75,7 +75,7 @@ def test_blocked_linear_loss_and_gradients_match_reference(
         )
     arrays = [backend.asarray(a) for a in (hidden, projection)]
     xb = None if bias is None else backend.asarray(bias)
-    xp, y, spec = prepare_linear_smooth_ce(
+    xp, _, y, spec, _ = prepare_linear_smooth_ce(
         *arrays,
         backend.asarray(labels),
         bias=xb,
@@ -111,14 +111,26 @@ def test_blocked_linear_loss_and_gradients_match_reference(
     assert_close(backend.to_numpy(loss_only), expected_loss, "float64")
 
 
+IDS_SHAPE = r"Integer `labels` must have hidden's leading shape, \(7,\)"
+
+
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"hidden_shape": (N,)}, ValueError, r"`hidden` must have shape \(N, d\)"),
+        ({"hidden_shape": (0, D)}, ValueError, r"`hidden` must have shape \(\.\.\., d\) with at"),
         ({"projection_shape": (D + 1, K)}, ValueError, r"`projection` must have shape \(d, K\)"),
         ({"bias_shape": (K + 1,)}, ValueError, r"`bias` must have shape \(5,\)"),
         ({"chunk_size": 0}, ValueError, "`chunk_size` must be a positive integer"),
-        ({"labels_shape": (N + 1,)}, ValueError, "Integer `labels` must have"),
+        (
+            {"labels_shape": (N + 1,)},
+            ValueError,
+            r"Integer `labels` must have hidden's leading shape, \(7,\)",
+        ),
+        (
+            {"labels_shape": (N, 2)},
+            ValueError,
+            r"Integer `labels` must have hidden's leading shape, \(7,\)",
+        ),
     ],
 )
 def test_linear_arguments_are_checked_before_computing(backend, kwargs, error, match):
@@ -142,4 +154,45 @@ def test_linear_arguments_are_checked_before_computing(backend, kwargs, error, m
             kl=False,
             z_loss=0.0,
             chunk_size=kwargs.get("chunk_size"),
+        )
+
+
+def test_linear_rows_are_flattened_after_checking_the_shapes_as_given(backend):
+    """(B, T, d) hidden states: labels and ``where`` of the leading shape (B, T), dense
+    targets (B, T, K); a mismatch is named with the shapes as passed."""
+    rng = np.random.default_rng(1)
+    hidden = backend.asarray(rng.normal(size=(2, 3, D)))
+    projection = backend.asarray(rng.normal(size=(D, K)))
+    dense = rng.dirichlet(np.ones(K), size=(2, 3))
+    options = dict(
+        bias=None,
+        smoothing=0.1,
+        prior="uniform",
+        ignore_index=None,
+        weight=None,
+        reduction="none",
+        kl=False,
+        z_loss=0.0,
+        chunk_size=None,
+    )
+    where = backend.asarray(np.array([[True, False, True], [True, True, False]]))
+    _, flat, labels, spec, leading = prepare_linear_smooth_ce(
+        hidden, projection, backend.asarray(dense), where=where, **options
+    )
+    assert leading == (2, 3)
+    assert tuple(flat.shape) == (6, D) and tuple(labels.shape) == (6, K)
+    np.testing.assert_array_equal(
+        backend.to_numpy(spec.where), [True, False, True, True, True, False]
+    )
+    with pytest.raises(ValueError, match=r"Dense .*leading shape and K classes, \(2, 3, 5\)"):
+        prepare_linear_smooth_ce(
+            hidden, projection, backend.asarray(dense[:, :2]), where=None, **options
+        )
+    with pytest.raises(ValueError, match=r"`where` must be .* leading shape \(2, 3\)"):
+        prepare_linear_smooth_ce(
+            hidden,
+            projection,
+            backend.asarray(rng.integers(0, K, size=(2, 3))),
+            where=backend.asarray(np.ones(6, dtype=bool)),
+            **options,
         )

@@ -605,7 +605,7 @@ CATALOGUE = [
     ("lin-chunk-str", _linear(chunk_size="2"), ValueError, r"chunk_size='2'"),
     ("lin-chunk-bool", _linear(chunk_size=True), ValueError, r"chunk_size=True"),
     ("lin-chunk-0", _linear(chunk_size=0), ValueError, r"chunk_size=0"),
-    ("lin-labels-0d", _linear(labels=np.int32(1)), ValueError, r"leading shape \(3,\).*shape=\(\)"),
+    ("lin-labels-0d", _linear(labels=np.int32(1)), ValueError, r"leading shape, \(3,\).*shape=\(\)"),
     ("lin-labels-n", _linear(labels=Y[:2]), ValueError, r"leading shape.*shape=\(2,\)"),
     ("lin-labels-dense", _linear(labels=ONE_HOT[:, :3]), ValueError, r"\(3, 4\).*labels="),
     ("lin-where", _linear(where=[True]), ValueError, r"leading shape.*where="),
@@ -639,7 +639,7 @@ CATALOGUE = [
         "lin-empty",
         lambda: lsr_tf.linear_smooth_ce(np.ones((0, 2), np.float32), KERNEL, Y[:0]),
         ValueError,
-        r"N >= 1.*hidden=",
+        r"at least one row.*hidden=",
     ),
     (
         "lin-no-classes",

@@ -125,26 +125,17 @@ def linear_smooth_ce(
     hidden, kernel, labels = as_jax(hidden), as_jax(kernel), as_jax(labels)
     bias, weight, where = as_jax(bias), as_jax(weight), as_jax(where)
     smoothing, prior = as_scalar(smoothing), as_prior(prior)
-    if hidden.ndim < 1:
-        raise ValueError(
-            f"`hidden` must have shape (..., d). Received: hidden.shape={hidden.shape}"
-        )
-    dense = jnp.issubdtype(labels.dtype, jnp.floating)
-    leading = hidden.shape[:-1]
-    flat_hidden = hidden.reshape(-1, hidden.shape[-1])
-    flat_labels = labels.reshape(-1, labels.shape[-1]) if dense else labels.reshape(-1)
-    flat_where = None if where is None else where.reshape(-1)
     with jax.ensure_compile_time_eval():
-        _, flat_labels, spec = prepare_linear_smooth_ce(
-            flat_hidden,
+        _, flat_hidden, flat_labels, spec, leading = prepare_linear_smooth_ce(
+            hidden,
             kernel,
-            flat_labels,
+            labels,
             bias=bias,
             smoothing=smoothing,
             prior=prior,
             ignore_index=ignore_index,
             weight=weight,
-            where=flat_where,
+            where=where,
             reduction=reduction,
             kl=kl,
             z_loss=z_loss,

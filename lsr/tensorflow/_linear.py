@@ -11,7 +11,6 @@ import tensorflow as tf
 from lsr import _core
 from lsr._checks import prepare_linear_smooth_ce
 from lsr._linear import scanned_linear_smooth_ce
-from lsr._validation import fail_value
 from lsr.tensorflow._gradients import (
     OPTIONS_WITH_GRADIENTS,
     argument_gradients,
@@ -139,38 +138,18 @@ def linear_smooth_ce(
             "rows are laid out when the function is traced). Received: "
             f"hidden.shape={hidden.shape}"
         )
-    dense = labels.dtype.is_floating
-    leading = hidden.shape[:-1]
     if kernel.shape.rank == 2:
         check_class_axis("kernel", kernel, 1)
-        # Checked before flattening, so that the message shows the shapes as given.
-        ids, targets = tuple(leading), (*leading, kernel.shape[1])
-        if tuple(labels.shape) != (targets if dense else ids):
-            fail_value(
-                f"`labels` must have hidden's leading shape {ids} (class ids) or {targets} "
-                "(dense targets).",
-                "labels",
-                labels,
-            )
-    if where is not None and tuple(where.shape) != tuple(leading):
-        fail_value(
-            f"`where` must be a boolean mask of hidden's leading shape {tuple(leading)}.",
-            "where",
-            where,
-        )
-    flat_hidden = tf.reshape(hidden, [-1, hidden.shape[-1]])
-    flat_labels = tf.reshape(labels, [-1, labels.shape[-1]] if dense else [-1])
-    flat_where = None if where is None else tf.reshape(where, [-1])
-    xp, flat_labels, spec = prepare_linear_smooth_ce(
-        flat_hidden,
+    xp, flat_hidden, flat_labels, spec, leading = prepare_linear_smooth_ce(
+        hidden,
         kernel,
-        flat_labels,
+        labels,
         bias=bias,
         smoothing=as_option("smoothing", smoothing),
         prior=as_prior(prior),
         ignore_index=ignore_index,
         weight=as_optional_tensor("weight", weight),
-        where=flat_where,
+        where=where,
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,

@@ -184,12 +184,7 @@ def linear_smooth_ce(
             check_tensor(name, value)
     check_prior_type(prior)
     check_smoothing_type("smoothing", smoothing)
-    if input.ndim < 1:
-        fail_value("`input` must have shape (..., d).", "input", input)
     dense = target.is_floating_point()
-    leading = input.shape[:-1]
-    hidden = input.reshape(-1, input.shape[-1])
-    labels = target.reshape(-1, target.shape[-1]) if dense else target.reshape(-1)
     if dense and ignore_index not in (-100, None):
         fail_value(
             "`ignore_index` applies to class-id targets only; leave it at -100 for "
@@ -201,10 +196,10 @@ def linear_smooth_ce(
         if isinstance(value, torch.Tensor):
             check_same_device(name, value, input)
     check_same_device("target", target, input)
-    _, labels, spec = prepare_linear_smooth_ce(
-        hidden,
+    _, hidden, labels, spec, leading = prepare_linear_smooth_ce(
+        input,
         projection,
-        labels,
+        target,
         bias=bias,
         smoothing=smoothing,
         prior=prior,
