@@ -10,17 +10,18 @@ from tests.backends import load_backend, selected_backends
 
 SELECTED = selected_backends()
 
-# Framework-specific test files run only in sessions that select their framework, so that
-# no test is skipped for a missing framework: it is either collected and run, or not
-# part of this session at all. Keras tests need TensorFlow.
+# Behaviour only one framework has lives in that framework's folder (tests/torch,
+# tests/jax, tests/tensorflow, tests/keras), collected only in sessions that select the
+# framework: no test is skipped for a missing framework, it is either collected and run
+# or not part of this session at all. Keras tests need TensorFlow.
+FRAMEWORK_FOLDERS = {"torch": ["torch"], "jax": ["jax"], "tensorflow": ["tensorflow", "keras"]}
+collect_ignore = [
+    folder
+    for name, folders in FRAMEWORK_FOLDERS.items()
+    if name not in SELECTED
+    for folder in folders
+]
 collect_ignore_glob = []
-for _name, _patterns in {
-    "torch": ["test_torch*.py", "torch_*.py"],
-    "jax": ["test_jax*.py"],
-    "tensorflow": ["test_tensorflow*.py", "test_keras*.py"],
-}.items():
-    if _name not in SELECTED:
-        collect_ignore_glob += _patterns
 if len(SELECTED) < 2:
     collect_ignore_glob.append("test_cross_backend*.py")
 if not {"jax", "torch", "tensorflow"} & set(SELECTED):

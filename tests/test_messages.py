@@ -1,8 +1,8 @@
 """Five typical mistakes get messages that say the fix, not only the problem (what a new
 user hit in a trial): float class ids, the class axis of (B, T, V) logits, labels of
 shape (N, 1), and a single-output model. Probabilities passed as logits are warned about
-where the framework can tell without reading values (tests/test_torch_messages.py,
-tests/test_keras_messages.py)."""
+where the framework can tell without reading values (tests/torch/test_torch_messages.py,
+tests/keras/test_keras_messages.py)."""
 
 from __future__ import annotations
 

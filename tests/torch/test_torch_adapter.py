@@ -20,7 +20,7 @@ from lsr.torch import _autograd as autograd
 from lsr.torch._autograd import BLOCK_ELEMENTS, row_blocks
 from tests import reference
 from tests.backends import assert_close
-from tests.torch_memory import peak_allocated_bytes
+from tests.torch.memory import peak_allocated_bytes
 
 DTYPES = [torch.float32, torch.float64]
 REDUCTIONS = ["mean", "sum", "none"]

@@ -605,7 +605,7 @@ CATALOGUE = [
     ("lin-chunk-str", _linear(chunk_size="2"), ValueError, r"chunk_size='2'"),
     ("lin-chunk-bool", _linear(chunk_size=True), ValueError, r"chunk_size=True"),
     ("lin-chunk-0", _linear(chunk_size=0), ValueError, r"chunk_size=0"),
-    ("lin-labels-0d", _linear(labels=np.int32(1)), ValueError, r"leading shape, \(3,\).*shape=\(\)"),
+    ("lin-labels-0d", _linear(labels=np.int32(1)), ValueError, r"shape, \(3,\).*shape=\(\)"),
     ("lin-labels-n", _linear(labels=Y[:2]), ValueError, r"leading shape.*shape=\(2,\)"),
     ("lin-labels-dense", _linear(labels=ONE_HOT[:, :3]), ValueError, r"\(3, 4\).*labels="),
     ("lin-where", _linear(where=[True]), ValueError, r"leading shape.*where="),

@@ -25,7 +25,7 @@ import tensorflow as tf
 from lsr.keras import SmoothCrossEntropy
 from tests.backends import assert_close
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[2]
 K = 5
 PRIOR = [0.1, 0.3, 0.2, 0.25, 0.15]
 

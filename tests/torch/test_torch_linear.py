@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import lsr.torch as lt
 from tests.backends import assert_close
-from tests.torch_memory import peak_allocated_bytes
+from tests.torch.memory import peak_allocated_bytes
 
 
 def _inputs(shape=(13, 6), num_classes=9, dtype=torch.float64, dense=False, seed=0):

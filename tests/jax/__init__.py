@@ -1,0 +1,1 @@
+"""Tests of behaviour only lsr.jax has (collected when the session selects jax)."""

@@ -1,0 +1,1 @@
+"""Tests of behaviour only lsr.keras has (collected when the session selects tensorflow)."""

@@ -1,0 +1,1 @@
+"""Tests of behaviour only lsr.tensorflow has (collected when the session selects tensorflow)."""

@@ -1,0 +1,1 @@
+"""Tests of behaviour only lsr.torch has (collected when the session selects torch)."""
