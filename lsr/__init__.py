@@ -1,8 +1,9 @@
 """lsr: label-smoothing regularization, one definition for every array library.
 
 ``import lsr`` imports no framework. The generic functions here take any array-API
-array (NumPy, array-api-strict, PyTorch, JAX, CuPy; TensorFlow through lsr's own
-namespace) and return the same array type. Framework adapters with each framework's
+array (tested: NumPy, array-api-strict, PyTorch, JAX, and TensorFlow through lsr's own
+namespace; other array-API libraries go through array-api-compat untested) and return
+the same array type. Framework adapters with each framework's
 conventions live in ``lsr.jax``, ``lsr.torch``, ``lsr.tensorflow`` and ``lsr.keras``;
 calibration and representation tools in ``lsr.metrics``.
 """
