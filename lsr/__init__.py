@@ -8,8 +8,17 @@ conventions live in ``lsr.jax``, ``lsr.torch``, ``lsr.tensorflow`` and ``lsr.ker
 calibration and representation tools in ``lsr.metrics``.
 """
 
+from lsr._binary import binary_smoothing, smooth_bce, smooth_binary_labels
 from lsr._distill import distill_loss
 from lsr._functions import estimate_prior, smooth_ce, smooth_labels
 
-__all__ = ["distill_loss", "estimate_prior", "smooth_ce", "smooth_labels"]
+__all__ = [
+    "binary_smoothing",
+    "distill_loss",
+    "estimate_prior",
+    "smooth_bce",
+    "smooth_binary_labels",
+    "smooth_ce",
+    "smooth_labels",
+]
 __version__ = "0.1.0"

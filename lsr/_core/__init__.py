@@ -14,6 +14,8 @@ Modules, in reading order:
   entry points below.
 * ``_layouts``: the same pass block after block of rows, and over one shard of the
   class axis.
+* ``_binary``: the smoothed sigmoid (binary, multi-label) cross-entropy: its own spec,
+  targets, loss and gradient, per element.
 * ``_labels``: one-hot targets and class frequencies as arrays.
 * ``_ops``: safe arithmetic helpers, and the optional namespace extensions the pass uses.
 
@@ -28,6 +30,13 @@ Only the names below are for the rest of lsr; a test keeps the other modules fro
 importing anything else of the core.
 """
 
+from lsr._core._binary import (
+    BINARY_ARRAY_FIELDS,
+    BinarySpec,
+    binary_grad,
+    binary_loss,
+    smooth_binary_targets,
+)
 from lsr._core._labels import estimate_prior, nan_where_out_of_range, one_hot
 from lsr._core._layouts import blocked_loss_and_grad, sharded_loss
 from lsr._core._loss import (
@@ -47,8 +56,12 @@ from lsr._core._targets import smooth_dense_targets
 
 __all__ = [
     "ARRAY_FIELDS",
+    "BINARY_ARRAY_FIELDS",
     "EXTENSIONS",
+    "BinarySpec",
     "Spec",
+    "binary_grad",
+    "binary_loss",
     "blocked_loss_and_grad",
     "compute_dtype",
     "denominator_parts",
@@ -64,6 +77,7 @@ __all__ = [
     "reduced_loss_and_grad",
     "reduction_scale",
     "sharded_loss",
+    "smooth_binary_targets",
     "smooth_ce",
     "smooth_ce_grad",
     "smooth_dense_targets",

@@ -43,11 +43,14 @@ FUNCTIONS = (
     "isdtype",
     "isfinite",
     "isinf",
+    "isnan",
     "log",
+    "log1p",
     "logsumexp",
     "matmul",
     "matrix_transpose",
     "max",
+    "maximum",
     "mean",
     "min",
     "ones_like",
@@ -169,6 +172,12 @@ class TensorFlowNamespace:
     def log(self, x: Any) -> Any:
         return tf.math.log(x)
 
+    def log1p(self, x: Any) -> Any:
+        return tf.math.log1p(x)
+
+    def maximum(self, x1: Any, x2: Any, /) -> Any:
+        return tf.maximum(x1, x2)
+
     def logsumexp(self, x: Any, /, *, axis: int, keepdims: bool = False) -> Any:
         # Not in the standard: the core uses a fused logsumexp where a namespace has one.
         return tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
@@ -178,6 +187,9 @@ class TensorFlowNamespace:
 
     def isinf(self, x: Any) -> Any:
         return tf.math.is_inf(x)
+
+    def isnan(self, x: Any) -> Any:
+        return tf.math.is_nan(x)
 
     def tanh(self, x: Any) -> Any:
         return tf.tanh(x)

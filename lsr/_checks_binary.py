@@ -1,0 +1,179 @@
+"""Validation of the smoothed binary cross-entropy's arguments (``lsr._checks`` for the
+softmax loss): every check before anything is computed, the options returned as one
+``lsr._core.BinarySpec``. Values are read only when they are concrete and cheap; under
+tracing a bad value becomes NaN in the loss instead."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+from lsr import _core
+from lsr._checks import (
+    cast,
+    check_ignore_index,
+    check_logits,
+    check_smoothing,
+    index_labels,
+    is_floating_dtype,
+    matchable_ignore_index,
+)
+from lsr._checks import is_integer_dtype as _is_integer_dtype
+from lsr._compat import array_namespace, values_are_cheap
+from lsr._typing import DType, Namespace
+from lsr._validation import REDUCTIONS, check_choice, fail_type, fail_value, normalize_axis
+
+#: The smoothing value ``u`` by name.
+BINARY_PRIOR_NAMES = ("uniform",)
+
+
+def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` (without growing it)."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
+
+
+def _check_broadcast(name: str, value: Any, shape: tuple[int, ...], what: str) -> None:
+    given = getattr(value, "shape", None)
+    if given is None:
+        fail_type(f"`{name}` must be an array ({what}) or None.", name, value)
+    if not broadcasts_to(tuple(given), shape):
+        fail_value(f"`{name}` must broadcast to the logits' shape {shape} ({what}).", name, value)
+
+
+def _floating_vector(
+    xp: Namespace, name: str, value: Any, shape: tuple[int, ...], dtype: DType, what: str
+) -> Any:
+    if value is None:
+        return None
+    _check_broadcast(name, value, shape, what)
+    if not is_floating_dtype(xp, value.dtype):
+        fail_type(f"`{name}` must have a real floating dtype.", name, value)
+    return cast(xp, value, dtype)
+
+
+def check_binary_prior(
+    xp: Namespace, prior: Any, shape: tuple[int, ...], axis: int | None, dtype: DType
+) -> Any:
+    """The smoothing value ``u``: a float in [0, 1], ``"uniform"`` (1/K over the K labels
+    on ``axis``), or a floating array in [0, 1] that broadcasts to ``shape``."""
+    if isinstance(prior, str):
+        check_choice("prior", prior, BINARY_PRIOR_NAMES)
+        if axis is None:
+            fail_value(
+                'prior="uniform" is 1/K over the labels on `axis`; 0-d logits have none.',
+                "prior",
+                prior,
+            )
+        return 1.0 / shape[axis]
+    if isinstance(prior, bool):
+        fail_type("`prior` must be a number in [0, 1], 'uniform' or an array.", "prior", prior)
+    if isinstance(prior, numbers.Real):
+        if not 0.0 <= float(prior) <= 1.0:
+            fail_value("`prior` (the smoothing value u) must be in [0, 1].", "prior", prior)
+        return float(prior)
+    prior = _floating_vector(xp, "prior", prior, shape, dtype, "one smoothing value per label")
+    invalid = xp.any((prior < 0) | (prior > 1) | xp.isnan(prior))
+    if not (values_are_cheap(prior) and values_are_cheap(invalid)):
+        return xp.where((prior >= 0) & (prior <= 1), prior, xp.nan)
+    if bool(invalid):
+        fail_value("`prior` (the smoothing values u) must be in [0, 1].", "prior", prior)
+    return prior
+
+
+def _check_label_values(xp: Namespace, labels: Any, ignore_index: int | None) -> bool:
+    """Whether the labels were read and found valid (0/1, in [0, 1], or ignore_index)."""
+    if labels.dtype == xp.bool or not values_are_cheap(labels) or 0 in tuple(labels.shape):
+        return labels.dtype == xp.bool
+    bad = (labels < 0) | (labels > 1)
+    if is_floating_dtype(xp, labels.dtype):
+        bad = bad | xp.isnan(labels)
+    if ignore_index is not None:
+        bad = bad & (labels != ignore_index)
+    any_bad = xp.any(bad)
+    if not values_are_cheap(any_bad):
+        return False
+    if bool(any_bad):
+        allowed = "0 or 1" if _is_integer_dtype(xp, labels.dtype) else "in [0, 1]"
+        if ignore_index is not None:
+            allowed += f" or ignore_index={ignore_index}"
+        bad_values = labels[bad]
+        raise ValueError(
+            f"`labels` must be {allowed} (binary or soft targets); "
+            f"{int(xp.sum(xp.astype(bad, xp.int64)))} are not. "
+            f"Received: labels with min={float(xp.min(bad_values))!r}, "
+            f"max={float(xp.max(bad_values))!r}"
+        )
+    return True
+
+
+def prepare_smooth_bce(
+    logits: Any,
+    labels: Any,
+    *,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    weight: Any,
+    pos_weight: Any,
+    where: Any,
+    ignore_index: int | None,
+    reduction: str,
+) -> tuple[Any, Any, Any, _core.BinarySpec]:
+    """Validate, then return ``(xp, logits in the compute dtype, labels, spec)``."""
+    arrays = (prior, smoothing)
+    xp = array_namespace(
+        logits,
+        labels,
+        weight,
+        pos_weight,
+        where,
+        *(a if hasattr(a, "shape") else None for a in arrays),
+    )
+    check_logits(xp, logits)
+    shape = tuple(logits.shape)
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_ignore_index(ignore_index)
+    dtype = _core.compute_dtype(xp, logits.dtype)
+    label_axis = normalize_axis(axis, len(shape)) if shape else None
+    if tuple(getattr(labels, "shape", ())) != shape or not hasattr(labels, "dtype"):
+        fail_value(
+            f"`labels` must have the logits' shape {shape}: one 0/1 (or soft) target per logit.",
+            "labels",
+            labels,
+        )
+    integer = _is_integer_dtype(xp, labels.dtype)
+    if not (integer or labels.dtype == xp.bool or is_floating_dtype(xp, labels.dtype)):
+        fail_type("`labels` must be bool, integer or floating.", "labels", labels)
+    if ignore_index is not None and not integer:
+        fail_value(
+            "`ignore_index` applies to integer labels only; use `where` to leave elements "
+            "of bool or floating labels out.",
+            "ignore_index",
+            ignore_index,
+        )
+    if where is not None:
+        _check_broadcast("where", where, shape, "a boolean mask of the elements to keep")
+        if where.dtype != xp.bool:
+            fail_type("`where` must be a boolean mask.", "where", where)
+    if integer:
+        # Widened, so that a narrow dtype compares with ignore_index by value (uint8
+        # labels and ignore_index=-1 must not wrap to 255).
+        labels = index_labels(xp, labels)
+        ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
+    checked = _check_label_values(xp, labels, ignore_index)
+    spec = _core.BinarySpec(
+        shape=shape,
+        smoothing=check_smoothing(xp, smoothing, dtype),
+        prior=check_binary_prior(xp, prior, shape, label_axis, dtype),
+        weight=_floating_vector(xp, "weight", weight, shape, dtype, "a weight per element"),
+        pos_weight=_floating_vector(
+            xp, "pos_weight", pos_weight, shape, dtype, "a weight of the positive term per label"
+        ),
+        where=where,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        checked=checked,
+    )
+    return xp, cast(xp, logits, dtype), labels, spec

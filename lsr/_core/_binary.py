@@ -1,0 +1,193 @@
+"""The smoothed sigmoid (binary) cross-entropy: one definition for every convention.
+
+Each element is its own two-class problem: a logit ``z``, a label ``y`` in [0, 1] (0/1
+multi-hot or soft), ``p = sigmoid(z)``. Label smoothing moves the target towards a
+smoothing value ``u`` in [0, 1] (a scalar, or one per label):
+
+    y' = (1 - eps) y + eps u
+
+Every published convention is this with a different ``u`` (or ``eps``): ``u = 1/2`` is
+Keras' ``BinaryCrossentropy(label_smoothing=eps)``, TF v1's ``sigmoid_cross_entropy`` and
+YOLOv5's ``smooth_BCE``; ``u = 1/K`` over K labels is timm's ``BinaryCrossEntropy``;
+``u = 0`` is one-sided smoothing; on/off values ``(c_pos, c_neg)`` are
+``eps = c_pos - c_neg`` away from (1, 0), ``u = c_neg / eps``. ``docs/binary.md`` has
+the table.
+
+The loss of an element, with PyTorch's ``pos_weight`` ``r`` and an element weight ``w``:
+
+    w [ (1 - y') softplus(z) + r y' softplus(-z) ]
+    = -w [ r y' log p + (1 - y') log(1 - p) ]
+
+computed from ``e = exp(-|z|)`` as ``softplus(+-z) = max(+-z, 0) + log1p(e)``, stable for
+any magnitude, with ``0 * inf = 0`` (a logit of -inf whose target is 0 costs nothing).
+Its derivative is ``w [ (1 - y') p - r y' (1 - p) ]``, with ``p`` and ``1 - p`` both
+made from ``e`` (no cancellation). "mean" divides by the number of kept elements
+(PyTorch's ``BCEWithLogitsLoss``: weights are not in the denominator); a mean over no
+kept element is 0 with a zero gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from lsr._core import _ops
+from lsr._typing import Array, Namespace
+
+__all__ = [
+    "BINARY_ARRAY_FIELDS",
+    "BinarySpec",
+    "binary_grad",
+    "binary_loss",
+    "smooth_binary_targets",
+]
+
+#: The fields of ``BinarySpec`` that may hold arrays.
+BINARY_ARRAY_FIELDS = ("smoothing", "prior", "weight", "pos_weight", "where")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class BinarySpec:
+    """The options of one smoothed binary cross-entropy, checked.
+
+    Attributes:
+        shape: the logits' shape (every array field broadcasts to it).
+        smoothing: eps in [0, 1], a Python float or a 0-d array of the compute dtype.
+        prior: the smoothing value ``u`` in [0, 1]: a Python float, or an array that
+            broadcasts to ``shape`` (one per label).
+        weight: element weights that broadcast to ``shape`` (PyTorch's ``weight``), or
+            None.
+        pos_weight: weights of the positive term that broadcast to ``shape`` (PyTorch's
+            ``pos_weight``, one per label), or None.
+        where: boolean mask of the elements to keep (broadcasts to ``shape``), or None.
+        ignore_index: integer labels equal to it are left out, or None.
+        reduction: ``"none"``, ``"sum"`` or ``"mean"``.
+        checked: the labels' values were read and found valid (the NaN guard needed
+            under tracing can be skipped).
+    """
+
+    shape: tuple[int, ...]
+    smoothing: Any = 0.0
+    prior: Any = 0.5
+    weight: Any = None
+    pos_weight: Any = None
+    where: Any = None
+    ignore_index: int | None = None
+    reduction: str = "mean"
+    checked: bool = False
+
+    def replace(self, **changes: Any) -> BinarySpec:
+        return dataclasses.replace(self, **changes)
+
+
+def smooth_binary_targets(labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array) -> Array:
+    """``y' = (1 - eps) y + eps u`` in the dtype of ``like`` (labels of any real or bool
+    dtype; integer labels equal to ``ignore_index`` give a value that is masked later)."""
+    y = xp.astype(labels, like.dtype)
+    eps, u = spec.smoothing, spec.prior
+    if isinstance(eps, float) and eps == 0.0:
+        return y
+    return (1.0 - eps) * y + eps * u
+
+
+def _kept(xp: Namespace, labels: Array, spec: BinarySpec, like: Array) -> tuple[Any, Any]:
+    """``(kept, invalid)``: the elements that count (None: all), and those kept whose
+    label is not in [0, 1] (None when the labels were checked): NaN there."""
+    kept = None
+    if spec.ignore_index is not None:
+        kept = labels != spec.ignore_index
+    if spec.where is not None:
+        where = xp.broadcast_to(spec.where, tuple(like.shape))
+        kept = where if kept is None else kept & where
+    invalid = None
+    if not spec.checked and labels.dtype != xp.bool:
+        bad = (labels < 0) | (labels > 1)
+        if not _is_integer(xp, labels.dtype):
+            bad = bad | xp.isnan(labels)
+        invalid = bad if kept is None else bad & kept
+    return kept, invalid
+
+
+def _is_integer(xp: Namespace, dtype: Any) -> bool:
+    return xp.isdtype(dtype, "integral")
+
+
+def _mask(xp: Namespace, values: Array, kept: Any, invalid: Any) -> Array:
+    if invalid is not None:
+        # A factor of NaN (not a select): autodiff through it gives NaN there too.
+        values = values * xp.where(invalid, xp.nan, xp.ones_like(values))
+    if kept is not None:
+        values = xp.where(kept, values, 0.0)
+    return values
+
+
+def _pieces(xp: Namespace, logits: Array) -> tuple[Array, Array]:
+    """``(e, log1p(e))`` with ``e = exp(-|z|)``: both softplus terms and p come from it."""
+    e = xp.exp(-xp.abs(logits))
+    return e, xp.log1p(e)
+
+
+def _count(xp: Namespace, kept: Any, like: Array) -> Any:
+    if kept is None:
+        count = 1
+        for size in like.shape:
+            count *= size
+        return count
+    return xp.sum(xp.astype(xp.broadcast_to(kept, tuple(like.shape)), like.dtype))
+
+
+def binary_loss(
+    logits: Array, labels: Array, spec: BinarySpec, *, xp: Namespace
+) -> tuple[Array, Any]:
+    """``(reduced loss, mean denominator)`` for logits in the compute dtype and labels of
+    the logits' shape. The denominator (the number of kept elements) is what
+    ``binary_grad`` divides by for "mean"."""
+    target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
+    _, log1p_e = _pieces(xp, logits)
+    zero = xp.zeros_like(logits)
+    softplus_pos = xp.maximum(logits, zero) + log1p_e  # -log(1 - p)
+    softplus_neg = xp.maximum(-logits, zero) + log1p_e  # -log p
+    positive = target if spec.pos_weight is None else spec.pos_weight * target
+    loss = _ops.times(xp, 1.0 - target, softplus_pos) + _ops.times(xp, positive, softplus_neg)
+    if spec.weight is not None:
+        loss = _ops.times(xp, xp.broadcast_to(spec.weight, tuple(logits.shape)), loss)
+    kept, invalid = _kept(xp, labels, spec, logits)
+    loss = _mask(xp, loss, kept, invalid)
+    denominator = _count(xp, kept, logits)
+    if spec.reduction == "none":
+        return loss, denominator
+    total = xp.sum(loss)
+    if spec.reduction == "sum":
+        return total, denominator
+    return _ops.per_unit(xp, total, denominator), denominator
+
+
+def binary_grad(
+    logits: Array,
+    labels: Array,
+    denominator: Any,
+    cotangent: Any,
+    spec: BinarySpec,
+    *,
+    xp: Namespace,
+) -> Array:
+    """The gradient of ``binary_loss`` with respect to the logits, times ``cotangent``
+    (0-d for "sum" and "mean", the logits' shape for "none"), in the compute dtype."""
+    target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
+    e, _ = _pieces(xp, logits)
+    nonnegative = logits >= 0
+    # p and 1 - p, each without cancellation.
+    small = e / (1.0 + e)
+    large = 1.0 / (1.0 + e)
+    p = xp.where(nonnegative, large, small)
+    q = xp.where(nonnegative, small, large)
+    positive = target if spec.pos_weight is None else spec.pos_weight * target
+    grad = (1.0 - target) * p - positive * q
+    if spec.weight is not None:
+        grad = grad * spec.weight
+    scale = cotangent
+    if spec.reduction == "mean":
+        scale = _ops.per_unit(xp, cotangent, denominator)
+    grad = grad * scale
+    kept, invalid = _kept(xp, labels, spec, logits)
+    return _mask(xp, grad, kept, invalid)
