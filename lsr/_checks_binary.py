@@ -122,6 +122,10 @@ def prepare_smooth_bce(
     reduction: str,
 ) -> tuple[Any, Any, Any, _core.BinarySpec]:
     """Validate, then return ``(xp, logits in the compute dtype, labels, spec)``."""
+    for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
+        if value is not None and not hasattr(value, "shape"):
+            # (Before the namespace: a list here is no array of any library.)
+            fail_type(f"`{name}` must be an array or None.", name, value)
     arrays = (prior, smoothing)
     xp = array_namespace(
         logits,

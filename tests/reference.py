@@ -105,3 +105,39 @@ def numerical_gradient(f, x, step=1e-6):
         down[index] -= step
         grad[index] = (f(up) - f(down)) / (2 * step)
     return grad
+
+
+def smooth_bce(
+    logits, labels, *, smoothing, prior, weight=None, pos_weight=None, keep=None, reduction="mean"
+):
+    """The smoothed binary cross-entropy from its definition, element by element:
+    y' = (1 - eps) y + eps u and -w [r y' log sigmoid(z) + (1 - y') log(1 - sigmoid(z))],
+    a term whose target share is 0 counting 0 even where its log is -inf."""
+    z = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    shape = z.shape
+    u = np.broadcast_to(np.asarray(prior, dtype=np.float64), shape)
+    w = np.broadcast_to(np.asarray(1.0 if weight is None else weight, np.float64), shape)
+    r = np.broadcast_to(np.asarray(1.0 if pos_weight is None else pos_weight, np.float64), shape)
+    kept = np.broadcast_to(np.asarray(True if keep is None else keep), shape)
+    loss = np.zeros(shape)
+    for index in np.ndindex(shape):
+        if not kept[index]:
+            continue
+        target = (1.0 - smoothing) * y[index] + smoothing * u[index]
+        # log sigmoid(z) = -log(1 + exp(-z)); log(1 - sigmoid(z)) = -log(1 + exp(z)).
+        log_p = -np.logaddexp(0.0, -z[index])
+        log_not_p = -np.logaddexp(0.0, z[index])
+        positive = r[index] * target
+        term = 0.0
+        if positive != 0.0:
+            term -= positive * log_p
+        if 1.0 - target != 0.0:
+            term -= (1.0 - target) * log_not_p
+        loss[index] = w[index] * term
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    count = int(np.sum(kept))
+    return loss.sum() / count if count else 0.0
