@@ -32,9 +32,15 @@ Where lsr deliberately differs from ``F.cross_entropy``:
 
 The package, in reading order: ``_namespace`` (the array namespace the core runs on),
 ``_arguments`` (torch-only argument checks), ``_autograd`` (the autograd Functions),
-``_functional``, ``_modules``, ``_linear`` and ``_distributed``.
+``_functional``, ``_modules``, ``_binary`` (the sigmoid loss: its autograd Function,
+functions and module), ``_linear`` and ``_distributed``.
 """
 
+from lsr.torch._binary import (
+    SmoothBCEWithLogitsLoss,
+    binary_cross_entropy_with_logits,
+    smooth_bce,
+)
 from lsr.torch._distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
 from lsr.torch._functional import cross_entropy, distill_loss, smooth_ce
 from lsr.torch._linear import linear_smooth_ce
@@ -42,11 +48,14 @@ from lsr.torch._modules import LabelSmoothSoftmaxCE, SmoothCrossEntropyLoss
 
 __all__ = [
     "LabelSmoothSoftmaxCE",
+    "SmoothBCEWithLogitsLoss",
     "SmoothCrossEntropyLoss",
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
     "data_parallel_smooth_ce",
     "distill_loss",
     "linear_smooth_ce",
+    "smooth_bce",
     "smooth_ce",
     "vocab_parallel_smooth_ce",
 ]

@@ -1,0 +1,460 @@
+"""The smoothed sigmoid (binary, multi-label) cross-entropy in PyTorch.
+
+* ``smooth_bce``: lsr's keyword grammar (``lsr.smooth_bce``'s), on torch tensors.
+* ``binary_cross_entropy_with_logits``: a drop-in for
+  ``torch.nn.functional.binary_cross_entropy_with_logits`` (the same parameters, in the
+  same positions, with the same defaults), plus the keyword-only ``label_smoothing`` and
+  ``prior``.
+* ``SmoothBCEWithLogitsLoss``: a drop-in subclass of ``nn.BCEWithLogitsLoss`` (same
+  constructor, same state dict) whose forward is ``binary_cross_entropy_with_logits``.
+
+The gradient with respect to the logits is a ``torch.autograd.Function`` (``SmoothBCE``)
+whose forward is ``lsr._core.binary_loss`` and whose backward is
+``lsr._core.binary_grad``: it keeps the logits and the targets as given (no copy), the
+mean's denominator and the option tensors, where autograd through the core's plain ops
+would keep several logits-sized temporaries.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+from torch.autograd import forward_ad
+
+from lsr import _core
+from lsr._checks_binary import BINARY_PRIOR_NAMES, prepare_smooth_bce
+from lsr._validation import check_choice, check_fraction, fail_type, fail_value
+from lsr.torch._arguments import (
+    check_floating_dtype,
+    check_same_device,
+    check_smoothing_type,
+    check_tensor,
+)
+from lsr.torch._autograd import needs_autograd_through_core, without_autocast
+from lsr.torch._functional import _legacy_reduction
+from lsr.torch._namespace import HALF, xp
+
+__all__ = ["SmoothBCE", "SmoothBCEWithLogitsLoss", "binary_cross_entropy_with_logits", "smooth_bce"]
+
+
+def _split(spec: _core.BinarySpec) -> tuple[tuple[Any, ...], _core.BinarySpec]:
+    """The spec's tensors (``BINARY_ARRAY_FIELDS`` order, None where a field holds no
+    tensor), and the spec without them: what autograd tracks, and what goes on ``ctx``."""
+    tensors = tuple(
+        value if isinstance(value, torch.Tensor) else None
+        for value in (getattr(spec, name) for name in _core.BINARY_ARRAY_FIELDS)
+    )
+    removed = {
+        name: None
+        for name, value in zip(_core.BINARY_ARRAY_FIELDS, tensors, strict=True)
+        if value is not None
+    }
+    return tensors, spec.replace(**removed)
+
+
+def _join(static: _core.BinarySpec, tensors: tuple[Any, ...]) -> _core.BinarySpec:
+    """The inverse of ``_split``."""
+    return static.replace(
+        **{
+            name: value
+            for name, value in zip(_core.BINARY_ARRAY_FIELDS, tensors, strict=True)
+            if value is not None
+        }
+    )
+
+
+class SmoothBCE(torch.autograd.Function):
+    """Forward through ``_core.binary_loss``, backward through ``_core.binary_grad``.
+
+    Inputs: the logits (any floating dtype; half precision is computed in float32), the
+    targets, the spec's five array fields (tensors or None) and the rest of the spec.
+    Saved for backward: the logits and targets themselves (no copy), the mean's
+    denominator (0-d) and the option tensors that were given (weights, prior, ...). With
+    ``create_graph=True`` the backward's plain ops are recorded, so double backward gets
+    exact second derivatives.
+    """
+
+    # The forward and backward are plain torch ops, so functorch can batch them itself.
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, labels, smoothing, prior, weight, pos_weight, where, static):
+        compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+        spec = _join(static, (smoothing, prior, weight, pos_weight, where))
+        loss, denominator = _core.binary_loss(compute_logits, labels, spec, xp=xp)
+        # A Python int when nothing can be left out; a tensor output is what
+        # setup_context can save.
+        denominator = torch.as_tensor(
+            denominator, dtype=compute_logits.dtype, device=compute_logits.device
+        )
+        return loss, denominator
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        logits, labels, *arrays, static = inputs
+        _, denominator = output
+        ctx.mark_non_differentiable(denominator)
+        ctx.given = tuple(value is not None for value in arrays)
+        ctx.save_for_backward(
+            logits, labels, denominator, *(value for value in arrays if value is not None)
+        )
+        ctx.static = static
+
+    @staticmethod
+    def backward(ctx, grad_loss, grad_denominator):
+        logits, labels, denominator, *given = ctx.saved_tensors
+        values = iter(given)
+        arrays = tuple(next(values) if present else None for present in ctx.given)
+        spec = _join(ctx.static, arrays)
+        # backward() called inside an autocast region runs under it too.
+        with without_autocast(logits.device.type):
+            compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+            grad = _core.binary_grad(
+                compute_logits,
+                labels,
+                denominator,
+                grad_loss.to(compute_logits.dtype),
+                spec,
+                xp=xp,
+            )
+        return grad.to(logits.dtype), None, None, None, None, None, None, None
+
+
+def _forward_mode(input: torch.Tensor) -> bool:
+    """Whether forward mode differentiates ``input``: a dual tensor of
+    ``torch.autograd.forward_ad``, or a ``torch.func`` jvp (jvp, jacfwd, hessian). The
+    Function has no jvp rule; these go through autograd of the core's plain ops. Where
+    torch's private interpreter stack is not available, every torch.func call counts."""
+    if forward_ad.unpack_dual(input).tangent is not None:
+        return True
+    if not torch._C._functorch.is_functorch_wrapped_tensor(input):
+        return False
+    try:
+        from torch._C._functorch import TransformType
+        from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
+    except ImportError:  # pragma: no cover - other torch versions
+        return True
+    interpreters = retrieve_all_functorch_interpreters()
+    return any(interpreter.key() == TransformType.Jvp for interpreter in interpreters)
+
+
+def _check_optional_tensor(name: str, value: Any, input: torch.Tensor) -> None:
+    if value is None:
+        return
+    if not isinstance(value, torch.Tensor):
+        fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
+    check_same_device(name, value, input)
+
+
+def _check_prior_type(prior: Any, input: torch.Tensor) -> None:
+    if isinstance(prior, torch.Tensor):
+        check_same_device("prior", prior, input)
+    elif isinstance(prior, bool) or not isinstance(prior, (numbers.Real, str)):
+        fail_type(
+            "`prior` must be a number in [0, 1], 'uniform' or a torch.Tensor of smoothing "
+            "values (one per label).",
+            "prior",
+            prior,
+        )
+
+
+def smooth_bce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    smoothing: float | torch.Tensor = 0.1,
+    prior: float | str | torch.Tensor = 0.5,
+    axis: int = -1,
+    weight: torch.Tensor | None = None,
+    pos_weight: torch.Tensor | None = None,
+    where: torch.Tensor | None = None,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Label-smoothed sigmoid (binary) cross-entropy, one independent target per logit.
+
+    ``lsr.smooth_bce`` on torch tensors: each target ``y`` becomes
+    ``y' = (1 - smoothing) y + smoothing u`` (``u`` the smoothing value ``prior``) and
+    each element's loss is ``-w [r y' log sigmoid(z) + (1 - y') log(1 - sigmoid(z))]``.
+    With ``smoothing=0`` it is ``F.binary_cross_entropy_with_logits(input, target,
+    weight, pos_weight=pos_weight, reduction=reduction)``; ``binary_cross_entropy_with_logits``
+    is the drop-in with that function's own signature.
+
+    Args:
+        input: logits of any shape, one per (element, label); float16/bfloat16 are
+            computed in float32.
+        target: targets of the input's shape: bool or integer 0/1 (multi-hot), or
+            floating values in [0, 1] of the input's dtype (soft targets).
+        smoothing: epsilon in [0, 1]; a float or a 0-d tensor.
+        prior: the smoothing value ``u`` in [0, 1]: a number (0.5: towards 1/2, as
+            Keras), ``"uniform"`` (``1/K`` for the K labels on ``axis``, as timm), or a
+            tensor that broadcasts to the input (one value per label).
+        axis: the label axis (for ``prior="uniform"`` only).
+        weight: element weights that broadcast to the input (PyTorch's ``weight``).
+        pos_weight: weights ``r`` of the positive term that broadcast to the input, one
+            per label (PyTorch's ``pos_weight``).
+        where: optional boolean mask (broadcasting to the input) of the elements to keep.
+        ignore_index: integer targets equal to it are left out (loss and gradient 0,
+            not counted by the mean). Integer targets only.
+        reduction: ``"none"`` (the input's shape), ``"sum"`` or ``"mean"`` over the kept
+            elements (weights are not in the denominator, as PyTorch); a mean over no
+            kept element is 0, with a zero gradient.
+
+    Returns:
+        The loss: 0-d for "mean" and "sum", else the input's shape; float32 for half
+        precision inputs (whose gradient keeps the input's dtype), else the input's
+        dtype.
+
+    Raises:
+        TypeError: non-tensor arguments, a non-floating input, floating targets of
+            another dtype than the input's.
+        ValueError: tensors on different devices, targets of another shape, targets
+            outside [0, 1] (read on concrete CPU tensors; under ``torch.compile``,
+            ``torch.func`` or on an accelerator the loss is NaN there instead), options
+            out of range.
+
+    Example:
+        >>> import torch
+        >>> import lsr.torch
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+        >>> target = torch.tensor([[1, 0, 1], [0, 1, 0]])
+        >>> print(f"{lsr.torch.smooth_bce(logits, target, smoothing=0.1).item():.4f}")
+        0.3680
+        >>> smoothed = target * 0.9 + 0.1 * 0.5  # the same targets, smoothed by hand
+        >>> expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, smoothed)
+        >>> print(f"{expected.item():.4f}")
+        0.3680
+    """
+    check_tensor("input", input)
+    check_tensor("target", target)
+    check_same_device("target", target, input)
+    check_floating_dtype("target", target, input)
+    if tuple(target.shape) != tuple(input.shape):
+        # Named as PyTorch names it (the core says `labels`).
+        fail_value(
+            f"`target` must have the input's shape {tuple(input.shape)}: one 0/1 (or soft) "
+            "target per logit.",
+            "target.shape",
+            tuple(target.shape),
+        )
+    for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
+        _check_optional_tensor(name, value, input)
+    _check_prior_type(prior, input)
+    check_smoothing_type("smoothing", smoothing)
+    _, logits, labels, spec = prepare_smooth_bce(
+        input,
+        target,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        weight=weight,
+        pos_weight=pos_weight,
+        where=where,
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+    with without_autocast(input.device.type):
+        compiling = torch.compiler.is_compiling()
+        if (
+            needs_autograd_through_core(target, weight, smoothing, prior)
+            or needs_autograd_through_core(pos_weight, None, None, None)
+            or (not compiling and _forward_mode(input))
+        ):
+            loss, _ = _core.binary_loss(logits, labels, spec, xp=xp)
+            return loss
+        # The original input, not the float32 copy of a half one: the Function converts
+        # it itself, so that backward keeps the input only.
+        tensors, static = _split(spec)
+        loss, _ = SmoothBCE.apply(input, labels, *tensors, static)
+    return loss
+
+
+def binary_cross_entropy_with_logits(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: torch.Tensor | None = None,
+    *,
+    label_smoothing: float | torch.Tensor = 0.0,
+    prior: float | str | torch.Tensor = 0.5,
+) -> torch.Tensor:
+    r"""``torch.nn.functional.binary_cross_entropy_with_logits``, computed by lsr, with
+    label smoothing: change the prefix only.
+
+    The parameters shared with PyTorch's function have its names, positions, kinds and
+    defaults, so ``F.binary_cross_entropy_with_logits(...)`` becomes
+    ``lsr.torch.binary_cross_entropy_with_logits(...)`` with nothing else changed; with
+    ``label_smoothing=0`` its values and gradients are PyTorch's. The keyword-only
+    ``label_smoothing`` and ``prior`` smooth every target towards ``prior``:
+    ``y' = (1 - label_smoothing) y + label_smoothing * prior`` (``prior=0.5`` is Keras'
+    and YOLOv5's convention; see ``lsr.binary_smoothing`` for the others).
+
+    Where it differs from PyTorch's, on purpose: targets may also be bool or integer
+    0/1; targets outside [0, 1] raise a ``ValueError`` (on concrete CPU tensors; under
+    ``torch.compile`` or ``torch.func`` the loss is NaN there) instead of giving a
+    number; floating targets must have the input's dtype (PyTorch would promote the
+    loss to theirs); a "mean" over an empty input is 0, not NaN.
+
+    Args:
+        input: logits of any shape.
+        target: targets of the input's shape: floating values in [0, 1] (the input's
+            dtype), or bool/integer 0/1.
+        weight: element weights that broadcast to the input.
+        size_average: deprecated, as in PyTorch: with ``reduce`` it overrides
+            ``reduction`` (None counts as True; ``reduce`` false gives "none", else
+            ``size_average`` chooses "mean" or "sum") and warns (``UserWarning``).
+        reduce: deprecated, as in PyTorch; see ``size_average``.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"`` (PyTorch's deprecated
+            ``"elementwise_mean"`` means "mean", with a warning).
+        pos_weight: weights of the positive term, one per label (broadcasting to the
+            input).
+        label_smoothing: epsilon in [0, 1]; a float or a 0-d tensor.
+        prior: the smoothing value ``u`` in [0, 1]: a number, ``"uniform"`` (``1/K`` over
+            the K labels of the last axis) or a tensor of one value per label.
+
+    Returns:
+        As PyTorch's: a 0-d tensor for "mean" and "sum", else the input's shape; in the
+        input's dtype, also for float16/bfloat16 (computed in float32 and rounded once),
+        and float32 under ``torch.autocast``.
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> import lsr.torch
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+        >>> target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+        >>> pos_weight = torch.tensor([1.0, 2.0, 3.0])
+        >>> ours = lsr.torch.binary_cross_entropy_with_logits(
+        ...     logits, target, None, pos_weight=pos_weight
+        ... )
+        >>> theirs = F.binary_cross_entropy_with_logits(logits, target, None, pos_weight=pos_weight)
+        >>> print(f"{ours.item():.4f} {theirs.item():.4f}")
+        0.4633 0.4633
+        >>> smoothed = lsr.torch.binary_cross_entropy_with_logits(
+        ...     logits, target, label_smoothing=0.2, prior=0.5
+        ... )
+        >>> expected = F.binary_cross_entropy_with_logits(logits, 0.8 * target + 0.1)
+        >>> print(f"{smoothed.item():.4f} {expected.item():.4f}")
+        0.4388 0.4388
+    """
+    if size_average is not None or reduce is not None:
+        reduction = _legacy_reduction(size_average, reduce)
+    elif reduction == "elementwise_mean":
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated, as in PyTorch; pass "
+            "reduction='mean' instead. Received: reduction='elementwise_mean'",
+            UserWarning,
+            stacklevel=2,
+        )
+        reduction = "mean"
+    # Checked here so that errors name PyTorch's parameter, not smooth_bce's `smoothing`.
+    check_smoothing_type("label_smoothing", label_smoothing)
+    check_fraction("label_smoothing", label_smoothing)
+    loss = smooth_bce(
+        input,
+        target,
+        smoothing=label_smoothing,
+        prior=prior,
+        axis=-1,
+        weight=weight,
+        pos_weight=pos_weight,
+        reduction=reduction,
+    )
+    # PyTorch returns half-precision losses in the input's dtype, and float32 under
+    # autocast (which runs it in float32).
+    if input.dtype in HALF and not torch.is_autocast_enabled(input.device.type):
+        loss = loss.to(input.dtype)
+    return loss
+
+
+class SmoothBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
+    r"""``nn.BCEWithLogitsLoss`` computed by lsr, with label smoothing.
+
+    Same constructor (names, positions and defaults), attributes and state dict as
+    ``nn.BCEWithLogitsLoss`` (it is a subclass; ``weight`` and ``pos_weight`` are its
+    buffers), and its forward is ``lsr.torch.binary_cross_entropy_with_logits``:
+    replacing the class name is the whole migration. The keyword-only
+    ``label_smoothing`` and ``prior`` are lsr's additions.
+
+    Args:
+        weight: element weights that broadcast to the input.
+        size_average: deprecated (as in PyTorch); use ``reduction``.
+        reduce: deprecated (as in PyTorch); use ``reduction``.
+        reduction: ``"none"``, ``"mean"`` or ``"sum"``.
+        pos_weight: weights of the positive term, one per label.
+        label_smoothing: epsilon in [0, 1].
+        prior: the smoothing value ``u`` in [0, 1]: a number, ``"uniform"`` or a tensor
+            of one value per label (registered as a buffer).
+
+    Shape:
+        input: any shape; target: the input's shape; output: a scalar, or the input's
+        shape for ``reduction="none"``.
+
+    Example:
+        >>> import torch
+        >>> from lsr.torch import SmoothBCEWithLogitsLoss
+        >>> criterion = SmoothBCEWithLogitsLoss(label_smoothing=0.1)
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+        >>> target = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+        >>> expected = torch.nn.BCEWithLogitsLoss()(logits, 0.9 * target + 0.05)
+        >>> print(f"{criterion(logits, target).item():.4f} {expected.item():.4f}")
+        0.3680 0.3680
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        pos_weight: torch.Tensor | None = None,
+        *,
+        label_smoothing: float | torch.Tensor = 0.0,
+        prior: float | str | torch.Tensor = 0.5,
+    ) -> None:
+        for name, value in (("weight", weight), ("pos_weight", pos_weight)):
+            if value is not None and not isinstance(value, torch.Tensor):
+                fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
+        check_smoothing_type("label_smoothing", label_smoothing)
+        check_fraction("label_smoothing", label_smoothing)
+        super().__init__(weight, size_average, reduce, reduction, pos_weight)
+        check_choice("reduction", self.reduction, ("none", "mean", "sum", "elementwise_mean"))
+        self.label_smoothing = label_smoothing
+        if isinstance(prior, torch.Tensor):
+            self.register_buffer("prior", prior)
+        else:
+            if isinstance(prior, str):
+                check_choice("prior", prior, BINARY_PRIOR_NAMES)
+            elif isinstance(prior, bool) or not isinstance(prior, numbers.Real):
+                fail_type(
+                    "`prior` must be a number in [0, 1], 'uniform' or a torch.Tensor.",
+                    "prior",
+                    prior,
+                )
+            else:
+                check_fraction("prior", prior)
+            self.prior = prior
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return binary_cross_entropy_with_logits(
+            input,
+            target,
+            self.weight,
+            pos_weight=self.pos_weight,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            prior=self.prior,
+        )
+
+    def extra_repr(self) -> str:
+        prior = "tensor" if isinstance(self.prior, torch.Tensor) else repr(self.prior)
+        return (
+            f"reduction={self.reduction!r}, label_smoothing={self.label_smoothing}, prior={prior}"
+        )

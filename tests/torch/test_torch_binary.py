@@ -1,0 +1,582 @@
+"""lsr.torch's sigmoid (binary, multi-label) loss against PyTorch's own.
+
+``binary_cross_entropy_with_logits`` and ``SmoothBCEWithLogitsLoss`` are drop-ins for
+``F.binary_cross_entropy_with_logits`` and ``nn.BCEWithLogitsLoss``; ``smooth_bce`` is
+the same loss in lsr's keyword grammar. Expected values and gradients come from
+PyTorch's function on targets smoothed in this file from the published definition
+``y' = (1 - eps) y + eps u`` (Szegedy et al. 2016, applied to each sigmoid target),
+never from lsr's code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import lsr.torch as lt
+from tests.backends import assert_close
+
+KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
+LSR_ADDITIONS = ["label_smoothing", "prior"]
+REDUCTIONS = ["mean", "sum", "none"]
+DTYPES = [torch.float32, torch.float64]
+# See tests/torch/test_torch_adapter.py: dynamo's harmless warnings about array-api-compat's
+# lru_cache'd probes and about instantiating autograd.Functions; inductor's torch.jit use.
+DYNAMO_CACHE_WARNING = "ignore:Dynamo detected a call to a `functools.lru_cache`:UserWarning"
+DYNAMO_FUNCTION_WARNING = "ignore:.*should not be instantiated:DeprecationWarning"
+TORCH_JIT_WARNING = "ignore:`torch.jit.script:DeprecationWarning"
+
+
+def _logits(shape, dtype, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return (3.0 * torch.randn(shape, generator=generator, dtype=torch.float64)).to(dtype)
+
+
+def _target(kind, shape, dtype, seed=1):
+    """0/1 targets as int64, uint8 or bool, or soft targets in [0, 1] of ``dtype``."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "soft":
+        return torch.rand(shape, generator=generator, dtype=torch.float64).to(dtype)
+    hot = torch.rand(shape, generator=generator) < 0.4
+    return {"int64": hot.to(torch.int64), "uint8": hot.to(torch.uint8), "bool": hot}[kind]
+
+
+def _smoothed(target, smoothing, prior, dtype):
+    """The published definition, written here: ``(1 - eps) y + eps u``."""
+    return (1.0 - smoothing) * target.to(dtype) + smoothing * prior
+
+
+def _value_and_grad(loss_fn, logits):
+    leaf = logits.detach().clone().requires_grad_()
+    loss = loss_fn(leaf)
+    # A non-uniform cotangent also checks the "none" gradient element by element.
+    cotangent = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+    (grad,) = torch.autograd.grad(loss, leaf, cotangent)
+    return loss.detach(), grad
+
+
+def _options(shape, dtype, options):
+    """(weight, pos_weight): weight per label for (N, K), per (t, 1) for (B, T, K)."""
+    weight = pos_weight = None
+    num_labels = shape[-1]
+    if "weight" in options:
+        weight_shape = (num_labels,) if len(shape) == 2 else (shape[1], 1)
+        weight = torch.linspace(0.5, 1.5, weight_shape[0], dtype=dtype).reshape(weight_shape)
+    if "pos_weight" in options:
+        pos_weight = torch.linspace(0.5, 3.0, num_labels, dtype=dtype)
+    return weight, pos_weight
+
+
+SHAPES = {"(N, K)": (6, 5), "(B, T, K)": (2, 3, 4)}
+OPTIONS = {
+    "": (),
+    "weight": ("weight",),
+    "pos_weight": ("pos_weight",),
+    "both": ("weight", "pos_weight"),
+}
+TARGETS = ["soft", "int64", "uint8", "bool"]
+
+
+# --- values and gradients -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", OPTIONS)
+@pytest.mark.parametrize("kind", TARGETS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_drop_in_matches_f_on_targets_smoothed_by_hand(
+    shape, kind, options, reduction, label_smoothing, dtype
+):
+    shape = SHAPES[shape]
+    weight, pos_weight = _options(shape, dtype, OPTIONS[options])
+    target = _target(kind, shape, dtype)
+    expected_target = _smoothed(target, label_smoothing, 0.5, dtype)
+    # Positionally, as PyTorch's users call it: only the function differs.
+    loss, grad = _value_and_grad(
+        lambda z: lt.binary_cross_entropy_with_logits(
+            z, target, weight, None, None, reduction, pos_weight, label_smoothing=label_smoothing
+        ),
+        _logits(shape, dtype),
+    )
+    expected_loss, expected_grad = _value_and_grad(
+        lambda z: F.binary_cross_entropy_with_logits(
+            z, expected_target, weight, None, None, reduction, pos_weight
+        ),
+        _logits(shape, dtype),
+    )
+    assert loss.dtype == expected_loss.dtype == dtype
+    assert loss.shape == expected_loss.shape
+    assert_close(loss, expected_loss, dtype)
+    assert_close(grad, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("options", OPTIONS)
+def test_module_called_positionally_matches_bce_with_logits_loss(options, reduction, dtype):
+    shape = (3, 4, 5)
+    weight, pos_weight = _options(shape, dtype, OPTIONS[options])
+    arguments = (weight, None, None, reduction, pos_weight)
+    ours = lt.SmoothBCEWithLogitsLoss(*arguments, label_smoothing=0.2)
+    theirs = nn.BCEWithLogitsLoss(*arguments)
+    target = _target("soft", shape, dtype)
+    loss, grad = _value_and_grad(lambda z: ours(z, target), _logits(shape, dtype))
+    expected_loss, expected_grad = _value_and_grad(
+        lambda z: theirs(z, _smoothed(target, 0.2, 0.5, dtype)), _logits(shape, dtype)
+    )
+    assert_close(loss, expected_loss, dtype)
+    assert_close(grad, expected_grad, dtype)
+    # Without smoothing it is nn.BCEWithLogitsLoss itself, on the targets as given.
+    plain = lt.SmoothBCEWithLogitsLoss(*arguments)
+    assert_close(plain(_logits(shape, dtype), target), theirs(_logits(shape, dtype), target), dtype)
+
+
+PRIORS = {
+    "0.5": lambda k, dtype: (0.5, 0.5),
+    "one-sided 0": lambda k, dtype: (0.0, 0.0),
+    "uniform": lambda k, dtype: ("uniform", 1.0 / k),
+    "per label": lambda k, dtype: (torch.linspace(0.1, 0.9, k, dtype=dtype),) * 2,
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("prior", PRIORS)
+def test_smooth_bce_priors_match_f_on_targets_smoothed_by_hand(prior, reduction, dtype):
+    shape = (2, 3, 4)
+    prior, u = PRIORS[prior](shape[-1], dtype)
+    target = _target("int64", shape, dtype)
+    pos_weight = torch.linspace(0.5, 3.0, shape[-1], dtype=dtype)
+    loss, grad = _value_and_grad(
+        lambda z: lt.smooth_bce(
+            z, target, smoothing=0.25, prior=prior, pos_weight=pos_weight, reduction=reduction
+        ),
+        _logits(shape, dtype),
+    )
+    expected_loss, expected_grad = _value_and_grad(
+        lambda z: F.binary_cross_entropy_with_logits(
+            z, _smoothed(target, 0.25, u, dtype), pos_weight=pos_weight, reduction=reduction
+        ),
+        _logits(shape, dtype),
+    )
+    assert_close(loss, expected_loss, dtype)
+    assert_close(grad, expected_grad, dtype)
+
+
+def test_ignore_index_and_where_leave_elements_out_of_the_mean():
+    shape, dtype = (4, 5), torch.float64
+    target = _target("int64", shape, dtype)
+    ignored = torch.rand(shape, generator=torch.Generator().manual_seed(3)) < 0.3
+    with_ignored = torch.where(ignored, -1, target)
+    pos_weight = torch.linspace(0.5, 3.0, 5, dtype=dtype)
+    per_element = F.binary_cross_entropy_with_logits(
+        _logits(shape, dtype),
+        _smoothed(target, 0.1, 0.5, dtype),
+        pos_weight=pos_weight,
+        reduction="none",
+    )
+    expected = per_element[~ignored].mean()  # PyTorch's mean: a count, weights not in it
+    by_index = lt.smooth_bce(
+        _logits(shape, dtype), with_ignored, ignore_index=-1, pos_weight=pos_weight
+    )
+    by_mask = lt.smooth_bce(_logits(shape, dtype), target, where=~ignored, pos_weight=pos_weight)
+    assert_close(by_index, expected, dtype)
+    assert_close(by_mask, expected, dtype)
+
+
+def test_mean_over_no_kept_element_is_zero_with_zero_gradient():
+    leaf = _logits((3, 4), torch.float64).requires_grad_()
+    target = _target("bool", (3, 4), torch.float64)
+    loss = lt.smooth_bce(leaf, target, where=torch.zeros(3, 4, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.count_nonzero(leaf.grad) == 0
+
+
+def test_gradients_of_target_and_smoothing_go_through_autograd():
+    """With a target or smoothing that requires grad, every input gets its gradient; the
+    loss is linear in eps, so d/d eps is the loss at targets u minus that at targets y."""
+    dtype = torch.float64
+    logits = _logits((4, 3), dtype).requires_grad_()
+    target = _target("soft", (4, 3), dtype).requires_grad_()
+    smoothing = torch.tensor(0.3, dtype=dtype, requires_grad=True)
+    pos_weight = torch.linspace(0.5, 3.0, 3, dtype=dtype)
+    loss = lt.smooth_bce(logits, target, smoothing=smoothing, pos_weight=pos_weight)
+    grads = torch.autograd.grad(loss, (logits, target, smoothing))
+    expected = F.binary_cross_entropy_with_logits(
+        logits, (1.0 - smoothing) * target + smoothing * 0.5, pos_weight=pos_weight
+    )
+    expected_grads = torch.autograd.grad(expected, (logits, target, smoothing))
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert_close(grad, expected_grad, dtype)
+    difference = F.binary_cross_entropy_with_logits(
+        logits, torch.full_like(target, 0.5), pos_weight=pos_weight
+    ) - F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+    assert_close(grads[2], difference.detach(), dtype)
+
+
+@pytest.mark.filterwarnings(TORCH_JIT_WARNING)
+def test_torch_func_vmap_grad_and_jvp_match_f():
+    dtype = torch.float64
+    logits = _logits((3, 4, 5), dtype)
+    target = _target("soft", (3, 4, 5), dtype)
+    tangent = _logits((3, 4, 5), dtype, seed=5)
+
+    def ours(z, y):
+        return lt.smooth_bce(z, y, smoothing=0.2)
+
+    def theirs(z, y):
+        return F.binary_cross_entropy_with_logits(z, _smoothed(y, 0.2, 0.5, dtype))
+
+    assert_close(
+        torch.func.vmap(torch.func.grad(ours))(logits, target),
+        torch.func.vmap(torch.func.grad(theirs))(logits, target),
+        dtype,
+    )
+    _, ours_tangent = torch.func.jvp(lambda z: ours(z, target), (logits,), (tangent,))
+    _, theirs_tangent = torch.func.jvp(lambda z: theirs(z, target), (logits,), (tangent,))
+    assert_close(ours_tangent, theirs_tangent, dtype)
+
+
+def test_double_backward_matches_f():
+    dtype = torch.float64
+    target = _target("soft", (4, 3), dtype)
+    pos_weight = torch.linspace(0.5, 3.0, 3, dtype=dtype)
+    hessians = []
+    for loss_fn in (
+        lambda z: lt.smooth_bce(z, target, smoothing=0.1, pos_weight=pos_weight),
+        lambda z: F.binary_cross_entropy_with_logits(
+            z, _smoothed(target, 0.1, 0.5, dtype), pos_weight=pos_weight
+        ),
+    ):
+        leaf = _logits((4, 3), dtype).requires_grad_()
+        (grad,) = torch.autograd.grad(loss_fn(leaf), leaf, create_graph=True)
+        (second,) = torch.autograd.grad(
+            (grad * torch.arange(12.0, dtype=dtype).view(4, 3)).sum(), leaf
+        )
+        hessians.append(second)
+    assert torch.count_nonzero(hessians[1]) > 0
+    assert_close(hessians[0], hessians[1], dtype)
+
+
+# --- half precision ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_bfloat16_is_computed_in_float32(reduction):
+    """The loss from the bfloat16 logits, computed in float32: torch's float32 loss of
+    the same (upcast) logits to float32 accuracy; the gradient in bfloat16."""
+    logits = _logits((8, 6), torch.bfloat16)
+    target = _target("int64", (8, 6), torch.float32)
+    pos_weight = torch.linspace(0.5, 3.0, 6)
+    loss, grad = _value_and_grad(
+        lambda z: lt.smooth_bce(
+            z, target, smoothing=0.1, pos_weight=pos_weight, reduction=reduction
+        ),
+        logits,
+    )
+    expected_loss, expected_grad = _value_and_grad(
+        lambda z: F.binary_cross_entropy_with_logits(
+            z.float(),
+            _smoothed(target, 0.1, 0.5, torch.float32),
+            pos_weight=pos_weight,
+            reduction=reduction,
+        ),
+        logits,
+    )
+    assert loss.dtype == torch.float32 and grad.dtype == torch.bfloat16
+    assert_close(loss, expected_loss, torch.float32)
+    assert_close(grad.float(), expected_grad.float(), torch.bfloat16)
+    # The drop-in rounds the loss to the input's dtype, as PyTorch's function does.
+    theirs = F.binary_cross_entropy_with_logits(logits, target.bfloat16(), reduction=reduction)
+    ours = lt.binary_cross_entropy_with_logits(logits, target.long(), reduction=reduction)
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+
+
+def test_drop_in_under_autocast_is_float32_as_torch():
+    logits = _logits((8, 5), torch.float32)
+    target = _target("soft", (8, 5), torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half_logits = logits @ torch.eye(5)
+        assert half_logits.dtype == torch.bfloat16
+        ours = lt.binary_cross_entropy_with_logits(half_logits, target)
+        theirs = F.binary_cross_entropy_with_logits(half_logits, target)
+    assert ours.dtype == theirs.dtype == torch.float32
+    assert_close(ours, theirs, torch.float32)
+
+
+# --- memory: backward keeps the logits only ---------------------------------------------------
+
+
+def _saved(call):
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        call()
+    return saved
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_backward_keeps_the_input_and_target_only(dtype):
+    logits = _logits((16, 12), dtype).requires_grad_()
+    target = _target("soft", (16, 12), dtype)
+    pos_weight = torch.linspace(0.5, 3.0, 12, dtype=dtype)
+    saved = _saved(lambda: lt.smooth_bce(logits, target, smoothing=0.1, pos_weight=pos_weight))
+    full_size = {tensor.data_ptr() for tensor in saved if tensor.numel() >= logits.numel()}
+    # The tensors themselves (a bfloat16 input is not kept as a float32 copy).
+    assert full_size == {logits.data_ptr(), target.data_ptr()}
+    assert sum(tensor.numel() for tensor in saved) <= 2 * logits.numel() + 12 + 1
+    # The check can fail: autograd through the core's plain ops (taken when the
+    # smoothing requires grad) keeps logits-sized temporaries of its own.
+    smoothing = torch.tensor(0.1, requires_grad=True)
+    saved = _saved(lambda: lt.smooth_bce(logits, target, smoothing=smoothing))
+    others = [
+        tensor
+        for tensor in saved
+        if tensor.numel() >= logits.numel()
+        and tensor.data_ptr() not in (logits.data_ptr(), target.data_ptr())
+    ]
+    assert others
+
+
+# --- the drop-in: signatures, state dict, deprecated arguments --------------------------------
+
+
+def _parameters(function, skip_self=False):
+    parameters = list(inspect.signature(function).parameters.values())
+    return parameters[1:] if skip_self else parameters
+
+
+def _mismatches(ours, theirs):
+    """The shared parameters whose (name, kind, default) differ, and the additions that
+    are not keyword-only: empty when ``ours`` is a drop-in for ``theirs``."""
+    shared = [(p.name, p.kind, p.default) for p in ours[: len(theirs)]]
+    expected = [(p.name, p.kind, p.default) for p in theirs]
+    found = [pair for pair in zip(shared, expected, strict=False) if pair[0] != pair[1]]
+    if len(ours) < len(theirs):
+        found.append(("missing", [p.name for p in theirs[len(ours) :]]))
+    found += [("not keyword-only", p.name) for p in ours[len(theirs) :] if p.kind != KEYWORD_ONLY]
+    return found
+
+
+def test_function_signature_is_pytorchs():
+    ours = _parameters(lt.binary_cross_entropy_with_logits)
+    theirs = _parameters(F.binary_cross_entropy_with_logits)
+    assert [p.name for p in theirs][-1] == "pos_weight"  # as documented: last, positional
+    assert _mismatches(ours, theirs) == []
+    assert [p.name for p in ours[len(theirs) :]] == LSR_ADDITIONS
+
+
+def test_module_constructor_and_state_dict_are_pytorchs():
+    ours = _parameters(lt.SmoothBCEWithLogitsLoss.__init__, skip_self=True)
+    theirs = _parameters(nn.BCEWithLogitsLoss.__init__, skip_self=True)
+    assert _mismatches(ours, theirs) == []
+    assert [p.name for p in ours[len(theirs) :]] == LSR_ADDITIONS
+    weight, pos_weight = torch.rand(3, 4), torch.rand(4)
+    for arguments in [
+        (),
+        (weight,),
+        (None, None, None, "mean", pos_weight),
+        (weight, None, None, "sum", pos_weight),
+    ]:
+        mine, torchs = lt.SmoothBCEWithLogitsLoss(*arguments), nn.BCEWithLogitsLoss(*arguments)
+        assert isinstance(mine, nn.BCEWithLogitsLoss)
+        assert list(mine.state_dict()) == list(torchs.state_dict())
+        for key, value in torchs.state_dict().items():
+            assert torch.equal(mine.state_dict()[key], value)
+    # A state dict saved from PyTorch's module loads into lsr's.
+    loaded = lt.SmoothBCEWithLogitsLoss(torch.zeros(3, 4), pos_weight=torch.zeros(4))
+    loaded.load_state_dict(nn.BCEWithLogitsLoss(weight, pos_weight=pos_weight).state_dict())
+    assert torch.equal(loaded.weight, weight) and torch.equal(loaded.pos_weight, pos_weight)
+
+
+def test_the_signature_check_can_fail():
+    assert _mismatches(_parameters(lt.smooth_bce), _parameters(F.binary_cross_entropy_with_logits))
+
+    def positional_additions(
+        input, target, weight=None, size_average=None, reduce=None, reduction="mean",
+        pos_weight=None, label_smoothing=0.0,
+    ):  # fmt: skip
+        pass
+
+    found = _mismatches(
+        _parameters(positional_additions), _parameters(F.binary_cross_entropy_with_logits)
+    )
+    assert found == [("not keyword-only", "label_smoothing")]
+
+
+def test_extra_positional_argument_is_rejected_as_by_torch():
+    logits, target = torch.zeros(2, 3), torch.zeros(2, 3)
+    with pytest.raises(TypeError):
+        F.binary_cross_entropy_with_logits(logits, target, None, None, None, "mean", None, 0.1)
+    with pytest.raises(TypeError):
+        lt.binary_cross_entropy_with_logits(logits, target, None, None, None, "mean", None, 0.1)
+    with pytest.raises(TypeError):
+        lt.SmoothBCEWithLogitsLoss(None, None, None, "mean", None, 0.1)
+
+
+@pytest.mark.parametrize(
+    ("size_average", "reduce"), [(True, None), (False, None), (None, False), (False, True)]
+)
+def test_legacy_reduction_arguments_follow_torch(size_average, reduce):
+    logits, target = _logits((5, 4), torch.float64), _target("soft", (5, 4), torch.float64)
+    arguments = (target, None, size_average, reduce, "mean")
+    with pytest.warns(UserWarning, match="size_average"):
+        expected = F.binary_cross_entropy_with_logits(logits, *arguments)
+    with pytest.warns(UserWarning, match="deprecated") as record:
+        loss = lt.binary_cross_entropy_with_logits(logits, *arguments)
+    assert record[0].filename == __file__  # the warning points at the caller's line
+    assert loss.shape == expected.shape
+    assert_close(loss, expected, torch.float64)
+    with pytest.warns(UserWarning, match="size_average"):
+        module = lt.SmoothBCEWithLogitsLoss(None, size_average, reduce)
+        expected_module = nn.BCEWithLogitsLoss(None, size_average, reduce)
+    assert module.reduction == expected_module.reduction
+    assert_close(module(logits, target), expected, torch.float64)
+
+
+def test_no_warning_without_legacy_arguments():
+    logits, target = _logits((3, 4), torch.float64), _target("soft", (3, 4), torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lt.binary_cross_entropy_with_logits(logits, target, reduction="sum", label_smoothing=0.1)
+        lt.SmoothBCEWithLogitsLoss(reduction="sum")(logits, target)
+
+
+# --- torch.compile ----------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+def test_torch_compile_fullgraph_matches_eager_and_bad_targets_give_nan():
+    torch._dynamo.reset()
+    dtype = torch.float32
+    target = _target("soft", (6, 5), dtype)
+    weight, pos_weight = _options((6, 5), dtype, ("weight", "pos_weight"))
+
+    def loss_fn(z, y):
+        return lt.binary_cross_entropy_with_logits(
+            z, y, weight, pos_weight=pos_weight, label_smoothing=0.2
+        )
+
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
+    loss, grad = _value_and_grad(lambda z: compiled(z, target), _logits((6, 5), dtype))
+    expected_loss, expected_grad = _value_and_grad(
+        lambda z: F.binary_cross_entropy_with_logits(
+            z, _smoothed(target, 0.2, 0.5, dtype), weight, pos_weight=pos_weight
+        ),
+        _logits((6, 5), dtype),
+    )
+    assert_close(loss, expected_loss, dtype)
+    assert_close(grad, expected_grad, dtype)
+    # A target value cannot raise inside the graph; it makes the loss NaN instead.
+    bad = target.clone()
+    bad[0, 0] = 2.0
+    with pytest.raises(ValueError, match="Received:"):
+        loss_fn(_logits((6, 5), dtype), bad)  # eager raises
+    assert torch.isnan(compiled(_logits((6, 5), dtype), bad))
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING, TORCH_JIT_WARNING)
+def test_module_under_torch_compile_inductor():
+    torch._dynamo.reset()
+    criterion = lt.SmoothBCEWithLogitsLoss(
+        pos_weight=torch.linspace(0.5, 3.0, 4), label_smoothing=0.1
+    )
+    compiled = torch.compile(criterion, fullgraph=True)
+    target = _target("int64", (3, 2, 4), torch.float32)
+    loss, grad = _value_and_grad(lambda z: compiled(z, target), _logits((3, 2, 4), torch.float32))
+    expected_loss, expected_grad = _value_and_grad(
+        lambda z: F.binary_cross_entropy_with_logits(
+            z, _smoothed(target, 0.1, 0.5, torch.float32), pos_weight=criterion.pos_weight
+        ),
+        _logits((3, 2, 4), torch.float32),
+    )
+    assert_close(loss, expected_loss, torch.float32)
+    assert_close(grad, expected_grad, torch.float32)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda z, y: lt.smooth_bce(z.tolist(), y), TypeError, r"`input` must be a torch\.Tensor"),
+        (lambda z, y: lt.smooth_bce(z, y.tolist()), TypeError, r"`target` must be a torch\.Tensor"),
+        (
+            lambda z, y: lt.binary_cross_entropy_with_logits(z, y[:, :2]),
+            ValueError,
+            r"`target` must have the input's shape",
+        ),
+        (
+            lambda z, y: lt.binary_cross_entropy_with_logits(z, torch.where(y > 0.5, 2.0, y)),
+            ValueError,
+            r"must be in \[0, 1\]",
+        ),
+        (
+            lambda z, y: lt.smooth_bce(z, (y > 0.5).long() * 2),
+            ValueError,
+            r"must be 0 or 1",
+        ),
+        (lambda z, y: lt.smooth_bce(z, y, ignore_index=-1), ValueError, r"integer labels only"),
+        (
+            lambda z, y: lt.binary_cross_entropy_with_logits(z, y, [1.0, 2.0, 3.0]),
+            TypeError,
+            r"`weight` must be a torch\.Tensor",
+        ),
+        (
+            lambda z, y: lt.binary_cross_entropy_with_logits(z, y, label_smoothing=1.5),
+            ValueError,
+            r"`label_smoothing` must be in \[0, 1\]",
+        ),
+        (
+            lambda z, y: lt.binary_cross_entropy_with_logits(z, y.double()),
+            TypeError,
+            r"`target` must have the input's floating dtype",
+        ),
+        (lambda z, y: lt.smooth_bce(z, y, prior=1.5), ValueError, r"`prior`"),
+        (lambda z, y: lt.smooth_bce(z, y, prior=[0.5]), TypeError, r"`prior` must be"),
+    ],
+    ids=[
+        "input a list",
+        "target a list",
+        "target of another shape",
+        "soft target 2",
+        "integer target 2",
+        "ignore_index with float targets",
+        "weight a list",
+        "label_smoothing 1.5",
+        "float64 target",
+        "prior 1.5",
+        "prior a list",
+    ],
+)
+def test_bad_arguments_raise_with_received(call, error, match):
+    logits = _logits((4, 3), torch.float32)
+    target = _target("soft", (4, 3), torch.float32)
+    with pytest.raises(error, match=match) as info:
+        call(logits, target)
+    assert "Received:" in str(info.value)
+
+
+def test_module_constructor_checks_its_additions():
+    with pytest.raises(ValueError, match=r"Received: label_smoothing=1\.5"):
+        lt.SmoothBCEWithLogitsLoss(label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"Received: prior='others'"):
+        lt.SmoothBCEWithLogitsLoss(prior="others")
+    with pytest.raises(TypeError, match=r"Received: pos_weight="):
+        lt.SmoothBCEWithLogitsLoss(pos_weight=[1.0, 2.0])
+    criterion = lt.SmoothBCEWithLogitsLoss(label_smoothing=0.1, prior=torch.full((3,), 0.25))
+    assert list(criterion.state_dict()) == ["prior"]
+    assert "label_smoothing=0.1" in repr(criterion)
