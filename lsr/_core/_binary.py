@@ -29,6 +29,7 @@ kept element is 0 with a zero gradient.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from lsr._core import _ops
@@ -51,7 +52,8 @@ class BinarySpec:
     """The options of one smoothed binary cross-entropy, checked.
 
     Attributes:
-        shape: the logits' shape (every array field broadcasts to it).
+        shape: the logits' shape (every array field broadcasts to it; a dimension may be
+            None, unknown inside ``tf.function``).
         smoothing: eps in [0, 1], a Python float or a 0-d array of the compute dtype.
         prior: the smoothing value ``u`` in [0, 1]: a Python float, or an array that
             broadcasts to ``shape`` (one per label).
@@ -96,9 +98,8 @@ def _kept(xp: Namespace, labels: Array, spec: BinarySpec, like: Array) -> tuple[
     kept = None
     if spec.ignore_index is not None:
         kept = labels != spec.ignore_index
-    if spec.where is not None:
-        where = xp.broadcast_to(spec.where, tuple(like.shape))
-        kept = where if kept is None else kept & where
+    if spec.where is not None:  # (it may broadcast: kept then has a smaller shape)
+        kept = spec.where if kept is None else kept & spec.where
     invalid = None
     if not spec.checked and labels.dtype != xp.bool:
         bad = (labels < 0) | (labels > 1)
@@ -128,12 +129,13 @@ def _pieces(xp: Namespace, logits: Array) -> tuple[Array, Array]:
 
 
 def _count(xp: Namespace, kept: Any, like: Array) -> Any:
-    if kept is None:
-        count = 1
-        for size in like.shape:
-            count *= size
-        return count
-    return xp.sum(xp.astype(xp.broadcast_to(kept, tuple(like.shape)), like.dtype))
+    """The number of kept elements: an int when every dimension is known, else an array
+    (a dimension may be unknown inside ``tf.function``)."""
+    if kept is not None:
+        return xp.sum(xp.where(kept, xp.ones_like(like), 0.0))
+    if any(size is None for size in like.shape):
+        return xp.sum(xp.ones_like(like))
+    return math.prod(like.shape)
 
 
 def binary_loss(
@@ -150,7 +152,7 @@ def binary_loss(
     positive = target if spec.pos_weight is None else spec.pos_weight * target
     loss = _ops.times(xp, 1.0 - target, softplus_pos) + _ops.times(xp, positive, softplus_neg)
     if spec.weight is not None:
-        loss = _ops.times(xp, xp.broadcast_to(spec.weight, tuple(logits.shape)), loss)
+        loss = _ops.times(xp, spec.weight, loss)
     kept, invalid = _kept(xp, labels, spec, logits)
     loss = _mask(xp, loss, kept, invalid)
     denominator = _count(xp, kept, logits)
