@@ -109,6 +109,15 @@ def _check_label_values(xp: Namespace, labels: Any, ignore_index: int | None) ->
 
 
 def prepare_smooth_bce(
+    logits: Any, labels: Any, **options: Any
+) -> tuple[Any, Any, Any, _core.BinarySpec]:
+    """Validate, then return ``(xp, logits in the compute dtype, labels, spec)``
+    (``options``: those of ``check_smooth_bce``)."""
+    xp, labels, spec = check_smooth_bce(logits, labels, **options)
+    return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, spec
+
+
+def check_smooth_bce(
     logits: Any,
     labels: Any,
     *,
@@ -120,8 +129,10 @@ def prepare_smooth_bce(
     where: Any,
     ignore_index: int | None,
     reduction: str,
-) -> tuple[Any, Any, Any, _core.BinarySpec]:
-    """Validate, then return ``(xp, logits in the compute dtype, labels, spec)``."""
+) -> tuple[Any, Any, _core.BinarySpec]:
+    """Validate, then return ``(xp, labels, spec)``: ``prepare_smooth_bce`` without the
+    logits' conversion to the compute dtype (for an adapter that converts them itself,
+    keeping only the given half-precision logits for the backward pass)."""
     for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
         if value is not None and not hasattr(value, "shape"):
             # (Before the namespace: a list here is no array of any library.)
@@ -180,4 +191,4 @@ def prepare_smooth_bce(
         reduction=reduction,
         checked=checked,
     )
-    return xp, cast(xp, logits, dtype), labels, spec
+    return xp, labels, spec

@@ -26,7 +26,7 @@ from torch import nn
 from torch.autograd import forward_ad
 
 from lsr import _core
-from lsr._checks_binary import BINARY_PRIOR_NAMES, prepare_smooth_bce
+from lsr._checks_binary import BINARY_PRIOR_NAMES, check_smooth_bce
 from lsr._validation import check_choice, check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
     check_floating_dtype,
@@ -245,7 +245,7 @@ def smooth_bce(
         _check_optional_tensor(name, value, input)
     _check_prior_type(prior, input)
     check_smoothing_type("smoothing", smoothing)
-    _, logits, labels, spec = prepare_smooth_bce(
+    _, labels, spec = check_smooth_bce(
         input,
         target,
         smoothing=smoothing,
@@ -264,10 +264,11 @@ def smooth_bce(
             or needs_autograd_through_core(pos_weight, None, None, None)
             or (not compiling and _forward_mode(input))
         ):
+            logits = input.to(_core.compute_dtype(xp, input.dtype))
             loss, _ = _core.binary_loss(logits, labels, spec, xp=xp)
             return loss
-        # The original input, not the float32 copy of a half one: the Function converts
-        # it itself, so that backward keeps the input only.
+        # The original input (a half one is converted inside the Function, so that
+        # backward keeps the input only).
         tensors, static = _split(spec)
         loss, _ = SmoothBCE.apply(input, labels, *tensors, static)
     return loss
