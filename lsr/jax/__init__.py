@@ -30,12 +30,14 @@ per-position values, never an all-gather of the logits (checked on the compiled 
 
 Modules: ``_namespace`` (the ``jax.numpy`` overlay the core runs on, the ``Spec`` pytree
 registration, input conversion), ``_functional`` (``smooth_ce``, ``smooth_labels``,
-``estimate_prior``, ``distill_loss``), ``_linear`` (``linear_smooth_ce``),
-``_vocab_parallel`` (``vocab_parallel_smooth_ce``).
+``estimate_prior``, ``distill_loss``), ``_binary`` (``smooth_bce``, the smoothed sigmoid
+cross-entropy, and the ``BinarySpec`` pytree registration), ``_linear``
+(``linear_smooth_ce``), ``_vocab_parallel`` (``vocab_parallel_smooth_ce``).
 """
 
 from __future__ import annotations
 
+from lsr.jax._binary import smooth_bce
 from lsr.jax._functional import distill_loss, estimate_prior, smooth_ce, smooth_labels
 from lsr.jax._linear import linear_smooth_ce
 from lsr.jax._vocab_parallel import vocab_parallel_smooth_ce
@@ -44,6 +46,7 @@ __all__ = [
     "distill_loss",
     "estimate_prior",
     "linear_smooth_ce",
+    "smooth_bce",
     "smooth_ce",
     "smooth_labels",
     "vocab_parallel_smooth_ce",
