@@ -2,6 +2,9 @@
 
 * ``smooth_ce``: the label-smoothed cross-entropy with the generic ``lsr.smooth_ce``
   keywords, eager, inside ``tf.function`` and under ``tf.function(jit_compile=True)``.
+* ``smooth_bce``: the label-smoothed sigmoid (binary, multi-label) cross-entropy with the
+  generic ``lsr.smooth_bce`` keywords, in the same three modes and with the same
+  gradient rules (``lsr._core.binary_grad`` for the logits).
 * ``smooth_labels``: dense smoothed targets, returned as a tf.Tensor.
 * ``distill_loss`` and ``linear_smooth_ce``: the generic functions' TensorFlow forms.
 
@@ -40,7 +43,7 @@ size (a ValueError says so when the function is traced), and so must the rank.
 Modules: ``_namespace`` (the array namespace the core runs on), ``_inputs`` (conversion
 and shape checks), ``_gradients`` (which gradients a tape may ask for; gradients of labels
 and options), ``_functional`` (``smooth_ce``, ``smooth_labels``, ``distill_loss``),
-``_linear`` (``linear_smooth_ce``).
+``_binary`` (``smooth_bce``), ``_linear`` (``linear_smooth_ce``).
 
 Example:
     >>> import tensorflow as tf
@@ -53,7 +56,8 @@ Example:
 
 from __future__ import annotations
 
+from lsr.tensorflow._binary import smooth_bce
 from lsr.tensorflow._functional import distill_loss, smooth_ce, smooth_labels
 from lsr.tensorflow._linear import linear_smooth_ce
 
-__all__ = ["distill_loss", "linear_smooth_ce", "smooth_ce", "smooth_labels"]
+__all__ = ["distill_loss", "linear_smooth_ce", "smooth_bce", "smooth_ce", "smooth_labels"]
