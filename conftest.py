@@ -6,7 +6,7 @@ _SELECTED = selected_backends()
 _FRAMEWORK_MODULES = {
     "jax": ["lsr/jax/*"],
     "torch": ["lsr/torch/*"],
-    "tensorflow": ["lsr/tensorflow/*", "lsr/keras.py"],
+    "tensorflow": ["lsr/tensorflow/*", "lsr/keras/*"],
 }
 collect_ignore_glob = ["benchmarks/*", "noxfile.py", "lsr/tutorial/*"]
 for _name, _patterns in _FRAMEWORK_MODULES.items():

@@ -1,0 +1,79 @@
+"""What both Keras losses share: the backends they run on, shape checks that work inside
+traced functions, the logits behind a Keras softmax or sigmoid output, and the exact
+global-batch mean under ``tf.distribute``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+
+__all__ = [
+    "check_backend",
+    "check_known_rank",
+    "exact_over_replicas",
+    "logits_behind_activation",
+]
+
+_BACKENDS = ("tensorflow", "jax", "torch", "numpy")
+
+
+def check_backend() -> str:
+    backend = keras.backend.backend()
+    if backend not in _BACKENDS:
+        raise NotImplementedError(
+            f"lsr.keras's losses run on the Keras backends {', '.join(_BACKENDS)}; "
+            f"lsr has no adapter for this one. Received: keras.backend.backend()={backend!r}"
+        )
+    return backend
+
+
+def check_known_rank(name: str, value: Any) -> None:
+    shape = getattr(value, "shape", None)
+    if shape is not None and getattr(shape, "rank", 0) is None:
+        raise ValueError(
+            f"`{name}` must have a known number of dimensions (inside a traced function, "
+            f"give it a shape with a rank). Received: {name}.shape=<unknown rank>"
+        )
+
+
+def logits_behind_activation(y_pred: Any, activation: str = "Softmax") -> Any:
+    """The logits a Keras softmax (or sigmoid) output was computed from, or None (as Keras
+    finds them)."""
+    logits = getattr(y_pred, "_keras_logits", None)
+    if logits is not None:
+        return logits
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if tf.executing_eagerly() or not isinstance(y_pred, tf.Tensor):
+        return None
+    op = y_pred.op
+    if op.type == activation and len(op.inputs) == 1:
+        return op.inputs[0]
+    return None
+
+
+def exact_over_replicas(loss: Any, kept: Any) -> Any:
+    """Per-position losses rescaled so that Keras' mean is the global batch's mean.
+
+    Under ``tf.distribute``, Keras divides each replica's loss by that replica's count of
+    (kept) positions and by the number of replicas, then sums the replicas' gradients:
+    the batch mean only when every replica keeps as many positions. Multiplying by
+    ``local_count * replicas / global_count`` (a constant for autodiff) makes the sum of
+    the replicas' results the mean over every kept position of the global batch, also
+    with ``ignore_class`` and with uneven last batches. Outside a strategy it is 1.
+    """
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return loss
+    if kept is None:
+        local_count = tf.cast(tf.size(loss), loss.dtype)
+    else:
+        local_count = tf.reduce_sum(tf.cast(kept, loss.dtype))
+    global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, local_count)
+    replicas = tf.cast(context.num_replicas_in_sync, loss.dtype)
+    return loss * tf.stop_gradient(tf.math.divide_no_nan(local_count * replicas, global_count))
