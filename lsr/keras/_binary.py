@@ -58,8 +58,8 @@ class SmoothBinaryCrossEntropy(keras.losses.Loss):
     is ``u = 1/K`` over the K labels on ``axis`` (timm), ``prior=0.0`` one-sided, or one
     value per label. As ``BinaryCrossentropy``, each sample's loss is the mean over
     ``axis`` of its elements' losses, then Keras' reduction (with ``sample_weight``)
-    applies. Computed by ``lsr.smooth_bce`` in softplus form on every Keras backend
-    (TensorFlow, JAX, PyTorch, NumPy).
+    applies. Computed in softplus form by ``lsr.tensorflow.smooth_bce`` on TensorFlow and
+    by ``lsr.smooth_bce`` on the JAX, PyTorch and NumPy backends.
 
     Args:
         from_logits: whether ``y_pred`` holds logits (else probabilities: the logits of
@@ -129,7 +129,7 @@ class SmoothBinaryCrossEntropy(keras.losses.Loss):
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
-        check_backend()
+        backend = check_backend()
         check_known_rank("y_true", y_true)
         check_known_rank("y_pred", y_pred)
         ndim = len(y_pred.shape)
@@ -170,7 +170,10 @@ class SmoothBinaryCrossEntropy(keras.losses.Loss):
             shape = [1] * ndim
             shape[axis] = len(prior)
             prior = ops.reshape(ops.convert_to_tensor(prior, dtype=logits.dtype), shape)
-        from lsr import smooth_bce
+        if backend == "tensorflow":  # (the custom gradient: the logits alone are kept)
+            from lsr.tensorflow import smooth_bce
+        else:
+            from lsr import smooth_bce
 
         loss = smooth_bce(
             logits,
