@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from lsr._core import _ops
+from lsr._core._spec import Options
 from lsr._typing import Array, Namespace
 
 __all__ = [
@@ -48,8 +49,9 @@ BINARY_ARRAY_FIELDS = ("smoothing", "prior", "weight", "pos_weight", "where")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class BinarySpec:
-    """The options of one smoothed binary cross-entropy, checked.
+class BinarySpec(Options):
+    """The options of one smoothed binary cross-entropy, checked (``static()``,
+    ``arrays()`` and ``with_arrays()`` as ``Spec``'s: ``Options``).
 
     Attributes:
         shape: the logits' shape (every array field broadcasts to it; a dimension may be
@@ -78,8 +80,7 @@ class BinarySpec:
     reduction: str = "mean"
     checked: bool = False
 
-    def replace(self, **changes: Any) -> BinarySpec:
-        return dataclasses.replace(self, **changes)
+    ARRAY_FIELDS: ClassVar[tuple[str, ...]] = BINARY_ARRAY_FIELDS
 
 
 def smooth_binary_targets(labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array) -> Array:

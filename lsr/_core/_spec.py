@@ -18,9 +18,9 @@ arithmetic in the core's one pass (``docs/architecture.md``).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
-__all__ = ["ARRAY_FIELDS", "Spec"]
+__all__ = ["ARRAY_FIELDS", "Options", "Spec"]
 
 #: The fields that may hold arrays, in the order of ``Spec.arrays``.
 ARRAY_FIELDS = ("smoothing", "prior", "weight", "where")
@@ -43,8 +43,77 @@ def _is_static(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str, _ArrayPlaceholder))
 
 
-@dataclasses.dataclass(frozen=True)
-class Spec:
+_O = TypeVar("_O", bound="Options")
+
+
+class Options:
+    """What every options object of the core shares (``Spec``, ``BinarySpec``): frozen
+    dataclass fields, of which those named in ``ARRAY_FIELDS`` may hold arrays.
+
+    ``static()`` replaces the arrays by placeholders (hashable: a compiled program's key,
+    a PyTorch ``ctx`` attribute, a JAX pytree's auxiliary data), ``arrays()`` lists them
+    and ``static.with_arrays(arrays)`` puts them back. An options object holding arrays is
+    compared and hashed by identity, its static part by value.
+    """
+
+    ARRAY_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    # A spec holding arrays is compared and hashed by identity (arrays have no hash,
+    # and == on them is elementwise); its static part by value.
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        if self.has_arrays() or other.has_arrays():
+            return self is other
+        return _fields(self) == _fields(other)
+
+    def __hash__(self) -> int:
+        if self.has_arrays():
+            return id(self)
+        return hash(_fields(self))
+
+    def has_arrays(self) -> bool:
+        return any(not _is_static(getattr(self, name)) for name in self.ARRAY_FIELDS)
+
+    def arrays(self) -> tuple[Any, ...]:
+        """The array fields (``self.ARRAY_FIELDS`` order), None where a field is static."""
+        return tuple(
+            None if _is_static(value) else value
+            for value in (getattr(self, name) for name in self.ARRAY_FIELDS)
+        )
+
+    def static(self: _O) -> _O:
+        """This spec with every array replaced by a placeholder: hashable."""
+        changes: dict[str, Any] = {
+            name: _ARRAY for name in self.ARRAY_FIELDS if not _is_static(getattr(self, name))
+        }
+        return _replace(self, changes) if changes else self
+
+    def with_arrays(self: _O, arrays: tuple[Any, ...]) -> _O:
+        """The inverse of ``static``: the placeholders filled from ``arrays``
+        (``self.ARRAY_FIELDS`` order; entries for static fields are ignored)."""
+        changes = {
+            name: value
+            for name, value in zip(self.ARRAY_FIELDS, arrays, strict=True)
+            if getattr(self, name) is _ARRAY
+        }
+        return _replace(self, changes) if changes else self
+
+    def replace(self: _O, **changes: Any) -> _O:
+        return _replace(self, changes)
+
+
+# (Options are dataclasses only in their subclasses: typed as Any for mypy here.)
+def _fields(options: Any) -> tuple[Any, ...]:
+    return dataclasses.astuple(options)
+
+
+def _replace(options: Any, changes: dict[str, Any]) -> Any:
+    return dataclasses.replace(options, **changes)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Spec(Options):
     """The options of one smoothed cross-entropy, checked.
 
     Attributes:
@@ -79,51 +148,9 @@ class Spec:
     logit_cap: float | None = None
     checked: bool = False
 
-    # A spec holding arrays is compared and hashed by identity (arrays have no hash,
-    # and == on them is elementwise); its static part by value.
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Spec):
-            return NotImplemented
-        if self.has_arrays() or other.has_arrays():
-            return self is other
-        return dataclasses.astuple(self) == dataclasses.astuple(other)
-
-    def __hash__(self) -> int:
-        if self.has_arrays():
-            return id(self)
-        return hash(dataclasses.astuple(self))
+    ARRAY_FIELDS: ClassVar[tuple[str, ...]] = ARRAY_FIELDS
 
     @property
     def named_prior(self) -> str | None:
         """The prior's name, or None for a (K,) distribution."""
         return self.prior if isinstance(self.prior, str) else None
-
-    def has_arrays(self) -> bool:
-        return any(not _is_static(getattr(self, name)) for name in ARRAY_FIELDS)
-
-    def arrays(self) -> tuple[Any, ...]:
-        """The array fields (``ARRAY_FIELDS`` order), None where a field is static."""
-        return tuple(
-            None if _is_static(value) else value
-            for value in (getattr(self, name) for name in ARRAY_FIELDS)
-        )
-
-    def static(self) -> Spec:
-        """This spec with every array replaced by a placeholder: hashable."""
-        changes: dict[str, Any] = {
-            name: _ARRAY for name in ARRAY_FIELDS if not _is_static(getattr(self, name))
-        }
-        return dataclasses.replace(self, **changes) if changes else self
-
-    def with_arrays(self, arrays: tuple[Any, ...]) -> Spec:
-        """The inverse of ``static``: the placeholders filled from ``arrays``
-        (``ARRAY_FIELDS`` order; entries for static fields are ignored)."""
-        changes = {
-            name: value
-            for name, value in zip(ARRAY_FIELDS, arrays, strict=True)
-            if getattr(self, name) is _ARRAY
-        }
-        return dataclasses.replace(self, **changes) if changes else self
-
-    def replace(self, **changes: Any) -> Spec:
-        return dataclasses.replace(self, **changes)

@@ -1,8 +1,8 @@
 """``smooth_bce`` (a ``jax.custom_jvp``): the core's smoothed sigmoid (binary,
 multi-label) cross-entropy on jax arrays (see ``lsr.jax`` for the conventions).
 
-``lsr._core.BinarySpec`` is registered here as a pytree, as ``_namespace`` registers
-``Spec``: its array fields (an array smoothing or prior, ``weight``, ``pos_weight``, the
+``lsr._core.BinarySpec`` is a pytree (registered in ``_namespace`` with ``Spec``): its
+array fields (an array smoothing or prior, ``weight``, ``pos_weight``, the
 ``where`` mask) are the leaves that JAX traces and differentiates; the rest (the shape, a
 float smoothing or prior, ``ignore_index``, the reduction, whether the labels were
 checked) is hashable auxiliary data, part of the compiled program.
@@ -22,46 +22,6 @@ from lsr._checks_binary import prepare_smooth_bce
 from lsr.jax._namespace import as_jax, as_scalar, xp
 
 __all__ = ["smooth_bce"]
-
-# What the static part of a spec holds where the spec has an array (any hashable marker
-# that no option can equal).
-_ARRAY = "<array>"
-
-
-def _is_static(value: Any) -> bool:
-    return value is None or isinstance(value, (float, int, str))
-
-
-def _flatten_binary_spec(spec: _core.BinarySpec) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    fields = _core.BINARY_ARRAY_FIELDS
-    values = [getattr(spec, name) for name in fields]
-    arrays = tuple(None if _is_static(value) else value for value in values)
-    static = tuple(value if _is_static(value) else _ARRAY for value in values)
-    return arrays, (
-        static,
-        spec.shape,
-        spec.ignore_index,
-        spec.reduction,
-        spec.checked,
-    )
-
-
-def _unflatten_binary_spec(aux: tuple[Any, ...], arrays: Any) -> _core.BinarySpec:
-    static, shape, ignore_index, reduction, checked = aux
-    fields = {
-        name: array if marker == _ARRAY else marker
-        for name, marker, array in zip(_core.BINARY_ARRAY_FIELDS, static, arrays, strict=True)
-    }
-    return _core.BinarySpec(
-        shape=shape,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        checked=checked,
-        **fields,
-    )
-
-
-jax.tree_util.register_pytree_node(_core.BinarySpec, _flatten_binary_spec, _unflatten_binary_spec)
 
 
 def _is_zero(tangent: Any) -> bool:
@@ -100,10 +60,10 @@ def _smooth_bce_jvp(primals, tangents):
     others = {}
     if jnp.issubdtype(labels.dtype, jnp.floating):
         others["labels"] = (labels, labels_dot)
+    arrays = dict(zip(spec.ARRAY_FIELDS, spec.arrays(), strict=True))
     for name in _DIFFERENTIABLE:
-        value = getattr(spec, name)
-        if not _is_static(value):
-            others[name] = (value, getattr(spec_dot, name))
+        if arrays[name] is not None:
+            others[name] = (arrays[name], getattr(spec_dot, name))
     asked = {name: pair for name, pair in others.items() if not _is_zero(pair[1])}
     if asked:
 

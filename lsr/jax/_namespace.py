@@ -95,12 +95,14 @@ class _Namespace:
 xp = _Namespace()
 
 
-def _flatten_spec(spec: _core.Spec) -> tuple[tuple[Any, ...], _core.Spec]:
+def _flatten_spec(spec: Any) -> tuple[tuple[Any, ...], Any]:
     return spec.arrays(), spec.static()
 
 
-def _unflatten_spec(static: _core.Spec, arrays: tuple[Any, ...]) -> _core.Spec:
+def _unflatten_spec(static: Any, arrays: tuple[Any, ...]) -> Any:
     return static.with_arrays(tuple(arrays))
 
 
-jax.tree_util.register_pytree_node(_core.Spec, _flatten_spec, _unflatten_spec)
+# The core's options objects (the softmax loss's and the binary loss's).
+for _options in (_core.Spec, _core.BinarySpec):
+    jax.tree_util.register_pytree_node(_options, _flatten_spec, _unflatten_spec)

@@ -41,32 +41,6 @@ from lsr.torch._namespace import HALF, xp
 __all__ = ["SmoothBCE", "SmoothBCEWithLogitsLoss", "binary_cross_entropy_with_logits", "smooth_bce"]
 
 
-def _split(spec: _core.BinarySpec) -> tuple[tuple[Any, ...], _core.BinarySpec]:
-    """The spec's tensors (``BINARY_ARRAY_FIELDS`` order, None where a field holds no
-    tensor), and the spec without them: what autograd tracks, and what goes on ``ctx``."""
-    tensors = tuple(
-        value if isinstance(value, torch.Tensor) else None
-        for value in (getattr(spec, name) for name in _core.BINARY_ARRAY_FIELDS)
-    )
-    removed = {
-        name: None
-        for name, value in zip(_core.BINARY_ARRAY_FIELDS, tensors, strict=True)
-        if value is not None
-    }
-    return tensors, spec.replace(**removed)
-
-
-def _join(static: _core.BinarySpec, tensors: tuple[Any, ...]) -> _core.BinarySpec:
-    """The inverse of ``_split``."""
-    return static.replace(
-        **{
-            name: value
-            for name, value in zip(_core.BINARY_ARRAY_FIELDS, tensors, strict=True)
-            if value is not None
-        }
-    )
-
-
 class SmoothBCE(torch.autograd.Function):
     """Forward through ``_core.binary_loss``, backward through ``_core.binary_grad``.
 
@@ -84,7 +58,7 @@ class SmoothBCE(torch.autograd.Function):
     @staticmethod
     def forward(logits, labels, smoothing, prior, weight, pos_weight, where, static):
         compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
-        spec = _join(static, (smoothing, prior, weight, pos_weight, where))
+        spec = static.with_arrays((smoothing, prior, weight, pos_weight, where))
         loss, denominator = _core.binary_loss(compute_logits, labels, spec, xp=xp)
         # A Python int when nothing can be left out; a tensor output is what
         # setup_context can save.
@@ -109,7 +83,7 @@ class SmoothBCE(torch.autograd.Function):
         logits, labels, denominator, *given = ctx.saved_tensors
         values = iter(given)
         arrays = tuple(next(values) if present else None for present in ctx.given)
-        spec = _join(ctx.static, arrays)
+        spec = ctx.static.with_arrays(arrays)
         # backward() called inside an autocast region runs under it too.
         with without_autocast(logits.device.type):
             compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
@@ -269,7 +243,7 @@ def smooth_bce(
             return loss
         # The original input (a half one is converted inside the Function, so that
         # backward keeps the input only).
-        tensors, static = _split(spec)
+        tensors, static = spec.arrays(), spec.static()
         loss, _ = SmoothBCE.apply(input, labels, *tensors, static)
     return loss
 
