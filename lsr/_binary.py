@@ -174,11 +174,21 @@ def binary_smoothing(
         {'smoothing': 0.15, 'prior': 0.3333}
     """
     check_choice("convention", convention, CONVENTIONS)
-    if convention == "on-off":
-        if smoothing is not None:
+    # An argument the convention does not use is an error, not silently ignored.
+    used = {"on-off": ("positive", "negative"), "timm": ("smoothing", "num_labels")}.get(
+        convention, ("smoothing",)
+    )
+    given = {"smoothing": smoothing, "num_labels": num_labels, "positive": positive}
+    given["negative"] = negative
+    for name, value in given.items():
+        if value is not None and name not in used:
             fail_value(
-                '"on-off" takes `positive` and `negative`, not `smoothing`.', "smoothing", smoothing
+                f"The {convention!r} convention takes {' and '.join(map(repr, used))}, "
+                f"not `{name}`.",
+                name,
+                value,
             )
+    if convention == "on-off":
         pos, neg = _fraction("positive", positive), _fraction("negative", negative)
         if neg > pos:
             fail_value(

@@ -12,7 +12,6 @@ from lsr import _core
 from lsr._checks import (
     cast,
     check_ignore_index,
-    check_logits,
     check_smoothing,
     index_labels,
     is_floating_dtype,
@@ -31,7 +30,10 @@ def broadcasts_to(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     """Whether an array of ``shape`` broadcasts to ``target`` (without growing it)."""
     if len(shape) > len(target):
         return False
-    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
+    # (A dimension unknown inside tf.function, None, takes any size: checked when run.)
+    return all(
+        t is None or s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False)
+    )
 
 
 def _check_broadcast(name: str, value: Any, shape: tuple[int, ...], what: str) -> None:
@@ -66,6 +68,12 @@ def check_binary_prior(
                 "prior",
                 prior,
             )
+        if shape[axis] == 0:
+            fail_value(
+                'prior="uniform" is 1/K over the labels on `axis`; that axis has none.',
+                "prior",
+                prior,
+            )
         return 1.0 / shape[axis]
     if isinstance(prior, bool):
         fail_type("`prior` must be a number in [0, 1], 'uniform' or an array.", "prior", prior)
@@ -82,8 +90,9 @@ def check_binary_prior(
     return prior
 
 
-def _check_label_values(xp: Namespace, labels: Any, ignore_index: int | None) -> bool:
-    """Whether the labels were read and found valid (0/1, in [0, 1], or ignore_index)."""
+def _check_label_values(xp: Namespace, labels: Any, ignore_index: int | None, where: Any) -> bool:
+    """Whether the labels were read and found valid (0/1, in [0, 1], or ignore_index),
+    where ``where`` keeps them (a masked element may hold anything, as when traced)."""
     if labels.dtype == xp.bool or not values_are_cheap(labels) or 0 in tuple(labels.shape):
         return labels.dtype == xp.bool
     bad = (labels < 0) | (labels > 1)
@@ -91,6 +100,10 @@ def _check_label_values(xp: Namespace, labels: Any, ignore_index: int | None) ->
         bad = bad | xp.isnan(labels)
     if ignore_index is not None:
         bad = bad & (labels != ignore_index)
+    if where is not None:
+        if not values_are_cheap(where):
+            return False
+        bad = bad & where
     any_bad = xp.any(bad)
     if not values_are_cheap(any_bad):
         return False
@@ -146,7 +159,8 @@ def check_smooth_bce(
         where,
         *(a if hasattr(a, "shape") else None for a in arrays),
     )
-    check_logits(xp, logits)
+    if not is_floating_dtype(xp, logits.dtype):
+        fail_type("`logits` must have a real floating dtype.", "logits", logits)
     shape = tuple(logits.shape)
     check_choice("reduction", reduction, REDUCTIONS)
     check_ignore_index(ignore_index)
@@ -161,6 +175,13 @@ def check_smooth_bce(
     integer = _is_integer_dtype(xp, labels.dtype)
     if not (integer or labels.dtype == xp.bool or is_floating_dtype(xp, labels.dtype)):
         fail_type("`labels` must be bool, integer or floating.", "labels", labels)
+    if ignore_index in (0, 1):
+        fail_value(
+            "`ignore_index` must not be 0 or 1, the values of binary labels (every negative "
+            "or positive label would be left out). Use -1 or -100, say.",
+            "ignore_index",
+            ignore_index,
+        )
     if ignore_index is not None and not integer:
         fail_value(
             "`ignore_index` applies to integer labels only; use `where` to leave elements "
@@ -177,7 +198,7 @@ def check_smooth_bce(
         # labels and ignore_index=-1 must not wrap to 255).
         labels = index_labels(xp, labels)
         ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
-    checked = _check_label_values(xp, labels, ignore_index)
+    checked = _check_label_values(xp, labels, ignore_index, where)
     spec = _core.BinarySpec(
         shape=shape,
         smoothing=check_smoothing(xp, smoothing, dtype),

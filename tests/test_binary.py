@@ -223,3 +223,39 @@ def test_the_conventions_refuse_what_they_cannot_mean():
         lsr.binary_smoothing("on-off", positive=0.5, negative=0.8)
     with pytest.raises(ValueError, match=r"mmpretrain.*Received: smoothing=0.6"):
         lsr.binary_smoothing("mmpretrain", 0.6)
+
+
+def test_a_convention_refuses_arguments_it_does_not_use():
+    with pytest.raises(ValueError, match=r"'keras' convention takes 'smoothing'.*Received: num_"):
+        lsr.binary_smoothing("keras", 0.1, num_labels=5)
+    with pytest.raises(ValueError, match=r"not `positive`.*Received: positive=0.9"):
+        lsr.binary_smoothing("timm", 0.1, num_labels=5, positive=0.9)
+    with pytest.raises(ValueError, match=r"not `smoothing`.*Received: smoothing=0.1"):
+        lsr.binary_smoothing("on-off", 0.1, positive=0.9, negative=0.1)
+
+
+def test_where_leaves_out_padding_eagerly_as_when_traced():
+    """Padding labels (-1) under a `where` mask are not checked: the mask's elements are
+    left out, as under tracing, where they could not be read either."""
+    labels = np.where(KEEP, SOFT, -1.0)
+    loss = lsr.smooth_bce(LOGITS, labels, where=KEEP)
+    expected = reference.smooth_bce(
+        LOGITS, np.where(KEEP, SOFT, 0.0), smoothing=0.1, prior=0.5, keep=KEEP
+    )
+    assert_close(loss, expected, "float64")
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        lsr.smooth_bce(LOGITS, labels)
+
+
+def test_ignore_index_may_not_be_a_label_value():
+    with pytest.raises(ValueError, match=r"not be 0 or 1.*Received: ignore_index=1"):
+        lsr.smooth_bce(LOGITS, MULTI_HOT, ignore_index=1)
+
+
+def test_zero_dimensional_logits_are_one_element():
+    loss = lsr.smooth_bce(np.float64(0.3), np.float64(1.0), smoothing=0.0)
+    assert_close(loss, np.logaddexp(0.0, -0.3), "float64")
+    with pytest.raises(ValueError, match=r"uniform.*Received: prior='uniform'"):
+        lsr.smooth_bce(np.float64(0.3), np.float64(1.0), prior="uniform")
+    with pytest.raises(ValueError, match=r"uniform.*has none"):
+        lsr.smooth_bce(np.zeros((3, 0)), np.zeros((3, 0)), prior="uniform")

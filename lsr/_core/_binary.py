@@ -10,7 +10,7 @@ Every published convention is this with a different ``u`` (or ``eps``): ``u = 1/
 Keras' ``BinaryCrossentropy(label_smoothing=eps)``, TF v1's ``sigmoid_cross_entropy`` and
 YOLOv5's ``smooth_BCE``; ``u = 1/K`` over K labels is timm's ``BinaryCrossEntropy``;
 ``u = 0`` is one-sided smoothing; on/off values ``(c_pos, c_neg)`` are
-``eps = c_pos - c_neg`` away from (1, 0), ``u = c_neg / eps``. ``docs/binary.md`` has
+``eps = 1 - (c_pos - c_neg)``, ``u = c_neg / eps``. ``docs/binary.md`` has
 the table.
 
 The loss of an element, with PyTorch's ``pos_weight`` ``r`` and an element weight ``w``:
@@ -150,11 +150,16 @@ def binary_loss(
     zero = xp.zeros_like(logits)
     softplus_pos = xp.maximum(logits, zero) + log1p_e  # -log(1 - p)
     softplus_neg = xp.maximum(-logits, zero) + log1p_e  # -log p
+    kept, invalid = _kept(xp, labels, spec, logits)
+    if kept is not None:
+        # Left-out elements are zeroed before anything multiplies them: an infinite logit
+        # there (padding) must not reach the gradients of the options either (0 * inf).
+        softplus_pos = xp.where(kept, softplus_pos, 0.0)
+        softplus_neg = xp.where(kept, softplus_neg, 0.0)
     positive = target if spec.pos_weight is None else spec.pos_weight * target
     loss = _ops.times(xp, 1.0 - target, softplus_pos) + _ops.times(xp, positive, softplus_neg)
     if spec.weight is not None:
         loss = _ops.times(xp, spec.weight, loss)
-    kept, invalid = _kept(xp, labels, spec, logits)
     loss = _mask(xp, loss, kept, invalid)
     denominator = _count(xp, kept, logits)
     if spec.reduction == "none":

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 from keras import ops
+from keras.src.losses.loss import squeeze_or_expand_to_same_rank
 
 from lsr._validation import check_fraction, fail_type, fail_value, normalize_axis
 from lsr.keras._common import check_backend, check_known_rank, logits_behind_activation
@@ -132,6 +133,9 @@ class SmoothBinaryCrossEntropy(keras.losses.Loss):
         backend = check_backend()
         check_known_rank("y_true", y_true)
         check_known_rank("y_pred", y_pred)
+        # As Keras' losses: labels of shape (N,) for predictions of shape (N, 1) (a
+        # one-output binary model), and the reverse, are brought to the same rank.
+        y_true, y_pred = squeeze_or_expand_to_same_rank(y_true, y_pred)
         ndim = len(y_pred.shape)
         if ndim < 1:
             fail_value("`y_pred` must have at least one dimension.", "y_pred", y_pred)

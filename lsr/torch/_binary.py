@@ -342,10 +342,12 @@ def binary_cross_entropy_with_logits(
         pos_weight=pos_weight,
         reduction=reduction,
     )
-    # PyTorch returns half-precision losses in the input's dtype, and float32 under
-    # autocast (which runs it in float32).
+    # PyTorch returns half-precision losses in the dtype its arithmetic promotes to (the
+    # input's, or a floating target's wider one), and float32 under autocast (which runs
+    # it in float32).
     if input.dtype in HALF and not torch.is_autocast_enabled(input.device.type):
-        loss = loss.to(input.dtype)
+        wanted = torch.result_type(input, target) if target.is_floating_point() else input.dtype
+        loss = loss.to(wanted)
     return loss
 
 

@@ -341,3 +341,19 @@ def test_array_likes_become_jax_arrays():
     got = lsr.jax.smooth_bce(np.asarray(logits).tolist(), np.asarray(labels), reduction="sum")
     assert isinstance(got, jax.Array)
     _close(got, lsr.jax.smooth_bce(logits, labels, reduction="sum"), np.float64, scale=1.0)
+
+
+def test_a_left_out_infinite_logit_does_not_reach_the_options_gradients():
+    logits = jnp.array([[0.5, -1.0, -jnp.inf]])
+    kept = jnp.array([[True, True, False]])
+    labels = jnp.array([[0.8, 0.1, 1.0]])
+
+    def loss(labels, weight, pos_weight):
+        return lsr.jax.smooth_bce(
+            logits, labels, where=kept, weight=weight, pos_weight=pos_weight, reduction="mean"
+        )
+
+    grads = jax.grad(loss, argnums=(0, 1, 2))(labels, jnp.ones(3), jnp.full(3, 2.0))
+    for grad in grads:
+        assert np.isfinite(np.asarray(grad)).all()
+        assert float(np.asarray(grad).reshape(-1)[-1]) == 0.0

@@ -205,3 +205,21 @@ if OTHER_BACKENDS:
         expected = reference.smooth_bce(logits, labels, smoothing=0.2, prior=0.2)
         assert_close(report["value"], expected, "float32")
         assert all(np.isfinite(report["fit_losses"]))
+
+
+def test_a_one_output_model_with_labels_of_shape_n():
+    """Dense(1, sigmoid) with labels of shape (N,): Keras brings both to the same rank."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(32, 4)).astype(np.float32)
+    y = rng.integers(0, 2, size=32).astype(np.float32)
+
+    def train(loss):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+        return model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0).history["loss"]
+
+    expected = train(keras.losses.BinaryCrossentropy(label_smoothing=0.1))
+    assert_close(
+        train(SmoothBinaryCrossEntropy(label_smoothing=0.1)), expected, "float32", scale=10
+    )

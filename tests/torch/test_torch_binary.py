@@ -580,3 +580,33 @@ def test_module_constructor_checks_its_additions():
     criterion = lt.SmoothBCEWithLogitsLoss(label_smoothing=0.1, prior=torch.full((3,), 0.25))
     assert list(criterion.state_dict()) == ["prior"]
     assert "label_smoothing=0.1" in repr(criterion)
+
+
+@pytest.mark.parametrize("mask", ["where", "ignore_index"])
+def test_a_left_out_infinite_logit_does_not_reach_the_options_gradients(mask):
+    """Padding with logit -inf, left out: the loss and every gradient (pos_weight, weight,
+    soft targets) stay finite, and equal those of the kept elements alone."""
+    logits = torch.tensor([[0.5, -1.0, float("-inf")]], dtype=torch.float64)
+    kept = torch.tensor([[True, True, False]])
+    pos_weight = torch.tensor([1.5, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    weight = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64, requires_grad=True)
+    if mask == "where":
+        target = torch.tensor([[0.8, 0.1, 1.0]], dtype=torch.float64, requires_grad=True)
+        options = {"where": kept}
+    else:
+        target = torch.tensor([[1, 0, -100]])
+        options = {"ignore_index": -100}
+    loss = lt.smooth_bce(logits, target, pos_weight=pos_weight, weight=weight, **options)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert torch.isfinite(pos_weight.grad).all() and pos_weight.grad[2] == 0
+    assert torch.isfinite(weight.grad).all() and weight.grad[2] == 0
+    if target.requires_grad:
+        assert torch.isfinite(target.grad).all() and target.grad[0, 2] == 0
+
+
+def test_the_drop_in_returns_the_dtype_pytorch_promotes_to():
+    logits = torch.randn(4, 3).half()
+    for target in (torch.rand(4, 3), torch.rand(4, 3).half()):
+        expected = F.binary_cross_entropy_with_logits(logits, target)
+        assert lt.binary_cross_entropy_with_logits(logits, target).dtype == expected.dtype
