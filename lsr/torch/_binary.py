@@ -10,8 +10,9 @@
 
 The gradient with respect to the logits is a ``torch.autograd.Function`` (``SmoothBCE``)
 whose forward is ``lsr._core.binary_loss`` and whose backward is
-``lsr._core.binary_grad``: it keeps the logits and the targets as given (no copy), the
-mean's denominator and the option tensors, where autograd through the core's plain ops
+``lsr._core.binary_grad``: it keeps the logits as given (no copy), the targets (integer
+ones widened to int64, so that ``ignore_index`` compares by value), the mean's
+denominator and the option tensors, where autograd through the core's plain ops
 would keep several logits-sized temporaries.
 """
 
@@ -46,7 +47,8 @@ class SmoothBCE(torch.autograd.Function):
 
     Inputs: the logits (any floating dtype; half precision is computed in float32), the
     targets, the spec's five array fields (tensors or None) and the rest of the spec.
-    Saved for backward: the logits and targets themselves (no copy), the mean's
+    Saved for backward: the logits themselves (no copy), the targets (integer ones in
+    int64), the mean's
     denominator (0-d) and the option tensors that were given (weights, prior, ...). With
     ``create_graph=True`` the backward's plain ops are recorded, so double backward gets
     exact second derivatives.
@@ -356,8 +358,9 @@ class SmoothBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
 
     Same constructor (names, positions and defaults), attributes and state dict as
     ``nn.BCEWithLogitsLoss`` (it is a subclass; ``weight`` and ``pos_weight`` are its
-    buffers), and its forward is ``lsr.torch.binary_cross_entropy_with_logits``:
-    replacing the class name is the whole migration. The keyword-only
+    buffers; a tensor ``prior`` adds a ``prior`` buffer), and its forward is
+    ``lsr.torch.binary_cross_entropy_with_logits``: replacing the class name is the whole
+    migration. The keyword-only
     ``label_smoothing`` and ``prior`` are lsr's additions.
 
     Args:
