@@ -15,18 +15,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
 from lsr import _core
 from lsr._checks_binary import prepare_smooth_bce
+from lsr.jax._jvp import is_zero, options_tangent
 from lsr.jax._namespace import as_jax, as_scalar, xp
 
 __all__ = ["smooth_bce"]
-
-
-def _is_zero(tangent: Any) -> bool:
-    """Whether a tangent is JAX's symbolic zero (nothing asked for that argument)."""
-    return all(isinstance(leaf, SymbolicZero) for leaf in jax.tree_util.tree_leaves(tangent))
 
 
 @jax.custom_jvp
@@ -45,7 +40,7 @@ def _smooth_bce_jvp(primals, tangents):
     logits, labels, spec = primals
     logits_dot, labels_dot, spec_dot = tangents
     loss, denominator = _core.binary_loss(logits, labels, spec, xp=xp)
-    if _is_zero(logits_dot):
+    if is_zero(logits_dot):
         tangent_out = jnp.zeros_like(loss)
     else:
         # The core's closed-form gradient with a unit cotangent per reduced value: for
@@ -57,26 +52,16 @@ def _smooth_bce_jvp(primals, tangents):
 
     # Soft labels and array options: differentiate the core's forward pass in just the
     # arguments whose tangents are not zero.
-    others = {}
-    if jnp.issubdtype(labels.dtype, jnp.floating):
-        others["labels"] = (labels, labels_dot)
-    arrays = dict(zip(spec.ARRAY_FIELDS, spec.arrays(), strict=True))
-    for name in _DIFFERENTIABLE:
-        if arrays[name] is not None:
-            others[name] = (arrays[name], getattr(spec_dot, name))
-    asked = {name: pair for name, pair in others.items() if not _is_zero(pair[1])}
-    if asked:
-
-        def loss_of(values):
-            values = dict(values)
-            targets = values.pop("labels", labels)
-            return _core.binary_loss(logits, targets, spec.replace(**values), xp=xp)[0]
-
-        _, extra = jax.jvp(
-            loss_of,
-            ({name: value for name, (value, _) in asked.items()},),
-            ({name: tangent for name, (_, tangent) in asked.items()},),
-        )
+    extra = options_tangent(
+        lambda targets, options: _core.binary_loss(logits, targets, options, xp=xp)[0],
+        labels,
+        labels_dot,
+        spec,
+        spec_dot,
+        names=_DIFFERENTIABLE,
+        soft_labels=jnp.issubdtype(labels.dtype, jnp.floating),
+    )
+    if extra is not None:
         tangent_out = tangent_out + extra
     return loss, tangent_out
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-from jax.custom_derivatives import SymbolicZero
 
 from lsr import _core, _distill, _functions
 from lsr._checks import prepare_smooth_ce
+from lsr.jax._jvp import is_zero, options_tangent
 from lsr.jax._namespace import as_jax, as_prior, as_scalar, xp
 
 __all__ = ["distill_loss", "estimate_prior", "smooth_ce", "smooth_labels"]
@@ -24,11 +24,6 @@ def _smooth_ce(logits: Any, labels: Any, spec: _core.Spec) -> Any:
     return loss
 
 
-def _is_zero(tangent: Any) -> bool:
-    """Whether a tangent is JAX's symbolic zero (nothing asked for that argument)."""
-    return all(isinstance(leaf, SymbolicZero) for leaf in jax.tree_util.tree_leaves(tangent))
-
-
 # The arguments besides the logits that may carry tangents (integer labels and boolean
 # masks never have any).
 _DIFFERENTIABLE = ("smoothing", "prior", "weight")
@@ -38,7 +33,7 @@ _DIFFERENTIABLE = ("smoothing", "prior", "weight")
 def _smooth_ce_jvp(primals, tangents):
     logits, labels, spec = primals
     logits_dot, labels_dot, spec_dot = tangents
-    if _is_zero(logits_dot):
+    if is_zero(logits_dot):
         loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
         tangent_out = jnp.zeros_like(loss)
     else:
@@ -53,24 +48,16 @@ def _smooth_ce_jvp(primals, tangents):
 
     # Dense labels, weight, an array prior and an array smoothing: differentiate the core's
     # forward pass in just the arguments whose tangents are not zero.
-    others = {"labels": (labels, labels_dot)} if spec.dense else {}
-    for name in _DIFFERENTIABLE:
-        value = getattr(spec, name)
-        if value is not None and not isinstance(value, (float, str)):
-            others[name] = (value, getattr(spec_dot, name))
-    asked = {name: pair for name, pair in others.items() if not _is_zero(pair[1])}
-    if asked:
-
-        def loss_of(values):
-            values = dict(values)
-            targets = values.pop("labels", labels)
-            return _core.smooth_ce(logits, targets, spec.replace(**values), xp=xp)[0]
-
-        _, extra = jax.jvp(
-            loss_of,
-            ({name: value for name, (value, _) in asked.items()},),
-            ({name: tangent for name, (_, tangent) in asked.items()},),
-        )
+    extra = options_tangent(
+        lambda targets, options: _core.smooth_ce(logits, targets, options, xp=xp)[0],
+        labels,
+        labels_dot,
+        spec,
+        spec_dot,
+        names=_DIFFERENTIABLE,
+        soft_labels=spec.dense,
+    )
+    if extra is not None:
         tangent_out = tangent_out + extra
     return loss, tangent_out
 

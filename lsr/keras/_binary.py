@@ -12,8 +12,13 @@ import numpy as np
 from keras import ops
 from keras.src.losses.loss import squeeze_or_expand_to_same_rank
 
-from lsr._validation import check_fraction, fail_type, fail_value, normalize_axis
-from lsr.keras._common import check_backend, check_known_rank, logits_behind_activation
+from lsr._validation import fail_type, fail_value, normalize_axis
+from lsr.keras._common import (
+    check_arguments,
+    check_backend,
+    check_known_rank,
+    logits_behind_activation,
+)
 
 __all__ = ["SmoothBinaryCrossEntropy"]
 
@@ -98,25 +103,7 @@ class SmoothBinaryCrossEntropy(keras.losses.Loss):
         prior: Any = 0.5,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        check_backend()
-        if not isinstance(name, str):
-            fail_type("`name` must be a string.", "name", name)
-        if not keras.backend.is_float_dtype(self.dtype):
-            fail_type(
-                "`dtype` must be a floating dtype or a floating dtype policy (the loss is "
-                "computed in it).",
-                "dtype",
-                dtype,
-            )
-        if not isinstance(from_logits, bool):
-            fail_type("`from_logits` must be a bool.", "from_logits", from_logits)
-        check_fraction("label_smoothing", label_smoothing)
-        if not isinstance(label_smoothing, numbers.Real):
-            fail_type(
-                "`label_smoothing` must be a Python float.", "label_smoothing", label_smoothing
-            )
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-            fail_type("`axis` must be an integer.", "axis", axis)
+        check_arguments(self, name, dtype, from_logits, label_smoothing, axis)
         self.from_logits: bool = from_logits
         self.label_smoothing: float = float(label_smoothing)
         self.axis: int = int(axis)

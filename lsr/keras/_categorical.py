@@ -12,8 +12,9 @@ from keras import ops
 
 from lsr._checks import check_prior
 from lsr._compat import get_backend
-from lsr._validation import PRIOR_NAMES, check_fraction, fail_type, fail_value, normalize_axis
+from lsr._validation import PRIOR_NAMES, fail_type, fail_value, normalize_axis
 from lsr.keras._common import (
+    check_arguments,
     check_backend,
     check_known_rank,
     exact_over_replicas,
@@ -95,25 +96,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
         ignore_class: int | None = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        check_backend()
-        if not isinstance(name, str):
-            fail_type("`name` must be a string.", "name", name)
-        if not keras.backend.is_float_dtype(self.dtype):
-            fail_type(
-                "`dtype` must be a floating dtype or a floating dtype policy (the loss is "
-                "computed in it).",
-                "dtype",
-                dtype,
-            )
-        if not isinstance(from_logits, bool):
-            fail_type("`from_logits` must be a bool.", "from_logits", from_logits)
-        check_fraction("label_smoothing", label_smoothing)
-        if not isinstance(label_smoothing, numbers.Real):
-            fail_type(
-                "`label_smoothing` must be a Python float.", "label_smoothing", label_smoothing
-            )
-        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-            fail_type("`axis` must be an integer.", "axis", axis)
+        check_arguments(self, name, dtype, from_logits, label_smoothing, axis)
         if ignore_class is not None and (
             isinstance(ignore_class, bool) or not isinstance(ignore_class, numbers.Integral)
         ):

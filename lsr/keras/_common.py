@@ -4,11 +4,15 @@ global-batch mean under ``tf.distribute``."""
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import keras
 
+from lsr._validation import check_fraction, fail_type
+
 __all__ = [
+    "check_arguments",
     "check_backend",
     "check_known_rank",
     "exact_over_replicas",
@@ -77,3 +81,27 @@ def exact_over_replicas(loss: Any, kept: Any) -> Any:
     global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, local_count)
     replicas = tf.cast(context.num_replicas_in_sync, loss.dtype)
     return loss * tf.stop_gradient(tf.math.divide_no_nan(local_count * replicas, global_count))
+
+
+def check_arguments(
+    loss: Any, name: Any, dtype: Any, from_logits: Any, label_smoothing: Any, axis: Any
+) -> None:
+    """The constructor arguments both losses share with Keras' own (after
+    ``keras.losses.Loss.__init__``, which resolved ``dtype`` into ``loss.dtype``)."""
+    check_backend()
+    if not isinstance(name, str):
+        fail_type("`name` must be a string.", "name", name)
+    if not keras.backend.is_float_dtype(loss.dtype):
+        fail_type(
+            "`dtype` must be a floating dtype or a floating dtype policy (the loss is "
+            "computed in it).",
+            "dtype",
+            dtype,
+        )
+    if not isinstance(from_logits, bool):
+        fail_type("`from_logits` must be a bool.", "from_logits", from_logits)
+    check_fraction("label_smoothing", label_smoothing)
+    if not isinstance(label_smoothing, numbers.Real):
+        fail_type("`label_smoothing` must be a Python float.", "label_smoothing", label_smoothing)
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        fail_type("`axis` must be an integer.", "axis", axis)
