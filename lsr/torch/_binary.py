@@ -19,7 +19,6 @@ would keep several logits-sized temporaries.
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import Any
 
 import torch
@@ -36,7 +35,7 @@ from lsr.torch._arguments import (
     check_tensor,
 )
 from lsr.torch._autograd import needs_autograd_through_core, without_autocast
-from lsr.torch._functional import _legacy_reduction
+from lsr.torch._functional import torch_reduction
 from lsr.torch._namespace import HALF, xp
 
 __all__ = ["SmoothBCE", "SmoothBCEWithLogitsLoss", "binary_cross_entropy_with_logits", "smooth_bce"]
@@ -321,16 +320,7 @@ def binary_cross_entropy_with_logits(
         >>> print(f"{smoothed.item():.4f} {expected.item():.4f}")
         0.4388 0.4388
     """
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    elif reduction == "elementwise_mean":
-        warnings.warn(
-            "reduction='elementwise_mean' is deprecated, as in PyTorch; pass "
-            "reduction='mean' instead. Received: reduction='elementwise_mean'",
-            UserWarning,
-            stacklevel=2,
-        )
-        reduction = "mean"
+    reduction = torch_reduction(size_average, reduce, reduction)
     # Checked here so that errors name PyTorch's parameter, not smooth_bce's `smoothing`.
     check_smoothing_type("label_smoothing", label_smoothing)
     check_fraction("label_smoothing", label_smoothing)

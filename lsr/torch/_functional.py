@@ -168,22 +168,30 @@ def smooth_ce(
     return loss
 
 
-def _legacy_reduction(size_average: Any, reduce: Any) -> str:
-    """The reduction that PyTorch's deprecated ``size_average``/``reduce`` pair stands for.
-
-    As in PyTorch: None counts as True; ``reduce`` false means "none", else
-    ``size_average`` chooses between "mean" and "sum"; ``reduction`` is then ignored.
-    """
-    keep_reduce = True if reduce is None else reduce
-    average = True if size_average is None else size_average
-    reduction = ("mean" if average else "sum") if keep_reduce else "none"
-    warnings.warn(
-        f"`size_average` and `reduce` are deprecated, as in PyTorch; they override "
-        f"`reduction`, pass reduction={reduction!r} instead. "
-        f"Received: size_average={size_average!r}, reduce={reduce!r}",
-        UserWarning,
-        stacklevel=3,
-    )
+def torch_reduction(size_average: Any, reduce: Any, reduction: str) -> str:
+    """The reduction PyTorch's losses compute for these arguments, warning as PyTorch does
+    (at the caller of the drop-in): the deprecated ``size_average``/``reduce`` pair
+    overrides ``reduction`` (None counts as True; ``reduce`` false means "none", else
+    ``size_average`` chooses between "mean" and "sum"), and "elementwise_mean" is "mean"."""
+    if size_average is not None or reduce is not None:
+        keep_reduce = True if reduce is None else reduce
+        average = True if size_average is None else size_average
+        reduction = ("mean" if average else "sum") if keep_reduce else "none"
+        warnings.warn(
+            f"`size_average` and `reduce` are deprecated, as in PyTorch; they override "
+            f"`reduction`, pass reduction={reduction!r} instead. "
+            f"Received: size_average={size_average!r}, reduce={reduce!r}",
+            UserWarning,
+            stacklevel=3,
+        )
+    elif reduction == "elementwise_mean":
+        warnings.warn(
+            "reduction='elementwise_mean' is deprecated, as in PyTorch; pass "
+            "reduction='mean' instead. Received: reduction='elementwise_mean'",
+            UserWarning,
+            stacklevel=3,
+        )
+        reduction = "mean"
     return reduction
 
 
@@ -253,16 +261,7 @@ def cross_entropy(
         >>> print(f"{ours.item():.4f} {theirs.item():.4f}")
         0.5047 0.5047
     """
-    if size_average is not None or reduce is not None:
-        reduction = _legacy_reduction(size_average, reduce)
-    elif reduction == "elementwise_mean":
-        warnings.warn(
-            "reduction='elementwise_mean' is deprecated, as in PyTorch; pass "
-            "reduction='mean' instead. Received: reduction='elementwise_mean'",
-            UserWarning,
-            stacklevel=2,
-        )
-        reduction = "mean"
+    reduction = torch_reduction(size_average, reduce, reduction)
     # Checked here so that errors name PyTorch's parameter, not smooth_ce's `smoothing`.
     check_smoothing_type("label_smoothing", label_smoothing)
     check_fraction("label_smoothing", label_smoothing)
