@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from lsr._core import _ops
+from lsr._core._loss import reduce_with_denominator
 from lsr._core._spec import Options
 from lsr._typing import Array, Namespace
 
@@ -140,11 +142,20 @@ def _count(xp: Namespace, kept: Any, like: Array) -> Any:
 
 
 def binary_loss(
-    logits: Array, labels: Array, spec: BinarySpec, *, xp: Namespace
+    logits: Array,
+    labels: Array,
+    spec: BinarySpec,
+    *,
+    xp: Namespace,
+    all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
 ) -> tuple[Array, Any]:
     """``(reduced loss, mean denominator)`` for logits in the compute dtype and labels of
     the logits' shape. The denominator (the number of kept elements) is what
-    ``binary_grad`` divides by for "mean"."""
+    ``binary_grad`` divides by for "mean".
+
+    ``all_reduce_sum``: adds values up over the processes that split the batch (as
+    ``reduce_with_denominator``'s): "sum" and "mean" are then over the global batch, the
+    denominator the global number of kept elements."""
     target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
     _, log1p_e = _pieces(xp, logits)
     zero = xp.zeros_like(logits)
@@ -161,13 +172,11 @@ def binary_loss(
     if spec.weight is not None:
         loss = _ops.times(xp, spec.weight, loss)
     loss = _mask(xp, loss, kept, invalid)
-    denominator = _count(xp, kept, logits)
-    if spec.reduction == "none":
-        return loss, denominator
-    total = xp.sum(loss)
-    if spec.reduction == "sum":
-        return total, denominator
-    return _ops.per_unit(xp, total, denominator), denominator
+    count = _count(xp, kept, logits)
+    if all_reduce_sum is None:
+        return reduce_with_denominator(xp, loss, count, spec.reduction)
+    # Weights are not in the binary mean's denominator: no weight total to add up.
+    return reduce_with_denominator(xp, loss, (count, None), spec.reduction, all_reduce_sum)
 
 
 def binary_grad(

@@ -17,6 +17,7 @@ from lsr.keras._common import (
     check_arguments,
     check_backend,
     check_known_rank,
+    exact_over_replicas,
     logits_behind_activation,
 )
 
@@ -174,7 +175,12 @@ class SmoothBinaryCrossEntropy(keras.losses.Loss):
             axis=axis,
             reduction="none",
         )
-        return ops.mean(loss, axis=axis)
+        loss = ops.mean(loss, axis=axis)
+        if backend == "tensorflow" and self.reduction in ("sum_over_batch_size", "mean"):
+            # Under tf.distribute: the global batch's mean, also when replicas hold
+            # different numbers of samples (an uneven last batch).
+            loss = exact_over_replicas(loss, None)
+        return loss
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -60,27 +60,42 @@ def logits_behind_activation(y_pred: Any, activation: str = "Softmax") -> Any:
 
 
 def exact_over_replicas(loss: Any, kept: Any) -> Any:
-    """Per-position losses rescaled so that Keras' mean is the global batch's mean.
+    """Per-position losses rescaled so that Keras' results under ``tf.distribute`` are
+    the global batch's: the gradient, and the reported loss.
 
-    Under ``tf.distribute``, Keras divides each replica's loss by that replica's count of
-    (kept) positions and by the number of replicas, then sums the replicas' gradients:
-    the batch mean only when every replica keeps as many positions. Multiplying by
-    ``local_count * replicas / global_count`` (a constant for autodiff) makes the sum of
-    the replicas' results the mean over every kept position of the global batch, also
-    with ``ignore_class`` and with uneven last batches. Outside a strategy it is 1.
+    Under a strategy, Keras reduces each replica's loss alone (divided by that replica's
+    count ``k_r`` of kept positions), sums the replicas' gradients of that divided by the
+    number of replicas ``R``, and reports (its loss tracker) the replicas' values
+    weighted by their numbers of samples ``n_r``: the batch mean only when every replica
+    keeps as many positions and holds as many samples. With ``D`` kept positions and
+    ``N`` samples in the global batch, the gradient is the global mean's when each
+    replica's losses are scaled by ``R k_r / D``, and the reported value is when they are
+    scaled by ``N k_r / (D n_r)``; the two agree when the replicas hold equal numbers of
+    samples. The result has the first scale's gradient and the second's value (the
+    scales are constants for autodiff), so training and the reported loss both match
+    one device, with ``ignore_class`` and with an uneven last batch. Outside a strategy
+    the loss is returned as it is.
     """
     import tensorflow as tf
 
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return loss
+    dtype = loss.dtype
     if kept is None:
-        local_count = tf.cast(tf.size(loss), loss.dtype)
+        local_count = tf.cast(tf.size(loss), dtype)
     else:
-        local_count = tf.reduce_sum(tf.cast(kept, loss.dtype))
-    global_count = context.all_reduce(tf.distribute.ReduceOp.SUM, local_count)
-    replicas = tf.cast(context.num_replicas_in_sync, loss.dtype)
-    return loss * tf.stop_gradient(tf.math.divide_no_nan(local_count * replicas, global_count))
+        local_count = tf.reduce_sum(tf.cast(kept, dtype))
+    # The samples of this replica (Keras' tracker weighs the replica's value by them).
+    local_samples = tf.cast(tf.shape(loss)[0], dtype) if loss.shape.rank else tf.ones((), dtype)
+    totals = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stack([local_count, local_samples]))
+    global_count, global_samples = totals[0], totals[1]
+    replicas = tf.cast(context.num_replicas_in_sync, dtype)
+    gradient_scale = tf.math.divide_no_nan(local_count * replicas, global_count)
+    value_scale = tf.math.divide_no_nan(local_count * global_samples, global_count * local_samples)
+    return loss * tf.stop_gradient(gradient_scale) + tf.stop_gradient(
+        loss * (value_scale - gradient_scale)
+    )
 
 
 def check_arguments(

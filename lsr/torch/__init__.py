@@ -12,8 +12,8 @@
 * ``LabelSmoothSoftmaxCE``: the interface of the segmentation snippet with ``lb_pos`` /
   ``lb_neg`` targets, computed in closed form without its one-hot tensor.
 * ``distill_loss``, ``linear_smooth_ce`` (the output layer and the loss without the
-  N x C logits), ``vocab_parallel_smooth_ce`` and ``data_parallel_smooth_ce``
-  (``torch.distributed`` process groups).
+  N x C logits), ``vocab_parallel_smooth_ce``, ``data_parallel_smooth_ce`` and
+  ``data_parallel_smooth_bce`` (``torch.distributed`` process groups).
 
 The gradient with respect to the logits is registered as a ``torch.autograd.Function``
 that calls ``lsr._core.smooth_ce_grad``: it keeps only the logits (and integer labels,
@@ -41,7 +41,11 @@ from lsr.torch._binary import (
     binary_cross_entropy_with_logits,
     smooth_bce,
 )
-from lsr.torch._distributed import data_parallel_smooth_ce, vocab_parallel_smooth_ce
+from lsr.torch._distributed import (
+    data_parallel_smooth_bce,
+    data_parallel_smooth_ce,
+    vocab_parallel_smooth_ce,
+)
 from lsr.torch._functional import cross_entropy, distill_loss, smooth_ce
 from lsr.torch._linear import linear_smooth_ce
 from lsr.torch._modules import LabelSmoothSoftmaxCE, SmoothCrossEntropyLoss
@@ -52,6 +56,7 @@ __all__ = [
     "SmoothCrossEntropyLoss",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "data_parallel_smooth_bce",
     "data_parallel_smooth_ce",
     "distill_loss",
     "linear_smooth_ce",

@@ -38,14 +38,22 @@ from lsr.torch._autograd import needs_autograd_through_core, without_autocast
 from lsr.torch._functional import torch_reduction
 from lsr.torch._namespace import HALF, xp
 
-__all__ = ["SmoothBCE", "SmoothBCEWithLogitsLoss", "binary_cross_entropy_with_logits", "smooth_bce"]
+__all__ = [
+    "SmoothBCE",
+    "SmoothBCEWithLogitsLoss",
+    "binary_cross_entropy_with_logits",
+    "forward_smooth_bce",
+    "smooth_bce",
+]
 
 
 class SmoothBCE(torch.autograd.Function):
     """Forward through ``_core.binary_loss``, backward through ``_core.binary_grad``.
 
     Inputs: the logits (any floating dtype; half precision is computed in float32), the
-    targets, the spec's five array fields (tensors or None) and the rest of the spec.
+    targets, the spec's five array fields (tensors or None), the rest of the spec, and
+    optionally the core's ``all_reduce_sum`` (a data-parallel global reduction: the
+    denominator saved for backward is then the global one).
     Saved for backward: the logits themselves (no copy), the targets (integer ones in
     int64), the mean's
     denominator (0-d) and the option tensors that were given (weights, prior, ...). With
@@ -57,10 +65,14 @@ class SmoothBCE(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits, labels, smoothing, prior, weight, pos_weight, where, static):
+    def forward(
+        logits, labels, smoothing, prior, weight, pos_weight, where, static, all_reduce_sum=None
+    ):
         compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
         spec = static.with_arrays((smoothing, prior, weight, pos_weight, where))
-        loss, denominator = _core.binary_loss(compute_logits, labels, spec, xp=xp)
+        loss, denominator = _core.binary_loss(
+            compute_logits, labels, spec, xp=xp, all_reduce_sum=all_reduce_sum
+        )
         # A Python int when nothing can be left out; a tensor output is what
         # setup_context can save.
         denominator = torch.as_tensor(
@@ -70,7 +82,7 @@ class SmoothBCE(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, labels, *arrays, static = inputs
+        logits, labels, *arrays, static = inputs[:8]
         _, denominator = output
         ctx.mark_non_differentiable(denominator)
         ctx.given = tuple(value is not None for value in arrays)
@@ -96,7 +108,7 @@ class SmoothBCE(torch.autograd.Function):
                 spec,
                 xp=xp,
             )
-        return grad.to(logits.dtype), None, None, None, None, None, None, None
+        return grad.to(logits.dtype), None, None, None, None, None, None, None, None
 
 
 def _forward_mode(input: torch.Tensor) -> bool:
@@ -204,6 +216,37 @@ def smooth_bce(
         >>> print(f"{expected.item():.4f}")
         0.3680
     """
+    return forward_smooth_bce(
+        input,
+        target,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        weight=weight,
+        pos_weight=pos_weight,
+        where=where,
+        ignore_index=ignore_index,
+        reduction=reduction,
+    )
+
+
+def forward_smooth_bce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    weight: Any,
+    pos_weight: Any,
+    where: Any,
+    ignore_index: Any,
+    reduction: str,
+    all_reduce_sum: Any = None,
+) -> torch.Tensor:
+    """``smooth_bce``'s checks and forward; ``all_reduce_sum`` (the core's, over the
+    processes that split the batch) makes "sum" and "mean" global, for
+    ``data_parallel_smooth_bce``."""
     check_tensor("input", input)
     check_tensor("target", target)
     check_same_device("target", target, input)
@@ -240,12 +283,12 @@ def smooth_bce(
             or (not compiling and _forward_mode(input))
         ):
             logits = input.to(_core.compute_dtype(xp, input.dtype))
-            loss, _ = _core.binary_loss(logits, labels, spec, xp=xp)
+            loss, _ = _core.binary_loss(logits, labels, spec, xp=xp, all_reduce_sum=all_reduce_sum)
             return loss
         # The original input (a half one is converted inside the Function, so that
         # backward keeps the input only).
         tensors, static = spec.arrays(), spec.static()
-        loss, _ = SmoothBCE.apply(input, labels, *tensors, static)
+        loss, _ = SmoothBCE.apply(input, labels, *tensors, static, all_reduce_sum)
     return loss
 
 

@@ -24,7 +24,9 @@ that a single process computing ``lsr.smooth_ce`` on the whole batch and vocabul
   part of the batch. "mean" divides the sum over all ranks by the number (or ``w_y`` sum)
   of kept positions over all ranks, one all-reduce of two scalars; averaging per-rank
   means instead would weight ranks with few kept positions (many ``ignore_index``
-  labels) too heavily.
+  labels) too heavily. ``data_parallel_smooth_bce`` is the same for the sigmoid loss:
+  the core's ``binary_loss`` adds the sum and the count of kept elements up over the
+  group.
 
 Per step, the vocabulary-parallel loss all-reduces ``4 N`` values per rank (N the
 number of positions) in the compute dtype, against ``N (K - K_r)`` values that gathering
@@ -52,8 +54,9 @@ from lsr._checks import (
 from lsr._compat import array_namespace
 from lsr._validation import fail_type, fail_value, normalize_axis
 from lsr.torch._arguments import check_prior_type, check_smoothing_type, check_tensor
+from lsr.torch._binary import forward_smooth_bce
 
-__all__ = ["data_parallel_smooth_ce", "vocab_parallel_smooth_ce"]
+__all__ = ["data_parallel_smooth_bce", "data_parallel_smooth_ce", "vocab_parallel_smooth_ce"]
 
 
 def _resolve_group(group: Any, name: str = "group") -> Any:
@@ -117,7 +120,13 @@ def _all_reduce_sum(group: Any) -> Any:
     def all_reduce_sum(arrays: list[torch.Tensor]) -> list[torch.Tensor]:
         dtype = arrays[0].dtype
         flat = torch.cat([torch.reshape(a.to(dtype), (-1,)) for a in arrays])
-        _all_reduce(flat, dist.ReduceOp.SUM, group)
+        if flat.requires_grad:
+            # Under autograd (a loss whose options need gradients): the sum's gradient
+            # with respect to this rank's part is 1, the other ranks' parts are constants.
+            total = _all_reduce(flat.detach().clone(), dist.ReduceOp.SUM, group)
+            flat = flat + (total - flat.detach())
+        else:
+            _all_reduce(flat, dist.ReduceOp.SUM, group)
         pieces = torch.split(flat, [a.numel() for a in arrays])
         return [p.reshape(a.shape) for p, a in zip(pieces, arrays, strict=True)]
 
@@ -432,6 +441,70 @@ def data_parallel_smooth_ce(
     # Half precision comes back cast to float32 (a differentiable cast): the core computes
     # in float32 and autograd casts the gradient back to the input's dtype.
     return _DataParallelSmoothCE.apply(logits, labels, spec, group)
+
+
+def data_parallel_smooth_bce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    group: Any = None,
+    smoothing: float | torch.Tensor = 0.1,
+    prior: float | str | torch.Tensor = 0.5,
+    axis: int = -1,
+    weight: torch.Tensor | None = None,
+    pos_weight: torch.Tensor | None = None,
+    where: torch.Tensor | None = None,
+    ignore_index: int | None = None,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    r"""Smoothed sigmoid (binary, multi-label) cross-entropy of a batch split across the
+    ranks of ``group``.
+
+    ``lsr.torch.smooth_bce`` (the same arguments and defaults, plus ``group``) where
+    "mean" is the mean over the global batch: the sum over every rank's elements divided
+    by the number of kept elements over all ranks (one all-reduce of two scalars per
+    call), not the mean of the ranks' means, which would weigh a rank whose elements are
+    mostly ``ignore_index`` or masked by ``where`` as much as a full one.
+
+    Every rank returns the same global value, and the gradient of its own logits is
+    exactly that rank's part of the single-process gradient. ``DistributedDataParallel``
+    AVERAGES parameter gradients over its ranks: backpropagate ``loss * world_size`` to
+    get the global-batch gradient from it.
+
+    Args:
+        input, target, smoothing, prior, axis, weight, pos_weight, where, ignore_index:
+            as ``lsr.torch.smooth_bce``, for this rank's elements.
+        group: the process group that splits the batch (default: the whole world).
+        reduction: ``"mean"`` or ``"sum"`` over the global batch; ``"none"`` returns this
+            rank's per-element losses (no collective).
+
+    Returns:
+        0-d for "sum" and "mean" (the same on every rank), else the input's shape.
+
+    Example:
+        >>> import torch, torch.distributed as dist
+        >>> from lsr.torch import data_parallel_smooth_bce
+        >>> dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+        >>> logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]])
+        >>> target = torch.tensor([[1, 0, 1], [0, 1, 0]])
+        >>> print(f"{data_parallel_smooth_bce(logits, target, smoothing=0.1).item():.4f}")
+        0.3680
+        >>> dist.destroy_process_group()
+    """
+    group = _resolve_group(group)
+    return forward_smooth_bce(
+        input,
+        target,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        weight=weight,
+        pos_weight=pos_weight,
+        where=where,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        all_reduce_sum=None if reduction == "none" else _all_reduce_sum(group),
+    )
 
 
 def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: Any, smoothing: Any):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from lsr.torch import data_parallel_smooth_ce, vocab_parallel_smooth_ce
+from lsr.torch import data_parallel_smooth_bce, data_parallel_smooth_ce, vocab_parallel_smooth_ce
 
 IGNORE = -100
 NUM_CLASSES = 13
@@ -82,6 +82,64 @@ DATA_CASES = {
     # be NaN), the global one is not, and the global mean must be finite.
     "dp-zero-weight-rank-mean": {"smoothing": 0.1, "weight": True, "zero_weight_rank0": True},
 }
+
+
+# Data-parallel sigmoid (multi-label) cases: the batch split unevenly, rank 0's elements
+# mostly left out (ignore_index or where), so a mean of rank means is not the batch mean.
+NUM_LABELS = 5
+BINARY_CASES = {
+    "bce-mean-ignore": {"smoothing": 0.1, "prior": 0.5, "ignore": True},
+    "bce-mean-where-pos-weight": {
+        "smoothing": 0.2,
+        "prior": "vector",
+        "where": True,
+        "pos_weight": True,
+    },
+    "bce-sum-weight": {"smoothing": 0.3, "prior": 0.0, "weight": True, "reduction": "sum"},
+    "bce-none": {"smoothing": 0.1, "prior": 0.5, "reduction": "none"},
+    # smoothing as a 0-d tensor that needs a gradient: autograd through the core's ops,
+    # with the global sum differentiable in this rank's part.
+    "bce-mean-smoothing-grad": {"smoothing": "tensor", "prior": 0.5, "ignore": True},
+}
+
+
+def binary_inputs(name: str, world_size: int, seed: int) -> tuple[dict, list[slice]]:
+    """The global batch of a data-parallel sigmoid case (float64, 0/1 integer targets with
+    -1 for ignored elements when the case ignores), and each rank's slice of it."""
+    options = dict(BINARY_CASES[name])
+    rng = np.random.default_rng(seed)
+    counts = [2 + 2 * r for r in range(world_size)]
+    bounds = np.cumsum([0, *counts])
+    slices = [slice(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
+    shape = (int(bounds[-1]), NUM_LABELS)
+    logits = rng.normal(scale=3.0, size=shape)
+    labels = rng.integers(0, 2, size=shape)
+    keep = np.ones(shape, dtype=bool)
+    if options.pop("ignore", False):
+        keep[slices[0]] = False
+        keep[slices[0].start, 0] = True  # rank 0 keeps one element
+        keep &= rng.random(shape) < 0.9
+        labels[~keep] = -1
+        options["ignore_index"] = -1
+    if options.pop("where", False):
+        keep[slices[0]] = False
+        keep[slices[0].start, 1] = True
+        options["where"] = keep.copy()
+    if options["prior"] == "vector":
+        options["prior"] = rng.uniform(0.0, 1.0, size=NUM_LABELS)
+    if options.pop("weight", False):
+        options["weight"] = rng.uniform(0.5, 2.0, size=shape)
+    if options.pop("pos_weight", False):
+        options["pos_weight"] = rng.uniform(0.5, 3.0, size=NUM_LABELS)
+    options.setdefault("reduction", "mean")
+    cotangent = rng.normal(size=shape) if options["reduction"] == "none" else 0.7
+    return {
+        "logits": logits,
+        "labels": labels,
+        "keep": keep,
+        "options": options,
+        "cotangent": cotangent,
+    }, slices
 
 
 def vocab_inputs(name: str, seed: int) -> dict:
@@ -278,6 +336,32 @@ def main(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
                 case["cotangent"],
                 ignore_index=IGNORE,
             )
+
+    for case_index, name in enumerate(BINARY_CASES):
+        case, slices = binary_inputs(name, world_size, seed=200 + case_index)
+        mine = slices[rank]
+        for dtype_name, dtype in DTYPES.items():
+            # Options of half-precision inputs stay float32, as the loss is computed in it.
+            options_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
+            options = {}
+            for key, value in case["options"].items():
+                if isinstance(value, np.ndarray):
+                    # Element-shaped arrays are this rank's rows; per-label ones are whole.
+                    value = value[mine] if value.shape[0] == case["logits"].shape[0] else value
+                    value = torch.from_numpy(np.ascontiguousarray(value))
+                    value = value if value.dtype == torch.bool else value.to(options_dtype)
+                elif value == "tensor":
+                    value = torch.tensor(0.15, dtype=options_dtype, requires_grad=True)
+                options[key] = value
+            results[(name, dtype_name)] = _run(
+                data_parallel_smooth_bce,
+                torch.from_numpy(case["logits"][mine]).to(dtype),
+                torch.from_numpy(case["labels"][mine]),
+                options,
+                case["cotangent"][mine] if options["reduction"] == "none" else case["cotangent"],
+            )
+            if isinstance(options["smoothing"], torch.Tensor):
+                results[(name, dtype_name, "smoothing-grad")] = options["smoothing"].grad
 
     if world_size == 2:
         # DistributedDataParallel imports torch._dynamo (seconds per process): one group.

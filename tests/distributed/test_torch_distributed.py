@@ -259,6 +259,79 @@ def test_data_parallel_matches_global_batch(group_results, world_size, name, dty
         _check(result[(name, dtype_name)], expected_loss, expected_grad[slices[rank]], dtype_name)
 
 
+def _expected_binary(case, dtype_name):
+    """(loss, gradient, d loss / d smoothing) of the whole batch: the value from
+    tests/reference.py, the gradients by autograd through PyTorch's own
+    ``F.binary_cross_entropy_with_logits`` on targets smoothed by hand."""
+    logits = case["logits"]
+    if dtype_name == "bfloat16":  # computed in float32 from the rounded logits
+        logits = torch.from_numpy(logits).to(torch.bfloat16).double().numpy()
+    options = dict(case["options"])
+    smoothing = 0.15 if isinstance(options["smoothing"], str) else options["smoothing"]
+    keep, labels = case["keep"], np.where(case["keep"], case["labels"], 0)
+    expected = reference.smooth_bce(
+        logits,
+        labels,
+        smoothing=smoothing,
+        prior=options["prior"],
+        weight=options.get("weight"),
+        pos_weight=options.get("pos_weight"),
+        keep=keep,
+        reduction=options["reduction"],
+    )
+    z = torch.from_numpy(logits).requires_grad_(True)
+    eps = torch.tensor(smoothing, dtype=torch.float64, requires_grad=True)
+    prior = torch.as_tensor(options["prior"], dtype=torch.float64)
+    tensor = {k: torch.from_numpy(options[k]) for k in ("weight", "pos_weight") if k in options}
+    smoothed = (1 - eps) * torch.from_numpy(labels).double() + eps * prior
+    loss = F.binary_cross_entropy_with_logits(z, smoothed, **tensor, reduction="none")
+    loss = torch.where(torch.from_numpy(keep), loss, torch.zeros_like(loss))
+    if options["reduction"] != "none":
+        loss = loss.sum() / (keep.sum() if options["reduction"] == "mean" else 1)
+    assert_close(loss.detach().numpy(), expected, "float64")  # two definitions agree
+    loss.backward(torch.as_tensor(case["cotangent"], dtype=torch.float64))
+    return expected, z.grad.numpy(), eps.grad.item()
+
+
+@pytest.mark.parametrize("dtype_name", list(worker.DTYPES))
+@pytest.mark.parametrize("name", list(worker.BINARY_CASES))
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_data_parallel_bce_matches_global_batch(group_results, world_size, name, dtype_name):
+    results = group_results(world_size)
+    seed = 200 + list(worker.BINARY_CASES).index(name)
+    case, slices = worker.binary_inputs(name, world_size, seed=seed)
+    expected_loss, expected_grad, expected_smoothing_grad = _expected_binary(case, dtype_name)
+    none = case["options"]["reduction"] == "none"
+    for rank, result in enumerate(results):
+        wanted = expected_loss[slices[rank]] if none else expected_loss
+        _check(result[(name, dtype_name)], wanted, expected_grad[slices[rank]], dtype_name)
+    if case["options"]["smoothing"] == "tensor":
+        # Each rank's smoothing gradient is its part of the global one.
+        parts = [result[(name, dtype_name, "smoothing-grad")] for result in results]
+        total = sum(float(part) for part in parts)
+        assert_close(
+            total,
+            expected_smoothing_grad,
+            "float32" if dtype_name != "float64" else "float64",
+            scale=4.0,
+        )
+
+
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_mean_of_rank_bce_means_is_rejected(world_size):
+    """The binary cases are built so that a mean of rank means is not the batch mean."""
+    case, slices = worker.binary_inputs("bce-mean-ignore", world_size, seed=200)
+    options = {k: v for k, v in case["options"].items() if k != "ignore_index"}
+    keep, labels = case["keep"], np.where(case["keep"], case["labels"], 0)
+    per_rank = [
+        reference.smooth_bce(case["logits"][part], labels[part], keep=keep[part], **options)
+        for part in slices
+    ]
+    expected = reference.smooth_bce(case["logits"], labels, keep=keep, **options)
+    with pytest.raises(AssertionError):
+        assert_close(np.mean(per_rank), expected, "float32", scale=2.0)
+
+
 def test_distributed_data_parallel_gets_the_global_batch_gradient(group_results):
     """DDP + data_parallel_smooth_ce * world_size: PyTorch's own loss on the whole batch."""
     world_size = 2
