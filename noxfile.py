@@ -75,16 +75,39 @@ def _install(session: nox.Session, requirements: str, *extra: str) -> None:
     session.install("-e", ".", "--no-deps")
 
 
+# What "tests(all)" runs: what no single environment can. The comparisons across
+# frameworks in one process, the tests of the tutorial's and the figures' extras
+# (scikit-learn, tqdm, matplotlib: backends/all.txt only), and the checks whose subject is
+# a process where every framework is installed (lsr and each adapter import only what
+# they need). Every other test runs in the session of its own environment, on each of its
+# backends; running it again here would only repeat it.
+ALL_ENVIRONMENT_TESTS = (
+    "tests/test_cross_backend.py",
+    "tests/test_cross_backend_adapters.py",
+    "tests/test_cross_backend_tutorial.py",
+    "tests/test_tutorial_data.py",
+    "tests/test_tutorial_report.py",
+    "tests/test_metrics.py",
+    "tests/test_metrics_plots.py",
+    "tests/test_imports.py",
+    "tests/test_architecture.py",
+    "tests/test_backends_installed.py",
+)
+
+
 @nox.session(tags=["ci"])
 @nox.parametrize("backend", [nox.param(name, id=name) for name in BACKENDS])
 def tests(session: nox.Session, backend: str) -> None:
-    """The test suite on one backend ("all": every backend, with the cross-backend tests)."""
+    """The test suite on one environment's backends; "all": every backend in one
+    environment, running ``ALL_ENVIRONMENT_TESTS`` (or the paths after ``--``)."""
     requirements, namespaces = BACKENDS[backend]
+    paths = ALL_ENVIRONMENT_TESTS if backend == "all" and not session.posargs else ()
     with _environment(session):
         _install(session, requirements)
         session.run(
             "pytest",
             "--ignore=tests/distributed",
+            *paths,
             *session.posargs,
             env={
                 "LSR_BACKENDS": namespaces,
