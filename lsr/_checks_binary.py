@@ -90,9 +90,12 @@ def check_binary_prior(
     return prior
 
 
-def _check_label_values(xp: Namespace, labels: Any, ignore_index: int | None, where: Any) -> bool:
+def _check_label_values(
+    xp: Namespace, labels: Any, ignore_index: int | None, where: Any, name: str = "labels"
+) -> bool:
     """Whether the labels were read and found valid (0/1, in [0, 1], or ignore_index),
-    where ``where`` keeps them (a masked element may hold anything, as when traced)."""
+    where ``where`` keeps them (a masked element may hold anything, as when traced).
+    ``name``: the labels' name in the error, as the caller's framework names them."""
     if labels.dtype == xp.bool or not values_are_cheap(labels) or 0 in tuple(labels.shape):
         return labels.dtype == xp.bool
     bad = (labels < 0) | (labels > 1)
@@ -113,12 +116,19 @@ def _check_label_values(xp: Namespace, labels: Any, ignore_index: int | None, wh
             allowed += f" or ignore_index={ignore_index}"
         bad_values = labels[bad]
         raise ValueError(
-            f"`labels` must be {allowed} (binary or soft targets); "
+            f"`{name}` must be {allowed} (binary or soft targets); "
             f"{int(xp.sum(xp.astype(bad, xp.int64)))} are not. "
-            f"Received: labels with min={float(xp.min(bad_values))!r}, "
+            f"Received: {name} with min={float(xp.min(bad_values))!r}, "
             f"max={float(xp.max(bad_values))!r}"
         )
     return True
+
+
+def check_binary_labels(labels: Any, *, name: str) -> None:
+    """``check_smooth_bce``'s check of the label values alone, for an adapter that names
+    the labels otherwise (Keras' ``y_true``) and checks them before calling
+    ``smooth_bce``. Like it, reads them only when that is cheap."""
+    _check_label_values(array_namespace(labels), labels, None, None, name)
 
 
 def prepare_smooth_bce(

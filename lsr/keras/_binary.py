@@ -12,6 +12,7 @@ import numpy as np
 from keras import ops
 from keras.src.losses.loss import squeeze_or_expand_to_same_rank
 
+from lsr._checks_binary import check_binary_labels
 from lsr._validation import fail_type, fail_value, normalize_axis
 from lsr.keras._common import (
     check_arguments,
@@ -134,6 +135,8 @@ class SmoothBinaryCrossEntropy(keras.losses.Loss):
                 "y_true.shape",
                 tuple(y_true.shape),
             )
+        # Named as Keras names them (``smooth_bce``, which finds them valid, says `labels`).
+        check_binary_labels(y_true, name="y_true")
         behind = logits_behind_activation(y_pred, "Sigmoid")
         if self.from_logits and behind is not None:
             warnings.warn(

@@ -102,6 +102,21 @@ def test_bad_arguments_are_named():
         SmoothBinaryCrossEntropy(from_logits=True)(labels * 3.0, logits)
 
 
+def test_labels_outside_0_1_are_named_y_true():
+    """Keras' name for them, not `labels` (``smooth_bce``'s), also for integer labels."""
+    logits, labels = _case()
+    labels[0, 0], labels[3, 2] = 2.0, -0.5
+    loss = SmoothBinaryCrossEntropy(from_logits=True, label_smoothing=0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"^`y_true` must be in \[0, 1\] \(binary or soft targets\); 2 are not\. "
+        r"Received: y_true with min=-0\.5, max=2\.0$",
+    ):
+        loss(labels, logits)
+    with pytest.raises(ValueError, match=r"^`y_true` must be .* Received: y_true with min=3\.0"):
+        loss(np.where(labels == 1, 3, 0), logits)
+
+
 def test_config_round_trip_and_saved_model(tmp_path):
     loss = SmoothBinaryCrossEntropy(
         from_logits=True, label_smoothing=0.2, reduction="sum", name="tags", prior="uniform"
@@ -180,8 +195,14 @@ OTHER_BACKEND = textwrap.dedent(
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(5)])
     model.compile(optimizer="sgd", loss=loss)
     history = model.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    try:
+        loss(labels * 3.0, logits)
+        bad_labels = None
+    except ValueError as error:
+        bad_labels = str(error)
     print(json.dumps({
         "backend": keras.backend.backend(), "value": value, "fit_losses": history.history["loss"],
+        "bad_labels": bad_labels,
     }))
     """
 )
@@ -205,6 +226,7 @@ if OTHER_BACKENDS:
         expected = reference.smooth_bce(logits, labels, smoothing=0.2, prior=0.2)
         assert_close(report["value"], expected, "float32")
         assert all(np.isfinite(report["fit_losses"]))
+        assert report["bad_labels"].startswith("`y_true` must be in [0, 1]"), report
 
 
 def test_a_one_output_model_with_labels_of_shape_n():
