@@ -152,10 +152,14 @@ def check_smooth_bce(
     where: Any,
     ignore_index: int | None,
     reduction: str,
+    logits_name: str = "logits",
+    labels_name: str = "labels",
 ) -> tuple[Any, Any, _core.BinarySpec]:
     """Validate, then return ``(xp, labels, spec)``: ``prepare_smooth_bce`` without the
     logits' conversion to the compute dtype (for an adapter that converts them itself,
-    keeping only the given half-precision logits for the backward pass)."""
+    keeping only the given half-precision logits for the backward pass).
+    ``logits_name``, ``labels_name``: the arrays' names in errors, as the adapter's
+    framework names them (PyTorch's ``input`` and ``target``)."""
     for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
         if value is not None and not hasattr(value, "shape"):
             # (Before the namespace: a list here is no array of any library.)
@@ -170,7 +174,7 @@ def check_smooth_bce(
         *(a if hasattr(a, "shape") else None for a in arrays),
     )
     if not is_floating_dtype(xp, logits.dtype):
-        fail_type("`logits` must have a real floating dtype.", "logits", logits)
+        fail_type(f"`{logits_name}` must have a real floating dtype.", logits_name, logits)
     shape = tuple(logits.shape)
     check_choice("reduction", reduction, REDUCTIONS)
     check_ignore_index(ignore_index)
@@ -178,13 +182,14 @@ def check_smooth_bce(
     label_axis = normalize_axis(axis, len(shape)) if shape else None
     if tuple(getattr(labels, "shape", ())) != shape or not hasattr(labels, "dtype"):
         fail_value(
-            f"`labels` must have the logits' shape {shape}: one 0/1 (or soft) target per logit.",
-            "labels",
+            f"`{labels_name}` must have the {logits_name}' shape {shape}: one 0/1 (or soft) "
+            "target per logit.",
+            labels_name,
             labels,
         )
     integer = _is_integer_dtype(xp, labels.dtype)
     if not (integer or labels.dtype == xp.bool or is_floating_dtype(xp, labels.dtype)):
-        fail_type("`labels` must be bool, integer or floating.", "labels", labels)
+        fail_type(f"`{labels_name}` must be bool, integer or floating.", labels_name, labels)
     if ignore_index in (0, 1):
         fail_value(
             "`ignore_index` must not be 0 or 1, the values of binary labels (every negative "
@@ -208,7 +213,7 @@ def check_smooth_bce(
         # labels and ignore_index=-1 must not wrap to 255).
         labels = index_labels(xp, labels)
         ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
-    checked = _check_label_values(xp, labels, ignore_index, where)
+    checked = _check_label_values(xp, labels, ignore_index, where, labels_name)
     spec = _core.BinarySpec(
         shape=shape,
         smoothing=check_smoothing(xp, smoothing, dtype),

@@ -274,6 +274,8 @@ def forward_smooth_bce(
         where=where,
         ignore_index=ignore_index,
         reduction=reduction,
+        logits_name="input",
+        labels_name="target",
     )
     with without_autocast(input.device.type):
         compiling = torch.compiler.is_compiling()
