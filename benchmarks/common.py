@@ -29,15 +29,25 @@ from typing import Any
 
 MODES = ("forward", "forward+backward")
 SIZES = ("smoke", "quick", "full")
+# The loss families: "softmax" (lsr's smooth_ce: integer labels, one class per position)
+# and "binary" (lsr's smooth_bce: sigmoid cross-entropy, one 0/1 target per logit).
+LOSSES = ("softmax", "binary")
+# The fraction of positive targets in the multi-label cases (a few labels per example).
+POSITIVE_FRACTION = 0.1
+# The binary loss's smoothing value u, y' = (1 - eps) y + eps u: towards 1/2, the
+# convention of Keras' BinaryCrossentropy(label_smoothing=eps) and YOLOv5's smooth_BCE.
+BINARY_PRIOR = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
 class Case:
-    """One input configuration: logits of ``shape`` and ``dtype``, integer labels.
+    """One input configuration: logits of ``shape`` and ``dtype``, and their labels.
 
-    ``kind`` is ``"labels"`` for (N, K) logits with class ids of shape (N,), or
+    ``kind`` is ``"labels"`` for (N, K) logits with class ids of shape (N,);
     ``"segmentation"`` for (N, C, H, W) logits (class axis 1) with labels of shape
-    (N, H, W) of which ``ignored`` (a fraction) equal ``ignore_index``.
+    (N, H, W) of which ``ignored`` (a fraction) equal ``ignore_index``; or
+    ``"multilabel"`` for (N, K) logits of K independent labels with dense 0/1 targets of
+    the same shape and dtype (the binary loss; ``POSITIVE_FRACTION`` of them are 1).
     """
 
     kind: str
@@ -46,6 +56,11 @@ class Case:
     smoothing: float = 0.1
     ignore_index: int | None = None
     ignored: float = 0.0
+
+    @property
+    def loss(self) -> str:
+        """The loss family benchmarked on this case: "binary" or "softmax"."""
+        return "binary" if self.kind == "multilabel" else "softmax"
 
     @property
     def axis(self) -> int:
@@ -57,6 +72,8 @@ class Case:
 
     @property
     def label_shape(self) -> tuple[int, ...]:
+        if self.kind == "multilabel":
+            return self.shape
         return self.shape[: self.axis] + self.shape[self.axis + 1 :]
 
     @property
@@ -68,12 +85,20 @@ class Case:
         return math.prod(self.shape) * self.itemsize
 
     @property
+    def input_bytes(self) -> int:
+        """The bytes a loss must read: the logits, and the dense targets of a multi-label
+        case (integer class ids, one per position, are left out as negligible)."""
+        return 2 * self.logits_bytes if self.kind == "multilabel" else self.logits_bytes
+
+    @property
     def name(self) -> str:
         dims = "x".join(str(d) for d in self.shape)
         suffix = ""
         if self.ignore_index is not None:
             suffix = f", {self.ignored:.0%} ignored"
         axis = ", class axis 1" if self.kind == "segmentation" else ""
+        if self.kind == "multilabel":
+            axis = ", multi-label"
         return f"{dims}{axis}{suffix}"
 
     def to_json(self) -> dict[str, Any]:
@@ -88,8 +113,29 @@ def _segmentation(shape: tuple[int, ...], dtype: str) -> Case:
     return Case("segmentation", shape, dtype, ignore_index=255, ignored=0.05)
 
 
-def cases(size: str) -> list[Case]:
-    """The benchmark cases of a run of ``size`` ("smoke", "quick" or "full")."""
+def cases(size: str, losses: tuple[str, ...] = LOSSES) -> list[Case]:
+    """The benchmark cases of a run of ``size`` ("smoke", "quick" or "full") for the loss
+    families ``losses`` (``LOSSES``: "softmax", "binary"), softmax cases first."""
+    found = _softmax_cases(size) if "softmax" in losses else []
+    return found + (_binary_cases(size) if "binary" in losses else [])
+
+
+def _binary_cases(size: str) -> list[Case]:
+    """Multi-label (N, K): K = 80 (COCO's labels) and K = 1000 (large tag sets)."""
+    if size == "smoke":
+        return [Case("multilabel", (64, 80)), Case("multilabel", (128, 1000), "bfloat16")]
+    if size == "quick":
+        float32 = [(4096, 80), (4096, 1000)]
+        bfloat16 = [(4096, 1000)]
+    else:
+        float32 = [(4096, 80), (65536, 80), (8192, 1000)]
+        bfloat16 = [(8192, 1000)]
+    return [Case("multilabel", shape) for shape in float32] + [
+        Case("multilabel", shape, "bfloat16") for shape in bfloat16
+    ]
+
+
+def _softmax_cases(size: str) -> list[Case]:
     if size == "smoke":
         return [
             Case("labels", (64, 10)),
@@ -142,9 +188,12 @@ class Loss:
 
     Attributes:
         role: ``"lsr"``; ``"native"`` (the framework's own label-smoothed loss, what its
-            users write today); ``"closed form"`` (the smoothed loss written in closed
-            form with the framework's autodiff, compiled by the framework); or
-            ``"bound"`` (the framework's unsmoothed integer-label loss: a lower bound).
+            users write today; for the binary loss, the framework's sigmoid
+            cross-entropy on targets smoothed by hand, or Keras' ``label_smoothing``);
+            ``"closed form"`` (the smoothed loss written in closed form with the
+            framework's autodiff, compiled by the framework); or ``"bound"`` (the
+            framework's unsmoothed loss: integer labels, or the binary loss on the raw
+            0/1 targets; a lower bound).
         variant: the execution mode, e.g. ``"eager"``, ``"jit"``, ``"graph"``, ``"xla"``.
         compare_to: for lsr, the rivals in the same execution mode.
     """
@@ -347,11 +396,11 @@ def measure_bandwidth(total_bytes: int = 1 << 29, repeats: int = 7) -> dict[str,
 
 
 def bound_seconds(case: Case, mode: str, bandwidth: dict[str, Any]) -> float:
-    """The memory-bandwidth bound: read the logits once (forward), and write the
-    gradient once too (forward+backward)."""
+    """The memory-bandwidth bound: read the inputs once (the logits, and a multi-label
+    case's dense targets; forward), and write the gradient once too (forward+backward)."""
     if mode == "forward":
-        return case.logits_bytes / bandwidth["read_bytes_per_s"]
-    return 2 * case.logits_bytes / bandwidth["copy_read_write_bytes_per_s"]
+        return case.input_bytes / bandwidth["read_bytes_per_s"]
+    return (case.input_bytes + case.logits_bytes) / bandwidth["copy_read_write_bytes_per_s"]
 
 
 def _usable_cpus() -> int:

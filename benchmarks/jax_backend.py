@@ -5,8 +5,16 @@ The native loss is what a JAX user writes today for integer labels with label sm
 builds an N x K target (optax has no integer-label smoothing). The closed form
 ``logsumexp(z) - (1 - eps) z_y - eps mean(z)`` differentiated by JAX is the best a user
 could write by hand; ``optax.softmax_cross_entropy_with_integer_labels`` (no smoothing) is
-a lower bound. Exact memory is XLA's own account of the compiled program
-(``memory_analysis()``: results plus scratch, everything beyond its inputs).
+a lower bound.
+
+For the binary loss the native one is what a JAX user writes for multi-label targets with
+label smoothing: ``optax.sigmoid_binary_cross_entropy(logits, (1 - eps) y + eps / 2)``
+averaged (optax has no binary smoothing; ``optax.smooth_labels`` spreads over classes),
+which is itself the closed form ``-y' log sigmoid(z) - (1 - y') log sigmoid(-z)``
+differentiated by JAX; the same on the raw targets is the lower bound.
+
+Exact memory is XLA's own account of the compiled program (``memory_analysis()``:
+results plus scratch, everything beyond its inputs).
 """
 
 from __future__ import annotations
@@ -19,7 +27,7 @@ import jax.numpy as jnp
 import optax
 
 import lsr.jax as lsr_jax
-from benchmarks.common import Case, LinearCase, Loss, Method
+from benchmarks.common import BINARY_PRIOR, POSITIVE_FRACTION, Case, LinearCase, Loss, Method
 
 NAME = "jax"
 DTYPES = ("float32", "bfloat16")
@@ -38,6 +46,9 @@ def make_inputs(case: Case, seed: int = 0) -> tuple[jax.Array, jax.Array]:
     logits_key, labels_key, ignore_key = jax.random.split(jax.random.key(seed), 3)
     logits = jax.random.normal(logits_key, case.shape, dtype=jnp.float32)
     logits = logits.astype(getattr(jnp, case.dtype))
+    if case.kind == "multilabel":
+        positive = jax.random.uniform(labels_key, case.shape) < POSITIVE_FRACTION
+        return logits, positive.astype(logits.dtype)
     labels = jax.random.randint(labels_key, case.label_shape, 0, case.num_classes)
     if case.ignore_index is not None:
         ignored = jax.random.uniform(ignore_key, case.label_shape) < case.ignored
@@ -105,11 +116,41 @@ def _optax_integer(case: Case):
     return loss
 
 
+def _lsr_binary(case: Case):
+    return functools.partial(
+        lsr_jax.smooth_bce,
+        smoothing=case.smoothing,
+        prior=BINARY_PRIOR,
+        reduction="mean",  # the mean the optax loss below takes (lsr.jax: per element)
+    )
+
+
+def _optax_binary(smoothing: float):
+    def loss(logits, targets):
+        if smoothing:
+            targets = (1 - smoothing) * targets + smoothing * BINARY_PRIOR
+        return optax.sigmoid_binary_cross_entropy(logits, targets).mean()
+
+    return loss
+
+
 NATIVE = "optax smooth_labels(one_hot) + softmax_cross_entropy (jit)"
 CLOSED = "closed form, jax autodiff (jit)"
+BINARY_NATIVE = "optax sigmoid_binary_cross_entropy(smoothed targets) (jit)"
 
 
 def losses(case: Case, **_: Any) -> list[Loss]:
+    if case.loss == "binary":
+        return [
+            Loss("lsr.jax.smooth_bce (jit)", "lsr", _lsr_binary(case), "jit", (BINARY_NATIVE,)),
+            Loss(BINARY_NATIVE, "native", _optax_binary(case.smoothing), "jit"),
+            Loss(
+                "optax sigmoid_binary_cross_entropy eps=0 (jit)",
+                "bound",
+                _optax_binary(0.0),
+                "jit",
+            ),
+        ]
     return [
         Loss("lsr.jax.smooth_ce (jit)", "lsr", _lsr(case), "jit", (NATIVE, CLOSED)),
         Loss(NATIVE, "native", _optax_one_hot(case), "jit"),
@@ -154,12 +195,16 @@ def methods(case: Case, mode: str, *, inputs=None, **_: Any) -> list[Method]:
 
 
 def check_agreement(case: Case) -> dict[str, Any]:
-    """lsr's loss and gradient against the optax one-hot loss (max abs difference)."""
+    """lsr's loss and gradient against the native optax loss (max abs difference)."""
     inputs = make_inputs(case)
-    lsr_value, lsr_grad = jax.jit(jax.value_and_grad(_lsr(case)))(*inputs)
-    ref_value, ref_grad = jax.jit(jax.value_and_grad(_optax_one_hot(case)))(*inputs)
+    if case.loss == "binary":
+        ours, theirs, against = _lsr_binary(case), _optax_binary(case.smoothing), BINARY_NATIVE
+    else:
+        ours, theirs, against = _lsr(case), _optax_one_hot(case), NATIVE
+    lsr_value, lsr_grad = jax.jit(jax.value_and_grad(ours))(*inputs)
+    ref_value, ref_grad = jax.jit(jax.value_and_grad(theirs))(*inputs)
     return {
-        "against": NATIVE,
+        "against": against,
         "loss_abs_diff": float(jnp.abs(lsr_value - ref_value.astype(jnp.float32))),
         "grad_max_abs_diff": float(
             jnp.max(jnp.abs(lsr_grad.astype(jnp.float32) - ref_grad.astype(jnp.float32)))

@@ -3,20 +3,25 @@
 Usage::
 
     python -m benchmarks.run [--size smoke|quick|full] [--backend torch|jax|tensorflow|all]
-                             [--out DIR] [--compile/--no-compile] [--no-memory]
+                             [--loss softmax|binary|all] [--out DIR]
+                             [--compile/--no-compile] [--no-memory]
                              [--allocator default|glibc-raised|both]
 
-For every backend, one process times every case and mode ("forward": the loss;
-"forward+backward": the loss and its gradient with respect to the logits) of lsr and of
-the framework's own losses, round-robin in the same process; then, for the
+``--loss`` picks the losses: ``softmax`` (lsr's ``smooth_ce`` on integer labels, and the
+fused linear + loss), ``binary`` (lsr's ``smooth_bce`` on multi-label 0/1 targets,
+against each framework's sigmoid cross-entropy on targets smoothed by hand), or ``all``
+(the default). For every backend, one process times every case and mode ("forward": the
+loss; "forward+backward": the loss and its gradient with respect to the logits) of lsr
+and of the framework's own losses, round-robin in the same process; then, for the
 forward+backward mode, a fresh process per case and loss measures the peak resident set
 above the inputs (``benchmarks.common.measure_rss_peaks``); then a fresh process per size
 measures the fused linear + loss against the plain path as N grows. The machine's memory
 bandwidth is measured first, and every time is also reported as a multiple of the
-bandwidth bound (reading the logits once, and writing the gradient once). The run never
-asserts on timings; it reports them. A run of every backend writes ``<out>/<size>.json``,
-a run of one backend ``<out>/<size>-<backend>.json``; ``RESULTS.md`` shows every JSON
-file in ``<out>``.
+bandwidth bound (reading the logits, and a multi-label case's targets, once, and writing
+the gradient once). The run never asserts on timings; it reports them. A run of every
+backend writes ``<out>/<size>.json``, a run of one backend ``<out>/<size>-<backend>.json``,
+a run of one loss ``<out>/<size>[-<backend>]-<loss>.json``; ``RESULTS.md`` shows every
+JSON file in ``<out>``.
 
 ``--allocator`` picks the C allocator settings of the timing and memory processes:
 ``default``, or ``glibc-raised`` (glibc's ``MALLOC_MMAP_THRESHOLD_`` and
@@ -46,6 +51,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.common import (
+    LOSSES,
     MODES,
     SIZES,
     Case,
@@ -96,6 +102,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", choices=SIZES, default="full")
     parser.add_argument("--quick", action="store_true", help="the same as --size quick")
     parser.add_argument("--backend", choices=(*BACKENDS, "all"), default="all")
+    parser.add_argument(
+        "--loss",
+        choices=(*LOSSES, "all"),
+        default="all",
+        help="softmax (smooth_ce, and the linear + loss part), binary (smooth_bce on "
+        "multi-label targets) or all (default)",
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument(
         "--compile",
@@ -133,7 +146,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 # --- Children: each runs in a fresh process ------------------------------------------
 
 
-def _timing_child(name: str, size: str, compiled: bool, allocator: str) -> dict[str, Any]:
+def _losses(loss: str) -> tuple[str, ...]:
+    return LOSSES if loss == "all" else (loss,)
+
+
+def _timing_child(
+    name: str, size: str, losses: tuple[str, ...], compiled: bool, allocator: str
+) -> dict[str, Any]:
     """Every case and mode of one backend: timings, exact allocator peaks, agreement.
 
     With a non-default ``allocator`` (this process's environment), the method names
@@ -142,7 +161,7 @@ def _timing_child(name: str, size: str, compiled: bool, allocator: str) -> dict[
     module = importlib.import_module(f"benchmarks.{name}_backend")
     suffix = ALLOCATOR_SUFFIX[allocator]
     result: dict[str, Any] = {"versions": module.versions(), "agreement": {}, "measurements": []}
-    for case in cases(size):
+    for case in cases(size, losses):
         if case.dtype not in module.DTYPES:
             continue
         key = f"{case.name} {case.dtype}"
@@ -248,7 +267,9 @@ def _linear_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 def _child(args: argparse.Namespace) -> int:
     spec = json.loads(args.child_spec) if args.child_spec else {}
     if args.child == "timing":
-        result = _timing_child(args.backend, args.size, bool(args.compile), args.allocator)
+        result = _timing_child(
+            args.backend, args.size, _losses(args.loss), bool(args.compile), args.allocator
+        )
     elif args.child == "memory":
         result = _memory_child(args.backend, spec)
     else:
@@ -279,6 +300,8 @@ def _run_child(
             name,
             "--size",
             args.size,
+            "--loss",
+            args.loss,
             "--child",
             kind,
             "--child-output",
@@ -307,14 +330,26 @@ def _run_child(
         return result
 
 
+# The binary loss's peak memory is measured on logits of at least this size: below it the
+# few MiB that a framework's resident set varies by from process to process would hide
+# an N x K buffer (and each fresh process costs seconds, TensorFlow's most).
+BINARY_MEMORY_MIN_BYTES = 4 << 20
+
+
 def _measures_memory(size: str, row: dict[str, Any]) -> bool:
     """Which rows get a fresh process for their peak memory: forward+backward, not
-    torch.compile (minutes of compiling per process); in a smoke run, one case's lsr
-    and native losses only."""
+    torch.compile (minutes of compiling per process); for the binary loss, lsr and the
+    native losses on logits of ``BINARY_MEMORY_MIN_BYTES`` or more (the bound is for
+    time); in a smoke run, the lsr and native losses of one case per loss only."""
     if row["mode"] != "forward+backward" or "error" in row or row["variant"] == "compile":
         return False
+    case = Case.from_json(row["case"])  # (read back from JSON: its shape is a list)
     if size == "smoke":
-        return row["case"] == cases(size)[1].to_json() and row["role"] in ("lsr", "native")
+        # The softmax case with 1000 classes, the first multi-label case.
+        measured = (cases(size, ("softmax",))[1], cases(size, ("binary",))[0])
+        return case in measured and row["role"] in ("lsr", "native")
+    if case.loss == "binary":
+        return row["role"] in ("lsr", "native") and case.logits_bytes >= BINARY_MEMORY_MIN_BYTES
     return True
 
 
@@ -351,7 +386,9 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
             row.update({k: v for k, v in measured.items() if k != "elapsed_s"})
         print(f"  {name:10s} peak resident memory measured", flush=True)
     result["linear"] = []
-    for case in linear_cases(args.size) if "linear" in parts else []:
+    # The fused linear + loss is a softmax loss (linear_smooth_ce).
+    linear = "linear" in parts and "softmax" in _losses(args.loss)
+    for case in linear_cases(args.size) if linear else []:
         for fused in (True, False):
             measured = _run_child(name, "linear", args, case=case.to_json(), fused=fused)
             result["linear"].append({"case": case.to_json(), "fused": fused, **measured})
@@ -381,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             "torch_compile": args.compile,
             "memory": args.memory,
             "parts": args.parts,
+            "loss": args.loss,
             "allocator": args.allocator,
             "allocator_environments": ALLOCATORS,
         },
@@ -398,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     report.add_ratios(results)
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.size if args.backend == "all" else f"{args.size}-{args.backend}"
+    if args.loss != "all":
+        stem += f"-{args.loss}"
     if args.parts != "timing,memory,linear":
         stem += "-" + args.parts.replace(",", "-")
     if args.allocator != "default":

@@ -8,6 +8,12 @@ XLA, and ``tf.nn.sparse_softmax_cross_entropy_with_logits`` (no smoothing) is a 
 Each timed function is one ``tf.function`` called with the inputs as arguments: calling a
 jit-compiled function from inside another would fold its inputs into constants and
 recompile for every new input.
+
+For the binary loss lsr's ``smooth_bce`` runs against Keras'
+``BinaryCrossentropy(from_logits=True, label_smoothing=eps)`` (Keras' own smoothing,
+towards 1/2) and against ``tf.nn.sigmoid_cross_entropy_with_logits`` on targets smoothed
+by hand (``(1 - eps) y + eps / 2``), both in every execution mode;
+``tf.nn.sigmoid_cross_entropy_with_logits`` on the raw targets is the lower bound (XLA).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import keras
 import tensorflow as tf
 
 import lsr.tensorflow as lsr_tf
-from benchmarks.common import Case, LinearCase, Loss, Method
+from benchmarks.common import BINARY_PRIOR, POSITIVE_FRACTION, Case, LinearCase, Loss, Method
 
 # Each case and mode builds new tf.functions on purpose; TensorFlow's retracing advice
 # does not apply.
@@ -42,6 +48,9 @@ def versions() -> dict[str, Any]:
 def make_inputs(case: Case, seed: int = 0) -> tuple[tf.Tensor, tf.Tensor]:
     generator = tf.random.Generator.from_seed(seed)
     logits = tf.cast(generator.normal(case.shape, dtype=tf.float32), getattr(tf, case.dtype))
+    if case.kind == "multilabel":
+        positive = generator.uniform(case.shape) < POSITIVE_FRACTION
+        return logits, tf.cast(positive, logits.dtype)
     labels = generator.uniform(case.label_shape, 0, case.num_classes, dtype=tf.int32)
     if case.ignore_index is not None:
         ignored = generator.uniform(case.label_shape) < case.ignored
@@ -106,11 +115,61 @@ def _sparse(case: Case):
     return loss
 
 
+def _lsr_binary(case: Case):
+    return functools.partial(lsr_tf.smooth_bce, smoothing=case.smoothing, prior=BINARY_PRIOR)
+
+
+def _keras_binary(case: Case):
+    cross_entropy = keras.losses.BinaryCrossentropy(
+        from_logits=True, label_smoothing=case.smoothing
+    )
+
+    def loss(logits, targets):
+        return cross_entropy(targets, logits)
+
+    return loss
+
+
+def _sigmoid(smoothing: float):
+    def loss(logits, targets):
+        if smoothing:
+            targets = (1 - smoothing) * targets + smoothing * BINARY_PRIOR
+        per_element = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_mean(per_element)
+
+    return loss
+
+
 KERAS = "keras CategoricalCrossentropy(one_hot)"
 CLOSED = "closed form, tf autodiff (xla)"
+KERAS_BINARY = "keras BinaryCrossentropy(label_smoothing)"
+SIGMOID = "tf.nn.sigmoid_cross_entropy_with_logits(smoothed targets)"
+
+
+def _binary_losses(case: Case) -> list[Loss]:
+    result = []
+    for variant in VARIANTS:
+        rivals = (f"{KERAS_BINARY} ({variant})", f"{SIGMOID} ({variant})")
+        result += [
+            Loss(
+                f"lsr.tensorflow.smooth_bce ({variant})",
+                "lsr",
+                _lsr_binary(case),
+                variant,
+                rivals,
+            ),
+            Loss(rivals[0], "native", _keras_binary(case), variant),
+            Loss(rivals[1], "native", _sigmoid(case.smoothing), variant),
+        ]
+    result.append(
+        Loss("tf.nn.sigmoid_cross_entropy_with_logits eps=0 (xla)", "bound", _sigmoid(0.0), "xla")
+    )
+    return result
 
 
 def losses(case: Case, **_: Any) -> list[Loss]:
+    if case.loss == "binary":
+        return _binary_losses(case)
     result = []
     for variant in VARIANTS:
         native = f"{KERAS} ({variant})"
@@ -166,10 +225,13 @@ def check_agreement(case: Case) -> dict[str, Any]:
     """lsr's loss and gradient against Keras' under XLA (max abs difference)."""
     inputs = make_inputs(case)
     found = {loss.name: loss for loss in losses(case)}
-    ours = _function(found["lsr.tensorflow.smooth_ce (xla)"], "forward+backward")(*inputs)
-    theirs = _function(found[f"{KERAS} (xla)"], "forward+backward")(*inputs)
+    ours_name, against = "lsr.tensorflow.smooth_ce (xla)", f"{KERAS} (xla)"
+    if case.loss == "binary":
+        ours_name, against = "lsr.tensorflow.smooth_bce (xla)", f"{KERAS_BINARY} (xla)"
+    ours = _function(found[ours_name], "forward+backward")(*inputs)
+    theirs = _function(found[against], "forward+backward")(*inputs)
     return {
-        "against": f"{KERAS} (xla)",
+        "against": against,
         "loss_abs_diff": float(tf.abs(ours[0] - tf.cast(theirs[0], tf.float32))),
         "grad_max_abs_diff": float(
             tf.reduce_max(tf.abs(tf.cast(ours[1], tf.float32) - tf.cast(theirs[1], tf.float32)))

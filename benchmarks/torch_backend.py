@@ -1,4 +1,7 @@
-"""PyTorch: lsr against ``F.cross_entropy(label_smoothing=...)``, eager and torch.compile.
+"""PyTorch: lsr against ``F.cross_entropy(label_smoothing=...)`` and, for the binary
+loss, against ``F.binary_cross_entropy_with_logits`` on targets smoothed by hand
+(``(1 - eps) y + eps / 2``, as PyTorch users write it: PyTorch has no binary label
+smoothing), eager and torch.compile.
 
 Exact memory (timing process): the peak of the bytes PyTorch's CPU allocator holds during
 the step, replayed from ``torch.profiler``'s allocation records, beyond the inputs.
@@ -14,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 import lsr.torch as lsr_torch
-from benchmarks.common import Case, LinearCase, Loss, Method
+from benchmarks.common import BINARY_PRIOR, POSITIVE_FRACTION, Case, LinearCase, Loss, Method
 
 # torch.compile notes, once per helper, that it traces through array-api-compat's cached
 # type checks; informational for a benchmark.
@@ -35,6 +38,9 @@ def versions() -> dict[str, Any]:
 def make_inputs(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     logits = torch.randn(case.shape, generator=generator).to(getattr(torch, case.dtype))
+    if case.kind == "multilabel":
+        positive = torch.rand(case.shape, generator=generator) < POSITIVE_FRACTION
+        return logits, positive.to(logits.dtype)
     labels = torch.randint(0, case.num_classes, case.label_shape, generator=generator)
     if case.ignore_index is not None:
         ignored = torch.rand(case.label_shape, generator=generator) < case.ignored
@@ -58,25 +64,62 @@ def _native(case: Case, smoothing: float):
     )
 
 
+def _lsr_binary(case: Case):
+    return functools.partial(lsr_torch.smooth_bce, smoothing=case.smoothing, prior=BINARY_PRIOR)
+
+
+def _native_binary(smoothing: float):
+    def loss(logits, targets):
+        if smoothing:
+            targets = (1 - smoothing) * targets + smoothing * BINARY_PRIOR
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+    return loss
+
+
 NATIVE = "F.cross_entropy"
+BINARY_NATIVE = "F.binary_cross_entropy_with_logits(smoothed targets)"
+BINARY_BOUND = "F.binary_cross_entropy_with_logits eps=0"
+
+
+def _family(case: Case) -> tuple[str, Any, str, Any, str, Any]:
+    """The case's loss family: lsr's name and loss, the native one's, the bound's."""
+    if case.loss == "binary":
+        return (
+            "lsr.torch.smooth_bce",
+            _lsr_binary(case),
+            BINARY_NATIVE,
+            _native_binary(case.smoothing),
+            BINARY_BOUND,
+            _native_binary(0.0),
+        )
+    return (
+        "lsr.torch.smooth_ce",
+        _lsr(case),
+        NATIVE,
+        _native(case, case.smoothing),
+        f"{NATIVE} eps=0",
+        _native(case, 0.0),
+    )
 
 
 def losses(case: Case, *, compiled: bool) -> list[Loss]:
+    lsr_name, lsr_loss, native, native_loss, bound, bound_loss = _family(case)
     result = [
-        Loss("lsr.torch.smooth_ce (eager)", "lsr", _lsr(case), "eager", (f"{NATIVE} (eager)",)),
-        Loss(f"{NATIVE} (eager)", "native", _native(case, case.smoothing), "eager"),
-        Loss(f"{NATIVE} eps=0 (eager)", "bound", _native(case, 0.0), "eager"),
+        Loss(f"{lsr_name} (eager)", "lsr", lsr_loss, "eager", (f"{native} (eager)",)),
+        Loss(f"{native} (eager)", "native", native_loss, "eager"),
+        Loss(f"{bound} (eager)", "bound", bound_loss, "eager"),
     ]
     if compiled:
         result += [
             Loss(
-                "lsr.torch.smooth_ce (torch.compile)",
+                f"{lsr_name} (torch.compile)",
                 "lsr",
-                _lsr(case),
+                lsr_loss,
                 "compile",
-                (f"{NATIVE} (torch.compile)",),
+                (f"{native} (torch.compile)",),
             ),
-            Loss(f"{NATIVE} (torch.compile)", "native", _native(case, case.smoothing), "compile"),
+            Loss(f"{native} (torch.compile)", "native", native_loss, "compile"),
         ]
     return result
 
@@ -139,16 +182,17 @@ def methods(case: Case, mode: str, *, compiled: bool, inputs=None) -> list[Metho
 
 
 def check_agreement(case: Case) -> dict[str, Any]:
-    """lsr's loss and gradient against F.cross_entropy's on this case (max abs difference)."""
+    """lsr's loss and gradient against the native loss's on this case (max abs difference)."""
     logits, labels = make_inputs(case)
+    _, lsr_loss, native, native_loss, _, _ = _family(case)
     values = {}
-    for name, fn in (("lsr", _lsr(case)), ("native", _native(case, case.smoothing))):
+    for name, fn in (("lsr", lsr_loss), ("native", native_loss)):
         leaf = logits.detach().requires_grad_(True)
         value = fn(leaf, labels)
         (gradient,) = torch.autograd.grad(value, leaf)
         values[name] = (value.detach().double(), gradient.double())
     return {
-        "against": f"{NATIVE} (eager)",
+        "against": f"{native} (eager)",
         "loss_abs_diff": float((values["lsr"][0] - values["native"][0]).abs()),
         "grad_max_abs_diff": float((values["lsr"][1] - values["native"][1]).abs().max()),
     }
