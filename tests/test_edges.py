@@ -164,6 +164,19 @@ def test_masked_class_with_smoothing_mass_is_infinite(backend):
     assert np.all(np.isposinf(got))
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_others_at_full_smoothing_with_the_labels_logit_masked_is_nan(backend):
+    """The documented exception (README, "Masked classes"): prior="others" takes the
+    label's logit out of the sum over every class, -inf - (-inf), so at eps = 1 the loss
+    of a label whose logit is -inf is NaN (never a plausible finite number); the other
+    rows keep their values."""
+    logits = np.array([[-np.inf, 1.0, 2.0], [0.5, -1.0, 2.0]])
+    got = _loss(backend, logits, np.array([0, 1]), smoothing=1.0, prior="others", reduction="none")
+    assert np.isnan(got[0])
+    expected = reference.smooth_ce(logits[1:], np.array([1]), smoothing=1.0, prior="others")
+    np.testing.assert_allclose(got[1], expected, rtol=1e-12)
+
+
 # NumPy warns about log(0) = -inf and -inf - (-inf) in the ignored row, whose loss the
 # mask then replaces by 0: noise about a row that does not count.
 @pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
