@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import Case, bound_seconds
+from benchmarks.common import BINARY_PRIOR, Case, bound_seconds
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -66,6 +66,15 @@ def _x(ratio: float | None) -> str:
     return "" if ratio is None else f"{ratio:.3g}"
 
 
+def _per_logits(row: dict[str, Any]) -> str:
+    """The peak resident set in logits-sized buffers: forward+backward needs one (the
+    gradient); more is a copy or temporary of the logits' size (N x K)."""
+    peak = row.get("rss_steady_bytes")
+    if peak is None:
+        return ""
+    return f"{peak / Case.from_json(row['case']).logits_bytes:.2f}"
+
+
 def _machine(results: dict[str, Any]) -> str:
     machine = results["machine"]
     memory = machine.get("memory_bytes")
@@ -96,8 +105,8 @@ def _versus_table(results: dict[str, Any], mode: str) -> list[str]:
     lines = [
         "| backend | logits | dtype | lsr | rival | lsr ms | rival ms | **lsr ÷ rival** "
         "| (fastest repeats) | lsr × bound | rival × bound | lsr peak MiB | rival peak MiB "
-        "| **memory lsr ÷ rival** |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| **memory lsr ÷ rival** | peak ÷ logits lsr / rival |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, backend in results["backends"].items():
         rows = backend.get("measurements", [])
@@ -107,6 +116,8 @@ def _versus_table(results: dict[str, Any], mode: str) -> list[str]:
                 continue
             for rival_name, versus in row["versus"].items():
                 rival = by_key[(row["case_name"], row["dtype"], row["mode"], rival_name)]
+                pair = (_per_logits(row), _per_logits(rival))
+                per_logits = " / ".join(pair) if any(pair) else ""
                 lines.append(
                     f"| {name} | {row['case_name']} | {row['dtype']} | {row['method']} "
                     f"| {rival_name} | {_ms(row['median_s'])} | {_ms(rival['median_s'])} "
@@ -114,7 +125,7 @@ def _versus_table(results: dict[str, Any], mode: str) -> list[str]:
                     f"| {_x(row.get('x_bound'))} | {_x(rival.get('x_bound'))} "
                     f"| {_mib(row.get('rss_steady_bytes'))} "
                     f"| {_mib(rival.get('rss_steady_bytes'))} "
-                    f"| **{_x(versus['rss_ratio'])}** |"
+                    f"| **{_x(versus['rss_ratio'])}** | {per_logits} |"
                 )
     return lines
 
@@ -209,19 +220,23 @@ def section(results: dict[str, Any]) -> str:
         f"Memory bandwidth, measured at the start ({bandwidth['method']}): "
         f"{bandwidth['copy_read_write_bytes_per_s'] / 1e9:.1f} GB/s copying (bytes read + "
         f"written), {bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s reading. The bound of a "
-        "step is reading the logits once (forward), plus writing their gradient once "
-        "(forward+backward); × bound is the median time over that bound.",
+        "step is reading the logits (and a multi-label case's dense targets) once "
+        "(forward), plus writing their gradient once (forward+backward); × bound is the "
+        "median time over that bound.",
         "",
         *_versions(results),
         "",
-        f"Settings: {json.dumps(results['settings'])}. Smoothing 0.1, mean reduction; "
-        "times are medians over the repeats, after a first call (compilation) and a "
-        "warm-up call.",
+        f"Settings: {json.dumps(results['settings'])}. Smoothing 0.1, mean reduction "
+        f"(multi-label cases: targets smoothed towards {BINARY_PRIOR}, the mean over every "
+        "element); times are medians over the repeats, after a first call (compilation) "
+        "and a warm-up call.",
         "",
         "### lsr against each rival, forward + backward (ratio < 1: lsr is faster / leaner)",
         "",
         "Peak MiB: the peak resident set of a fresh process during a (second, warm) call, "
-        "above the resident set once its inputs existed; the gradient itself counts.",
+        "above the resident set once its inputs existed; the gradient itself counts. "
+        "Peak ÷ logits: that peak in logits-sized buffers (the gradient is one; anything "
+        "above it is an extra N x K buffer, such as smoothed targets).",
         "",
         *_versus_table(results, "forward+backward"),
         "",

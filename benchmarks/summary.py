@@ -71,6 +71,39 @@ ROWS = [
         "closed form, tf autodiff (xla)",
         "XLA: closed form",
     ),
+    # The binary (sigmoid, multi-label) loss, against the framework's own on targets
+    # smoothed by hand (and Keras' label_smoothing).
+    (
+        "torch",
+        "lsr.torch.smooth_bce (eager)",
+        "F.binary_cross_entropy_with_logits(smoothed targets) (eager)",
+        "PyTorch eager: F.binary_cross_entropy_with_logits",
+    ),
+    (
+        "torch",
+        "lsr.torch.smooth_bce (torch.compile)",
+        "F.binary_cross_entropy_with_logits(smoothed targets) (torch.compile)",
+        "torch.compile: F.binary_cross_entropy_with_logits",
+    ),
+    (
+        "jax",
+        "lsr.jax.smooth_bce (jit)",
+        "optax sigmoid_binary_cross_entropy(smoothed targets) (jit)",
+        "jax.jit: optax sigmoid BCE",
+    ),
+    *(
+        (
+            "tensorflow",
+            f"lsr.tensorflow.smooth_bce ({variant})",
+            f"{rival} ({variant})",
+            f"{execution}: {label}",
+        )
+        for variant, execution in (("eager", "TF eager"), ("graph", "tf.function"), ("xla", "XLA"))
+        for rival, label in (
+            ("keras BinaryCrossentropy(label_smoothing)", "Keras BCE"),
+            ("tf.nn.sigmoid_cross_entropy_with_logits(smoothed targets)", "tf.nn sigmoid CE"),
+        )
+    ),
 ]
 
 
