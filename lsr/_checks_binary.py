@@ -98,6 +98,8 @@ def _check_label_values(
     ``name``: the labels' name in the error, as the caller's framework names them."""
     if labels.dtype == xp.bool or not values_are_cheap(labels) or 0 in tuple(labels.shape):
         return labels.dtype == xp.bool
+    if ignore_index is None and where is None and _all_in_unit_interval(xp, labels):
+        return True  # (the common case, in three reductions: no labels-sized temporary)
     bad = (labels < 0) | (labels > 1)
     if is_floating_dtype(xp, labels.dtype):
         bad = bad | xp.isnan(labels)
@@ -122,6 +124,17 @@ def _check_label_values(
             f"max={float(xp.max(bad_values))!r}"
         )
     return True
+
+
+def _all_in_unit_interval(xp: Namespace, labels: Any) -> bool:
+    """Whether every label is in [0, 1]: from their minimum, maximum and sum (NaN makes
+    the sum NaN, whichever way a library's min and max treat it)."""
+    low, high = xp.min(labels), xp.max(labels)
+    if not _is_integer_dtype(xp, labels.dtype):
+        total = xp.sum(labels)
+        if bool(xp.isnan(total)):
+            return False
+    return bool(low >= 0) and bool(high <= 1)
 
 
 def check_binary_labels(labels: Any, *, name: str) -> None:

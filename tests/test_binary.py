@@ -140,6 +140,25 @@ def test_extreme_logits_are_exact(backend):
     )
 
 
+# NumPy warns about the inf - inf (and 0 * inf) of the three reductions, whose total is
+# then discarded for the elementwise one: noise about a value that is not used.
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_reductions_with_infinite_logits_are_exact(backend, reduction):
+    """A sum or mean without weights or masks is taken from three reductions
+    (softplus(z) summed minus y' z summed), inf - inf at an infinite logit: the total
+    must then come from the elementwise form, never NaN or a wrong infinity."""
+    z = np.array([[1e4, -np.inf, np.inf, 2.0], [-1.0, 0.5, -30.0, 3.0]])
+    y = np.array([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]])
+    got = lsr.smooth_bce(backend.asarray(z), backend.asarray(y), smoothing=0.0, reduction=reduction)
+    expected = reference.smooth_bce(z, y, smoothing=0.0, prior=0.5, reduction=reduction)
+    assert np.isfinite(expected)
+    assert_close(backend.to_numpy(got), expected, "float64")
+    # Smoothed, the +inf logit carries target mass below 1: the loss is +inf.
+    got = lsr.smooth_bce(backend.asarray(z), backend.asarray(y), smoothing=0.1, reduction=reduction)
+    assert np.isposinf(backend.to_numpy(got))
+
+
 @pytest.mark.parametrize(
     ("backend_name", "dtype"),
     [

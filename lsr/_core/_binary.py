@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from lsr._compat import values_are_cheap
 from lsr._core import _ops
 from lsr._core._loss import reduce_with_denominator
 from lsr._core._spec import Options
@@ -88,7 +89,7 @@ class BinarySpec(Options):
 def smooth_binary_targets(labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array) -> Array:
     """``y' = (1 - eps) y + eps u`` in the dtype of ``like`` (labels of any real or bool
     dtype; integer labels equal to ``ignore_index`` give a value that is masked later)."""
-    y = xp.astype(labels, like.dtype)
+    y = xp.astype(labels, like.dtype, copy=False)
     eps, u = spec.smoothing, spec.prior
     if isinstance(eps, float) and eps == 0.0:
         return y
@@ -125,12 +126,6 @@ def _mask(xp: Namespace, values: Array, kept: Any, invalid: Any) -> Array:
     return values
 
 
-def _pieces(xp: Namespace, logits: Array) -> tuple[Array, Array]:
-    """``(e, log1p(e))`` with ``e = exp(-|z|)``: both softplus terms and p come from it."""
-    e = xp.exp(-xp.abs(logits))
-    return e, xp.log1p(e)
-
-
 def _count(xp: Namespace, kept: Any, like: Array) -> Any:
     """The number of kept elements: an int when every dimension is known, else an array
     (a dimension may be unknown inside ``tf.function``)."""
@@ -139,6 +134,46 @@ def _count(xp: Namespace, kept: Any, like: Array) -> Any:
     if any(size is None for size in like.shape):
         return xp.sum(xp.ones_like(like))
     return math.prod(like.shape)
+
+
+def _plain_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) -> Array:
+    """The sum of every element's loss when nothing weighs or masks them:
+    ``sum softplus(z) - sum y' z`` (as ``softplus(-z) = softplus(z) - z``), three
+    reductions and no logits-sized product. Exact for finite logits; an infinite one
+    makes it inf - inf (NaN) or a wrong infinity, which ``binary_loss`` detects."""
+    total = xp.sum(_ops.softplus(xp, logits))
+    y = xp.astype(labels, logits.dtype, copy=False)
+    label_dot = _ops.total_product(xp, y, logits)
+    eps, u = spec.smoothing, spec.prior
+    if isinstance(eps, float) and eps == 0.0:
+        return total - label_dot
+    if isinstance(u, float) or u.ndim == 0:
+        prior_dot = u * xp.sum(logits)
+    else:  # one smoothing value per label
+        prior_dot = xp.sum(u * logits)
+    return total - ((1.0 - eps) * label_dot + eps * prior_dot)
+
+
+def _elementwise(
+    xp: Namespace, logits: Array, labels: Array, spec: BinarySpec, kept: Any, invalid: Any
+) -> Array:
+    """Each element's loss, ``w [(1 - y') softplus(z) + r y' softplus(-z)]``, exact for
+    infinite logits too (a term whose factor is 0 counts 0)."""
+    target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
+    softplus_pos = _ops.softplus(xp, logits)  # -log(1 - p)
+    # -log p = softplus(z) - z, and 0 where z = +inf (not inf - inf).
+    top = logits == xp.inf
+    softplus_neg = xp.where(top, 0.0, softplus_pos) - xp.where(top, 0.0, logits)
+    if kept is not None:
+        # Left-out elements are zeroed before anything multiplies them: an infinite logit
+        # there (padding) must not reach the gradients of the options either (0 * inf).
+        softplus_pos = xp.where(kept, softplus_pos, 0.0)
+        softplus_neg = xp.where(kept, softplus_neg, 0.0)
+    positive = target if spec.pos_weight is None else spec.pos_weight * target
+    loss = _ops.times(xp, 1.0 - target, softplus_pos) + _ops.times(xp, positive, softplus_neg)
+    if spec.weight is not None:
+        loss = _ops.times(xp, spec.weight, loss)
+    return _mask(xp, loss, kept, invalid)
 
 
 def binary_loss(
@@ -155,24 +190,32 @@ def binary_loss(
 
     ``all_reduce_sum``: adds values up over the processes that split the batch (as
     ``reduce_with_denominator``'s): "sum" and "mean" are then over the global batch, the
-    denominator the global number of kept elements."""
-    target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
-    _, log1p_e = _pieces(xp, logits)
-    zero = xp.zeros_like(logits)
-    softplus_pos = xp.maximum(logits, zero) + log1p_e  # -log(1 - p)
-    softplus_neg = xp.maximum(-logits, zero) + log1p_e  # -log p
+    denominator the global number of kept elements.
+
+    A "sum" or "mean" of checked labels with no weight, ``pos_weight`` or mask, on
+    logits whose values are cheap to read (concrete, in host memory), is taken as three
+    reductions (``_plain_total``); if that total is not finite (an infinite logit) it is
+    recomputed element by element. The branch reads a value, so traced code (and an
+    accelerator, where reading it would synchronize) always takes the elementwise form,
+    which compilers fuse into one pass.
+    """
     kept, invalid = _kept(xp, labels, spec, logits)
-    if kept is not None:
-        # Left-out elements are zeroed before anything multiplies them: an infinite logit
-        # there (padding) must not reach the gradients of the options either (0 * inf).
-        softplus_pos = xp.where(kept, softplus_pos, 0.0)
-        softplus_neg = xp.where(kept, softplus_neg, 0.0)
-    positive = target if spec.pos_weight is None else spec.pos_weight * target
-    loss = _ops.times(xp, 1.0 - target, softplus_pos) + _ops.times(xp, positive, softplus_neg)
-    if spec.weight is not None:
-        loss = _ops.times(xp, spec.weight, loss)
-    loss = _mask(xp, loss, kept, invalid)
     count = _count(xp, kept, logits)
+    plain = (
+        spec.reduction != "none"
+        and kept is None
+        and invalid is None
+        and spec.weight is None
+        and spec.pos_weight is None
+        and values_are_cheap(logits)
+    )
+    loss = None
+    if plain:
+        total = _plain_total(xp, logits, labels, spec)
+        if bool(xp.isfinite(total)):
+            loss = total
+    if loss is None:
+        loss = _elementwise(xp, logits, labels, spec, kept, invalid)
     if all_reduce_sum is None:
         return reduce_with_denominator(xp, loss, count, spec.reduction)
     # Weights are not in the binary mean's denominator: no weight total to add up.
@@ -187,24 +230,39 @@ def binary_grad(
     spec: BinarySpec,
     *,
     xp: Namespace,
+    in_place: bool = False,
 ) -> Array:
     """The gradient of ``binary_loss`` with respect to the logits, times ``cotangent``
-    (0-d for "sum" and "mean", the logits' shape for "none"), in the compute dtype."""
-    target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
-    e, _ = _pieces(xp, logits)
-    nonnegative = logits >= 0
-    # p and 1 - p, each without cancellation.
-    small = e / (1.0 + e)
-    large = 1.0 / (1.0 + e)
-    p = xp.where(nonnegative, large, small)
-    q = xp.where(nonnegative, small, large)
-    positive = target if spec.pos_weight is None else spec.pos_weight * target
-    grad = (1.0 - target) * p - positive * q
-    if spec.weight is not None:
-        grad = grad * spec.weight
+    (0-d for "sum" and "mean", the logits' shape for "none"), in the compute dtype:
+    ``w [(1 - y') p - r y' (1 - p)] = w [(1 + (r - 1) y') p - r y']``, ``p = sigmoid(z)``
+    (finite for infinite logits too). ``in_place``: the steps after the sigmoid update
+    its result in place (not under autodiff of these ops), one logits-sized buffer
+    instead of four."""
     scale = cotangent
     if spec.reduction == "mean":
         scale = _ops.per_unit(xp, cotangent, denominator)
-    grad = grad * scale
+    p = _ops.sigmoid(xp, logits)
+    if in_place and spec.pos_weight is None:
+        grad = p
+        eps = spec.smoothing
+        if isinstance(eps, float) and eps == 0.0:
+            grad -= xp.astype(labels, logits.dtype, copy=False)
+        else:
+            # p - y' = p - eps u - (1 - eps) y, the last product the one temporary.
+            grad -= eps * spec.prior
+            grad -= (1.0 - eps) * xp.astype(labels, logits.dtype, copy=False)
+        if spec.weight is not None:
+            grad *= spec.weight
+        grad *= scale
+    else:
+        target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
+        if spec.pos_weight is None:
+            grad = p - target
+        else:
+            positive = spec.pos_weight * target
+            grad = (1.0 - target + positive) * p - positive
+        if spec.weight is not None:
+            grad = grad * spec.weight
+        grad = grad * scale
     kept, invalid = _kept(xp, labels, spec, logits)
     return _mask(xp, grad, kept, invalid)

@@ -84,6 +84,7 @@ class _Namespace:
     """``jax.numpy`` plus the core's optional ``sum_and_sum_exp``."""
 
     sum_and_sum_exp = staticmethod(sum_and_sum_exp)
+    sigmoid = staticmethod(jax.nn.sigmoid)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(jnp, name)

@@ -46,6 +46,7 @@ FUNCTIONS = (
     "isnan",
     "log",
     "log1p",
+    "logaddexp",
     "logsumexp",
     "matmul",
     "matrix_transpose",
@@ -57,6 +58,8 @@ FUNCTIONS = (
     "reshape",
     "result_type",
     "searchsorted",
+    "sigmoid",
+    "softplus",
     "sort",
     "sqrt",
     "squeeze",
@@ -85,7 +88,7 @@ DTYPES = (
     "float32",
     "float64",
 )
-CONSTANTS = ("nan",)
+CONSTANTS = ("inf", "nan")
 
 _KINDS = {
     "bool": lambda dtype: dtype.is_bool,
@@ -152,6 +155,7 @@ class _NamespaceInfo:
 class TensorFlowNamespace:
     """The array-API functions lsr's core calls, on tf.Tensors (see the module docstring)."""
 
+    inf = float("inf")
     nan = float("nan")
 
     def __init__(self) -> None:
@@ -181,6 +185,20 @@ class TensorFlowNamespace:
     def logsumexp(self, x: Any, /, *, axis: int, keepdims: bool = False) -> Any:
         # Not in the standard: the core uses a fused logsumexp where a namespace has one.
         return tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
+
+    def logaddexp(self, x1: Any, x2: Any, /) -> Any:
+        larger = tf.maximum(x1, x2)
+        # Equal arguments (infinities of one sign included, whose difference is NaN):
+        # larger + log 2.
+        gap = tf.where(tf.equal(x1, x2), tf.zeros_like(larger), -tf.abs(x1 - x2))
+        return larger + tf.nn.softplus(gap)
+
+    def softplus(self, x: Any) -> Any:
+        # Not in the standard: the core's optional fused softplus and sigmoid (one op each).
+        return tf.nn.softplus(x)
+
+    def sigmoid(self, x: Any) -> Any:
+        return tf.math.sigmoid(x)
 
     def isfinite(self, x: Any) -> Any:
         return tf.math.is_finite(x)

@@ -107,6 +107,8 @@ class SmoothBCE(torch.autograd.Function):
                 grad_loss.to(compute_logits.dtype),
                 spec,
                 xp=xp,
+                # (with create_graph the ops are recorded: sigmoid keeps its result)
+                in_place=not torch.is_grad_enabled(),
             )
         return grad.to(logits.dtype), None, None, None, None, None, None, None, None
 

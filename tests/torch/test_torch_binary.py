@@ -340,7 +340,9 @@ def test_backward_keeps_the_input_and_target_only(dtype):
     # The check can fail: autograd through the core's plain ops (taken when the
     # smoothing requires grad) keeps logits-sized temporaries of its own.
     smoothing = torch.tensor(0.1, requires_grad=True)
-    saved = _saved(lambda: lt.smooth_bce(logits, target, smoothing=smoothing))
+    saved = _saved(
+        lambda: lt.smooth_bce(logits, target, smoothing=smoothing, pos_weight=pos_weight)
+    )
     others = [
         tensor
         for tensor in saved
