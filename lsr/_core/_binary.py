@@ -243,17 +243,25 @@ def binary_grad(
         scale = _ops.per_unit(xp, cotangent, denominator)
     p = _ops.sigmoid(xp, logits)
     if in_place and spec.pos_weight is None:
-        grad = p
-        eps = spec.smoothing
-        if isinstance(eps, float) and eps == 0.0:
-            grad -= xp.astype(labels, logits.dtype, copy=False)
-        else:
-            # p - y' = p - eps u - (1 - eps) y, the last product the one temporary.
+        # p - y' = p - eps u - (1 - eps) y, updating p.
+        grad, eps, factor = p, spec.smoothing, 1.0
+        if not isinstance(eps, float):  # an array: (1 - eps) y is a temporary
             grad -= eps * spec.prior
             grad -= (1.0 - eps) * xp.astype(labels, logits.dtype, copy=False)
+        elif eps == 1.0:
+            grad -= spec.prior
+        else:  # (1 - eps) ((p - eps u) / (1 - eps) - y): no product of the labels
+            if eps != 0.0:
+                grad -= eps * spec.prior
+                grad *= 1.0 / (1.0 - eps)
+                factor = 1.0 - eps
+            # Floating labels as they are: an in-place update converts them on the fly
+            # (half-precision labels of half-precision logits need no float32 copy).
+            floating = xp.isdtype(labels.dtype, "real floating")
+            grad -= labels if floating else xp.astype(labels, logits.dtype)
         if spec.weight is not None:
             grad *= spec.weight
-        grad *= scale
+        grad *= scale if factor == 1.0 else factor * scale
     else:
         target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
         if spec.pos_weight is None:
