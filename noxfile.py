@@ -209,7 +209,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(name="bench_smoke", tags=["ci"])
 def bench_smoke(session: nox.Session) -> None:
-    """The benchmark harness end to end on tiny sizes (about two minutes): every backend,
+    """The benchmark harness end to end on tiny sizes (a few minutes): every backend,
     loss and probe runs, results go to a temporary directory. Nothing is asserted on
     timings; the run fails only when lsr or a whole backend fails."""
     with _environment(session):
