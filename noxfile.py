@@ -92,6 +92,10 @@ ALL_ENVIRONMENT_TESTS = (
     "tests/test_imports.py",
     "tests/test_architecture.py",
     "tests/test_backends_installed.py",
+    # lsr.keras on Keras' JAX and PyTorch backends (tests/keras is collected only with
+    # TensorFlow, these tests only with JAX or PyTorch as well).
+    "tests/keras/test_keras_binary.py::test_other_keras_backends",
+    "tests/keras/test_keras_loss.py::test_other_keras_backends_use_the_generic_core",
 )
 
 

@@ -128,7 +128,9 @@ def smooth_binary_labels(
         ignore_index=None,
         reduction="none",
     )
-    return cast(xp, _core.smooth_binary_targets(labels, spec, xp=xp, like=like), dtype)
+    smoothed = cast(xp, _core.smooth_binary_targets(labels, spec, xp=xp, like=like), dtype)
+    # A new array, never the caller's own labels (eps = 0 of labels already in dtype).
+    return xp.astype(smoothed, dtype, copy=True) if smoothed is labels else smoothed
 
 
 def binary_smoothing(

@@ -127,14 +127,12 @@ def _check_label_values(
 
 
 def _all_in_unit_interval(xp: Namespace, labels: Any) -> bool:
-    """Whether every label is in [0, 1]: from their minimum, maximum and sum (NaN makes
-    the sum NaN, whichever way a library's min and max treat it)."""
-    low, high = xp.min(labels), xp.max(labels)
-    if not _is_integer_dtype(xp, labels.dtype):
-        total = xp.sum(labels)
-        if bool(xp.isnan(total)):
-            return False
-    return bool(low >= 0) and bool(high <= 1)
+    """Whether every label is in [0, 1]: from their minimum and maximum, and for floating
+    labels whether any is NaN (asked directly, whichever way a library's min and max
+    treat NaN), without a labels-sized temporary of their dtype."""
+    if not _is_integer_dtype(xp, labels.dtype) and bool(xp.any(xp.isnan(labels))):
+        return False
+    return bool(xp.min(labels) >= 0) and bool(xp.max(labels) <= 1)
 
 
 def check_binary_labels(labels: Any, *, name: str) -> None:
@@ -194,9 +192,10 @@ def check_smooth_bce(
     dtype = _core.compute_dtype(xp, logits.dtype)
     label_axis = normalize_axis(axis, len(shape)) if shape else None
     if tuple(getattr(labels, "shape", ())) != shape or not hasattr(labels, "dtype"):
+        whose = f"{logits_name}'" if logits_name.endswith("s") else f"{logits_name}'s"
         fail_value(
-            f"`{labels_name}` must have the {logits_name}' shape {shape}: one 0/1 (or soft) "
-            "target per logit.",
+            f"`{labels_name}` must have the {whose} shape {shape}: one 0/1 (or soft) target "
+            "per logit.",
             labels_name,
             labels,
         )

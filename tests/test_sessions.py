@@ -24,7 +24,7 @@ def _all_environment_tests() -> tuple[str, ...]:
 def test_every_listed_file_exists():
     listed = _all_environment_tests()
     assert len(listed) == len(set(listed))
-    missing = [path for path in listed if not (ROOT / path).is_file()]
+    missing = [path for path in listed if not (ROOT / path.split("::")[0]).is_file()]
     assert not missing, missing
 
 
@@ -35,5 +35,8 @@ def test_files_only_the_all_environment_collects_are_listed():
         for path in (ROOT / "tests").glob("test_cross_backend*.py")
     }
     needed.add("tests/test_metrics_plots.py")
-    assert len(needed) >= 4
+    # Keras on its other backends: tests/keras needs TensorFlow, these JAX or PyTorch too.
+    needed.add("tests/keras/test_keras_binary.py::test_other_keras_backends")
+    needed.add("tests/keras/test_keras_loss.py::test_other_keras_backends_use_the_generic_core")
+    assert len(needed) >= 6
     assert needed <= set(_all_environment_tests()), needed - set(_all_environment_tests())

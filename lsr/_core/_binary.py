@@ -18,10 +18,12 @@ The loss of an element, with PyTorch's ``pos_weight`` ``r`` and an element weigh
     w [ (1 - y') softplus(z) + r y' softplus(-z) ]
     = -w [ r y' log p + (1 - y') log(1 - p) ]
 
-computed from ``e = exp(-|z|)`` as ``softplus(+-z) = max(+-z, 0) + log1p(e)``, stable for
-any magnitude, with ``0 * inf = 0`` (a logit of -inf whose target is 0 costs nothing).
-Its derivative is ``w [ (1 - y') p - r y' (1 - p) ]``, with ``p`` and ``1 - p`` both
-made from ``e`` (no cancellation). "mean" divides by the number of kept elements
+computed as ``m log1p(exp(-|z|)) + c z`` (``_elementwise``): two non-negative terms, so
+no cancellation at any magnitude, with ``0 * inf = 0`` (a logit of -inf whose target is 0
+costs nothing). Its derivative is ``w [ (1 + (r - 1) y') p - r y' ]`` with
+``p = sigmoid(z)``, as PyTorch computes it (for a confident right answer, ``p - y'``
+rounds to 0 once ``1 - p`` is below the dtype's resolution near 1, as in PyTorch).
+"mean" divides by the number of kept elements
 (PyTorch's ``BCEWithLogitsLoss``: weights are not in the denominator); a mean over no
 kept element is 0 with a zero gradient.
 """
@@ -33,7 +35,6 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from lsr._compat import values_are_cheap
 from lsr._core import _ops
 from lsr._core._loss import reduce_with_denominator
 from lsr._core._spec import Options
@@ -136,41 +137,31 @@ def _count(xp: Namespace, kept: Any, like: Array) -> Any:
     return math.prod(like.shape)
 
 
-def _plain_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) -> Array:
-    """The sum of every element's loss when nothing weighs or masks them:
-    ``sum softplus(z) - sum y' z`` (as ``softplus(-z) = softplus(z) - z``), three
-    reductions and no logits-sized product. Exact for finite logits; an infinite one
-    makes it inf - inf (NaN) or a wrong infinity, which ``binary_loss`` detects."""
-    total = xp.sum(_ops.softplus(xp, logits))
-    y = xp.astype(labels, logits.dtype, copy=False)
-    label_dot = _ops.total_product(xp, y, logits)
-    eps, u = spec.smoothing, spec.prior
-    if isinstance(eps, float) and eps == 0.0:
-        return total - label_dot
-    if isinstance(u, float) or u.ndim == 0:
-        prior_dot = u * xp.sum(logits)
-    else:  # one smoothing value per label
-        prior_dot = xp.sum(u * logits)
-    return total - ((1.0 - eps) * label_dot + eps * prior_dot)
-
-
 def _elementwise(
     xp: Namespace, logits: Array, labels: Array, spec: BinarySpec, kept: Any, invalid: Any
 ) -> Array:
-    """Each element's loss, ``w [(1 - y') softplus(z) + r y' softplus(-z)]``, exact for
-    infinite logits too (a term whose factor is 0 counts 0)."""
-    target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
-    softplus_pos = _ops.softplus(xp, logits)  # -log(1 - p)
-    # -log p = softplus(z) - z, and 0 where z = +inf (not inf - inf).
-    top = logits == xp.inf
-    softplus_neg = xp.where(top, 0.0, softplus_pos) - xp.where(top, 0.0, logits)
+    """Each element's loss, ``w [(1 - y') softplus(z) + r y' softplus(-z)]``, as a sum of
+    two non-negative terms (no cancellation, exact for infinite logits too):
+
+        m log1p(exp(-|z|)) + c z,   m = 1 + (r - 1) y',
+        c = 1 - y' where z >= 0, -r y' where z < 0,
+
+    from ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` on either side of 0; ``c z`` is
+    0 where ``c`` is (a term without target share costs nothing, even at an infinite
+    logit)."""
     if kept is not None:
-        # Left-out elements are zeroed before anything multiplies them: an infinite logit
-        # there (padding) must not reach the gradients of the options either (0 * inf).
-        softplus_pos = xp.where(kept, softplus_pos, 0.0)
-        softplus_neg = xp.where(kept, softplus_neg, 0.0)
-    positive = target if spec.pos_weight is None else spec.pos_weight * target
-    loss = _ops.times(xp, 1.0 - target, softplus_pos) + _ops.times(xp, positive, softplus_neg)
+        # Left-out elements' logits are replaced before anything multiplies them: an
+        # infinite one there (padding) must not reach the gradients of the options (0 * inf).
+        logits = xp.where(kept, logits, 0.0)
+    target = smooth_binary_targets(labels, spec, xp=xp, like=logits)
+    nonnegative = logits >= 0
+    log_term = xp.log1p(xp.exp(-xp.abs(logits)))
+    if spec.pos_weight is None:
+        loss = log_term + _ops.times(xp, xp.where(nonnegative, 1.0 - target, -target), logits)
+    else:
+        positive = spec.pos_weight * target
+        slope = xp.where(nonnegative, 1.0 - target, -positive)
+        loss = (1.0 - target + positive) * log_term + _ops.times(xp, slope, logits)
     if spec.weight is not None:
         loss = _ops.times(xp, spec.weight, loss)
     return _mask(xp, loss, kept, invalid)
@@ -191,31 +182,10 @@ def binary_loss(
     ``all_reduce_sum``: adds values up over the processes that split the batch (as
     ``reduce_with_denominator``'s): "sum" and "mean" are then over the global batch, the
     denominator the global number of kept elements.
-
-    A "sum" or "mean" of checked labels with no weight, ``pos_weight`` or mask, on
-    logits whose values are cheap to read (concrete, in host memory), is taken as three
-    reductions (``_plain_total``); if that total is not finite (an infinite logit) it is
-    recomputed element by element. The branch reads a value, so traced code (and an
-    accelerator, where reading it would synchronize) always takes the elementwise form,
-    which compilers fuse into one pass.
     """
     kept, invalid = _kept(xp, labels, spec, logits)
     count = _count(xp, kept, logits)
-    plain = (
-        spec.reduction != "none"
-        and kept is None
-        and invalid is None
-        and spec.weight is None
-        and spec.pos_weight is None
-        and values_are_cheap(logits)
-    )
-    loss = None
-    if plain:
-        total = _plain_total(xp, logits, labels, spec)
-        if bool(xp.isfinite(total)):
-            loss = total
-    if loss is None:
-        loss = _elementwise(xp, logits, labels, spec, kept, invalid)
+    loss = _elementwise(xp, logits, labels, spec, kept, invalid)
     if all_reduce_sum is None:
         return reduce_with_denominator(xp, loss, count, spec.reduction)
     # Weights are not in the binary mean's denominator: no weight total to add up.

@@ -187,11 +187,11 @@ class TensorFlowNamespace:
         return tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
 
     def logaddexp(self, x1: Any, x2: Any, /) -> Any:
-        larger = tf.maximum(x1, x2)
-        # Equal arguments (infinities of one sign included, whose difference is NaN):
-        # larger + log 2.
-        gap = tf.where(tf.equal(x1, x2), tf.zeros_like(larger), -tf.abs(x1 - x2))
-        return larger + tf.nn.softplus(gap)
+        # A logsumexp over the two (stable, infinities of one sign included, and the
+        # gradient split evenly at ties).
+        shape = tf.broadcast_dynamic_shape(tf.shape(x1), tf.shape(x2))
+        both = tf.stack([tf.broadcast_to(x1, shape), tf.broadcast_to(x2, shape)])
+        return tf.reduce_logsumexp(both, axis=0)
 
     def softplus(self, x: Any) -> Any:
         # Not in the standard: the core's optional fused softplus and sigmoid (one op each).

@@ -34,7 +34,7 @@ from lsr.torch._arguments import (
     check_smoothing_type,
     check_tensor,
 )
-from lsr.torch._autograd import needs_autograd_through_core, without_autocast
+from lsr.torch._autograd import is_batched, needs_autograd_through_core, without_autocast
 from lsr.torch._functional import torch_reduction
 from lsr.torch._namespace import HALF, xp
 
@@ -107,8 +107,12 @@ class SmoothBCE(torch.autograd.Function):
                 grad_loss.to(compute_logits.dtype),
                 spec,
                 xp=xp,
-                # (with create_graph the ops are recorded: sigmoid keeps its result)
-                in_place=not torch.is_grad_enabled(),
+                # Eager only: not with create_graph (the ops are recorded: sigmoid keeps
+                # its result), nor for a batched cotangent (autograd's vmap cannot update
+                # in place), nor while torch.compile traces (it fuses the steps anyway).
+                in_place=not torch.compiler.is_compiling()
+                and not torch.is_grad_enabled()
+                and not is_batched(grad_loss),
             )
         return grad.to(logits.dtype), None, None, None, None, None, None, None, None
 

@@ -471,6 +471,10 @@ def data_parallel_smooth_bce(
     AVERAGES parameter gradients over its ranks: backpropagate ``loss * world_size`` to
     get the global-batch gradient from it.
 
+    Each rank checks its own inputs before the all-reduce: a rank whose targets are
+    invalid raises there while the others wait in the collective (as with any
+    collective), so give every rank data prepared the same way.
+
     Args:
         input, target, smoothing, prior, axis, weight, pos_weight, where, ignore_index:
             as ``lsr.torch.smooth_bce``, for this rank's elements.

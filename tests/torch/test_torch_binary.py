@@ -612,3 +612,18 @@ def test_the_drop_in_returns_the_dtype_pytorch_promotes_to():
     for target in (torch.rand(4, 3), torch.rand(4, 3).half()):
         expected = F.binary_cross_entropy_with_logits(logits, target)
         assert lt.binary_cross_entropy_with_logits(logits, target).dtype == expected.dtype
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_batched_cotangents_give_the_jacobian(reduction):
+    """autograd's own vmap (vectorized jacobian, is_grads_batched) over the Function's
+    backward, which otherwise updates its sigmoid in place: the loop's rows."""
+    logits = _logits((3, 4), torch.float64)
+    target = _target("soft", (3, 4), torch.float64)
+
+    def loss(z):
+        return lt.smooth_bce(z, target, smoothing=0.2, reduction=reduction)
+
+    vectorized = torch.autograd.functional.jacobian(loss, logits, vectorize=True)
+    looped = torch.autograd.functional.jacobian(loss, logits, vectorize=False)
+    torch.testing.assert_close(vectorized, looped)
