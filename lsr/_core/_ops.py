@@ -21,17 +21,8 @@ EXTENSIONS = {
     "subtract_into": "subtract_into(out, x1, x2) -> out, with out[...] = x1 - x2",
     "add_along_axis": "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add",
     "add_matmul": "add_matmul(out, x1, x2) -> out, with out += x1 @ x2 (fused linear loss)",
-    "softplus": "softplus(x) -> log(1 + exp(x)), one fused op (else logaddexp(x, 0))",
     "sigmoid": "sigmoid(x) -> 1 / (1 + exp(-x)), one fused op",
 }
-
-
-def softplus(xp: Namespace, x: Array) -> Array:
-    """``log(1 + exp(x))``, stable for every ``x`` (``+inf`` at ``+inf``, 0 at ``-inf``)."""
-    fused = getattr(xp, "softplus", None)
-    if fused is not None:
-        return fused(x)
-    return xp.logaddexp(x, xp.asarray(0.0, dtype=x.dtype, device=device(x)))
 
 
 def sigmoid(xp: Namespace, x: Array) -> Array:
@@ -40,13 +31,6 @@ def sigmoid(xp: Namespace, x: Array) -> Array:
     if fused is not None:
         return fused(x)
     return 1.0 / (1.0 + xp.exp(-x))
-
-
-def total_product(xp: Namespace, a: Array, b: Array) -> Array:
-    """``sum(a * b)`` over every element of two arrays of one shape, as a dot product of
-    their flattened views (no product-sized temporary where the namespace's vecdot is a
-    BLAS dot)."""
-    return xp.vecdot(xp.reshape(a, (-1,)), xp.reshape(b, (-1,)))
 
 
 def compute_dtype(xp: Namespace, dtype: Any) -> Any:

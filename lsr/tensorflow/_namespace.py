@@ -46,7 +46,6 @@ FUNCTIONS = (
     "isnan",
     "log",
     "log1p",
-    "logaddexp",
     "logsumexp",
     "matmul",
     "matrix_transpose",
@@ -59,7 +58,6 @@ FUNCTIONS = (
     "result_type",
     "searchsorted",
     "sigmoid",
-    "softplus",
     "sort",
     "sqrt",
     "squeeze",
@@ -88,7 +86,7 @@ DTYPES = (
     "float32",
     "float64",
 )
-CONSTANTS = ("inf", "nan")
+CONSTANTS = ("nan",)
 
 _KINDS = {
     "bool": lambda dtype: dtype.is_bool,
@@ -155,7 +153,6 @@ class _NamespaceInfo:
 class TensorFlowNamespace:
     """The array-API functions lsr's core calls, on tf.Tensors (see the module docstring)."""
 
-    inf = float("inf")
     nan = float("nan")
 
     def __init__(self) -> None:
@@ -186,18 +183,8 @@ class TensorFlowNamespace:
         # Not in the standard: the core uses a fused logsumexp where a namespace has one.
         return tf.reduce_logsumexp(x, axis=axis, keepdims=keepdims)
 
-    def logaddexp(self, x1: Any, x2: Any, /) -> Any:
-        # A logsumexp over the two (stable, infinities of one sign included, and the
-        # gradient split evenly at ties).
-        shape = tf.broadcast_dynamic_shape(tf.shape(x1), tf.shape(x2))
-        both = tf.stack([tf.broadcast_to(x1, shape), tf.broadcast_to(x2, shape)])
-        return tf.reduce_logsumexp(both, axis=0)
-
-    def softplus(self, x: Any) -> Any:
-        # Not in the standard: the core's optional fused softplus and sigmoid (one op each).
-        return tf.nn.softplus(x)
-
     def sigmoid(self, x: Any) -> Any:
+        # Not in the standard: the core's optional one-op sigmoid.
         return tf.math.sigmoid(x)
 
     def isfinite(self, x: Any) -> Any:

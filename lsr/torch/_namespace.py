@@ -27,9 +27,6 @@ HALF = (torch.float16, torch.bfloat16)
 def _vecdot(x1: torch.Tensor, x2: torch.Tensor, /, *, axis: int = -1) -> torch.Tensor:
     # array-api-compat's vecdot moves the axis with torch.moveaxis, which torch.func.vmap
     # cannot batch; torch.movedim is the same view and can be batched.
-    if x1.ndim == 1 and x2.ndim == 1 and x1.dtype == x2.dtype:
-        # Two vectors: BLAS's dot (a (1, n) @ (n, 1) product is several times slower).
-        return torch.dot(x1, x2)
     x1, x2 = torch.broadcast_tensors(torch.movedim(x1, axis, -1), torch.movedim(x2, axis, -1))
     return (x1[..., None, :] @ x2[..., None])[..., 0, 0]
 
