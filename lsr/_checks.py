@@ -262,16 +262,16 @@ def check_z_loss(z_loss: Any) -> float:
     return float(z_loss)
 
 
-def check_logit_cap(logit_cap: Any) -> float | None:
+def check_softcap(softcap: Any) -> float | None:
     """Soft-capping of the logits: None, or a finite positive real number."""
-    if logit_cap is None:
+    if softcap is None:
         return None
-    if isinstance(logit_cap, bool) or not isinstance(logit_cap, numbers.Real):
-        fail_type("`logit_cap` must be None or a finite positive number.", "logit_cap", logit_cap)
+    if isinstance(softcap, bool) or not isinstance(softcap, numbers.Real):
+        fail_type("`softcap` must be None or a finite positive number.", "softcap", softcap)
     # numbers.Real's stub has no comparison with int (python/mypy#3186).
-    if not 0 < logit_cap < float("inf"):  # type: ignore[operator]
-        fail_value("`logit_cap` must be None or a finite positive number.", "logit_cap", logit_cap)
-    return float(logit_cap)
+    if not 0 < softcap < float("inf"):  # type: ignore[operator]
+        fail_value("`softcap` must be None or a finite positive number.", "softcap", softcap)
+    return float(softcap)
 
 
 def check_num_classes(num_classes: int, name: str = "logits", value: Any = None) -> None:
@@ -341,7 +341,7 @@ def check_smooth_ce(
     reduction: str,
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> tuple[Any, Any, Spec]:
     """Validate, then return ``(xp, labels, spec)``: what ``prepare_smooth_ce`` does
     without casting the logits to the compute dtype (for callers that convert them block
@@ -374,7 +374,7 @@ def check_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     return xp, labels, spec
 
@@ -394,7 +394,7 @@ def prepare_options(
     reduction: str,
     kl: bool,
     z_loss: float,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> tuple[Any, Spec]:
     """The checks of ``prepare_smooth_ce`` for logits of ``shape`` and ``logits_dtype``
     that need not exist (the fused linear loss never makes them): ``(labels, spec)``.
@@ -409,7 +409,7 @@ def prepare_options(
     check_ignore_index(ignore_index)
     kl = check_flag("kl", kl)
     check_z_loss(z_loss)
-    logit_cap = check_logit_cap(logit_cap)
+    softcap = check_softcap(softcap)
     dtype = _core.compute_dtype(xp, logits_dtype)
 
     if is_integer_dtype(xp, labels.dtype):
@@ -473,7 +473,7 @@ def prepare_options(
         reduction=reduction,
         kl=kl,
         z_loss=float(z_loss),
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
 
 
@@ -550,7 +550,7 @@ def prepare_linear_smooth_ce(
     reduction: str,
     kl: bool,
     z_loss: float,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
     chunk_size: Any,
     projection_name: str = "projection",
     transposed: bool = False,
@@ -636,6 +636,6 @@ def prepare_linear_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     return xp, hidden, labels, spec, leading

@@ -37,7 +37,7 @@ def smooth_ce(
     reduction: str = "mean",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> Any:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))``.
 
@@ -72,8 +72,8 @@ def smooth_ce(
             weighted like the loss), whose minimum is 0, as T5X reports it.
         z_loss: coefficient of the auxiliary ``z_loss * logsumexp(logits)**2`` per
             position (PaLM, T5X).
-        logit_cap: soft-capping: the loss (and its gradient) is of
-            ``logit_cap * tanh(logits / logit_cap)`` (Gemma 2 caps its final logits at
+        softcap: soft-capping: the loss (and its gradient) is of
+            ``softcap * tanh(logits / softcap)`` (Gemma 2 caps its final logits at
             30). A logit of -inf (a masked class) stays masked. None: no capping.
 
     Returns:
@@ -105,7 +105,7 @@ def smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
     return loss

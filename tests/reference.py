@@ -48,13 +48,13 @@ def smooth_ce(
     reduction="mean",
     kl=False,
     z_loss=0.0,
-    logit_cap=None,
+    softcap=None,
 ):
     z = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
-    if logit_cap is not None:
+    if softcap is not None:
         # Soft-capping, cap * tanh(z / cap); a masked class (-inf) stays masked.
         with np.errstate(invalid="ignore"):
-            z = np.where(np.isneginf(z), z, logit_cap * np.tanh(z / logit_cap))
+            z = np.where(np.isneginf(z), z, softcap * np.tanh(z / softcap))
     num_classes = z.shape[-1]
     labels = np.asarray(labels)
     dense = labels.dtype.kind == "f"

@@ -49,8 +49,8 @@ def sharded_loss(
     )
     targets = Targets(xp, labels, spec, positions, like=logits_shard, shard=shard)
     local_max = xp.max(logits_shard, axis=axis, keepdims=True)
-    if spec.logit_cap is not None:  # (the cap is increasing: the max of the capped logits)
-        local_max, _ = _ops.soft_cap(xp, local_max, spec.logit_cap)
+    if spec.softcap is not None:  # (the cap is increasing: the max of the capped logits)
+        local_max, _ = _ops.soft_cap(xp, local_max, spec.softcap)
     top = _ops.finite_or_zero(xp, all_reduce_max(local_max))
     sums, _ = logit_sums(xp, logits_shard, targets, top=top)
     del sums["row_max"], sums["chain"]

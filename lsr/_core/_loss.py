@@ -47,16 +47,16 @@ def logit_sums(
     Returns ``({"row_max", "sum_exp", "dot", "target", "chain"}, exp(s))``: for class
     ids ``dot = sum_k v_k s_k`` and ``target = s_y`` (0 where a shard does not hold y),
     for dense targets ``dot = sum_k w_k q'_k s_k`` and no ``target``; with
-    ``spec.logit_cap``, every sum is of the capped logits and ``chain`` (the logits'
+    ``spec.softcap``, every sum is of the capped logits and ``chain`` (the logits'
     shape) is the cap's derivative, else None.
     """
     spec = targets.spec
     axis = spec.axis
     chain = None
-    if spec.logit_cap is not None:
+    if spec.softcap is not None:
         # The pass runs on the capped logits; the gradient is taken back through the cap
         # at the end (``gradient``'s ``chain``).
-        logits, chain = _ops.soft_cap(xp, logits, spec.logit_cap)
+        logits, chain = _ops.soft_cap(xp, logits, spec.softcap)
     if top is None:
         top = _ops.row_max(xp, logits, axis)
     sums: dict[str, Array] = {"row_max": top, "chain": chain}
@@ -366,8 +366,8 @@ def smooth_ce_grad(
         shard = Shard(xp, positions, shard_start, logits.shape[spec.axis])
     targets = Targets(xp, labels, spec, positions, like=logits, values=values, shard=shard)
     chain = None
-    if spec.logit_cap is not None:
-        logits, chain = _ops.soft_cap(xp, logits, spec.logit_cap)
+    if spec.softcap is not None:
+        logits, chain = _ops.soft_cap(xp, logits, spec.softcap)
     if lse is None:
         # Recomputed (differentiably, where the namespace records operations): the
         # logsumexp of the logits the loss is of, capped or not.

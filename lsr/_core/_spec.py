@@ -129,7 +129,7 @@ class Spec(Options):
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
         kl: the KL form (the loss minus the smoothed target's entropy).
         z_loss: coefficient of ``z_loss * logsumexp(z)**2`` per position.
-        logit_cap: soft-capping of the logits, ``cap * tanh(z / cap)``, or None.
+        softcap: soft-capping of the logits, ``cap * tanh(z / cap)``, or None.
         checked: the labels' values were read and found in range (the NaN guard for
             out-of-range ids, needed under tracing, can be skipped).
     """
@@ -145,7 +145,7 @@ class Spec(Options):
     reduction: str = "mean"
     kl: bool = False
     z_loss: float = 0.0
-    logit_cap: float | None = None
+    softcap: float | None = None
     checked: bool = False
 
     ARRAY_FIELDS: ClassVar[tuple[str, ...]] = ARRAY_FIELDS

@@ -75,7 +75,7 @@ def smooth_ce(
     reduction: str = "none",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> jax.Array:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))`` for JAX.
 
@@ -117,7 +117,7 @@ def smooth_ce(
             return), ``"mean"`` (over kept positions) or ``"sum"``.
         kl: return ``KL(q' || p)`` (minimum 0, as T5X reports it); same gradient.
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position (PaLM, T5X).
-        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+        softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
@@ -164,7 +164,7 @@ def smooth_ce(
             reduction=reduction,
             kl=kl,
             z_loss=z_loss,
-            logit_cap=logit_cap,
+            softcap=softcap,
         )
     return _smooth_ce(logits, labels, spec)
 

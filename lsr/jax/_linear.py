@@ -81,7 +81,7 @@ def linear_smooth_ce(
     reduction: str = "none",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
     chunk_size: int | None = None,
 ) -> jax.Array:
     r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
@@ -139,7 +139,7 @@ def linear_smooth_ce(
             reduction=reduction,
             kl=kl,
             z_loss=z_loss,
-            logit_cap=logit_cap,
+            softcap=softcap,
             chunk_size=chunk_size,
             projection_name="kernel",
         )

@@ -59,7 +59,7 @@ def vocab_parallel_smooth_ce(
     reduction: str = "none",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
     batch_axis_name: Any = None,
 ) -> jax.Array:
     r"""Smoothed cross-entropy of logits whose class axis is split over a mesh axis.
@@ -91,7 +91,7 @@ def vocab_parallel_smooth_ce(
             or ``"mean"`` (over kept positions, or their ``w_y`` sum with ``weight``).
         kl: return ``KL(q' || p)`` instead (the loss minus the target entropy).
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
-        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+        softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
         batch_axis_name: optional mesh axis (or axes) that splits the batch: "sum" and
             "mean" are then over the whole batch (the mean divides by the global number
@@ -160,7 +160,7 @@ def vocab_parallel_smooth_ce(
             reduction=reduction,
             kl=kl,
             z_loss=z_loss,
-            logit_cap=logit_cap,
+            softcap=softcap,
         )
     start = jax.lax.axis_index(axis_name) * num_local
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from lsr._checks import check_prior
+from lsr._checks import check_prior, check_softcap
 from lsr._compat import get_backend
 from lsr._validation import PRIOR_NAMES, fail_type, fail_value, normalize_axis
 from lsr.keras._common import (
@@ -67,6 +67,8 @@ class SmoothCrossEntropy(keras.losses.Loss):
         prior: ``"uniform"``, ``"others"`` or a sequence of K class probabilities.
         ignore_class: an integer label whose positions get loss 0 and are left out of the
             mean (integer labels only), as in ``SparseCategoricalCrossentropy``.
+        softcap: soft-capping (Gemma 2): the loss is of ``softcap * tanh(z / softcap)``
+            for the logits ``z``, or None. Logits only: needs ``from_logits=True``.
 
     Example:
         >>> import numpy as np
@@ -94,6 +96,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
         *,
         prior: Any = "uniform",
         ignore_class: int | None = None,
+        softcap: float | None = None,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         check_arguments(self, name, dtype, from_logits, label_smoothing, axis)
@@ -108,6 +111,14 @@ class SmoothCrossEntropy(keras.losses.Loss):
         self.axis: int = int(axis)
         self.prior: str | list[float] = _checked_prior(prior)
         self.ignore_class: int | None = None if ignore_class is None else int(ignore_class)
+        self.softcap: float | None = check_softcap(softcap)
+        if self.softcap is not None and not from_logits:
+            fail_value(
+                "`softcap` caps logits: it needs `from_logits=True` (these predictions are "
+                "probabilities).",
+                "softcap",
+                softcap,
+            )
         self._given_dtype: Any = dtype
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
@@ -186,6 +197,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
             axis=axis,
             ignore_index=self.ignore_class if sparse else None,
             reduction="none",
+            softcap=self.softcap,
         )
         kept = None
         if self.ignore_class is not None:
@@ -209,6 +221,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
                 "axis": self.axis,
                 "prior": self.prior,
                 "ignore_class": self.ignore_class,
+                "softcap": self.softcap,
                 "dtype": None if self._given_dtype is None else self._dtype_policy.name,
             }
         )

@@ -125,7 +125,7 @@ def smooth_ce(
     reduction: str = "mean",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> Any:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))`` on tf.Tensors.
 
@@ -149,7 +149,7 @@ def smooth_ce(
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         kl: return ``KL(q' || p)`` (minimum 0) instead of the cross-entropy.
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
-        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+        softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
@@ -188,7 +188,7 @@ def smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     if not logits.shape.is_fully_defined() and spec.where is None:
         spec = spec.replace(where=all_positions(logits, spec.axis))

@@ -91,7 +91,7 @@ def linear_smooth_ce(
     reduction: str = "mean",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
     chunk_size: int | None = None,
 ) -> tf.Tensor:
     r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
@@ -153,7 +153,7 @@ def linear_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
         chunk_size=chunk_size,
         projection_name="kernel",
     )

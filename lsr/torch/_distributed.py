@@ -206,7 +206,7 @@ def vocab_parallel_smooth_ce(
     reduction: str = "mean",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     r"""Smoothed cross-entropy of logits whose class axis is split across ``group``.
 
@@ -251,7 +251,7 @@ def vocab_parallel_smooth_ce(
             ``w_y`` sum with ``weight``, as ``lsr.smooth_ce``).
         kl: return ``KL(q' || p)`` instead (the loss minus the target entropy).
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
-        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+        softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
@@ -322,7 +322,7 @@ def vocab_parallel_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     start = sum(sizes[: dist.get_rank(group)])
     return _VocabParallelSmoothCE.apply(logits_shard, labels, spec, start, group, batch_group)
@@ -380,7 +380,7 @@ def data_parallel_smooth_ce(
     reduction: str = "mean",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     r"""Smoothed cross-entropy of a batch split across the ranks of ``group``.
 
@@ -436,7 +436,7 @@ def data_parallel_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     # Half precision comes back cast to float32 (a differentiable cast): the core computes
     # in float32 and autograd casts the gradient back to the input's dtype.

@@ -53,7 +53,7 @@ def smooth_ce(
     axis: int = 1,
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     r"""Label-smoothed cross-entropy with ``F.cross_entropy``'s conventions.
 
@@ -88,7 +88,7 @@ def smooth_ce(
         kl: return ``KL(q' || p)`` (the loss minus the target entropy), whose minimum
             is 0.
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
-        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+        softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
@@ -138,7 +138,7 @@ def smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     with without_autocast(input.device.type):
         functorch_input = (
@@ -208,7 +208,7 @@ def cross_entropy(
     prior: str | torch.Tensor = "uniform",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
 ) -> torch.Tensor:
     r"""``torch.nn.functional.cross_entropy``, computed by lsr: change the prefix only.
 
@@ -242,7 +242,7 @@ def cross_entropy(
             exactly ``1 - eps``) or a (C,) tensor of class probabilities.
         kl: return ``KL(q' || p)`` (the loss minus the target entropy).
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
-        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+        softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Returns:
@@ -275,7 +275,7 @@ def cross_entropy(
         prior=prior,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
     )
     # F.cross_entropy returns half-precision losses in the input's dtype, and float32
     # under autocast (which runs it in float32).

@@ -133,7 +133,7 @@ def linear_smooth_ce(
     prior: str | torch.Tensor = "uniform",
     kl: bool = False,
     z_loss: float = 0.0,
-    logit_cap: float | None = None,
+    softcap: float | None = None,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""``smooth_ce(F.linear(input, projection, bias), target)`` without the N x C logits.
@@ -209,7 +209,7 @@ def linear_smooth_ce(
         reduction=reduction,
         kl=kl,
         z_loss=z_loss,
-        logit_cap=logit_cap,
+        softcap=softcap,
         chunk_size=chunk_size,
         projection_name="projection",
         transposed=True,

@@ -36,7 +36,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
             class probabilities (registered as a buffer).
         kl: return ``KL(q' || p)`` instead of the cross-entropy.
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2``.
-        logit_cap: soft-capping: the loss is of ``logit_cap * tanh(logits / logit_cap)``
+        softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
 
     Shape:
@@ -68,7 +68,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
         prior: str | torch.Tensor = "uniform",
         kl: bool = False,
         z_loss: float = 0.0,
-        logit_cap: float | None = None,
+        softcap: float | None = None,
     ) -> None:
         if weight is not None and not isinstance(weight, torch.Tensor):
             fail_type("`weight` must be a torch.Tensor or None.", "weight", weight)
@@ -85,7 +85,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
             self.prior = prior
         self.kl = kl
         self.z_loss = z_loss
-        self.logit_cap = logit_cap
+        self.softcap = softcap
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
@@ -98,7 +98,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
             prior=self.prior,
             kl=self.kl,
             z_loss=self.z_loss,
-            logit_cap=self.logit_cap,
+            softcap=self.softcap,
         )
 
     def extra_repr(self) -> str:

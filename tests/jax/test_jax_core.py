@@ -66,7 +66,7 @@ def test_core_entry_points_under_jit(layout, dense, prior, weighted, reduction, 
         reduction=reduction,
         kl=kl,
         z_loss=0.03,
-        logit_cap=3.0,
+        softcap=3.0,
     )
     expected = reference.smooth_ce(logits, labels, **options)
     cotangent = 1.0

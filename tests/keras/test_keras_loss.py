@@ -163,6 +163,7 @@ def test_config_round_trip_and_saved_model(tmp_path):
         name="lsr_loss",
         prior=[0.1, 0.3, 0.2, 0.25, 0.15],
         ignore_class=-1,
+        softcap=30.0,
     )
     config = loss.get_config()
     assert config == {
@@ -173,6 +174,7 @@ def test_config_round_trip_and_saved_model(tmp_path):
         "axis": -1,
         "prior": [0.1, 0.3, 0.2, 0.25, 0.15],
         "ignore_class": -1,
+        "softcap": 30.0,
         "dtype": None,
     }
     json.dumps(config)

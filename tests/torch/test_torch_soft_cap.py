@@ -20,7 +20,7 @@ def _case():
 
 
 def _ours(z, y):
-    return lsr.torch.smooth_ce(z, y, smoothing=0.1, logit_cap=CAP)
+    return lsr.torch.smooth_ce(z, y, smoothing=0.1, softcap=CAP)
 
 
 def _theirs(z, y):
