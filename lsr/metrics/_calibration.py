@@ -1,18 +1,19 @@
-"""Top-label calibration: reliability diagrams, expected calibration error, NLL.
+"""Calibration: reliability diagrams, expected calibration error, NLL.
 
-Guo et al. (2017), "On Calibration of Modern Neural Networks". The arithmetic (binning,
-the error's norms) is in ``_core``; this module validates and documents.
+Guo et al. (2017), "On Calibration of Modern Neural Networks" (top-label, equal-width
+bins); Kumar, Liang & Ma (2019), "Verified Uncertainty Calibration" (equal-mass bins,
+classwise calibration, the debiased l2 estimator). The arithmetic (binning, the error's
+norms) is in ``_core``; this module validates and documents.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from lsr._compat import array_namespace
 from lsr._typing import Array
-from lsr._validation import check_choice, check_positive_int
+from lsr._validation import check_choice, check_positive_int, fail_value
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._inputs import prepare_scores
+from lsr.metrics._inputs import check_bool, prepare_scores
 
 __all__ = [
     "ReliabilityDiagram",
@@ -23,6 +24,8 @@ __all__ = [
 
 NORMS = ("l1", "l2", "max")
 BIN_EDGE_RULES = ("right", "left")
+BINNINGS = ("equal_width", "equal_mass")
+SCOPES = ("top_label", "classwise")
 
 
 class ReliabilityDiagram(NamedTuple):
@@ -32,7 +35,8 @@ class ReliabilityDiagram(NamedTuple):
         confidence: (n_bins,) mean confidence of the examples in each bin (0 if empty).
         accuracy: (n_bins,) fraction of them predicted correctly (0 if empty).
         count: (n_bins,) number of examples in each bin (floating).
-        edges: (n_bins + 1,) the bin edges ``0, 1/n_bins, ..., 1``.
+        edges: (n_bins + 1,) the bin edges: ``0, 1/n_bins, ..., 1`` for equal-width
+            bins, the data's own edges for equal-mass bins.
     """
 
     confidence: Array
@@ -41,10 +45,52 @@ class ReliabilityDiagram(NamedTuple):
     edges: Array
 
 
-def _check_binning(n_bins: Any, bin_edges: Any) -> bool:
+def _check_binning(n_bins: Any, bin_edges: Any, binning: Any) -> bool:
+    """Check the binning options; return whether bins are (lo, hi] (``right``)."""
     check_positive_int("n_bins", n_bins)
     check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
+    check_choice("binning", binning, BINNINGS)
+    if binning == "equal_mass" and bin_edges != "right":
+        fail_value(
+            "binning='equal_mass' places its edges between examples and always uses "
+            "(lo, hi] bins, as uncertainty-calibration does; bin_edges='left' applies only "
+            "to binning='equal_width'.",
+            "bin_edges",
+            bin_edges,
+        )
     return bin_edges == "right"
+
+
+def _binned(
+    xp: Any,
+    scores: Array,
+    labels: Array,
+    *,
+    axis: int,
+    from_logits: bool,
+    n_bins: int,
+    right: bool,
+    binning: str,
+    scope: str,
+) -> tuple[Array, Array, Array, Array]:
+    """Per-bin (mean value, mean target, count), each (n_bins, C), and the (n_bins + 1, C')
+    edges: C = C' = 1 column (the top label) or K columns (one per class)."""
+    if scope == "top_label":
+        values, targets = metrics_core.top_label(
+            xp, scores, labels, axis=axis, from_logits=from_logits
+        )
+        values, targets = xp.expand_dims(values, axis=1), xp.expand_dims(targets, axis=1)
+    else:
+        values, targets = metrics_core.classwise(
+            xp, scores, labels, axis=axis, from_logits=from_logits
+        )
+    if binning == "equal_mass":
+        edges = metrics_core.equal_mass_edges(xp, values, n_bins)
+    else:
+        edges = metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values)
+        edges = xp.expand_dims(edges, axis=1)
+    statistics = metrics_core.bin_statistics(xp, values, targets, edges, right=right)
+    return (*statistics, edges)
 
 
 def reliability_diagram(
@@ -55,20 +101,24 @@ def reliability_diagram(
     from_logits: bool = True,
     bin_edges: str = "right",
     axis: int = -1,
+    binning: str = "equal_width",
 ) -> ReliabilityDiagram:
     """Per-bin mean confidence, accuracy and count of the top-label prediction.
 
     Each example's confidence is its largest class probability and it is correct when
-    that class is the label (Guo et al. 2017). Examples go into ``n_bins`` equal-width
-    bins of [0, 1] by confidence; see ``expected_calibration_error`` for the bin rule.
+    that class is the label (Guo et al. 2017). Examples go into ``n_bins`` bins of [0, 1]
+    by confidence, equal-width or equal-mass; see ``expected_calibration_error`` for the
+    bin rules.
 
     Args:
         logits_or_probs: (..., K, ...) scores with the K classes on ``axis``.
         labels: integer class ids, the scores' shape without the class axis.
-        n_bins: number of equal-width bins (>= 1).
+        n_bins: number of bins (>= 1).
         from_logits: whether the scores are logits (softmax is applied) or probabilities.
-        bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins.
+        bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins
+            (equal-width bins only).
         axis: the class axis.
+        binning: ``"equal_width"`` or ``"equal_mass"``.
 
     Returns:
         A ``ReliabilityDiagram`` of (n_bins,) arrays ``confidence``, ``accuracy``,
@@ -84,18 +134,22 @@ def reliability_diagram(
         >>> print(diagram.confidence, diagram.accuracy, diagram.count)
         [0.   0.75] [0.   0.75] [0. 4.]
     """
+    right = _check_binning(n_bins, bin_edges, binning)
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
-    right = _check_binning(n_bins, bin_edges)
-    confidence, correct = metrics_core.top_label(
-        xp, scores, labels, axis=axis, from_logits=from_logits
+    binned = _binned(
+        xp,
+        scores,
+        labels,
+        axis=axis,
+        from_logits=from_logits,
+        n_bins=n_bins,
+        right=right,
+        binning=binning,
+        scope="top_label",
     )
-    mean_confidence, accuracy, count = metrics_core.bin_statistics(
-        xp, confidence, correct, n_bins, right=right
-    )
-    edges = metrics_core.bin_edges(xp, n_bins, dtype=confidence.dtype, like=confidence)
-    return ReliabilityDiagram(mean_confidence, accuracy, count, edges)
+    return ReliabilityDiagram(*(xp.reshape(array, (-1,)) for array in binned))
 
 
 def expected_calibration_error(
@@ -107,23 +161,62 @@ def expected_calibration_error(
     from_logits: bool = True,
     bin_edges: str = "right",
     axis: int = -1,
+    binning: str = "equal_width",
+    scope: str = "top_label",
+    debias: bool = False,
 ) -> Array:
-    r"""Binned top-label calibration error (ECE, its root-mean-square form, or MCE).
+    r"""Binned calibration error: ECE, its root-mean-square form or MCE; top-label or classwise.
 
     Guo et al. (2017), "On Calibration of Modern Neural Networks", eq. (3): examples
-    are grouped by top-label confidence into ``n_bins`` equal-width bins ``B_b``, and
+    are grouped by top-label confidence into ``n_bins`` bins ``B_b``, and
 
     * ``norm="l1"`` (ECE): ``sum_b |B_b|/N * |acc(B_b) - conf(B_b)|``,
     * ``norm="l2"``: ``sqrt(sum_b |B_b|/N * (acc(B_b) - conf(B_b))**2)``,
     * ``norm="max"`` (MCE): ``max_b |acc(B_b) - conf(B_b)|`` over non-empty bins.
 
-    Bin rule: with the default ``bin_edges="right"`` the bins are ``(lo, hi]``, as in
-    Guo et al.'s code and the ``uncertainty-calibration`` package (a top-label
-    confidence is at least 1/K > 0, so the open end at 0 loses nothing). With
-    ``bin_edges="left"`` they are ``[lo, hi)``, as in torchmetrics >= 1.0, except that
-    here the last bin is closed, ``[lo, 1]``: torchmetrics puts a confidence of exactly
-    1.0 into an extra bin of its own, so the two differ when some confidence rounds to
-    1.0. The edges are the floats ``j / n_bins`` in the compute dtype.
+    Binning (``binning``):
+
+    * ``"equal_width"`` (default): the bins of [0, 1] with edges ``j / n_bins`` (floats
+      in the compute dtype). With the default ``bin_edges="right"`` they are
+      ``(lo, hi]``, as in Guo et al.'s code and the ``uncertainty-calibration`` package
+      (a top-label confidence is at least 1/K > 0, so the open end at 0 loses nothing;
+      a probability of exactly 0, possible with ``scope="classwise"``, goes into the
+      first bin). With ``bin_edges="left"`` they are ``[lo, hi)``, as in torchmetrics
+      >= 1.0, except that here the last bin is closed, ``[lo, 1]``: torchmetrics puts a
+      confidence of exactly 1.0 into an extra bin of its own, so the two differ when
+      some confidence rounds to 1.0.
+    * ``"equal_mass"``: bins holding (nearly) equal numbers of examples, built exactly as
+      ``get_equal_bins`` of Kumar et al.'s ``uncertainty-calibration`` (0.1.4) builds
+      them: the sorted values are split into ``min(n_bins, N)`` parts as
+      ``numpy.array_split`` splits them (the first ``N % parts`` parts one longer); each
+      interior edge is the midpoint of the last value of one part and the first of the
+      next; the last edge is 1. Examples are then binned as that package bins them
+      (``numpy.searchsorted`` on the edges, ``side="left"``): bins are ``(lo, hi]``, so
+      ``bin_edges="left"`` is an error here. Tied values can make repeated edges, whose
+      bins stay empty (the package drops them instead; the occupied bins and so the
+      error are the same). Traceable: the split points depend only on N.
+      scikit-learn's ``calibration_curve(strategy="quantile")`` uses another rule
+      (interpolated percentiles as edges, ``[lo, hi)`` bins).
+
+    Scope (``scope``):
+
+    * ``"top_label"`` (default): the largest class probability against whether that class
+      is the label (Guo et al. 2017).
+    * ``"classwise"``: marginal calibration (Kumar et al. 2019, ``mode="marginal"``;
+      Nixon et al. 2019's classwise ECE): for each class k, the probabilities
+      ``p_k`` of all N examples are binned against the indicator ``[label == k]``
+      (with ``"equal_mass"``, each class has its own bins) and the per-class errors
+      ``e_k`` are combined as ``uncertainty-calibration`` combines them:
+      ``mean_k e_k`` for "l1", ``sqrt(mean_k e_k**2)`` for "l2", and, the limit of that
+      rule, ``max_k e_k`` for "max" (a norm the package does not offer).
+
+    ``debias=True`` (``norm="l2"`` only): the debiased estimator of Kumar et al. (2019),
+    the package's ``unbiased_l2_ce``: each bin's squared gap minus the variance of its
+    accuracy, ``(acc_b - conf_b)**2 - acc_b (1 - acc_b) / (|B_b| - 1)``, bins of fewer
+    than two examples counting 0, weighted by ``|B_b|/N``; the sum is clipped at 0 (per
+    class with ``scope="classwise"``) before the square root. Their debiasing for other
+    norms resamples at random (``normal_debiased_ce``), so it is not offered here:
+    ``debias=True`` with ``norm="l1"`` or ``"max"`` is a ``ValueError``.
 
     Traceable (``jax.jit``): under tracing, value checks cannot run and a label out of
     range makes the result NaN.
@@ -131,20 +224,27 @@ def expected_calibration_error(
     Args:
         logits_or_probs: (..., K, ...) scores with the K classes on ``axis``.
         labels: integer class ids, the scores' shape without the class axis.
-        n_bins: number of equal-width bins (>= 1); 15 as in Guo et al.
+        n_bins: number of bins (>= 1); 15 as in Guo et al. With ``"equal_mass"`` and
+            ``n_bins > N``, N bins are used (the rest stay empty), as in the package.
         norm: ``"l1"``, ``"l2"`` or ``"max"``.
         from_logits: whether the scores are logits (softmax is applied) or probabilities
             (they must lie in [0, 1] and sum to 1 over ``axis``).
-        bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins.
+        bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins (the
+            latter with ``binning="equal_width"`` only).
         axis: the class axis.
+        binning: ``"equal_width"`` or ``"equal_mass"``.
+        scope: ``"top_label"`` or ``"classwise"``.
+        debias: the debiased l2 estimator (``norm="l2"`` only).
 
     Returns:
         A 0-d array of the input's library, in the compute dtype.
 
     Raises:
-        TypeError: non-floating scores, non-integer labels, arrays of mixed libraries.
-        ValueError: bad options, shapes or empty input; for concrete arrays, labels out of
-            [0, K) and (with ``from_logits=False``) rows that are not distributions.
+        TypeError: non-floating scores, non-integer labels, arrays of mixed libraries,
+            a ``debias`` that is not a bool.
+        ValueError: bad options or combinations of them, shapes or empty input; for
+            concrete arrays, labels out of [0, K) and (with ``from_logits=False``) rows
+            that are not distributions.
 
     Example:
         The torchmetrics documentation's example (its [lo, hi) bins; the same here):
@@ -161,20 +261,61 @@ def expected_calibration_error(
         l1 0.2
         l2 0.2082
         max 0.2333
+
+        Equal-mass bins: the top-label confidences 0.55, 0.55 (both wrong) and 0.6, 0.9
+        (both right) make two bins split at 0.575, with gaps 0.55 and 0.25:
+
+        >>> ece = expected_calibration_error(probs, labels, n_bins=2, from_logits=False,
+        ...                                  binning="equal_mass")
+        >>> print(round(float(ece), 4))
+        0.4
+
+        Classwise: the per-class errors 0.325, 0.1 and 0.15, averaged:
+
+        >>> ece = expected_calibration_error(probs, labels, n_bins=3, from_logits=False,
+        ...                                  scope="classwise")
+        >>> print(round(float(ece), 4))
+        0.1917
+
+        Debiased l2: six predictions at 0.9, four right. The plain estimate is
+        ``|0.9 - 2/3| = 0.2333``; the debiased one removes the accuracy's sampling
+        variance ``(2/3)(1/3)/5`` from its square, ``sqrt(0.0544 - 0.0444) = 0.1``:
+
+        >>> probs = np.array([[0.9, 0.1]] * 6)
+        >>> labels = np.array([0, 0, 0, 0, 1, 1])
+        >>> for debias in (False, True):
+        ...     ece = expected_calibration_error(probs, labels, n_bins=1, norm="l2",
+        ...                                      from_logits=False, debias=debias)
+        ...     print(debias, round(float(ece), 4))
+        False 0.2333
+        True 0.1
     """
     check_choice("norm", norm, NORMS)
-    diagram = reliability_diagram(
-        logits_or_probs,
+    check_choice("scope", scope, SCOPES)
+    check_bool("debias", debias)
+    if debias and norm != "l2":
+        fail_value(
+            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator); "
+            "their debiasing of other norms resamples at random and is not offered.",
+            "norm",
+            norm,
+        )
+    right = _check_binning(n_bins, bin_edges, binning)
+    xp, scores, labels, axis = prepare_scores(
+        logits_or_probs, labels, axis=axis, from_logits=from_logits
+    )
+    mean_value, mean_target, count, _ = _binned(
+        xp,
+        scores,
         labels,
-        n_bins=n_bins,
-        from_logits=from_logits,
-        bin_edges=bin_edges,
         axis=axis,
+        from_logits=from_logits,
+        n_bins=n_bins,
+        right=right,
+        binning=binning,
+        scope=scope,
     )
-    xp = array_namespace(diagram.count)
-    return metrics_core.calibration_error(
-        xp, diagram.confidence, diagram.accuracy, diagram.count, norm
-    )
+    return metrics_core.calibration_error(xp, mean_value, mean_target, count, norm, debias=debias)
 
 
 def negative_log_likelihood(

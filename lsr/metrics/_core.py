@@ -4,13 +4,15 @@ Pure code against a namespace ``xp``: no framework import, no value-dependent Py
 branch (so it traces under ``jax.jit``), constants on the input's dtype and device. Inputs
 are validated by ``lsr.metrics`` before they get here.
 
-Binning is done with comparisons against the bin edges, one (N, n_bins) boolean
-membership matrix summed over the examples, instead of a scatter-add: every namespace
-has the comparisons and sums, and with n_bins around 15 the matrix is small.
+Binning is done with comparisons against the bin edges, one edge and then one bin at a
+time over an (N, C) array (C = 1 column for the top label, K for classwise calibration),
+instead of a scatter-add: every namespace has the comparisons and sums, the loops are
+over n_bins (around 15, a static number), and memory stays at the inputs' size.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from lsr import _core
@@ -44,61 +46,154 @@ def top_label(
     return confidence, correct
 
 
+def classwise(
+    xp: Namespace, scores: Array, labels: Array, *, axis: int, from_logits: bool
+) -> tuple[Array, Array]:
+    """Every class's probability and the indicator ``[label == k]``, both (N, K).
+
+    The columns are the K one-dimensional problems of marginal (classwise) calibration.
+    A label outside [0, K) makes its row of indicators NaN, as in ``top_label``.
+    """
+    num_classes = scores.shape[axis]
+    probabilities = xp.exp(scores - _core.logsumexp(xp, scores, axis)) if from_logits else scores
+    probabilities = _examples_by_classes(xp, probabilities, axis)
+    labels = xp.reshape(labels, (-1, 1))
+    in_range = (labels >= 0) & (labels < num_classes)
+    index_type = _core.index_dtype(xp, probabilities)
+    safe_labels = xp.astype(xp.where(in_range, labels, 0), index_type)
+    classes = xp.arange(num_classes, dtype=index_type, device=device(probabilities))
+    indicator = xp.astype(safe_labels == xp.expand_dims(classes, axis=0), probabilities.dtype)
+    return probabilities, xp.where(in_range, indicator, xp.nan)
+
+
+def _examples_by_classes(xp: Namespace, scores: Array, axis: int) -> Array:
+    """``scores`` with the class axis last and every other axis flattened: (N, K).
+
+    Only reshapes and ``matrix_transpose``, which every namespace lsr supports.
+    """
+    shape = tuple(scores.shape)
+    num_classes = shape[axis]
+    before = math.prod(shape[:axis])
+    after = math.prod(shape[axis + 1 :])
+    if after == 1:
+        return xp.reshape(scores, (before, num_classes))
+    blocks = xp.matrix_transpose(xp.reshape(scores, (before, num_classes, after)))
+    return xp.reshape(blocks, (before * after, num_classes))
+
+
 def bin_edges(xp: Namespace, n_bins: int, *, dtype: DType, like: Array) -> Array:
     """The n_bins + 1 equal-width edges ``j / n_bins`` in ``dtype`` on ``like``'s device."""
     steps = xp.arange(n_bins + 1, device=device(like))
     return xp.astype(steps, dtype) / n_bins
 
 
-def bin_membership(xp: Namespace, confidence: Array, n_bins: int, *, right: bool) -> Array:
-    """A (N, n_bins) one-hot matrix of each example's bin, in the confidences' dtype.
+def equal_mass_edges(xp: Namespace, values: Array, n_bins: int) -> Array:
+    """(n_bins + 1, C) edges of bins holding equal numbers of each column's values.
+
+    The rule of ``get_equal_bins`` in Kumar et al.'s ``uncertainty-calibration``: the
+    sorted values are split into ``min(n_bins, N)`` parts as ``numpy.array_split`` splits
+    them (the first ``N % parts`` parts one longer), and each interior edge is the midpoint
+    ``(last + next first) / 2`` of two neighbouring parts. The last edge is 1 and the
+    first 0 (their first bin is open below). Where ``n_bins > N`` the edges left over
+    are 1, bins (1, 1] that stay empty; tied values give repeated edges and empty bins,
+    which the package removes (``set``) instead: the occupied bins are the same.
+    The split points depend only on N, so this traces (``jax.jit``) like a sort.
+    """
+    size, columns = values.shape
+    parts = min(n_bins, size)
+    part_size, longer_parts = divmod(size, parts)
+    starts = [part * part_size + min(part, longer_parts) for part in range(1, parts)]
+    place = device(values)
+    pieces = [xp.zeros((1, columns), dtype=values.dtype, device=place)]
+    if starts:
+        ordered = xp.sort(values, axis=0)
+        first = xp.asarray(starts, dtype=_core.index_dtype(xp, values), device=place)
+        last_before = xp.take(ordered, first - 1, axis=0)
+        pieces.append((last_before + xp.take(ordered, first, axis=0)) / 2)
+    pieces.append(xp.full((n_bins - parts + 1, columns), 1.0, dtype=values.dtype, device=place))
+    return xp.concat(pieces, axis=0)
+
+
+def bin_index(xp: Namespace, values: Array, interior: Array, *, right: bool) -> Array:
+    """Each value's bin: the number of ``interior`` edges (rows of (B - 1, C)) it passed.
 
     ``right=True``: bins ``(lo, hi]`` (the first one also takes 0). ``right=False``: bins
-    ``[lo, hi)`` (the last one also takes 1). The bin index is the number of interior
-    edges the confidence has passed, so bins are defined by comparisons with the edges
-    themselves and not by a rounded ``confidence * n_bins``.
+    ``[lo, hi)`` (the last one also takes 1). Bins are defined by comparisons with the
+    edges themselves, not by a rounded ``value * n_bins``. One edge at a time, so memory
+    stays at the size of ``values`` (N, C) for any number of bins and classes.
     """
-    edges = bin_edges(xp, n_bins, dtype=confidence.dtype, like=confidence)
-    interior = xp.expand_dims(edges[1:n_bins], axis=0)
-    column = xp.expand_dims(confidence, axis=1)
-    passed = column > interior if right else column >= interior
-    index = xp.sum(xp.astype(passed, _core.index_dtype(xp, confidence)), axis=1)
-    bins = xp.arange(n_bins, device=device(confidence), dtype=index.dtype)
-    return xp.astype(
-        xp.expand_dims(index, axis=1) == xp.expand_dims(bins, axis=0), confidence.dtype
-    )
+    index = xp.zeros(values.shape, dtype=_core.index_dtype(xp, values), device=device(values))
+    for row in range(interior.shape[0]):
+        edge = interior[row : row + 1, :]
+        passed = values > edge if right else values >= edge
+        index = index + xp.astype(passed, index.dtype)
+    return index
 
 
 def bin_statistics(
-    xp: Namespace, confidence: Array, correct: Array, n_bins: int, *, right: bool
+    xp: Namespace, values: Array, targets: Array, edges: Array, *, right: bool
 ) -> tuple[Array, Array, Array]:
-    """Per-bin mean confidence, accuracy (both 0 in empty bins) and count, each (n_bins,)."""
-    membership = bin_membership(xp, confidence, n_bins, right=right)
-    count = xp.sum(membership, axis=0)
-    confidence_sum = xp.sum(membership * xp.expand_dims(confidence, axis=1), axis=0)
-    correct_sum = xp.sum(membership * xp.expand_dims(correct, axis=1), axis=0)
+    """Per-bin mean value, mean target (both 0 in empty bins) and count, each (B, C).
+
+    ``values`` and ``targets`` are (N, C): C one-dimensional problems (one for the top
+    label, K for classwise calibration); ``edges`` (B + 1, C) or (B + 1, 1) are each
+    column's bin edges. Each bin's sums add its own members only (no differences of
+    cumulative sums, which would cancel).
+    """
+    n_bins = edges.shape[0] - 1
+    index = bin_index(xp, values, edges[1:n_bins, :], right=right)
+    counts, value_sums, target_sums = [], [], []
+    for b in range(n_bins):
+        inside = index == b
+        counts.append(xp.sum(xp.astype(inside, values.dtype), axis=0))
+        value_sums.append(xp.sum(xp.where(inside, values, 0.0), axis=0))
+        target_sums.append(xp.sum(xp.where(inside, targets, 0.0), axis=0))
+    count = xp.stack(counts, axis=0)
     occupied = count > 0
     safe_count = xp.where(occupied, count, 1.0)
-    mean_confidence = xp.where(occupied, confidence_sum / safe_count, 0.0)
-    accuracy = xp.where(occupied, correct_sum / safe_count, 0.0)
-    return mean_confidence, accuracy, count
+    mean_value = xp.where(occupied, xp.stack(value_sums, axis=0) / safe_count, 0.0)
+    mean_target = xp.where(occupied, xp.stack(target_sums, axis=0) / safe_count, 0.0)
+    return mean_value, mean_target, count
 
 
 def calibration_error(
-    xp: Namespace, mean_confidence: Array, accuracy: Array, count: Array, norm: str
+    xp: Namespace,
+    mean_confidence: Array,
+    accuracy: Array,
+    count: Array,
+    norm: str,
+    *,
+    debias: bool = False,
 ) -> Array:
-    """Guo et al.'s binned calibration error from the per-bin statistics (a 0-d array).
+    """The binned calibration error from per-bin statistics (B, C) of C columns (0-d).
 
-    "l1": ``sum_b (n_b / N) |acc_b - conf_b|`` (ECE); "l2": the root of the same sum of
-    squared gaps; "max": ``max_b |acc_b - conf_b|`` over bins (MCE; an empty bin has gap 0).
+    Per column (Guo et al. 2017; Kumar et al. 2019): "l1": ``sum_b (n_b / N) |acc_b -
+    conf_b|`` (ECE); "l2": the same sum of squared gaps; "max": ``max_b |acc_b - conf_b|``
+    (MCE; an empty bin has gap 0). The columns are combined as ``uncertainty-calibration``
+    combines classes: the mean of the l1 errors, the root of the mean of the squared l2
+    errors, and (the limit of that rule) the largest of the max errors; one column is
+    just its error.
+
+    ``debias`` (l2 only): Kumar et al.'s unbiased estimate of each squared error, each
+    bin's ``(acc_b - conf_b)**2 - acc_b (1 - acc_b) / (n_b - 1)`` (0 for bins of fewer
+    than 2 examples), weighted by ``n_b / N``, the column's sum clipped at 0.
     """
     gap = xp.abs(accuracy - mean_confidence)
     if norm == "max":
         return xp.max(gap)
-    proportion = count / xp.sum(count)
+    proportion = count / xp.sum(count, axis=0, keepdims=True)
     if norm == "l1":
-        return xp.sum(proportion * gap)
-    return xp.sqrt(xp.sum(proportion * gap * gap))
+        return xp.mean(xp.sum(proportion * gap, axis=0))
+    squared = gap * gap
+    if debias:
+        enough = count >= 2
+        variance = accuracy * (1.0 - accuracy) / xp.where(enough, count - 1.0, 1.0)
+        squared = xp.where(enough, squared - variance, 0.0)
+    per_column = xp.sum(proportion * squared, axis=0)
+    if debias:
+        # Clipped as the package clips; a NaN (a bad label under tracing) stays NaN.
+        per_column = xp.where(per_column < 0.0, 0.0, per_column)
+    return xp.sqrt(xp.mean(per_column))
 
 
 def target_logits(xp: Namespace, logits: Array, labels: Array, axis: int) -> Array:
