@@ -53,12 +53,16 @@ def logits_block(
     ids or (B, K) targets, ``where`` (B,) or None.
     """
     logits = xp.matmul(hidden, projection)
-    if bias is not None:
+    # A namespace that writes arrays in place (the PyTorch adapter's) adds the bias to
+    # the block's logits and turns them into their gradient there: one block-sized
+    # array instead of three.
+    subtract_into = getattr(xp, "subtract_into", None)
+    in_place = subtract_into is not None
+    if bias is not None and subtract_into is not None:
+        logits = subtract_into(logits, logits, -bias)
+    elif bias is not None:
         logits = logits + bias
     logits = _cast(xp, logits, _core.compute_dtype(xp, logits.dtype))
-    # A namespace that writes arrays in place (the PyTorch adapter's) turns the block's
-    # own logits into their gradient: one block-sized array instead of two.
-    in_place = getattr(xp, "subtract_into", None) is not None
     loss, _, grad = _core.loss_and_grad(
         logits,
         labels,
@@ -117,24 +121,6 @@ def block_step(
     return (grad_projection, grad_bias), loss, d_hidden
 
 
-def python_scan(xp: Namespace) -> Any:
-    """``jax.lax.scan``'s contract as a Python loop, for eager namespaces (block after
-    block: nothing can schedule them side by side)."""
-
-    def scan(body, init, xs):
-        blocks = next(v for v in xs.values() if v is not None).shape[0]
-        carry, losses, rows = init, [], []
-        for i in range(blocks):
-            carry, (loss, d_hidden) = body(
-                carry, {name: None if v is None else v[i, ...] for name, v in xs.items()}
-            )
-            losses.append(loss)
-            rows.append(d_hidden)
-        return carry, (xp.stack(losses), None if rows[0] is None else xp.stack(rows))
-
-    return scan
-
-
 def linear_smooth_ce(
     hidden: Array,
     projection: Array,
@@ -148,20 +134,108 @@ def linear_smooth_ce(
     cotangent: Array | None = None,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
     """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``,
-    block after block in a Python loop (``scanned_linear_smooth_ce`` with
-    ``python_scan``); see there for the arguments."""
-    return scanned_linear_smooth_ce(
-        hidden,
-        projection,
-        bias,
-        labels,
-        xp=xp,
-        spec=spec,
-        chunk_size=chunk_size,
-        with_grad=with_grad,
-        scan=python_scan(xp),
-        cotangent=cotangent,
-    )
+    for eager namespaces: a Python loop over blocks of the *kept* rows only (see
+    ``scanned_linear_smooth_ce`` for the arguments).
+
+    Rows left out (``ignore_index``, ``where``) are never projected: their loss and
+    gradient are 0 by definition, so the work scales with the kept rows (a padding-heavy
+    batch costs what its tokens cost). The kept rows are read once (``nonzero``: on an
+    accelerator, one synchronisation per call). Each block's rows are sliced (all kept)
+    or gathered (``take``). With the ``set_rows`` extension (PyTorch's namespace) each
+    block's ``d hidden`` is written into the (N, d) result in place, so peak memory is
+    the gradients plus one block and O(N) vectors; without it the blocks are
+    concatenated at the end (and put back at their rows with one ``take``): one more
+    (N, d) array.
+    """
+    num_rows, width = hidden.shape
+    num_classes = projection.shape[1]
+    dtype = _core.compute_dtype(xp, hidden.dtype)
+    like = xp.zeros((0, num_classes), dtype=dtype, device=device(hidden))
+    scale, denominator, _ = _core.reduction_scale(labels, spec, xp=xp, like=like)
+    if cotangent is not None:
+        scale = cotangent
+    per_row_scale = not isinstance(scale, float) and scale.ndim > 0
+    keep = _core.kept_positions(labels, spec, xp=xp)
+    if keep is not None and bool(xp.all(keep)):
+        keep = None
+    kept = None if keep is None else xp.nonzero(keep)[0]
+    count = num_rows if kept is None else kept.shape[0]
+    rows = block_rows(count, num_classes, chunk_size)
+    set_rows = getattr(xp, "set_rows", None)
+    carry = zero_grads(xp, projection, bias) if with_grad else None
+    d_hidden = None
+    if with_grad and set_rows is not None:
+        d_hidden = xp.zeros((num_rows, width), dtype=hidden.dtype, device=device(hidden))
+    losses, gathered = [], []
+    for start in range(0, count, rows):
+        stop = min(start + rows, count)
+        if kept is None:
+            select = slice(start, stop)
+            block = {"hidden": hidden[select, ...], "labels": labels[select, ...]}
+            if per_row_scale:
+                block["scale"] = scale[select]
+        else:
+            select = kept[start:stop]
+            block = {
+                "hidden": xp.take(hidden, select, axis=0),
+                "labels": xp.take(labels, select, axis=0),
+            }
+            if per_row_scale:
+                block["scale"] = xp.take(scale, select, axis=0)
+        row_scale = block["scale"] if per_row_scale else scale
+        if carry is None:
+            loss, _ = logits_block(
+                block["hidden"],
+                projection,
+                bias,
+                block["labels"],
+                None,
+                row_scale,
+                xp=xp,
+                spec=spec,
+                with_grad=False,
+            )
+        else:
+            carry, loss, rows_grad = block_step(
+                carry,
+                block["hidden"],
+                block["labels"],
+                None,
+                row_scale,
+                xp=xp,
+                projection=projection,
+                bias=bias,
+                spec=spec,
+            )
+            if set_rows is None:
+                gathered.append(rows_grad)
+            elif kept is None:
+                index = xp.arange(start, stop, dtype=xp.int64, device=device(hidden))
+                d_hidden = set_rows(d_hidden, index, rows_grad)
+            else:
+                d_hidden = set_rows(d_hidden, select, rows_grad)
+        losses.append(loss)
+    per_row = xp.concat(losses) if losses else xp.zeros((0,), dtype=dtype, device=device(hidden))
+    if spec.reduction == "none" and kept is not None:
+        per_row = _put_back(xp, per_row, keep, count)
+    loss = _core.reduce(xp, per_row, denominator, spec.reduction)
+    if carry is None:
+        return loss, None
+    if d_hidden is None:
+        zeros = xp.zeros((0, width), dtype=hidden.dtype, device=device(hidden))
+        d_hidden = xp.concat([zeros, *gathered])
+        if kept is not None:
+            d_hidden = _put_back(xp, d_hidden, keep, count)
+    return loss, (d_hidden, *carry)
+
+
+def _put_back(xp: Namespace, kept_rows: Array, keep: Array, count: int) -> Array:
+    """The rows of the kept positions (in order) back at their positions, 0 elsewhere:
+    one ``take`` from the kept rows and a zero row."""
+    zero = xp.zeros((1, *kept_rows.shape[1:]), dtype=kept_rows.dtype, device=device(kept_rows))
+    source = xp.concat([kept_rows, zero])
+    rank = xp.cumulative_sum(xp.astype(keep, xp.int64)) - 1
+    return xp.take(source, xp.where(keep, rank, count), axis=0)
 
 
 def scanned_linear_smooth_ce(
@@ -187,7 +261,8 @@ def scanned_linear_smooth_ce(
     (carry, (loss rows, d hidden rows or None))``; ``init`` is None without gradients.
     Unrolled into one program, XLA schedules the blocks' logits side by side (measured:
     as much memory as the plain loss); a loop runs one block at a time. Rows are padded
-    to whole blocks and the padding masked out through ``where``.
+    to whole blocks and the padding masked out through ``where``. (The eager
+    ``linear_smooth_ce`` loops over the kept rows instead.)
     """
     num_rows, num_classes = hidden.shape[0], projection.shape[1]
     dtype = _core.compute_dtype(xp, hidden.dtype)

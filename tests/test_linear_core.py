@@ -196,3 +196,70 @@ def test_linear_rows_are_flattened_after_checking_the_shapes_as_given(backend):
             where=backend.asarray(np.ones(6, dtype=bool)),
             **options,
         )
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("kept", ["some", "none"])
+def test_rows_left_out_by_where_or_ignore_index(backend, dense, reduction, kept):
+    """Left-out rows (``where``, and ``ignore_index`` for ids) are skipped before the
+    projection: their loss and hidden-state gradient are 0 and the rest is unchanged;
+    with every row left out the mean is 0 and every gradient 0."""
+    hidden, projection, bias, labels = _case(dense, seed=3)
+    where = np.array([True, False, True, True, False, False, True])
+    if kept == "none":
+        where[:] = False
+    options = dict(
+        smoothing=0.1,
+        prior="uniform",
+        axis=-1,
+        ignore_index=None if dense else -1,
+        weight=None,
+        reduction=reduction,
+        z_loss=0.0,
+    )
+    cotangent = np.linspace(0.5, 2.0, N) if reduction == "none" else np.array(1.0)
+
+    def reference_loss(h, p, b):
+        logits = h @ p + b
+        per_row = reference.smooth_ce(logits, labels, **{**options, "reduction": "none"})
+        kept_rows = where & (True if dense else labels != -1)
+        per_row = np.where(kept_rows, per_row, 0.0)
+        if reduction == "mean":
+            count = np.sum(kept_rows)
+            return np.sum(per_row) / count if count else 0.0
+        return np.sum(per_row * cotangent) if reduction == "none" else np.sum(per_row)
+
+    arrays = [backend.asarray(a) for a in (hidden, projection, bias)]
+    xp, _, y, spec, _ = prepare_linear_smooth_ce(
+        *arrays[:2],
+        backend.asarray(labels),
+        bias=arrays[2],
+        where=backend.asarray(where),
+        kl=False,
+        chunk_size=2,
+        **{name: value for name, value in options.items() if name != "axis"},
+    )
+    loss, grads = _linear.linear_smooth_ce(
+        *arrays,
+        y,
+        xp=xp,
+        spec=spec,
+        chunk_size=2,
+        with_grad=True,
+        cotangent=backend.asarray(cotangent) if reduction == "none" else None,
+    )
+    expected = reference_loss(hidden, projection, bias)
+    if reduction == "none":
+        assert_close(float(np.sum(backend.to_numpy(loss) * cotangent)), expected, "float64")
+        assert np.all(backend.to_numpy(loss)[~where] == 0.0)
+    else:
+        assert_close(backend.to_numpy(loss), expected, "float64")
+    wanted = [
+        reference.numerical_gradient(lambda h: reference_loss(h, projection, bias), hidden),
+        reference.numerical_gradient(lambda p: reference_loss(hidden, p, bias), projection),
+        reference.numerical_gradient(lambda b: reference_loss(hidden, projection, b), bias),
+    ]
+    for actual, want in zip(grads, wanted, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(actual), want, rtol=1e-6, atol=1e-7)
+    assert np.all(backend.to_numpy(grads[0])[~where] == 0.0)

@@ -139,6 +139,17 @@ def _check_add_matmul(f, asarray, to_numpy, rng, dtype):
     return problems + _differs("out afterwards", to_numpy(out), out0 + x1 @ x2, dtype)
 
 
+def _check_set_rows(f, asarray, to_numpy, rng, dtype):
+    out0, values = rng.normal(size=(6, 3)), rng.normal(size=(3, 3))
+    indices = np.array([4, 0, 2])
+    expected = out0.copy()
+    expected[indices] = values
+    out = asarray(out0.astype(dtype))
+    result = f(out, asarray(indices), asarray(values.astype(dtype)))
+    problems = [] if result is out else ["returned a new array instead of out"]
+    return problems + _differs("out afterwards", to_numpy(out), expected, dtype)
+
+
 def _check_sigmoid(f, asarray, to_numpy, rng, dtype):
     x = np.concatenate([rng.normal(size=20) * 3.0, [-800.0, -40.0, 40.0, 800.0, -np.inf, np.inf]])
     with np.errstate(over="ignore"):
@@ -153,6 +164,7 @@ CHECKS = {
     "subtract_into": _check_subtract_into,
     "add_along_axis": _check_add_along_axis,
     "add_matmul": _check_add_matmul,
+    "set_rows": _check_set_rows,
     "sigmoid": _check_sigmoid,
 }
 
@@ -318,6 +330,11 @@ class _NumPyExtensions:
         return out
 
     @staticmethod
+    def set_rows(out, indices, values):
+        out[indices, ...] = values
+        return out
+
+    @staticmethod
     def sigmoid(x):
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-x))
@@ -357,6 +374,11 @@ class _BrokenExtensions(_NumPyExtensions):
     @staticmethod
     def add_matmul(out, x1, x2):
         return out + x1 @ x2  # not in place
+
+    @staticmethod
+    def set_rows(out, indices, values):
+        out[np.sort(indices), ...] = values  # the rows in sorted order, not as given
+        return out
 
     @staticmethod
     def sigmoid(x):

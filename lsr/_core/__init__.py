@@ -52,7 +52,7 @@ from lsr._core._loss import (
 )
 from lsr._core._ops import EXTENSIONS, compute_dtype, index_dtype, logsumexp
 from lsr._core._spec import ARRAY_FIELDS, Spec
-from lsr._core._targets import smooth_dense_targets
+from lsr._core._targets import kept_positions, smooth_dense_targets
 
 __all__ = [
     "ARRAY_FIELDS",
@@ -67,6 +67,7 @@ __all__ = [
     "denominator_parts",
     "estimate_prior",
     "index_dtype",
+    "kept_positions",
     "logsumexp",
     "loss_and_grad",
     "nan_where_out_of_range",

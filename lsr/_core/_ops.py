@@ -21,6 +21,7 @@ EXTENSIONS = {
     "subtract_into": "subtract_into(out, x1, x2) -> out, with out[...] = x1 - x2",
     "add_along_axis": "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add",
     "add_matmul": "add_matmul(out, x1, x2) -> out, with out += x1 @ x2 (fused linear loss)",
+    "set_rows": "set_rows(out, indices, values) -> out, with out[indices, ...] = values",
     "sigmoid": "sigmoid(x) -> 1 / (1 + exp(-x)), one fused op",
 }
 

@@ -62,6 +62,17 @@ def smooth_dense_targets(targets: Array, spec: Spec, *, xp: Namespace) -> Array:
     return (1.0 - eps) * targets + eps * _ops.along_axis(xp, spec.prior, targets.ndim, axis)
 
 
+def kept_positions(labels: Array, spec: Spec, *, xp: Namespace) -> Array | None:
+    """The positions that count (boolean, the positions' shape): not ``ignore_index``
+    (class ids) and inside ``where``; None when nothing is left out by the options."""
+    keep = None
+    if not spec.dense and spec.ignore_index is not None:
+        keep = labels != spec.ignore_index
+    if spec.where is not None:
+        keep = spec.where if keep is None else keep & spec.where
+    return keep
+
+
 class Positions:
     """Which positions count, and their class ids made safe to index with.
 
@@ -84,9 +95,7 @@ class Positions:
             self.safe_labels = None
             self.valid = spec.where
             return
-        keep = None if spec.ignore_index is None else labels != spec.ignore_index
-        if spec.where is not None:
-            keep = spec.where if keep is None else keep & spec.where
+        keep = kept_positions(labels, spec, xp=xp)
         dtype = _ops.index_dtype(xp, like)
         if spec.checked:
             if keep is not None and bool(xp.all(keep)):

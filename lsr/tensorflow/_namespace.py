@@ -35,6 +35,7 @@ FUNCTIONS = (
     "astype",
     "broadcast_to",
     "concat",
+    "cumulative_sum",
     "exp",
     "expand_dims",
     "finfo",
@@ -53,6 +54,7 @@ FUNCTIONS = (
     "maximum",
     "mean",
     "min",
+    "nonzero",
     "ones_like",
     "reshape",
     "result_type",
@@ -296,6 +298,17 @@ class TensorFlowNamespace:
             tf.transpose(x, order), tf.transpose(indices, order), batch_dims=ndim - 1
         )
         return tf.transpose(gathered, inverse)
+
+    def nonzero(self, x: Any, /) -> tuple[Any, ...]:
+        found = tf.where(x)  # (count, rank) int64
+        return tuple(found[:, i] for i in range(x.shape.rank))
+
+    def cumulative_sum(self, x: Any, /, *, axis: int | None = None) -> Any:
+        if axis is None:
+            if x.shape.rank != 1:
+                raise ValueError("cumulative_sum needs `axis` for arrays of rank other than 1.")
+            axis = 0
+        return tf.cumsum(x, axis=axis)
 
     def sort(self, x: Any, /, *, axis: int = -1) -> Any:
         return tf.sort(x, axis=axis)

@@ -76,6 +76,10 @@ def _take_along_axis(x: torch.Tensor, indices: torch.Tensor, /, *, axis: int) ->
     return torch.gather(x, axis, indices)
 
 
+def _set_rows(out: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    return out.index_copy_(0, indices, values)
+
+
 def _add_along_axis(
     x: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, /, *, axis: int
 ) -> torch.Tensor:
@@ -97,6 +101,7 @@ xp = types.SimpleNamespace(
         "inplace_exp": _inplace_exp,
         "subtract_into": _subtract_into,
         "add_matmul": _add_matmul,
+        "set_rows": _set_rows,
         "sigmoid": torch.sigmoid,
     }
 )

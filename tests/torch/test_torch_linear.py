@@ -172,3 +172,64 @@ def test_peak_memory_stays_flat_as_rows_grow():
     plain_growth = peaks[1024][1] - peaks[256][1]
     assert fused_growth <= 2 * (1024 - 256) * width * 4 + 4096
     assert plain_growth >= 2 * logits_growth  # The check can fail: the plain path grows.
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kept", [1.0, 0.3])
+def test_peak_memory_is_at_the_floor(reduction, dtype, kept):
+    """Forward and backward hold, beyond the inputs, the gradients of the hidden states,
+    the projection and the bias, one block's logits (in the compute dtype, float32, and
+    for half precision also their matmul result) and one block of rows: nothing that
+    grows with N x C. Rows are not a multiple of the block, some are ignored."""
+    rows, width, num_classes, chunk = 1003, 64, 4000, 128
+    hidden, weight, bias, target = _inputs((rows, width), num_classes, dtype, seed=2)
+    generator = torch.Generator().manual_seed(3)
+    target[torch.rand(rows, generator=generator) > kept] = -100
+
+    def step():
+        leaves = [t.detach().requires_grad_() for t in (hidden, weight, bias)]
+        loss = lt.linear_smooth_ce(
+            leaves[0], leaves[1], target, bias=leaves[2], chunk_size=chunk, reduction=reduction
+        )
+        torch.autograd.grad(loss.sum(), leaves)
+
+    size = dtype.itemsize
+    gradients = (rows * width + num_classes * width + num_classes) * size
+    block_logits = chunk * num_classes * (4 + (size if size < 4 else 0))
+    block_rows = 2 * chunk * width * size  # gathered rows and their gradient
+    vectors = 16 * rows * 8  # per-row losses, scales, indices, masks (int64 at most)
+    peak = peak_allocated_bytes(step)
+    assert peak <= gradients + block_logits + block_rows + vectors
+    # The check can fail: one more block of logits is over the bound.
+    assert gradients + block_logits + chunk * num_classes * 4 > gradients + block_rows + vectors
+
+
+def test_only_kept_rows_are_projected():
+    """Ignored rows are skipped before the projection: the matrix products' work is in
+    proportion to the kept rows (counted by PyTorch's FLOP counter)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows, width, num_classes = 200, 16, 300
+    hidden, weight, bias, target = _inputs((rows, width), num_classes, torch.float32, seed=4)
+    target = target.clamp(min=0)
+    flops = {}
+    for kept_every in (1, 4):
+        labels = target.clone()
+        labels[torch.arange(rows) % kept_every != 0] = -100
+        leaves = [t.detach().requires_grad_() for t in (hidden, weight, bias)]
+        with FlopCounterMode(display=False) as counter:
+            loss = lt.linear_smooth_ce(leaves[0], leaves[1], labels, bias=leaves[2], chunk_size=32)
+            loss.backward()
+        flops[kept_every] = counter.get_total_flops()
+    assert flops[1] > 0 and flops[4] * 4 == flops[1]
+
+
+def test_every_row_ignored_gives_zero_and_zero_gradients():
+    hidden, weight, bias, target = _inputs((9, 6), 7, torch.float64)
+    target[:] = -100
+    leaves = [t.detach().requires_grad_() for t in (hidden, weight, bias)]
+    loss = lt.linear_smooth_ce(leaves[0], leaves[1], target, bias=leaves[2], chunk_size=4)
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.count_nonzero(leaf.grad) == 0 for leaf in leaves)
