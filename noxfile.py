@@ -76,8 +76,8 @@ def _install(session: nox.Session, requirements: str, *extra: str) -> None:
 
 
 # What "tests(all)" runs: what no single environment can. The comparisons across
-# frameworks in one process, the tests of the tutorial's and the figures' extras
-# (scikit-learn, tqdm, matplotlib: backends/all.txt only), and the checks whose subject is
+# frameworks in one process, the tests of the tutorial's and the figures' extras (tqdm,
+# matplotlib: backends/all.txt only), and the checks whose subject is
 # a process where every framework is installed (lsr and each adapter import only what
 # they need). Every other test runs in the session of its own environment, on each of its
 # backends; running it again here would only repeat it.
