@@ -178,12 +178,57 @@ class LinearCase:
 
 
 def linear_cases(size: str) -> list[LinearCase]:
-    """Growing N at fixed d and K: the fused path's memory should stay flat."""
+    """Growing N at fixed d and K (the fused path's memory should stay flat), then the
+    heads of large language models scaled to this machine: a 32k vocabulary up to 32,768
+    rows, and Llama 3's 128,256 classes (its d = 4096 scaled down to 512)."""
     if size == "smoke":
         return [LinearCase(128, 16, 1000, 32)]
     if size == "quick":
-        return [LinearCase(rows, 64, 8000, 128) for rows in (256, 512, 1024)]
-    return [LinearCase(rows, 128, 32000, 256) for rows in (1024, 2048, 4096, 8192)]
+        return [LinearCase(rows, 64, 8000, 128) for rows in (256, 512, 1024)] + [
+            LinearCase(1024, 128, 32000)
+        ]
+    return [LinearCase(rows, 128, 32000, 256) for rows in (1024, 2048, 4096, 8192)] + [
+        LinearCase(8192, 512, 32000),
+        LinearCase(32768, 512, 32000),
+        LinearCase(2048, 512, 128256),
+    ]
+
+
+#: The methods of the linear + loss part, per backend: lsr's fused loss, then its rivals.
+#: "plain": the logits made whole, then the framework's own smoothed loss; "native_fused"
+#: (PyTorch): ``F.linear_cross_entropy`` without smoothing (its chunked path, the bar lsr
+#: smoothing must clear) and "native_fused_smoothing" with ``label_smoothing=0.1`` (it
+#: then makes the whole logits).
+LINEAR_METHODS = {
+    "torch": ("lsr", "plain", "native_fused", "native_fused_smoothing"),
+    "jax": ("lsr", "plain"),
+    "tensorflow": ("lsr", "plain"),
+}
+
+#: The rivals that make the whole N x K logits (a few times their size at the peak) are
+#: left out where the logits alone would exceed this: they would not fit this machine.
+WHOLE_LOGITS_LIMIT_BYTES = 2 << 30
+WHOLE_LOGITS_METHODS = ("plain", "native_fused_smoothing")
+
+
+def linear_methods(backend: str, case: LinearCase) -> tuple[str, ...]:
+    """The methods measured for ``case`` on ``backend``."""
+    whole = case.rows * case.classes * 4 > WHOLE_LOGITS_LIMIT_BYTES
+    return tuple(
+        method
+        for method in LINEAR_METHODS.get(backend, ("lsr", "plain"))
+        if not (whole and method in WHOLE_LOGITS_METHODS)
+    )
+
+
+def linear_floor_bytes(case: LinearCase) -> int:
+    """The least a fused loss can hold above its inputs (float32): the gradients of the
+    hidden states and the projection (the benchmark has no bias) and one block of
+    lsr's logits (``lsr._linear.block_rows`` rows)."""
+    from lsr._linear import block_rows
+
+    rows = block_rows(case.rows, case.classes, case.chunk_size)
+    return 4 * (case.rows * case.width + case.width * case.classes + rows * case.classes)
 
 
 @dataclasses.dataclass(frozen=True)

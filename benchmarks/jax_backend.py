@@ -212,14 +212,14 @@ def check_agreement(case: Case) -> dict[str, Any]:
     }
 
 
-def linear_step(case: LinearCase, fused: bool):
+def linear_step(case: LinearCase, method: str):
     """Forward and backward of the output layer + loss, gradients for hidden and kernel."""
     keys = jax.random.split(jax.random.key(0), 3)
     hidden = jax.random.normal(keys[0], (case.rows, case.width))
     kernel = 0.05 * jax.random.normal(keys[1], (case.width, case.classes))
     labels = jax.random.randint(keys[2], (case.rows,), 0, case.classes)
 
-    if fused:
+    if method == "lsr":
 
         def loss(h, k):
             return lsr_jax.linear_smooth_ce(

@@ -159,21 +159,22 @@ def _all_rows(results: dict[str, Any]) -> list[str]:
 
 def _linear(results: dict[str, Any]) -> list[str]:
     lines = [
-        "| backend | N | d | K | method | peak RSS MiB | allocator peak MiB | N x K logits MiB "
-        "| seconds per step |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|",
+        "| backend | N | d | K | method | peak RSS MiB | allocator peak MiB | floor MiB "
+        "| N x K logits MiB | seconds per step |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for name, backend in results["backends"].items():
         for row in backend.get("linear", []):
             case = row["case"]
             logits = case["rows"] * case["classes"] * 4
             if "error" in row:
-                lines.append(f"| {name} | {case['rows']} | | | failed: {row['error']} | | | | |")
+                lines.append(f"| {name} | {case['rows']} | | | failed: {row['error']} | | | | | |")
                 continue
             lines.append(
                 f"| {name} | {case['rows']} | {case['width']} | {case['classes']} "
                 f"| {row['method']} | {_mib(row.get('rss_steady_bytes'))} "
-                f"| {_mib(row.get('allocator_peak_bytes'))} | {_mib(logits)} "
+                f"| {_mib(row.get('allocator_peak_bytes'))} | {_mib(row.get('floor_bytes'))} "
+                f"| {_mib(logits)} "
                 f"| {row['median_s']:.3g} |"
             )
     return lines

@@ -15,7 +15,8 @@ loss; "forward+backward": the loss and its gradient with respect to the logits) 
 and of the framework's own losses, round-robin in the same process; then, for the
 forward+backward mode, a fresh process per case and loss measures the peak resident set
 above the inputs (``benchmarks.common.measure_rss_peaks``); then a fresh process per size
-measures the fused linear + loss against the plain path as N grows. The machine's memory
+measures the fused linear + loss against its rivals (the plain path, and PyTorch's
+own ``F.linear_cross_entropy``) as N grows. The machine's memory
 bandwidth is measured first, and every time is also reported as a multiple of the
 bandwidth bound (reading the logits, and a multi-label case's targets, once, and writing
 the gradient once). The run never asserts on timings; it reports them. A run of every
@@ -58,6 +59,8 @@ from benchmarks.common import (
     LinearCase,
     cases,
     linear_cases,
+    linear_floor_bytes,
+    linear_methods,
     machine_info,
     measure_bandwidth,
     measure_rss_peaks,
@@ -241,13 +244,14 @@ def _memory_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _linear_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    """Peak resident set and time of the fused linear + loss (or the plain path)."""
+    """Peak resident set and time of one method of the linear + loss part (lsr's fused
+    loss or a rival: ``common.LINEAR_METHODS``)."""
     module = importlib.import_module(f"benchmarks.{name}_backend")
     case = LinearCase(**spec["case"])
     tiny = LinearCase(8, case.width, 64, 4)
-    _, tiny_step = module.linear_step(tiny, spec["fused"])
+    _, tiny_step = module.linear_step(tiny, spec["method_key"])
     module.sync(tiny_step())
-    method, step = module.linear_step(case, spec["fused"])
+    method, step = module.linear_step(case, spec["method_key"])
     module.sync(step.args if hasattr(step, "args") else ())
     result = {"method": method, **measure_rss_peaks(step, module.sync)}
     exact_peak = getattr(module, "exact_peak_bytes", None)
@@ -389,9 +393,16 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
     # The fused linear + loss is a softmax loss (linear_smooth_ce).
     linear = "linear" in parts and "softmax" in _losses(args.loss)
     for case in linear_cases(args.size) if linear else []:
-        for fused in (True, False):
-            measured = _run_child(name, "linear", args, case=case.to_json(), fused=fused)
-            result["linear"].append({"case": case.to_json(), "fused": fused, **measured})
+        for key in linear_methods(name, case):
+            measured = _run_child(name, "linear", args, case=case.to_json(), method_key=key)
+            result["linear"].append(
+                {
+                    "case": case.to_json(),
+                    "method_key": key,
+                    "floor_bytes": linear_floor_bytes(case),
+                    **measured,
+                }
+            )
         print(f"  {name:10s} linear + loss, {case.name}", flush=True)
     result["elapsed_s"] = time.perf_counter() - start
     result["load_average_at_end"] = list(os.getloadavg())
@@ -460,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{name}: {row.get('method', 'linear')} {row['case']}"
         for name, result in results["backends"].items()
         for row in result.get("linear", [])
-        if "error" in row
+        if "error" in row and row["method_key"] == "lsr"
     ]
     if failed:
         print(f"failed: {failed}", file=sys.stderr)

@@ -151,25 +151,46 @@ def _peak(row: dict[str, Any]) -> str:
     return _mib(row.get("rss_steady_bytes")) + ("" if exact is None else f" ({_mib(exact)})")
 
 
+def linear_method_key(row: dict[str, Any]) -> str:
+    """A linear row's method (``common.LINEAR_METHODS``); files written before the rivals
+    were added mark lsr's rows ``fused`` and the plain path's not."""
+    return row.get("method_key") or ("lsr" if row.get("fused") else "plain")
+
+
 def linear_table(results: dict[str, Any]) -> str:
+    """One line per backend, case and method: peak and time, and lsr's time and peak
+    as ratios of each rival's; the floor is what a fused loss cannot go below."""
     lines = [
-        "| backend | N (d, K) | fused: peak MiB (allocator) | fused: s "
-        "| plain: peak MiB (allocator) | plain: s |",
-        "|---|---|---:|---:|---:|---:|",
+        "| backend | N (d, K) | method | peak MiB (allocator) | floor MiB | s "
+        "| lsr s ÷ this | lsr allocator peak ÷ this |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for backend, result in results["backends"].items():
-        by_rows: dict[int, dict[bool, Any]] = {}
+        by_case: dict[tuple[int, int, int], dict[str, Any]] = {}
         for row in result.get("linear", []):
-            by_rows.setdefault(row["case"]["rows"], {})[row["fused"]] = (row, row["case"])
-        for rows, pair in sorted(by_rows.items()):
-            fused, case = pair.get(True, ({}, None))
-            plain, _ = pair.get(False, ({}, None))
-            lines.append(
-                f"| {backend} | {rows} ({case['width']}, {case['classes']}) "
-                f"| {_peak(fused)} | {_fmt(fused.get('median_s'))} "
-                f"| {_peak(plain)} | {_fmt(plain.get('median_s'))} |"
-            )
+            case = row["case"]
+            key = (case["rows"], case["width"], case["classes"])
+            by_case.setdefault(key, {})[linear_method_key(row)] = row
+        for (rows, width, classes), methods in sorted(by_case.items()):
+            ours = methods.get("lsr", {})
+            for key, row in methods.items():
+                peak_ratio = _ratio(
+                    ours.get("allocator_peak_bytes"), row.get("allocator_peak_bytes")
+                )
+                lines.append(
+                    f"| {backend} | {rows} ({width}, {classes}) | {row.get('method', key)} "
+                    f"| {_peak(row)} | {_mib(row.get('floor_bytes'))} "
+                    f"| {_fmt(row.get('median_s'))} "
+                    f"| {_ratio(ours.get('median_s'), row.get('median_s'))} "
+                    f"| {peak_ratio} |"
+                )
     return "\n".join(lines)
+
+
+def _ratio(ours: Any, theirs: Any) -> str:
+    if not ours or not theirs:
+        return ""
+    return f"{ours / theirs:.2f}"
 
 
 def _key(row: dict[str, Any]) -> tuple[str, str, str, str]:

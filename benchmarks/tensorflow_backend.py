@@ -239,7 +239,7 @@ def check_agreement(case: Case) -> dict[str, Any]:
     }
 
 
-def linear_step(case: LinearCase, fused: bool):
+def linear_step(case: LinearCase, method: str):
     """Forward and backward of the output layer + loss under XLA, gradients for hidden
     and kernel."""
     generator = tf.random.Generator.from_seed(0)
@@ -252,11 +252,13 @@ def linear_step(case: LinearCase, fused: bool):
     def run(h, k, y):
         with tf.GradientTape() as tape:
             tape.watch([h, k])
-            if fused:
+            if method == "lsr":
                 loss = lsr_tf.linear_smooth_ce(h, k, y, chunk_size=case.chunk_size)
             else:
                 loss = keras_loss(h @ k, y)
         return tape.gradient(loss, [h, k])
 
-    name = "lsr.tensorflow.linear_smooth_ce (xla)" if fused else "keras loss of h @ k (xla)"
+    name = "keras loss of h @ k (xla)"
+    if method == "lsr":
+        name = "lsr.tensorflow.linear_smooth_ce (xla)"
     return name, functools.partial(run, hidden, kernel, labels)

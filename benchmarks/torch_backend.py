@@ -198,21 +198,40 @@ def check_agreement(case: Case) -> dict[str, Any]:
     }
 
 
-def linear_step(case: LinearCase, fused: bool):
-    """Forward and backward of the output layer + loss, gradients for hidden and weight."""
+def linear_step(case: LinearCase, method: str):
+    """Forward and backward of the output layer + loss, gradients for hidden and weight.
+
+    ``method``: one of ``common.LINEAR_METHODS["torch"]``."""
     generator = torch.Generator().manual_seed(0)
     hidden = torch.randn(case.rows, case.width, generator=generator).requires_grad_()
     weight = (0.05 * torch.randn(case.classes, case.width, generator=generator)).requires_grad_()
     labels = torch.randint(0, case.classes, (case.rows,), generator=generator)
+    losses = {
+        "lsr": (
+            "lsr.torch.linear_smooth_ce",
+            lambda: lsr_torch.linear_smooth_ce(
+                hidden, weight, labels, smoothing=0.1, chunk_size=case.chunk_size
+            ),
+        ),
+        "plain": (
+            "F.cross_entropy(F.linear(...))",
+            lambda: F.cross_entropy(F.linear(hidden, weight), labels, label_smoothing=0.1),
+        ),
+        "native_fused": (
+            "F.linear_cross_entropy (no smoothing)",
+            lambda: F.linear_cross_entropy(hidden, weight, labels),
+        ),
+        "native_fused_smoothing": (
+            "F.linear_cross_entropy(label_smoothing=0.1)",
+            lambda: F.linear_cross_entropy(hidden, weight, labels, label_smoothing=0.1),
+        ),
+    }
+    name, loss = losses[method]
 
     def run():
-        if fused:
-            loss = lsr_torch.linear_smooth_ce(
-                hidden, weight, labels, smoothing=0.1, chunk_size=case.chunk_size
-            )
-        else:
-            loss = F.cross_entropy(F.linear(hidden, weight), labels, label_smoothing=0.1)
-        return torch.autograd.grad(loss, (hidden, weight))
+        with warnings.catch_warnings():
+            # F.linear_cross_entropy warns that smoothing makes it build the whole logits.
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.autograd.grad(loss(), (hidden, weight))
 
-    name = "lsr.torch.linear_smooth_ce" if fused else "F.cross_entropy(F.linear(...))"
     return name, run
