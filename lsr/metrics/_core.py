@@ -122,7 +122,8 @@ def bin_index(xp: Namespace, values: Array, interior: Array, *, right: bool) -> 
     edges themselves, not by a rounded ``value * n_bins``. One edge at a time, so memory
     stays at the size of ``values`` (N, C) for any number of bins and classes.
     """
-    index = xp.zeros(values.shape, dtype=_core.index_dtype(xp, values), device=device(values))
+    # zeros_like, not zeros(values.shape): a traced TensorFlow batch may have no static size.
+    index = xp.zeros_like(values, dtype=_core.index_dtype(xp, values))
     for row in range(interior.shape[0]):
         edge = interior[row : row + 1, :]
         passed = values > edge if right else values >= edge
@@ -130,29 +131,63 @@ def bin_index(xp: Namespace, values: Array, interior: Array, *, right: bool) -> 
     return index
 
 
+def bin_sums(
+    xp: Namespace,
+    values: Array,
+    targets: Array,
+    edges: Array,
+    *,
+    right: bool,
+    dtype: DType | None = None,
+) -> tuple[Array, Array, Array]:
+    """Per-bin count, sum of values and sum of targets, each (B, C), in ``dtype``.
+
+    ``values`` and ``targets`` are (N, C): C one-dimensional problems (one for the top
+    label, K for classwise calibration); ``edges`` (B + 1, C) or (B + 1, 1) are each
+    column's bin edges. Values are binned in their own dtype (the edges' rounding is the
+    batch function's) and summed in ``dtype`` (default: the values' dtype), so a stream
+    of batches may accumulate in a wider type. Each bin's sums add its own members only
+    (no differences of cumulative sums, which would cancel). Sums are additive over
+    examples: the sums of two batches are the sums of their concatenation.
+    """
+    dtype = values.dtype if dtype is None else dtype
+    n_bins = edges.shape[0] - 1
+    index = bin_index(xp, values, edges[1:n_bins, :], right=right)
+    if values.dtype != dtype:
+        values, targets = xp.astype(values, dtype), xp.astype(targets, dtype)
+    counts, value_sums, target_sums = [], [], []
+    for b in range(n_bins):
+        inside = index == b
+        counts.append(xp.sum(xp.astype(inside, dtype), axis=0))
+        value_sums.append(xp.sum(xp.where(inside, values, 0.0), axis=0))
+        target_sums.append(xp.sum(xp.where(inside, targets, 0.0), axis=0))
+    return (
+        xp.stack(counts, axis=0),
+        xp.stack(value_sums, axis=0),
+        xp.stack(target_sums, axis=0),
+    )
+
+
+def bin_means(
+    xp: Namespace, count: Array, value_sum: Array, target_sum: Array
+) -> tuple[Array, Array]:
+    """Per-bin mean value and mean target from the sums of ``bin_sums`` (0 in empty bins)."""
+    occupied = count > 0
+    safe_count = xp.where(occupied, count, 1.0)
+    mean_value = xp.where(occupied, value_sum / safe_count, 0.0)
+    mean_target = xp.where(occupied, target_sum / safe_count, 0.0)
+    return mean_value, mean_target
+
+
 def bin_statistics(
     xp: Namespace, values: Array, targets: Array, edges: Array, *, right: bool
 ) -> tuple[Array, Array, Array]:
     """Per-bin mean value, mean target (both 0 in empty bins) and count, each (B, C).
 
-    ``values`` and ``targets`` are (N, C): C one-dimensional problems (one for the top
-    label, K for classwise calibration); ``edges`` (B + 1, C) or (B + 1, 1) are each
-    column's bin edges. Each bin's sums add its own members only (no differences of
-    cumulative sums, which would cancel).
+    ``bin_sums`` divided by the counts; see there for the shapes.
     """
-    n_bins = edges.shape[0] - 1
-    index = bin_index(xp, values, edges[1:n_bins, :], right=right)
-    counts, value_sums, target_sums = [], [], []
-    for b in range(n_bins):
-        inside = index == b
-        counts.append(xp.sum(xp.astype(inside, values.dtype), axis=0))
-        value_sums.append(xp.sum(xp.where(inside, values, 0.0), axis=0))
-        target_sums.append(xp.sum(xp.where(inside, targets, 0.0), axis=0))
-    count = xp.stack(counts, axis=0)
-    occupied = count > 0
-    safe_count = xp.where(occupied, count, 1.0)
-    mean_value = xp.where(occupied, xp.stack(value_sums, axis=0) / safe_count, 0.0)
-    mean_target = xp.where(occupied, xp.stack(target_sums, axis=0) / safe_count, 0.0)
+    count, value_sum, target_sum = bin_sums(xp, values, targets, edges, right=right)
+    mean_value, mean_target = bin_means(xp, count, value_sum, target_sum)
     return mean_value, mean_target, count
 
 
