@@ -328,6 +328,55 @@ def prepare_smooth_ce(logits: Any, labels: Any, **options: Any) -> tuple[Any, An
     return xp, cast(xp, logits, _core.compute_dtype(xp, logits.dtype)), labels, spec
 
 
+def shift_to_next_token(
+    xp: Namespace, labels: Any, where: Any, ignore_index: int | None
+) -> tuple[Any, Any]:
+    """``causal_shift=True``: ``(labels, where)`` for next-token prediction. Position t
+    gets the label of t + 1 along the labels' last axis (the sequence), and the last
+    position of each sequence is left out: its label is ``ignore_index`` where there is
+    one (in int64 if the labels' dtype cannot hold it), else ``where`` is False there.
+    Only the labels (and the mask), the size of the positions, are made anew: the
+    logits (or hidden states) are neither sliced nor copied."""
+    if not is_integer_dtype(xp, labels.dtype):
+        fail_type(
+            "`causal_shift=True` needs integer labels (class ids) with the sequence on "
+            "their last axis.",
+            "labels.dtype",
+            labels.dtype,
+        )
+    if labels.ndim < 1:
+        fail_value(
+            "`causal_shift=True` needs labels with a sequence axis (their last).",
+            "labels.shape",
+            tuple(labels.shape),
+        )
+    if ignore_index is not None and where is None:
+        info = xp.iinfo(labels.dtype)
+        if not info.min <= ignore_index <= info.max:
+            labels = xp.astype(labels, xp.int64)
+        last = xp.zeros_like(labels[..., :1]) + ignore_index
+        return xp.concat([labels[..., 1:], last], axis=-1), None
+    # The last position's label is a copy of the first (a value the checks accept); the
+    # mask leaves it out. (ones_like/zeros_like: unknown lengths under tf.function too.)
+    shifted = xp.concat([labels[..., 1:], labels[..., :1]], axis=-1)
+    keep = xp.concat(
+        [
+            xp.ones_like(labels[..., 1:], dtype=xp.bool),
+            xp.zeros_like(labels[..., :1], dtype=xp.bool),
+        ],
+        axis=-1,
+    )
+    if where is not None:
+        if where.dtype != xp.bool or tuple(where.shape) != tuple(labels.shape):
+            fail_value(
+                f"`where` must be a boolean mask of the labels' shape {tuple(labels.shape)}.",
+                "where",
+                where,
+            )
+        keep = where & keep
+    return shifted, keep
+
+
 def check_smooth_ce(
     logits: Any,
     labels: Any,
@@ -342,10 +391,12 @@ def check_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    causal_shift: bool = False,
 ) -> tuple[Any, Any, Spec]:
     """Validate, then return ``(xp, labels, spec)``: what ``prepare_smooth_ce`` does
     without casting the logits to the compute dtype (for callers that convert them block
-    by block). Dense ``labels`` come back in the compute dtype."""
+    by block). Dense ``labels`` come back in the compute dtype. ``causal_shift``: see
+    ``shift_to_next_token``."""
     if not isinstance(prior, str) and not hasattr(prior, "shape"):
         # (Before the namespace: a number or bool here is no array of another library.)
         fail_type(
@@ -360,6 +411,8 @@ def check_smooth_ce(
         smoothing if hasattr(smoothing, "shape") else None,
     )
     check_logits(xp, logits)
+    if check_flag("causal_shift", causal_shift):
+        labels, where = shift_to_next_token(xp, labels, where, ignore_index)
     labels, spec = prepare_options(
         xp,
         tuple(logits.shape),
@@ -554,6 +607,7 @@ def prepare_linear_smooth_ce(
     chunk_size: Any,
     projection_name: str = "projection",
     transposed: bool = False,
+    causal_shift: bool = False,
 ) -> tuple[Any, Any, Any, Spec, tuple[int, ...]]:
     """Validate the fused linear loss's arguments and flatten its rows:
     ``(xp, hidden, labels, spec, leading)``.
@@ -612,6 +666,8 @@ def prepare_linear_smooth_ce(
                 "labels",
                 labels,
             )
+        if check_flag("causal_shift", causal_shift):
+            labels, where = shift_to_next_token(xp, labels, where, ignore_index)
         labels = xp.reshape(labels, (num_rows, num_classes) if dense else (num_rows,))
     if where is not None:
         if tuple(where.shape) != leading:

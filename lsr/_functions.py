@@ -38,6 +38,7 @@ def smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    causal_shift: bool = False,
 ) -> Any:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))``.
 
@@ -75,6 +76,10 @@ def smooth_ce(
         softcap: soft-capping: the loss (and its gradient) is of
             ``softcap * tanh(logits / softcap)`` (Gemma 2 caps its final logits at
             30). A logit of -inf (a masked class) stays masked. None: no capping.
+        causal_shift: next-token prediction: the logits at position t are scored
+            against the label at t + 1 along the labels' last axis (the sequence), and
+            each sequence's last position is left out (as ``where``). Only the labels and
+            a mask are shifted: the logits are never sliced or copied. Class ids only.
 
     Returns:
         The loss: a 0-d array for "sum" and "mean", else the positions' shape.
@@ -106,6 +111,7 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        causal_shift=causal_shift,
     )
     loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
     return loss

@@ -82,6 +82,7 @@ def linear_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    causal_shift: bool = False,
     chunk_size: int | None = None,
 ) -> jax.Array:
     r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
@@ -105,6 +106,10 @@ def linear_smooth_ce(
         bias: (K,) or None.
         smoothing, prior, ignore_index, weight, where, reduction, kl, z_loss: as
             ``smooth_ce`` with the class axis last (``reduction`` defaults to "none").
+        causal_shift: next-token prediction: the hidden state at position t is
+            scored against the label at t + 1 along the labels' last axis (the
+            sequence); each sequence's last position is left out, and (PyTorch) never
+            projected. Only the labels are shifted: the hidden states are not copied.
         chunk_size: rows per block; by default as many as make 16 Mi logits. Under
             ``jax.jit`` the blocks are unrolled into the program.
 
@@ -140,6 +145,7 @@ def linear_smooth_ce(
             kl=kl,
             z_loss=z_loss,
             softcap=softcap,
+            causal_shift=causal_shift,
             chunk_size=chunk_size,
             projection_name="kernel",
         )

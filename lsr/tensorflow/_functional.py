@@ -126,6 +126,7 @@ def smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    causal_shift: bool = False,
 ) -> Any:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))`` on tf.Tensors.
 
@@ -151,6 +152,10 @@ def smooth_ce(
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        causal_shift: next-token prediction: the logits at position t are scored
+            against the label at t + 1 along the labels' last axis (the sequence), and
+            each sequence's last position is left out (as ``where``). Only the labels and
+            a mask are shifted: the logits are never sliced or copied. Class ids only.
 
     Returns:
         A tf.Tensor: 0-d for "mean" and "sum", the positions' shape for "none".
@@ -189,6 +194,7 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        causal_shift=causal_shift,
     )
     if not logits.shape.is_fully_defined() and spec.where is None:
         spec = spec.replace(where=all_positions(logits, spec.axis))

@@ -54,6 +54,7 @@ def smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    causal_shift: bool = False,
 ) -> torch.Tensor:
     r"""Label-smoothed cross-entropy with ``F.cross_entropy``'s conventions.
 
@@ -90,6 +91,10 @@ def smooth_ce(
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        causal_shift: next-token prediction: the logits at position t are scored
+            against the target at t + 1 along the target's last axis (the sequence),
+            and each sequence's last position is left out. Only the target and a mask
+            are shifted: ``input`` is never sliced or copied. Class ids only.
 
     Returns:
         A 0-d tensor for "mean" and "sum", else one loss per position; float32 for half
@@ -139,14 +144,19 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        causal_shift=causal_shift,
     )
     with without_autocast(input.device.type):
         functorch_input = (
             not torch.compiler.is_compiling()
             and torch._C._functorch.is_functorch_wrapped_tensor(input)
         )
-        if needs_autograd_through_core(target, weight, smoothing, prior) or (
-            functorch_input and nested_forward_mode()
+        # (A mask, which only causal_shift without an ignore_index makes, is not among
+        # the Functions' inputs: such a call is differentiated through the core.)
+        if (
+            needs_autograd_through_core(target, weight, smoothing, prior)
+            or (functorch_input and nested_forward_mode())
+            or spec.where is not None
         ):
             loss, _, _ = _core.smooth_ce(
                 input.to(_core.compute_dtype(xp, input.dtype)), labels, spec, xp=xp

@@ -134,6 +134,7 @@ def linear_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    causal_shift: bool = False,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
     r"""``smooth_ce(F.linear(input, projection, bias), target)`` without the N x C logits.
@@ -155,6 +156,10 @@ def linear_smooth_ce(
         weight: per-class weights of shape (C,), as ``F.cross_entropy``'s ``weight``
             (in every lsr function ``weight`` means class weights).
         ignore_index, reduction, smoothing, prior, kl, z_loss: as in ``smooth_ce``.
+        causal_shift: next-token prediction: the hidden state at position t is
+            scored against the label at t + 1 along the labels' last axis (the
+            sequence); each sequence's last position is left out, and (PyTorch) never
+            projected. Only the labels are shifted: the hidden states are not copied.
         chunk_size: rows per block; by default as many as make 16 Mi logits.
 
     Returns:
@@ -210,6 +215,7 @@ def linear_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        causal_shift=causal_shift,
         chunk_size=chunk_size,
         projection_name="projection",
         transposed=True,
