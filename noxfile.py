@@ -1,15 +1,17 @@
 """Test matrix, lint, tutorial and benchmarks.
 
 ``nox -t ci`` is the README's test command: every backend's tests, the cross-backend
-equality session, the distributed tests, a smoke run of the benchmark harness, the docs
-(every Python block runs, then the site builds), the type check (mypy) and lint.
+equality session, the distributed tests, lsr inside Hugging Face's Trainer, a smoke run
+of the benchmark harness, the docs (every Python block runs, then the site builds), the
+type check (mypy) and lint.
 Each session installs lsr plus one pinned environment from ``backends/`` and names its
 backends in ``LSR_BACKENDS``, so a backend that fails to install or import fails the
 session instead of being skipped.
 
 The environments take about 14 GB together (three of them hold TensorFlow, JAX and
-PyTorch at 3.2 GB each). Where ``CI`` is set (``.ci/run`` sets it), each session removes
-its own environment when it ends, so a run needs room for one environment at a time.
+PyTorch at 3.2 GB each), and the trainer session's 1.4 GB more. Where ``CI`` is set
+(``.ci/run`` sets it), each session removes its own environment when it ends, so a run
+needs room for one environment at a time.
 """
 
 from __future__ import annotations
@@ -111,6 +113,7 @@ def tests(session: nox.Session, backend: str) -> None:
         session.run(
             "pytest",
             "--ignore=tests/distributed",
+            "--ignore=tests/trainer",
             *paths,
             *session.posargs,
             env={
@@ -131,6 +134,17 @@ def distributed(session: nox.Session) -> None:
             *session.posargs,
             env={"LSR_BACKENDS": "numpy,torch,jax,tensorflow"},
         )
+
+
+@nox.session(tags=["ci"])
+def trainer(session: nox.Session) -> None:
+    """lsr's fused loss as the loss of Hugging Face transformers' ``Trainer``: the
+    Trainer's own label-smoothed losses, less memory, and the recipe of
+    docs/large_vocabularies.md. transformers lives in this environment only
+    (``backends/trainer.txt``), so the other sessions ignore tests/trainer."""
+    with _environment(session):
+        _install(session, "trainer")
+        session.run("pytest", "tests/trainer", *session.posargs, env={"LSR_BACKENDS": "torch"})
 
 
 @nox.session(tags=["ci"])

@@ -40,3 +40,40 @@ def test_files_only_the_all_environment_collects_are_listed():
     needed.add("tests/keras/test_keras_loss.py::test_other_keras_backends_use_the_generic_core")
     assert len(needed) >= 6
     assert needed <= set(_all_environment_tests()), needed - set(_all_environment_tests())
+
+
+def _session_strings(name: str) -> tuple[list[str], set[str]]:
+    """The string constants in a nox session's function, and its tags."""
+    tree = ast.parse((ROOT / "noxfile.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            strings = [
+                item.value
+                for item in ast.walk(node)
+                if isinstance(item, ast.Constant) and isinstance(item.value, str)
+            ]
+            tags = {
+                tag.value
+                for decorator in node.decorator_list
+                if isinstance(decorator, ast.Call)
+                for keyword in decorator.keywords
+                if keyword.arg == "tags" and isinstance(keyword.value, ast.List)
+                for tag in keyword.value.elts
+                if isinstance(tag, ast.Constant)
+            }
+            return strings, tags
+    raise AssertionError(f"noxfile.py has no session {name!r}")
+
+
+def test_the_trainer_tests_run_in_their_own_environment_only():
+    # tests/trainer imports transformers, which only backends/trainer.txt installs: the
+    # "tests" sessions must not collect it, and the "trainer" session (part of CI) runs it.
+    tests_strings, _ = _session_strings("tests")
+    trainer_strings, trainer_tags = _session_strings("trainer")
+    assert "--ignore=tests/trainer" in tests_strings
+    assert "tests/trainer" in trainer_strings and "trainer" in trainer_strings
+    assert "ci" in trainer_tags
+    assert (ROOT / "tests" / "trainer" / "test_trainer.py").is_file()
+    requirements = (ROOT / "backends" / "trainer.txt").read_text(encoding="utf-8").splitlines()
+    assert "-r torch.txt" in requirements
+    assert any(line.startswith("transformers==") for line in requirements)
