@@ -168,7 +168,11 @@ def smooth_ce(
         if torch.compiler.is_compiling():
             # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
             loss, _, _ = SmoothCE.apply(*arguments)
-        elif functorch_input or forward_ad.unpack_dual(input).tangent is not None:
+        elif (
+            functorch_input
+            or torch._C._are_functorch_transforms_active()
+            or forward_ad.unpack_dual(input).tangent is not None
+        ):
             # torch.func transforms: the plain forward and backward, which they can batch;
             # forward-mode dual logits: the same, with the closed-form jvp.
             loss, _, _ = SmoothCEWithJvp.apply(*arguments)

@@ -878,3 +878,53 @@ def test_module_rejects_bad_constructor_arguments():
         lt.SmoothCrossEntropyLoss(label_smoothing=1.5)
     with pytest.raises(ValueError, match=r"Received: prior='gaussian'"):
         lt.SmoothCrossEntropyLoss(prior="gaussian")
+
+
+def test_the_eager_path_binds_no_signature_per_call(monkeypatch):
+    """A Function with a separate ``setup_context`` has every ``apply`` bind its
+    arguments through ``inspect.signature`` (tens of microseconds, as much as
+    ``F.cross_entropy`` takes on a small batch): the eager fast path must not be one."""
+    import inspect
+
+    calls = []
+    signature = inspect.signature
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return signature(*args, **kwargs)
+
+    logits = torch.randn(8, 5, requires_grad=True)
+    target = torch.randint(0, 5, (8,))
+    lt.smooth_ce(logits, target).backward()  # (first call: imports, caches)
+    monkeypatch.setattr(inspect, "signature", counting)
+    lt.smooth_ce(logits, target).backward()
+    assert calls == []
+    # The check can fail: the Functions for torch.func do bind their arguments.
+    autograd.SmoothCE.apply(logits, target, None, 0.1, "uniform", _static_spec())
+    assert calls
+
+
+def _static_spec():
+    from lsr._checks import check_smooth_ce
+
+    _, _, spec = check_smooth_ce(
+        torch.zeros(8, 5),
+        torch.zeros(8, dtype=torch.int64),
+        smoothing=0.1,
+        prior="uniform",
+        axis=1,
+        ignore_index=None,
+        weight=None,
+        reduction="mean",
+    )
+    return spec.static()
+
+
+def test_torch_func_over_a_closed_over_input_takes_the_transform_path():
+    """Under ``torch.func.vmap`` over the targets only, the logits are no wrapped tensor,
+    yet functorch is active: the call must take the Function that supports transforms."""
+    logits = torch.randn(4, 5)
+    targets = torch.randint(0, 5, (3, 4))
+    batched = torch.func.vmap(lambda t: lt.smooth_ce(logits, t))(targets)
+    one_by_one = torch.stack([lt.smooth_ce(logits, t) for t in targets])
+    torch.testing.assert_close(batched, one_by_one)
