@@ -117,6 +117,24 @@ class SmoothBCE(torch.autograd.Function):
         return grad.to(logits.dtype), None, None, None, None, None, None, None, None
 
 
+class SmoothBCEEager(torch.autograd.Function):
+    """``SmoothBCE`` for eager calls outside ``torch.func`` transforms and
+    ``torch.compile``, in the old style (``forward(ctx, ...)``): ``apply`` of a Function
+    with a separate ``setup_context`` binds its arguments through ``inspect.signature``
+    on every call (tens of microseconds, as much as a small batch's whole loss)."""
+
+    @staticmethod
+    def forward(
+        ctx, logits, labels, smoothing, prior, weight, pos_weight, where, static, all_reduce_sum
+    ):
+        inputs = (logits, labels, smoothing, prior, weight, pos_weight, where, static)
+        output = SmoothBCE.forward(*inputs, all_reduce_sum)
+        SmoothBCE.setup_context(ctx, inputs, output)
+        return output
+
+    backward = SmoothBCE.backward
+
+
 def _forward_mode(input: torch.Tensor) -> bool:
     """Whether forward mode differentiates ``input``: a dual tensor of
     ``torch.autograd.forward_ad``, or a ``torch.func`` jvp (jvp, jacfwd, hessian). The
@@ -296,7 +314,14 @@ def forward_smooth_bce(
         # The original input (a half one is converted inside the Function, so that
         # backward keeps the input only).
         tensors, static = spec.arrays(), spec.static()
-        loss, _ = SmoothBCE.apply(input, labels, *tensors, static, all_reduce_sum)
+        function: type[torch.autograd.Function] = SmoothBCE
+        if not (
+            compiling
+            or torch._C._are_functorch_transforms_active()
+            or torch._C._functorch.is_functorch_wrapped_tensor(input)
+        ):
+            function = SmoothBCEEager
+        loss, _ = function.apply(input, labels, *tensors, static, all_reduce_sum)
     return loss
 
 
