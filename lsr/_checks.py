@@ -334,9 +334,11 @@ def shift_to_next_token(
     """``causal_shift=True``: ``(labels, where)`` for next-token prediction. Position t
     gets the label of t + 1 along the labels' last axis (the sequence), and the last
     position of each sequence is left out: its label is ``ignore_index`` where there is
-    one (in int64 if the labels' dtype cannot hold it), else ``where`` is False there.
-    Only the labels (and the mask), the size of the positions, are made anew: the
-    logits (or hidden states) are neither sliced nor copied."""
+    one that the labels (or the index dtype) can hold, else ``where`` is False there.
+    ``where`` itself is not shifted: it masks the positions of the logits. Only the
+    labels (and the mask), the size of the positions, are made anew: the logits (or
+    hidden states) are neither sliced nor copied."""
+    check_ignore_index(ignore_index)
     if not is_integer_dtype(xp, labels.dtype):
         fail_type(
             "`causal_shift=True` needs integer labels (class ids) with the sequence on "
@@ -350,15 +352,24 @@ def shift_to_next_token(
             "labels.shape",
             tuple(labels.shape),
         )
+    if where is not None and (where.dtype != xp.bool or tuple(where.shape) != tuple(labels.shape)):
+        fail_value(
+            f"`where` must be a boolean mask of the labels' shape {tuple(labels.shape)}.",
+            "where",
+            where,
+        )
     if ignore_index is not None and where is None:
-        info = xp.iinfo(labels.dtype)
-        if not info.min <= ignore_index <= info.max:
-            labels = xp.astype(labels, xp.int64)
-        last = xp.zeros_like(labels[..., :1]) + ignore_index
-        return xp.concat([labels[..., 1:], last], axis=-1), None
-    # The last position's label is a copy of the first (a value the checks accept); the
-    # mask leaves it out. (ones_like/zeros_like: unknown lengths under tf.function too.)
-    shifted = xp.concat([labels[..., 1:], labels[..., :1]], axis=-1)
+        dtype = labels.dtype
+        if not _holds(xp, dtype, ignore_index):
+            dtype = _core.index_dtype(xp, labels)
+        if _holds(xp, dtype, ignore_index):
+            labels = labels if dtype == labels.dtype else xp.astype(labels, dtype)
+            last = xp.zeros_like(labels[..., :1]) + ignore_index
+            return xp.concat([labels[..., 1:], last], axis=-1), None
+    # The last position's label is class 0 (a value every check accepts, whatever the
+    # labels hold); the mask leaves it out. (ones_like/zeros_like: unknown lengths under
+    # tf.function too.)
+    shifted = xp.concat([labels[..., 1:], xp.zeros_like(labels[..., :1])], axis=-1)
     keep = xp.concat(
         [
             xp.ones_like(labels[..., 1:], dtype=xp.bool),
@@ -366,15 +377,12 @@ def shift_to_next_token(
         ],
         axis=-1,
     )
-    if where is not None:
-        if where.dtype != xp.bool or tuple(where.shape) != tuple(labels.shape):
-            fail_value(
-                f"`where` must be a boolean mask of the labels' shape {tuple(labels.shape)}.",
-                "where",
-                where,
-            )
-        keep = where & keep
-    return shifted, keep
+    return shifted, keep if where is None else where & keep
+
+
+def _holds(xp: Namespace, dtype: Any, value: int) -> bool:
+    info = xp.iinfo(dtype)
+    return bool(info.min <= value <= info.max)
 
 
 def check_smooth_ce(

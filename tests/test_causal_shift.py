@@ -183,3 +183,43 @@ if ADAPTERS:
         )
         # Each sequence's last hidden state has no next token: no gradient.
         assert np.all(grad[:, -1] == 0.0)
+
+
+def test_the_first_label_is_not_read_and_a_huge_ignore_index_still_works(backend):
+    """No position's logits meet the label at position 0: without an ``ignore_index`` it
+    may hold anything (here Hugging Face's -100), and an ``ignore_index`` that no dtype
+    can hold falls back to the mask."""
+    hidden, kernel, labels = _case(3)
+    labels[1, 2] = 4
+    logits = hidden @ kernel
+    first_unused = labels.copy()
+    first_unused[:, 0] = -100
+    expected = _expected(logits, labels, "mean")
+    for ignore_index, given in ((None, first_unused), (2**70, labels)):
+        loss = lsr.smooth_ce(
+            backend.asarray(logits),
+            backend.asarray(given),
+            smoothing=0.1,
+            ignore_index=ignore_index,
+            causal_shift=True,
+        )
+        assert_close(backend.to_numpy(loss), expected, "float64")
+
+
+if "torch" in selected_backends():
+
+    def test_torch_keeps_the_fused_path_without_an_ignore_index():
+        """The mask made without an ``ignore_index`` becomes -1 labels on read ids: the
+        fused Function (one logits-sized buffer), not autograd through the core's ops."""
+        import torch
+
+        import lsr.torch
+
+        hidden, kernel, labels = _case(4)
+        labels = np.where(labels < 0, 0, labels)
+        logits = torch.tensor(hidden @ kernel, requires_grad=True)
+        loss = lsr.torch.smooth_ce(
+            logits, torch.tensor(labels), axis=-1, ignore_index=None, causal_shift=True
+        )
+        assert type(loss.grad_fn).__name__ == "SmoothCEFusedBackward"
+        assert_close(loss.item(), _expected(hidden @ kernel, labels, "mean"), "float64")

@@ -155,7 +155,9 @@ def smooth_ce(
         causal_shift: next-token prediction: the logits at position t are scored
             against the label at t + 1 along the labels' last axis (the sequence), and
             each sequence's last position is left out (as ``where``). Only the labels and
-            a mask are shifted: the logits are never sliced or copied. Class ids only.
+            a mask are shifted: the logits are never sliced or copied. Class ids only;
+            ``where`` is not shifted (it masks the logits' positions): mark padding
+            with ``ignore_index``.
 
     Returns:
         A tf.Tensor: 0-d for "mean" and "sum", the positions' shape for "none".

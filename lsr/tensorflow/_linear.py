@@ -115,6 +115,7 @@ def linear_smooth_ce(
             scored against the label at t + 1 along the labels' last axis (the
             sequence); each sequence's last position is left out, and (PyTorch) never
             projected. Only the labels are shifted: the hidden states are not copied.
+            Give the (batch, sequence) layout: flattened rows are one sequence.
         chunk_size: rows per block; by default as many as make 16 Mi logits.
 
     Returns:

@@ -16,6 +16,7 @@ from torch.autograd import forward_ad
 
 from lsr import _core, _distill
 from lsr._checks import check_smooth_ce
+from lsr._compat import values_are_cheap
 from lsr._validation import check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
     check_smoothing_type,
@@ -94,7 +95,8 @@ def smooth_ce(
         causal_shift: next-token prediction: the logits at position t are scored
             against the target at t + 1 along the target's last axis (the sequence),
             and each sequence's last position is left out. Only the target and a mask
-            are shifted: ``input`` is never sliced or copied. Class ids only.
+            are shifted: ``input`` is never sliced or copied. Class ids only; mark
+            padding with ``ignore_index``.
 
     Returns:
         A 0-d tensor for "mean" and "sum", else one loss per position; float32 for half
@@ -146,13 +148,25 @@ def smooth_ce(
         softcap=softcap,
         causal_shift=causal_shift,
     )
+    if (
+        spec.where is not None
+        and spec.ignore_index is None
+        and not dense
+        and values_are_cheap(labels)
+    ):
+        # causal_shift without an ignore_index made a mask. The ids were read
+        # (check_label_range) and are in [0, C), so -1 can mark the left-out positions
+        # instead: the fused Functions, which take no mask, then apply (one logits-sized
+        # buffer rather than autograd through the core's ops).
+        labels = torch.where(spec.where, labels.to(torch.int64), -1)
+        spec = spec.replace(where=None, ignore_index=-1)
     with without_autocast(input.device.type):
         functorch_input = (
             not torch.compiler.is_compiling()
             and torch._C._functorch.is_functorch_wrapped_tensor(input)
         )
-        # (A mask, which only causal_shift without an ignore_index makes, is not among
-        # the Functions' inputs: such a call is differentiated through the core.)
+        # (A mask that is left, from causal_shift on ids that were not read, is not
+        # among the Functions' inputs: such a call is differentiated through the core.)
         if (
             needs_autograd_through_core(target, weight, smoothing, prior)
             or (functorch_input and nested_forward_mode())
