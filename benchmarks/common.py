@@ -222,9 +222,9 @@ def linear_methods(backend: str, case: LinearCase) -> tuple[str, ...]:
 
 
 def linear_floor_bytes(case: LinearCase) -> int:
-    """The least a fused loss can hold above its inputs (float32): the gradients of the
-    hidden states and the projection (the benchmark has no bias) and one block of
-    lsr's logits (``lsr._linear.block_rows`` rows)."""
+    """The least lsr's fused loss can hold above its inputs (float32): the gradients of
+    the hidden states and the projection (the benchmark has no bias) and one block of
+    its logits (``lsr._linear.block_rows`` rows). Rivals' rows show it for scale."""
     from lsr._linear import block_rows
 
     rows = block_rows(case.rows, case.classes, case.chunk_size)

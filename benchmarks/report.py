@@ -159,7 +159,7 @@ def _all_rows(results: dict[str, Any]) -> list[str]:
 
 def _linear(results: dict[str, Any]) -> list[str]:
     lines = [
-        "| backend | N | d | K | method | peak RSS MiB | allocator peak MiB | floor MiB "
+        "| backend | N | d | K | method | peak RSS MiB | allocator peak MiB | lsr's floor MiB "
         "| N x K logits MiB | seconds per step |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]

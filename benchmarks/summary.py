@@ -159,9 +159,10 @@ def linear_method_key(row: dict[str, Any]) -> str:
 
 def linear_table(results: dict[str, Any]) -> str:
     """One line per backend, case and method: peak and time, and lsr's time and peak
-    as ratios of each rival's; the floor is what a fused loss cannot go below."""
+    as ratios of each rival's; lsr's floor is what its fused loss cannot go below (the
+    gradients and one block of its logits)."""
     lines = [
-        "| backend | N (d, K) | method | peak MiB (allocator) | floor MiB | s "
+        "| backend | N (d, K) | method | peak MiB (allocator) | lsr's floor MiB | s "
         "| lsr s ÷ this | lsr allocator peak ÷ this |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
