@@ -73,10 +73,11 @@ def _examples_by_classes(xp: Namespace, scores: Array, axis: int) -> Array:
     """
     shape = tuple(scores.shape)
     num_classes = shape[axis]
-    before = math.prod(shape[:axis])
     after = math.prod(shape[axis + 1 :])
     if after == 1:
-        return xp.reshape(scores, (before, num_classes))
+        # -1, not the product of the leading sizes: a traced batch may have no static size.
+        return xp.reshape(scores, (-1, num_classes))
+    before = math.prod(shape[:axis])
     blocks = xp.matrix_transpose(xp.reshape(scores, (before, num_classes, after)))
     return xp.reshape(blocks, (before * after, num_classes))
 
