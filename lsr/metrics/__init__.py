@@ -7,6 +7,8 @@ package measures both on any array-API array (NumPy, array-api-strict, PyTorch, 
 TensorFlow through lsr's namespace), with the same numbers on every backend:
 
 * ``expected_calibration_error`` and ``reliability_diagram`` (Guo et al. 2017),
+* ``calibration_state``, ``update_calibration_state``, ``merge_calibration_states`` and
+  ``calibration_error_from_state``: the same error streamed over batches and devices,
 * ``negative_log_likelihood``, ``fit_temperature`` and ``apply_temperature``
   (temperature scaling, Guo et al. 2017),
 * ``penultimate_projection`` (Müller et al. 2019, Figure 1),
@@ -21,6 +23,7 @@ Modules, one concern each (the public names are only those below):
   derivatives in the inverse temperature, the plane projection), pure ``xp`` code;
 * ``_inputs``: validation of (scores, labels) pairs, shared by the next two;
 * ``_calibration``: reliability diagram, calibration error, NLL;
+* ``_streaming``: the calibration error's per-bin sums, batch by batch;
 * ``_temperature``: temperature scaling and its solver;
 * ``_projection``: the penultimate-layer projection;
 * ``_plotting``: the figures.
@@ -34,19 +37,31 @@ from lsr.metrics._calibration import (
 )
 from lsr.metrics._plotting import plot_penultimate_projection, plot_reliability_diagram
 from lsr.metrics._projection import PenultimateProjection, penultimate_projection
+from lsr.metrics._streaming import (
+    CalibrationState,
+    calibration_error_from_state,
+    calibration_state,
+    merge_calibration_states,
+    update_calibration_state,
+)
 from lsr.metrics._temperature import apply_temperature, fit_temperature
 
 __all__ = [
+    "CalibrationState",
     "PenultimateProjection",
     "ReliabilityDiagram",
     "apply_temperature",
+    "calibration_error_from_state",
+    "calibration_state",
     "expected_calibration_error",
     "fit_temperature",
+    "merge_calibration_states",
     "negative_log_likelihood",
     "penultimate_projection",
     "plot_penultimate_projection",
     "plot_reliability_diagram",
     "reliability_diagram",
+    "update_calibration_state",
 ]
 
 # The public objects report the path users import them from (help(), reprs, pickles of

@@ -1,0 +1,325 @@
+"""Streaming calibration error: per-bin sums updated batch by batch, merged by adding.
+
+``expected_calibration_error`` needs every example at once. Its equal-width form needs
+only three sums per bin (the number of examples, the sum of their confidences and the
+sum of their correctness), and sums are additive: the state of a concatenation is the sum
+of the states of its parts. So a stream keeps a ``CalibrationState`` of three arrays of
+shape (n_bins,) (top label) or (K, n_bins) (classwise), O(n_bins x K) memory whatever the
+number of examples, merges the states of several devices with one all-reduce (``psum``,
+``torch.distributed.all_reduce``, ``dist_reduce_fx="sum"``) and computes the error once.
+
+The arithmetic is ``_core``'s (``top_label``/``classwise``, ``bin_edges``, ``bin_sums``,
+``bin_means``, ``calibration_error``), the same functions the batch function runs, so the
+numbers are the batch function's up to the order of the floating-point additions.
+
+The state is a NamedTuple of arrays: a JAX pytree (``jax.jit``, ``lax.scan`` carries,
+``lax.psum``) with no static field; ``n_bins`` is its last size and the scope its rank.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from lsr import _core
+from lsr._compat import array_namespace, device
+from lsr._typing import Array, DType, Namespace
+from lsr._validation import check_choice, check_positive_int, fail_type, fail_value, normalize_axis
+from lsr.metrics import _core as metrics_core
+from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES
+from lsr.metrics._inputs import check_bool, prepare_scores
+
+__all__ = [
+    "CalibrationState",
+    "accumulate",
+    "calibration_error_from_state",
+    "calibration_state",
+    "check_streaming_options",
+    "error_from_state",
+    "merge_calibration_states",
+    "update_calibration_state",
+]
+
+
+class CalibrationState(NamedTuple):
+    """Per-bin sums of a stream, for the binned calibration error (arrays of one library).
+
+    Shapes are (n_bins,) for ``scope="top_label"`` and (K, n_bins) for
+    ``scope="classwise"`` (one row per class), in one floating dtype.
+
+    Attributes:
+        count: the number of examples in each bin (floating: exact up to 2**24 per bin in
+            float32, 2**53 in float64).
+        confidence_sum: the sum of their confidences (top label: the largest class
+            probability; classwise: the class's probability).
+        correct_sum: the sum of their correctness (top label: whether the predicted class
+            is the label; classwise: whether the label is the class), 0 or 1 each.
+    """
+
+    count: Array
+    confidence_sum: Array
+    correct_sum: Array
+
+
+def check_streaming_options(n_bins: Any, scope: Any, binning: Any) -> None:
+    """Check the options that fix a state's shape; equal-mass bins cannot stream."""
+    check_positive_int("n_bins", n_bins)
+    check_choice("scope", scope, SCOPES)
+    check_choice("binning", binning, BINNINGS)
+    if binning != "equal_width":
+        fail_value(
+            "A streaming calibration state supports binning='equal_width' only: equal-mass "
+            "edges are quantiles of every confidence of the whole stream, which per-bin "
+            "sums cannot give exactly; use expected_calibration_error(..., "
+            "binning='equal_mass') on all the predictions instead.",
+            "binning",
+            binning,
+        )
+
+
+def calibration_state(
+    like: Any,
+    *,
+    n_bins: int = 15,
+    scope: str = "top_label",
+    binning: str = "equal_width",
+    axis: int = -1,
+    dtype: DType | None = None,
+) -> CalibrationState:
+    """An empty ``CalibrationState`` (all zeros) on ``like``'s library and device.
+
+    Only equal-width bins stream: equal-mass bins (``binning="equal_mass"``) have edges
+    at quantiles of all the confidences, which no fixed-size state can know before the
+    stream ends, so they are a ``ValueError`` here rather than an approximation; the
+    batch ``expected_calibration_error`` computes them exactly.
+
+    Args:
+        like: scores of the stream (its first batch, say) with the K classes on
+            ``axis``: the state takes their library and device, their compute dtype
+            (float32 for half precision) unless ``dtype`` is given and, for
+            ``scope="classwise"``, K.
+        n_bins: number of equal-width bins of [0, 1] (>= 1).
+        scope: ``"top_label"`` ((n_bins,) arrays) or ``"classwise"`` ((K, n_bins)).
+        binning: ``"equal_width"``; ``"equal_mass"`` raises (see above).
+        axis: the class axis of ``like`` (read for ``scope="classwise"`` only).
+        dtype: the floating dtype of the sums, e.g. float64 to accumulate float32 scores
+            over more than 2**24 examples per bin.
+
+    Returns:
+        A ``CalibrationState`` of zeros.
+
+    Raises:
+        TypeError: ``like`` is not a floating array, or ``dtype`` is not floating.
+        ValueError: bad options.
+    """
+    check_streaming_options(n_bins, scope, binning)
+    xp = array_namespace(like)
+    if not xp.isdtype(like.dtype, "real floating"):
+        fail_type("`like` must be a floating array of scores.", "like", like)
+    if dtype is None:
+        dtype = _core.compute_dtype(xp, like.dtype)
+    elif not xp.isdtype(dtype, "real floating"):
+        fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
+    shape: tuple[int, ...] = (n_bins,)
+    if scope == "classwise":
+        axis = normalize_axis(axis, like.ndim)
+        shape = (like.shape[axis], n_bins)
+    zeros = [xp.zeros(shape, dtype=dtype, device=device(like)) for _ in range(3)]
+    return CalibrationState(*zeros)
+
+
+def _check_state(state: Any, name: str = "state") -> tuple[Namespace, CalibrationState]:
+    """A ``CalibrationState`` (or 3-tuple) of equal-shaped floating arrays of one library."""
+    if not isinstance(state, tuple) or len(state) != 3:
+        fail_type(
+            f"`{name}` must be a CalibrationState (count, confidence_sum, correct_sum); "
+            "make one with calibration_state().",
+            name,
+            state,
+        )
+    state = CalibrationState(*state)
+    xp = array_namespace(*state)
+    shapes = {tuple(array.shape) for array in state}
+    if len(shapes) != 1 or len(shapes.pop()) not in (1, 2):
+        fail_value(
+            f"The arrays of `{name}` must share one shape, (n_bins,) or (K, n_bins).",
+            name,
+            [tuple(array.shape) for array in state],
+        )
+    if not all(xp.isdtype(array.dtype, "real floating") for array in state):
+        fail_type(f"The arrays of `{name}` must be floating.", name, state)
+    return xp, state
+
+
+def accumulate(
+    xp: Namespace,
+    state: CalibrationState,
+    scores: Array,
+    labels: Array,
+    *,
+    axis: int,
+    from_logits: bool,
+    right: bool,
+) -> CalibrationState:
+    """``state`` plus the per-bin sums of one batch (no validation: the adapters' entry).
+
+    ``scores`` in a floating compute dtype with the classes on ``axis`` (a non-negative
+    index), integer ``labels`` of their shape without it; the batch size may be unknown
+    while tracing. A label outside [0, K) makes its correctness NaN, which stays in the
+    state (so the error is NaN) rather than giving a plausible number.
+    """
+    n_bins = state.count.shape[-1]
+    classwise = len(state.count.shape) == 2
+    if classwise:
+        values, targets = metrics_core.classwise(
+            xp, scores, labels, axis=axis, from_logits=from_logits
+        )
+    else:
+        values, targets = metrics_core.top_label(
+            xp, scores, labels, axis=axis, from_logits=from_logits
+        )
+        values, targets = xp.expand_dims(values, axis=1), xp.expand_dims(targets, axis=1)
+    # The batch function's edges, in the values' dtype, so every example lands in the
+    # bin it lands in there; only the sums use the state's dtype.
+    edges = xp.expand_dims(
+        metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values), axis=1
+    )
+    sums = metrics_core.bin_sums(xp, values, targets, edges, right=right, dtype=state.count.dtype)
+    # bin_sums gives (n_bins, C); the state is (n_bins,) or (K, n_bins).
+    laid_out = [xp.matrix_transpose(s) if classwise else xp.reshape(s, (-1,)) for s in sums]
+    return CalibrationState(*(old + new for old, new in zip(state, laid_out, strict=True)))
+
+
+def update_calibration_state(
+    state: CalibrationState,
+    logits_or_probs: Any,
+    labels: Any,
+    *,
+    from_logits: bool = True,
+    bin_edges: str = "right",
+    axis: int = -1,
+) -> CalibrationState:
+    """``state`` with one more batch added (a new state; the arguments are not changed).
+
+    The batch is binned exactly as ``expected_calibration_error`` bins it (same
+    confidences, same edges ``j / n_bins`` in the scores' compute dtype, same
+    comparisons). Pass the same ``from_logits``, ``bin_edges`` and ``axis`` to every
+    update of one stream: the state does not record them.
+
+    Args:
+        state: a ``CalibrationState`` from ``calibration_state`` or an earlier update.
+        logits_or_probs: (..., K, ...) scores with the K classes on ``axis``.
+        labels: integer class ids, the scores' shape without the class axis.
+        from_logits: whether the scores are logits or probabilities.
+        bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins (the
+            last one closed, [lo, 1]).
+        axis: the class axis.
+
+    Returns:
+        The updated ``CalibrationState``, in the state's dtype.
+
+    Raises:
+        TypeError: bad dtypes, arrays of mixed libraries, a ``state`` that is not one.
+        ValueError: bad options or shapes (a classwise state of another K); for concrete
+            arrays, labels out of [0, K) and (``from_logits=False``) rows that are not
+            distributions.
+
+    Example:
+        Two batches, then the error of all three predictions (one bin: confidence 0.8,
+        accuracy 2/3), as ``expected_calibration_error`` gives it at once:
+
+        >>> import numpy as np
+        >>> from lsr import metrics
+        >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7]])
+        >>> labels = np.array([0, 1, 1])
+        >>> state = metrics.calibration_state(probs, n_bins=2)
+        >>> state = metrics.update_calibration_state(state, probs[:2], labels[:2],
+        ...                                          from_logits=False)
+        >>> state = metrics.update_calibration_state(state, probs[2:], labels[2:],
+        ...                                          from_logits=False)
+        >>> print(state.count, round(float(metrics.calibration_error_from_state(state)), 4))
+        [0. 3.] 0.1333
+    """
+    check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
+    _, state = _check_state(state)
+    xp, scores, labels, axis = prepare_scores(
+        logits_or_probs, labels, axis=axis, from_logits=from_logits
+    )
+    array_namespace(state.count, scores)  # one library for the state and the batch
+    if len(state.count.shape) == 2 and state.count.shape[0] != scores.shape[axis]:
+        fail_value(
+            f"A classwise state has one row per class: {scores.shape[axis]} rows for these "
+            f"scores of {scores.shape[axis]} classes.",
+            "state.count.shape",
+            tuple(state.count.shape),
+        )
+    return accumulate(
+        xp,
+        state,
+        scores,
+        labels,
+        axis=axis,
+        from_logits=from_logits,
+        right=bin_edges == "right",
+    )
+
+
+def merge_calibration_states(first: CalibrationState, second: CalibrationState) -> CalibrationState:
+    """The state of two streams together: the elementwise sum of their states.
+
+    The same as ``jax.lax.psum(state, axis_name)`` or ``torch.distributed.all_reduce`` of
+    each array with ``SUM`` across devices.
+    """
+    _, first = _check_state(first, "first")
+    _, second = _check_state(second, "second")
+    array_namespace(first.count, second.count)
+    if tuple(first.count.shape) != tuple(second.count.shape):
+        fail_value(
+            "Only states of the same shape (n_bins, scope and K) can be merged; "
+            f"`first` has shape {tuple(first.count.shape)}.",
+            "second.count.shape",
+            tuple(second.count.shape),
+        )
+    return CalibrationState(*(a + b for a, b in zip(first, second, strict=True)))
+
+
+def error_from_state(xp: Namespace, state: CalibrationState, norm: str, *, debias: bool) -> Array:
+    """The calibration error of a state (no validation: the adapters' entry); NaN if empty."""
+    if len(state.count.shape) == 2:
+        columns = [xp.matrix_transpose(array) for array in state]
+    else:
+        columns = [xp.expand_dims(array, axis=1) for array in state]
+    count, confidence_sum, correct_sum = columns
+    confidence, accuracy = metrics_core.bin_means(xp, count, confidence_sum, correct_sum)
+    seen = xp.sum(count) > 0
+    # An empty state computes on counts of 1 (no 0/0 warnings) and then reads NaN.
+    count = xp.where(seen, count, 1.0)
+    error = metrics_core.calibration_error(xp, confidence, accuracy, count, norm, debias=debias)
+    return xp.where(seen, error, xp.nan)
+
+
+def calibration_error_from_state(
+    state: CalibrationState, *, norm: str = "l1", debias: bool = False
+) -> Array:
+    """The binned calibration error of everything a state has seen (a 0-d array).
+
+    The formula of ``expected_calibration_error`` (``norm`` "l1" ECE, "l2", "max" MCE;
+    classes combined as there for a classwise state; ``debias`` the debiased l2
+    estimator of Kumar et al. 2019) on the per-bin means ``confidence_sum / count`` and
+    ``correct_sum / count``. The debiased estimator streams exactly: its variance term
+    ``acc (1 - acc) / (n_b - 1)`` needs only each bin's count and accuracy, since every
+    correctness is 0 or 1. A state with no examples gives NaN (no error is defined).
+
+    Raises:
+        TypeError: a ``state`` that is not one, a ``debias`` that is not a bool.
+        ValueError: bad ``norm``, or ``debias=True`` with a norm other than "l2".
+    """
+    check_choice("norm", norm, NORMS)
+    check_bool("debias", debias)
+    if debias and norm != "l2":
+        fail_value(
+            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator).",
+            "norm",
+            norm,
+        )
+    xp, state = _check_state(state)
+    return error_from_state(xp, state, norm, debias=debias)
