@@ -1,5 +1,6 @@
 """Keras 3 adapter: ``SmoothCrossEntropy``, a drop-in for ``CategoricalCrossentropy``, and
-``SmoothBinaryCrossEntropy``, a drop-in for ``BinaryCrossentropy``.
+``SmoothBinaryCrossEntropy``, a drop-in for ``BinaryCrossentropy``; ``CalibrationError``,
+``lsr.metrics``' streaming calibration error as a Keras metric.
 
 Swapping the class name is the whole migration: the constructor takes the arguments of
 ``keras.losses.CategoricalCrossentropy`` (``from_logits``, ``label_smoothing``, ``axis``,
@@ -36,8 +37,10 @@ the loss NaN.
 
 from lsr.keras._binary import SmoothBinaryCrossEntropy
 from lsr.keras._categorical import SmoothCrossEntropy
+from lsr.keras._metrics import CalibrationError
 
-__all__ = ["SmoothBinaryCrossEntropy", "SmoothCrossEntropy"]
+__all__ = ["CalibrationError", "SmoothBinaryCrossEntropy", "SmoothCrossEntropy"]
 
 # Saved models and reprs name the public path, not the private module.
 SmoothBinaryCrossEntropy.__module__ = SmoothCrossEntropy.__module__ = __name__
+CalibrationError.__module__ = __name__

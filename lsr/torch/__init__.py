@@ -11,6 +11,8 @@
   1 and ``ignore_index=-100`` as defaults.
 * ``LabelSmoothSoftmaxCE``: the interface of the segmentation snippet with ``lb_pos`` /
   ``lb_neg`` targets, computed in closed form without its one-hot tensor.
+* ``CalibrationError``: ``lsr.metrics``' streaming calibration error as a
+  ``torchmetrics.Metric`` (torchmetrics, optional, is imported on first use).
 * ``distill_loss``, ``linear_smooth_ce`` (the output layer and the loss without the
   N x C logits), ``vocab_parallel_smooth_ce``, ``data_parallel_smooth_ce`` and
   ``data_parallel_smooth_bce`` (``torch.distributed`` process groups).
@@ -51,6 +53,7 @@ from lsr.torch._linear import linear_smooth_ce
 from lsr.torch._modules import LabelSmoothSoftmaxCE, SmoothCrossEntropyLoss
 
 __all__ = [
+    "CalibrationError",
     "LabelSmoothSoftmaxCE",
     "SmoothBCEWithLogitsLoss",
     "SmoothCrossEntropyLoss",
@@ -64,3 +67,13 @@ __all__ = [
     "smooth_ce",
     "vocab_parallel_smooth_ce",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # torchmetrics is not one of lsr's dependencies: import it only when asked for.
+    if name == "CalibrationError":
+        from lsr.torch._calibration import CalibrationError
+
+        CalibrationError.__module__ = __name__
+        return CalibrationError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

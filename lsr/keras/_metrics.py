@@ -1,0 +1,191 @@
+"""``CalibrationError``: the streaming calibration error as a ``keras.metrics.Metric``.
+
+The metric's variables are ``lsr.metrics``' ``CalibrationState`` (per-bin count, sum of
+confidences, sum of correctness); ``update_state`` adds a batch's sums with the same
+array-API code as ``lsr.metrics.update_calibration_state`` (on the Keras backend's own
+tensors), ``result`` is ``calibration_error_from_state``. Eager calls are validated as
+``lsr.metrics`` validates; inside ``fit``/``evaluate`` (traced, batch size unknown) only
+shapes are checked, and an out-of-range label makes the result NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from lsr._checks import is_integer_dtype
+from lsr._compat import array_namespace, is_concrete
+from lsr._validation import check_choice, check_positive_int, fail_value, normalize_axis
+from lsr.keras._common import check_backend, check_known_rank
+from lsr.metrics import CalibrationState, update_calibration_state
+from lsr.metrics._calibration import BIN_EDGE_RULES, NORMS
+from lsr.metrics._inputs import check_bool
+from lsr.metrics._streaming import accumulate, check_streaming_options, error_from_state
+
+__all__ = ["CalibrationError"]
+
+
+@keras.saving.register_keras_serializable(package="lsr")
+class CalibrationError(keras.metrics.Metric):
+    """Binned calibration error (ECE, l2, MCE; top-label or classwise), accumulated.
+
+    The numbers of ``lsr.metrics.expected_calibration_error`` on every batch passed to
+    ``update_state`` (equal-width bins; up to the order of floating-point additions),
+    with O(n_bins x K) variables whatever the number of examples.
+
+    ``y_true``: integer class ids (the predictions' shape without the class axis, or
+    with a class axis of size 1, as Keras' sparse metrics take them), or one-hot targets
+    of the predictions' shape (their argmax is the label). ``y_pred``: probabilities
+    (Keras' metric convention) unless ``from_logits=True``.
+
+    Args:
+        n_bins: number of equal-width bins (>= 1).
+        norm: ``"l1"``, ``"l2"`` or ``"max"``.
+        num_classes: K, required with ``scope="classwise"`` (the state has K rows).
+        scope: ``"top_label"`` or ``"classwise"``.
+        from_logits: whether ``y_pred`` holds logits.
+        bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins.
+        debias: the debiased l2 estimator of Kumar et al. (2019) (``norm="l2"`` only).
+        binning: ``"equal_width"``; ``"equal_mass"`` raises (its edges need every
+            confidence; use the batch ``expected_calibration_error``).
+        axis: the class axis of ``y_pred``.
+        name: the metric's name.
+        dtype: the dtype of the variables (the sums) and the result (Keras'
+            ``floatx()`` by default; float32 counts are exact up to 2**24 per bin).
+
+    Example:
+        >>> import numpy as np
+        >>> from lsr.keras import CalibrationError
+        >>> metric = CalibrationError(n_bins=2)
+        >>> metric.update_state(np.array([0, 1]), np.array([[0.9, 0.1], [0.8, 0.2]]))
+        >>> metric.update_state(np.array([1]), np.array([[0.3, 0.7]]))
+        >>> print(round(float(metric.result()), 4))  # one bin: confidence 0.8, accuracy 2/3
+        0.1333
+    """
+
+    def __init__(
+        self,
+        n_bins: int = 15,
+        norm: str = "l1",
+        *,
+        num_classes: int | None = None,
+        scope: str = "top_label",
+        from_logits: bool = False,
+        bin_edges: str = "right",
+        debias: bool = False,
+        binning: str = "equal_width",
+        axis: int = -1,
+        name: str = "calibration_error",
+        dtype: Any = None,
+    ) -> None:
+        check_backend()
+        check_streaming_options(n_bins, scope, binning)
+        check_choice("norm", norm, NORMS)
+        check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
+        check_bool("from_logits", from_logits)
+        check_bool("debias", debias)
+        if debias and norm != "l2":
+            fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
+        shape: tuple[int, ...] = (n_bins,)
+        if scope == "classwise":
+            if num_classes is None:
+                fail_value(
+                    "scope='classwise' keeps one row of bins per class: pass num_classes.",
+                    "num_classes",
+                    num_classes,
+                )
+            check_positive_int("num_classes", num_classes)
+            shape = (num_classes, n_bins)
+        super().__init__(name=name, dtype=dtype)
+        self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
+        self.from_logits, self.bin_edges, self.debias, self.axis = (
+            from_logits,
+            bin_edges,
+            debias,
+            axis,
+        )
+        self.state_variables = [
+            self.add_variable(shape=shape, initializer="zeros", dtype=self.dtype, name=field)
+            for field in CalibrationState._fields
+        ]
+
+    def _state(self) -> CalibrationState:
+        return CalibrationState(*(ops.convert_to_tensor(v.value) for v in self.state_variables))
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
+        if sample_weight is not None:
+            raise NotImplementedError(
+                "CalibrationError does not weight examples (the batch "
+                "expected_calibration_error has no weights either). "
+                "Received: sample_weight of type " + type(sample_weight).__name__
+            )
+        y_pred, y_true = ops.convert_to_tensor(y_pred), ops.convert_to_tensor(y_true)
+        check_known_rank("y_true", y_true)
+        check_known_rank("y_pred", y_pred)
+        ndim = len(y_pred.shape)
+        if ndim < 1:
+            fail_value("`y_pred` must have a class axis.", "y_pred", y_pred)
+        axis = normalize_axis(self.axis, ndim)
+        num_classes = y_pred.shape[axis]
+        if num_classes is None:
+            fail_value(
+                f"`y_pred` must have a known number of classes (its axis {axis}).",
+                "y_pred.shape",
+                tuple(y_pred.shape),
+            )
+        if len(y_true.shape) == ndim and (y_true.shape[axis] != 1 or num_classes == 1):
+            y_true = ops.argmax(y_true, axis=axis)  # one-hot targets
+        elif len(y_true.shape) == ndim:
+            y_true = ops.squeeze(y_true, axis=axis)
+        xp = array_namespace(y_pred)
+        if not is_integer_dtype(xp, y_true.dtype):
+            y_true = ops.cast(y_true, "int32")
+        if keras.backend.standardize_dtype(y_pred.dtype) not in ("float32", "float64"):
+            y_pred = ops.cast(y_pred, "float32")
+        state = self._state()
+        if self.scope == "classwise" and num_classes != self.num_classes:
+            fail_value(
+                f"This classwise metric was made for num_classes={self.num_classes}.",
+                "y_pred.shape",
+                tuple(y_pred.shape),
+            )
+        if is_concrete(y_pred) and None not in tuple(y_pred.shape):
+            state = update_calibration_state(
+                state,
+                y_pred,
+                y_true,
+                from_logits=self.from_logits,
+                bin_edges=self.bin_edges,
+                axis=axis,
+            )
+        else:
+            state = accumulate(
+                xp,
+                state,
+                y_pred,
+                y_true,
+                axis=axis,
+                from_logits=self.from_logits,
+                right=self.bin_edges == "right",
+            )
+        for variable, value in zip(self.state_variables, state, strict=True):
+            variable.assign(value)
+
+    def result(self) -> Any:
+        state = self._state()
+        return error_from_state(array_namespace(state.count), state, self.norm, debias=self.debias)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "n_bins": self.n_bins,
+            "norm": self.norm,
+            "num_classes": self.num_classes,
+            "scope": self.scope,
+            "from_logits": self.from_logits,
+            "bin_edges": self.bin_edges,
+            "debias": self.debias,
+            "axis": self.axis,
+        }

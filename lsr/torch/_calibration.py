@@ -1,0 +1,143 @@
+"""``CalibrationError``: the streaming calibration error as a ``torchmetrics.Metric``.
+
+The state is ``lsr.metrics``' ``CalibrationState`` (three (n_bins,) or (K, n_bins)
+tensors registered with ``dist_reduce_fx="sum"``, so torchmetrics' own synchronization
+merges the processes' states); ``update`` and ``compute`` are
+``lsr.metrics.update_calibration_state`` and ``calibration_error_from_state``.
+torchmetrics is an optional dependency: ``lsr.torch`` imports this module (and
+torchmetrics) only when ``lsr.torch.CalibrationError`` is first used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+
+from lsr._validation import check_choice, check_positive_int, fail_value
+from lsr.metrics import (
+    CalibrationState,
+    calibration_error_from_state,
+    update_calibration_state,
+)
+from lsr.metrics._calibration import BIN_EDGE_RULES, NORMS
+from lsr.metrics._inputs import check_bool
+from lsr.metrics._streaming import check_streaming_options
+
+__all__ = ["CalibrationError"]
+
+
+class CalibrationError(Metric):
+    """Binned calibration error (ECE, l2, MCE; top-label or classwise), accumulated.
+
+    The numbers of ``lsr.metrics.expected_calibration_error`` on everything passed to
+    ``update`` (equal-width bins; up to the order of floating-point additions), with
+    O(n_bins x K) state whatever the number of examples. Under DDP, torchmetrics sums the
+    processes' states before ``compute``.
+
+    Compared with ``torchmetrics.classification.MulticlassCalibrationError``: the same
+    quantity (all three norms) with ``bin_edges="left"`` when no confidence is exactly
+    1.0 (torchmetrics bins [lo, hi) and gives 1.0 an extra bin; lsr's last bin is
+    [lo, 1]). The default here is Guo et al.'s (lo, hi] bins. Scores are logits unless
+    ``from_logits=False`` (torchmetrics guesses from their range). The state is the
+    same size for ``scope="top_label"`` whatever K, so ``num_classes`` is needed only
+    for ``scope="classwise"``.
+
+    Args:
+        n_bins: number of equal-width bins (>= 1).
+        norm: ``"l1"``, ``"l2"`` or ``"max"``.
+        num_classes: K, required with ``scope="classwise"`` (the state has K rows).
+        scope: ``"top_label"`` or ``"classwise"``.
+        from_logits: whether ``update`` receives logits or probabilities.
+        bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins.
+        debias: the debiased l2 estimator of Kumar et al. (2019) (``norm="l2"`` only).
+        binning: ``"equal_width"``; ``"equal_mass"`` raises (its edges need every
+            confidence; use the batch ``expected_calibration_error``).
+        axis: the class axis of the scores (1, as in ``F.cross_entropy``).
+        state_dtype: the dtype of the sums (float64: counts exact to 2**53).
+        **kwargs: ``torchmetrics.Metric``'s options (``dist_sync_on_step``,
+            ``process_group``...).
+
+    Example:
+        >>> import torch
+        >>> from lsr.torch import CalibrationError
+        >>> metric = CalibrationError(n_bins=2, from_logits=False)
+        >>> metric.update(torch.tensor([[0.9, 0.1], [0.8, 0.2]]), torch.tensor([0, 1]))
+        >>> metric.update(torch.tensor([[0.3, 0.7]]), torch.tensor([1]))
+        >>> print(round(float(metric.compute()), 4))  # one bin: confidence 0.8, accuracy 2/3
+        0.1333
+    """
+
+    is_differentiable = False
+    higher_is_better = False
+    full_state_update = False
+
+    count: torch.Tensor
+    confidence_sum: torch.Tensor
+    correct_sum: torch.Tensor
+
+    def __init__(
+        self,
+        n_bins: int = 15,
+        norm: str = "l1",
+        *,
+        num_classes: int | None = None,
+        scope: str = "top_label",
+        from_logits: bool = True,
+        bin_edges: str = "right",
+        debias: bool = False,
+        binning: str = "equal_width",
+        axis: int = 1,
+        state_dtype: torch.dtype = torch.float64,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_streaming_options(n_bins, scope, binning)
+        check_choice("norm", norm, NORMS)
+        check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
+        check_bool("from_logits", from_logits)
+        check_bool("debias", debias)
+        if debias and norm != "l2":
+            fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
+        shape: tuple[int, ...] = (n_bins,)
+        if scope == "classwise":
+            if num_classes is None:
+                fail_value(
+                    "scope='classwise' keeps one row of bins per class: pass num_classes.",
+                    "num_classes",
+                    num_classes,
+                )
+            check_positive_int("num_classes", num_classes)
+            shape = (num_classes, n_bins)
+        self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
+        self.from_logits, self.bin_edges, self.debias, self.axis = (
+            from_logits,
+            bin_edges,
+            debias,
+            axis,
+        )
+        for field in CalibrationState._fields:
+            self.add_state(
+                field, default=torch.zeros(shape, dtype=state_dtype), dist_reduce_fx="sum"
+            )
+
+    def _state(self) -> CalibrationState:
+        return CalibrationState(self.count, self.confidence_sum, self.correct_sum)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch: ``preds`` (..., K, ...) scores, ``target`` integer class ids."""
+        state = update_calibration_state(
+            self._state(),
+            preds,
+            target,
+            from_logits=self.from_logits,
+            bin_edges=self.bin_edges,
+            axis=self.axis,
+        )
+        self.count, self.confidence_sum, self.correct_sum = state
+
+    def compute(self) -> torch.Tensor:
+        """The calibration error of everything seen, in ``state_dtype`` (NaN before any
+        update)."""
+        return calibration_error_from_state(self._state(), norm=self.norm, debias=self.debias)
