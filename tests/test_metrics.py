@@ -564,12 +564,17 @@ def test_bad_histogram_option():
 # ------------------------------------------------------------- package and imports
 
 PUBLIC = {
+    "CalibrationState",
     "PenultimateProjection",
     "ReliabilityDiagram",
     "apply_temperature",
+    "calibration_error_from_state",
+    "calibration_state",
     "expected_calibration_error",
     "fit_temperature",
+    "merge_calibration_states",
     "negative_log_likelihood",
+    "update_calibration_state",
     "penultimate_projection",
     "plot_penultimate_projection",
     "plot_reliability_diagram",

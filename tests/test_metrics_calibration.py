@@ -484,3 +484,21 @@ if "jax" in selected_backends():
         assert float(eager) > 0.0
         # A label out of range cannot be checked while tracing: the result is NaN.
         assert np.isnan(traced(logits, labels.at[0].set(9)))
+
+
+def test_a_confidence_on_an_edge_falls_in_the_same_bin_on_every_backend(backend):
+    """The edges are j / n_bins correctly rounded on every backend (XLA would otherwise
+    multiply by the reciprocal: 6 * 0.1 = 0.6000000000000001): with [lo, hi) bins a
+    confidence of exactly 0.6 opens the bin [0.6, 0.7)."""
+    probs = np.array([[0.6, 0.4], [0.6, 0.4], [0.95, 0.05]])
+    labels = np.array([0, 1, 0])
+    diagram = metrics.reliability_diagram(
+        backend.asarray(probs),
+        backend.asarray(labels),
+        n_bins=10,
+        from_logits=False,
+        bin_edges="left",
+    )
+    count = backend.to_numpy(diagram.count)
+    assert count[6] == 2 and count[5] == 0 and count[9] == 1
+    assert backend.to_numpy(diagram.edges)[6] == 0.6

@@ -136,7 +136,7 @@ class CalibrationError(keras.metrics.Metric):
                 tuple(y_pred.shape),
             )
         if len(y_true.shape) == ndim and (y_true.shape[axis] != 1 or num_classes == 1):
-            y_true = ops.argmax(y_true, axis=axis)  # one-hot targets
+            y_true = _one_hot_ids(y_true, axis)
         elif len(y_true.shape) == ndim:
             y_true = ops.squeeze(y_true, axis=axis)
         xp = array_namespace(y_pred)
@@ -189,3 +189,21 @@ class CalibrationError(keras.metrics.Metric):
             "debias": self.debias,
             "axis": self.axis,
         }
+
+
+def _one_hot_ids(y_true: Any, axis: int) -> Any:
+    """The class ids of one-hot targets. A row that is not one-hot (soft targets) has no
+    class to be correct about: an error on concrete values; under tracing its id is -1,
+    which makes the result NaN rather than a number for the argmax's class."""
+    ones = ops.sum(ops.cast(ops.equal(y_true, 1), "int32"), axis=axis)
+    zeros = ops.sum(ops.cast(ops.equal(y_true, 0), "int32"), axis=axis)
+    one_hot = ops.logical_and(ops.equal(ones, 1), ops.equal(ones + zeros, y_true.shape[axis]))
+    if is_concrete(one_hot) and not bool(ops.all(one_hot)):
+        fail_value(
+            "`y_true` with the predictions' shape must be one-hot rows (a calibration "
+            "error needs one true class per example); soft targets have none.",
+            "y_true",
+            y_true,
+        )
+    ids = ops.cast(ops.argmax(y_true, axis=axis), "int32")
+    return ops.where(one_hot, ids, -1)

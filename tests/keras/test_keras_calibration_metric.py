@@ -127,3 +127,24 @@ def test_options_and_weights_are_checked():
         CalibrationError(scope="classwise", num_classes=3).update_state(labels, probs)
     with pytest.raises(ValueError, match=r"in \[0, 4\).*Received: labels with min=4"):
         CalibrationError().update_state(labels + 4, probs)
+
+
+def test_soft_targets_are_refused_eagerly_and_give_nan_when_traced():
+    """A row of y_true that is not one-hot has no true class: its argmax would give a
+    plausible number, so eagerly it is an error and under tf.function the result NaN."""
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1]], np.float32)
+    soft = np.array([[0.9, 0.1, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    metric = CalibrationError(n_bins=5)
+    with pytest.raises(ValueError, match=r"must be one-hot rows.*Received: y_true="):
+        metric.update_state(soft, probs)
+    metric.update_state(np.eye(3, dtype=np.float32)[[0, 1]], probs)
+    assert np.isfinite(float(metric.result()))  # (one-hot rows are fine)
+
+    traced = CalibrationError(n_bins=5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 3]), tf.TensorSpec([None, 3])])
+    def update(y_true, y_pred):
+        traced.update_state(y_true, y_pred)
+        return traced.result()
+
+    assert np.isnan(float(update(tf.constant(soft), tf.constant(probs))))
