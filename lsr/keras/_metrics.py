@@ -17,12 +17,10 @@ from keras import ops
 
 from lsr._checks import is_integer_dtype
 from lsr._compat import array_namespace, is_concrete
-from lsr._validation import check_choice, check_positive_int, fail_value, normalize_axis
+from lsr._validation import fail_value, normalize_axis
 from lsr.keras._common import check_backend, check_known_rank
 from lsr.metrics import CalibrationState, update_calibration_state
-from lsr.metrics._calibration import BIN_EDGE_RULES, NORMS
-from lsr.metrics._inputs import check_bool
-from lsr.metrics._streaming import accumulate, check_streaming_options, error_from_state
+from lsr.metrics._streaming import accumulate, error_from_state, metric_state_shape
 
 __all__ = ["CalibrationError"]
 
@@ -81,23 +79,16 @@ class CalibrationError(keras.metrics.Metric):
         dtype: Any = None,
     ) -> None:
         check_backend()
-        check_streaming_options(n_bins, scope, binning)
-        check_choice("norm", norm, NORMS)
-        check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
-        check_bool("from_logits", from_logits)
-        check_bool("debias", debias)
-        if debias and norm != "l2":
-            fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
-        shape: tuple[int, ...] = (n_bins,)
-        if scope == "classwise":
-            if num_classes is None:
-                fail_value(
-                    "scope='classwise' keeps one row of bins per class: pass num_classes.",
-                    "num_classes",
-                    num_classes,
-                )
-            check_positive_int("num_classes", num_classes)
-            shape = (num_classes, n_bins)
+        shape = metric_state_shape(
+            n_bins=n_bins,
+            norm=norm,
+            num_classes=num_classes,
+            scope=scope,
+            from_logits=from_logits,
+            bin_edges=bin_edges,
+            debias=debias,
+            binning=binning,
+        )
         super().__init__(name=name, dtype=dtype)
         self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
         self.from_logits, self.bin_edges, self.debias, self.axis = (

@@ -76,6 +76,39 @@ def check_streaming_options(n_bins: Any, scope: Any, binning: Any) -> None:
         )
 
 
+def metric_state_shape(
+    *,
+    n_bins: Any,
+    norm: Any,
+    num_classes: Any,
+    scope: Any,
+    from_logits: Any,
+    bin_edges: Any,
+    debias: Any,
+    binning: Any,
+) -> tuple[int, ...]:
+    """Check a framework metric's options (``lsr.torch.CalibrationError``,
+    ``lsr.keras.CalibrationError``) and give its state's shape: ``(n_bins,)``, or
+    ``(num_classes, n_bins)`` for the classwise scope."""
+    check_streaming_options(n_bins, scope, binning)
+    check_choice("norm", norm, NORMS)
+    check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
+    check_bool("from_logits", from_logits)
+    check_bool("debias", debias)
+    if debias and norm != "l2":
+        fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
+    if scope != "classwise":
+        return (n_bins,)
+    if num_classes is None:
+        fail_value(
+            "scope='classwise' keeps one row of bins per class: pass num_classes.",
+            "num_classes",
+            num_classes,
+        )
+    check_positive_int("num_classes", num_classes)
+    return (num_classes, n_bins)
+
+
 def calibration_state(
     like: Any,
     *,

@@ -15,15 +15,12 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
-from lsr._validation import check_choice, check_positive_int, fail_value
 from lsr.metrics import (
     CalibrationState,
     calibration_error_from_state,
     update_calibration_state,
 )
-from lsr.metrics._calibration import BIN_EDGE_RULES, NORMS
-from lsr.metrics._inputs import check_bool
-from lsr.metrics._streaming import check_streaming_options
+from lsr.metrics._streaming import metric_state_shape
 
 __all__ = ["CalibrationError"]
 
@@ -93,23 +90,16 @@ class CalibrationError(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        check_streaming_options(n_bins, scope, binning)
-        check_choice("norm", norm, NORMS)
-        check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
-        check_bool("from_logits", from_logits)
-        check_bool("debias", debias)
-        if debias and norm != "l2":
-            fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
-        shape: tuple[int, ...] = (n_bins,)
-        if scope == "classwise":
-            if num_classes is None:
-                fail_value(
-                    "scope='classwise' keeps one row of bins per class: pass num_classes.",
-                    "num_classes",
-                    num_classes,
-                )
-            check_positive_int("num_classes", num_classes)
-            shape = (num_classes, n_bins)
+        shape = metric_state_shape(
+            n_bins=n_bins,
+            norm=norm,
+            num_classes=num_classes,
+            scope=scope,
+            from_logits=from_logits,
+            bin_edges=bin_edges,
+            debias=debias,
+            binning=binning,
+        )
         self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
         self.from_logits, self.bin_edges, self.debias, self.axis = (
             from_logits,
