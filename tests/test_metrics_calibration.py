@@ -502,3 +502,30 @@ def test_a_confidence_on_an_edge_falls_in_the_same_bin_on_every_backend(backend)
     count = backend.to_numpy(diagram.count)
     assert count[6] == 2 and count[5] == 0 and count[9] == 1
     assert backend.to_numpy(diagram.edges)[6] == 0.6
+
+
+if "tensorflow" in selected_backends():
+
+    def test_a_batch_of_unknown_size_under_tf_function():
+        """Equal-width bins trace with an unknown batch size (the same number as
+        eagerly); equal-mass bins need the size and say so."""
+        import tensorflow as tf
+
+        probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]], np.float32)
+        labels = np.array([0, 1, 2], np.int32)
+        spec = [tf.TensorSpec([None, 3]), tf.TensorSpec([None], tf.int32)]
+
+        @tf.function(input_signature=spec)
+        def equal_width(p, y):
+            return metrics.expected_calibration_error(p, y, n_bins=3, from_logits=False)
+
+        @tf.function(input_signature=spec)
+        def equal_mass(p, y):
+            return metrics.expected_calibration_error(
+                p, y, n_bins=3, from_logits=False, binning="equal_mass"
+            )
+
+        eager = metrics.expected_calibration_error(probs, labels, n_bins=3, from_logits=False)
+        assert_close(float(equal_width(probs, labels)), float(eager), "float32")
+        with pytest.raises(ValueError, match=r"must be known when tracing.*Received: "):
+            equal_mass(probs, labels)

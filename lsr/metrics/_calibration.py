@@ -85,6 +85,14 @@ def _binned(
             xp, scores, labels, axis=axis, from_logits=from_logits
         )
     if binning == "equal_mass":
+        if values.shape[0] is None:
+            fail_value(
+                "binning='equal_mass' splits the examples by their number, which must be "
+                "known when tracing (here tf.function has a batch of unknown size); give "
+                "the input a static shape or use binning='equal_width'.",
+                "logits_or_probs.shape",
+                tuple(scores.shape),
+            )
         edges = metrics_core.equal_mass_edges(xp, values, n_bins)
     else:
         edges = metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values)

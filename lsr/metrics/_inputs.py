@@ -6,7 +6,6 @@ concrete arrays. What passes comes back in the compute dtype, ready for ``_core`
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from lsr import _core
@@ -71,7 +70,8 @@ def prepare_scores(
             labels,
         )
     num_classes = scores.shape[axis]
-    if num_classes == 0 or math.prod(expected) == 0:
+    # (0 in expected, not a product: under tf.function a batch may have no static size.)
+    if num_classes == 0 or 0 in expected:
         fail_value(f"`{name}` must hold at least one example and one class.", name, scores)
     check_label_range(xp, labels, num_classes, None)
     if not from_logits:
