@@ -88,7 +88,7 @@ def zero_grads(xp: Namespace, projection: Array, bias: Array | None) -> tuple[Ar
 
 
 def block_step(
-    carry: tuple[Array, Array | None],
+    carry: tuple[Array, Array | None] | None,
     hidden: Array,
     labels: Array,
     where: Array | None,
@@ -98,16 +98,27 @@ def block_step(
     projection: Array,
     bias: Array | None,
     spec: Spec,
-) -> tuple[tuple[Array, Array | None], Array, Array]:
-    """One block of the backward-ready pass: ``(carry, loss per row, d hidden rows)``.
+) -> tuple[tuple[Array, Array | None] | None, Array, Array | None]:
+    """One block of rows: ``(carry, loss per row, d hidden rows)``.
 
     ``carry`` holds the running ``(d projection, d bias)``, updated in place by
     namespaces that offer ``add_matmul(out, a, b)`` (an in-place ``out += a @ b``; the
-    PyTorch adapter's does), so no (d, K) temporary is made per block.
+    PyTorch adapter's does), so no (d, K) temporary is made per block. A ``carry`` of
+    None asks for the loss only: ``(None, loss per row, None)``.
     """
     loss, grad = logits_block(
-        hidden, projection, bias, labels, where, scale, xp=xp, spec=spec, with_grad=True
+        hidden,
+        projection,
+        bias,
+        labels,
+        where,
+        scale,
+        xp=xp,
+        spec=spec,
+        with_grad=carry is not None,
     )
+    if carry is None:
+        return None, loss, None
     grad_projection, grad_bias = carry
     hidden_t = xp.matrix_transpose(hidden)
     add_matmul = getattr(xp, "add_matmul", None)
@@ -162,6 +173,7 @@ def linear_smooth_ce(
     count = num_rows if kept is None else kept.shape[0]
     rows = block_rows(count, num_classes, chunk_size)
     set_rows = getattr(xp, "set_rows", None)
+    index_dtype = _core.index_dtype(xp, hidden)
     carry = zero_grads(xp, projection, bias) if with_grad else None
     d_hidden = None
     if with_grad and set_rows is not None:
@@ -169,52 +181,27 @@ def linear_smooth_ce(
     losses, gathered = [], []
     for start in range(0, count, rows):
         stop = min(start + rows, count)
-        if kept is None:
-            select = slice(start, stop)
-            block = {"hidden": hidden[select, ...], "labels": labels[select, ...]}
-            if per_row_scale:
-                block["scale"] = scale[select]
-        else:
-            select = kept[start:stop]
-            block = {
-                "hidden": xp.take(hidden, select, axis=0),
-                "labels": xp.take(labels, select, axis=0),
-            }
-            if per_row_scale:
-                block["scale"] = xp.take(scale, select, axis=0)
-        row_scale = block["scale"] if per_row_scale else scale
-        if carry is None:
-            loss, _ = logits_block(
-                block["hidden"],
-                projection,
-                bias,
-                block["labels"],
-                None,
-                row_scale,
-                xp=xp,
-                spec=spec,
-                with_grad=False,
-            )
-        else:
-            carry, loss, rows_grad = block_step(
-                carry,
-                block["hidden"],
-                block["labels"],
-                None,
-                row_scale,
-                xp=xp,
-                projection=projection,
-                bias=bias,
-                spec=spec,
-            )
-            if set_rows is None:
-                gathered.append(rows_grad)
-            elif kept is None:
-                index = xp.arange(start, stop, dtype=xp.int64, device=device(hidden))
-                d_hidden = set_rows(d_hidden, index, rows_grad)
-            else:
-                d_hidden = set_rows(d_hidden, select, rows_grad)
+        select = slice(start, stop) if kept is None else kept[start:stop]
+        carry, loss, rows_grad = block_step(
+            carry,
+            _rows(xp, hidden, select),
+            _rows(xp, labels, select),
+            None,
+            _rows(xp, scale, select) if per_row_scale else scale,
+            xp=xp,
+            projection=projection,
+            bias=bias,
+            spec=spec,
+        )
         losses.append(loss)
+        if rows_grad is None:
+            continue
+        if set_rows is None:
+            gathered.append(rows_grad)
+        else:
+            if kept is None:
+                select = xp.arange(start, stop, dtype=index_dtype, device=device(hidden))
+            d_hidden = set_rows(d_hidden, select, rows_grad)
     per_row = xp.concat(losses) if losses else xp.zeros((0,), dtype=dtype, device=device(hidden))
     if spec.reduction == "none" and kept is not None:
         per_row = _put_back(xp, per_row, keep, count)
@@ -229,12 +216,18 @@ def linear_smooth_ce(
     return loss, (d_hidden, *carry)
 
 
+def _rows(xp: Namespace, x: Array, select: Any) -> Array:
+    """The rows ``select`` of ``x``: a slice (a view where the library has them) or
+    gathered by index."""
+    return x[select, ...] if isinstance(select, slice) else xp.take(x, select, axis=0)
+
+
 def _put_back(xp: Namespace, kept_rows: Array, keep: Array, count: int) -> Array:
     """The rows of the kept positions (in order) back at their positions, 0 elsewhere:
     one ``take`` from the kept rows and a zero row."""
     zero = xp.zeros((1, *kept_rows.shape[1:]), dtype=kept_rows.dtype, device=device(kept_rows))
     source = xp.concat([kept_rows, zero])
-    rank = xp.cumulative_sum(xp.astype(keep, xp.int64)) - 1
+    rank = xp.cumulative_sum(xp.astype(keep, _core.index_dtype(xp, keep))) - 1
     return xp.take(source, xp.where(keep, rank, count), axis=0)
 
 
@@ -294,19 +287,6 @@ def scanned_linear_smooth_ce(
 
     def body(carry, x):
         row_scale = x["scale"] if per_row_scale else scale
-        if carry is None:
-            loss, _ = logits_block(
-                x["hidden"],
-                projection,
-                bias,
-                x["labels"],
-                x["where"],
-                row_scale,
-                xp=xp,
-                spec=spec,
-                with_grad=False,
-            )
-            return None, (loss, None)
         carry, loss, d_hidden = block_step(
             carry,
             x["hidden"],
