@@ -281,7 +281,8 @@ def update_calibration_state(
     if len(state.count.shape) == 2 and state.count.shape[0] != scores.shape[axis]:
         fail_value(
             f"A classwise state has one row per class: {scores.shape[axis]} rows for these "
-            f"scores of {scores.shape[axis]} classes.",
+            f"scores of {scores.shape[axis]} classes; this state has "
+            f"{state.count.shape[0]}.",
             "state.count.shape",
             tuple(state.count.shape),
         )
