@@ -128,9 +128,11 @@ def _check_label_values(
 
 def _all_in_unit_interval(xp: Namespace, labels: Any) -> bool:
     """Whether every label is in [0, 1]: from their minimum and maximum, and for floating
-    labels whether any is NaN (asked directly, whichever way a library's min and max
-    treat NaN), without a labels-sized temporary of their dtype."""
-    if not _is_integer_dtype(xp, labels.dtype) and bool(xp.any(xp.isnan(labels))):
+    labels whether any is NaN, without a labels-sized temporary. NaN is asked of their
+    sum (NaN exactly when a label is NaN, or when both infinities are there, which the
+    range rejects too), whichever way a library's min and max treat NaN; an isnan pass
+    would write a labels-sized mask."""
+    if not _is_integer_dtype(xp, labels.dtype) and bool(xp.isnan(xp.sum(labels))):
         return False
     return bool(xp.min(labels) >= 0) and bool(xp.max(labels) <= 1)
 

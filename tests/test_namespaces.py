@@ -157,6 +157,47 @@ def _check_sigmoid(f, asarray, to_numpy, rng, dtype):
     return _differs("values", to_numpy(f(asarray(x.astype(dtype)))), expected, dtype)
 
 
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
+    """The sum of ``w [(1 - t) softplus(z) + r t softplus(-z)]`` for finite logits (with
+    and without weights); at infinite logits, where such a kernel may compute
+    ``0 * inf``, the one thing the core relies on: it never returns a finite value
+    other than the exact one (None, NaN or inf make the core compute it itself)."""
+    shape = (6, 5)
+    z, t = rng.normal(size=shape) * 4.0, rng.uniform(size=shape)
+    t[0, :2] = (0.0, 1.0)
+    weight, pos_weight = rng.uniform(0.5, 2.0, size=shape), rng.uniform(0.5, 3.0, size=(5,))
+    problems = []
+    for w, r in ((None, None), (weight, None), (None, pos_weight), (weight, pos_weight)):
+        expected = np.sum(
+            (1.0 if w is None else w)
+            * ((1.0 - t) * _softplus(z) + (1.0 if r is None else r) * t * _softplus(-z))
+        )
+        given = {
+            "weight": None if w is None else asarray(w.astype(dtype)),
+            "pos_weight": None if r is None else asarray(r.astype(dtype)),
+        }
+        what = f"weight={w is not None}, pos_weight={r is not None}"
+        result = f(asarray(z.astype(dtype)), asarray(t.astype(dtype)), **given)
+        if result is None:
+            problems.append(f"{what}: declined plain finite inputs")
+        else:
+            problems += _differs(what, to_numpy(result), expected, dtype)
+    infinite = np.array([np.inf, -np.inf, np.inf, -np.inf, 1.0])
+    for targets, exact in (([1.0, 0.0, 1.0, 0.0, 0.5], None), ([1.0, 0.0, 0.5, 0.5, 0.5], np.inf)):
+        targets = np.array(targets)
+        if exact is None:
+            exact = _softplus(1.0) / 2 + _softplus(-1.0) / 2
+        result = f(asarray(infinite.astype(dtype)), asarray(targets.astype(dtype)))
+        value = None if result is None else float(to_numpy(result))
+        if value is not None and np.isfinite(value) and not np.isclose(value, exact):
+            problems.append(f"infinite logits: finite {value} instead of {exact}")
+    return problems
+
+
 CHECKS = {
     "logsumexp": _check_logsumexp,
     "sum_and_sum_exp": _check_sum_and_sum_exp,
@@ -166,6 +207,7 @@ CHECKS = {
     "add_matmul": _check_add_matmul,
     "set_rows": _check_set_rows,
     "sigmoid": _check_sigmoid,
+    "sigmoid_cross_entropy_sum": _check_sigmoid_cross_entropy_sum,
 }
 
 
@@ -339,6 +381,14 @@ class _NumPyExtensions:
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-x))
 
+    @staticmethod
+    def sigmoid_cross_entropy_sum(z, t, *, weight=None, pos_weight=None):
+        # PyTorch's form, NaN at an infinite logit with the matching target (0 * inf).
+        r = 1.0 if pos_weight is None else pos_weight
+        with np.errstate(invalid="ignore"):
+            loss = (1.0 - t) * z + (1.0 + (r - 1.0) * t) * _softplus(-z)
+        return np.sum(loss if weight is None else weight * loss)
+
 
 class _BrokenExtensions(_NumPyExtensions):
     """Each extension wrong in a way an implementation could plausibly be."""
@@ -379,6 +429,14 @@ class _BrokenExtensions(_NumPyExtensions):
     def set_rows(out, indices, values):
         out[np.sort(indices), ...] = values  # the rows in sorted order, not as given
         return out
+
+    @staticmethod
+    def sigmoid_cross_entropy_sum(z, t, *, weight=None, pos_weight=None):
+        # Clamped logits: right for finite ones, a plausible finite value at infinite
+        # ones; and pos_weight ignored.
+        z = np.clip(z, -50.0, 50.0)
+        loss = (1.0 - t) * _softplus(z) + t * _softplus(-z)
+        return np.sum(loss if weight is None else weight * loss)
 
     @staticmethod
     def sigmoid(x):

@@ -35,6 +35,7 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from lsr._compat import values_are_cheap
 from lsr._core import _ops
 from lsr._core._loss import reduce_with_denominator
 from lsr._core._spec import Options
@@ -87,14 +88,22 @@ class BinarySpec(Options):
     ARRAY_FIELDS: ClassVar[tuple[str, ...]] = BINARY_ARRAY_FIELDS
 
 
-def smooth_binary_targets(labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array) -> Array:
+def smooth_binary_targets(
+    labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array, in_place: bool = False
+) -> Array:
     """``y' = (1 - eps) y + eps u`` in the dtype of ``like`` (labels of any real or bool
-    dtype; integer labels equal to ``ignore_index`` give a value that is masked later)."""
+    dtype; integer labels equal to ``ignore_index`` give a value that is masked later).
+    ``in_place``: the sum is made in the product's temporary (not under autodiff of these
+    ops): one labels-sized array instead of two."""
     y = xp.astype(labels, like.dtype, copy=False)
     eps, u = spec.smoothing, spec.prior
     if isinstance(eps, float) and eps == 0.0:
         return y
-    return (1.0 - eps) * y + eps * u
+    target = (1.0 - eps) * y
+    if not in_place:
+        return target + eps * u
+    target += eps * u
+    return target
 
 
 def _kept(xp: Namespace, labels: Array, spec: BinarySpec, like: Array) -> tuple[Any, Any]:
@@ -167,6 +176,28 @@ def _elementwise(
     return _mask(xp, loss, kept, invalid)
 
 
+def _fused_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) -> Any:
+    """The sum of every element's loss from the namespace's one-op
+    ``sigmoid_cross_entropy_sum`` (an ``EXTENSIONS`` entry), or None where it is absent
+    or cannot be trusted. The caller has checked that every element counts and every
+    label is valid.
+
+    Such a kernel computes the same sum from ``(1 - y') z + softplus(-z)`` (PyTorch's
+    ``binary_cross_entropy_with_logits``), which is NaN or inf at an infinite logit
+    where ``_elementwise`` gives the exact value (``0 * inf = 0``). So its total is used
+    only when it is finite, which it is exactly when every logit is: reading it is one
+    0-d value, done only where values are cheap (not under tracing, not on an
+    accelerator). Otherwise the elementwise form computes it."""
+    fused = getattr(xp, "sigmoid_cross_entropy_sum", None)
+    if fused is None or not values_are_cheap(logits):
+        return None
+    target = smooth_binary_targets(labels, spec, xp=xp, like=logits, in_place=True)
+    total = fused(logits, target, weight=spec.weight, pos_weight=spec.pos_weight)
+    if total is None or not bool(xp.isfinite(total)):
+        return None
+    return total
+
+
 def binary_loss(
     logits: Array,
     labels: Array,
@@ -185,7 +216,11 @@ def binary_loss(
     """
     kept, invalid = _kept(xp, labels, spec, logits)
     count = _count(xp, kept, logits)
-    loss = _elementwise(xp, logits, labels, spec, kept, invalid)
+    loss = None
+    if spec.reduction != "none" and kept is None and invalid is None:
+        loss = _fused_total(xp, logits, labels, spec)
+    if loss is None:
+        loss = _elementwise(xp, logits, labels, spec, kept, invalid)
     if all_reduce_sum is None:
         return reduce_with_denominator(xp, loss, count, spec.reduction)
     # Weights are not in the binary mean's denominator: no weight total to add up.

@@ -23,6 +23,11 @@ EXTENSIONS = {
     "add_matmul": "add_matmul(out, x1, x2) -> out, with out += x1 @ x2 (fused linear loss)",
     "set_rows": "set_rows(out, indices, values) -> out, with out[indices, ...] = values",
     "sigmoid": "sigmoid(x) -> 1 / (1 + exp(-x)), one fused op",
+    "sigmoid_cross_entropy_sum": (
+        "sigmoid_cross_entropy_sum(z, t, weight=, pos_weight=) -> "
+        "sum w [(1 - t) softplus(z) + r t softplus(-z)] in one fused op (binary loss), "
+        "or None to decline"
+    ),
 }
 
 

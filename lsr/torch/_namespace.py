@@ -86,10 +86,35 @@ def _add_along_axis(
     return x.scatter_add_(axis, indices, values)
 
 
+def _sigmoid_cross_entropy_sum(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    pos_weight: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """PyTorch's one-kernel sigmoid cross-entropy, summed: no logits-sized temporary.
+
+    Declined (None) where autograd would record it (the core's own ops then carry the
+    derivatives lsr defines, and the forward-mode ones), and for half precision, which
+    the core computes in float32 (its caller gives float32 logits anyway). Its value is
+    NaN or inf wherever a logit is infinite (``0 * inf`` in ``(1 - t) z``): the core
+    then recomputes the loss itself (``_core._binary._fused_total``)."""
+    if torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (logits, targets, weight, pos_weight)
+    ):
+        return None
+    if logits.dtype in HALF:
+        return None
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, targets, weight, pos_weight=pos_weight, reduction="sum"
+    )
+
+
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot,
 # torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode), and an
 # in-place scatter-add, exp and matmul-accumulate for the fused and blocked passes, and
-# torch's one-kernel sigmoid for the binary loss's gradient.
+# torch's one-kernel sigmoid and sigmoid cross-entropy for the binary loss.
 xp = types.SimpleNamespace(
     **{
         **vars(_compat_xp),
@@ -103,5 +128,6 @@ xp = types.SimpleNamespace(
         "add_matmul": _add_matmul,
         "set_rows": _set_rows,
         "sigmoid": torch.sigmoid,
+        "sigmoid_cross_entropy_sum": _sigmoid_cross_entropy_sum,
     }
 )

@@ -651,3 +651,55 @@ def test_the_eager_path_binds_no_signature_per_call(monkeypatch):
     batched = torch.func.vmap(lambda t: lt.smooth_bce(logits.detach(), t))(targets)
     one_by_one = torch.stack([lt.smooth_bce(logits.detach(), t) for t in targets])
     torch.testing.assert_close(batched, one_by_one)
+
+
+def test_sum_and_mean_use_torchs_one_kernel_and_fall_back_at_infinite_logits(monkeypatch):
+    """Eagerly on the CPU, "sum" and "mean" take the total from PyTorch's own kernel (no
+    logits-sized temporary of lsr's); where a logit is infinite that kernel gives NaN
+    (``0 * inf``), and the core computes the exact value itself."""
+    from lsr.torch import _namespace
+
+    results = []
+    fused = _namespace.xp.sigmoid_cross_entropy_sum
+
+    def spy(*args, **kwargs):
+        results.append(fused(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(_namespace.xp, "sigmoid_cross_entropy_sum", spy)
+    logits, target = _logits((6, 5), torch.float64), _target("soft", (6, 5), torch.float64)
+    weight, pos_weight = _options((6, 5), torch.float64, ("weight", "pos_weight"))
+    for reduction in ("mean", "sum"):
+        results.clear()
+        loss = lt.smooth_bce(
+            logits,
+            target,
+            smoothing=0.2,
+            weight=weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+        )
+        expected = F.binary_cross_entropy_with_logits(
+            logits,
+            _smoothed(target, 0.2, 0.5, torch.float64),
+            weight,
+            pos_weight=pos_weight,
+            reduction=reduction,
+        )
+        assert len(results) == 1 and results[0] is not None
+        torch.testing.assert_close(loss, expected)
+    # Target 1 at +inf and 0 at -inf cost 0 (PyTorch's own kernel: NaN).
+    logits = torch.tensor([[float("inf"), float("-inf"), 0.5]], dtype=torch.float64)
+    target = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
+    results.clear()
+    leaf = logits.clone().requires_grad_()
+    loss = lt.smooth_bce(leaf, target, smoothing=0.0, reduction="sum")
+    assert len(results) == 1 and torch.isnan(results[0])
+    torch.testing.assert_close(loss, F.softplus(torch.tensor(-0.5, dtype=torch.float64)))
+    loss.backward()
+    torch.testing.assert_close(
+        leaf.grad,
+        torch.tensor(
+            [[0.0, 0.0, torch.sigmoid(torch.tensor(0.5)).item() - 1]], dtype=torch.float64
+        ),
+    )
