@@ -46,7 +46,7 @@ COPIES = 8
 MAX_SHIFT = 2
 TEACHER_INDEX = 1  # initial_params' model index: the tutorial's clean model
 STUDENT_INDEX = 3
-TEACHERS = (("hard", "hard targets"), ("smoothed", "label smoothing"))
+TEACHERS = (("hard", "hard-target"), ("smoothed", "label-smoothed"))
 MEASURES = ("teacher_error", "student_error", "mutual_information")
 
 
