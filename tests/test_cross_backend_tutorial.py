@@ -10,15 +10,19 @@ Nothing is downloaded.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 
 import numpy as np
 import pytest
 
 from lsr.tutorial import mnist_tutorial
-from lsr.tutorial._driver import run_tutorial
+from lsr.tutorial._distillation import distillation_section
+from lsr.tutorial._driver import backend_module, initial_params, run_tutorial
 from lsr.tutorial.data import load_mnist
 from tests.backends import selected_backends
+from tests.reference import log_softmax
 
 FRAMEWORKS = tuple(name for name in ("jax", "torch", "tensorflow") if name in selected_backends())
 
@@ -76,6 +80,63 @@ if FRAMEWORKS:
         np.testing.assert_allclose(
             through.epoch_losses["adv_train"], plain.epoch_losses["adv_train"], rtol=1e-5
         )
+
+    @pytest.mark.parametrize("framework", FRAMEWORKS)
+    def test_distill_step_is_hintons_loss(framework):
+        """A student's step on the adapter's distill_loss: T**2 times the cross-entropy of
+        softmax(teacher / T) against softmax(student / T), the batch's mean (from the
+        student's logits before the step, in float64); further steps lower it."""
+        student = backend_module(framework).create(
+            initial_params(0, 3, 4),
+            learning_rate=1e-3,
+            label_smoothing=0.0,
+            prior="uniform",
+            backprop_through_attack=False,
+            seed=0,
+        )
+        rng = np.random.default_rng(0)
+        x = rng.uniform(size=(16, 28, 28, 1)).astype(np.float32)
+        teacher = (3 * rng.standard_normal((16, 10))).astype(np.float32)
+        temperature = 3.0
+        soft_targets = np.exp(log_softmax(teacher / temperature))
+        log_student = log_softmax(student.logits(x).astype(np.float64) / temperature)
+        expected = temperature**2 * np.mean(-np.sum(soft_targets * log_student, axis=1))
+        first = float(student.distill_step(x, teacher, temperature))
+        assert first == pytest.approx(expected, rel=1e-4)
+        for _ in range(10):
+            last = float(student.distill_step(x, teacher, temperature))
+        assert last < first
+
+    @pytest.mark.parametrize("framework", FRAMEWORKS)
+    def test_distillation_section_on_a_small_slice(framework, digits):
+        run = run_tutorial(
+            framework,
+            train_end=256,
+            test_end=128,
+            nb_epochs=1,
+            nb_filters=8,
+            adv_train=False,
+            data=digits,
+        )
+        section = distillation_section(run, seeds=2, student_filters=4)
+        assert section["loss"].startswith(f"lsr.{framework}.distill_loss")
+        assert section["seeds"] == [run.report.settings["seed"] + i for i in range(2)]
+        bound = section["mutual_information"]["upper_bound_nats"]
+        assert 0 < bound <= math.log(256)
+        for result in section["runs"]:
+            for name in ("hard", "smoothed"):
+                assert 0 <= result[name]["teacher_error"] <= 1
+                assert 0 <= result[name]["student_error"] <= 1
+                assert -0.1 < result[name]["mutual_information"] <= bound + 1e-9
+        for name in ("hard", "smoothed", "smoothed_minus_hard"):
+            for entry in section["summary"][name].values():
+                assert len(entry["values"]) == 2 and np.isfinite(entry["values"]).all()
+        # The first seed's label-smoothed teacher is the tutorial's clean model, and
+        # training it afresh gives the same model (the same weights, batches, targets).
+        first = section["runs"][0]["smoothed"]
+        assert first["teacher_error"] == pytest.approx(1 - run.report.clean_train_clean_eval)
+        afresh = distillation_section(dataclasses.replace(run, clean_model=None), seeds=1)
+        assert afresh["runs"][0]["smoothed"]["teacher_error"] == first["teacher_error"]
 
 
 if len(FRAMEWORKS) >= 2:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from lsr.tutorial import __main__ as command_line
-from lsr.tutorial import _calibration, _driver, data
+from lsr.tutorial import _calibration, _distillation, _driver, data
 from lsr.tutorial.data import TEST_IMAGES, TEST_LABELS
 
 NOT_MNIST = "NOT MNIST"
@@ -45,6 +45,9 @@ class FakeTrainer:
         self.projection = rng.standard_normal((28 * 28, self.kernel.shape[0])) / 28.0
 
     def train_step(self, x, y, adversarial):
+        return 0.0
+
+    def distill_step(self, x, teacher_logits, temperature):
         return 0.0
 
     def features(self, x):
@@ -83,6 +86,7 @@ def _run_command_line(monkeypatch, tmp_path, data_dir):
     stdout and stderr, the suptitle of every figure it saved, and its JSON report."""
     monkeypatch.setattr(_driver, "backend_module", _fake_backend_module)
     monkeypatch.setattr(_calibration, "backend_module", _fake_backend_module)
+    monkeypatch.setattr(_distillation, "backend_module", _fake_backend_module)
     figure_titles = []
     if HAVE_MATPLOTLIB:
         from matplotlib.figure import Figure
@@ -124,7 +128,8 @@ def _line_above_each_table(stdout):
     lines = stdout.splitlines()
     headers = [i for i, line in enumerate(lines) if line.startswith("| field |")]
     headers += [i for i, line in enumerate(lines) if line.startswith("| backend | model |")]
-    assert len(headers) == 2, stdout  # the comparison table and the calibration table
+    headers += [i for i, line in enumerate(lines) if line.startswith("| backend | teacher |")]
+    assert len(headers) == 3, stdout  # the comparison, calibration and distillation tables
     for index in headers:
         assert index >= 2 and lines[index - 1] == "", stdout
     return [lines[index - 2] for index in headers]
@@ -162,6 +167,8 @@ def test_digits_run_marks_both_printed_tables(digits_run):
     assert NOT_MNIST in report["data"]
     assert NOT_MNIST in report["table"].splitlines()[0]
     for section in report["calibration"].values():
+        assert NOT_MNIST in section["data"]
+    for section in report["distillation"].values():
         assert NOT_MNIST in section["data"]
 
 
@@ -278,3 +285,26 @@ if HAVE_TQDM:
         assert bar is not None
         assert list(bar(range(3))) == [0, 1, 2]
         assert "jax: training" in terminal.getvalue()
+
+
+def test_mnist_run_reports_the_distillation_section(mnist_run):
+    """Every backend's section: the seeds, the scale, errors in [0, 1], the proxy at most
+    its bound, and summaries of every seed's values; the table says how small it is."""
+    stdout, _, _, report = mnist_run
+    assert set(report["distillation"]) == set(_driver.BACKENDS)
+    for section in report["distillation"].values():
+        assert section["seeds"] == [_driver.DEFAULT_SEED + i for i in range(3)]
+        assert "t10k-only split" in section["scale"] and "small" in section["scale"]
+        bound = section["mutual_information"]["upper_bound_nats"]
+        for run in section["runs"]:
+            for name in ("hard", "smoothed"):
+                assert 0 <= run[name]["teacher_error"] <= 1
+                assert 0 <= run[name]["student_error"] <= 1
+                assert -0.1 < run[name]["mutual_information"] <= bound + 1e-9
+        for name in ("hard", "smoothed", "smoothed_minus_hard"):
+            for entry in section["summary"][name].values():
+                assert len(entry["values"]) == 3
+                assert entry["mean"] == pytest.approx(np.mean(entry["values"]))
+                assert entry["std"] == pytest.approx(np.std(entry["values"], ddof=1))
+    assert "t10k-only split" in stdout
+    assert sum("| smoothing - hard (paired) |" in line for line in stdout.splitlines()) == 3

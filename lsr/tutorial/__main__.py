@@ -6,8 +6,10 @@ every backend)::
 
     python -m lsr.tutorial --backend all --train_end 5000 --nb_epochs 2 --testing
 
-Prints a comparison table across backends and writes a JSON report (``--report``), and
-the calibration section's numbers and PNG figures under ``--out_dir``. Every table and
+Prints a comparison table across backends, the calibration section's table and the
+distillation section's table (teachers with and without label smoothing, a student
+distilled from each, over ``--distill_seeds`` seeds), and writes them to a JSON report
+(``--report``), with the calibration figures as PNG files under ``--out_dir``. Every table and
 figure says which data it comes from (``NOT MNIST`` for the scikit-learn digits
 fallback). Log lines go to stderr, each once per run; progress bars only to a terminal.
 """
@@ -21,6 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lsr.tutorial._distillation import (
+    DEFAULT_SEEDS,
+    DEFAULT_TEMPERATURE,
+    check_distillation_options,
+    distillation_section,
+    distillation_table,
+)
 from lsr.tutorial._driver import (
     ACCURACY_FIELDS,
     BACKENDS,
@@ -87,6 +96,28 @@ def build_parser() -> argparse.ArgumentParser:
         "Calibration section: ECE/NLL of hard-target, temperature-scaled and "
         "label-smoothed models, with reliability diagrams and penultimate projections",
     )
+    _flag(
+        parser,
+        "distillation",
+        True,
+        "Distillation section: teachers with and without label smoothing, a student "
+        "distilled from each, over several seeds (Müller et al. 2019, section 4)",
+    )
+    parser.add_argument(
+        "--distill_seeds", type=int, default=DEFAULT_SEEDS, help="Seeds of the distillation"
+    )
+    parser.add_argument(
+        "--distill_temperature",
+        type=float,
+        default=DEFAULT_TEMPERATURE,
+        help="Hinton et al.'s distillation temperature T",
+    )
+    parser.add_argument(
+        "--distill_student_filters",
+        type=int,
+        default=None,
+        help="The students' nb_filters (default: a quarter of --nb_filters)",
+    )
     parser.add_argument("--out_dir", default="results", help="Where figures go")
     parser.add_argument(
         "--report", default=None, help="JSON report path (default: OUT_DIR/tutorial_report.json)"
@@ -131,6 +162,13 @@ def comparison_table(reports: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    distill = {
+        "seeds": args.distill_seeds,
+        "temperature": args.distill_temperature,
+        "student_filters": args.distill_student_filters,
+    }
+    if args.distillation:
+        check_distillation_options(**distill)  # before hours of training, not after
     backends = list(BACKENDS) if args.backend == "all" else [args.backend]
     out_dir = Path(args.out_dir)
     report_path = Path(args.report) if args.report else out_dir / "tutorial_report.json"
@@ -161,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     reports: dict[str, dict[str, Any]] = {}
     calibration: dict[str, Any] = {}
+    distillation: dict[str, Any] = {}
     for backend in backends:
         log(f"{backend}: running the tutorial")
         run = run_tutorial(backend, data=data, progress=args.progress, log=log, **options)
@@ -172,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             calibration[backend] = calibration_section(
                 run, out_dir=out_dir, progress=args.progress, log=log
             )
+        if args.distillation:
+            distillation[backend] = distillation_section(
+                run, progress=args.progress, log=log, **distill
+            )
+            log(f"{backend}: distillation done in {distillation[backend]['time_s']:.1f} s")
 
     table = comparison_table(reports)
     print(table)
@@ -180,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
         print()
         print(calibration_table(calibration))
+    if distillation:
+        print()
+        print(distillation_table(distillation))
     report_path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "command": "python -m lsr.tutorial " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -187,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": data.headline,
         "reports": reports,
         "calibration": calibration,
+        "distillation": distillation,
         "table": table,
     }
     report_path.write_text(json.dumps(payload, indent=2) + "\n")

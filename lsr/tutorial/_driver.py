@@ -58,6 +58,10 @@ class Trainer(Protocol):
     def train_step(self, x: np.ndarray, y: np.ndarray, adversarial: bool) -> Any:
         """One Adam step on the batch; returns the loss (any scalar ``float()`` accepts)."""
 
+    def distill_step(self, x: np.ndarray, teacher_logits: np.ndarray, temperature: float) -> Any:
+        """One Adam step on the backend adapter's ``distill_loss`` (mean over the batch)
+        against the teacher's (N, 10) float32 logits at ``temperature``; returns the loss."""
+
     def logits(self, x: np.ndarray) -> np.ndarray:
         """(N, 10) logits."""
 
@@ -69,6 +73,13 @@ class Trainer(Protocol):
 
     def dense_kernel(self) -> np.ndarray:
         """The last layer's kernel, shape (2 * nb_filters, 10)."""
+
+
+class Steps(Protocol):
+    """What ``train`` needs: a ``Trainer``, or a wrapper that steps on other targets (the
+    distillation section's student, whose "labels" are a teacher's logits)."""
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, adversarial: bool) -> Any: ...
 
 
 @dataclasses.dataclass
@@ -251,7 +262,7 @@ def accuracy(
 
 
 def train(
-    trainer: Trainer,
+    trainer: Steps,
     x: np.ndarray,
     y: np.ndarray,
     *,

@@ -10,7 +10,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from lsr.jax import smooth_ce
+from lsr.jax import distill_loss, smooth_ce
 from lsr.tutorial._driver import FGSM_PARAMS, NUM_CLASSES
 
 
@@ -155,13 +155,30 @@ class Trainer:
             optimizer.update(model, grads)
             return loss
 
+        @nnx.jit(static_argnames="temperature")
+        def distill_step(model, optimizer, x, teacher_logits, temperature):
+            def distill_fn(model):
+                return distill_loss(
+                    model(x), teacher_logits, temperature=temperature, reduction="mean"
+                )
+
+            loss, grads = nnx.value_and_grad(distill_fn)(model)
+            optimizer.update(model, grads)
+            return loss
+
         self._step = step
+        self._distill_step = distill_step
         self._logits = nnx.jit(lambda model, x: model(x))
         self._features = nnx.jit(lambda model, x: model.features(x))
         self._fgsm = nnx.jit(fgsm)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, adversarial: bool) -> Any:
         return self._step(self.model, self.optimizer, jnp.asarray(x), jnp.asarray(y), adversarial)
+
+    def distill_step(self, x: np.ndarray, teacher_logits: np.ndarray, temperature: float) -> Any:
+        return self._distill_step(
+            self.model, self.optimizer, jnp.asarray(x), jnp.asarray(teacher_logits), temperature
+        )
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self._logits(self.model, jnp.asarray(x)))

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 import lsr
-from lsr.tensorflow import smooth_ce
+from lsr.tensorflow import distill_loss, smooth_ce
 from lsr.tutorial._driver import FGSM_PARAMS, IMAGE_SHAPE
 
 
@@ -128,6 +128,20 @@ class Trainer:
             return step
 
         self._steps = {False: make_step(False), True: make_step(True)}
+
+        # The temperature is a Python float: one trace per temperature used.
+        @tf.function(reduce_retracing=True)
+        def distill_step(x, teacher_logits, temperature):
+            with tf.GradientTape() as tape:
+                loss = distill_loss(
+                    model(x, training=True), teacher_logits, temperature=temperature
+                )
+            variables = model.trainable_variables
+            gradients = tape.gradient(loss, variables)
+            self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
+            return loss
+
+        self._distill_step = distill_step
         self._logits = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         self._features = tf.function(
             lambda x: self.feature_model(x, training=False), reduce_retracing=True
@@ -136,6 +150,9 @@ class Trainer:
 
     def train_step(self, x: np.ndarray, y: np.ndarray, adversarial: bool) -> Any:
         return self._steps[adversarial](tf.constant(x), tf.constant(y))
+
+    def distill_step(self, x: np.ndarray, teacher_logits: np.ndarray, temperature: float) -> Any:
+        return self._distill_step(tf.constant(x), tf.constant(teacher_logits), temperature)
 
     def logits(self, x: np.ndarray) -> np.ndarray:
         return self._logits(tf.constant(x)).numpy()

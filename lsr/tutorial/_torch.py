@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lsr.torch import smooth_ce
+from lsr.torch import distill_loss, smooth_ce
 from lsr.tutorial._driver import FGSM_PARAMS, IMAGE_SHAPE
 
 
@@ -121,6 +121,16 @@ class Trainer:
             if not self.backprop_through_attack:
                 adversarial_inputs = adversarial_inputs.detach()
             loss = 0.5 * loss + 0.5 * self._loss(self.model(adversarial_inputs), labels)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def distill_step(self, x: np.ndarray, teacher_logits: np.ndarray, temperature: float) -> Any:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = distill_loss(
+            self.model(_nchw(x)), torch.from_numpy(teacher_logits), temperature=temperature
+        )
         loss.backward()
         self.optimizer.step()
         return loss.detach()
