@@ -180,8 +180,11 @@ def _linear(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _us(seconds_us: float | None) -> str:
-    return "" if seconds_us is None else f"{seconds_us:.3g}"
+def _us(microseconds: float | None) -> str:
+    """Three significant digits, whole microseconds above 100 (never an exponent)."""
+    if microseconds is None:
+        return ""
+    return f"{microseconds:.0f}" if microseconds >= 100 else f"{microseconds:.3g}"
 
 
 def overhead_rows(results: dict[str, Any]) -> list[str]:

@@ -446,8 +446,11 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
             result["measurements"] += other["measurements"]
         result["load_average_after_timing"] = list(os.getloadavg())
     else:
-        module = importlib.import_module(f"benchmarks.{name}_backend")
-        result = {"versions": module.versions(), "agreement": {}, "measurements": []}
+        result = {"versions": {}, "agreement": {}, "measurements": []}
+        if "overhead" not in parts:
+            # Without the overhead child (which reports them), the versions are read here.
+            module = importlib.import_module(f"benchmarks.{name}_backend")
+            result["versions"] = module.versions()
     if args.memory and "memory" in parts:
         for row in result["measurements"]:
             if not _measures_memory(args.size, row):
@@ -483,6 +486,7 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
         if "error" in measured:
             result["overhead_error"] = measured["error"]
         result["overhead"] = measured.get("overhead", [])
+        result["versions"] = result["versions"] or measured.get("versions", {})
     result["elapsed_s"] = time.perf_counter() - start
     result["load_average_at_end"] = list(os.getloadavg())
     return result

@@ -165,7 +165,11 @@ def test_the_report_shows_the_overhead_table_and_failed_pairs():
     failed = {**_row("lsr.torch.smooth_bce", "forward", 1, 1), "error": "AssertionError: loss"}
     for key in ("lsr_us", "rival_us", "ratio"):
         del failed[key]
-    rows = [_row("lsr.torch.smooth_ce", "forward+backward", 30.0, 12.0), failed]
+    rows = [
+        _row("lsr.torch.smooth_ce", "forward+backward", 30.0, 12.0),
+        failed,
+        _row("lsr.torch.smooth_ce", "forward", 123456.7, 1234.5),
+    ]
     results = _results(rows)
     report.add_ratios(results)
     text = report.section(results)
@@ -177,12 +181,13 @@ def test_the_report_shows_the_overhead_table_and_failed_pairs():
     assert ours.endswith("| 0.1 | 8x4, integer labels | forward+backward | 30 | 12 | **2.5** |")
     assert "failed: AssertionError: loss" in lines[header + 3]
     assert lines[header + 3].count("|") == ours.count("|")
+    assert lines[header + 4].endswith("| 123457 | 1234 | **100** |")
     # A run that failed to measure the overhead fails, and says so.
     assert run.failures(results) == [
         "torch: overhead lsr.torch.smooth_bce / F.cross_entropy(label_smoothing=0.1) "
         "(eager, forward)"
     ]
-    assert run.failures(_results([rows[0]])) == []
+    assert run.failures(_results([rows[0], rows[2]])) == []
     crashed = _results([], overhead_error="exit status 1")
     assert run.failures(crashed) == ["torch: overhead (exit status 1)"]
     assert "failed: exit status 1" in report.section(crashed)
