@@ -491,3 +491,130 @@ def machine_info() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
+
+
+# --- Per-call overhead ------------------------------------------------------------------
+
+#: The tiny inputs of the overhead part: 8 x 4 float32 logits with integer labels (the
+#: softmax losses), the same with 0/1 targets of one label per logit (the binary loss),
+#: and 8 x 16 hidden states times a 16 x 4 projection (the fused linear + loss). At this
+#: size the arithmetic is nothing and a call costs what its Python and its dispatch cost.
+OVERHEAD_CASES = {
+    "softmax": Case("labels", (8, 4)),
+    "binary": Case("multilabel", (8, 4)),
+}
+OVERHEAD_LINEAR = LinearCase(8, 16, 4)
+OVERHEAD_INPUT_NAMES = {
+    "softmax": "8x4, integer labels",
+    "binary": "8x4, multi-label",
+    "linear": "8x16 @ 16x4, integer labels",
+}
+
+#: calls: the calls in a row that one repeat times (fewer, down to ``min(10, calls)``,
+#: where ``repeats`` rounds of every step of a pair would take over ``max_pair_s``).
+OVERHEAD_SETTINGS = {
+    "smoke": {"calls": 5, "repeats": 3, "max_pair_s": 0.05},
+    "quick": {"calls": 100, "repeats": 5, "max_pair_s": 0.25},
+    "full": {"calls": 200, "repeats": 7, "max_pair_s": 0.5},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class OverheadPair:
+    """One public entry point of lsr beside the framework's own equivalent, on a tiny input.
+
+    ``ours`` and ``theirs`` take ``args`` (the inputs, the ``differentiable`` ones first:
+    the logits, or the hidden states and the projection) and return the mean loss;
+    ``entry`` is lsr's public name (``lsr.torch.cross_entropy``), ``rival`` the
+    framework's call as its users write it, ``variant`` the execution mode ("eager",
+    "jit", "tf.function"), ``inputs`` a key of ``OVERHEAD_INPUT_NAMES`` and
+    ``smoothing`` the label smoothing both compute with.
+    """
+
+    entry: str
+    rival: str
+    variant: str
+    inputs: str
+    ours: Callable[..., Any]
+    theirs: Callable[..., Any]
+    args: tuple[Any, ...]
+    differentiable: int = 1
+    smoothing: float = 0.1
+
+    @property
+    def loss(self) -> str:
+        """The loss family ("softmax" or "binary"; the fused linear loss is a softmax one)."""
+        return "binary" if self.inputs == "binary" else "softmax"
+
+
+def _flat(output: Any) -> list[Any]:
+    if isinstance(output, (tuple, list)):
+        return [array for item in output for array in _flat(item)]
+    return [output]
+
+
+def overhead_agreement(
+    ours: Any, theirs: Any, to_numpy: Callable[[Any], Any], rtol: float = 2e-5, atol: float = 1e-6
+) -> dict[str, Any]:
+    """The loss (and gradients) of both calls of a pair: their largest differences, after
+    asserting (float32 tolerances) that they are the same numbers."""
+    import numpy as np
+
+    ours_arrays = [np.asarray(to_numpy(a), dtype=np.float64) for a in _flat(ours)]
+    theirs_arrays = [np.asarray(to_numpy(a), dtype=np.float64) for a in _flat(theirs)]
+    assert len(ours_arrays) == len(theirs_arrays), (len(ours_arrays), len(theirs_arrays))
+    pairs = list(zip(ours_arrays, theirs_arrays, strict=True))
+    for index, (a, b) in enumerate(pairs):
+        what = "loss" if index == 0 else f"gradient {index}"
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol, err_msg=f"lsr and rival: {what}")
+    diffs = [float(np.max(np.abs(a - b))) for a, b in pairs]
+    return {"loss_abs_diff": diffs[0], "grad_max_abs_diff": max(diffs[1:], default=None)}
+
+
+def time_calls(
+    steps: dict[str, Callable[[], Any]],
+    sync: Callable[[Any], None],
+    *,
+    calls: int,
+    repeats: int,
+    max_pair_s: float,
+) -> dict[str, dict[str, Any]]:
+    """Seconds per call of each (already called once) step: the median over ``repeats``
+    batches of ``calls`` calls in a row, the steps taking turns (round-robin), the clock
+    read after the last call's result is ready.
+
+    A batch has fewer calls (down to one) where ``repeats`` rounds would take longer than
+    ``max_pair_s``, estimated from one more call of each step (a slow step, such as an
+    un-jitted JAX loss, is timed over few calls rather than making the part slow). The
+    garbage collector is not run between batches (with a framework loaded a full
+    collection takes longer than all the batches of a pair); the caller freezes what
+    exists before (``gc.freeze``), and a collection that lands in one batch is left to
+    the median.
+    """
+    per_round = 0.0
+    for step in steps.values():
+        start = time.perf_counter()
+        sync(step())
+        per_round += time.perf_counter() - start
+    affordable = int(max_pair_s / (repeats * max(per_round, 1e-9)))
+    number = max(1, min(calls, affordable))
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(number):
+                result = None
+                result = step()
+            sync(result)
+            times[name].append((time.perf_counter() - start) / number)
+            del result
+    return {
+        name: {
+            "median_s": statistics.median(values),
+            "min_s": min(values),
+            "iqr_s": _iqr(values),
+            "repeats": len(values),
+            "calls": number,
+        }
+        for name, values in times.items()
+    }

@@ -27,7 +27,17 @@ import jax.numpy as jnp
 import optax
 
 import lsr.jax as lsr_jax
-from benchmarks.common import BINARY_PRIOR, POSITIVE_FRACTION, Case, LinearCase, Loss, Method
+from benchmarks.common import (
+    BINARY_PRIOR,
+    OVERHEAD_CASES,
+    OVERHEAD_LINEAR,
+    POSITIVE_FRACTION,
+    Case,
+    LinearCase,
+    Loss,
+    Method,
+    OverheadPair,
+)
 
 NAME = "jax"
 DTYPES = ("float32", "bfloat16")
@@ -212,12 +222,17 @@ def check_agreement(case: Case) -> dict[str, Any]:
     }
 
 
-def linear_step(case: LinearCase, method: str):
-    """Forward and backward of the output layer + loss, gradients for hidden and kernel."""
+def _linear_inputs(case: LinearCase) -> tuple[jax.Array, jax.Array, jax.Array]:
     keys = jax.random.split(jax.random.key(0), 3)
     hidden = jax.random.normal(keys[0], (case.rows, case.width))
     kernel = 0.05 * jax.random.normal(keys[1], (case.width, case.classes))
     labels = jax.random.randint(keys[2], (case.rows,), 0, case.classes)
+    return hidden, kernel, labels
+
+
+def linear_step(case: LinearCase, method: str):
+    """Forward and backward of the output layer + loss, gradients for hidden and kernel."""
+    hidden, kernel, labels = _linear_inputs(case)
 
     if method == "lsr":
 
@@ -234,3 +249,76 @@ def linear_step(case: LinearCase, method: str):
 
         name = "optax one-hot loss of h @ k (jit)"
     return name, functools.partial(jax.jit(jax.grad(loss, argnums=(0, 1))), hidden, kernel)
+
+
+def overhead_pairs() -> list[OverheadPair]:
+    """Every public loss of ``lsr.jax`` beside optax's, on tiny inputs, compiled by
+    ``jax.jit`` (the per-call cost is then dispatch) and called without it (what a new
+    user sees first: every operation dispatched on its own)."""
+    softmax_case = OVERHEAD_CASES["softmax"]
+    linear_case = Case("labels", (OVERHEAD_LINEAR.rows, OVERHEAD_LINEAR.classes))
+    args = {
+        "softmax": make_inputs(softmax_case),
+        "binary": make_inputs(OVERHEAD_CASES["binary"]),
+        "linear": _linear_inputs(OVERHEAD_LINEAR),
+    }
+    one_hot = _optax_one_hot(softmax_case)
+    linear_one_hot = _optax_one_hot(linear_case)
+
+    def plain_linear(hidden, kernel, labels):
+        return linear_one_hot(hidden @ kernel, labels)
+
+    def linear_loss(hidden, kernel, labels):
+        return lsr_jax.linear_smooth_ce(hidden, kernel, labels, smoothing=0.1, reduction="mean")
+
+    pairs = [
+        (
+            "lsr.jax.smooth_ce",
+            "optax softmax_cross_entropy(smooth_labels(one_hot))",
+            "softmax",
+            _lsr(softmax_case),
+            one_hot,
+        ),
+        (
+            "lsr.jax.smooth_bce",
+            "optax sigmoid_binary_cross_entropy(smoothed targets)",
+            "binary",
+            _lsr_binary(OVERHEAD_CASES["binary"]),
+            _optax_binary(0.1),
+        ),
+        (
+            "lsr.jax.linear_smooth_ce",
+            "optax softmax_cross_entropy(smooth_labels(one_hot)) of h @ k",
+            "linear",
+            linear_loss,
+            plain_linear,
+        ),
+    ]
+    return [
+        OverheadPair(
+            entry,
+            rival,
+            variant,
+            inputs,
+            ours,
+            theirs,
+            args[inputs],
+            2 if inputs == "linear" else 1,
+        )
+        for variant in ("jit", "eager")
+        for entry, rival, inputs, ours, theirs in pairs
+    ]
+
+
+def overhead_step(fn, args: tuple[Any, ...], differentiable: int, mode: str, variant: str):
+    """One call of ``fn`` on ``args`` (jitted or not): the loss, or the loss and its
+    gradients with respect to the first ``differentiable`` inputs."""
+    if mode != "forward":
+        fn = jax.value_and_grad(fn, argnums=tuple(range(differentiable)))
+    if variant == "jit":
+        fn = jax.jit(fn)
+    return functools.partial(fn, *args)
+
+
+def to_numpy(array: jax.Array) -> Any:
+    return jax.device_get(array.astype(jnp.float32))

@@ -16,7 +16,10 @@ and of the framework's own losses, round-robin in the same process; then, for th
 forward+backward mode, a fresh process per case and loss measures the peak resident set
 above the inputs (``benchmarks.common.measure_rss_peaks``); then a fresh process per size
 measures the fused linear + loss against its rivals (the plain path, and PyTorch's
-own ``F.linear_cross_entropy``) as N grows. The machine's memory
+own ``F.linear_cross_entropy``) as N grows; then one process measures the per-call
+overhead of every public loss entry point of lsr's adapter beside the framework's own
+equivalent on a tiny input (``benchmarks.common.OVERHEAD_CASES``: 8 x 4 logits), where
+Python and dispatch are the whole cost of a call. The machine's memory
 bandwidth is measured first, and every time is also reported as a multiple of the
 bandwidth bound (reading the logits, and a multi-label case's targets, once, and writing
 the gradient once). The run never asserts on timings; it reports them. A run of every
@@ -54,9 +57,12 @@ from benchmarks import report
 from benchmarks.common import (
     LOSSES,
     MODES,
+    OVERHEAD_INPUT_NAMES,
+    OVERHEAD_SETTINGS,
     SIZES,
     Case,
     LinearCase,
+    OverheadPair,
     cases,
     linear_cases,
     linear_floor_bytes,
@@ -64,6 +70,8 @@ from benchmarks.common import (
     machine_info,
     measure_bandwidth,
     measure_rss_peaks,
+    overhead_agreement,
+    time_calls,
     time_methods,
 )
 from lsr import _compat
@@ -86,6 +94,10 @@ ALLOCATORS = {
     },
 }
 ALLOCATOR_SUFFIX = {"default": "", "glibc-raised": " [glibc thresholds raised]"}
+
+# The parts of a run (``--parts``), all of them by default.
+PARTS = ("timing", "memory", "linear", "overhead")
+DEFAULT_PARTS = ",".join(PARTS)
 
 SETTINGS = {
     # repeats: most timed rounds; min_repeat_s: a repeat loops the step for at least this
@@ -133,11 +145,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--parts",
-        default="timing,memory,linear",
+        default=DEFAULT_PARTS,
         help="comma-separated parts to run: timing (and agreement), memory (needs timing), "
-        "linear (default: all)",
+        "linear, overhead (per call, tiny inputs; default: all)",
     )
-    parser.add_argument("--child", choices=("timing", "memory", "linear"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -268,6 +280,66 @@ def _linear_child(name: str, spec: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _overhead_child(name: str, size: str, losses: tuple[str, ...]) -> dict[str, Any]:
+    """Time per call of every public entry point of one backend's adapter beside the
+    framework's own equivalent, on a tiny input, in each mode; each pair's numbers are
+    checked to agree first (a mismatch is the row's error)."""
+    module = importlib.import_module(f"benchmarks.{name}_backend")
+    rows = []
+    pairs = module.overhead_pairs()
+    # The frameworks' objects, made once, need no collector passes during the batches.
+    gc.collect()
+    gc.freeze()
+    try:
+        rows = [
+            row
+            for pair in pairs
+            if pair.loss in losses
+            for row in _overhead_rows(module, pair, size)
+        ]
+    finally:
+        gc.unfreeze()
+    print(f"  {name:10s} per-call overhead: {len(rows)} rows", flush=True)
+    return {"versions": module.versions(), "overhead": rows}
+
+
+def _overhead_rows(module: Any, pair: OverheadPair, size: str) -> list[dict[str, Any]]:
+    """The rows of one pair, one per mode."""
+    rows = []
+    for mode in MODES:
+        row: dict[str, Any] = {
+            "entry": pair.entry,
+            "rival": pair.rival,
+            "variant": pair.variant,
+            "mode": mode,
+            "inputs": OVERHEAD_INPUT_NAMES[pair.inputs],
+            "smoothing": pair.smoothing,
+        }
+        try:
+            steps, first, outputs = {}, {}, {}
+            for role, fn in (("lsr", pair.ours), ("rival", pair.theirs)):
+                steps[role] = module.overhead_step(
+                    fn, pair.args, pair.differentiable, mode, pair.variant
+                )
+                start = time.perf_counter()
+                outputs[role] = steps[role]()
+                module.sync(outputs[role])
+                first[role] = time.perf_counter() - start
+            row["agreement"] = overhead_agreement(outputs["lsr"], outputs["rival"], module.to_numpy)
+            del outputs
+            timings = time_calls(steps, module.sync, **OVERHEAD_SETTINGS[size])
+        except Exception as error:  # Reported in the table; the run then fails.
+            row["error"] = f"{type(error).__name__}: {str(error)[:500]}"
+        else:
+            for role in steps:
+                row[f"{role}_timing"] = {"first_call_s": first[role], **timings[role]}
+            row["lsr_us"] = timings["lsr"]["median_s"] * 1e6
+            row["rival_us"] = timings["rival"]["median_s"] * 1e6
+            row["ratio"] = row["lsr_us"] / row["rival_us"]
+        rows.append(row)
+    return rows
+
+
 def _child(args: argparse.Namespace) -> int:
     spec = json.loads(args.child_spec) if args.child_spec else {}
     if args.child == "timing":
@@ -276,6 +348,8 @@ def _child(args: argparse.Namespace) -> int:
         )
     elif args.child == "memory":
         result = _memory_child(args.backend, spec)
+    elif args.child == "overhead":
+        result = _overhead_child(args.backend, args.size, _losses(args.loss))
     else:
         result = _linear_child(args.backend, spec)
     args.child_output.write_text(json.dumps(result))
@@ -372,8 +446,11 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
             result["measurements"] += other["measurements"]
         result["load_average_after_timing"] = list(os.getloadavg())
     else:
-        module = importlib.import_module(f"benchmarks.{name}_backend")
-        result = {"versions": module.versions(), "agreement": {}, "measurements": []}
+        result = {"versions": {}, "agreement": {}, "measurements": []}
+        if "overhead" not in parts:
+            # Without the overhead child (which reports them), the versions are read here.
+            module = importlib.import_module(f"benchmarks.{name}_backend")
+            result["versions"] = module.versions()
     if args.memory and "memory" in parts:
         for row in result["measurements"]:
             if not _measures_memory(args.size, row):
@@ -404,9 +481,48 @@ def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
         print(f"  {name:10s} linear + loss, {case.name}", flush=True)
+    if "overhead" in parts:
+        measured = _run_child(name, "overhead", args)
+        if "error" in measured:
+            result["overhead_error"] = measured["error"]
+        result["overhead"] = measured.get("overhead", [])
+        result["versions"] = result["versions"] or measured.get("versions", {})
     result["elapsed_s"] = time.perf_counter() - start
     result["load_average_at_end"] = list(os.getloadavg())
     return result
+
+
+def failures(results: dict[str, Any]) -> list[str]:
+    """What fails a run: a backend that could not run, lsr failing on any case, and any
+    pair of the overhead part that failed or whose numbers differ."""
+    failed = [name for name, result in results["backends"].items() if "error" in result]
+    # A rival that cannot run a case (a dtype its framework lacks) is reported in the
+    # tables; lsr failing anywhere fails the run.
+    failed += [
+        f"{row['backend']}: {row['method']} on {row['case_name']} {row['dtype']} {row['mode']}"
+        for result in results["backends"].values()
+        for row in result.get("measurements", [])
+        if row["role"] == "lsr" and "error" in row
+    ]
+    failed += [
+        f"{name}: {row.get('method', 'linear')} {row['case']}"
+        for name, result in results["backends"].items()
+        for row in result.get("linear", [])
+        if "error" in row and row["method_key"] == "lsr"
+    ]
+    # A pair whose numbers differ, or that cannot run, is a bug of the harness or of lsr.
+    failed += [
+        f"{name}: overhead {row['entry']} / {row['rival']} ({row['variant']}, {row['mode']})"
+        for name, result in results["backends"].items()
+        for row in result.get("overhead", [])
+        if "error" in row
+    ]
+    failed += [
+        f"{name}: overhead ({result['overhead_error']})"
+        for name, result in results["backends"].items()
+        if "overhead_error" in result
+    ]
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -449,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.size if args.backend == "all" else f"{args.size}-{args.backend}"
     if args.loss != "all":
         stem += f"-{args.loss}"
-    if args.parts != "timing,memory,linear":
+    if args.parts != DEFAULT_PARTS:
         stem += "-" + args.parts.replace(",", "-")
     if args.allocator != "default":
         stem += f"-allocator-{args.allocator}"
@@ -458,21 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown_path = args.out / "RESULTS.md"
     markdown_path.write_text(report.markdown(args.out))
     print(f"wrote {json_path} and {markdown_path} in {results['elapsed_s']:.0f} s")
-    failed = [name for name, result in results["backends"].items() if "error" in result]
-    # A rival that cannot run a case (a dtype its framework lacks) is reported in the
-    # tables; lsr failing anywhere fails the run.
-    failed += [
-        f"{row['backend']}: {row['method']} on {row['case_name']} {row['dtype']} {row['mode']}"
-        for result in results["backends"].values()
-        for row in result.get("measurements", [])
-        if row["role"] == "lsr" and "error" in row
-    ]
-    failed += [
-        f"{name}: {row.get('method', 'linear')} {row['case']}"
-        for name, result in results["backends"].items()
-        for row in result.get("linear", [])
-        if "error" in row and row["method_key"] == "lsr"
-    ]
+    failed = failures(results)
     if failed:
         print(f"failed: {failed}", file=sys.stderr)
         return 1

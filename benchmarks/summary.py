@@ -7,7 +7,8 @@ Usage::
 Later files replace the measurements they repeat (the same method, case, dtype and
 mode) and the linear sweep of the backends they measured; other rows are kept.
 
-Prints, for forward + backward, lsr against the framework's own label-smoothed loss in
+Prints the per-call overhead of every adapter entry point on a tiny input (the run's
+overhead part), and, for forward + backward, lsr against the framework's own label-smoothed loss in
 the same execution mode (and, under jit/XLA, against the closed form compiled by the
 framework): median times, their ratio, both as multiples of the measured bandwidth bound,
 and the peak resident memory of each.
@@ -19,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 from typing import Any
+
+from benchmarks.report import overhead_rows
 
 # (backend, lsr method, rival method, short label) shown in the README.
 ROWS = [
@@ -188,6 +191,12 @@ def linear_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def overhead_table(results: dict[str, Any]) -> str:
+    """The per-call overhead on a tiny input (``benchmarks.run``'s overhead part), as in
+    ``RESULTS.md``."""
+    return "\n".join(overhead_rows(results))
+
+
 def _ratio(ours: Any, theirs: Any) -> str:
     if not ours or not theirs:
         return ""
@@ -222,6 +231,8 @@ def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
                 target["measurements"] = kept + list(newer.values())
             if backend.get("linear"):
                 target["linear"] = backend["linear"]
+            if backend.get("overhead"):
+                target["overhead"] = backend["overhead"]
     return merged, sources
 
 
@@ -235,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print()
     print(linear_table(results))
+    print()
+    print(overhead_table(results))
     return 0
 
 

@@ -24,8 +24,19 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+import lsr.keras as lsr_keras
 import lsr.tensorflow as lsr_tf
-from benchmarks.common import BINARY_PRIOR, POSITIVE_FRACTION, Case, LinearCase, Loss, Method
+from benchmarks.common import (
+    BINARY_PRIOR,
+    OVERHEAD_CASES,
+    OVERHEAD_LINEAR,
+    POSITIVE_FRACTION,
+    Case,
+    LinearCase,
+    Loss,
+    Method,
+    OverheadPair,
+)
 
 # Each case and mode builds new tf.functions on purpose; TensorFlow's retracing advice
 # does not apply.
@@ -239,13 +250,18 @@ def check_agreement(case: Case) -> dict[str, Any]:
     }
 
 
-def linear_step(case: LinearCase, method: str):
-    """Forward and backward of the output layer + loss under XLA, gradients for hidden
-    and kernel."""
+def _linear_inputs(case: LinearCase) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     generator = tf.random.Generator.from_seed(0)
     hidden = generator.normal((case.rows, case.width))
     kernel = 0.05 * generator.normal((case.width, case.classes))
     labels = generator.uniform((case.rows,), 0, case.classes, dtype=tf.int32)
+    return hidden, kernel, labels
+
+
+def linear_step(case: LinearCase, method: str):
+    """Forward and backward of the output layer + loss under XLA, gradients for hidden
+    and kernel."""
+    hidden, kernel, labels = _linear_inputs(case)
     keras_loss = _keras(Case("labels", (case.rows, case.classes)))
 
     @tf.function(jit_compile=True)
@@ -262,3 +278,132 @@ def linear_step(case: LinearCase, method: str):
     if method == "lsr":
         name = "lsr.tensorflow.linear_smooth_ce (xla)"
     return name, functools.partial(run, hidden, kernel, labels)
+
+
+def _keras_call(loss_object):
+    """A Keras loss object called as Keras calls it, ``loss(y_true, y_pred)``."""
+
+    def loss(logits, labels):
+        return loss_object(labels, logits)
+
+    return loss
+
+
+def overhead_pairs() -> list[OverheadPair]:
+    """Every public loss of ``lsr.tensorflow`` beside Keras' and ``tf.nn``'s, on tiny
+    inputs, eagerly and in a ``tf.function``; lsr's Keras loss classes beside Keras' own,
+    called eagerly."""
+    eps = 0.1
+    softmax_case, binary_case = OVERHEAD_CASES["softmax"], OVERHEAD_CASES["binary"]
+    linear_case = Case("labels", (OVERHEAD_LINEAR.rows, OVERHEAD_LINEAR.classes))
+    args = {
+        "softmax": make_inputs(softmax_case),
+        "binary": make_inputs(binary_case),
+        "linear": _linear_inputs(OVERHEAD_LINEAR),
+    }
+    keras_ce, keras_linear = _keras(softmax_case), _keras(linear_case)
+
+    def smoothed_one_hot(logits, labels):
+        targets = tf.one_hot(labels, softmax_case.num_classes, dtype=logits.dtype)
+        targets = (1 - eps) * targets + eps / softmax_case.num_classes
+        per_row = tf.nn.softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+        return tf.reduce_mean(per_row)
+
+    def plain_linear(hidden, kernel, labels):
+        return keras_linear(hidden @ kernel, labels)
+
+    ce_rival = "keras CategoricalCrossentropy(from_logits=True, label_smoothing=0.1)(one_hot)"
+    bce_rival = "keras BinaryCrossentropy(from_logits=True, label_smoothing=0.1)"
+    functions = [
+        ("lsr.tensorflow.smooth_ce", ce_rival, "softmax", _lsr(softmax_case), keras_ce, eps),
+        (
+            "lsr.tensorflow.smooth_ce",
+            "tf.nn.softmax_cross_entropy_with_logits(smoothed one_hot)",
+            "softmax",
+            _lsr(softmax_case),
+            smoothed_one_hot,
+            eps,
+        ),
+        (
+            "lsr.tensorflow.smooth_bce",
+            bce_rival,
+            "binary",
+            _lsr_binary(binary_case),
+            _keras_binary(binary_case),
+            eps,
+        ),
+        (
+            "lsr.tensorflow.linear_smooth_ce",
+            "keras CategoricalCrossentropy(label_smoothing=0.1) of h @ k",
+            "linear",
+            functools.partial(lsr_tf.linear_smooth_ce, smoothing=eps),
+            plain_linear,
+            eps,
+        ),
+    ]
+    keras_classes = [
+        (
+            "lsr.keras.SmoothCrossEntropy",
+            ce_rival,
+            "softmax",
+            _keras_call(lsr_keras.SmoothCrossEntropy(from_logits=True, label_smoothing=eps)),
+            keras_ce,
+            eps,
+        ),
+        (
+            "lsr.keras.SmoothCrossEntropy",
+            "keras SparseCategoricalCrossentropy(from_logits=True)",
+            "softmax",
+            _keras_call(lsr_keras.SmoothCrossEntropy(from_logits=True)),
+            _keras_call(keras.losses.SparseCategoricalCrossentropy(from_logits=True)),
+            0.0,
+        ),
+        (
+            "lsr.keras.SmoothBinaryCrossEntropy",
+            bce_rival,
+            "binary",
+            _keras_call(lsr_keras.SmoothBinaryCrossEntropy(from_logits=True, label_smoothing=eps)),
+            _keras_binary(binary_case),
+            eps,
+        ),
+    ]
+    return [
+        OverheadPair(
+            entry,
+            rival,
+            variant,
+            inputs,
+            ours,
+            theirs,
+            args[inputs],
+            2 if inputs == "linear" else 1,
+            smoothing,
+        )
+        for variant, found in (
+            ("eager", functions + keras_classes),
+            ("tf.function", functions),
+        )
+        for entry, rival, inputs, ours, theirs, smoothing in found
+    ]
+
+
+def overhead_step(fn, args: tuple[Any, ...], differentiable: int, mode: str, variant: str):
+    """One call of ``fn`` on ``args``, eagerly or as a ``tf.function``: the loss, or the
+    loss and its gradients with respect to the first ``differentiable`` inputs."""
+    if mode == "forward":
+        call = fn
+    else:
+
+        def call(*inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(inputs[:differentiable])
+                value = fn(*inputs)
+            return value, tape.gradient(value, inputs[:differentiable])
+
+    if variant == "tf.function":
+        call = tf.function(call, reduce_retracing=False)
+    return functools.partial(call, *args)
+
+
+def to_numpy(tensor: tf.Tensor) -> Any:
+    return tf.cast(tensor, tf.float32).numpy()

@@ -15,9 +15,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import lsr.torch as lsr_torch
-from benchmarks.common import BINARY_PRIOR, POSITIVE_FRACTION, Case, LinearCase, Loss, Method
+from benchmarks.common import (
+    BINARY_PRIOR,
+    OVERHEAD_CASES,
+    OVERHEAD_LINEAR,
+    POSITIVE_FRACTION,
+    Case,
+    LinearCase,
+    Loss,
+    Method,
+    OverheadPair,
+)
 
 # torch.compile notes, once per helper, that it traces through array-api-compat's cached
 # type checks; informational for a benchmark.
@@ -202,10 +213,8 @@ def linear_step(case: LinearCase, method: str):
     """Forward and backward of the output layer + loss, gradients for hidden and weight.
 
     ``method``: one of ``common.LINEAR_METHODS["torch"]``."""
-    generator = torch.Generator().manual_seed(0)
-    hidden = torch.randn(case.rows, case.width, generator=generator).requires_grad_()
-    weight = (0.05 * torch.randn(case.classes, case.width, generator=generator)).requires_grad_()
-    labels = torch.randint(0, case.classes, (case.rows,), generator=generator)
+    hidden, weight, labels = _linear_inputs(case)
+    hidden, weight = hidden.requires_grad_(), weight.requires_grad_()
     losses = {
         "lsr": (
             "lsr.torch.linear_smooth_ce",
@@ -235,3 +244,133 @@ def linear_step(case: LinearCase, method: str):
             return torch.autograd.grad(loss(), (hidden, weight))
 
     return name, run
+
+
+def _linear_inputs(case: LinearCase) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    hidden = torch.randn(case.rows, case.width, generator=generator)
+    weight = 0.05 * torch.randn(case.classes, case.width, generator=generator)
+    labels = torch.randint(0, case.classes, (case.rows,), generator=generator)
+    return hidden, weight, labels
+
+
+def overhead_pairs() -> list[OverheadPair]:
+    """Every public loss of ``lsr.torch`` (eager) beside PyTorch's own, on tiny inputs."""
+    eps = 0.1
+    softmax = make_inputs(OVERHEAD_CASES["softmax"])
+    binary = make_inputs(OVERHEAD_CASES["binary"])
+    linear = _linear_inputs(OVERHEAD_LINEAR)
+    cross_entropy = functools.partial(F.cross_entropy, label_smoothing=eps)
+    bce_module = nn.BCEWithLogitsLoss()
+
+    def smoothed(targets):
+        return (1 - eps) * targets + eps * BINARY_PRIOR
+
+    def bce(logits, targets):
+        return F.binary_cross_entropy_with_logits(logits, smoothed(targets))
+
+    def bce_loss(logits, targets):
+        return bce_module(logits, smoothed(targets))
+
+    def plain_linear(hidden, weight, labels):
+        return F.cross_entropy(F.linear(hidden, weight), labels, label_smoothing=eps)
+
+    ce_rival, bce_rival = "F.cross_entropy(label_smoothing=0.1)", BINARY_NATIVE
+    pairs = [
+        (
+            "lsr.torch.smooth_ce",
+            ce_rival,
+            "softmax",
+            functools.partial(lsr_torch.smooth_ce, smoothing=eps),
+            cross_entropy,
+        ),
+        (
+            "lsr.torch.cross_entropy",
+            ce_rival,
+            "softmax",
+            functools.partial(lsr_torch.cross_entropy, label_smoothing=eps),
+            cross_entropy,
+        ),
+        (
+            "lsr.torch.SmoothCrossEntropyLoss",
+            "nn.CrossEntropyLoss(label_smoothing=0.1)",
+            "softmax",
+            lsr_torch.SmoothCrossEntropyLoss(label_smoothing=eps),
+            nn.CrossEntropyLoss(label_smoothing=eps),
+        ),
+        (
+            "lsr.torch.smooth_bce",
+            bce_rival,
+            "binary",
+            functools.partial(lsr_torch.smooth_bce, smoothing=eps, prior=BINARY_PRIOR),
+            bce,
+        ),
+        (
+            "lsr.torch.binary_cross_entropy_with_logits",
+            bce_rival,
+            "binary",
+            functools.partial(lsr_torch.binary_cross_entropy_with_logits, label_smoothing=eps),
+            bce,
+        ),
+        (
+            "lsr.torch.SmoothBCEWithLogitsLoss",
+            "nn.BCEWithLogitsLoss()(smoothed targets)",
+            "binary",
+            lsr_torch.SmoothBCEWithLogitsLoss(label_smoothing=eps),
+            bce_loss,
+        ),
+    ]
+    linear_loss = functools.partial(lsr_torch.linear_smooth_ce, smoothing=eps)
+    if hasattr(F, "linear_cross_entropy"):  # PyTorch 2.10+
+        pairs.append(
+            (
+                "lsr.torch.linear_smooth_ce",
+                "F.linear_cross_entropy(label_smoothing=0.1)",
+                "linear",
+                linear_loss,
+                functools.partial(F.linear_cross_entropy, label_smoothing=eps),
+            )
+        )
+    pairs.append(
+        (
+            "lsr.torch.linear_smooth_ce",
+            "F.cross_entropy(F.linear(...), label_smoothing=0.1)",
+            "linear",
+            linear_loss,
+            plain_linear,
+        )
+    )
+    args = {"softmax": softmax, "binary": binary, "linear": linear}
+    return [
+        OverheadPair(
+            entry,
+            rival,
+            "eager",
+            inputs,
+            ours,
+            theirs,
+            args[inputs],
+            2 if inputs == "linear" else 1,
+        )
+        for entry, rival, inputs, ours, theirs in pairs
+    ]
+
+
+def overhead_step(fn, args: tuple[Any, ...], differentiable: int, mode: str, variant: str):
+    """One call of ``fn`` on ``args`` (eager): the loss, or the loss and its gradients with
+    respect to the first ``differentiable`` inputs."""
+    assert variant == "eager", variant
+    if mode == "forward":
+        return functools.partial(fn, *args)
+    leaves = [arg.detach().requires_grad_(True) for arg in args[:differentiable]]
+    rest = args[differentiable:]
+
+    def forward_backward():
+        value = fn(*leaves, *rest)
+        return value, torch.autograd.grad(value, leaves)
+
+    return forward_backward
+
+
+def to_numpy(tensor: torch.Tensor) -> Any:
+    return tensor.detach().float().numpy()
