@@ -13,10 +13,13 @@ from typing import Any, NamedTuple
 from lsr._typing import Array
 from lsr._validation import check_choice, check_positive_int, fail_value
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._inputs import check_bool, prepare_scores
+from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
 
 __all__ = [
     "ReliabilityDiagram",
+    "binned_columns",
+    "calibration_columns",
+    "check_error_options",
     "expected_calibration_error",
     "negative_log_likelihood",
     "reliability_diagram",
@@ -34,15 +37,21 @@ class ReliabilityDiagram(NamedTuple):
     Attributes:
         confidence: (n_bins,) mean confidence of the examples in each bin (0 if empty).
         accuracy: (n_bins,) fraction of them predicted correctly (0 if empty).
-        count: (n_bins,) number of examples in each bin (floating).
+        count: (n_bins,) number of examples in each bin (floating; the total weight of
+            its examples with ``sample_weight``).
         edges: (n_bins + 1,) the bin edges: ``0, 1/n_bins, ..., 1`` for equal-width
             bins, the data's own edges for equal-mass bins.
+        fraction: (n_bins,) the share of the examples in each bin, ``count /
+            sum(count)``: the confidence histogram drawn under a reliability diagram
+            (as netcal and Guo et al.'s Figure 1 draw it), which says how many examples
+            each bar rests on. It sums to 1.
     """
 
     confidence: Array
     accuracy: Array
     count: Array
     edges: Array
+    fraction: Array
 
 
 def _check_binning(n_bins: Any, bin_edges: Any, binning: Any) -> bool:
@@ -61,43 +70,89 @@ def _check_binning(n_bins: Any, bin_edges: Any, binning: Any) -> bool:
     return bin_edges == "right"
 
 
-def _binned(
+def check_error_options(
+    *,
+    n_bins: Any,
+    norm: Any,
+    bin_edges: Any,
+    binning: Any,
+    scope: Any,
+    debias: Any,
+    weighted: bool,
+) -> bool:
+    """Check the options of the calibration error; return whether bins are (lo, hi]."""
+    check_choice("norm", norm, NORMS)
+    check_choice("scope", scope, SCOPES)
+    check_bool("debias", debias)
+    if debias and norm != "l2":
+        fail_value(
+            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator); "
+            "their debiasing of other norms resamples at random and is not offered.",
+            "norm",
+            norm,
+        )
+    right = _check_binning(n_bins, bin_edges, binning)
+    if weighted and binning == "equal_mass":
+        fail_value(
+            "sample_weight works with binning='equal_width' only: equal-mass edges split "
+            "the examples by their number (uncertainty-calibration's rule), which has no "
+            "one meaning for fractional weights.",
+            "binning",
+            binning,
+        )
+    return right
+
+
+def calibration_columns(
     xp: Any,
     scores: Array,
     labels: Array,
     *,
     axis: int,
     from_logits: bool,
-    n_bins: int,
-    right: bool,
-    binning: str,
     scope: str,
-) -> tuple[Array, Array, Array, Array]:
-    """Per-bin (mean value, mean target, count), each (n_bins, C), and the (n_bins + 1, C')
-    edges: C = C' = 1 column (the top label) or K columns (one per class)."""
+) -> tuple[Array, Array]:
+    """(values, targets), each (N, C): C = 1 column (the top label's confidence and
+    correctness) or K columns (each class's probability and ``[label == k]``)."""
     if scope == "top_label":
         values, targets = metrics_core.top_label(
             xp, scores, labels, axis=axis, from_logits=from_logits
         )
-        values, targets = xp.expand_dims(values, axis=1), xp.expand_dims(targets, axis=1)
-    else:
-        values, targets = metrics_core.classwise(
-            xp, scores, labels, axis=axis, from_logits=from_logits
-        )
+        return xp.expand_dims(values, axis=1), xp.expand_dims(targets, axis=1)
+    return metrics_core.classwise(xp, scores, labels, axis=axis, from_logits=from_logits)
+
+
+def binned_columns(
+    xp: Any,
+    values: Array,
+    targets: Array,
+    *,
+    n_bins: int,
+    right: bool,
+    binning: str,
+    weights: Array | None = None,
+) -> tuple[Array, Array, Array, Array]:
+    """Per-bin (mean value, mean target, count), each (..., n_bins, C), and the edges,
+    (..., n_bins + 1, C) for equal-mass bins, (n_bins + 1, 1) for equal-width ones.
+
+    ``values``, ``targets`` (..., N, C) from ``calibration_columns``, leading axes a
+    batch of problems (the bootstrap's resamples); ``weights`` broadcastable to them."""
     if binning == "equal_mass":
-        if values.shape[0] is None:
+        if values.shape[-2] is None:
             fail_value(
                 "binning='equal_mass' splits the examples by their number, which must be "
                 "known when tracing (here tf.function has a batch of unknown size); give "
                 "the input a static shape or use binning='equal_width'.",
                 "logits_or_probs.shape",
-                tuple(scores.shape),
+                tuple(values.shape),
             )
         edges = metrics_core.equal_mass_edges(xp, values, n_bins)
     else:
         edges = metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values)
         edges = xp.expand_dims(edges, axis=1)
-    statistics = metrics_core.bin_statistics(xp, values, targets, edges, right=right)
+    statistics = metrics_core.bin_statistics(
+        xp, values, targets, edges, right=right, weights=weights
+    )
     return (*statistics, edges)
 
 
@@ -110,8 +165,9 @@ def reliability_diagram(
     bin_edges: str = "right",
     axis: int = -1,
     binning: str = "equal_width",
+    sample_weight: Any = None,
 ) -> ReliabilityDiagram:
-    """Per-bin mean confidence, accuracy and count of the top-label prediction.
+    """Per-bin mean confidence, accuracy, count and share of the top-label predictions.
 
     Each example's confidence is its largest class probability and it is correct when
     that class is the label (Guo et al. 2017). Examples go into ``n_bins`` bins of [0, 1]
@@ -127,11 +183,14 @@ def reliability_diagram(
             (equal-width bins only).
         axis: the class axis.
         binning: ``"equal_width"`` or ``"equal_mass"``.
+        sample_weight: None, or one non-negative weight per example (the labels'
+            shape): means, counts and shares are weighted (equal-width bins only).
 
     Returns:
         A ``ReliabilityDiagram`` of (n_bins,) arrays ``confidence``, ``accuracy``,
-        ``count`` and the (n_bins + 1,) ``edges``, in the compute dtype (float32 for
-        half-precision input).
+        ``count``, the (n_bins + 1,) ``edges`` and the (n_bins,) ``fraction`` of the
+        examples in each bin (the confidence histogram), in the compute dtype (float32
+        for half-precision input).
 
     Example:
         >>> import numpy as np
@@ -139,25 +198,30 @@ def reliability_diagram(
         >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
         >>> diagram = reliability_diagram(probs, np.array([0, 1, 1, 1]), n_bins=2,
         ...                               from_logits=False)
-        >>> print(diagram.confidence, diagram.accuracy, diagram.count)
-        [0.   0.75] [0.   0.75] [0. 4.]
+        >>> print(diagram.confidence, diagram.accuracy, diagram.count, diagram.fraction)
+        [0.   0.75] [0.   0.75] [0. 4.] [0. 1.]
     """
-    right = _check_binning(n_bins, bin_edges, binning)
+    right = check_error_options(
+        n_bins=n_bins,
+        norm="l1",
+        bin_edges=bin_edges,
+        binning=binning,
+        scope="top_label",
+        debias=False,
+        weighted=sample_weight is not None,
+    )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
-    binned = _binned(
-        xp,
-        scores,
-        labels,
-        axis=axis,
-        from_logits=from_logits,
-        n_bins=n_bins,
-        right=right,
-        binning=binning,
-        scope="top_label",
+    weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    values, targets = calibration_columns(
+        xp, scores, labels, axis=axis, from_logits=from_logits, scope="top_label"
     )
-    return ReliabilityDiagram(*(xp.reshape(array, (-1,)) for array in binned))
+    binned = binned_columns(
+        xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
+    )
+    confidence, accuracy, count, edges = (xp.reshape(array, (-1,)) for array in binned)
+    return ReliabilityDiagram(confidence, accuracy, count, edges, count / xp.sum(count))
 
 
 def expected_calibration_error(
@@ -172,6 +236,7 @@ def expected_calibration_error(
     binning: str = "equal_width",
     scope: str = "top_label",
     debias: bool = False,
+    sample_weight: Any = None,
 ) -> Array:
     r"""Binned calibration error: ECE, its root-mean-square form or MCE; top-label or classwise.
 
@@ -243,6 +308,13 @@ def expected_calibration_error(
         binning: ``"equal_width"`` or ``"equal_mass"``.
         scope: ``"top_label"`` or ``"classwise"``.
         debias: the debiased l2 estimator (``norm="l2"`` only).
+        sample_weight: None, or one finite non-negative weight per example (the
+            labels' shape, floating or integer, with a positive sum). Each example
+            counts with its weight in its bin's count and means, so ``|B_b| / N``
+            becomes the bin's share of the total weight and an integer weight ``m`` is
+            the example repeated ``m`` times (the debiased estimator's ``|B_b|`` is the
+            bin's total weight). Equal-width bins only: equal-mass edges split examples
+            by their number.
 
     Returns:
         A 0-d array of the input's library, in the compute dtype.
@@ -298,30 +370,24 @@ def expected_calibration_error(
         False 0.2333
         True 0.1
     """
-    check_choice("norm", norm, NORMS)
-    check_choice("scope", scope, SCOPES)
-    check_bool("debias", debias)
-    if debias and norm != "l2":
-        fail_value(
-            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator); "
-            "their debiasing of other norms resamples at random and is not offered.",
-            "norm",
-            norm,
-        )
-    right = _check_binning(n_bins, bin_edges, binning)
+    right = check_error_options(
+        n_bins=n_bins,
+        norm=norm,
+        bin_edges=bin_edges,
+        binning=binning,
+        scope=scope,
+        debias=debias,
+        weighted=sample_weight is not None,
+    )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
-    mean_value, mean_target, count, _ = _binned(
-        xp,
-        scores,
-        labels,
-        axis=axis,
-        from_logits=from_logits,
-        n_bins=n_bins,
-        right=right,
-        binning=binning,
-        scope=scope,
+    weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    values, targets = calibration_columns(
+        xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
+    )
+    mean_value, mean_target, count, _ = binned_columns(
+        xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
     )
     return metrics_core.calibration_error(xp, mean_value, mean_target, count, norm, debias=debias)
 
