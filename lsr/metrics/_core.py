@@ -135,7 +135,7 @@ def bin_index(xp: Namespace, values: Array, interior: Array, *, right: bool) -> 
     """
     # zeros_like, not zeros(values.shape): a traced TensorFlow batch may have no static size.
     index = xp.zeros_like(values, dtype=_core.index_dtype(xp, values))
-    for row in range(interior.shape[0]):
+    for row in range(interior.shape[-2]):
         edge = interior[..., row : row + 1, :]
         passed = values > edge if right else values >= edge
         index = index + xp.astype(passed, index.dtype)
