@@ -161,9 +161,7 @@ def test_the_same_seed_gives_the_same_interval(backend):
     first = _interval(backend, logits, labels, n_resamples=50, seed=4)
     assert _interval(backend, logits, labels, n_resamples=50, seed=4) == first
     assert _interval(backend, logits, labels, n_resamples=50, seed=5) != first
-    generated = _interval(
-        backend, logits, labels, n_resamples=50, seed=np.random.default_rng(4)
-    )
+    generated = _interval(backend, logits, labels, n_resamples=50, seed=np.random.default_rng(4))
     assert generated == first
     wider = _interval(backend, logits, labels, n_resamples=50, seed=4, confidence=0.99)
     assert wider[0] == first[0]
@@ -303,3 +301,105 @@ def test_the_histogram_by_hand(backend):
         from_logits=False,
     )  # fmt: skip
     assert_close(backend.to_numpy(diagram.fraction), [0.0, 0.0, 0.5, 0.5], "float64")
+
+
+# -------------------------------------------------------------- thresholded scope
+
+
+def reference_thresholded(probs, labels, n_bins, norm, threshold):
+    """Nixon et al.'s thresholding, one class and one prediction at a time: each class's
+    error over its predictions above the threshold, (lo, hi] bins of width 1/n_bins,
+    classes without such predictions left out, then combined as the classwise scope."""
+    errors = []
+    for k in range(probs.shape[1]):
+        kept = [
+            (p[k], float(y == k)) for p, y in zip(probs, labels, strict=True) if p[k] > threshold
+        ]
+        if not kept:
+            continue
+        gaps, shares = [], []
+        for b in range(n_bins):
+            lo, hi = b / n_bins, (b + 1) / n_bins
+            members = [(p, t) for p, t in kept if lo < p <= hi or (b == 0 and p == 0.0)]
+            if members:
+                confidence = sum(p for p, _ in members) / len(members)
+                accuracy = sum(t for _, t in members) / len(members)
+                gaps.append(abs(accuracy - confidence))
+                shares.append(len(members) / len(kept))
+        if norm == "l1":
+            errors.append(sum(s * g for s, g in zip(shares, gaps, strict=True)))
+        elif norm == "l2":
+            errors.append(np.sqrt(sum(s * g * g for s, g in zip(shares, gaps, strict=True))))
+        else:
+            errors.append(max(gaps))
+    if norm == "l1":
+        return float(np.mean(errors))
+    if norm == "l2":
+        return float(np.sqrt(np.mean(np.square(errors))))
+    return float(max(errors))
+
+
+def _thresholded_case():
+    logits, labels = _case(seed=13, n=70)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    # Class 4 never reaches the threshold 0.05: it has no error and is left out.
+    probs[:, 4] *= 1e-3
+    probs /= probs.sum(axis=1, keepdims=True)
+    return probs, labels
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+@pytest.mark.parametrize("threshold", [None, 0.05, 0.3])
+def test_thresholded_scope_matches_its_definition(backend, norm, threshold):
+    probs, labels = _thresholded_case()
+    expected = reference_thresholded(
+        probs, labels, 8, norm, 0.01 if threshold is None else threshold
+    )
+    actual = metrics.expected_calibration_error(
+        backend.asarray(probs),
+        backend.asarray(labels),
+        n_bins=8,
+        norm=norm,
+        from_logits=False,
+        scope="thresholded",
+        threshold=threshold,
+    )
+    assert_close(backend.to_numpy(actual), expected, "float64")
+
+
+def test_thresholded_at_zero_is_classwise_and_differs_above(backend):
+    logits, labels = _case(seed=14, n=60)  # softmax probabilities are all > 0
+    scores, ids = backend.asarray(logits), backend.asarray(labels)
+    classwise = metrics.expected_calibration_error(scores, ids, scope="classwise")
+    at_zero = metrics.expected_calibration_error(scores, ids, scope="thresholded", threshold=0.0)
+    assert_close(backend.to_numpy(at_zero), float(backend.to_numpy(classwise)), "float64")
+    above = metrics.expected_calibration_error(scores, ids, scope="thresholded", threshold=0.2)
+    assert abs(float(backend.to_numpy(above)) - float(backend.to_numpy(classwise))) > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "pattern"),
+    [
+        ({"threshold": 0.1}, ValueError, r"scope='thresholded' only.*Received: threshold=0.1"),
+        ({"scope": "thresholded", "threshold": 1.0}, ValueError, r"\[0, 1\).*threshold=1.0"),
+        ({"scope": "thresholded", "threshold": -0.1}, ValueError, r"Received: threshold=-0.1"),
+        ({"scope": "thresholded", "threshold": "0.1"}, TypeError, r"Received: threshold='0.1'"),
+        (
+            {"scope": "thresholded", "binning": "equal_mass"},
+            ValueError,
+            r"equal_width' only.*Received: binning='equal_mass'",
+        ),
+    ],
+)
+def test_bad_threshold_options(backend, options, error, pattern):
+    logits, labels = _case(seed=1, n=10)
+    with pytest.raises(error, match=pattern):
+        metrics.expected_calibration_error(
+            backend.asarray(logits), backend.asarray(labels), **options
+        )
+
+
+def test_the_thresholded_scope_does_not_stream(backend):
+    logits, _ = _case(seed=1, n=10)
+    with pytest.raises(ValueError, match=r"Received: scope='thresholded'"):
+        metrics.calibration_state(backend.asarray(logits), scope="thresholded")

@@ -202,8 +202,7 @@ def _weights_like(sample_weight: Any, labels: Any, dtype: Any) -> Any:
         weights = ops.broadcast_to(weights, ops.shape(labels))
     if keras.backend.standardize_dtype(weights.dtype) == "bool":
         fail_value(
-            "`sample_weight` must be a real floating or integer array (one weight per "
-            "example).",
+            "`sample_weight` must be a real floating or integer array (one weight per example).",
             "sample_weight",
             weights,
         )

@@ -8,10 +8,11 @@ norms) is in ``_core``; this module validates and documents.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
 from lsr._typing import Array
-from lsr._validation import check_choice, check_positive_int, fail_value
+from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
 
@@ -23,12 +24,16 @@ __all__ = [
     "expected_calibration_error",
     "negative_log_likelihood",
     "reliability_diagram",
+    "threshold_weights",
 ]
 
 NORMS = ("l1", "l2", "max")
 BIN_EDGE_RULES = ("right", "left")
 BINNINGS = ("equal_width", "equal_mass")
 SCOPES = ("top_label", "classwise")
+# Scopes of the batch functions; the streaming state keeps SCOPES only.
+BATCH_SCOPES = (*SCOPES, "thresholded")
+DEFAULT_THRESHOLD = 0.01
 
 
 class ReliabilityDiagram(NamedTuple):
@@ -79,10 +84,26 @@ def check_error_options(
     scope: Any,
     debias: Any,
     weighted: bool,
+    threshold: Any = None,
 ) -> bool:
     """Check the options of the calibration error; return whether bins are (lo, hi]."""
     check_choice("norm", norm, NORMS)
-    check_choice("scope", scope, SCOPES)
+    check_choice("scope", scope, BATCH_SCOPES)
+    if threshold is not None:
+        if scope != "thresholded":
+            fail_value("`threshold` applies to scope='thresholded' only.", "threshold", threshold)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            fail_type("`threshold` must be a real number in [0, 1).", "threshold", threshold)
+        if not 0.0 <= float(threshold) < 1.0:
+            fail_value("`threshold` must be in [0, 1).", "threshold", threshold)
+    if scope == "thresholded" and binning == "equal_mass":
+        fail_value(
+            "scope='thresholded' works with binning='equal_width' only: each class keeps "
+            "its own, data-dependent number of predictions, which equal-mass edges would "
+            "have to split (Nixon et al.'s adaptive TACE); that number is not static.",
+            "binning",
+            binning,
+        )
     check_bool("debias", debias)
     if debias and norm != "l2":
         fail_value(
@@ -103,6 +124,16 @@ def check_error_options(
     return right
 
 
+def threshold_weights(
+    xp: Any, values: Array, weights: Array | None, threshold: float | None
+) -> Array:
+    """(N, K) weights of the thresholded scope: each example's weight (1 without
+    ``weights``) where the class's probability exceeds the threshold, else 0."""
+    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    kept = xp.astype(values > limit, values.dtype)
+    return kept if weights is None else kept * weights
+
+
 def calibration_columns(
     xp: Any,
     scores: Array,
@@ -113,7 +144,8 @@ def calibration_columns(
     scope: str,
 ) -> tuple[Array, Array]:
     """(values, targets), each (N, C): C = 1 column (the top label's confidence and
-    correctness) or K columns (each class's probability and ``[label == k]``)."""
+    correctness) or K columns (each class's probability and ``[label == k]``; for the
+    thresholded scope too, whose threshold is in the weights, ``threshold_weights``)."""
     if scope == "top_label":
         values, targets = metrics_core.top_label(
             xp, scores, labels, axis=axis, from_logits=from_logits
@@ -237,6 +269,7 @@ def expected_calibration_error(
     scope: str = "top_label",
     debias: bool = False,
     sample_weight: Any = None,
+    threshold: float | None = None,
 ) -> Array:
     r"""Binned calibration error: ECE, its root-mean-square form or MCE; top-label or classwise.
 
@@ -282,6 +315,17 @@ def expected_calibration_error(
       ``e_k`` are combined as ``uncertainty-calibration`` combines them:
       ``mean_k e_k`` for "l1", ``sqrt(mean_k e_k**2)`` for "l2", and, the limit of that
       rule, ``max_k e_k`` for "max" (a norm the package does not offer).
+    * ``"thresholded"``: classwise calibration over the confident predictions only
+      (Nixon et al. 2019, "Measuring Calibration in Deep Learning", the thresholding of
+      their TACE): for each class k, only the examples with ``p_k > threshold`` are
+      binned (``threshold`` 0.01 by default), so the many near-zero probabilities of the
+      K - 1 wrong classes do not swamp the error with well-calibrated zeros. Each class's
+      error is that of its kept predictions (bins weighted by their share of them), and
+      the classes are combined as for ``"classwise"``; a class with no kept prediction
+      has no error and is left out of the combination (all classes left out: NaN).
+      Equal-width bins only: Nixon et al.'s TACE uses adaptive (equal-mass) bins,
+      which would split each class's kept predictions, a number known only from the
+      values (so ``binning="equal_mass"`` is a ``ValueError`` here).
 
     ``debias=True`` (``norm="l2"`` only): the debiased estimator of Kumar et al. (2019),
     the package's ``unbiased_l2_ce``: each bin's squared gap minus the variance of its
@@ -306,7 +350,7 @@ def expected_calibration_error(
             latter with ``binning="equal_width"`` only).
         axis: the class axis.
         binning: ``"equal_width"`` or ``"equal_mass"``.
-        scope: ``"top_label"`` or ``"classwise"``.
+        scope: ``"top_label"``, ``"classwise"`` or ``"thresholded"``.
         debias: the debiased l2 estimator (``norm="l2"`` only).
         sample_weight: None, or one finite non-negative weight per example (the
             labels' shape, floating or integer, with a positive sum). Each example
@@ -315,6 +359,8 @@ def expected_calibration_error(
             the example repeated ``m`` times (the debiased estimator's ``|B_b|`` is the
             bin's total weight). Equal-width bins only: equal-mass edges split examples
             by their number.
+        threshold: the probability a prediction must exceed to count, with
+            ``scope="thresholded"`` only (default None: 0.01); in [0, 1).
 
     Returns:
         A 0-d array of the input's library, in the compute dtype.
@@ -378,6 +424,7 @@ def expected_calibration_error(
         scope=scope,
         debias=debias,
         weighted=sample_weight is not None,
+        threshold=threshold,
     )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
@@ -386,6 +433,8 @@ def expected_calibration_error(
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )
+    if scope == "thresholded":
+        weights = threshold_weights(xp, values, weights, threshold)
     mean_value, mean_target, count, _ = binned_columns(
         xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
     )

@@ -238,7 +238,8 @@ def calibration_error(
     (MCE; an empty bin has gap 0). The columns are combined as ``uncertainty-calibration``
     combines classes: the mean of the l1 errors, the root of the mean of the squared l2
     errors, and (the limit of that rule) the largest of the max errors; one column is
-    just its error. Leading axes are a batch of problems (the bootstrap's resamples): the
+    just its error. A column of zero total count (no example kept) is left out of the
+    mean. Leading axes are a batch of problems (the bootstrap's resamples): the
     result has their shape, 0-d for none.
 
     ``debias`` (l2 only): Kumar et al.'s unbiased estimate of each squared error, each
@@ -249,9 +250,19 @@ def calibration_error(
     gap = xp.abs(accuracy - mean_confidence)
     if norm == "max":
         return xp.max(gap, axis=(bins, columns))
-    proportion = count / xp.sum(count, axis=bins, keepdims=True)
+    # A column without any (weighted) example, possible in the thresholded scope, has no
+    # error: it is left out of the mean over columns (all left out: 0/0 = NaN).
+    total = xp.sum(count, axis=bins, keepdims=True)
+    present = total > 0
+    proportion = xp.where(present, count / xp.where(present, total, 1.0), 0.0)
+    present_columns = xp.astype(xp.squeeze(present, axis=bins), count.dtype)
+    columns_seen = xp.sum(present_columns, axis=bins)
+
+    def column_mean(per_column: Array) -> Array:
+        return xp.sum(per_column * present_columns, axis=bins) / columns_seen
+
     if norm == "l1":
-        return xp.mean(xp.sum(proportion * gap, axis=bins), axis=bins)
+        return column_mean(xp.sum(proportion * gap, axis=bins))
     squared = gap * gap
     if debias:
         enough = count >= 2
@@ -261,7 +272,7 @@ def calibration_error(
     if debias:
         # Clipped as the package clips; a NaN (a bad label under tracing) stays NaN.
         per_column = xp.where(per_column < 0.0, 0.0, per_column)
-    return xp.sqrt(xp.mean(per_column, axis=bins))
+    return xp.sqrt(column_mean(per_column))
 
 
 def target_logits(xp: Namespace, logits: Array, labels: Array, axis: int) -> Array:

@@ -20,7 +20,12 @@ from lsr._compat import device
 from lsr._typing import Array, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._calibration import binned_columns, calibration_columns, check_error_options
+from lsr.metrics._calibration import (
+    binned_columns,
+    calibration_columns,
+    check_error_options,
+    threshold_weights,
+)
 from lsr.metrics._inputs import prepare_scores, prepare_weights
 
 __all__ = ["CalibrationInterval", "calibration_error_interval"]
@@ -97,6 +102,7 @@ def calibration_error_interval(
     scope: str = "top_label",
     debias: bool = False,
     sample_weight: Any = None,
+    threshold: float | None = None,
 ) -> CalibrationInterval:
     """The calibration error with a bootstrap confidence interval.
 
@@ -141,7 +147,7 @@ def calibration_error_interval(
             reproducible.
         method: ``"basic"`` or ``"percentile"``.
         n_bins, norm, from_logits, bin_edges, axis, binning, scope, debias,
-            sample_weight: as in ``expected_calibration_error``.
+            sample_weight, threshold: as in ``expected_calibration_error``.
 
     Returns:
         A ``CalibrationInterval`` (``estimate``, ``low``, ``high``) of 0-d arrays of the
@@ -171,6 +177,7 @@ def calibration_error_interval(
         scope=scope,
         debias=debias,
         weighted=sample_weight is not None,
+        threshold=threshold,
     )
     _check_interval_options(confidence, n_resamples, method, seed)
     xp, scores, labels, axis = prepare_scores(
@@ -180,6 +187,8 @@ def calibration_error_interval(
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )
+    if scope == "thresholded":
+        weights = threshold_weights(xp, values, weights, threshold)
 
     def errors(values: Array, targets: Array, weights: Array | None) -> Array:
         mean_value, mean_target, count, _ = binned_columns(
