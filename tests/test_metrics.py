@@ -564,11 +564,13 @@ def test_bad_histogram_option():
 # ------------------------------------------------------------- package and imports
 
 PUBLIC = {
+    "CalibrationInterval",
     "CalibrationState",
     "PenultimateProjection",
     "ReliabilityDiagram",
     "apply_temperature",
     "calibration_error_from_state",
+    "calibration_error_interval",
     "calibration_state",
     "expected_calibration_error",
     "fit_temperature",

@@ -310,3 +310,34 @@ if "jax" in selected_backends():
         bad = jnp.asarray(labels).at[3].set(7)
         state = jax.jit(metrics.update_calibration_state)(state, jnp.asarray(logits), bad)
         assert np.isnan(float(metrics.calibration_error_from_state(state)))
+
+
+@pytest.mark.parametrize("scope", ["top_label", "classwise"])
+def test_a_weighted_stream_is_the_stream_of_repeated_examples(backend, scope):
+    scores, labels = _random_logits(21, n=60)
+    weights = np.random.default_rng(21).integers(0, 4, size=60)
+    weights[:2] = 1  # each batch has a positive total weight
+    repeated = np.repeat(np.arange(60), weights)
+    expected = metrics.expected_calibration_error(
+        scores[repeated], labels[repeated], n_bins=8, scope=scope, norm="l2", debias=True
+    )
+    state = metrics.calibration_state(backend.asarray(scores), n_bins=8, scope=scope)
+    for batch in (slice(0, 1), slice(1, 60)):
+        state = metrics.update_calibration_state(
+            state,
+            backend.asarray(scores[batch]),
+            backend.asarray(labels[batch]),
+            sample_weight=backend.asarray(weights[batch].astype(np.float64)),
+        )
+    # Every row of bins (one, or one per class) holds the total weight.
+    totals = backend.to_numpy(state.count).reshape(-1, 8).sum(axis=1)
+    assert_close(totals, np.full(len(totals), float(weights.sum())), "float64")
+    actual = metrics.calibration_error_from_state(state, norm="l2", debias=True)
+    assert_close(backend.to_numpy(actual), float(expected), "float64")
+    with pytest.raises(ValueError, match=r"shape of `labels`.*Received: sample_weight="):
+        metrics.update_calibration_state(
+            state,
+            backend.asarray(scores),
+            backend.asarray(labels),
+            sample_weight=backend.asarray(np.ones(3)),
+        )

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import io
 import json
+import re
 import struct
 import sys
 import types
@@ -24,6 +25,7 @@ import types
 import numpy as np
 import pytest
 
+from lsr import metrics
 from lsr.tutorial import __main__ as command_line
 from lsr.tutorial import _calibration, _distillation, _driver, data
 from lsr.tutorial.data import TEST_IMAGES, TEST_LABELS
@@ -308,3 +310,35 @@ def test_mnist_run_reports_the_distillation_section(mnist_run):
                 assert entry["std"] == pytest.approx(np.std(entry["values"], ddof=1))
     assert "t10k-only split" in stdout
     assert sum("| smoothing - hard (paired) |" in line for line in stdout.splitlines()) == 3
+
+
+def test_each_ece_of_the_calibration_table_has_its_bootstrap_interval(digits_run):
+    stdout, _, _, report = digits_run
+    for section in report["calibration"].values():
+        settings = section["ece_interval"]
+        assert (settings["confidence"], settings["n_resamples"]) == (0.9, 1000)
+        for result in section["results"].values():
+            low, high = result["ece_interval"]
+            assert np.isfinite(low) and np.isfinite(high) and low <= high
+    lines = stdout.splitlines()
+    (header,) = [line for line in lines if line.startswith("| backend | model |")]
+    assert "| ECE [90% interval] |" in header
+    rows = [line for line in lines if re.match(r"\| (jax|torch|tensorflow) \| ", line)]
+    assert len(rows) == 4 * len(_driver.BACKENDS)
+    for row in rows:
+        assert re.search(r"\| \d\.\d{4} \[-?\d\.\d{4}, -?\d\.\d{4}\] \|", row), row
+
+
+def test_the_calibration_scores_are_the_metrics_interval():
+    rng = np.random.default_rng(0)
+    logits = 3.0 * rng.normal(size=(300, 10))
+    labels = rng.integers(0, 10, size=300)
+    scores = _calibration._scores(logits, labels)
+    ece, low, high = metrics.calibration_error_interval(
+        logits, labels, n_bins=15, confidence=0.9, n_resamples=1000, seed=0
+    )
+    assert scores["ece"] == float(ece)
+    assert scores["ece_interval"] == [float(low), float(high)]
+    section = {"data": "data: test", "results": {name: scores for name, _ in _calibration.VARIANTS}}
+    table = _calibration.calibration_table({"numpy": section})
+    assert f"| {float(ece):.4f} [{float(low):.4f}, {float(high):.4f}] |" in table

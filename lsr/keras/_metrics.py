@@ -36,7 +36,12 @@ class CalibrationError(keras.metrics.Metric):
     ``y_true``: integer class ids (the predictions' shape without the class axis, or
     with a class axis of size 1, as Keras' sparse metrics take them), or one-hot targets
     of the predictions' shape (their argmax is the label). ``y_pred``: probabilities
-    (Keras' metric convention) unless ``from_logits=True``.
+    (Keras' metric convention) unless ``from_logits=True``. ``sample_weight`` (optional,
+    as ``fit(sample_weight=...)`` passes it): one non-negative weight per example (the
+    labels' shape, with or without a trailing axis of 1, or a scalar for the whole
+    batch); each example counts with its weight, so an integer weight is the example
+    repeated (``lsr.metrics.update_calibration_state(..., sample_weight=)``). Eagerly a
+    negative or non-finite weight is an error; traced, it makes the result NaN.
 
     Args:
         n_bins: number of equal-width bins (>= 1).
@@ -106,12 +111,6 @@ class CalibrationError(keras.metrics.Metric):
         return CalibrationState(*(ops.convert_to_tensor(v.value) for v in self.state_variables))
 
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> None:
-        if sample_weight is not None:
-            raise NotImplementedError(
-                "CalibrationError does not weight examples (the batch "
-                "expected_calibration_error has no weights either). "
-                "Received: sample_weight of type " + type(sample_weight).__name__
-            )
         y_pred, y_true = ops.convert_to_tensor(y_pred), ops.convert_to_tensor(y_true)
         check_known_rank("y_true", y_true)
         check_known_rank("y_pred", y_pred)
@@ -142,6 +141,8 @@ class CalibrationError(keras.metrics.Metric):
                 "y_pred.shape",
                 tuple(y_pred.shape),
             )
+        if sample_weight is not None:
+            sample_weight = _weights_like(sample_weight, y_true, y_pred.dtype)
         if is_concrete(y_pred) and None not in tuple(y_pred.shape):
             state = update_calibration_state(
                 state,
@@ -150,8 +151,14 @@ class CalibrationError(keras.metrics.Metric):
                 from_logits=self.from_logits,
                 bin_edges=self.bin_edges,
                 axis=axis,
+                sample_weight=sample_weight,
             )
         else:
+            weights = None
+            if sample_weight is not None:
+                # Unreadable values: a negative or non-finite weight poisons the result.
+                usable = ops.logical_and(ops.isfinite(sample_weight), sample_weight >= 0)
+                weights = ops.reshape(ops.where(usable, sample_weight, float("nan")), (-1, 1))
             state = accumulate(
                 xp,
                 state,
@@ -160,6 +167,7 @@ class CalibrationError(keras.metrics.Metric):
                 axis=axis,
                 from_logits=self.from_logits,
                 right=self.bin_edges == "right",
+                weights=weights,
             )
         for variable, value in zip(self.state_variables, state, strict=True):
             variable.assign(value)
@@ -180,6 +188,25 @@ class CalibrationError(keras.metrics.Metric):
             "debias": self.debias,
             "axis": self.axis,
         }
+
+
+def _weights_like(sample_weight: Any, labels: Any, dtype: Any) -> Any:
+    """Keras' forms of per-example weights as the labels' shape, in ``dtype``: a scalar
+    (broadcast over the batch), the labels' shape, or that with a trailing axis of 1."""
+    weights = ops.convert_to_tensor(sample_weight)
+    check_known_rank("sample_weight", weights)
+    rank = len(weights.shape)
+    if rank == len(labels.shape) + 1 and weights.shape[-1] == 1:
+        weights = ops.squeeze(weights, axis=-1)
+    elif rank == 0:
+        weights = ops.broadcast_to(weights, ops.shape(labels))
+    if keras.backend.standardize_dtype(weights.dtype) == "bool":
+        fail_value(
+            "`sample_weight` must be a real floating or integer array (one weight per example).",
+            "sample_weight",
+            weights,
+        )
+    return ops.cast(weights, dtype)
 
 
 def _one_hot_ids(y_true: Any, axis: int) -> Any:

@@ -6,7 +6,10 @@ scaling) and pulls penultimate-layer activations into tight, equidistant cluster
 package measures both on any array-API array (NumPy, array-api-strict, PyTorch, JAX;
 TensorFlow through lsr's namespace), with the same numbers on every backend:
 
-* ``expected_calibration_error`` and ``reliability_diagram`` (Guo et al. 2017),
+* ``expected_calibration_error`` and ``reliability_diagram`` (Guo et al. 2017; equal-mass
+  bins, classwise scope, debiasing and ``sample_weight``),
+* ``calibration_error_interval``: the error with a bootstrap confidence interval
+  (Kumar et al. 2019),
 * ``calibration_state``, ``update_calibration_state``, ``merge_calibration_states`` and
   ``calibration_error_from_state``: the same error streamed over batches and devices,
 * ``negative_log_likelihood``, ``fit_temperature`` and ``apply_temperature``
@@ -23,6 +26,7 @@ Modules, one concern each (the public names are only those below):
   derivatives in the inverse temperature, the plane projection), pure ``xp`` code;
 * ``_inputs``: validation of (scores, labels) pairs, shared by the next two;
 * ``_calibration``: reliability diagram, calibration error, NLL;
+* ``_intervals``: bootstrap confidence intervals of the calibration error;
 * ``_streaming``: the calibration error's per-bin sums, batch by batch;
 * ``_temperature``: temperature scaling and its solver;
 * ``_projection``: the penultimate-layer projection;
@@ -35,6 +39,7 @@ from lsr.metrics._calibration import (
     negative_log_likelihood,
     reliability_diagram,
 )
+from lsr.metrics._intervals import CalibrationInterval, calibration_error_interval
 from lsr.metrics._plotting import plot_penultimate_projection, plot_reliability_diagram
 from lsr.metrics._projection import PenultimateProjection, penultimate_projection
 from lsr.metrics._streaming import (
@@ -47,11 +52,13 @@ from lsr.metrics._streaming import (
 from lsr.metrics._temperature import apply_temperature, fit_temperature
 
 __all__ = [
+    "CalibrationInterval",
     "CalibrationState",
     "PenultimateProjection",
     "ReliabilityDiagram",
     "apply_temperature",
     "calibration_error_from_state",
+    "calibration_error_interval",
     "calibration_state",
     "expected_calibration_error",
     "fit_temperature",

@@ -8,24 +8,32 @@ norms) is in ``_core``; this module validates and documents.
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, NamedTuple
 
 from lsr._typing import Array
-from lsr._validation import check_choice, check_positive_int, fail_value
+from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._inputs import check_bool, prepare_scores
+from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
 
 __all__ = [
     "ReliabilityDiagram",
+    "binned_columns",
+    "calibration_columns",
+    "check_error_options",
     "expected_calibration_error",
     "negative_log_likelihood",
     "reliability_diagram",
+    "threshold_weights",
 ]
 
 NORMS = ("l1", "l2", "max")
 BIN_EDGE_RULES = ("right", "left")
 BINNINGS = ("equal_width", "equal_mass")
 SCOPES = ("top_label", "classwise")
+# Scopes of the batch functions; the streaming state keeps SCOPES only.
+BATCH_SCOPES = (*SCOPES, "thresholded")
+DEFAULT_THRESHOLD = 0.01
 
 
 class ReliabilityDiagram(NamedTuple):
@@ -34,15 +42,21 @@ class ReliabilityDiagram(NamedTuple):
     Attributes:
         confidence: (n_bins,) mean confidence of the examples in each bin (0 if empty).
         accuracy: (n_bins,) fraction of them predicted correctly (0 if empty).
-        count: (n_bins,) number of examples in each bin (floating).
+        count: (n_bins,) number of examples in each bin (floating; the total weight of
+            its examples with ``sample_weight``).
         edges: (n_bins + 1,) the bin edges: ``0, 1/n_bins, ..., 1`` for equal-width
             bins, the data's own edges for equal-mass bins.
+        fraction: (n_bins,) the share of the examples in each bin, ``count /
+            sum(count)``: the confidence histogram drawn under a reliability diagram
+            (as netcal and Guo et al.'s Figure 1 draw it), which says how many examples
+            each bar rests on. It sums to 1.
     """
 
     confidence: Array
     accuracy: Array
     count: Array
     edges: Array
+    fraction: Array
 
 
 def _check_binning(n_bins: Any, bin_edges: Any, binning: Any) -> bool:
@@ -61,43 +75,116 @@ def _check_binning(n_bins: Any, bin_edges: Any, binning: Any) -> bool:
     return bin_edges == "right"
 
 
-def _binned(
+def check_error_options(
+    *,
+    n_bins: Any,
+    norm: Any,
+    bin_edges: Any,
+    binning: Any,
+    scope: Any,
+    debias: Any,
+    weighted: bool,
+    threshold: Any = None,
+) -> bool:
+    """Check the options of the calibration error; return whether bins are (lo, hi]."""
+    check_choice("norm", norm, NORMS)
+    check_choice("scope", scope, BATCH_SCOPES)
+    if threshold is not None:
+        if scope != "thresholded":
+            fail_value("`threshold` applies to scope='thresholded' only.", "threshold", threshold)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            fail_type("`threshold` must be a real number in [0, 1).", "threshold", threshold)
+        if not 0.0 <= float(threshold) < 1.0:
+            fail_value("`threshold` must be in [0, 1).", "threshold", threshold)
+    if scope == "thresholded" and binning == "equal_mass":
+        fail_value(
+            "scope='thresholded' works with binning='equal_width' only: each class keeps "
+            "its own, data-dependent number of predictions, which equal-mass edges would "
+            "have to split (Nixon et al.'s adaptive TACE); that number is not static.",
+            "binning",
+            binning,
+        )
+    check_bool("debias", debias)
+    if debias and norm != "l2":
+        fail_value(
+            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator); "
+            "their debiasing of other norms resamples at random and is not offered.",
+            "norm",
+            norm,
+        )
+    right = _check_binning(n_bins, bin_edges, binning)
+    if weighted and binning == "equal_mass":
+        fail_value(
+            "sample_weight works with binning='equal_width' only: equal-mass edges split "
+            "the examples by their number (uncertainty-calibration's rule), which has no "
+            "one meaning for fractional weights.",
+            "binning",
+            binning,
+        )
+    return right
+
+
+def threshold_weights(
+    xp: Any, values: Array, weights: Array | None, threshold: float | None
+) -> Array:
+    """(N, K) weights of the thresholded scope: each example's weight (1 without
+    ``weights``) where the class's probability exceeds the threshold, else 0."""
+    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    kept = xp.astype(values > limit, values.dtype)
+    return kept if weights is None else kept * weights
+
+
+def calibration_columns(
     xp: Any,
     scores: Array,
     labels: Array,
     *,
     axis: int,
     from_logits: bool,
-    n_bins: int,
-    right: bool,
-    binning: str,
     scope: str,
-) -> tuple[Array, Array, Array, Array]:
-    """Per-bin (mean value, mean target, count), each (n_bins, C), and the (n_bins + 1, C')
-    edges: C = C' = 1 column (the top label) or K columns (one per class)."""
+) -> tuple[Array, Array]:
+    """(values, targets), each (N, C): C = 1 column (the top label's confidence and
+    correctness) or K columns (each class's probability and ``[label == k]``; for the
+    thresholded scope too, whose threshold is in the weights, ``threshold_weights``)."""
     if scope == "top_label":
         values, targets = metrics_core.top_label(
             xp, scores, labels, axis=axis, from_logits=from_logits
         )
-        values, targets = xp.expand_dims(values, axis=1), xp.expand_dims(targets, axis=1)
-    else:
-        values, targets = metrics_core.classwise(
-            xp, scores, labels, axis=axis, from_logits=from_logits
-        )
+        return xp.expand_dims(values, axis=1), xp.expand_dims(targets, axis=1)
+    return metrics_core.classwise(xp, scores, labels, axis=axis, from_logits=from_logits)
+
+
+def binned_columns(
+    xp: Any,
+    values: Array,
+    targets: Array,
+    *,
+    n_bins: int,
+    right: bool,
+    binning: str,
+    weights: Array | None = None,
+) -> tuple[Array, Array, Array, Array]:
+    """Per-bin (mean value, mean target, count), each (..., n_bins, C), and the edges,
+    (..., n_bins + 1, C) for equal-mass bins, (n_bins + 1, 1) for equal-width ones.
+
+    ``values``, ``targets`` (..., N, C) from ``calibration_columns``, leading axes a
+    batch of problems (the bootstrap's resamples); ``weights`` broadcastable to them."""
     if binning == "equal_mass":
-        if values.shape[0] is None:
+        if values.shape[-2] is None:
             fail_value(
                 "binning='equal_mass' splits the examples by their number, which must be "
                 "known when tracing (here tf.function has a batch of unknown size); give "
                 "the input a static shape or use binning='equal_width'.",
                 "logits_or_probs.shape",
-                tuple(scores.shape),
+                tuple(values.shape),
             )
         edges = metrics_core.equal_mass_edges(xp, values, n_bins)
     else:
         edges = metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values)
         edges = xp.expand_dims(edges, axis=1)
-    statistics = metrics_core.bin_statistics(xp, values, targets, edges, right=right)
+    statistics = metrics_core.bin_statistics(
+        xp, values, targets, edges, right=right, weights=weights
+    )
     return (*statistics, edges)
 
 
@@ -110,8 +197,9 @@ def reliability_diagram(
     bin_edges: str = "right",
     axis: int = -1,
     binning: str = "equal_width",
+    sample_weight: Any = None,
 ) -> ReliabilityDiagram:
-    """Per-bin mean confidence, accuracy and count of the top-label prediction.
+    """Per-bin mean confidence, accuracy, count and share of the top-label predictions.
 
     Each example's confidence is its largest class probability and it is correct when
     that class is the label (Guo et al. 2017). Examples go into ``n_bins`` bins of [0, 1]
@@ -127,11 +215,14 @@ def reliability_diagram(
             (equal-width bins only).
         axis: the class axis.
         binning: ``"equal_width"`` or ``"equal_mass"``.
+        sample_weight: None, or one non-negative weight per example (the labels'
+            shape): means, counts and shares are weighted (equal-width bins only).
 
     Returns:
         A ``ReliabilityDiagram`` of (n_bins,) arrays ``confidence``, ``accuracy``,
-        ``count`` and the (n_bins + 1,) ``edges``, in the compute dtype (float32 for
-        half-precision input).
+        ``count``, the (n_bins + 1,) ``edges`` and the (n_bins,) ``fraction`` of the
+        examples in each bin (the confidence histogram), in the compute dtype (float32
+        for half-precision input).
 
     Example:
         >>> import numpy as np
@@ -139,25 +230,30 @@ def reliability_diagram(
         >>> probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
         >>> diagram = reliability_diagram(probs, np.array([0, 1, 1, 1]), n_bins=2,
         ...                               from_logits=False)
-        >>> print(diagram.confidence, diagram.accuracy, diagram.count)
-        [0.   0.75] [0.   0.75] [0. 4.]
+        >>> print(diagram.confidence, diagram.accuracy, diagram.count, diagram.fraction)
+        [0.   0.75] [0.   0.75] [0. 4.] [0. 1.]
     """
-    right = _check_binning(n_bins, bin_edges, binning)
+    right = check_error_options(
+        n_bins=n_bins,
+        norm="l1",
+        bin_edges=bin_edges,
+        binning=binning,
+        scope="top_label",
+        debias=False,
+        weighted=sample_weight is not None,
+    )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
-    binned = _binned(
-        xp,
-        scores,
-        labels,
-        axis=axis,
-        from_logits=from_logits,
-        n_bins=n_bins,
-        right=right,
-        binning=binning,
-        scope="top_label",
+    weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    values, targets = calibration_columns(
+        xp, scores, labels, axis=axis, from_logits=from_logits, scope="top_label"
     )
-    return ReliabilityDiagram(*(xp.reshape(array, (-1,)) for array in binned))
+    binned = binned_columns(
+        xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
+    )
+    confidence, accuracy, count, edges = (xp.reshape(array, (-1,)) for array in binned)
+    return ReliabilityDiagram(confidence, accuracy, count, edges, count / xp.sum(count))
 
 
 def expected_calibration_error(
@@ -172,6 +268,8 @@ def expected_calibration_error(
     binning: str = "equal_width",
     scope: str = "top_label",
     debias: bool = False,
+    sample_weight: Any = None,
+    threshold: float | None = None,
 ) -> Array:
     r"""Binned calibration error: ECE, its root-mean-square form or MCE; top-label or classwise.
 
@@ -217,6 +315,17 @@ def expected_calibration_error(
       ``e_k`` are combined as ``uncertainty-calibration`` combines them:
       ``mean_k e_k`` for "l1", ``sqrt(mean_k e_k**2)`` for "l2", and, the limit of that
       rule, ``max_k e_k`` for "max" (a norm the package does not offer).
+    * ``"thresholded"``: classwise calibration over the confident predictions only
+      (Nixon et al. 2019, "Measuring Calibration in Deep Learning", the thresholding of
+      their TACE): for each class k, only the examples with ``p_k > threshold`` are
+      binned (``threshold`` 0.01 by default), so the many near-zero probabilities of the
+      K - 1 wrong classes do not swamp the error with well-calibrated zeros. Each class's
+      error is that of its kept predictions (bins weighted by their share of them), and
+      the classes are combined as for ``"classwise"``; a class with no kept prediction
+      has no error and is left out of the combination (all classes left out: NaN).
+      Equal-width bins only: Nixon et al.'s TACE uses adaptive (equal-mass) bins,
+      which would split each class's kept predictions, a number known only from the
+      values (so ``binning="equal_mass"`` is a ``ValueError`` here).
 
     ``debias=True`` (``norm="l2"`` only): the debiased estimator of Kumar et al. (2019),
     the package's ``unbiased_l2_ce``: each bin's squared gap minus the variance of its
@@ -241,8 +350,17 @@ def expected_calibration_error(
             latter with ``binning="equal_width"`` only).
         axis: the class axis.
         binning: ``"equal_width"`` or ``"equal_mass"``.
-        scope: ``"top_label"`` or ``"classwise"``.
+        scope: ``"top_label"``, ``"classwise"`` or ``"thresholded"``.
         debias: the debiased l2 estimator (``norm="l2"`` only).
+        sample_weight: None, or one finite non-negative weight per example (the
+            labels' shape, floating or integer, with a positive sum). Each example
+            counts with its weight in its bin's count and means, so ``|B_b| / N``
+            becomes the bin's share of the total weight and an integer weight ``m`` is
+            the example repeated ``m`` times (the debiased estimator's ``|B_b|`` is the
+            bin's total weight). Equal-width bins only: equal-mass edges split examples
+            by their number.
+        threshold: the probability a prediction must exceed to count, with
+            ``scope="thresholded"`` only (default None: 0.01); in [0, 1).
 
     Returns:
         A 0-d array of the input's library, in the compute dtype.
@@ -298,30 +416,27 @@ def expected_calibration_error(
         False 0.2333
         True 0.1
     """
-    check_choice("norm", norm, NORMS)
-    check_choice("scope", scope, SCOPES)
-    check_bool("debias", debias)
-    if debias and norm != "l2":
-        fail_value(
-            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator); "
-            "their debiasing of other norms resamples at random and is not offered.",
-            "norm",
-            norm,
-        )
-    right = _check_binning(n_bins, bin_edges, binning)
+    right = check_error_options(
+        n_bins=n_bins,
+        norm=norm,
+        bin_edges=bin_edges,
+        binning=binning,
+        scope=scope,
+        debias=debias,
+        weighted=sample_weight is not None,
+        threshold=threshold,
+    )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
-    mean_value, mean_target, count, _ = _binned(
-        xp,
-        scores,
-        labels,
-        axis=axis,
-        from_logits=from_logits,
-        n_bins=n_bins,
-        right=right,
-        binning=binning,
-        scope=scope,
+    weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    values, targets = calibration_columns(
+        xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
+    )
+    if scope == "thresholded":
+        weights = threshold_weights(xp, values, weights, threshold)
+    mean_value, mean_target, count, _ = binned_columns(
+        xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
     )
     return metrics_core.calibration_error(xp, mean_value, mean_target, count, norm, debias=debias)
 

@@ -94,34 +94,39 @@ def bin_edges(xp: Namespace, n_bins: int, *, dtype: DType, like: Array) -> Array
 
 
 def equal_mass_edges(xp: Namespace, values: Array, n_bins: int) -> Array:
-    """(n_bins + 1, C) edges of bins holding equal numbers of each column's values.
+    """(..., n_bins + 1, C) edges of bins holding equal numbers of each column's values.
 
-    The rule of ``get_equal_bins`` in Kumar et al.'s ``uncertainty-calibration``: the
-    sorted values are split into ``min(n_bins, N)`` parts as ``numpy.array_split`` splits
-    them (the first ``N % parts`` parts one longer), and each interior edge is the midpoint
+    ``values`` are (..., N, C): C columns of N values, possibly for a batch of problems
+    (the bootstrap's resamples) on leading axes. The rule of ``get_equal_bins`` in Kumar
+    et al.'s ``uncertainty-calibration``: the sorted values are split into
+    ``min(n_bins, N)`` parts as ``numpy.array_split`` splits them (the first
+    ``N % parts`` parts one longer), and each interior edge is the midpoint
     ``(last + next first) / 2`` of two neighbouring parts. The last edge is 1 and the
     first 0 (their first bin is open below). Where ``n_bins > N`` the edges left over
     are 1, bins (1, 1] that stay empty; tied values give repeated edges and empty bins,
     which the package removes (``set``) instead: the occupied bins are the same.
     The split points depend only on N, so this traces (``jax.jit``) like a sort.
     """
-    size, columns = values.shape
+    *batch, size, columns = tuple(values.shape)
+    rows = len(batch)  # the examples' axis, as a non-negative index
     parts = min(n_bins, size)
     part_size, longer_parts = divmod(size, parts)
     starts = [part * part_size + min(part, longer_parts) for part in range(1, parts)]
     place = device(values)
-    pieces = [xp.zeros((1, columns), dtype=values.dtype, device=place)]
+    pieces = [xp.zeros((*batch, 1, columns), dtype=values.dtype, device=place)]
     if starts:
-        ordered = xp.sort(values, axis=0)
+        ordered = xp.sort(values, axis=rows)
         first = xp.asarray(starts, dtype=_core.index_dtype(xp, values), device=place)
-        last_before = xp.take(ordered, first - 1, axis=0)
-        pieces.append((last_before + xp.take(ordered, first, axis=0)) / 2)
-    pieces.append(xp.full((n_bins - parts + 1, columns), 1.0, dtype=values.dtype, device=place))
-    return xp.concat(pieces, axis=0)
+        last_before = xp.take(ordered, first - 1, axis=rows)
+        pieces.append((last_before + xp.take(ordered, first, axis=rows)) / 2)
+    pieces.append(
+        xp.full((*batch, n_bins - parts + 1, columns), 1.0, dtype=values.dtype, device=place)
+    )
+    return xp.concat(pieces, axis=rows)
 
 
 def bin_index(xp: Namespace, values: Array, interior: Array, *, right: bool) -> Array:
-    """Each value's bin: the number of ``interior`` edges (rows of (B - 1, C)) it passed.
+    """Each value's bin: the number of ``interior`` edges (rows of (..., B - 1, C)) it passed.
 
     ``right=True``: bins ``(lo, hi]`` (the first one also takes 0). ``right=False``: bins
     ``[lo, hi)`` (the last one also takes 1). Bins are defined by comparisons with the
@@ -130,8 +135,8 @@ def bin_index(xp: Namespace, values: Array, interior: Array, *, right: bool) -> 
     """
     # zeros_like, not zeros(values.shape): a traced TensorFlow batch may have no static size.
     index = xp.zeros_like(values, dtype=_core.index_dtype(xp, values))
-    for row in range(interior.shape[0]):
-        edge = interior[row : row + 1, :]
+    for row in range(interior.shape[-2]):
+        edge = interior[..., row : row + 1, :]
         passed = values > edge if right else values >= edge
         index = index + xp.astype(passed, index.dtype)
     return index
@@ -145,32 +150,43 @@ def bin_sums(
     *,
     right: bool,
     dtype: DType | None = None,
+    weights: Array | None = None,
 ) -> tuple[Array, Array, Array]:
-    """Per-bin count, sum of values and sum of targets, each (B, C), in ``dtype``.
+    """Per-bin count, sum of values and sum of targets, each (..., B, C), in ``dtype``.
 
-    ``values`` and ``targets`` are (N, C): C one-dimensional problems (one for the top
-    label, K for classwise calibration); ``edges`` (B + 1, C) or (B + 1, 1) are each
+    ``values`` and ``targets`` are (..., N, C): C one-dimensional problems (one for the
+    top label, K for classwise calibration), on leading axes possibly a batch of such
+    problems (the bootstrap's resamples); ``edges`` (..., B + 1, C) or (B + 1, 1) are each
     column's bin edges. Values are binned in their own dtype (the edges' rounding is the
     batch function's) and summed in ``dtype`` (default: the values' dtype), so a stream
     of batches may accumulate in a wider type. Each bin's sums add its own members only
     (no differences of cumulative sums, which would cancel). Sums are additive over
     examples: the sums of two batches are the sums of their concatenation.
+
+    ``weights`` (broadcastable to the values, e.g. (N, 1)): each example counts with its
+    weight, in the count and in both sums; an integer weight ``m`` is the example
+    repeated ``m`` times. A NaN target stays NaN whatever its weight.
     """
     dtype = values.dtype if dtype is None else dtype
-    n_bins = edges.shape[0] - 1
-    index = bin_index(xp, values, edges[1:n_bins, :], right=right)
+    n_bins = edges.shape[-2] - 1
+    index = bin_index(xp, values, edges[..., 1:n_bins, :], right=right)
     if values.dtype != dtype:
         values, targets = xp.astype(values, dtype), xp.astype(targets, dtype)
+    if weights is not None:
+        weights = xp.astype(weights, dtype) if weights.dtype != dtype else weights
+        values, targets = values * weights, targets * weights
+    rows = len(values.shape) - 2  # the examples' axis, as a non-negative index
     counts, value_sums, target_sums = [], [], []
     for b in range(n_bins):
         inside = index == b
-        counts.append(xp.sum(xp.astype(inside, dtype), axis=0))
-        value_sums.append(xp.sum(xp.where(inside, values, 0.0), axis=0))
-        target_sums.append(xp.sum(xp.where(inside, targets, 0.0), axis=0))
+        member = xp.astype(inside, dtype) if weights is None else xp.where(inside, weights, 0.0)
+        counts.append(xp.sum(member, axis=rows))
+        value_sums.append(xp.sum(xp.where(inside, values, 0.0), axis=rows))
+        target_sums.append(xp.sum(xp.where(inside, targets, 0.0), axis=rows))
     return (
-        xp.stack(counts, axis=0),
-        xp.stack(value_sums, axis=0),
-        xp.stack(target_sums, axis=0),
+        xp.stack(counts, axis=rows),
+        xp.stack(value_sums, axis=rows),
+        xp.stack(target_sums, axis=rows),
     )
 
 
@@ -186,13 +202,22 @@ def bin_means(
 
 
 def bin_statistics(
-    xp: Namespace, values: Array, targets: Array, edges: Array, *, right: bool
+    xp: Namespace,
+    values: Array,
+    targets: Array,
+    edges: Array,
+    *,
+    right: bool,
+    weights: Array | None = None,
 ) -> tuple[Array, Array, Array]:
-    """Per-bin mean value, mean target (both 0 in empty bins) and count, each (B, C).
+    """Per-bin mean value, mean target (both 0 in empty bins) and count, each (..., B, C).
 
-    ``bin_sums`` divided by the counts; see there for the shapes.
+    ``bin_sums`` divided by the counts (weighted means and total weights with
+    ``weights``); see there for the shapes.
     """
-    count, value_sum, target_sum = bin_sums(xp, values, targets, edges, right=right)
+    count, value_sum, target_sum = bin_sums(
+        xp, values, targets, edges, right=right, weights=weights
+    )
     mean_value, mean_target = bin_means(xp, count, value_sum, target_sum)
     return mean_value, mean_target, count
 
@@ -206,35 +231,48 @@ def calibration_error(
     *,
     debias: bool = False,
 ) -> Array:
-    """The binned calibration error from per-bin statistics (B, C) of C columns (0-d).
+    """The binned calibration error from per-bin statistics (..., B, C) of C columns.
 
     Per column (Guo et al. 2017; Kumar et al. 2019): "l1": ``sum_b (n_b / N) |acc_b -
     conf_b|`` (ECE); "l2": the same sum of squared gaps; "max": ``max_b |acc_b - conf_b|``
     (MCE; an empty bin has gap 0). The columns are combined as ``uncertainty-calibration``
     combines classes: the mean of the l1 errors, the root of the mean of the squared l2
     errors, and (the limit of that rule) the largest of the max errors; one column is
-    just its error.
+    just its error. A column of zero total count (no example kept) is left out of the
+    mean. Leading axes are a batch of problems (the bootstrap's resamples): the
+    result has their shape, 0-d for none.
 
     ``debias`` (l2 only): Kumar et al.'s unbiased estimate of each squared error, each
     bin's ``(acc_b - conf_b)**2 - acc_b (1 - acc_b) / (n_b - 1)`` (0 for bins of fewer
     than 2 examples), weighted by ``n_b / N``, the column's sum clipped at 0.
     """
+    bins, columns = len(count.shape) - 2, len(count.shape) - 1
     gap = xp.abs(accuracy - mean_confidence)
     if norm == "max":
-        return xp.max(gap)
-    proportion = count / xp.sum(count, axis=0, keepdims=True)
+        return xp.max(gap, axis=(bins, columns))
+    # A column without any (weighted) example, possible in the thresholded scope, has no
+    # error: it is left out of the mean over columns (all left out: 0/0 = NaN).
+    total = xp.sum(count, axis=bins, keepdims=True)
+    present = total > 0
+    proportion = xp.where(present, count / xp.where(present, total, 1.0), 0.0)
+    present_columns = xp.astype(xp.squeeze(present, axis=bins), count.dtype)
+    columns_seen = xp.sum(present_columns, axis=bins)
+
+    def column_mean(per_column: Array) -> Array:
+        return xp.sum(per_column * present_columns, axis=bins) / columns_seen
+
     if norm == "l1":
-        return xp.mean(xp.sum(proportion * gap, axis=0))
+        return column_mean(xp.sum(proportion * gap, axis=bins))
     squared = gap * gap
     if debias:
         enough = count >= 2
         variance = accuracy * (1.0 - accuracy) / xp.where(enough, count - 1.0, 1.0)
         squared = xp.where(enough, squared - variance, 0.0)
-    per_column = xp.sum(proportion * squared, axis=0)
+    per_column = xp.sum(proportion * squared, axis=bins)
     if debias:
         # Clipped as the package clips; a NaN (a bad label under tracing) stays NaN.
         per_column = xp.where(per_column < 0.0, 0.0, per_column)
-    return xp.sqrt(xp.mean(per_column))
+    return xp.sqrt(column_mean(per_column))
 
 
 def target_logits(xp: Namespace, logits: Array, labels: Array, axis: int) -> Array:

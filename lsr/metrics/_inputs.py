@@ -14,7 +14,7 @@ from lsr._compat import array_namespace, is_concrete
 from lsr._typing import Array, DType, Namespace
 from lsr._validation import fail_type, fail_value, normalize_axis
 
-__all__ = ["check_bool", "prepare_scores"]
+__all__ = ["check_bool", "prepare_scores", "prepare_weights"]
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -77,3 +77,46 @@ def prepare_scores(
     if not from_logits:
         _check_probabilities(xp, scores, axis, name)
     return xp, cast(xp, scores, _core.compute_dtype(xp, scores.dtype)), labels, axis
+
+
+def prepare_weights(xp: Namespace, sample_weight: Any, labels: Array, dtype: DType) -> Array | None:
+    """``sample_weight`` (None, or one weight per example: the labels' shape) as a
+    (N, 1) column in ``dtype``, the layout of ``_core.top_label``/``classwise``'s rows.
+
+    Floating or integer, and (checked when concrete) finite, non-negative, with a
+    positive sum: a weight ``m`` counts the example ``m`` times, and a zero total leaves
+    no example to measure.
+    """
+    if sample_weight is None:
+        return None
+    array_namespace(sample_weight, labels)  # one library (raises for a mix)
+    dtype_of = sample_weight.dtype
+    if not (xp.isdtype(dtype_of, "real floating") or is_integer_dtype(xp, dtype_of)):
+        fail_type(
+            "`sample_weight` must be a real floating or integer array (one weight per example).",
+            "sample_weight",
+            sample_weight,
+        )
+    if tuple(sample_weight.shape) != tuple(labels.shape):
+        fail_value(
+            f"`sample_weight` must have the shape of `labels`, {tuple(labels.shape)}: one "
+            "weight per example.",
+            "sample_weight",
+            sample_weight,
+        )
+    weights = cast(xp, sample_weight, dtype)
+    if is_concrete(weights):
+        if not bool(xp.all(xp.isfinite(weights))) or bool(xp.any(weights < 0)):
+            fail_value(
+                "`sample_weight` must hold finite, non-negative weights.",
+                "sample_weight",
+                sample_weight,
+            )
+        if not bool(xp.sum(weights) > 0):
+            fail_value(
+                "`sample_weight` must have a positive sum (all-zero weights leave no "
+                "example to measure).",
+                "sample_weight",
+                sample_weight,
+            )
+    return xp.reshape(weights, (-1, 1))

@@ -133,6 +133,8 @@ def plot_reliability_diagram(
     title: str | None = None,
     save_path: Any = None,
     histogram: bool = True,
+    binning: str = "equal_width",
+    sample_weight: Any = None,
 ) -> Any:
     """Draw a reliability diagram (needs matplotlib): accuracy per confidence bin.
 
@@ -144,8 +146,9 @@ def plot_reliability_diagram(
     colour-blind-safe palette; text is at least 10 pt.
 
     Args:
-        logits_or_probs, labels, n_bins, from_logits, bin_edges, axis: as in
-            ``reliability_diagram``.
+        logits_or_probs, labels, n_bins, from_logits, bin_edges, axis, binning,
+            sample_weight: as in ``reliability_diagram`` (with equal-mass bins each bar
+            spans its bin, so bars have different widths).
         ax: a matplotlib ``Axes`` to draw on (e.g. one panel of a larger figure);
             default: a new 4.8 x 5.6 inch figure (4.8 x 4.6 without the histogram) with
             constrained layout, created without pyplot, so no global state changes.
@@ -178,19 +181,20 @@ def plot_reliability_diagram(
         from_logits=from_logits,
         bin_edges=bin_edges,
         axis=axis,
+        binning=binning,
+        sample_weight=sample_weight,
     )
     figure, ax, counts_ax = _diagram_axes(ax, histogram)
     import numpy as np
 
-    confidence, accuracy, count, edges = (_to_numpy(a) for a in diagram)
+    confidence, accuracy, count, edges, fraction = (_to_numpy(a) for a in diagram)
     occupied = count > 0
-    fraction = count / np.sum(count)
     ece = float(np.sum(fraction * np.abs(accuracy - confidence)))
-    lefts, width = edges[:-1], 1.0 / n_bins
+    lefts, width = edges[:-1], np.diff(edges)
     ax.bar(
         lefts[occupied],
         accuracy[occupied],
-        width=width,
+        width=width[occupied],
         align="edge",
         color=OKABE_ITO["blue"],
         edgecolor=OKABE_ITO["black"],
@@ -201,7 +205,7 @@ def plot_reliability_diagram(
         lefts[occupied],
         confidence[occupied] - accuracy[occupied],
         bottom=accuracy[occupied],
-        width=width,
+        width=width[occupied],
         align="edge",
         color=OKABE_ITO["vermillion"],
         alpha=0.45,

@@ -26,7 +26,7 @@ from lsr._typing import Array, DType, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value, normalize_axis
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES
-from lsr.metrics._inputs import check_bool, prepare_scores
+from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
 
 __all__ = [
     "CalibrationState",
@@ -48,11 +48,12 @@ class CalibrationState(NamedTuple):
 
     Attributes:
         count: the number of examples in each bin (floating: exact up to 2**24 per bin in
-            float32, 2**53 in float64).
+            float32, 2**53 in float64); with ``sample_weight``, the sum of their weights.
         confidence_sum: the sum of their confidences (top label: the largest class
-            probability; classwise: the class's probability).
+            probability; classwise: the class's probability), each times its weight.
         correct_sum: the sum of their correctness (top label: whether the predicted class
-            is the label; classwise: whether the label is the class), 0 or 1 each.
+            is the label; classwise: whether the label is the class), 0 or 1 each, times
+            its weight.
     """
 
     count: Array
@@ -192,13 +193,15 @@ def accumulate(
     axis: int,
     from_logits: bool,
     right: bool,
+    weights: Array | None = None,
 ) -> CalibrationState:
     """``state`` plus the per-bin sums of one batch (no validation: the adapters' entry).
 
     ``scores`` in a floating compute dtype with the classes on ``axis`` (a non-negative
     index), integer ``labels`` of their shape without it; the batch size may be unknown
     while tracing. A label outside [0, K) makes its correctness NaN, which stays in the
-    state (so the error is NaN) rather than giving a plausible number.
+    state (so the error is NaN) rather than giving a plausible number. ``weights``: None
+    or one weight per example as an (N, 1) column (``prepare_weights``' layout).
     """
     n_bins = state.count.shape[-1]
     classwise = len(state.count.shape) == 2
@@ -216,7 +219,9 @@ def accumulate(
     edges = xp.expand_dims(
         metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values), axis=1
     )
-    sums = metrics_core.bin_sums(xp, values, targets, edges, right=right, dtype=state.count.dtype)
+    sums = metrics_core.bin_sums(
+        xp, values, targets, edges, right=right, dtype=state.count.dtype, weights=weights
+    )
     # bin_sums gives (n_bins, C); the state is (n_bins,) or (K, n_bins).
     laid_out = [xp.matrix_transpose(s) if classwise else xp.reshape(s, (-1,)) for s in sums]
     return CalibrationState(*(old + new for old, new in zip(state, laid_out, strict=True)))
@@ -230,6 +235,7 @@ def update_calibration_state(
     from_logits: bool = True,
     bin_edges: str = "right",
     axis: int = -1,
+    sample_weight: Any = None,
 ) -> CalibrationState:
     """``state`` with one more batch added (a new state; the arguments are not changed).
 
@@ -246,6 +252,12 @@ def update_calibration_state(
         bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins (the
             last one closed, [lo, 1]).
         axis: the class axis.
+        sample_weight: None, or one finite non-negative weight per example of the
+            batch (the labels' shape): each example adds its weight to its bin's count
+            and its weighted confidence and correctness to the sums, so an integer
+            weight ``m`` is the example streamed ``m`` times (as
+            ``expected_calibration_error(..., sample_weight=)``). A batch's weights must
+            have a positive sum.
 
     Returns:
         The updated ``CalibrationState``, in the state's dtype.
@@ -286,6 +298,7 @@ def update_calibration_state(
             "state.count.shape",
             tuple(state.count.shape),
         )
+    weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
     return accumulate(
         xp,
         state,
@@ -294,6 +307,7 @@ def update_calibration_state(
         axis=axis,
         from_logits=from_logits,
         right=bin_edges == "right",
+        weights=weights,
     )
 
 

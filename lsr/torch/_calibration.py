@@ -115,8 +115,15 @@ class CalibrationError(Metric):
     def _state(self) -> CalibrationState:
         return CalibrationState(self.count, self.confidence_sum, self.correct_sum)
 
-    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
-        """Add a batch: ``preds`` (..., K, ...) scores, ``target`` integer class ids."""
+    def update(
+        self,
+        preds: torch.Tensor,
+        target: torch.Tensor,
+        sample_weight: torch.Tensor | None = None,
+    ) -> None:
+        """Add a batch: ``preds`` (..., K, ...) scores, ``target`` integer class ids and,
+        optionally, one non-negative ``sample_weight`` per example (``target``'s shape;
+        an integer weight counts the example that many times)."""
         state = update_calibration_state(
             self._state(),
             preds,
@@ -124,6 +131,7 @@ class CalibrationError(Metric):
             from_logits=self.from_logits,
             bin_edges=self.bin_edges,
             axis=self.axis,
+            sample_weight=sample_weight,
         )
         self.count, self.confidence_sum, self.correct_sum = state
 

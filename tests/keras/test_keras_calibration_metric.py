@@ -4,6 +4,12 @@ forms, model.evaluate/fit and tf.function with an unknown batch size (TensorFlow
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -11,7 +17,7 @@ import tensorflow as tf
 
 from lsr import metrics
 from lsr.keras import CalibrationError
-from tests.backends import assert_close
+from tests.backends import assert_close, selected_backends
 
 
 def _probs(seed, n=75, num_classes=4):
@@ -121,8 +127,10 @@ def test_options_and_weights_are_checked():
     with pytest.raises(ValueError, match=r"Received: norm='max'"):
         CalibrationError(norm="max", debias=True)
     probs, labels = _probs(4, n=5)
-    with pytest.raises(NotImplementedError, match="sample_weight"):
-        CalibrationError().update_state(labels, probs, sample_weight=np.ones(5))
+    with pytest.raises(ValueError, match=r"non-negative.*Received: sample_weight="):
+        CalibrationError().update_state(labels, probs, sample_weight=-np.ones(5))
+    with pytest.raises(ValueError, match=r"shape of `labels`.*Received: sample_weight="):
+        CalibrationError().update_state(labels, probs, sample_weight=np.ones(4))
     with pytest.raises(ValueError, match="num_classes=3"):
         CalibrationError(scope="classwise", num_classes=3).update_state(labels, probs)
     with pytest.raises(ValueError, match=r"in \[0, 4\).*Received: labels with min=4"):
@@ -148,3 +156,141 @@ def test_soft_targets_are_refused_eagerly_and_give_nan_when_traced():
         return traced.result()
 
     assert np.isnan(float(update(tf.constant(soft), tf.constant(probs))))
+
+
+# ------------------------------------------------------------------ sample weights
+
+
+def _weights(seed, n):
+    weights = np.random.default_rng(seed).integers(0, 4, size=n)
+    weights[0] = 1  # a positive total in every batch below
+    return weights
+
+
+@pytest.mark.parametrize("scope", ["top_label", "classwise"])
+def test_sample_weight_repeats_examples_in_all_keras_forms(scope):
+    probs, labels = _probs(5)
+    weights = _weights(5, len(labels))
+    repeated = np.repeat(np.arange(len(labels)), weights)
+    options = dict(n_bins=8, norm="l2", scope=scope)
+    expected = _batch(probs[repeated], labels[repeated], **options)
+    forms = {
+        "per example": weights,
+        "float, trailing axis of 1": weights[:, None].astype("float32"),
+    }
+    for sample_weight in forms.values():
+        metric = CalibrationError(num_classes=4, dtype="float64", **options)
+        metric.update_state(labels[:30], probs[:30], sample_weight=sample_weight[:30])
+        metric.update_state(labels[30:], probs[30:], sample_weight=sample_weight[30:])
+        assert_close(float(metric.result()), expected, "float64")
+    scalar = CalibrationError(num_classes=4, dtype="float64", **options)
+    scalar.update_state(labels, probs, sample_weight=2.5)  # the same weight for all
+    assert_close(float(scalar.result()), _batch(probs, labels, **options), "float64")
+
+
+def test_sample_weight_under_tf_function_and_in_fit():
+    probs, labels = _probs(6)
+    weights = _weights(6, len(labels)).astype("float64")
+    repeated = np.repeat(np.arange(len(labels)), weights.astype(int))
+    metric = CalibrationError(n_bins=7, dtype="float64")
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None, 4], tf.float64),
+            tf.TensorSpec([None], tf.float64),
+        ]
+    )
+    def update(y_true, y_pred, sample_weight):
+        metric.update_state(y_true, y_pred, sample_weight=sample_weight)
+        return metric.result()
+
+    update(labels[:40], probs[:40], weights[:40])
+    value = update(labels[40:], probs[40:], weights[40:])
+    assert_close(float(value), _batch(probs[repeated], labels[repeated], n_bins=7), "float64")
+    # A weight that cannot be checked while tracing poisons the result instead.
+    metric.reset_state()
+    assert np.isnan(float(update(labels[:3], probs[:3], np.array([1.0, -1.0, 1.0]))))
+
+    x = np.random.default_rng(6).normal(size=(48, 6)).astype("float32")
+    y = labels[:48]
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[CalibrationError(n_bins=5)])
+    history = model.fit(x, y, sample_weight=weights[:48], batch_size=16, epochs=1, verbose=0)
+    assert np.isfinite(history.history["calibration_error"][0])
+
+
+# --- other Keras backends, each in a fresh interpreter -------------------------------
+
+OTHER_BACKEND = textwrap.dedent(
+    """
+    import json
+    import numpy as np
+    import keras
+    from lsr.keras import CalibrationError
+
+    rng = np.random.default_rng(0)
+    logits = 2.0 * rng.normal(size=(60, 4))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    labels = rng.integers(0, 4, size=60)
+    weights = rng.integers(0, 3, size=60).astype("float32")
+    weights[0] = weights[30] = 1.0
+    results = {}
+    for scope in ("top_label", "classwise"):
+        for weighted in (False, True):
+            metric = CalibrationError(n_bins=6, scope=scope, num_classes=4, dtype="float32")
+            for batch in (slice(0, 30), slice(30, 60)):
+                metric.update_state(
+                    labels[batch], probs[batch].astype("float32"),
+                    sample_weight=weights[batch] if weighted else None,
+                )
+            results[f"{scope} {weighted}"] = float(keras.ops.convert_to_numpy(metric.result()))
+    x = rng.normal(size=(40, 5)).astype("float32")
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="softmax")])
+    model.compile(loss="sparse_categorical_crossentropy", metrics=[CalibrationError(n_bins=5)])
+    evaluated = model.evaluate(x, labels[:40], batch_size=16, return_dict=True, verbose=0)
+    predicted = model.predict(x, batch_size=16, verbose=0)
+    print(json.dumps({
+        "backend": keras.backend.backend(),
+        "results": results,
+        "evaluated": evaluated["calibration_error"],
+        "predicted": predicted.tolist(),
+    }))
+    """
+)
+
+OTHER_BACKENDS = [name for name in ("jax", "torch") if name in selected_backends()]
+
+
+def _check_other_backend(keras_backend):
+    environment = dict(os.environ, KERAS_BACKEND=keras_backend, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        [sys.executable, "-c", OTHER_BACKEND], capture_output=True, text=True, env=environment
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["backend"] == keras_backend
+    rng = np.random.default_rng(0)
+    logits = 2.0 * rng.normal(size=(60, 4))
+    probs = (np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)).astype("float32")
+    labels = rng.integers(0, 4, size=60)
+    weights = rng.integers(0, 3, size=60)
+    weights[0] = weights[30] = 1
+    repeated = np.repeat(np.arange(60), weights)
+    for scope in ("top_label", "classwise"):
+        expected = _batch(probs, labels, n_bins=6, scope=scope)
+        assert_close(report["results"][f"{scope} False"], expected, "float32")
+        weighted = _batch(probs[repeated], labels[repeated], n_bins=6, scope=scope)
+        assert_close(report["results"][f"{scope} True"], weighted, "float32")
+    # evaluate runs update_state traced (jax.jit / torch): the error of what it predicts.
+    predicted = np.array(report["predicted"], dtype="float32")
+    expected = _batch(predicted, labels[:40], n_bins=5)
+    assert_close(report["evaluated"], expected, "float32", scale=10.0)
+
+
+# Generated only in sessions that install those backends ("tests(all)"), never skipped.
+if OTHER_BACKENDS:
+
+    @pytest.mark.parametrize("keras_backend", OTHER_BACKENDS)
+    def test_the_metric_on_other_keras_backends(keras_backend):
+        _check_other_backend(keras_backend)

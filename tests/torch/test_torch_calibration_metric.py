@@ -123,3 +123,21 @@ def test_lsr_torch_imports_torchmetrics_only_when_the_metric_is_used():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True", "lsr.torch"]
+
+
+def test_sample_weight_counts_each_example_that_many_times():
+    generator = torch.Generator().manual_seed(3)
+    logits = 2.0 * torch.randn(50, 4, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 4, (50,), generator=generator)
+    weights = torch.randint(0, 3, (50,), generator=generator)
+    weights[0] = 1
+    repeated = torch.repeat_interleave(torch.arange(50), weights)
+    metric = CalibrationError(n_bins=6, norm="l2")
+    metric.update(logits[:20], labels[:20], weights[:20].double())
+    metric.update(logits[20:], labels[20:], sample_weight=weights[20:])
+    expected = metrics.expected_calibration_error(
+        logits[repeated], labels[repeated], n_bins=6, norm="l2", axis=1
+    )
+    torch.testing.assert_close(metric.compute(), expected)
+    with pytest.raises(ValueError, match=r"non-negative.*Received: sample_weight="):
+        metric.update(logits[:2], labels[:2], torch.tensor([1.0, -1.0], dtype=torch.float64))
