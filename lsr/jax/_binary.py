@@ -161,4 +161,9 @@ def smooth_bce(
             ignore_index=ignore_index,
             reduction=reduction,
         )
-    return _smooth_bce(logits, labels, spec)
+    return _smooth_bce_compiled(logits, labels, spec)
+
+
+# As ``smooth_ce``'s: one compiled program per shape and static options when called
+# eagerly (not a dispatch per op), inlined into a caller's ``jit``.
+_smooth_bce_compiled = jax.jit(_smooth_bce)

@@ -66,6 +66,11 @@ def _linear_smooth_ce_bwd(chunk_size, residuals, cotangent):
 
 _linear_smooth_ce.defvjp(_linear_smooth_ce_fwd, _linear_smooth_ce_bwd)
 
+# Called eagerly, the scan would be traced and compiled anew on every call (its body is a
+# new closure each time); compiled once per shape, block size and static options
+# instead, and inlined into a caller's own ``jit``.
+_linear_smooth_ce_compiled = jax.jit(_linear_smooth_ce, static_argnums=0)
+
 
 def linear_smooth_ce(
     hidden: Any,
@@ -150,5 +155,5 @@ def linear_smooth_ce(
             chunk_size=chunk_size,
             projection_name="kernel",
         )
-    loss = _linear_smooth_ce(chunk_size, flat_hidden, kernel, bias, flat_labels, spec)
+    loss = _linear_smooth_ce_compiled(chunk_size, flat_hidden, kernel, bias, flat_labels, spec)
     return loss.reshape(leading) if reduction == "none" else loss
