@@ -170,6 +170,7 @@ def smooth_labels(
             dtype = _default_float(xp, labels)
         labels = index_labels(xp, labels)
         check_label_range(xp, labels, num_classes, None)
+        positions, like = tuple(labels.shape), labels
         targets = _core.one_hot(labels, num_classes, xp=xp, axis=axis, dtype=dtype)
         if not values_are_cheap(labels):
             # Unchecked ids (tracing, accelerators): one outside [0, K) cannot raise, so
@@ -188,13 +189,18 @@ def smooth_labels(
         num_classes = labels.shape[axis]
         check_num_classes(num_classes, "labels.shape", tuple(labels.shape))
         targets = cast(xp, labels, labels.dtype if dtype is None else dtype)
+        shape = tuple(labels.shape)
+        positions = shape[:axis] + shape[axis + 1 :]
+        like = targets[tuple(0 if d == axis else slice(None) for d in range(len(shape)))]
     else:
         fail_type("`labels` must be integer class ids or floating targets.", "labels", labels)
     spec = _core.Spec(
         num_classes=num_classes,
         axis=axis,
         dense=True,
-        smoothing=check_smoothing(xp, smoothing, targets.dtype),
+        smoothing=check_smoothing(
+            xp, smoothing, targets.dtype, positions, like=like, where="the shape of class-id labels; dense ones' without the class axis"
+        ),
         prior=check_prior(xp, prior, num_classes, targets.dtype),
     )
     return _core.smooth_dense_targets(targets, spec, xp=xp)

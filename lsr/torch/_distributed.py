@@ -519,4 +519,4 @@ def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: A
         if value is not None and not isinstance(value, torch.Tensor):
             fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
     check_prior_type(prior)
-    check_smoothing_type("smoothing", smoothing)
+    check_smoothing_type("smoothing", smoothing, input)

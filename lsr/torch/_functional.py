@@ -121,7 +121,7 @@ def smooth_ce(
     """
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
-    check_smoothing_type("smoothing", smoothing)
+    check_smoothing_type("smoothing", smoothing, input)
     axis = class_axis(input, axis)
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):

@@ -189,7 +189,7 @@ def linear_smooth_ce(
         if value is not None:
             check_tensor(name, value)
     check_prior_type(prior)
-    check_smoothing_type("smoothing", smoothing)
+    check_smoothing_type("smoothing", smoothing, input)
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):
         fail_value(
