@@ -282,16 +282,14 @@ def check_smoothing_shape(shape: tuple, positions: tuple, where: str) -> None:
     ``tf.function``, matches any size)."""
     fits = len(shape) <= len(positions) and all(
         given in (1, None) or wanted is None or given == wanted
-        for given, wanted in zip(reversed(shape), reversed(positions))
+        for given, wanted in zip(reversed(shape), reversed(positions), strict=False)
     )
     if fits:
         return
     hint = ""
     if len(positions) > 1 and shape == positions[:1]:
-        hint = (
-            f" For one epsilon per example, give shape {positions[:1] + (1,) * (len(positions) - 1)}"
-            " (a trailing axis of size 1 per position axis)."
-        )
+        per_example = positions[:1] + (1,) * (len(positions) - 1)
+        hint = f" For one epsilon per example, give shape {per_example}."
     fail_value(
         "`smoothing` must be a number, a 0-d array, or an array of one epsilon per "
         f"position: of shape {positions} ({where}) or broadcastable to it (NumPy's rule, "
@@ -585,9 +583,11 @@ def prepare_options(
             )
     if dense:
         check_dense_targets(xp, labels, axis, where, given_dtype)
-        like = None if not hasattr(smoothing, "ndim") or smoothing.ndim == 0 else labels[
-            tuple(0 if d == axis else slice(None) for d in range(len(shape)))
-        ]
+        like = (
+            None
+            if not hasattr(smoothing, "ndim") or smoothing.ndim == 0
+            else labels[tuple(0 if d == axis else slice(None) for d in range(len(shape)))]
+        )
     else:
         like = labels
     return labels, Spec(

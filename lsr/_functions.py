@@ -199,7 +199,12 @@ def smooth_labels(
         axis=axis,
         dense=True,
         smoothing=check_smoothing(
-            xp, smoothing, targets.dtype, positions, like=like, where="the shape of class-id labels; dense ones' without the class axis"
+            xp,
+            smoothing,
+            targets.dtype,
+            positions,
+            like=like,
+            where="the shape of class-id labels; dense ones' without the class axis",
         ),
         prior=check_prior(xp, prior, num_classes, targets.dtype),
     )

@@ -191,7 +191,7 @@ def linear_smooth_ce(
             xp=xp,
             projection=projection,
             bias=bias,
-            spec=_block_spec(spec, lambda eps: _rows(xp, eps, select)),
+            spec=_block_spec(spec, lambda eps, select=select: _rows(xp, eps, select)),
         )
         losses.append(loss)
         if rows_grad is None:
