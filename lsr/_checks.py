@@ -396,7 +396,8 @@ def shift_to_next_token(
     gets the label of t + 1 along the labels' last axis (the sequence), and the last
     position of each sequence is left out: its label is ``ignore_index`` where there is
     one that the labels (or the index dtype) can hold, else ``where`` is False there.
-    ``where`` itself is not shifted: it masks the positions of the logits. Only the
+    ``where`` itself is not shifted: it masks the positions of the logits (and so is a
+    per-position ``smoothing``: position t's epsilon smooths the label of t + 1). Only the
     labels (and the mask), the size of the positions, are made anew: the logits (or
     hidden states) are neither sliced nor copied."""
     check_ignore_index(ignore_index)

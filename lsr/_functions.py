@@ -53,7 +53,11 @@ def smooth_ce(
             ``axis``. float16/bfloat16 are computed (and returned) in float32.
         labels: integer class ids with the class axis removed (any integer dtype), or
             dense floating targets (one-hot or soft) of the logits' shape.
-        smoothing: epsilon in [0, 1]; a Python float or a 0-d array (so it may be traced).
+        smoothing: epsilon in [0, 1]; a Python float, a 0-d array (so it may be traced),
+            or one epsilon per position: an array of the positions' shape (that of
+            class-id labels; the logits' shape without ``axis``) or broadcastable to it
+            (NumPy's rule: (N, 1) is one epsilon per example of (N, T) tokens). Values
+            outside [0, 1] raise when they can be read, else make those positions NaN.
         prior: ``"uniform"`` (``u_k = 1/K``: PyTorch, Keras, optax; the true class gets
             ``1 - eps + eps/K``), ``"others"`` (eps spread over the K - 1 other classes;
             the true class gets exactly ``1 - eps``: cleverhans 2017, fairseq, T5X), or an
@@ -139,7 +143,9 @@ def smooth_labels(
             is inserted at ``axis`` of the result), or dense floating targets whose class
             axis is ``axis``.
         num_classes: K, for integer labels only.
-        smoothing: epsilon in [0, 1].
+        smoothing: epsilon in [0, 1]: a number, a 0-d array, or one epsilon per position
+            (an array of the integer labels' shape, or dense ones' without ``axis``, or
+            broadcastable to it).
         prior: ``"uniform"``, ``"others"`` or a (K,) class distribution (see ``smooth_ce``).
         axis: the class axis (of the result).
         dtype: the result's floating dtype; default: the dense labels' dtype, or the
