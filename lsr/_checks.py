@@ -262,9 +262,10 @@ def check_smoothing(
         fail_value("`smoothing` must be in [0, 1].", "smoothing", float(smoothing))
     elif smoothing.ndim > 0 and not bool(xp.all(in_range)):
         bad = smoothing[~in_range]
+        count = int(xp.sum(xp.astype(~in_range, xp.int32)))
         raise ValueError(
             "`smoothing` must be in [0, 1] at every position; "
-            f"{int(xp.sum(xp.astype(~in_range, xp.int32)))} of {math.prod(shape)} values "
+            f"{count} of {math.prod(tuple(smoothing.shape))} values "
             f"are not. Received: smoothing with min={float(xp.min(bad))!r}, "
             f"max={float(xp.max(bad))!r}"
         )
