@@ -55,3 +55,38 @@ def test_jax_jit_with_traced_smoothing():
     others[2, 2] = False
     assert_close(none_bad[others], np.asarray(none)[others], "float64")
     assert np.isnan(grad_bad[2, 2]).all()
+
+
+def test_vocab_parallel_on_one_device():
+    """The vocabulary-parallel form inside ``shard_map`` takes per-position epsilons too
+    (the positions are not split: every device gets all of them), traced as an input."""
+    import jax
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+
+    import lsr.jax
+
+    logits, labels, eps = _case(7)
+    mesh = Mesh(np.array(jax.devices()[:1]), ("vocab",))
+    loss_fn = jax.jit(
+        jax.shard_map(
+            lambda z, y, e: lsr.jax.vocab_parallel_smooth_ce(
+                z, y, axis_name="vocab", smoothing=e, prior="others", ignore_index=-100, kl=True
+            ),
+            mesh=mesh,
+            in_specs=(P(None, None, "vocab"), P(), P()),
+            out_specs=P(),
+        )
+    )
+    backend = get_backend("jax")
+    losses = loss_fn(*(backend.asarray(a) for a in (logits, labels, eps)))
+    expected = reference.smooth_ce(
+        logits,
+        labels,
+        smoothing=eps,
+        prior="others",
+        ignore_index=-100,
+        kl=True,
+        reduction="none",
+    )
+    assert_close(np.asarray(losses), expected, "float64")
