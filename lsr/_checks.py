@@ -221,21 +221,83 @@ def check_weight(xp: Namespace, weight: Any, num_classes: int, dtype: DType) -> 
     return cast(xp, weight, dtype)
 
 
-def check_smoothing(xp: Namespace, smoothing: Any, dtype: DType) -> Any:
-    check_fraction("smoothing", smoothing)
+def check_smoothing(
+    xp: Namespace,
+    smoothing: Any,
+    dtype: DType,
+    positions: tuple | None = None,
+    *,
+    like: Any = None,
+    where: str = "the logits' shape without the class axis, that of class-id labels",
+) -> Any:
+    """Epsilon in [0, 1]: a Python number (kept a float), a floating 0-d array, or, where
+    ``positions`` (the positions' shape) is given, a floating array broadcastable to it
+    (one epsilon per position; given back broadcast to ``positions``). Arrays come back
+    in ``dtype``. Values are checked when they can be read; under tracing an epsilon
+    outside [0, 1] becomes NaN (at its positions).
+
+    ``like``: an array of the positions' shape, for broadcasting to dimensions unknown
+    under ``tf.function`` (None in ``positions``); ``where``: how the messages describe
+    ``positions``.
+    """
+    shape = getattr(smoothing, "shape", None)
+    if positions is None or isinstance(smoothing, (bool, numbers.Real)) or shape is None:
+        check_fraction("smoothing", smoothing)
+    elif tuple(shape) != ():
+        check_smoothing_shape(tuple(shape), positions, where)
     if isinstance(smoothing, numbers.Real):
         return float(smoothing)
     if not is_floating_dtype(xp, smoothing.dtype):
-        fail_type("`smoothing` must be a float or a floating 0-d array.", "smoothing", smoothing)
+        expected = "a float or a floating 0-d array"
+        if positions is not None:
+            expected = "a float or a floating array (0-d, or one epsilon per position)"
+        fail_type(f"`smoothing` must be {expected}.", "smoothing", smoothing)
     smoothing = cast(xp, smoothing, dtype)
     in_range = (smoothing >= 0.0) & (smoothing <= 1.0)
     if not (values_are_cheap(smoothing) and values_are_cheap(in_range)):
         # Under tracing: NaN (which reaches the loss and its gradient), never a plausible
         # number from an epsilon outside [0, 1].
-        return xp.where(in_range, smoothing, xp.nan)
-    if not bool(in_range):
+        smoothing = xp.where(in_range, smoothing, xp.nan)
+    elif smoothing.ndim == 0 and not bool(in_range):
         fail_value("`smoothing` must be in [0, 1].", "smoothing", float(smoothing))
-    return smoothing
+    elif smoothing.ndim > 0 and not bool(xp.all(in_range)):
+        bad = smoothing[~in_range]
+        count = int(xp.sum(xp.astype(~in_range, xp.int32)))
+        raise ValueError(
+            "`smoothing` must be in [0, 1] at every position; "
+            f"{count} of {math.prod(tuple(smoothing.shape))} values "
+            f"are not. Received: smoothing with min={float(xp.min(bad))!r}, "
+            f"max={float(xp.max(bad))!r}"
+        )
+    if smoothing.ndim == 0 or tuple(smoothing.shape) == tuple(positions or ()):
+        return smoothing
+    if None not in positions or like is None:  # type: ignore[operator]
+        return xp.broadcast_to(smoothing, positions)
+    # (Dimensions unknown under tf.function: broadcast against an array of that shape.)
+    return smoothing + xp.zeros_like(like, dtype=smoothing.dtype)
+
+
+def check_smoothing_shape(shape: tuple, positions: tuple, where: str) -> None:
+    """One epsilon per position: a shape that broadcasts to the positions' ``positions``
+    (NumPy's rule, aligned on the last axis; ``None``, a dimension unknown under
+    ``tf.function``, matches any size)."""
+    fits = len(shape) <= len(positions) and all(
+        given in (1, None) or wanted is None or given == wanted
+        for given, wanted in zip(reversed(shape), reversed(positions), strict=False)
+    )
+    if fits:
+        return
+    hint = ""
+    if len(positions) > 1 and shape == positions[:1]:
+        per_example = positions[:1] + (1,) * (len(positions) - 1)
+        hint = f" For one epsilon per example, give shape {per_example}."
+    fail_value(
+        "`smoothing` must be a number, a 0-d array, or an array of one epsilon per "
+        f"position: of shape {positions} ({where}) or broadcastable to it (NumPy's rule, "
+        f"aligned on the last axis).{hint}",
+        "smoothing.shape",
+        shape,
+    )
 
 
 def check_ignore_index(ignore_index: Any) -> None:
@@ -335,7 +397,8 @@ def shift_to_next_token(
     gets the label of t + 1 along the labels' last axis (the sequence), and the last
     position of each sequence is left out: its label is ``ignore_index`` where there is
     one that the labels (or the index dtype) can hold, else ``where`` is False there.
-    ``where`` itself is not shifted: it masks the positions of the logits. Only the
+    ``where`` itself is not shifted: it masks the positions of the logits (and so is a
+    per-position ``smoothing``: position t's epsilon smooths the label of t + 1). Only the
     labels (and the mask), the size of the positions, are made anew: the logits (or
     hidden states) are neither sliced nor copied."""
     check_ignore_index(ignore_index)
@@ -522,11 +585,18 @@ def prepare_options(
             )
     if dense:
         check_dense_targets(xp, labels, axis, where, given_dtype)
+        like = (
+            None
+            if not hasattr(smoothing, "ndim") or smoothing.ndim == 0
+            else labels[tuple(0 if d == axis else slice(None) for d in range(len(shape)))]
+        )
+    else:
+        like = labels
     return labels, Spec(
         num_classes=num_classes,
         axis=axis,
         dense=dense,
-        smoothing=check_smoothing(xp, smoothing, dtype),
+        smoothing=check_smoothing(xp, smoothing, dtype, position_shape, like=like),
         prior=check_prior(xp, prior, num_classes, dtype),
         weight=check_weight(xp, weight, num_classes, dtype),
         where=where,
@@ -685,6 +755,13 @@ def prepare_linear_smooth_ce(
                 where,
             )
         where = xp.reshape(where, (num_rows,))
+    if getattr(smoothing, "ndim", 0) > 0 and not isinstance(smoothing, bool):
+        # One epsilon per position of hidden's leading shape, flattened with the rows
+        # (values and dtype are checked with the other options, on the rows).
+        check_smoothing_shape(tuple(smoothing.shape), leading, "hidden's leading shape")
+        if tuple(smoothing.shape) != leading:
+            smoothing = xp.broadcast_to(smoothing, leading)
+        smoothing = xp.reshape(smoothing, (num_rows,))
     hidden = xp.reshape(hidden, (num_rows, width))
     labels, spec = prepare_options(
         xp,

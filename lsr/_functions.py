@@ -53,7 +53,11 @@ def smooth_ce(
             ``axis``. float16/bfloat16 are computed (and returned) in float32.
         labels: integer class ids with the class axis removed (any integer dtype), or
             dense floating targets (one-hot or soft) of the logits' shape.
-        smoothing: epsilon in [0, 1]; a Python float or a 0-d array (so it may be traced).
+        smoothing: epsilon in [0, 1]; a Python float, a 0-d array (so it may be traced),
+            or one epsilon per position: an array of the positions' shape (that of
+            class-id labels; the logits' shape without ``axis``) or broadcastable to it
+            (NumPy's rule: (N, 1) is one epsilon per example of (N, T) tokens). Values
+            outside [0, 1] raise when they can be read, else make those positions NaN.
         prior: ``"uniform"`` (``u_k = 1/K``: PyTorch, Keras, optax; the true class gets
             ``1 - eps + eps/K``), ``"others"`` (eps spread over the K - 1 other classes;
             the true class gets exactly ``1 - eps``: cleverhans 2017, fairseq, T5X), or an
@@ -139,7 +143,9 @@ def smooth_labels(
             is inserted at ``axis`` of the result), or dense floating targets whose class
             axis is ``axis``.
         num_classes: K, for integer labels only.
-        smoothing: epsilon in [0, 1].
+        smoothing: epsilon in [0, 1]: a number, a 0-d array, or one epsilon per position
+            (an array of the integer labels' shape, or dense ones' without ``axis``, or
+            broadcastable to it).
         prior: ``"uniform"``, ``"others"`` or a (K,) class distribution (see ``smooth_ce``).
         axis: the class axis (of the result).
         dtype: the result's floating dtype; default: the dense labels' dtype, or the
@@ -170,6 +176,7 @@ def smooth_labels(
             dtype = _default_float(xp, labels)
         labels = index_labels(xp, labels)
         check_label_range(xp, labels, num_classes, None)
+        positions, like = tuple(labels.shape), labels
         targets = _core.one_hot(labels, num_classes, xp=xp, axis=axis, dtype=dtype)
         if not values_are_cheap(labels):
             # Unchecked ids (tracing, accelerators): one outside [0, K) cannot raise, so
@@ -188,13 +195,23 @@ def smooth_labels(
         num_classes = labels.shape[axis]
         check_num_classes(num_classes, "labels.shape", tuple(labels.shape))
         targets = cast(xp, labels, labels.dtype if dtype is None else dtype)
+        shape = tuple(labels.shape)
+        positions = shape[:axis] + shape[axis + 1 :]
+        like = targets[tuple(0 if d == axis else slice(None) for d in range(len(shape)))]
     else:
         fail_type("`labels` must be integer class ids or floating targets.", "labels", labels)
     spec = _core.Spec(
         num_classes=num_classes,
         axis=axis,
         dense=True,
-        smoothing=check_smoothing(xp, smoothing, targets.dtype),
+        smoothing=check_smoothing(
+            xp,
+            smoothing,
+            targets.dtype,
+            positions,
+            like=like,
+            where="the shape of class-id labels; dense ones' without the class axis",
+        ),
         prior=check_prior(xp, prior, num_classes, targets.dtype),
     )
     return _core.smooth_dense_targets(targets, spec, xp=xp)

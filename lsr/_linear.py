@@ -191,7 +191,7 @@ def linear_smooth_ce(
             xp=xp,
             projection=projection,
             bias=bias,
-            spec=spec,
+            spec=_block_spec(spec, lambda eps, select=select: _rows(xp, eps, select)),
         )
         losses.append(loss)
         if rows_grad is None:
@@ -214,6 +214,15 @@ def linear_smooth_ce(
         if kept is not None:
             d_hidden = _put_back(xp, d_hidden, keep, count)
     return loss, (d_hidden, *carry)
+
+
+def _block_spec(spec: Spec, rows_of: Any) -> Spec:
+    """``spec`` for a block of rows: one epsilon per row is cut as the labels are
+    (``rows_of``), like ``where``; every other option holds for all rows."""
+    smoothing = spec.smoothing
+    if isinstance(smoothing, float) or smoothing.ndim == 0:
+        return spec
+    return spec.replace(smoothing=rows_of(smoothing))
 
 
 def _rows(xp: Namespace, x: Array, select: Any) -> Array:
@@ -270,6 +279,7 @@ def scanned_linear_smooth_ce(
     if where is None:
         where = xp.ones_like(hidden[:, 0], dtype=xp.bool)
     per_row_scale = not isinstance(scale, float) and scale.ndim > 0
+    per_row_smoothing = not isinstance(spec.smoothing, float) and spec.smoothing.ndim > 0
 
     def stack(x):
         """``x`` padded with zeros (False) to whole blocks, with a leading block axis."""
@@ -283,6 +293,8 @@ def scanned_linear_smooth_ce(
         "labels": stack(labels),
         "where": stack(where),
         "scale": stack(scale) if per_row_scale else None,
+        # (Padding rows get epsilon 0; they are left out through ``where``.)
+        "smoothing": stack(spec.smoothing) if per_row_smoothing else None,
     }
 
     def body(carry, x):
@@ -296,7 +308,7 @@ def scanned_linear_smooth_ce(
             xp=xp,
             projection=projection,
             bias=bias,
-            spec=spec,
+            spec=_block_spec(spec, lambda _: x["smoothing"]),
         )
         return carry, (loss, d_hidden)
 

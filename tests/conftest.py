@@ -29,7 +29,11 @@ collect_ignore_glob = []
 if len(SELECTED) < 2:
     collect_ignore_glob.append("test_cross_backend*.py")
 if not {"jax", "torch", "tensorflow"} & set(SELECTED):
-    collect_ignore_glob += ["test_cross_backend_adapters.py", "test_adapter_edges.py"]
+    collect_ignore_glob += [
+        "test_cross_backend_adapters.py",
+        "test_adapter_edges.py",
+        "test_per_position_smoothing_adapters.py",
+    ]
 
 
 def pytest_report_header(config):

@@ -11,7 +11,9 @@ import numpy as np
 
 
 def smoothed_targets(labels, num_classes, *, smoothing, prior, axis=-1, dense=False):
-    """q' with the class axis moved last. ``labels`` are ids (axis removed) or dense."""
+    """q' with the class axis moved last. ``labels`` are ids (axis removed) or dense.
+    ``smoothing``: one number, or one epsilon per position (an array that broadcasts to
+    the positions' shape, the class axis removed)."""
     if dense:
         q = np.moveaxis(np.asarray(labels, dtype=np.float64), axis, -1)
     else:
@@ -26,7 +28,12 @@ def smoothed_targets(labels, num_classes, *, smoothing, prior, axis=-1, dense=Fa
         u = (1.0 - q) / (num_classes - 1)
     else:
         u = np.broadcast_to(np.asarray(prior, dtype=np.float64), q.shape)
-    return (1.0 - smoothing) * q + smoothing * u
+    # Position by position: each row of q' uses its own epsilon.
+    eps = np.broadcast_to(np.asarray(smoothing, dtype=np.float64), q.shape[:-1])
+    smoothed = np.empty_like(q)
+    for index in np.ndindex(q.shape[:-1]):
+        smoothed[index] = (1.0 - eps[index]) * q[index] + eps[index] * u[index]
+    return smoothed
 
 
 def log_softmax(z):

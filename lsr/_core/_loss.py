@@ -163,7 +163,7 @@ def gradient(
     elif targets.background_vector is None:
         subtract = targets.background_scaled
     else:
-        subtract = targets.background_vector * targets.scale
+        subtract = targets.background_vector * targets.background_scaled
     if in_place:
         grad -= subtract
     else:

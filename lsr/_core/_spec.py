@@ -7,9 +7,10 @@ Its fields are of two kinds:
   prior's name, a smoothing given as a Python float...). They are hashable, so a spec
   without arrays (``spec.static()``) can key a compiled program, live on a PyTorch
   ``ctx`` or be the auxiliary data of a JAX pytree;
-* arrays (``ARRAY_FIELDS``): a smoothing given as a 0-d array, a (K,) prior, the (K,)
-  class weights and the ``where`` mask. They are the leaves that autodiff and tracing
-  see; ``spec.arrays()`` lists them and ``static.with_arrays(...)`` puts them back.
+* arrays (``ARRAY_FIELDS``): a smoothing given as an array (0-d or per position), a
+  (K,) prior, the (K,) class weights and the ``where`` mask. They are the leaves that
+  autodiff and tracing see; ``spec.arrays()`` lists them and
+  ``static.with_arrays(...)`` puts them back.
 
 A new option is one field here, its check in ``lsr._checks.check_options`` and its
 arithmetic in the core's one pass (``docs/architecture.md``).
@@ -121,7 +122,9 @@ class Spec(Options):
             the global K: smoothing always spreads over every class).
         axis: the class axis of the logits (non-negative).
         dense: the labels are dense targets of the logits' shape (else class ids).
-        smoothing: epsilon in [0, 1], a Python float or a 0-d array of the compute dtype.
+        smoothing: epsilon in [0, 1]: a Python float, a 0-d array of the compute dtype,
+            or one epsilon per position (an array of the compute dtype and the positions'
+            shape: the logits' shape without the class axis).
         prior: ``"uniform"``, ``"others"`` or a (K,) distribution (array).
         weight: (K,) class weights (PyTorch's semantics) or None.
         where: boolean mask of the positions to keep, or None.

@@ -10,12 +10,17 @@ prior vector pi; ``v`` the smoothing vector: ``w``, ``pi``, ``w * pi`` or all on
 so the target is a *background* ``eps c v`` on every class plus an *on-target* part
 ``o w_y`` on class y. Its mass is ``M = eps c V + o w_y`` with ``V = sum_k v_k``, and
 ``sum_k w_k q'_k log q'_k = E - w_y b_y log b_y + w_y (b_y + o) log(b_y + o)`` with
-``b = eps c u'`` (``u' = pi`` or 1) and ``E = sum_k w_k b_k log b_k``. Everything the loss
-needs from the labels is then ``w_y``, ``pi_y`` (for the KL form) and the class totals
-``V`` and ``E``: sums over the classes (``class_values``), which a class-sharded
-computation reads from the whole vectors before cutting its slices. Dense targets ``q``
-are smoothed elementwise (``smooth_dense_targets``) and weighted: ``w * q'`` is then
-given whole.
+``b = eps c u'`` (``u' = pi`` or 1) and ``E = sum_k w_k b_k log b_k``; for a prior vector
+``E = eps log(eps) V + eps sum_k w_k pi_k log pi_k``. Everything the loss needs from the
+labels is then ``w_y``, ``pi_y`` (for the KL form) and the class totals ``V`` and
+``sum_k w_k pi_k log pi_k``: sums over the classes (``class_values``), free of eps, which
+a class-sharded computation reads from the whole vectors before cutting its slices.
+Dense targets ``q`` are smoothed elementwise (``smooth_dense_targets``) and weighted:
+``w * q'`` is then given whole.
+
+``eps`` is a Python float, a 0-d array or one value per position (an array of the
+positions' shape, the class axis removed: validation broadcasts it there). Every term
+above is then per position: ``background`` and ``o`` like ``w_y``.
 """
 
 from __future__ import annotations
@@ -54,7 +59,9 @@ def on_target_share(spec: Spec) -> Any:
 
 def smooth_dense_targets(targets: Array, spec: Spec, *, xp: Namespace) -> Array:
     """``q' = (1 - eps) q + eps u`` for dense targets ``q`` (a new array)."""
-    eps, axis = spec.smoothing, spec.axis
+    axis = spec.axis
+    # (One epsilon per position gets the class axis back to scale its row.)
+    eps = _ops.expand(xp, spec.smoothing, axis)
     if spec.named_prior == "uniform":
         return (1.0 - eps) * targets + eps * spread(spec)
     if spec.named_prior == "others":
@@ -134,7 +141,8 @@ class Shard:
 def class_values(xp: Namespace, spec: Spec, positions: Positions) -> dict[str, Any]:
     """What the loss needs of the (K,) vectors, for class ids: per position ``w_y``
     (``"target_weight"``) and, for the KL form with a prior vector, ``pi_y``; the class
-    totals ``W = sum_k w_k`` (named priors) or ``V = sum_k v_k`` and ``E`` (a vector).
+    totals ``W = sum_k w_k`` (named priors) or ``V = sum_k v_k`` and ``sum_k w_k pi_k log
+    pi_k`` (a vector; ``set_values`` makes ``E`` of it with each position's eps).
     ``spec``'s vectors are whole (a class-sharded pass reads them before cutting its
     slices); every Python float is already the value for all K classes.
     """
@@ -151,10 +159,10 @@ def class_values(xp: Namespace, spec: Spec, positions: Positions) -> dict[str, A
     values["vector_total"] = xp.sum(vector)
     if spec.kl:
         values["target_prior"] = _ops.take(xp, spec.prior, ids)
-        per_class = _ops.xlogx(xp, spec.smoothing * spec.prior)
+        per_class = _ops.xlogx(xp, spec.prior)
         if spec.weight is not None:
             per_class = per_class * spec.weight
-        values["entropy_total"] = xp.sum(per_class)
+        values["prior_entropy_total"] = xp.sum(per_class)
     return values
 
 
@@ -164,7 +172,8 @@ class Targets:
     Made once per call (and sliced per block of rows with ``block``): ``mass`` (M),
     ``on_target`` (``o w_y``), ``background`` (``eps c``, the factor of ``v``) and, for
     the KL form, ``entropy`` (``sum_k w_k q'_k log q'_k``), all with the class axis
-    removed; dense targets keep ``weighted`` (``w * q'``, the logits' shape). After
+    removed (each a float or 0-d when it is the same for every position); dense targets
+    keep ``weighted`` (``w * q'``, the logits' shape). After
     ``scale_by``, the gradient's factors, each times its position's cotangent.
     """
 
@@ -242,7 +251,12 @@ class Targets:
                 background_entropy = total * _ops.xlogx(xp, self.background)
                 b_y = self.background
             else:
-                background_entropy = values["entropy_total"]
+                # E = sum_k w_k (eps pi_k) log(eps pi_k), with eps out of the class sum
+                # so that it may differ per position.
+                background_entropy = (
+                    total * _ops.xlogx(xp, self.background)
+                    + self.background * values["prior_entropy_total"]
+                )
                 b_y = self.background * values["target_prior"]
             self.entropy = (
                 background_entropy
@@ -302,12 +316,13 @@ class Targets:
         if spec.dense:
             return
         vector = smoothing_vector(spec)
+        # The gradient subtracts ``background * scale`` (times ``v`` when there is one):
+        # one value per position, or one float, with the class axis kept.
+        self.background_scaled = _ops.expand(xp, self.background, axis) * scale
         if vector is None:
             self.background_vector = None
-            self.background_scaled = self.background * scale
         else:
-            ndim = self.like.ndim
-            self.background_vector = _ops.along_axis(xp, self.background * vector, ndim, axis)
+            self.background_vector = _ops.along_axis(xp, vector, self.like.ndim, axis)
         correction = -(_ops.expand(xp, self.on_target, axis) * scale)
         if self.holds is not None:
             correction = xp.where(self.holds, correction, 0.0)

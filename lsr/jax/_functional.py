@@ -101,7 +101,9 @@ def smooth_ce(
             a teacher's probabilities; differentiable).
         smoothing: epsilon in [0, 1]. A Python float is a compile-time constant; a jax
             scalar (for example a traced argument of a jitted step) is a runtime input,
-            so an epsilon schedule does not recompile. Differentiable when an array.
+            so an epsilon schedule does not recompile. Differentiable when an array. May
+            also be one epsilon per position (the labels' shape, or broadcastable to it:
+            ``lsr.smooth_ce``), traced too.
         prior: ``"uniform"`` (``u_k = 1/K``: optax, PyTorch, Keras; the true class gets
             ``1 - eps + eps/K``), ``"others"`` (eps spread over the K - 1 other classes:
             T5X, fairseq, cleverhans 2017), or a (K,) class distribution (may be traced).
@@ -203,7 +205,8 @@ def smooth_labels(
         labels: integer class ids (then ``num_classes`` is required and the class axis is
             inserted at ``axis`` of the result), or dense floating targets.
         num_classes: K, for integer labels.
-        smoothing: epsilon in [0, 1] (a Python float or a jax scalar, may be traced).
+        smoothing: epsilon in [0, 1] (a Python float or a jax array, may be traced): one
+            value, or one per position as in ``lsr.smooth_labels``.
         prior: ``"uniform"``, ``"others"`` or a (K,) class distribution.
         axis: the class axis (of the result).
         dtype: the result's floating dtype; default: the dense labels' dtype, or JAX's

@@ -111,6 +111,9 @@ def linear_smooth_ce(
         bias: (K,) or None.
         smoothing, prior, ignore_index, weight, where, reduction, kl, z_loss: as
             ``smooth_ce`` with the class axis last (``reduction`` defaults to "none").
+            ``smoothing`` may be one epsilon per position of hidden's leading shape (or
+            broadcastable to it); it stays with its position under ``causal_shift``, as
+            ``where`` does (position t's epsilon smooths the label of t + 1).
         causal_shift: next-token prediction: the hidden state at position t is
             scored against the label at t + 1 along the labels' last axis (the
             sequence); each sequence's last position is left out, and (PyTorch) never

@@ -78,7 +78,8 @@ def vocab_parallel_smooth_ce(
         labels: integer GLOBAL class ids in [0, K), the logits' shape without ``axis``
             (the same on every device of ``axis_name``).
         axis_name: the mesh axis that splits the classes.
-        smoothing: epsilon in [0, 1] (a Python float or a jax scalar).
+        smoothing: epsilon in [0, 1] (a Python float, a jax scalar, or one per position
+            of the labels, which are not split).
         prior: ``"uniform"`` (``1/K`` with the global K), ``"others"``, or a class
             distribution: the whole (K,) vector, or this device's (K_r,) slice of it
             (gathered with one ``all_gather`` of K values per call).

@@ -139,7 +139,9 @@ def smooth_ce(
             float16/bfloat16 are computed (and returned) in float32.
         labels: integer class ids of shape ``logits.shape`` without ``axis``, or dense
             floating targets of the logits' shape.
-        smoothing: epsilon in [0, 1], a Python float or a 0-d tensor.
+        smoothing: epsilon in [0, 1], a Python float, a 0-d tensor, or one epsilon per
+            position (the labels' shape for class ids, or broadcastable to it, e.g.
+            (N, 1) per example; dimensions may be unknown inside ``tf.function``).
         prior: ``"uniform"`` (``u_k = 1/K``, as Keras' ``label_smoothing``), ``"others"``
             (epsilon spread over the K - 1 other classes), or a (K,) distribution.
         axis: the class axis.

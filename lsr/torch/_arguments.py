@@ -66,10 +66,18 @@ def check_tensors(input: Any, target: Any, weight: Any, prior: Any) -> None:
             fail_type(f"`{name}` must be a torch.Tensor.", name, value)
 
 
-def check_smoothing_type(name: str, value: Any) -> None:
-    """A Python number or a torch tensor (a NumPy scalar array would mix libraries)."""
+def check_smoothing_type(name: str, value: Any, input: torch.Tensor | None = None) -> None:
+    """A Python number or a torch tensor (a NumPy scalar array would mix libraries).
+
+    ``input``: given where one epsilon per position is allowed (the softmax losses); such
+    a tensor must then be on the input's device (a 0-d one may stay on the CPU)."""
     if not isinstance(value, (numbers.Real, torch.Tensor)):
-        fail_type(f"`{name}` must be a real number in [0, 1] or a 0-d torch.Tensor.", name, value)
+        kind = "a 0-d torch.Tensor"
+        if input is not None:
+            kind = "a torch.Tensor (0-d, or one epsilon per position)"
+        fail_type(f"`{name}` must be a real number in [0, 1] or {kind}.", name, value)
+    if input is not None and isinstance(value, torch.Tensor) and value.ndim > 0:
+        check_same_device(name, value, input)
 
 
 def check_prior_type(value: Any) -> None:

@@ -235,7 +235,7 @@ def vocab_parallel_smooth_ce(
             every call (one all-gather of one integer per rank, a latency-bound collective
             before the two all-reduces); pass the sizes to skip it. Nothing is cached, so
             heads of different vocabularies may share a group.
-        smoothing: epsilon in [0, 1].
+        smoothing: epsilon in [0, 1], or one per position of the target (not split).
         prior: ``"uniform"`` (``1/K`` with the global K), ``"others"``, or a class
             distribution: the whole (K,) vector, or this rank's (K_r,) slice of it (then
             gathered with one all-gather of K values per call; every rank must pass the
@@ -519,4 +519,4 @@ def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: A
         if value is not None and not isinstance(value, torch.Tensor):
             fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
     check_prior_type(prior)
-    check_smoothing_type("smoothing", smoothing)
+    check_smoothing_type("smoothing", smoothing, input)

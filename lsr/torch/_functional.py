@@ -80,8 +80,11 @@ def smooth_ce(
         ignore_index: class ids equal to it get loss 0 and gradient 0 and are left out
             of the mean. For probability targets it must stay -100 (as in PyTorch).
         reduction: ``"none"`` (the target's position shape), ``"mean"`` or ``"sum"``.
-        smoothing: epsilon in [0, 1] (``label_smoothing`` in PyTorch); a float or 0-d
-            tensor.
+        smoothing: epsilon in [0, 1] (``label_smoothing`` in PyTorch); a float, a 0-d
+            tensor, or one epsilon per position (a tensor of the target's shape for class
+            ids, or broadcastable to it, e.g. (N, 1) per example; on the input's device).
+            Not differentiated by the fused path; a gradient asked for it (its
+            ``requires_grad``) goes through autograd of the core's ops.
         prior: ``"uniform"`` (PyTorch's convention: the true class gets
             ``1 - eps + eps / C``), ``"others"`` (eps spread over the C - 1 other classes,
             the true class gets ``1 - eps``: fairseq, T5X) or a (C,) tensor holding a
@@ -121,7 +124,7 @@ def smooth_ce(
     """
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
-    check_smoothing_type("smoothing", smoothing)
+    check_smoothing_type("smoothing", smoothing, input)
     axis = class_axis(input, axis)
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):

@@ -156,6 +156,9 @@ def linear_smooth_ce(
         weight: per-class weights of shape (C,), as ``F.cross_entropy``'s ``weight``
             (in every lsr function ``weight`` means class weights).
         ignore_index, reduction, smoothing, prior, kl, z_loss: as in ``smooth_ce``.
+            ``smoothing`` may be one epsilon per position of hidden's leading shape (or
+            broadcastable to it); it stays with its position under ``causal_shift``, as
+            ``where`` does (position t's epsilon smooths the label of t + 1).
         causal_shift: next-token prediction: the hidden state at position t is
             scored against the label at t + 1 along the labels' last axis (the
             sequence); each sequence's last position is left out, and (PyTorch) never
@@ -189,7 +192,7 @@ def linear_smooth_ce(
         if value is not None:
             check_tensor(name, value)
     check_prior_type(prior)
-    check_smoothing_type("smoothing", smoothing)
+    check_smoothing_type("smoothing", smoothing, input)
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):
         fail_value(
