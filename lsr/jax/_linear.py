@@ -57,11 +57,20 @@ def _linear_smooth_ce_bwd(chunk_size, residuals, cotangent):
         _, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True, cotangent)
     else:
         grads = tuple(None if g is None else g * cotangent.astype(g.dtype) for g in grads)
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, spec)
+    # The fused loss differentiates the hidden states, kernel and bias only. Asked for
+    # the gradient of an option array (an array smoothing, prior or class weights), it
+    # answers NaN rather than a plausible 0; an option nobody differentiates drops it.
+    options = jax.tree_util.tree_map(_not_differentiated, spec)
     labels_cotangent = (
         jnp.zeros_like(labels) if spec.dense else np.zeros(labels.shape, dtype=jax.dtypes.float0)
     )
-    return (*grads, labels_cotangent, zeros)
+    return (*grads, labels_cotangent, options)
+
+
+def _not_differentiated(x):
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return jnp.full_like(x, jnp.nan)
+    return jnp.zeros_like(x)
 
 
 _linear_smooth_ce.defvjp(_linear_smooth_ce_fwd, _linear_smooth_ce_bwd)

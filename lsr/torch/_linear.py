@@ -205,6 +205,19 @@ def linear_smooth_ce(
         if isinstance(value, torch.Tensor):
             check_same_device(name, value, input)
     check_same_device("target", target, input)
+    if torch.is_grad_enabled():
+        options = (("smoothing", smoothing), ("prior", prior), ("weight", weight))
+        for name, value in (*options, ("target", target)):
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                # The fused loss computes the gradients of input, projection and bias
+                # only: a silent None (or zero) for this one would be wrong.
+                fail_value(
+                    f"linear_smooth_ce does not differentiate `{name}`: pass a tensor that "
+                    "does not require grad (`.detach()`), or use "
+                    f"smooth_ce(input @ projection.T, ...) for the gradient of `{name}`.",
+                    f"{name}.requires_grad",
+                    True,
+                )
     _, hidden, labels, spec, leading = prepare_linear_smooth_ce(
         input,
         projection,

@@ -137,3 +137,28 @@ def test_compiled_memory_stays_flat_as_rows_grow():
     plain_growth = sizes[1024][1] - sizes[256][1]
     assert fused_growth <= 3 * (1024 - 256) * width * 4 + 65536
     assert plain_growth >= (1024 - 256) * num_classes * 4  # The check can fail.
+
+
+@pytest.mark.parametrize("name", ["smoothing", "weight", "prior"])
+def test_the_gradient_of_an_option_is_nan_not_zero(name):
+    """The fused loss differentiates the hidden states, kernel and bias only; asked for an
+    option's gradient, it says NaN rather than a plausible 0. The others are unaffected."""
+    hidden = jnp.linspace(-1.0, 1.0, 48).reshape(6, 8)
+    kernel = jnp.linspace(-1.0, 1.0, 32).reshape(8, 4)
+    labels = jnp.array([0, 1, 2, 3, 0, 1])
+    value = {
+        "smoothing": jnp.asarray(0.1),
+        "weight": jnp.ones(4),
+        "prior": jnp.full((4,), 0.25),
+    }[name]
+
+    def loss(hidden, option):
+        return lj.linear_smooth_ce(hidden, kernel, labels, reduction="mean", **{name: option})
+
+    option_grad = jax.grad(loss, argnums=1)(hidden, value)
+    assert bool(jnp.all(jnp.isnan(option_grad)))
+    hidden_grad = jax.grad(loss)(hidden, value)
+    expected = jax.grad(
+        lambda h: lj.smooth_ce(h @ kernel, labels, reduction="mean", **{name: value})
+    )(hidden)
+    np.testing.assert_allclose(hidden_grad, expected, rtol=1e-5, atol=1e-7)

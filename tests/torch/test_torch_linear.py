@@ -233,3 +233,23 @@ def test_every_row_ignored_gives_zero_and_zero_gradients():
     loss.backward()
     assert loss.item() == 0.0
     assert all(torch.count_nonzero(leaf.grad) == 0 for leaf in leaves)
+
+
+@pytest.mark.parametrize("name", ["smoothing", "weight", "prior"])
+def test_an_option_that_requires_grad_is_refused(name):
+    """The fused loss differentiates input, projection and bias only: an option tensor
+    that requires grad would get no gradient (None) without a word."""
+    hidden, projection = torch.randn(6, 8), torch.randn(4, 8, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    value = {
+        "smoothing": torch.tensor(0.1),
+        "weight": torch.ones(4),
+        "prior": torch.full((4,), 0.25),
+    }[name].requires_grad_()
+    with pytest.raises(ValueError, match=f"does not differentiate `{name}`") as info:
+        lt.linear_smooth_ce(hidden, projection, target, **{name: value})
+    assert f"Received: {name}.requires_grad=True" in str(info.value)
+    with torch.no_grad():  # (nothing is differentiated there)
+        lt.linear_smooth_ce(hidden, projection, target, **{name: value})
+    lt.linear_smooth_ce(hidden, projection, target, **{name: value.detach()}).backward()
+    assert projection.grad is not None
