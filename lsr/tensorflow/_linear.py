@@ -92,6 +92,8 @@ def linear_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
     chunk_size: int | None = None,
 ) -> tf.Tensor:
@@ -160,6 +162,8 @@ def linear_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
         causal_shift=causal_shift,
         chunk_size=chunk_size,
         projection_name="kernel",
