@@ -40,7 +40,7 @@ _DIFFERENTIABLE = ("smoothing", "prior", "weight")
 def _smooth_ce_jvp(primals, tangents):
     logits, labels, spec = primals
     logits_dot, labels_dot, spec_dot = tangents
-    aux: dict[str, Any] = {}
+    aux = {}  # (filled by the pass)
     if is_zero(logits_dot):
         loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp, aux=aux)
         tangent_out = jnp.zeros_like(loss)

@@ -206,9 +206,7 @@ def aux_outputs(aux: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     return tuple(aux[name] for name in _core.AUX_NAMES) if aux else ()
 
 
-def _blocked_loss_and_grad(
-    logits, labels, weight, smoothing, prior, static, with_grad, aux=None
-):
+def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, with_grad, aux=None):
     """The reduced loss, lse, mean denominator and (optionally) the gradient of the
     reduced loss (for "none", of each position's loss), from
     ``_core.blocked_loss_and_grad`` over blocks of rows.
@@ -259,7 +257,7 @@ class SmoothCEFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, weight, smoothing, prior, static, with_grad):
-        aux: dict[str, Any] = {}
+        aux = {}  # (filled by the pass)
         loss, lse, denominator, grad = _blocked_loss_and_grad(
             logits, labels, weight, smoothing, prior, static, with_grad, aux
         )

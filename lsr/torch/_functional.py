@@ -15,8 +15,8 @@ import torch
 from torch.autograd import forward_ad
 
 from lsr import _core, _distill
-from lsr._checks import check_smooth_ce
 from lsr._aux import Aux, as_aux
+from lsr._checks import check_smooth_ce
 from lsr._compat import values_are_cheap
 from lsr._validation import check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
