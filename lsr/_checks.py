@@ -714,13 +714,6 @@ def prepare_linear_smooth_ce(
                 where,
             )
         where = xp.reshape(where, (num_rows,))
-    if check_flag("return_aux", return_aux):
-        fail_value(
-            "`return_aux` is not available for the fused linear loss yet; compute the "
-            "metrics with smooth_ce(return_aux=True) on logits you form.",
-            "return_aux",
-            return_aux,
-        )
     hidden = xp.reshape(hidden, (num_rows, width))
     labels, spec = prepare_options(
         xp,

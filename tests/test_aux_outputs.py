@@ -372,3 +372,165 @@ if MODES:
         for name in lsr.Aux._fields:
             np.testing.assert_allclose(aux[name], expected_aux[name], rtol=1e-10, err_msg=name)
         assert np.all(aux_grad == 0.0)  # metrics: no gradient flows through them
+
+
+def test_class_sharded_forms_refuse_both():
+    from lsr._checks import prepare_sharded_options
+
+    logits_shard, labels = np.zeros((2, 3)), np.array([0, 4])
+    options = dict(
+        smoothing=0.1,
+        prior="uniform",
+        axis=-1,
+        ignore_index=None,
+        weight=None,
+        where=None,
+        reduction="mean",
+        kl=False,
+        z_loss=0.0,
+    )
+    for name, value in (("confidence_penalty", BETA), ("return_aux", True)):
+        with pytest.raises(ValueError, match=rf"`{name}` is not available for class-sharded"):
+            prepare_sharded_options(
+                np, logits_shard, labels, num_classes=6, **options, **{name: value}
+            )
+
+
+LINEAR_ADAPTERS = [name for name in ("jax", "torch", "tensorflow") if name in SELECTED]
+
+if LINEAR_ADAPTERS:
+
+    @pytest.mark.parametrize("adapter", LINEAR_ADAPTERS)
+    def test_every_fused_linear_loss_adds_the_penalty(adapter):
+        """``linear_smooth_ce``: the penalty's value and its gradients in the hidden
+        states, the kernel and the bias, in blocks of 4 rows (a row ignored)."""
+        from tests.test_soft_cap import _linear_loss_and_grads
+
+        get_backend(adapter)
+        rng = np.random.default_rng(10)
+        hidden, kernel = rng.normal(size=(10, 3)), rng.normal(scale=2.0, size=(3, K))
+        bias, labels = rng.normal(size=K), rng.integers(0, K, size=10)
+        labels[2] = -100
+        options = dict(smoothing=0.2, ignore_index=-100, reduction="mean", confidence_penalty=BETA)
+
+        def expected_loss(h, w, b):
+            return float(reference.smooth_ce(h @ w + b, labels, **options))
+
+        loss, *grads = _linear_loss_and_grads(
+            adapter, hidden, kernel, bias, labels, chunk_size=4, **options
+        )
+        assert_close(loss, expected_loss(hidden, kernel, bias), "float64")
+        expected_grads = (
+            reference.numerical_gradient(lambda h: expected_loss(h, kernel, bias), hidden),
+            reference.numerical_gradient(lambda w: expected_loss(hidden, w, bias), kernel),
+            reference.numerical_gradient(lambda b: expected_loss(hidden, kernel, b), bias),
+        )
+        for got, want in zip(grads, expected_grads, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+    @pytest.mark.parametrize("adapter", LINEAR_ADAPTERS)
+    @pytest.mark.parametrize("reduction", ["mean", "none"])
+    def test_every_fused_linear_loss_gives_the_aux_outputs(adapter, reduction):
+        """Block by block (blocks of 4 rows, a row ignored), the same auxiliary outputs
+        as the reference on the logits ``h W + b``, without gradient; the loss unchanged."""
+        get_backend(adapter)
+        rng = np.random.default_rng(12)
+        hidden, kernel = rng.normal(size=(2, 5, 3)), rng.normal(scale=2.0, size=(3, K))
+        bias, labels = rng.normal(size=K), rng.integers(0, K, size=(2, 5))
+        labels[0, 2] = -100
+        options = dict(smoothing=0.1, ignore_index=-100, reduction=reduction, chunk_size=4)
+        logits = hidden @ kernel + bias
+        expected = reference.aux_outputs(logits, labels, ignore_index=-100, reduction=reduction)
+        expected_loss = reference.smooth_ce(
+            logits, labels, smoothing=0.1, ignore_index=-100, reduction=reduction
+        )
+        if adapter == "jax":
+            import jax
+            import jax.numpy as jnp
+
+            import lsr.jax
+
+            def fn(h):
+                return lsr.jax.linear_smooth_ce(
+                    h,
+                    jnp.asarray(kernel),
+                    jnp.asarray(labels),
+                    bias=jnp.asarray(bias),
+                    return_aux=True,
+                    **options,
+                )
+
+            loss, aux = jax.jit(fn)(jnp.asarray(hidden))
+            aux_grad = jax.grad(lambda h: sum(jnp.sum(v) for v in fn(h)[1]))(jnp.asarray(hidden))
+            assert np.all(np.asarray(aux_grad) == 0.0)
+        elif adapter == "torch":
+            import torch
+
+            import lsr.torch
+
+            h = torch.tensor(hidden, requires_grad=True)
+            loss, aux = lsr.torch.linear_smooth_ce(
+                h,
+                torch.tensor(kernel.T),
+                torch.tensor(labels),
+                bias=torch.tensor(bias),
+                return_aux=True,
+                **options,
+            )
+            assert not any(value.requires_grad for value in aux)
+            loss.sum().backward()
+            loss = loss.detach()
+        else:
+            import tensorflow as tf
+
+            import lsr.tensorflow
+
+            h = tf.constant(hidden)
+            with tf.GradientTape() as tape:
+                tape.watch(h)
+                loss, aux = lsr.tensorflow.linear_smooth_ce(
+                    h,
+                    tf.constant(kernel),
+                    tf.constant(labels),
+                    bias=tf.constant(bias),
+                    return_aux=True,
+                    **options,
+                )
+                aux_total = tf.add_n([tf.reduce_sum(value) for value in aux])
+            assert tape.gradient(aux_total, h) is None
+        assert_close(np.asarray(loss), expected_loss, "float64")
+        for name in lsr.Aux._fields:
+            np.testing.assert_allclose(np.asarray(getattr(aux, name)), expected[name], rtol=1e-10)
+
+
+if "tensorflow" in SELECTED:
+
+    @pytest.mark.parametrize("from_logits", [True, False])
+    def test_keras_adds_the_penalty(from_logits):
+        get_backend("tensorflow")
+        import tensorflow as tf
+
+        from lsr.keras import SmoothCrossEntropy
+
+        logits, labels = _case(11)
+        labels = np.where(labels == 255, 0, labels)
+        loss_fn = SmoothCrossEntropy(
+            from_logits=from_logits,
+            label_smoothing=0.1,
+            confidence_penalty=BETA,
+            dtype="float64",
+        )
+        assert SmoothCrossEntropy.from_config(loss_fn.get_config()).confidence_penalty == BETA
+        options = dict(smoothing=0.1, reduction="mean", confidence_penalty=BETA)
+        expected = reference.smooth_ce(logits, labels, **options)
+        z = tf.constant(logits)
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = loss_fn(tf.constant(labels), z if from_logits else tf.nn.softmax(z))
+        assert_close(loss.numpy(), expected, "float64")
+        if from_logits:
+            expected_grad = _gradient(options, labels, logits, 1.0)
+            grad = tape.gradient(loss, z).numpy()
+            np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-7)
+        with pytest.raises(ValueError, match=r"Received: confidence_penalty=-1"):
+            SmoothCrossEntropy(confidence_penalty=-1.0)

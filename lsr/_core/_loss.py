@@ -193,10 +193,19 @@ def reduce_aux(
     positions unweighted by class weights (0 when none is kept)."""
     if reduction == "none":
         return values
+    return reduce_aux_values(xp, values, targets.denominator_parts()[0], reduction)
+
+
+def reduce_aux_values(
+    xp: Namespace, values: dict[str, Array], count: Any, reduction: str
+) -> dict[str, Array]:
+    """``reduce_aux`` with the number of kept positions given (``denominator_parts``'s
+    first part), for a pass that made the per-position values block by block."""
+    if reduction == "none":
+        return values
     totals = {name: xp.sum(value) for name, value in values.items()}
     if reduction == "sum":
         return totals
-    count = targets.denominator_parts()[0]
     return {name: _ops.per_unit(xp, total, count) for name, total in totals.items()}
 
 

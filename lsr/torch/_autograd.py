@@ -93,7 +93,7 @@ class SmoothCE(torch.autograd.Function):
     @staticmethod
     def forward(logits, labels, weight, smoothing, prior, static):
         compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
-        aux: dict[str, Any] = {}
+        aux = {}  # (filled by the pass)
         loss, lse, denominator = _core.smooth_ce(
             compute_logits,
             labels,
