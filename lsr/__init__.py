@@ -8,11 +8,13 @@ conventions live in ``lsr.jax``, ``lsr.torch``, ``lsr.tensorflow`` and ``lsr.ker
 calibration and representation tools in ``lsr.metrics``.
 """
 
+from lsr._aux import Aux
 from lsr._binary import binary_smoothing, smooth_bce, smooth_binary_labels
 from lsr._distill import distill_loss
 from lsr._functions import estimate_prior, smooth_ce, smooth_labels
 
 __all__ = [
+    "Aux",
     "binary_smoothing",
     "distill_loss",
     "estimate_prior",

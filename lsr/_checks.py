@@ -314,13 +314,15 @@ def check_flag(name: str, value: Any) -> bool:
     return bool(value)
 
 
-def check_z_loss(z_loss: Any) -> float:
-    """The z-loss coefficient: a finite non-negative real number (not a bool or string)."""
+def check_z_loss(z_loss: Any, name: str = "z_loss") -> float:
+    """The z-loss coefficient (or another coefficient ``name`` of a per-position term,
+    such as ``confidence_penalty``): a finite non-negative real number (not a bool or
+    string)."""
     if isinstance(z_loss, bool) or not isinstance(z_loss, numbers.Real):
-        fail_type("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
+        fail_type(f"`{name}` must be a finite non-negative number.", name, z_loss)
     # numbers.Real's stub has no comparison with int (python/mypy#3186).
     if not 0 <= z_loss < float("inf"):  # type: ignore[operator]
-        fail_value("`z_loss` must be a finite non-negative number.", "z_loss", z_loss)
+        fail_value(f"`{name}` must be a finite non-negative number.", name, z_loss)
     return float(z_loss)
 
 
@@ -462,6 +464,8 @@ def check_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
 ) -> tuple[Any, Any, Spec]:
     """Validate, then return ``(xp, labels, spec)``: what ``prepare_smooth_ce`` does
@@ -499,6 +503,8 @@ def check_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
     )
     return xp, labels, spec
 
@@ -519,6 +525,8 @@ def prepare_options(
     kl: bool,
     z_loss: float,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
 ) -> tuple[Any, Spec]:
     """The checks of ``prepare_smooth_ce`` for logits of ``shape`` and ``logits_dtype``
     that need not exist (the fused linear loss never makes them): ``(labels, spec)``.
@@ -534,6 +542,8 @@ def prepare_options(
     kl = check_flag("kl", kl)
     check_z_loss(z_loss)
     softcap = check_softcap(softcap)
+    confidence_penalty = check_z_loss(confidence_penalty, "confidence_penalty")
+    return_aux = check_flag("return_aux", return_aux)
     dtype = _core.compute_dtype(xp, logits_dtype)
 
     if is_integer_dtype(xp, labels.dtype):
@@ -566,6 +576,13 @@ def prepare_options(
                 "dense (floating). Use `where` to leave positions out.",
                 "ignore_index",
                 ignore_index,
+            )
+        if return_aux:
+            fail_value(
+                "`return_aux` needs integer class labels (the unsmoothed NLL and top-1 "
+                "correctness are of a class id); these labels are dense (floating).",
+                "return_aux",
+                return_aux,
             )
         position_shape = _without(shape, axis)
         given_dtype = labels.dtype
@@ -605,6 +622,8 @@ def prepare_options(
         kl=kl,
         z_loss=float(z_loss),
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        aux=return_aux,
     )
 
 
@@ -656,6 +675,14 @@ def prepare_sharded_options(
             labels_name,
             labels,
         )
+    for name in ("confidence_penalty", "return_aux"):
+        if options.get(name):
+            fail_value(
+                f"`{name}` is not available for class-sharded logits (its backward needs "
+                "the entropy over all shards); compute it on whole logits.",
+                name,
+                options[name],
+            )
     shape = tuple(logits_shard.shape)
     return prepare_options(
         xp,
@@ -682,6 +709,8 @@ def prepare_linear_smooth_ce(
     kl: bool,
     z_loss: float,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     chunk_size: Any,
     projection_name: str = "projection",
     transposed: bool = False,
@@ -778,5 +807,7 @@ def prepare_linear_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
     )
     return xp, hidden, labels, spec, leading

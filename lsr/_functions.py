@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from lsr import _core
+from lsr._aux import as_aux
 from lsr._checks import (
     cast,
     check_dtype_argument,
@@ -38,6 +39,8 @@ def smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
 ) -> Any:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))``.
@@ -80,6 +83,13 @@ def smooth_ce(
         softcap: soft-capping: the loss (and its gradient) is of
             ``softcap * tanh(logits / softcap)`` (Gemma 2 caps its final logits at
             30). A logit of -inf (a masked class) stays masked. None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per
+            position (Pereyra et al. 2017, "Regularizing Neural Networks by Penalizing
+            Confident Output Distributions"), weighted and reduced like ``z_loss``
+            (with ``softcap``: the entropy of the capped logits' softmax).
+        return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` (integer labels
+            only), taken from the same pass over the logits: see ``lsr.Aux``. False
+            (the default) returns the loss alone and takes no extra sum.
         causal_shift: next-token prediction: the logits at position t are scored
             against the label at t + 1 along the labels' last axis (the sequence), and
             each sequence's last position is left out (as ``where``). Only the labels and
@@ -88,7 +98,8 @@ def smooth_ce(
             with ``ignore_index``.
 
     Returns:
-        The loss: a 0-d array for "sum" and "mean", else the positions' shape.
+        The loss: a 0-d array for "sum" and "mean", else the positions' shape. With
+        ``return_aux=True``, ``(loss, aux)``.
 
     Raises:
         TypeError: non-floating logits, labels of another dtype, arrays of mixed libraries.
@@ -103,6 +114,9 @@ def smooth_ce(
         >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.0]])
         >>> print(np.round(lsr.smooth_ce(logits, np.array([0, 1]), smoothing=0.1), 4))
         0.5047
+        >>> loss, aux = lsr.smooth_ce(logits, np.array([0, 1]), return_aux=True)
+        >>> print(np.round(aux.nll, 4), aux.correct)
+        0.3964 1.0
     """
     xp, logits, labels, spec = prepare_smooth_ce(
         logits,
@@ -117,10 +131,13 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
         causal_shift=causal_shift,
     )
-    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
-    return loss
+    aux: dict[str, Any] = {}
+    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp, aux=aux)
+    return (loss, as_aux(aux)) if spec.aux else loss
 
 
 def smooth_labels(

@@ -45,9 +45,10 @@ def logits_block(
     xp: Namespace,
     spec: Spec,
     with_grad: bool,
-) -> tuple[Array, Array | None]:
-    """One block of rows: ``(loss per row, gradient of sum_i scale_i loss_i w.r.t. its
-    logits)``, the gradient in ``hidden``'s dtype (None without ``with_grad``).
+) -> tuple[dict[str, Array], Array | None]:
+    """One block of rows: ``({"loss": loss per row, and with spec.aux the auxiliary
+    outputs per row}, gradient of sum_i scale_i loss_i w.r.t. its logits)``, the
+    gradient in ``hidden``'s dtype (None without ``with_grad``).
 
     ``hidden`` (B, d), ``projection`` (d, K), ``bias`` (K,) or None, ``labels`` (B,) class
     ids or (B, K) targets, ``where`` (B,) or None.
@@ -63,6 +64,7 @@ def logits_block(
     elif bias is not None:
         logits = logits + bias
     logits = _cast(xp, logits, _core.compute_dtype(xp, logits.dtype))
+    rows: dict[str, Array] = {}
     loss, _, grad = _core.loss_and_grad(
         logits,
         labels,
@@ -71,8 +73,10 @@ def logits_block(
         xp=xp,
         with_grad=with_grad,
         out=logits if in_place else None,
+        aux=rows,
     )
-    return loss, None if grad is None else _cast(xp, grad, hidden.dtype)
+    rows["loss"] = loss
+    return rows, None if grad is None else _cast(xp, grad, hidden.dtype)
 
 
 def _cast(xp: Namespace, x: Array, dtype: DType) -> Array:
@@ -98,15 +102,16 @@ def block_step(
     projection: Array,
     bias: Array | None,
     spec: Spec,
-) -> tuple[tuple[Array, Array | None] | None, Array, Array | None]:
-    """One block of rows: ``(carry, loss per row, d hidden rows)``.
+) -> tuple[tuple[Array, Array | None] | None, dict[str, Array], Array | None]:
+    """One block of rows: ``(carry, {"loss": loss per row, and with spec.aux the
+    auxiliary outputs}, d hidden rows)``.
 
     ``carry`` holds the running ``(d projection, d bias)``, updated in place by
     namespaces that offer ``add_matmul(out, a, b)`` (an in-place ``out += a @ b``; the
     PyTorch adapter's does), so no (d, K) temporary is made per block. A ``carry`` of
-    None asks for the loss only: ``(None, loss per row, None)``.
+    None asks for the loss only: ``(None, rows, None)``.
     """
-    loss, grad = logits_block(
+    rows, grad = logits_block(
         hidden,
         projection,
         bias,
@@ -118,7 +123,7 @@ def block_step(
         with_grad=carry is not None,
     )
     if carry is None:
-        return None, loss, None
+        return None, rows, None
     grad_projection, grad_bias = carry
     hidden_t = xp.matrix_transpose(hidden)
     add_matmul = getattr(xp, "add_matmul", None)
@@ -129,7 +134,7 @@ def block_step(
     if grad_bias is not None:
         grad_bias = grad_bias + xp.sum(grad, axis=0)
     d_hidden = xp.matmul(grad, xp.matrix_transpose(projection))
-    return (grad_projection, grad_bias), loss, d_hidden
+    return (grad_projection, grad_bias), rows, d_hidden
 
 
 def linear_smooth_ce(
@@ -143,6 +148,7 @@ def linear_smooth_ce(
     chunk_size: int | None,
     with_grad: bool,
     cotangent: Array | None = None,
+    aux: dict[str, Array] | None = None,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
     """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``,
     for eager namespaces: a Python loop over blocks of the *kept* rows only (see
@@ -182,7 +188,7 @@ def linear_smooth_ce(
     for start in range(0, count, rows):
         stop = min(start + rows, count)
         select = slice(start, stop) if kept is None else kept[start:stop]
-        carry, loss, rows_grad = block_step(
+        carry, block_rows_out, rows_grad = block_step(
             carry,
             _rows(xp, hidden, select),
             _rows(xp, labels, select),
@@ -193,7 +199,7 @@ def linear_smooth_ce(
             bias=bias,
             spec=_block_spec(spec, lambda eps, select=select: _rows(xp, eps, select)),
         )
-        losses.append(loss)
+        losses.append(block_rows_out)
         if rows_grad is None:
             continue
         if set_rows is None:
@@ -202,10 +208,13 @@ def linear_smooth_ce(
             if kept is None:
                 select = xp.arange(start, stop, dtype=index_dtype, device=device(hidden))
             d_hidden = set_rows(d_hidden, select, rows_grad)
-    per_row = xp.concat(losses) if losses else xp.zeros((0,), dtype=dtype, device=device(hidden))
+    empty = xp.zeros((0,), dtype=dtype, device=device(hidden))
+    names = ["loss", *_core.AUX_NAMES] if spec.aux else ["loss"]
+    per_row = {name: xp.concat([empty, *(part[name] for part in losses)]) for name in names}
     if spec.reduction == "none" and kept is not None:
-        per_row = _put_back(xp, per_row, keep, count)
-    loss = _core.reduce(xp, per_row, denominator, spec.reduction)
+        per_row = {name: _put_back(xp, value, keep, count) for name, value in per_row.items()}
+    loss = _core.reduce(xp, per_row.pop("loss"), denominator, spec.reduction)
+    _reduce_aux(xp, per_row, aux, labels, spec, like)
     if carry is None:
         return loss, None
     if d_hidden is None:
@@ -223,6 +232,21 @@ def _block_spec(spec: Spec, rows_of: Any) -> Spec:
     if isinstance(smoothing, float) or smoothing.ndim == 0:
         return spec
     return spec.replace(smoothing=rows_of(smoothing))
+
+
+def _reduce_aux(
+    xp: Namespace,
+    per_row: dict[str, Array],
+    aux: dict[str, Array] | None,
+    labels: Array,
+    spec: Spec,
+    like: Array,
+) -> None:
+    """Put the auxiliary outputs of every row (``per_row``), reduced, into ``aux``."""
+    if aux is None or not spec.aux:
+        return
+    count, _ = _core.denominator_parts(labels, spec, xp=xp, like=like)
+    aux.update(_core.reduce_aux_values(xp, per_row, count, spec.reduction))
 
 
 def _rows(xp: Namespace, x: Array, select: Any) -> Array:
@@ -252,6 +276,7 @@ def scanned_linear_smooth_ce(
     with_grad: bool,
     scan: Any,
     cotangent: Array | None = None,
+    aux: dict[str, Array] | None = None,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
     """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``.
 
@@ -264,7 +289,8 @@ def scanned_linear_smooth_ce(
     Unrolled into one program, XLA schedules the blocks' logits side by side (measured:
     as much memory as the plain loss); a loop runs one block at a time. Rows are padded
     to whole blocks and the padding masked out through ``where``. (The eager
-    ``linear_smooth_ce`` loops over the kept rows instead.)
+    ``linear_smooth_ce`` loops over the kept rows instead.) ``aux``: with ``spec.aux``,
+    a dict that receives the auxiliary outputs, reduced (as ``_core.smooth_ce``'s).
     """
     num_rows, num_classes = hidden.shape[0], projection.shape[1]
     dtype = _core.compute_dtype(xp, hidden.dtype)
@@ -299,7 +325,7 @@ def scanned_linear_smooth_ce(
 
     def body(carry, x):
         row_scale = x["scale"] if per_row_scale else scale
-        carry, loss, d_hidden = block_step(
+        carry, rows_out, d_hidden = block_step(
             carry,
             x["hidden"],
             x["labels"],
@@ -310,12 +336,13 @@ def scanned_linear_smooth_ce(
             bias=bias,
             spec=_block_spec(spec, lambda _: x["smoothing"]),
         )
-        return carry, (loss, d_hidden)
+        return carry, (rows_out, d_hidden)
 
     init = zero_grads(xp, projection, bias) if with_grad else None
-    carry, (losses, d_hidden) = scan(body, init, xs)
-    per_row = xp.reshape(losses, (-1,))[:num_rows]
-    loss = _core.reduce(xp, per_row, denominator, spec.reduction)
+    carry, (stacked, d_hidden) = scan(body, init, xs)
+    per_row = {name: xp.reshape(value, (-1,))[:num_rows] for name, value in stacked.items()}
+    loss = _core.reduce(xp, per_row.pop("loss"), denominator, spec.reduction)
+    _reduce_aux(xp, per_row, aux, labels, spec, like)
     if not with_grad:
         return loss, None
     d_hidden = xp.reshape(d_hidden, (-1, hidden.shape[1]))[:num_rows, ...]

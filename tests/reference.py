@@ -56,6 +56,7 @@ def smooth_ce(
     kl=False,
     z_loss=0.0,
     softcap=None,
+    confidence_penalty=0.0,
 ):
     z = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
     if softcap is not None:
@@ -86,6 +87,9 @@ def smooth_ce(
     if z_loss:
         lse = np.log(np.exp(z).sum(axis=-1))
         loss = loss + z_loss * lse**2
+    if confidence_penalty:
+        # Pereyra et al. 2017: minus beta times the entropy of the model's distribution.
+        loss = loss - confidence_penalty * entropy(logp)
     loss = np.where(keep, loss, 0.0)  # (an ignored row may be NaN: all -inf logits)
     if reduction == "none":
         return loss
@@ -100,6 +104,50 @@ def smooth_ce(
     # PyTorch's rule otherwise: divide by the kept weight sum whatever its sign; 0 is 0/0.
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.float64(loss.sum()) / np.float64(denominator) if denominator else np.nan
+
+
+def entropy(logp):
+    """-sum_k p_k log p_k over the last axis, with 0 log 0 = 0."""
+    p = np.exp(logp)
+    with np.errstate(invalid="ignore"):
+        return -np.where(p > 0, p * logp, 0.0).sum(axis=-1)
+
+
+def aux_outputs(
+    logits, labels, *, axis=-1, ignore_index=None, where=None, reduction="mean", softcap=None
+):
+    """(nll, lse, entropy, correct) of class ids, per position (0 where left out) or
+    reduced over the kept positions (a mean divides by their number)."""
+    z = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
+    if softcap is not None:
+        with np.errstate(invalid="ignore"):
+            z = np.where(np.isneginf(z), z, softcap * np.tanh(z / softcap))
+    labels = np.asarray(labels)
+    keep = np.ones(z.shape[:-1], dtype=bool)
+    if ignore_index is not None:
+        keep &= labels != ignore_index
+    if where is not None:
+        keep &= np.asarray(where)
+    values = {name: np.zeros(z.shape[:-1]) for name in ("nll", "lse", "entropy", "correct")}
+    for index in np.ndindex(z.shape[:-1]):
+        if not keep[index]:
+            continue
+        row = z[index]
+        top = row.max()
+        lse = top + np.log(np.sum(np.exp(row - top)))
+        y = int(labels[index])
+        p = np.exp(row - lse)
+        values["nll"][index] = lse - row[y]
+        values["lse"][index] = lse
+        values["entropy"][index] = -sum(pk * np.log(pk) for pk in p if pk > 0)
+        values["correct"][index] = float(row[y] == top)
+    if reduction == "none":
+        return values
+    totals = {name: value.sum() for name, value in values.items()}
+    if reduction == "sum":
+        return totals
+    count = keep.sum()
+    return {name: total / count if count else 0.0 for name, total in totals.items()}
 
 
 def numerical_gradient(f, x, step=1e-6):

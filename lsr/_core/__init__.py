@@ -40,10 +40,12 @@ from lsr._core._binary import (
 from lsr._core._labels import estimate_prior, nan_where_out_of_range, one_hot
 from lsr._core._layouts import blocked_loss_and_grad, sharded_loss
 from lsr._core._loss import (
+    AUX_NAMES,
     denominator_parts,
     loss_and_grad,
     per_position_loss,
     reduce,
+    reduce_aux_values,
     reduce_with_denominator,
     reduced_loss_and_grad,
     reduction_scale,
@@ -56,6 +58,7 @@ from lsr._core._targets import kept_positions, smooth_dense_targets
 
 __all__ = [
     "ARRAY_FIELDS",
+    "AUX_NAMES",
     "BINARY_ARRAY_FIELDS",
     "EXTENSIONS",
     "BinarySpec",
@@ -74,6 +77,7 @@ __all__ = [
     "one_hot",
     "per_position_loss",
     "reduce",
+    "reduce_aux_values",
     "reduce_with_denominator",
     "reduced_loss_and_grad",
     "reduction_scale",

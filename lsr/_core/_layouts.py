@@ -10,7 +10,15 @@ from collections.abc import Callable
 from typing import Any
 
 from lsr._core import _ops
-from lsr._core._loss import combine, gradient, logit_sums, reduce, reduction_scale
+from lsr._core._loss import (
+    aux_outputs,
+    combine,
+    gradient,
+    logit_sums,
+    reduce,
+    reduce_aux,
+    reduction_scale,
+)
 from lsr._core._spec import Spec
 from lsr._core._targets import Positions, Shard, Targets, class_values
 from lsr._typing import Array, Namespace
@@ -88,6 +96,7 @@ def blocked_loss_and_grad(
     blocks: list[Any],
     out: Array | None,
     scratch: Array | None,
+    aux: dict[str, Array] | None = None,
 ) -> tuple[Array, Array, Any, Array | None]:
     """``loss_and_grad`` block after block of rows, for namespaces whose arrays can be
     assigned in place (PyTorch, NumPy): the same results, with the temporaries of one
@@ -109,6 +118,8 @@ def blocked_loss_and_grad(
         scratch: an array of the compute dtype and the shape of the largest block, or
             None; needed for half-precision logits (each block is converted into it) or
             without ``out`` (the exponentials go there).
+        aux: with ``spec.aux``, a dict that receives the auxiliary outputs, reduced
+            (``_loss.aux_outputs``, ``_loss.reduce_aux``).
 
     Returns:
         ``(reduced loss, lse with the class axis kept, mean denominator, out)``.
@@ -140,6 +151,7 @@ def blocked_loss_and_grad(
                 lse=xp.log(sums["sum_exp"]) + sums["row_max"] if spec.z_loss else None,
                 in_place=True,
                 chain=sums["chain"],
+                exp_dot=sums.get("exp_dot"),
             )
             if grad is not target or not direct:
                 if index is ...:
@@ -154,4 +166,6 @@ def blocked_loss_and_grad(
     else:
         sums = parts[0]
     loss, lse = combine(xp, sums, targets)
+    if aux is not None and spec.aux:
+        aux.update(reduce_aux(xp, aux_outputs(xp, sums, targets), targets, spec.reduction))
     return reduce(xp, loss, denominator, spec.reduction), lse, denominator, out

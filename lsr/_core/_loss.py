@@ -10,7 +10,10 @@ Per position, with ``s = z - max z`` (every sum is of the shifted logits; see
 
 so a pass over the logits needs four sums per position (``logit_sums``): the row
 maximum, ``sum_k exp(s_k)``, the dot product with ``v`` (or with ``w q'`` for dense
-targets) and ``s_y``. ``combine`` turns them into the loss; ``gradient`` makes the
+targets) and ``s_y``. A confidence penalty ``-beta H(p)`` (and the auxiliary outputs)
+need a fifth, ``sum_k exp(s_k) s_k``, taken only then: ``H(p) = lse(s) - sum_k p_k s_k``,
+and ``d(-beta H)/dz_j = beta p_j (s_j - sum_k p_k s_k) = beta (p_j log p_j + H p_j)``.
+``combine`` turns them into the loss; ``gradient`` makes the
 gradient from ``exp(s)``, in place where the namespace allows. Every entry point is
 this pass: over all rows at once (``loss_and_grad``, ``smooth_ce`` below), from a saved
 logsumexp in a backward pass (``smooth_ce_grad`` below), block after block of rows or
@@ -48,7 +51,8 @@ def logit_sums(
     ids ``dot = sum_k v_k s_k`` and ``target = s_y`` (0 where a shard does not hold y),
     for dense targets ``dot = sum_k w_k q'_k s_k`` and no ``target``; with
     ``spec.softcap``, every sum is of the capped logits and ``chain`` (the logits'
-    shape) is the cap's derivative, else None.
+    shape) is the cap's derivative, else None. With a confidence penalty or ``spec.aux``
+    (only then), also ``exp_dot = sum_k exp(s_k) s_k`` (``entropy_sum``).
     """
     spec = targets.spec
     axis = spec.axis
@@ -87,7 +91,10 @@ def logit_sums(
         dot, sum_exp = both_sums(shifted, axis=axis)
         sums["dot"] = xp.expand_dims(dot, axis=axis)
         sums["sum_exp"] = sum_exp
-        return sums, xp.exp(shifted)
+        exp_shifted = xp.exp(shifted)
+        if needs_entropy(spec):
+            sums["exp_dot"] = entropy_sum(xp, exp_shifted, axis)
+        return sums, exp_shifted
     elif vector is None:
         dot = xp.sum(shifted, axis=axis, keepdims=True)
     else:
@@ -102,7 +109,28 @@ def logit_sums(
             out[...] = exp_shifted
             exp_shifted = out
     sums["sum_exp"] = xp.sum(exp_shifted, axis=axis, keepdims=True)
+    if needs_entropy(spec):
+        sums["exp_dot"] = entropy_sum(xp, exp_shifted, axis)
     return sums, exp_shifted
+
+
+def needs_entropy(spec: Spec) -> bool:
+    """Whether the pass takes ``sum_k exp(s_k) s_k`` (nothing asked: it does not)."""
+    return bool(spec.confidence_penalty) or spec.aux
+
+
+def entropy_sum(xp: Namespace, exp_shifted: Array, axis: int) -> Array:
+    """``sum_k exp(s_k) s_k`` (class axis kept) from ``exp(s)``: ``exp(s) s = e log e``,
+    0 for a class of logit -inf (``e = 0``), never ``0 * -inf``. Read from ``exp(s)``
+    so that a pass that made it in place (the shifted logits gone) takes it too."""
+    return xp.sum(_ops.xlogx(xp, exp_shifted), axis=axis, keepdims=True)
+
+
+def _entropy(xp: Namespace, lse_s: Array, sums: dict[str, Array], axis: int) -> Array:
+    """``H(p) = lse(s) - sum_k exp(s_k) s_k / sum_k exp(s_k)``, class axis removed."""
+    sum_exp = sums["sum_exp"]
+    mean_s = sums["exp_dot"] / xp.where(sum_exp == 0, 1.0, sum_exp)
+    return lse_s - xp.squeeze(mean_s, axis=axis)
 
 
 def combine(xp: Namespace, sums: dict[str, Array], targets: Targets) -> tuple[Array, Array]:
@@ -128,7 +156,57 @@ def combine(xp: Namespace, sums: dict[str, Array], targets: Targets) -> tuple[Ar
     if spec.z_loss:
         full_lse = lse_s + xp.squeeze(top, axis=axis)
         loss = loss + spec.z_loss * full_lse * full_lse
+    if spec.confidence_penalty:
+        loss = loss - spec.confidence_penalty * _entropy(xp, lse_s, sums, axis)
     return targets.positions.mask(xp, loss), shifted_lse + top
+
+
+#: The auxiliary outputs, in the order of the adapters' ``Aux`` tuples.
+AUX_NAMES = ("nll", "lse", "entropy", "correct")
+
+
+def aux_outputs(xp: Namespace, sums: dict[str, Array], targets: Targets) -> dict[str, Array]:
+    """The auxiliary outputs of each position (class axis removed, masked as the loss:
+    0 where left out, NaN at an unchecked out-of-range id), from the sums of one pass
+    (``spec.aux``; class ids only): ``nll = lse(z) - z_y`` (the unsmoothed negative
+    log-likelihood), ``lse = logsumexp(z)``, ``entropy = H(softmax(z))`` and ``correct``
+    (1.0 where ``z_y`` equals the row maximum, ties included, else 0.0). With a soft cap,
+    all of the capped logits."""
+    axis = targets.spec.axis
+    top = xp.squeeze(sums["row_max"], axis=axis)
+    lse_s = xp.squeeze(xp.log(sums["sum_exp"]), axis=axis)
+    target = xp.squeeze(sums["target"], axis=axis)
+    values = {
+        "nll": lse_s - target,
+        "lse": lse_s + top,
+        "entropy": _entropy(xp, lse_s, sums, axis),
+        # s_y = z_y - max z is exactly 0 where the target is a (possibly tied) maximum.
+        "correct": xp.astype(target == 0, lse_s.dtype),
+    }
+    return {name: targets.positions.mask(xp, values[name]) for name in AUX_NAMES}
+
+
+def reduce_aux(
+    xp: Namespace, values: dict[str, Array], targets: Targets, reduction: str
+) -> dict[str, Array]:
+    """``aux_outputs`` reduced like the loss, except that a mean is over the kept
+    positions unweighted by class weights (0 when none is kept)."""
+    if reduction == "none":
+        return values
+    return reduce_aux_values(xp, values, targets.denominator_parts()[0], reduction)
+
+
+def reduce_aux_values(
+    xp: Namespace, values: dict[str, Array], count: Any, reduction: str
+) -> dict[str, Array]:
+    """``reduce_aux`` with the number of kept positions given (``denominator_parts``'s
+    first part), for a pass that made the per-position values block by block."""
+    if reduction == "none":
+        return values
+    totals = {name: xp.sum(value) for name, value in values.items()}
+    if reduction == "sum":
+        return totals
+    return {name: _ops.per_unit(xp, total, count) for name, total in totals.items()}
 
 
 def gradient(
@@ -140,15 +218,30 @@ def gradient(
     lse: Array | None,
     in_place: bool,
     chain: Array | None = None,
+    exp_dot: Array | None = None,
 ) -> Array:
     """``scale * ((M + 2 z_loss lse) softmax(z) - w q')`` from ``exp(s)`` and its sum
     (``sum_exp`` None: ``exp_shifted`` is the softmax itself), with the factors of
     ``targets.scale_by``. ``in_place``: ``exp_shifted`` is a temporary that becomes the
     gradient (functional otherwise, for autodiff through it). ``lse`` (class axis kept)
     is read only with a z-loss. ``chain``: the soft cap's derivative (``logit_sums``),
-    by which the gradient of the capped logits becomes that of the logits."""
+    by which the gradient of the capped logits becomes that of the logits.
+
+    With a confidence penalty, plus ``scale beta (e_j s_j - e_j sum_k e_k s_k / S) / S``
+    (``e = exp(s)``, ``S`` its sum): ``exp_dot`` is that sum of ``logit_sums``, or None
+    to take it here (from the softmax, when ``sum_exp`` is None: then ``s = log p``)."""
     spec = targets.spec
     factor = targets.softmax_factor(lse)
+    penalty = spec.confidence_penalty
+    scaled_entropy_terms = None
+    if penalty:
+        axis = spec.axis
+        if exp_dot is None:
+            exp_dot = entropy_sum(xp, exp_shifted, axis)
+        total = 1.0 if sum_exp is None else xp.where(sum_exp == 0, 1.0, sum_exp)
+        # (Before ``exp_shifted`` becomes the gradient in place.)
+        scaled_entropy_terms = _ops.xlogx(xp, exp_shifted) * (targets.scale * penalty / total)
+        factor = factor - targets.scale * penalty * (exp_dot / total)
     if sum_exp is not None:
         # A row of all -inf has no probability to spread (sum 0): its softmax term is 0
         # (an ignored row's gradient is then exactly 0) instead of 0 / 0.
@@ -158,6 +251,11 @@ def gradient(
         grad = exp_shifted
     else:
         grad = exp_shifted * factor
+    if scaled_entropy_terms is not None:
+        if in_place:
+            grad += scaled_entropy_terms
+        else:
+            grad = grad + scaled_entropy_terms
     if spec.dense:
         subtract = targets.weighted * targets.scale
     elif targets.background_vector is None:
@@ -200,6 +298,7 @@ def loss_and_grad(
     out: Array | None = None,
     in_place: bool = False,
     targets: Targets | None = None,
+    aux: dict[str, Array] | None = None,
 ) -> tuple[Array, Array, Array | None]:
     """Each position's loss and logsumexp, and the gradient of ``sum_i scale_i loss_i``.
 
@@ -209,6 +308,7 @@ def loss_and_grad(
     mean; an array of the positions' shape, a 0-d array or a float). Returns ``(loss,
     lse with the class axis kept, gradient or None)``; the gradient has the logits'
     shape and dtype (in ``out`` when given, which may be ``logits`` itself).
+    ``aux``: with ``spec.aux``, a dict that receives each position's ``aux_outputs``.
     """
     if targets is None:
         targets = _targets(xp, labels, spec, logits)
@@ -216,6 +316,8 @@ def loss_and_grad(
         targets.scale_by(scale, in_place=in_place or out is not None)
     sums, exp_shifted = logit_sums(xp, logits, targets, out=out, in_place=in_place)
     loss, lse = combine(xp, sums, targets)
+    if aux is not None and spec.aux:
+        aux.update(aux_outputs(xp, sums, targets))
     if not with_grad:
         return loss, lse, None
     grad = gradient(
@@ -226,6 +328,7 @@ def loss_and_grad(
         lse=lse,
         in_place=in_place or out is not None,
         chain=sums["chain"],
+        exp_dot=sums.get("exp_dot"),
     )
     if out is not None and grad is not out:
         out[...] = grad
@@ -295,15 +398,33 @@ def reduction_scale(
 
 
 def smooth_ce(
-    logits: Array, labels: Array, spec: Spec, *, xp: Namespace, in_place: bool = False
+    logits: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Namespace,
+    in_place: bool = False,
+    aux: dict[str, Array] | None = None,
 ) -> tuple[Array, Array, Any]:
     """Forward pass: ``(reduced loss, lse with the class axis kept, mean denominator)``.
     ``in_place``: the pass may overwrite its own temporaries (not under autodiff of
-    PyTorch through the core)."""
+    PyTorch through the core). ``aux``: with ``spec.aux``, a dict that receives the
+    auxiliary outputs (``aux_outputs``), reduced as ``reduce_aux`` does."""
     targets = _targets(xp, labels, spec, logits)
+    per_position: dict[str, Array] = {}
     loss, lse, _ = loss_and_grad(
-        logits, labels, spec, 1.0, xp=xp, with_grad=False, in_place=in_place, targets=targets
+        logits,
+        labels,
+        spec,
+        1.0,
+        xp=xp,
+        with_grad=False,
+        in_place=in_place,
+        targets=targets,
+        aux=per_position,
     )
+    if aux is not None and spec.aux:
+        aux.update(reduce_aux(xp, per_position, targets, spec.reduction))
     denominator = targets.mean_denominator()
     return reduce(xp, loss, denominator, spec.reduction), lse, denominator
 
@@ -318,12 +439,22 @@ def per_position_loss(
 
 
 def reduced_loss_and_grad(
-    logits: Array, labels: Array, spec: Spec, *, xp: Namespace
+    logits: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Namespace,
+    aux: dict[str, Array] | None = None,
 ) -> tuple[Array, Array]:
     """The reduced loss and its gradient from one pass, with a unit cotangent per
-    reduced value (for "none", row i is d loss_i / d z_i)."""
+    reduced value (for "none", row i is d loss_i / d z_i). ``aux``: as in ``smooth_ce``."""
     scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=logits)
-    loss, _, grad = loss_and_grad(logits, labels, spec, scale, xp=xp, targets=targets)
+    per_position: dict[str, Array] = {}
+    loss, _, grad = loss_and_grad(
+        logits, labels, spec, scale, xp=xp, targets=targets, aux=per_position
+    )
+    if aux is not None and spec.aux:
+        aux.update(reduce_aux(xp, per_position, targets, spec.reduction))
     return reduce(xp, loss, denominator, spec.reduction), grad
 
 

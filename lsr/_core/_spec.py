@@ -133,6 +133,10 @@ class Spec(Options):
         kl: the KL form (the loss minus the smoothed target's entropy).
         z_loss: coefficient of ``z_loss * logsumexp(z)**2`` per position.
         softcap: soft-capping of the logits, ``cap * tanh(z / cap)``, or None.
+        confidence_penalty: beta of ``-beta H(p)`` per position (Pereyra et al. 2017),
+            ``H(p)`` the entropy of the softmax (of the capped logits, with a cap).
+        aux: the pass also gives the auxiliary outputs (``_loss.aux_outputs``): the
+            entropy's extra class sum is then taken, as for a confidence penalty.
         checked: the labels' values were read and found in range (the NaN guard for
             out-of-range ids, needed under tracing, can be skipped).
     """
@@ -149,6 +153,8 @@ class Spec(Options):
     kl: bool = False
     z_loss: float = 0.0
     softcap: float | None = None
+    confidence_penalty: float = 0.0
+    aux: bool = False
     checked: bool = False
 
     ARRAY_FIELDS: ClassVar[tuple[str, ...]] = ARRAY_FIELDS

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from lsr import _core, _distill, _functions
+from lsr._aux import as_aux
 from lsr._checks import prepare_smooth_ce
 from lsr.jax._jvp import is_zero, options_tangent
 from lsr.jax._namespace import as_jax, as_prior, as_scalar, xp
@@ -20,8 +21,14 @@ __all__ = ["distill_loss", "estimate_prior", "smooth_ce", "smooth_labels"]
 
 @jax.custom_jvp
 def _smooth_ce(logits: Any, labels: Any, spec: _core.Spec) -> Any:
-    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
-    return loss
+    aux: dict[str, Any] = {}
+    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp, aux=aux)
+    return _with_aux(loss, aux, spec)
+
+
+def _with_aux(loss: Any, aux: dict[str, Any], spec: _core.Spec) -> Any:
+    """The loss, or ``(loss, Aux)`` when the call asked for the auxiliary outputs."""
+    return (loss, as_aux(aux)) if spec.aux else loss
 
 
 # The arguments besides the logits that may carry tangents (integer labels and boolean
@@ -33,8 +40,9 @@ _DIFFERENTIABLE = ("smoothing", "prior", "weight")
 def _smooth_ce_jvp(primals, tangents):
     logits, labels, spec = primals
     logits_dot, labels_dot, spec_dot = tangents
+    aux = {}  # (filled by the pass)
     if is_zero(logits_dot):
-        loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp)
+        loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp, aux=aux)
         tangent_out = jnp.zeros_like(loss)
     else:
         # The loss and the core's closed-form gradient in one pass (one exp of the
@@ -42,7 +50,7 @@ def _smooth_ce_jvp(primals, tangents):
         # made a separate logsumexp twice as slow at K = 128000), with a unit cotangent
         # per reduced value: for "none" the row of position i is d loss_i / d z_i, else
         # d loss / d z. Reverse mode keeps that gradient as its residual.
-        loss, grad = _core.reduced_loss_and_grad(logits, labels, spec, xp=xp)
+        loss, grad = _core.reduced_loss_and_grad(logits, labels, spec, xp=xp, aux=aux)
         summed_axes = spec.axis if spec.reduction == "none" else None
         tangent_out = jnp.sum(grad * logits_dot, axis=summed_axes)
 
@@ -59,7 +67,9 @@ def _smooth_ce_jvp(primals, tangents):
     )
     if extra is not None:
         tangent_out = tangent_out + extra
-    return loss, tangent_out
+    # The auxiliary outputs are metrics: their tangents are zero.
+    zeros = {name: jnp.zeros_like(value) for name, value in aux.items()}
+    return _with_aux(loss, aux, spec), _with_aux(tangent_out, zeros, spec)
 
 
 def smooth_ce(
@@ -76,8 +86,10 @@ def smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
-) -> jax.Array:
+) -> Any:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))`` for JAX.
 
     ``q' = (1 - smoothing) q + smoothing u``, with ``q`` the one-hot (or given dense)
@@ -122,6 +134,11 @@ def smooth_ce(
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position (PaLM, T5X).
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per position
+            (Pereyra et al. 2017), weighted and reduced like ``z_loss``.
+        return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` from the same pass,
+            without gradient (integer labels only; see ``lsr.Aux``); False: the loss alone,
+            and no extra sum.
         causal_shift: next-token prediction: the logits at position t are scored
             against the label at t + 1 along the labels' last axis (the sequence), and
             each sequence's last position is left out (as ``where``). Only the labels and
@@ -130,7 +147,8 @@ def smooth_ce(
             with ``ignore_index``.
 
     Returns:
-        A jax array: 0-d for "mean" and "sum", else the positions' shape.
+        A jax array: 0-d for "mean" and "sum", else the positions' shape. With
+        ``return_aux=True``, ``(loss, aux)`` (``lsr.Aux``, zero tangents).
 
     Raises:
         TypeError, ValueError: as ``lsr.smooth_ce``, at trace time for shapes, dtypes and
@@ -174,6 +192,8 @@ def smooth_ce(
             kl=kl,
             z_loss=z_loss,
             softcap=softcap,
+            confidence_penalty=confidence_penalty,
+            return_aux=return_aux,
             causal_shift=causal_shift,
         )
     return _smooth_ce_compiled(logits, labels, spec)

@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lsr._aux import Aux as lsr_aux
+from lsr._aux import as_aux
 from lsr._checks import prepare_linear_smooth_ce
 from lsr._linear import scanned_linear_smooth_ce
 from lsr.jax._namespace import as_jax, as_prior, as_scalar
@@ -20,7 +22,9 @@ from lsr.jax._namespace import as_jax, as_prior, as_scalar
 __all__ = ["linear_smooth_ce"]
 
 
-def _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, with_grad, cotangent=None):
+def _linear_loss(
+    chunk_size, hidden, kernel, bias, labels, spec, with_grad, cotangent=None, aux=None
+):
     """``lsr._linear.scanned_linear_smooth_ce``, one block at a time in a ``lax.scan``."""
     return scanned_linear_smooth_ce(
         hidden,
@@ -33,26 +37,36 @@ def _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, with_grad, cota
         with_grad=with_grad,
         scan=jax.lax.scan,
         cotangent=cotangent,
+        aux=aux,
     )
+
+
+def _with_aux(loss, aux, spec):
+    """The loss, or ``(loss, Aux)`` when the call asked for the auxiliary outputs."""
+    return (loss, as_aux(aux)) if spec.aux else loss
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _linear_smooth_ce(chunk_size, hidden, kernel, bias, labels, spec):
-    loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False)
-    return loss
+    aux = {}
+    loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False, aux=aux)
+    return _with_aux(loss, aux, spec)
 
 
 def _linear_smooth_ce_fwd(chunk_size, hidden, kernel, bias, labels, spec):
+    aux = {}
     if spec.reduction == "none":
         # Each position's cotangent is known only in the backward pass, which recomputes.
-        loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False)
-        return loss, (None, (hidden, kernel, bias, labels, spec))
-    loss, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True)
-    return loss, (grads, (None, None, None, labels, spec))
+        loss, _ = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, False, aux=aux)
+        return _with_aux(loss, aux, spec), (None, (hidden, kernel, bias, labels, spec))
+    loss, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True, aux=aux)
+    return _with_aux(loss, aux, spec), (grads, (None, None, None, labels, spec))
 
 
 def _linear_smooth_ce_bwd(chunk_size, residuals, cotangent):
     grads, (hidden, kernel, bias, labels, spec) = residuals
+    if spec.aux:
+        cotangent, _ = cotangent  # (the auxiliary outputs are metrics: no gradient)
     if grads is None:
         _, grads = _linear_loss(chunk_size, hidden, kernel, bias, labels, spec, True, cotangent)
     else:
@@ -96,9 +110,11 @@ def linear_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
     chunk_size: int | None = None,
-) -> jax.Array:
+) -> Any:
     r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
 
     For large vocabularies the output layer's logits are the largest arrays of a step.
@@ -133,6 +149,7 @@ def linear_smooth_ce(
 
     Returns:
         As ``smooth_ce``; for "none", one loss per row of hidden's leading shape.
+        With ``return_aux=True``, ``(loss, aux)`` as ``smooth_ce``.
         Gradients flow to ``hidden``, ``kernel`` and ``bias`` only (first order).
 
     Example:
@@ -163,9 +180,16 @@ def linear_smooth_ce(
             kl=kl,
             z_loss=z_loss,
             softcap=softcap,
+            confidence_penalty=confidence_penalty,
+            return_aux=return_aux,
             causal_shift=causal_shift,
             chunk_size=chunk_size,
             projection_name="kernel",
         )
     loss = _linear_smooth_ce_compiled(chunk_size, flat_hidden, kernel, bias, flat_labels, spec)
-    return loss.reshape(leading) if reduction == "none" else loss
+    if not spec.aux:
+        return loss.reshape(leading) if reduction == "none" else loss
+    loss, aux = loss
+    if reduction == "none":
+        loss, aux = loss.reshape(leading), lsr_aux(*(value.reshape(leading) for value in aux))
+    return loss, lsr_aux(*(jax.lax.stop_gradient(value) for value in aux))

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from lsr._checks import check_prior, check_softcap
+from lsr._checks import check_prior, check_softcap, check_z_loss
 from lsr._compat import get_backend
 from lsr._validation import PRIOR_NAMES, fail_type, fail_value, normalize_axis
 from lsr.keras._common import (
@@ -69,6 +69,8 @@ class SmoothCrossEntropy(keras.losses.Loss):
             mean (integer labels only), as in ``SparseCategoricalCrossentropy``.
         softcap: soft-capping (Gemma 2): the loss is of ``softcap * tanh(z / softcap)``
             for the logits ``z``, or None. Logits only: needs ``from_logits=True``.
+        confidence_penalty: beta >= 0 of an added ``-beta H(p)`` per position, the
+            entropy of the predicted distribution (Pereyra et al. 2017).
 
     Example:
         >>> import numpy as np
@@ -97,6 +99,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
         prior: Any = "uniform",
         ignore_class: int | None = None,
         softcap: float | None = None,
+        confidence_penalty: float = 0.0,
     ) -> None:
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         check_arguments(self, name, dtype, from_logits, label_smoothing, axis)
@@ -119,6 +122,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
                 "softcap",
                 softcap,
             )
+        self.confidence_penalty: float = check_z_loss(confidence_penalty, "confidence_penalty")
         self._given_dtype: Any = dtype
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
@@ -198,6 +202,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
             ignore_index=self.ignore_class if sparse else None,
             reduction="none",
             softcap=self.softcap,
+            confidence_penalty=self.confidence_penalty,
         )
         kept = None
         if self.ignore_class is not None:
@@ -222,6 +227,7 @@ class SmoothCrossEntropy(keras.losses.Loss):
                 "prior": self.prior,
                 "ignore_class": self.ignore_class,
                 "softcap": self.softcap,
+                "confidence_penalty": self.confidence_penalty,
                 "dtype": None if self._given_dtype is None else self._dtype_policy.name,
             }
         )

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import lsr
 from lsr import _core
+from lsr._aux import as_aux
 from lsr._checks import prepare_smooth_ce
 from lsr._validation import fail_type
 from lsr.tensorflow._gradients import (
@@ -44,12 +45,16 @@ def _smooth_ce_with_gradient(logits: Any, labels: Any, spec: _core.Spec) -> Any:
 
     Dense labels and array-valued ``weight``, ``prior`` and ``smoothing`` are inputs of
     the custom gradient too, so that their gradients are the same eagerly and in graphs.
+    With ``spec.aux``, ``(loss, Aux)``: the auxiliary outputs leave the custom gradient's
+    forward as constants (made where nothing is recorded), so no gradient reaches them.
     """
     refuse_forward_mode(logits, labels, *(getattr(spec, n) for n in OPTIONS_WITH_GRADIENTS))
     arguments = differentiable_arguments(labels, spec)
     names = tuple(arguments)
+    aux: dict[str, Any] = {}
     if not tf.executing_eagerly():
-        return _fused_smooth_ce(logits, labels, spec, names, tuple(arguments.values()))
+        loss = _fused_smooth_ce(logits, labels, spec, names, tuple(arguments.values()), aux)
+        return (loss, as_aux(aux, tf.stop_gradient)) if spec.aux else loss
     logits_need_gradient = may_need_gradient(logits)
 
     @tf.custom_gradient
@@ -58,7 +63,7 @@ def _smooth_ce_with_gradient(logits: Any, labels: Any, spec: _core.Spec) -> Any:
         # What the tape would record here is never used (the custom gradient replaces
         # it) but would keep logits-sized temporaries alive until the tape is freed.
         with stop_recording():
-            loss, lse, denominator = _core.smooth_ce(z, y, call, xp=namespace)
+            loss, lse, denominator = _core.smooth_ce(z, y, call, xp=namespace, aux=aux)
 
         def backward(upstream):
             grad = None
@@ -74,11 +79,17 @@ def _smooth_ce_with_gradient(logits: Any, labels: Any, spec: _core.Spec) -> Any:
 
         return loss, backward
 
-    return forward(logits, *arguments.values())
+    loss = forward(logits, *arguments.values())
+    return (loss, as_aux(aux, tf.stop_gradient)) if spec.aux else loss
 
 
 def _fused_smooth_ce(
-    logits: Any, labels: Any, spec: _core.Spec, names: tuple[str, ...], values: tuple
+    logits: Any,
+    labels: Any,
+    spec: _core.Spec,
+    names: tuple[str, ...],
+    values: tuple,
+    aux: dict[str, Any] | None = None,
 ) -> Any:
     """In a graph: the loss and its gradient from one pass (``_core.loss_and_grad``).
 
@@ -93,7 +104,7 @@ def _fused_smooth_ce(
     def forward(z, *values):
         y, call = with_arguments(labels, spec, names, values)
         with stop_recording():
-            loss, grad = _core.reduced_loss_and_grad(z, y, call, xp=namespace)
+            loss, grad = _core.reduced_loss_and_grad(z, y, call, xp=namespace, aux=aux)
 
         def backward(upstream):
             cotangent = tf.cast(upstream, grad.dtype)
@@ -126,6 +137,8 @@ def smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
 ) -> Any:
     r"""Label-smoothed softmax cross-entropy ``H(q', softmax(logits))`` on tf.Tensors.
@@ -154,6 +167,11 @@ def smooth_ce(
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per position
+            (Pereyra et al. 2017), weighted and reduced like ``z_loss``.
+        return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` from the same pass,
+            without gradient (integer labels only; see ``lsr.Aux``); False: the loss alone,
+            and no extra sum.
         causal_shift: next-token prediction: the logits at position t are scored
             against the label at t + 1 along the labels' last axis (the sequence), and
             each sequence's last position is left out (as ``where``). Only the labels and
@@ -162,7 +180,8 @@ def smooth_ce(
             with ``ignore_index``.
 
     Returns:
-        A tf.Tensor: 0-d for "mean" and "sum", the positions' shape for "none".
+        A tf.Tensor: 0-d for "mean" and "sum", the positions' shape for "none". With
+        ``return_aux=True``, ``(loss, aux)`` (``lsr.Aux``, without gradient).
 
     Raises:
         TypeError, ValueError: as ``lsr.smooth_ce``; value checks (labels in range,
@@ -198,6 +217,8 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
         causal_shift=causal_shift,
     )
     if not logits.shape.is_fully_defined() and spec.where is None:

@@ -9,6 +9,7 @@ from typing import Any
 import tensorflow as tf
 
 from lsr import _core
+from lsr._aux import as_aux
 from lsr._checks import prepare_linear_smooth_ce
 from lsr._linear import scanned_linear_smooth_ce
 from lsr.tensorflow._gradients import (
@@ -40,8 +41,11 @@ def _scan(body: Any, init: Any, xs: dict[str, Any]) -> Any:
         return {name: None if v is None else v[i] for name, v in xs.items()}
 
     # The first block runs before the loop: it fixes the outputs' dtypes and shapes.
-    carry, (loss, d_hidden) = body(init, element(0))
-    losses = tf.TensorArray(loss.dtype, size=blocks, element_shape=loss.shape).write(0, loss)
+    carry, (first_rows, d_hidden) = body(init, element(0))
+    losses = {
+        name: tf.TensorArray(value.dtype, size=blocks, element_shape=value.shape).write(0, value)
+        for name, value in first_rows.items()
+    }
     rows = ()
     if d_hidden is not None:
         rows = tf.TensorArray(d_hidden.dtype, size=blocks, element_shape=d_hidden.shape)
@@ -59,8 +63,8 @@ def _scan(body: Any, init: Any, xs: dict[str, Any]) -> Any:
         return tuple(next(values) if here else None for here in present)
 
     def step(i, packed, losses, rows):
-        new_carry, (loss, d_hidden) = body(unpack(packed), element(i))
-        losses = losses.write(i, loss)
+        new_carry, (block_rows, d_hidden) = body(unpack(packed), element(i))
+        losses = {name: losses[name].write(i, value) for name, value in block_rows.items()}
         if d_hidden is not None:
             rows = rows.write(i, d_hidden)
         return i + 1, pack(new_carry), losses, rows
@@ -73,7 +77,8 @@ def _scan(body: Any, init: Any, xs: dict[str, Any]) -> Any:
         (tf.constant(1), pack(carry), losses, rows),
         maximum_iterations=blocks - 1,
     )
-    return unpack(packed), (losses.stack(), None if rows == () else rows.stack())
+    stacked = {name: value.stack() for name, value in losses.items()}
+    return unpack(packed), (stacked, None if rows == () else rows.stack())
 
 
 @tf.autograph.experimental.do_not_convert
@@ -92,9 +97,11 @@ def linear_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
     chunk_size: int | None = None,
-) -> tf.Tensor:
+) -> Any:
     r"""``smooth_ce(hidden @ kernel + bias, labels)`` without the N x K logits.
 
     The loss and its gradients for ``hidden``, ``kernel`` and ``bias`` are computed over
@@ -123,6 +130,7 @@ def linear_smooth_ce(
 
     Returns:
         As ``smooth_ce``; for "none", one loss per row of hidden's leading shape.
+        With ``return_aux=True``, ``(loss, aux)`` as ``smooth_ce``.
         Gradients reach ``hidden``, ``kernel`` and ``bias`` (first order only).
 
     Example:
@@ -163,6 +171,8 @@ def linear_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
         causal_shift=causal_shift,
         chunk_size=chunk_size,
         projection_name="kernel",
@@ -178,7 +188,9 @@ def linear_smooth_ce(
     names = tuple(arguments)
     has_bias = bias is not None
 
-    def run(h, k, b, y, call, with_grad, cotangent=None):
+    aux: dict[str, Any] = {}
+
+    def run(h, k, b, y, call, with_grad, cotangent=None, aux=None):
         return scanned_linear_smooth_ce(
             h,
             k,
@@ -190,6 +202,7 @@ def linear_smooth_ce(
             with_grad=with_grad,
             scan=_scan,
             cotangent=cotangent,
+            aux=aux,
         )
 
     @tf.custom_gradient
@@ -199,7 +212,7 @@ def linear_smooth_ce(
         y, call = with_arguments(flat_labels, spec, names, values)
         # Recorded, the blocks would all stay alive on the tape (see smooth_ce).
         with stop_recording():
-            loss, grads = run(h, k, b, y, call, with_grad=reduction != "none")
+            loss, grads = run(h, k, b, y, call, with_grad=reduction != "none", aux=aux)
 
         def backward(upstream):
             if grads is None:
@@ -222,4 +235,8 @@ def linear_smooth_ce(
         return loss, backward
 
     loss = forward(flat_hidden, kernel, *([bias] if has_bias else []), *arguments.values())
-    return tf.reshape(loss, leading) if reduction == "none" else loss
+    if reduction == "none":
+        loss = tf.reshape(loss, leading)
+        aux = {name: tf.reshape(value, leading) for name, value in aux.items()}
+    # (Made where nothing is recorded, in the custom gradient's forward: no gradient.)
+    return (loss, as_aux(aux, tf.stop_gradient)) if spec.aux else loss

@@ -93,6 +93,7 @@ class SmoothCE(torch.autograd.Function):
     @staticmethod
     def forward(logits, labels, weight, smoothing, prior, static):
         compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+        aux = {}  # (filled by the pass)
         loss, lse, denominator = _core.smooth_ce(
             compute_logits,
             labels,
@@ -100,17 +101,18 @@ class SmoothCE(torch.autograd.Function):
             xp=xp,
             # (autograd does not record inside forward: the pass may reuse its temporaries)
             in_place=True,
+            aux=aux,
         )
         # The denominator is a Python int when no position can be left out; a tensor
         # output is what setup_context can see.
         denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
-        return loss, lse, denominator
+        return loss, lse, denominator, *aux_outputs(aux)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         logits, labels, weight, smoothing, prior, static = inputs
-        _, lse, denominator = output
-        ctx.mark_non_differentiable(lse, denominator)
+        _, lse, denominator, *aux = output
+        ctx.mark_non_differentiable(lse, denominator, *aux)
         tensors = {"smoothing": smoothing, "prior": prior}
         ctx.tensor_options = [name for name, value in tensors.items() if torch.is_tensor(value)]
         ctx.plain_options = {
@@ -149,7 +151,7 @@ class SmoothCE(torch.autograd.Function):
         return grad, axis, reduction
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_lse, grad_denominator):
+    def backward(ctx, grad_loss, grad_lse, grad_denominator, *grad_aux):
         # Grad mode is on in backward only for create_graph=True (double backward).
         grad, _, _ = SmoothCE._logits_grad(ctx, grad_loss, torch.is_grad_enabled())
         return grad.to(ctx.saved_tensors[0].dtype), None, None, None, None, None
@@ -167,8 +169,9 @@ class SmoothCEWithJvp(SmoothCE):
         # reach here: smooth_ce sends those through autograd of the core's plain ops
         # (functorch may still pass zeros for them, which change nothing).
         del other_tangents
+        no_aux = (None,) * (len(_core.AUX_NAMES) if ctx.options.aux else 0)
         if logits_tangent is None:
-            return None, None, None
+            return None, None, None, *no_aux
         axis, reduction = ctx.options.axis, ctx.options.reduction
         lse = ctx.saved_tensors[3]
         loss_shape = lse.shape[:axis] + lse.shape[axis + 1 :] if reduction == "none" else ()
@@ -179,8 +182,8 @@ class SmoothCEWithJvp(SmoothCE):
         grad, _, _ = SmoothCE._logits_grad(ctx, unit, recompute_lse=True)
         products = grad * logits_tangent.to(grad.dtype)
         if reduction == "none":
-            return torch.sum(products, dim=axis), None, None
-        return torch.sum(products), None, None
+            return torch.sum(products, dim=axis), None, None, *no_aux
+        return torch.sum(products), None, None, *no_aux
 
 
 # About 4 MiB of float32 per block: a block stays in the CPU's caches between the passes
@@ -197,7 +200,13 @@ def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]
 
 
-def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, with_grad):
+def aux_outputs(aux: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The core's auxiliary outputs as the Functions' extra outputs (none unless asked),
+    in ``_core.AUX_NAMES`` order."""
+    return tuple(aux[name] for name in _core.AUX_NAMES) if aux else ()
+
+
+def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, with_grad, aux=None):
     """The reduced loss, lse, mean denominator and (optionally) the gradient of the
     reduced loss (for "none", of each position's loss), from
     ``_core.blocked_loss_and_grad`` over blocks of rows.
@@ -223,7 +232,7 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, wit
     # check_smooth_ce has read and checked the labels wherever that is cheap.
     spec = _spec(static, weight, smoothing, prior).replace(checked=values_are_cheap(labels))
     return _core.blocked_loss_and_grad(
-        logits, labels, spec, xp=xp, blocks=blocks, out=grad, scratch=scratch
+        logits, labels, spec, xp=xp, blocks=blocks, out=grad, scratch=scratch, aux=aux
     )
 
 
@@ -248,12 +257,16 @@ class SmoothCEFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, weight, smoothing, prior, static, with_grad):
+        aux = {}  # (filled by the pass)
         loss, lse, denominator, grad = _blocked_loss_and_grad(
-            logits, labels, weight, smoothing, prior, static, with_grad
+            logits, labels, weight, smoothing, prior, static, with_grad, aux
         )
+        aux_values = aux_outputs(aux)
         denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
         SmoothCE.setup_context(
-            ctx, (logits, labels, weight, smoothing, prior, static), (loss, lse, denominator)
+            ctx,
+            (logits, labels, weight, smoothing, prior, static),
+            (loss, lse, denominator, *aux_values),
         )
         ctx.fused_grad = grad
         if grad is not None:
@@ -261,10 +274,10 @@ class SmoothCEFused(torch.autograd.Function):
         # Otherwise autograd would fill a logits-sized tensor of zeros as the (unused)
         # cotangent of that gradient output before every backward.
         ctx.set_materialize_grads(False)
-        return loss, lse, denominator, grad
+        return loss, lse, denominator, grad, *aux_values
 
     @staticmethod
-    def backward(ctx, grad_loss, grad_lse, grad_denominator, grad_grad):
+    def backward(ctx, grad_loss, grad_lse, grad_denominator, grad_grad, *grad_aux):
         grad, ctx.fused_grad = ctx.fused_grad, None
         if grad_loss is None:  # The loss took no part in what is differentiated.
             return None, None, None, None, None, None, None

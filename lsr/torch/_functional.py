@@ -15,6 +15,7 @@ import torch
 from torch.autograd import forward_ad
 
 from lsr import _core, _distill
+from lsr._aux import Aux, as_aux
 from lsr._checks import check_smooth_ce
 from lsr._compat import values_are_cheap
 from lsr._validation import check_fraction, fail_type, fail_value
@@ -55,8 +56,10 @@ def smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
-) -> torch.Tensor:
+) -> Any:
     r"""Label-smoothed cross-entropy with ``F.cross_entropy``'s conventions.
 
     The cross-entropy ``H(q', softmax(input))`` with ``q' = (1 - smoothing) q +
@@ -95,6 +98,11 @@ def smooth_ce(
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per position
+            (Pereyra et al. 2017), weighted and reduced like ``z_loss``.
+        return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` from the same pass,
+            without gradient (integer labels only; see ``lsr.Aux``); False: the loss alone,
+            and no extra sum.
         causal_shift: next-token prediction: the logits at position t are scored
             against the target at t + 1 along the target's last axis (the sequence),
             and each sequence's last position is left out. Only the target and a mask
@@ -103,7 +111,8 @@ def smooth_ce(
 
     Returns:
         A 0-d tensor for "mean" and "sum", else one loss per position; float32 for half
-        precision inputs, else the input's dtype.
+        precision inputs, else the input's dtype. With ``return_aux=True``,
+        ``(loss, aux)``.
 
     Raises:
         TypeError: non-tensor arguments, non-floating input, a probability target or
@@ -149,6 +158,8 @@ def smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
         causal_shift=causal_shift,
     )
     if (
@@ -175,16 +186,17 @@ def smooth_ce(
             or (functorch_input and nested_forward_mode())
             or spec.where is not None
         ):
+            aux: dict[str, Any] = {}
             loss, _, _ = _core.smooth_ce(
-                input.to(_core.compute_dtype(xp, input.dtype)), labels, spec, xp=xp
+                input.to(_core.compute_dtype(xp, input.dtype)), labels, spec, xp=xp, aux=aux
             )
-            return loss
+            return (loss, as_aux(aux, torch.Tensor.detach)) if spec.aux else loss
         # The tensors as the Function's own inputs (so autograd and torch.func see them),
         # the rest as one hashable object.
         arguments = (input, labels, spec.weight, spec.smoothing, spec.prior, spec.static())
         if torch.compiler.is_compiling():
             # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
-            loss, _, _ = SmoothCE.apply(*arguments)
+            loss, _, _, *aux_values = SmoothCE.apply(*arguments)
         elif (
             functorch_input
             or torch._C._are_functorch_transforms_active()
@@ -192,11 +204,12 @@ def smooth_ce(
         ):
             # torch.func transforms: the plain forward and backward, which they can batch;
             # forward-mode dual logits: the same, with the closed-form jvp.
-            loss, _, _ = SmoothCEWithJvp.apply(*arguments)
+            loss, _, _, *aux_values = SmoothCEWithJvp.apply(*arguments)
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
-            loss, _, _, _ = SmoothCEFused.apply(*arguments, with_grad)
-    return loss
+            loss, _, _, _, *aux_values = SmoothCEFused.apply(*arguments, with_grad)
+    # (Metrics: no gradient flows through them.)
+    return (loss, Aux(*(value.detach() for value in aux_values))) if spec.aux else loss
 
 
 def torch_reduction(size_average: Any, reduce: Any, reduction: str) -> str:
@@ -240,6 +253,7 @@ def cross_entropy(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
 ) -> torch.Tensor:
     r"""``torch.nn.functional.cross_entropy``, computed by lsr: change the prefix only.
 
@@ -275,6 +289,8 @@ def cross_entropy(
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2`` per position.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per position
+            (Pereyra et al. 2017), weighted and reduced like ``z_loss``.
 
     Returns:
         As ``F.cross_entropy``: a 0-d tensor for "mean" and "sum", else one loss per
@@ -307,6 +323,7 @@ def cross_entropy(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
     )
     # F.cross_entropy returns half-precision losses in the input's dtype, and float32
     # under autocast (which runs it in float32).

@@ -7,9 +7,12 @@ here it gets PyTorch's conventions (``nn.Linear``'s (C, d) layout, class weights
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from lsr import _core, _linear
+from lsr._aux import Aux
 from lsr._checks import prepare_linear_smooth_ce
 from lsr._validation import fail_value
 from lsr.torch._arguments import (
@@ -37,6 +40,7 @@ class _LinearSmoothCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, projection, bias, labels, spec, chunk_size, with_grad):
         grads_now = with_grad and spec.reduction != "none"
+        aux = {}  # (filled by the pass with spec.aux)
         loss, grads = _linear.linear_smooth_ce(
             hidden,
             projection.mT,
@@ -46,6 +50,7 @@ class _LinearSmoothCE(torch.autograd.Function):
             spec=spec,
             chunk_size=chunk_size,
             with_grad=grads_now,
+            aux=aux,
         )
         ctx.grads = grads
         ctx.spec = spec
@@ -53,11 +58,15 @@ class _LinearSmoothCE(torch.autograd.Function):
         if with_grad and not grads_now:
             ctx.save_for_backward(hidden, projection, bias, labels)
         ctx.set_materialize_grads(False)
-        return loss
+        if not spec.aux:
+            return loss
+        aux_values = tuple(aux[name] for name in _core.AUX_NAMES)
+        ctx.mark_non_differentiable(*aux_values)
+        return loss, *aux_values
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
+    def backward(ctx, grad_loss, *grad_aux):
         if grad_loss is None:
             return (None,) * 7
         grads, ctx.grads = ctx.grads, None
@@ -134,9 +143,11 @@ def linear_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     causal_shift: bool = False,
     chunk_size: int | None = None,
-) -> torch.Tensor:
+) -> Any:
     r"""``smooth_ce(F.linear(input, projection, bias), target)`` without the N x C logits.
 
     For large vocabularies the logits of the output layer are the largest tensors of a
@@ -168,7 +179,7 @@ def linear_smooth_ce(
 
     Returns:
         As ``smooth_ce``; for ``reduction="none"``, one loss per row of the input's
-        leading shape.
+        leading shape. With ``return_aux=True``, ``(loss, aux)`` as ``smooth_ce``.
 
     Gradients flow to ``input``, ``projection`` and ``bias``; differentiating them again
     (double backward) or a second backward through the same graph is not supported.
@@ -232,6 +243,8 @@ def linear_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
         causal_shift=causal_shift,
         chunk_size=chunk_size,
         projection_name="projection",
@@ -242,4 +255,9 @@ def linear_smooth_ce(
     )
     with without_autocast(input.device.type):
         loss = _LinearSmoothCE.apply(hidden, projection, bias, labels, spec, chunk_size, with_grad)
-    return loss.reshape(leading) if reduction == "none" else loss
+    if not spec.aux:
+        return loss.reshape(leading) if reduction == "none" else loss
+    loss, *aux_values = loss
+    if reduction == "none":
+        loss, aux_values = loss.reshape(leading), [v.reshape(leading) for v in aux_values]
+    return loss, Aux(*(value.detach() for value in aux_values))

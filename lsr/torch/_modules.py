@@ -38,6 +38,8 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
         z_loss: coefficient of an added ``z_loss * logsumexp(input)**2``.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per position
+            (Pereyra et al. 2017), weighted and reduced like ``z_loss``.
 
     Shape:
         input (C,), (N, C) or (N, C, d1, ...); target (), (N) or (N, d1, ...) class ids,
@@ -69,6 +71,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
         kl: bool = False,
         z_loss: float = 0.0,
         softcap: float | None = None,
+        confidence_penalty: float = 0.0,
     ) -> None:
         if weight is not None and not isinstance(weight, torch.Tensor):
             fail_type("`weight` must be a torch.Tensor or None.", "weight", weight)
@@ -86,6 +89,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
         self.kl = kl
         self.z_loss = z_loss
         self.softcap = softcap
+        self.confidence_penalty = confidence_penalty
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return cross_entropy(
@@ -99,6 +103,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
             kl=self.kl,
             z_loss=self.z_loss,
             softcap=self.softcap,
+            confidence_penalty=self.confidence_penalty,
         )
 
     def extra_repr(self) -> str:

@@ -164,6 +164,7 @@ def test_config_round_trip_and_saved_model(tmp_path):
         prior=[0.1, 0.3, 0.2, 0.25, 0.15],
         ignore_class=-1,
         softcap=30.0,
+        confidence_penalty=0.05,
     )
     config = loss.get_config()
     assert config == {
@@ -175,6 +176,7 @@ def test_config_round_trip_and_saved_model(tmp_path):
         "prior": [0.1, 0.3, 0.2, 0.25, 0.15],
         "ignore_class": -1,
         "softcap": 30.0,
+        "confidence_penalty": 0.05,
         "dtype": None,
     }
     json.dumps(config)

@@ -23,7 +23,7 @@ import lsr.torch as lt
 from tests.backends import assert_close
 
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
-LSR_ADDITIONS = ["prior", "kl", "z_loss", "softcap"]
+LSR_ADDITIONS = ["prior", "kl", "z_loss", "softcap", "confidence_penalty"]
 
 
 def _parameters(function, skip_self=False):
