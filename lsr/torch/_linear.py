@@ -217,9 +217,14 @@ def linear_smooth_ce(
             check_same_device(name, value, input)
     check_same_device("target", target, input)
     if torch.is_grad_enabled():
-        options = (("smoothing", smoothing), ("prior", prior), ("weight", weight))
-        for name, value in (*options, ("target", target)):
-            if isinstance(value, torch.Tensor) and value.requires_grad:
+        options: tuple[tuple[str, Any], ...] = (
+            ("smoothing", smoothing),
+            ("prior", prior),
+            ("weight", weight),
+            ("target", target),
+        )
+        for name, option in options:
+            if isinstance(option, torch.Tensor) and option.requires_grad:
                 # The fused loss computes the gradients of input, projection and bias
                 # only: a silent None (or zero) for this one would be wrong.
                 fail_value(
