@@ -290,9 +290,17 @@ def test_linear_blocks_cut_smoothing_with_the_rows(backend, eps_shape, reduction
             x = {name: None if v is None else v[i, ...] for name, v in xs.items()}
             carry, out = body(carry, x)
             outputs.append(out)
-        return carry, tuple(
-            None if outputs[0][j] is None else xp.stack([o[j] for o in outputs]) for j in range(2)
-        )
+
+        def stacked(parts):
+            # ``jax.lax.scan`` stacks every leaf of the outputs' pytree (a dict of per-row
+            # values and the hidden gradient, or None).
+            if parts[0] is None:
+                return None
+            if isinstance(parts[0], dict):
+                return {name: xp.stack([p[name] for p in parts]) for name in parts[0]}
+            return xp.stack(parts)
+
+        return carry, tuple(stacked([o[j] for o in outputs]) for j in range(2))
 
     runs = {
         "scanned": lambda: _linear.scanned_linear_smooth_ce(

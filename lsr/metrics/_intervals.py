@@ -146,8 +146,9 @@ def calibration_error_interval(
             advances), or None for fresh entropy. The default 0 makes the interval
             reproducible.
         method: ``"basic"`` or ``"percentile"``.
-        n_bins, norm, from_logits, bin_edges, axis, binning, scope, debias,
-            sample_weight, threshold: as in ``expected_calibration_error``.
+        n_bins, norm, from_logits, bin_edges: as in ``expected_calibration_error``.
+        axis, binning, scope, debias: as in ``expected_calibration_error``.
+        sample_weight, threshold: as in ``expected_calibration_error``.
 
     Returns:
         A ``CalibrationInterval`` (``estimate``, ``low``, ``high``) of 0-d arrays of the

@@ -146,9 +146,10 @@ def plot_reliability_diagram(
     colour-blind-safe palette; text is at least 10 pt.
 
     Args:
-        logits_or_probs, labels, n_bins, from_logits, bin_edges, axis, binning,
-            sample_weight: as in ``reliability_diagram`` (with equal-mass bins each bar
-            spans its bin, so bars have different widths).
+        logits_or_probs, labels, n_bins, from_logits: as in ``reliability_diagram``.
+        bin_edges, axis, sample_weight: as in ``reliability_diagram``.
+        binning: as in ``reliability_diagram`` (with equal-mass bins each bar spans its
+            bin, so bars have different widths).
         ax: a matplotlib ``Axes`` to draw on (e.g. one panel of a larger figure);
             default: a new 4.8 x 5.6 inch figure (4.8 x 4.6 without the histogram) with
             constrained layout, created without pyplot, so no global state changes.

@@ -502,7 +502,12 @@ CATALOGUE = [
     ("smooth_ce-kl-int", _smooth_ce(kl=1), TypeError, r"`kl`.*Received: kl=1"),
     ("smooth_ce-smoothing-str", _smooth_ce(smoothing="0.1"), TypeError, r"smoothing='0.1'"),
     ("smoothing-bool", _smooth_ce(smoothing=True), TypeError, r"not a bool.*smoothing=True"),
-    ("smoothing-1d", _smooth_ce(smoothing=np.array([0.1])), ValueError, r"scalar.*smoothing="),
+    (
+        "smoothing-shape",
+        _smooth_ce(smoothing=np.array([0.1, 0.1])),
+        ValueError,
+        r"one epsilon per position.*smoothing\.shape=\(2,\)",
+    ),
     ("smoothing-int-tensor", _smooth_ce(smoothing=tf.constant(0)), TypeError, r"smoothing="),
     ("smoothing-range", _smooth_ce(smoothing=1.5), ValueError, r"\[0, 1\].*smoothing=1.5"),
     ("z_loss-str", _smooth_ce(z_loss="1"), TypeError, r"`z_loss`.*Received: z_loss='1'"),
