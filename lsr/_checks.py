@@ -234,7 +234,8 @@ def check_smoothing(
     ``positions`` (the positions' shape) is given, a floating array broadcastable to it
     (one epsilon per position; given back broadcast to ``positions``). Arrays come back
     in ``dtype``. Values are checked when they can be read; under tracing an epsilon
-    outside [0, 1] becomes NaN (at its positions).
+    outside [0, 1] anywhere makes every epsilon NaN, as the eager call raises (so an
+    ignored position's bad epsilon is not dropped with its loss).
 
     ``like``: an array of the positions' shape, for broadcasting to dimensions unknown
     under ``tf.function`` (None in ``positions``); ``where``: how the messages describe
@@ -256,8 +257,8 @@ def check_smoothing(
     in_range = (smoothing >= 0.0) & (smoothing <= 1.0)
     if not (values_are_cheap(smoothing) and values_are_cheap(in_range)):
         # Under tracing: NaN (which reaches the loss and its gradient), never a plausible
-        # number from an epsilon outside [0, 1].
-        smoothing = xp.where(in_range, smoothing, xp.nan)
+        # number from an epsilon outside [0, 1], even one at a position that is ignored.
+        smoothing = xp.where(xp.all(in_range), smoothing, xp.nan)
     elif smoothing.ndim == 0 and not bool(in_range):
         fail_value("`smoothing` must be in [0, 1].", "smoothing", float(smoothing))
     elif smoothing.ndim > 0 and not bool(xp.all(in_range)):

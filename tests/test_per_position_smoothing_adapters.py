@@ -89,11 +89,14 @@ def test_value_and_logits_gradient_match_reference(name, prior, variant, reducti
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
-def test_gradient_with_respect_to_smoothing(name):
+@pytest.mark.parametrize("kl", [False, True])
+def test_gradient_with_respect_to_smoothing(name, kl):
     """Epsilon is not differentiated by the fused paths; a gradient asked for it goes
-    through autodiff of the core's forward pass, as for a 0-d epsilon."""
+    through autodiff of the core's forward pass, as for a 0-d epsilon. Without the KL
+    constant the loss is linear in epsilon, so its derivative at epsilon = 0 and 1 (the
+    case has both) is the formula's too, not 0."""
     logits, labels, eps = _case(2)
-    options = dict(prior="others", ignore_index=-100, kl=True, reduction="mean", axis=-1)
+    options = dict(prior="others", ignore_index=-100, kl=kl, reduction="mean", axis=-1)
     expected = reference.numerical_gradient(
         lambda e: reference.smooth_ce(logits, labels, smoothing=e, **options), eps
     )
@@ -115,8 +118,11 @@ def test_gradient_with_respect_to_smoothing(name):
             tape.watch(e)
             loss = module.smooth_ce(z, y, smoothing=e, **options)
         grad = tape.gradient(loss, e)
-    # (At eps = 0 the KL term's derivative is -inf on one side: compare elsewhere.)
-    inside = (eps > 1e-3) & (eps < 1 - 1e-3)
+    # (With the KL constant, a target mass of 0 -- eps = 0, or eps = 1 on the label
+    # with prior "others" -- has a q log q term whose derivative is -inf on one side:
+    # compare elsewhere.)
+    inside = (eps > 1e-3) & (eps < 1 - 1e-3) if kl else np.ones(eps.shape, dtype=bool)
+    assert not kl or not inside.all()
     assert_close(backend.to_numpy(grad)[inside], expected[inside], "float64", scale=1e4)
 
 
@@ -161,3 +167,45 @@ def test_linear_smooth_ce(name, eps_shape, causal_shift):
         **dict(options, smoothing=e, causal_shift=causal_shift),
     )
     assert_close(backend.to_numpy(plain), expected, "float64")
+
+
+@pytest.mark.parametrize("name", [name for name in FRAMEWORKS if name != "torch"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_traced_out_of_range_smoothing_makes_the_whole_loss_nan(name, reduction):
+    """Under ``jax.jit`` or ``tf.function`` the values cannot be read, so one epsilon
+    outside [0, 1] makes the loss and gradient NaN everywhere -- also when it sits at an
+    ignored position, whose own loss would be dropped (the eager call raises)."""
+    logits, labels, eps = _case(3)
+    ignored = np.flatnonzero(labels.ravel() == -100)[0]
+    eps.flat[ignored] = 1.5
+    backend, module = get_backend(name), _adapter(name)
+    z, y, e = backend.asarray(logits), backend.asarray(labels), backend.asarray(eps)
+    options = dict(ignore_index=-100, reduction=reduction, axis=-1)
+    if name == "jax":
+        import jax
+
+        def objective(z, e):
+            loss = module.smooth_ce(z, y, smoothing=e, **options)
+            return loss.sum(), loss
+
+        (_, loss), grad = jax.jit(jax.value_and_grad(objective, has_aux=True))(z, e)
+    else:
+        import tensorflow as tf
+
+        @tf.function
+        def step(z, e):
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                loss = module.smooth_ce(z, y, smoothing=e, **options)
+                total = tf.reduce_sum(loss)
+            return loss, tape.gradient(total, z)
+
+        loss, grad = step(z, e)
+    loss, grad, kept = backend.to_numpy(loss), backend.to_numpy(grad), labels != -100
+    if reduction == "none":  # (ignored positions keep their loss of 0)
+        assert np.isnan(loss[kept]).all() and (loss[~kept] == 0).all()
+    else:
+        assert np.isnan(loss)
+    assert np.isnan(grad[kept]).all()
+    with pytest.raises(ValueError, match=r"1 of 12 values"):
+        module.smooth_ce(z, y, smoothing=e, **options)

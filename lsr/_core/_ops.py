@@ -98,12 +98,16 @@ def xlogx(xp: Namespace, x: Any) -> Any:
 def times(xp: Namespace, factor: Any, x: Any) -> Any:
     """``factor * x`` with ``0 * x = 0`` even where ``x`` is infinite (a class or a term
     that carries no mass contributes nothing, as in the sum it stands for: a masked class
-    has logit -inf, and ``0 * -inf`` would be NaN)."""
+    has logit -inf, and ``0 * -inf`` would be NaN).
+
+    Only a non-finite ``x`` is replaced, so that the derivative with respect to an array
+    ``factor`` stays ``x`` where the factor is 0 (a smoothing of exactly 0 or 1 has the
+    gradient of the formula, not 0)."""
     if isinstance(factor, float):
         if factor == 0.0:
             return 0.0
         return x if factor == 1.0 else factor * x
-    return factor * xp.where(factor == 0, 0.0, x)
+    return factor * xp.where((factor == 0) & ~xp.isfinite(x), 0.0, x)
 
 
 def row_max(xp: Namespace, z: Array, axis: int) -> Array:
