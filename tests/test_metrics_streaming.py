@@ -311,18 +311,37 @@ if "jax" in selected_backends():
         state = jax.jit(metrics.update_calibration_state)(state, jnp.asarray(logits), bad)
         assert np.isnan(float(metrics.calibration_error_from_state(state)))
 
+    @pytest.mark.parametrize("bad", [-1.0, np.nan, np.inf])
+    def test_jax_a_bad_weight_under_jit_makes_the_error_nan(bad):
+        # (Eagerly the same weights raise; traced, they cannot be read.)
+        import jax
+        import jax.numpy as jnp
+
+        logits, labels, *_ = _jax_batches()
+        weights = np.ones(len(labels))
+        weights[[0, 3]] = 2.0, bad
+        z, y, w = jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(weights)
+        state = metrics.calibration_state(z, n_bins=6)
+        update = jax.jit(
+            lambda s, z, y, w: metrics.update_calibration_state(s, z, y, sample_weight=w)
+        )
+        state = update(state, z, y, w)
+        assert np.isnan(float(metrics.calibration_error_from_state(state)))
+        with pytest.raises(ValueError, match=r"finite, non-negative.*Received: sample_weight="):
+            metrics.update_calibration_state(state, z, y, sample_weight=w)
+
 
 @pytest.mark.parametrize("scope", ["top_label", "classwise"])
 def test_a_weighted_stream_is_the_stream_of_repeated_examples(backend, scope):
     scores, labels = _random_logits(21, n=60)
     weights = np.random.default_rng(21).integers(0, 4, size=60)
-    weights[:2] = 1  # each batch has a positive total weight
+    weights[:2], weights[2:5] = 1, 0  # a batch of zero weights adds nothing
     repeated = np.repeat(np.arange(60), weights)
     expected = metrics.expected_calibration_error(
         scores[repeated], labels[repeated], n_bins=8, scope=scope, norm="l2", debias=True
     )
     state = metrics.calibration_state(backend.asarray(scores), n_bins=8, scope=scope)
-    for batch in (slice(0, 1), slice(1, 60)):
+    for batch in (slice(0, 1), slice(2, 5), slice(1, 2), slice(5, 60)):
         state = metrics.update_calibration_state(
             state,
             backend.asarray(scores[batch]),

@@ -79,13 +79,18 @@ def prepare_scores(
     return xp, cast(xp, scores, _core.compute_dtype(xp, scores.dtype)), labels, axis
 
 
-def prepare_weights(xp: Namespace, sample_weight: Any, labels: Array, dtype: DType) -> Array | None:
+def prepare_weights(
+    xp: Namespace, sample_weight: Any, labels: Array, dtype: DType, *, whole: bool = True
+) -> Array | None:
     """``sample_weight`` (None, or one weight per example: the labels' shape) as a
     (N, 1) column in ``dtype``, the layout of ``_core.top_label``/``classwise``'s rows.
 
     Floating or integer, and (checked when concrete) finite, non-negative, with a
     positive sum: a weight ``m`` counts the example ``m`` times, and a zero total leaves
-    no example to measure.
+    no example to measure. ``whole=False`` (a streaming update, one batch of a larger
+    stream) allows a zero total. Under tracing, where the values cannot be checked, a
+    bad weight anywhere makes every weight NaN, so the result is NaN rather than a
+    plausible number.
     """
     if sample_weight is None:
         return None
@@ -105,14 +110,19 @@ def prepare_weights(xp: Namespace, sample_weight: Any, labels: Array, dtype: DTy
             sample_weight,
         )
     weights = cast(xp, sample_weight, dtype)
-    if is_concrete(weights):
+    if not is_concrete(weights):
+        valid = xp.all(xp.isfinite(weights) & (weights >= 0))
+        if whole:
+            valid = valid & (xp.sum(weights) > 0)
+        weights = xp.where(valid, weights, xp.nan)
+    else:
         if not bool(xp.all(xp.isfinite(weights))) or bool(xp.any(weights < 0)):
             fail_value(
                 "`sample_weight` must hold finite, non-negative weights.",
                 "sample_weight",
                 sample_weight,
             )
-        if not bool(xp.sum(weights) > 0):
+        if whole and not bool(xp.sum(weights) > 0):
             fail_value(
                 "`sample_weight` must have a positive sum (all-zero weights leave no "
                 "example to measure).",

@@ -256,8 +256,9 @@ def update_calibration_state(
             batch (the labels' shape): each example adds its weight to its bin's count
             and its weighted confidence and correctness to the sums, so an integer
             weight ``m`` is the example streamed ``m`` times (as
-            ``expected_calibration_error(..., sample_weight=)``). A batch's weights must
-            have a positive sum.
+            ``expected_calibration_error(..., sample_weight=)``). A batch's weights may
+            all be 0 (it adds nothing); under tracing, a weight that is negative or not
+            finite makes the state NaN.
 
     Returns:
         The updated ``CalibrationState``, in the state's dtype.
@@ -298,7 +299,7 @@ def update_calibration_state(
             "state.count.shape",
             tuple(state.count.shape),
         )
-    weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    weights = prepare_weights(xp, sample_weight, labels, scores.dtype, whole=False)
     return accumulate(
         xp,
         state,

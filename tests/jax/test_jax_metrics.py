@@ -42,6 +42,29 @@ def test_out_of_range_label_under_jit_gives_nan():
         metrics.expected_calibration_error(logits, labels)
 
 
+@pytest.mark.parametrize(
+    "weights",
+    [
+        pytest.param(np.r_[-1.0, np.ones(49)], id="negative"),
+        pytest.param(np.r_[np.nan, np.ones(49)], id="nan"),
+        pytest.param(np.r_[np.inf, np.ones(49)], id="inf"),
+        pytest.param(np.zeros(50), id="zero-sum"),
+    ],
+)
+@pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
+def test_bad_sample_weights_under_jit_give_nan(weights, scope):
+    # A negative weight would give a plausible number; traced, it must be NaN (eagerly
+    # the same weights raise).
+    logits, labels = _case()
+    w = jnp.asarray(weights)
+    ece = jax.jit(
+        lambda z, y, w: metrics.expected_calibration_error(z, y, scope=scope, sample_weight=w)
+    )(logits, labels, w)
+    assert np.isnan(ece)
+    with pytest.raises(ValueError, match=r"Received: sample_weight="):
+        metrics.expected_calibration_error(logits, labels, scope=scope, sample_weight=w)
+
+
 def test_fit_temperature_refuses_tracers():
     logits, labels = _case()
     with pytest.raises(ValueError, match=r"needs concrete arrays"):
