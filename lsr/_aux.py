@@ -24,8 +24,10 @@ class Aux(NamedTuple):
             exponential is the perplexity).
         lse: ``logsumexp(z)``, what a z-loss penalizes (for logging its drift).
         entropy: ``H(softmax(z))``, in nats.
-        correct: top-1 correctness, 1.0 where ``z_y`` equals the row's maximum, else
-            0.0 (a tie for the maximum counts as correct); its mean is the accuracy.
+        correct: top-1 correctness, 1.0 where ``argmax(z) = y``, else 0.0; a tie for
+            the maximum goes to the first of the tied classes, as ``argmax`` and every
+            framework's accuracy decide it (constant logits are correct only for class
+            0). Its mean is the accuracy.
     """
 
     nll: Any

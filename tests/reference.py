@@ -140,7 +140,9 @@ def aux_outputs(
         values["nll"][index] = lse - row[y]
         values["lse"][index] = lse
         values["entropy"][index] = -sum(pk * np.log(pk) for pk in p if pk > 0)
-        values["correct"][index] = float(row[y] == top)
+        # Top-1 by the first maximum: a tie goes to the lowest class id.
+        first_top = min(k for k in range(len(row)) if row[k] == top)
+        values["correct"][index] = float(first_top == y)
     if reduction == "none":
         return values
     totals = {name: value.sum() for name, value in values.items()}

@@ -158,8 +158,12 @@ def test_the_penalty_gradient_is_the_closed_form():
 @pytest.mark.parametrize("softcap", [None, 1.5])
 def test_aux_outputs_match_the_reference(backend, reduction, softcap):
     logits, labels = _case(4)
-    logits[1] = logits[1, 3] = 5.0  # a tie for the maximum at the target: correct
-    labels[1] = 3
+    # Ties for the maximum go to the first tied class, as argmax decides them: row 1's
+    # target is the first of two maxima (correct), row 2's the second (not), and row
+    # 4's logits are constant with target 0 (correct; any other target would not be).
+    logits[1, 3] = logits[1, 4] = logits[2, 1] = logits[2, 2] = 50.0
+    logits[4] = 0.5
+    labels[1], labels[2], labels[4] = 3, 2, 0
     where = np.array([True, True, True, True, True, False])
     options = dict(ignore_index=255, reduction=reduction, softcap=softcap)
     expected = reference.aux_outputs(logits, labels, where=where, **options)
@@ -180,7 +184,7 @@ def test_aux_outputs_match_the_reference(backend, reduction, softcap):
     for name in lsr.Aux._fields:
         assert_close(backend.to_numpy(getattr(aux, name)), expected[name], "float64")
     if reduction == "none":
-        assert backend.to_numpy(aux.correct)[1] == 1.0
+        np.testing.assert_array_equal(backend.to_numpy(aux.correct)[[1, 2, 4]], [1.0, 0.0, 1.0])
 
 
 def test_aux_outputs_against_scipy_and_the_unsmoothed_loss():
@@ -353,6 +357,9 @@ if MODES:
     def test_every_adapter_gives_the_penalty_and_the_aux_outputs(mode, reduction):
         logits, labels = _case(8)
         labels = np.where(labels == 255, -100, labels)
+        # A tie for the maximum at the target, which is not the first tied class: wrong.
+        logits[1, 0] = logits[1, 2] = 9.0
+        labels[1] = 2
         options = dict(
             smoothing=0.1,
             ignore_index=-100,

@@ -71,6 +71,10 @@ def logit_sums(
         if targets.holds is not None:
             target = xp.where(targets.holds, target, 0.0)
         sums["target"] = target
+        if spec.aux:
+            # Top-1 correctness by the first maximum, as ``argmax`` (and so every
+            # framework's accuracy) decides a tie; read before ``out`` is written.
+            sums["argmax"] = xp.argmax(logits, axis=axis, keepdims=True)
     subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - top
@@ -170,8 +174,8 @@ def aux_outputs(xp: Namespace, sums: dict[str, Array], targets: Targets) -> dict
     0 where left out, NaN at an unchecked out-of-range id), from the sums of one pass
     (``spec.aux``; class ids only): ``nll = lse(z) - z_y`` (the unsmoothed negative
     log-likelihood), ``lse = logsumexp(z)``, ``entropy = H(softmax(z))`` and ``correct``
-    (1.0 where ``z_y`` equals the row maximum, ties included, else 0.0). With a soft cap,
-    all of the capped logits."""
+    (1.0 where ``argmax(z) = y``, the first maximum winning a tie, else 0.0). With a soft
+    cap, all of the capped logits."""
     axis = targets.spec.axis
     top = xp.squeeze(sums["row_max"], axis=axis)
     lse_s = xp.squeeze(xp.log(sums["sum_exp"]), axis=axis)
@@ -180,8 +184,10 @@ def aux_outputs(xp: Namespace, sums: dict[str, Array], targets: Targets) -> dict
         "nll": lse_s - target,
         "lse": lse_s + top,
         "entropy": _entropy(xp, lse_s, sums, axis),
-        # s_y = z_y - max z is exactly 0 where the target is a (possibly tied) maximum.
-        "correct": xp.astype(target == 0, lse_s.dtype),
+        "correct": xp.astype(
+            xp.squeeze(sums["argmax"], axis=axis) == xp.squeeze(targets.index, axis=axis),
+            lse_s.dtype,
+        ),
     }
     return {name: targets.positions.mask(xp, values[name]) for name in AUX_NAMES}
 
