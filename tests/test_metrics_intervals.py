@@ -377,6 +377,46 @@ def test_thresholded_at_zero_is_classwise_and_differs_above(backend):
     assert abs(float(backend.to_numpy(above)) - float(backend.to_numpy(classwise))) > 1e-3
 
 
+def test_zero_weight_examples_are_not_resampled(backend):
+    """A weight of 0 leaves the example out of the data, so the interval is that of the
+    other examples alone, with their weights -- and no resample is all zero weights
+    (which gave NaN quantiles)."""
+    logits, labels = _case(seed=11, n=30)
+    weights = np.zeros(30)
+    weights[[2, 5, 11, 17, 23]] = [1.0, 2.0, 0.5, 1.0, 3.0]
+    present = weights > 0
+    options = {"n_bins": 5, "n_resamples": 300, "seed": 3, "method": "percentile"}
+    expected = metrics.calibration_error_interval(
+        logits[present], labels[present], sample_weight=weights[present], **options
+    )
+    actual = metrics.calibration_error_interval(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        sample_weight=backend.asarray(weights),
+        **options,
+    )
+    for got, want in zip(actual, expected, strict=True):
+        assert np.isfinite(float(want))
+        assert_close(backend.to_numpy(got), float(want), "float64")
+
+
+def test_thresholded_scope_with_nothing_to_measure_is_refused(backend):
+    logits, labels = _case(seed=12, n=20)
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    options = {"scope": "thresholded", "threshold": 0.999, "from_logits": False}
+    assert probs.max() < 0.999
+    with pytest.raises(ValueError, match=r"above `threshold`.*Received: threshold=0.999"):
+        metrics.expected_calibration_error(
+            backend.asarray(probs), backend.asarray(labels), **options
+        )
+    # One prediction above the threshold: defined, but most resamples miss it.
+    probs[4] = [0.9995, *np.full(probs.shape[1] - 1, 0.0005 / (probs.shape[1] - 1))]
+    z, y = backend.asarray(probs), backend.asarray(labels)
+    assert np.isfinite(float(metrics.expected_calibration_error(z, y, **options)))
+    with pytest.raises(ValueError, match=r"of the 50 resamples is undefined.*threshold=0.999"):
+        metrics.calibration_error_interval(z, y, n_resamples=50, **options)
+
+
 @pytest.mark.parametrize(
     ("options", "error", "pattern"),
     [

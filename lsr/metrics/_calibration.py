@@ -11,6 +11,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, NamedTuple
 
+from lsr._compat import is_concrete
 from lsr._typing import Array
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
@@ -131,7 +132,17 @@ def threshold_weights(
     ``weights``) where the class's probability exceeds the threshold, else 0."""
     limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     kept = xp.astype(values > limit, values.dtype)
-    return kept if weights is None else kept * weights
+    result = kept if weights is None else kept * weights
+    if is_concrete(result) and not bool(xp.any(result > 0)):
+        # (Traced, the error is 0 / 0 = NaN.)
+        fail_value(
+            "The thresholded calibration error needs a prediction above `threshold` (of "
+            "positive weight); here none is, which leaves no example to measure. Give a "
+            "lower threshold.",
+            "threshold",
+            limit,
+        )
+    return result
 
 
 def calibration_columns(

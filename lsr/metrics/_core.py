@@ -251,7 +251,7 @@ def calibration_error(
     if norm == "max":
         return xp.max(gap, axis=(bins, columns))
     # A column without any (weighted) example, possible in the thresholded scope, has no
-    # error: it is left out of the mean over columns (all left out: 0/0 = NaN).
+    # error: it is left out of the mean over columns (all left out: NaN).
     total = xp.sum(count, axis=bins, keepdims=True)
     present = total > 0
     proportion = xp.where(present, count / xp.where(present, total, 1.0), 0.0)
@@ -259,7 +259,9 @@ def calibration_error(
     columns_seen = xp.sum(present_columns, axis=bins)
 
     def column_mean(per_column: Array) -> Array:
-        return xp.sum(per_column * present_columns, axis=bins) / columns_seen
+        seen = columns_seen > 0
+        total = xp.sum(per_column * present_columns, axis=bins)
+        return xp.where(seen, total / xp.where(seen, columns_seen, 1.0), xp.nan)
 
     if norm == "l1":
         return column_mean(xp.sum(proportion * gap, axis=bins))

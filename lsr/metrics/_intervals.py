@@ -21,6 +21,7 @@ from lsr._typing import Array, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._calibration import (
+    DEFAULT_THRESHOLD,
     binned_columns,
     calibration_columns,
     check_error_options,
@@ -109,7 +110,8 @@ def calibration_error_interval(
     The error is ``expected_calibration_error`` with the same keywords. The N examples
     are resampled with replacement ``n_resamples`` times; each resample's error is
     computed exactly as the error of those examples would be (equal-mass edges are
-    recomputed on each resample; each example keeps its weight). With ``q_a`` the ``a``
+    recomputed on each resample; each example keeps its weight, and examples of weight 0,
+    which are not in the data, are left out before resampling). With ``q_a`` the ``a``
     quantile of the resampled errors (linear interpolation, as ``numpy.percentile``)
     and ``a = (1 - confidence) / 2``:
 
@@ -157,7 +159,9 @@ def calibration_error_interval(
     Raises:
         TypeError, ValueError: as ``expected_calibration_error``; a ``confidence``
             outside (0, 1), ``n_resamples`` < 1, an unknown ``method``, a ``seed`` that
-            is not a non-negative integer, a Generator or None.
+            is not a non-negative integer, a Generator or None; for the thresholded
+            scope, a resample with no prediction above the threshold (its error is
+            undefined).
 
     Example:
         Guo et al.'s setting, 200 predictions at confidence 0.9 of which 70% are right:
@@ -188,6 +192,11 @@ def calibration_error_interval(
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )
+    if weights is not None:
+        # An example of weight 0 is not in the data (a weight m counts it m times): it
+        # is left out before resampling, so that no resample is only such examples.
+        present = xp.nonzero(xp.reshape(weights, (-1,)) > 0)[0]
+        values, targets, weights = (xp.take(a, present, axis=0) for a in (values, targets, weights))
     if scope == "thresholded":
         weights = threshold_weights(xp, values, weights, threshold)
 
@@ -220,7 +229,19 @@ def calibration_error_interval(
         resampled.append(
             errors(take(values), take(targets), None if weights is None else take(weights))
         )
-    ordered = xp.sort(xp.concat(resampled, axis=0))
+    every = xp.concat(resampled, axis=0)
+    undefined = int(xp.sum(xp.astype(xp.isnan(every), xp.int32)))
+    if undefined:
+        # (Every resample has a positive total weight; only the thresholded scope can
+        # leave one with no prediction to measure.)
+        fail_value(
+            f"The calibration error of {undefined} of the {n_resamples} resamples is "
+            "undefined: none of their predictions is above `threshold`, so the interval "
+            "would be of the others only. Give a lower threshold (or more examples).",
+            "threshold",
+            DEFAULT_THRESHOLD if threshold is None else float(threshold),
+        )
+    ordered = xp.sort(every)
     tail = (1.0 - float(confidence)) / 2.0
     lower, upper = _quantile(xp, ordered, tail), _quantile(xp, ordered, 1.0 - tail)
     if method == "basic":
