@@ -22,7 +22,9 @@ def test_every_size_has_binary_cases_after_the_softmax_ones(size):
     # Rows are keyed by case name and dtype: no binary case may share a softmax one's.
     keys = [(case.name, case.dtype) for case in cases(size)]
     assert len(set(keys)) == len(keys)
-    assert {"float32", "bfloat16"} <= {case.dtype for case in binary}
+    # Both dtypes in every run that measures (the smoke run's bfloat16 path is softmax).
+    dtypes = {case.dtype for case in (softmax if size == "smoke" else binary)}
+    assert {"float32", "bfloat16"} <= dtypes
 
 
 def test_a_multilabel_case_has_dense_targets_counted_by_the_bound():
@@ -77,6 +79,10 @@ def test_memory_is_measured_for_one_case_per_loss_in_a_smoke_run():
     assert [case.loss for case in measured] == ["softmax", "binary"]
     bound = _row(cases("smoke", ("binary",))[0], "bound", "F.bce eps=0 (eager)")
     assert not run._measures_memory("smoke", bound)
+    # One mode each: TensorFlow's graph and XLA rows are not measured in a smoke run.
+    graph = _row(cases("smoke")[0], "lsr", "lsr.tensorflow.smooth_ce (graph)", variant="graph")
+    assert not run._measures_memory("smoke", graph)
+    assert run._measures_memory("quick", {**graph, "case": cases("quick")[0].to_json()})
 
 
 def test_binary_memory_is_measured_where_an_n_by_k_buffer_shows():

@@ -168,10 +168,15 @@ CLEVERHANS_THRESHOLDS = {
 
 
 if FRAMEWORKS and os.environ.get("LSR_MNIST_DIR"):
+    # The tutorial's prior ("uniform") on every framework; the older prior on PyTorch,
+    # the quickest here (each run is 40-90 s of CI; the frameworks' losses, gradients and
+    # tutorial steps are equal by the other tests of this file).
+    CLEVERHANS_RUNS = [(framework, "uniform") for framework in FRAMEWORKS] + [
+        (framework, "others") for framework in FRAMEWORKS if framework == "torch"
+    ]
 
     @pytest.mark.slow
-    @pytest.mark.parametrize("prior", list(CLEVERHANS_THRESHOLDS))
-    @pytest.mark.parametrize("framework", FRAMEWORKS)
+    @pytest.mark.parametrize(("framework", "prior"), CLEVERHANS_RUNS)
     def test_cleverhans_thresholds_on_5000_t10k_images(framework, prior, digits):
         """cleverhans' own test, with the bounds of the version whose targets are used.
 
