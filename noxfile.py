@@ -91,6 +91,7 @@ ALL_ENVIRONMENT_TESTS = (
     "tests/test_tutorial_report.py",
     # (Every other test of tests/test_metrics.py runs in each backend's own session.)
     "tests/test_metrics.py::test_plots_are_saved_as_png",
+    "tests/test_metrics.py::test_import_lsr_metrics_imports_no_framework_numpy_or_matplotlib",
     "tests/test_metrics_plots.py",
     "tests/test_imports.py",
     "tests/test_architecture.py",

@@ -57,6 +57,7 @@ __all__ = [
     "get_backend",
     "is_concrete",
     "is_tf_array",
+    "may_carry_gradient",
     "values_are_cheap",
 ]
 
@@ -128,6 +129,12 @@ class Backend:
         """Whether reading ``x``'s values now is cheap: concrete and in host memory."""
         return self.is_concrete(x)
 
+    def may_carry_gradient(self, x: Any) -> bool:
+        """Whether a derivative with respect to ``x`` may be taken from the ops applied
+        to it now. True unless the library can say no (then the core may use a
+        formulation whose value is exact but whose derivative in ``x`` is not needed)."""
+        return True
+
     def device(self, x: Any) -> Any:
         """The device of ``x``, for creating constants beside it."""
         return _array_api_compat().device(x)
@@ -152,6 +159,9 @@ class NumPyBackend(Backend):
 
         return array_api_compat.numpy
 
+    def may_carry_gradient(self, x: Any) -> bool:
+        return False  # (no autodiff)
+
 
 class ArrayAPIStrictBackend(Backend):
     """The standard's reference implementation: no extras, no float16, CPU only."""
@@ -170,6 +180,9 @@ class ArrayAPIStrictBackend(Backend):
         import array_api_strict
 
         return array_api_strict
+
+    def may_carry_gradient(self, x: Any) -> bool:
+        return False  # (no autodiff)
 
 
 class TorchBackend(Backend):
@@ -217,6 +230,16 @@ class TorchBackend(Backend):
         # On an accelerator, reading values would synchronize the device on every call.
         return self.is_concrete(x) and x.device.type == "cpu"
 
+    def may_carry_gradient(self, x: Any) -> bool:
+        # Autograd records only tensors that require grad, with grad mode on (it is off
+        # in a custom Function's forward); torch.func's transforms wrap their inputs.
+        # While torch.compile traces, the wrapper test cannot run: say yes (the compiled
+        # graph fuses the exact form's extra test anyway).
+        torch = sys.modules["torch"]
+        if torch.compiler.is_compiling() or self.is_functorch_wrapped(x):
+            return True
+        return bool(x.requires_grad) and torch.is_grad_enabled()
+
     def device(self, x: Any) -> Any:
         return x.device
 
@@ -244,6 +267,11 @@ class JAXBackend(Backend):
     def is_concrete(self, x: Any) -> bool:
         # array-api-compat calls every JAX array lazy; only tracers really are.
         return not isinstance(x, sys.modules["jax"].core.Tracer)
+
+    def may_carry_gradient(self, x: Any) -> bool:
+        # Only a tracer can be differentiated (under jit it may be: jit inlines into
+        # a caller's grad).
+        return not self.is_concrete(x)
 
     def values_are_cheap(self, x: Any) -> bool:
         return self.is_concrete(x) and all(d.platform == "cpu" for d in x.devices())
@@ -403,6 +431,15 @@ def values_are_cheap(x: Any) -> bool:
     label shows up as NaN instead.
     """
     return _backend_or_generic(x).values_are_cheap(x)
+
+
+def may_carry_gradient(x: Any) -> bool:
+    """Whether a derivative with respect to ``x`` may be taken from the ops applied to it
+    now: False for NumPy and array-api-strict (no autodiff), for a PyTorch tensor that
+    autograd does not record (no ``requires_grad``, grad mode off, outside
+    ``torch.func``), and for a concrete JAX array; True otherwise (TensorFlow: any
+    tensor may be watched by a tape)."""
+    return _backend_or_generic(x).may_carry_gradient(x)
 
 
 def device(x: Any) -> Any:

@@ -60,7 +60,7 @@ def smooth_ce(
             or one epsilon per position: an array of the positions' shape (that of
             class-id labels; the logits' shape without ``axis``) or broadcastable to it
             (NumPy's rule: (N, 1) is one epsilon per example of (N, T) tokens). Values
-            outside [0, 1] raise when they can be read, else make those positions NaN.
+            outside [0, 1] raise when they can be read, else make every position NaN.
         prior: ``"uniform"`` (``u_k = 1/K``: PyTorch, Keras, optax; the true class gets
             ``1 - eps + eps/K``), ``"others"`` (eps spread over the K - 1 other classes;
             the true class gets exactly ``1 - eps``: cleverhans 2017, fairseq, T5X), or an

@@ -413,8 +413,18 @@ def test_thresholded_scope_with_nothing_to_measure_is_refused(backend):
     probs[4] = [0.9995, *np.full(probs.shape[1] - 1, 0.0005 / (probs.shape[1] - 1))]
     z, y = backend.asarray(probs), backend.asarray(labels)
     assert np.isfinite(float(metrics.expected_calibration_error(z, y, **options)))
-    with pytest.raises(ValueError, match=r"of the 50 resamples is undefined.*threshold=0.999"):
-        metrics.calibration_error_interval(z, y, n_resamples=50, **options)
+    for norm in ("l1", "l2", "max"):
+        with pytest.raises(ValueError, match=r"of the 50 resamples is undefined.*0.999"):
+            metrics.calibration_error_interval(z, y, n_resamples=50, norm=norm, **options)
+
+
+def test_a_nan_input_gives_a_nan_interval_as_the_error_does(backend):
+    logits, labels = _case(seed=13, n=20)
+    logits[3, 1] = np.nan
+    z, y = backend.asarray(logits), backend.asarray(labels)
+    assert np.isnan(float(metrics.expected_calibration_error(z, y)))
+    interval = metrics.calibration_error_interval(z, y, n_resamples=20)
+    assert all(np.isnan(float(backend.to_numpy(end))) for end in interval)
 
 
 @pytest.mark.parametrize(

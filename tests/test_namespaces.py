@@ -567,6 +567,38 @@ def test_values_are_concrete_and_cheap_in_eager_cpu_code_only(backend):
         assert abstract, "no tracer was tried"
 
 
+def test_may_carry_gradient_only_where_autodiff_can_record(backend):
+    """Where it says False, the core drops the test that keeps d/dfactor exact at a
+    factor of 0 (``_ops.times``): it must be True wherever a derivative may be taken."""
+    x = backend.asarray(np.ones((2, 3)))
+    name = backend.registry.name
+    if name in ("numpy", "array_api_strict"):
+        assert not _compat.may_carry_gradient(x)
+    elif name == "torch":
+        import torch
+
+        assert not _compat.may_carry_gradient(x)
+        x.requires_grad_(True)
+        assert _compat.may_carry_gradient(x) and _compat.may_carry_gradient(x * 2)
+        with torch.no_grad():  # (as in a custom Function's forward)
+            assert not _compat.may_carry_gradient(x.detach() * 2)
+        seen = []
+        torch.func.grad(lambda t: seen.append(_compat.may_carry_gradient(t)) or t.sum())(
+            torch.ones(3)
+        )
+        assert seen == [True]
+    elif name == "jax":
+        import jax
+
+        assert not _compat.may_carry_gradient(x)
+        seen = []
+        jax.grad(lambda t: seen.append(_compat.may_carry_gradient(t)) or t.sum())(x)
+        jax.jit(lambda t: seen.append(_compat.may_carry_gradient(t)) or t)(x)
+        assert seen == [True, True]
+    else:
+        assert _compat.may_carry_gradient(x)  # (a tape may watch any tensor)
+
+
 def test_unknown_backend_names_are_refused():
     with pytest.raises(ValueError, match=r"Unknown backend: expected one of .*name='cupy'"):
         _compat.get_backend("cupy")

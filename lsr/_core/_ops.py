@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lsr._compat import device
+from lsr._compat import device, may_carry_gradient
 from lsr._typing import Array, Namespace
 
 #: Optional namespace functions the core looks up with ``getattr(xp, name, None)``.
@@ -100,14 +100,18 @@ def times(xp: Namespace, factor: Any, x: Any) -> Any:
     that carries no mass contributes nothing, as in the sum it stands for: a masked class
     has logit -inf, and ``0 * -inf`` would be NaN).
 
-    Only a non-finite ``x`` is replaced, so that the derivative with respect to an array
-    ``factor`` stays ``x`` where the factor is 0 (a smoothing of exactly 0 or 1 has the
-    gradient of the formula, not 0)."""
+    Where autodiff may differentiate an array ``factor`` (``may_carry_gradient``), only
+    an infinite ``x`` is replaced, so that the derivative with respect to the factor
+    stays ``x`` where the factor is 0 (a smoothing of exactly 0 or 1, or a soft target
+    of exactly 0, has the gradient of the formula, not 0). Elsewhere (NumPy, the fused
+    passes PyTorch runs without recording) the cheaper form skips the test of ``x``."""
     if isinstance(factor, float):
         if factor == 0.0:
             return 0.0
         return x if factor == 1.0 else factor * x
-    return factor * xp.where((factor == 0) & ~xp.isfinite(x), 0.0, x)
+    if may_carry_gradient(factor):
+        return factor * xp.where((factor == 0) & xp.isinf(x), 0.0, x)
+    return factor * xp.where(factor == 0, 0.0, x)
 
 
 def row_max(xp: Namespace, z: Array, axis: int) -> Array:

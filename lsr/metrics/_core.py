@@ -248,12 +248,13 @@ def calibration_error(
     """
     bins, columns = len(count.shape) - 2, len(count.shape) - 1
     gap = xp.abs(accuracy - mean_confidence)
-    if norm == "max":
-        return xp.max(gap, axis=(bins, columns))
     # A column without any (weighted) example, possible in the thresholded scope, has no
     # error: it is left out of the mean over columns (all left out: NaN).
     total = xp.sum(count, axis=bins, keepdims=True)
     present = total > 0
+    if norm == "max":
+        any_present = xp.any(present, axis=(bins, columns))
+        return xp.where(any_present, xp.max(gap, axis=(bins, columns)), xp.nan)
     proportion = xp.where(present, count / xp.where(present, total, 1.0), 0.0)
     present_columns = xp.astype(xp.squeeze(present, axis=bins), count.dtype)
     columns_seen = xp.sum(present_columns, axis=bins)

@@ -230,8 +230,10 @@ def calibration_error_interval(
             errors(take(values), take(targets), None if weights is None else take(weights))
         )
     every = xp.concat(resampled, axis=0)
-    undefined = int(xp.sum(xp.astype(xp.isnan(every), xp.int32)))
-    if undefined:
+    # (A NaN input gives NaN errors, as ``expected_calibration_error`` does: only the
+    # thresholded scope's empty resamples are refused here.)
+    undefined = int(xp.sum(xp.astype(xp.isnan(every), xp.int32))) if scope == "thresholded" else 0
+    if undefined and bool(xp.isfinite(estimate)):
         # (Every resample has a positive total weight; only the thresholded scope can
         # leave one with no prediction to measure.)
         fail_value(

@@ -96,3 +96,19 @@ def test_distill_gradient():
         / 5
     )
     np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
+def test_thresholded_scope_with_nothing_above_is_nan_under_jit(norm):
+    # Eagerly a ValueError; traced, no plausible number (the max norm gave 0).
+    logits, labels = _case()
+    ece = jax.jit(
+        lambda z, y: metrics.expected_calibration_error(
+            z, y, norm=norm, scope="thresholded", threshold=0.9999999
+        )
+    )(logits, labels)
+    assert np.isnan(ece)
+    with pytest.raises(ValueError, match=r"above `threshold`"):
+        metrics.expected_calibration_error(
+            logits, labels, norm=norm, scope="thresholded", threshold=0.9999999
+        )
