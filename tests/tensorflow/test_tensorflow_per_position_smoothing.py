@@ -46,7 +46,7 @@ def test_tf_function_with_traced_smoothing_of_unknown_batch():
     assert_close(grad.numpy(), expected_grad, "float64", scale=1e4)
     bad = per_example.copy()
     bad[1, 0] = -0.5
+    # (Eagerly a ValueError; traced, every kept position is NaN, ignored ones keep 0.)
     none_bad, _ = loss_and_grad(logits, labels, bad)
-    kept = labels[1] != -100
-    assert np.isnan(none_bad.numpy()[1][kept]).all()
-    assert_close(np.delete(none_bad.numpy(), 1, 0), np.delete(none.numpy(), 1, 0), "float64")
+    kept = labels != -100
+    assert np.isnan(none_bad.numpy()[kept]).all() and (none_bad.numpy()[~kept] == 0).all()
