@@ -37,6 +37,13 @@ BATCH_SCOPES = (*SCOPES, "thresholded")
 DEFAULT_THRESHOLD = 0.01
 
 
+class ErrorOptions(NamedTuple):
+    """The calibration error's options that ``check_error_options`` resolves."""
+
+    right: bool  # bins are (lo, hi]
+    threshold: float  # the thresholded scope's threshold (its default when not given)
+
+
 class ReliabilityDiagram(NamedTuple):
     """Per-bin statistics of top-label confidence (arrays of the input's library).
 
@@ -86,8 +93,9 @@ def check_error_options(
     debias: Any,
     weighted: bool,
     threshold: Any = None,
-) -> bool:
-    """Check the options of the calibration error; return whether bins are (lo, hi]."""
+) -> ErrorOptions:
+    """Check the options of the calibration error; return them resolved (whether bins
+    are (lo, hi], and the thresholded scope's threshold with its default filled in)."""
     check_choice("norm", norm, NORMS)
     check_choice("scope", scope, BATCH_SCOPES)
     if threshold is not None:
@@ -114,6 +122,7 @@ def check_error_options(
             norm,
         )
     right = _check_binning(n_bins, bin_edges, binning)
+    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     if weighted and binning == "equal_mass":
         fail_value(
             "sample_weight works with binning='equal_width' only: equal-mass edges split "
@@ -122,16 +131,14 @@ def check_error_options(
             "binning",
             binning,
         )
-    return right
+    return ErrorOptions(right, limit)
 
 
-def threshold_weights(
-    xp: Any, values: Array, weights: Array | None, threshold: float | None
-) -> Array:
+def threshold_weights(xp: Any, values: Array, weights: Array | None, threshold: float) -> Array:
     """(N, K) weights of the thresholded scope: each example's weight (1 without
-    ``weights``) where the class's probability exceeds the threshold, else 0."""
-    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-    kept = xp.astype(values > limit, values.dtype)
+    ``weights``) where the class's probability exceeds ``threshold`` (resolved by
+    ``check_error_options``), else 0."""
+    kept = xp.astype(values > threshold, values.dtype)
     result = kept if weights is None else kept * weights
     if is_concrete(result) and not bool(xp.any(result > 0)):
         # (Traced, the error is 0 / 0 = NaN.)
@@ -140,7 +147,7 @@ def threshold_weights(
             "positive weight); here none is, which leaves no example to measure. Give a "
             "lower threshold.",
             "threshold",
-            limit,
+            threshold,
         )
     return result
 
@@ -244,7 +251,7 @@ def reliability_diagram(
         >>> print(diagram.confidence, diagram.accuracy, diagram.count, diagram.fraction)
         [0.   0.75] [0.   0.75] [0. 4.] [0. 1.]
     """
-    right = check_error_options(
+    right, _ = check_error_options(
         n_bins=n_bins,
         norm="l1",
         bin_edges=bin_edges,
@@ -427,7 +434,7 @@ def expected_calibration_error(
         False 0.2333
         True 0.1
     """
-    right = check_error_options(
+    right, threshold = check_error_options(
         n_bins=n_bins,
         norm=norm,
         bin_edges=bin_edges,

@@ -21,7 +21,6 @@ from lsr._typing import Array, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._calibration import (
-    DEFAULT_THRESHOLD,
     binned_columns,
     calibration_columns,
     check_error_options,
@@ -108,10 +107,11 @@ def calibration_error_interval(
     """The calibration error with a bootstrap confidence interval.
 
     The error is ``expected_calibration_error`` with the same keywords. The N examples
-    are resampled with replacement ``n_resamples`` times; each resample's error is
-    computed exactly as the error of those examples would be (equal-mass edges are
-    recomputed on each resample; each example keeps its weight, and examples of weight 0,
-    which are not in the data, are left out before resampling). With ``q_a`` the ``a``
+    (with ``sample_weight``: the N examples of positive weight; one of weight 0 is not
+    in the data and is left out before resampling) are resampled with replacement
+    ``n_resamples`` times; each resample's error is computed exactly as the error of
+    those examples would be (equal-mass edges are recomputed on each resample; each
+    example keeps its weight). With ``q_a`` the ``a``
     quantile of the resampled errors (linear interpolation, as ``numpy.percentile``)
     and ``a = (1 - confidence) / 2``:
 
@@ -174,7 +174,7 @@ def calibration_error_interval(
         >>> print(round(float(ece), 2), float(low) < 0.2 < float(high))
         0.2 True
     """
-    right = check_error_options(
+    right, threshold = check_error_options(
         n_bins=n_bins,
         norm=norm,
         bin_edges=bin_edges,
@@ -241,7 +241,7 @@ def calibration_error_interval(
             "undefined: none of their predictions is above `threshold`, so the interval "
             "would be of the others only. Give a lower threshold (or more examples).",
             "threshold",
-            DEFAULT_THRESHOLD if threshold is None else float(threshold),
+            threshold,
         )
     ordered = xp.sort(every)
     tail = (1.0 - float(confidence)) / 2.0
