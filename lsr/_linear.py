@@ -277,6 +277,8 @@ def scanned_linear_smooth_ce(
     scan: Any,
     cotangent: Array | None = None,
     aux: dict[str, Array] | None = None,
+    cond: Any = None,
+    set_rows: Any = None,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
     """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``.
 
@@ -291,6 +293,11 @@ def scanned_linear_smooth_ce(
     to whole blocks and the padding masked out through ``where``. (The eager
     ``linear_smooth_ce`` loops over the kept rows instead.) ``aux``: with ``spec.aux``,
     a dict that receives the auxiliary outputs, reduced (as ``_core.smooth_ce``'s).
+
+    ``cond(pred, if_true, if_false, operand)`` (``jax.lax.cond``'s contract) and
+    ``set_rows(out, index, values)`` (``out`` with ``values`` at the rows ``index``, an
+    index ``N`` dropped; functional, made in place by the compiler inside the loop) run
+    only the kept rows instead (``_scan_kept_rows``).
     """
     num_rows, num_classes = hidden.shape[0], projection.shape[1]
     dtype = _core.compute_dtype(xp, hidden.dtype)
@@ -300,6 +307,25 @@ def scanned_linear_smooth_ce(
         scale = cotangent
     rows = block_rows(num_rows, num_classes, chunk_size)
     blocks = -(-num_rows // rows)
+    if cond is not None and set_rows is not None:
+        return _scan_kept_rows(
+            hidden,
+            projection,
+            bias,
+            labels,
+            scale,
+            denominator,
+            like,
+            xp=xp,
+            spec=spec,
+            rows=rows,
+            blocks=blocks,
+            with_grad=with_grad,
+            scan=scan,
+            cond=cond,
+            set_rows=set_rows,
+            aux=aux,
+        )
     padding = blocks * rows - num_rows
     where = spec.where
     if where is None:
@@ -347,3 +373,98 @@ def scanned_linear_smooth_ce(
         return loss, None
     d_hidden = xp.reshape(d_hidden, (-1, hidden.shape[1]))[:num_rows, ...]
     return loss, (d_hidden, *carry)
+
+
+def _scan_kept_rows(
+    hidden: Array,
+    projection: Array,
+    bias: Array | None,
+    labels: Array,
+    scale: Any,
+    denominator: Any,
+    like: Array,
+    *,
+    xp: Namespace,
+    spec: Spec,
+    rows: int,
+    blocks: int,
+    with_grad: bool,
+    scan: Any,
+    cond: Any,
+    set_rows: Any,
+    aux: dict[str, Array] | None,
+) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
+    """``scanned_linear_smooth_ce`` over the kept rows only, for a compiled loop.
+
+    The blocks' shapes are fixed, so the kept rows are put first instead: a stable sort
+    of "left out" gives each slot of ``blocks * rows`` the row it holds (the kept rows in
+    order, then ``N`` for no row). Each block gathers its rows (one block of hidden
+    states, never an (N, d) copy), a block with no kept row is skipped by ``cond`` (the
+    work scales with the kept rows), and ``d hidden`` is an (N, d) part of the carry,
+    each block's rows set into it by ``set_rows``. Peak memory above the inputs: the
+    three gradients, one block's logits and rows, and O(N) vectors."""
+    num_rows, width = hidden.shape
+    place = device(hidden)
+    index_dtype = _core.index_dtype(xp, hidden)
+    slots = xp.arange(blocks * rows, dtype=index_dtype, device=place)
+    keep = _core.kept_positions(labels, spec, xp=xp)
+    if keep is None:
+        count: Any = num_rows
+        order = slots
+    else:
+        count = xp.sum(xp.astype(keep, index_dtype))
+        left_out = xp.astype(xp.logical_not(keep), xp.int8)
+        order = xp.astype(xp.argsort(left_out, stable=True), index_dtype)
+        padding = xp.zeros((blocks * rows - num_rows,), dtype=index_dtype, device=place)
+        order = xp.concat([order, padding])
+    order = xp.where(slots < count, order, num_rows)
+    per_row_scale = not isinstance(scale, float) and scale.ndim > 0
+    dtype = like.dtype
+    names = ["loss", *_core.AUX_NAMES] if spec.aux else ["loss"]
+
+    def body(carry: Any, index: Array) -> tuple[Any, dict[str, Array]]:
+        valid = index < num_rows
+        safe = xp.where(valid, index, 0)
+
+        def take(x: Array) -> Array:
+            return xp.take(x, safe, axis=0)
+
+        def compute(carry: Any) -> tuple[Any, dict[str, Array]]:
+            grads, d_hidden = (None, None) if carry is None else carry
+            grads, rows_out, rows_grad = block_step(
+                grads,
+                take(hidden),
+                take(labels),
+                valid,
+                take(scale) if per_row_scale else scale,
+                xp=xp,
+                projection=projection,
+                bias=bias,
+                spec=_block_spec(spec, take),
+            )
+            if carry is None:
+                return None, rows_out
+            return (grads, set_rows(d_hidden, index, rows_grad)), rows_out
+
+        def skip(carry: Any) -> tuple[Any, dict[str, Array]]:
+            zeros = xp.zeros((rows,), dtype=dtype, device=place)
+            return carry, {name: zeros for name in names}
+
+        return cond(index[0] < num_rows, compute, skip, carry)
+
+    init = None
+    if with_grad:
+        d_hidden = xp.zeros((num_rows, width), dtype=hidden.dtype, device=place)
+        init = (zero_grads(xp, projection, bias), d_hidden)
+    carry, stacked = scan(body, init, xp.reshape(order, (blocks, rows)))
+    per_row = {name: xp.reshape(value, (-1,)) for name, value in stacked.items()}
+    if spec.reduction == "none":
+        # Each row's values back at its position (0 where left out).
+        zeros = xp.zeros((num_rows,), dtype=dtype, device=place)
+        per_row = {name: set_rows(zeros, order, value) for name, value in per_row.items()}
+    loss = _core.reduce(xp, per_row.pop("loss"), denominator, spec.reduction)
+    _reduce_aux(xp, per_row, aux, labels, spec, like)
+    if carry is None:
+        return loss, None
+    (grad_projection, grad_bias), d_hidden = carry
+    return loss, (d_hidden, grad_projection, grad_bias)

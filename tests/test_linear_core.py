@@ -13,10 +13,83 @@ import pytest
 
 from lsr import _linear
 from lsr._checks import prepare_linear_smooth_ce
+from lsr._compat import array_namespace
 from tests import reference
 from tests.backends import assert_close
 
 N, D, K = 7, 3, 5
+
+# The three loops over blocks of rows: the eager loop over the kept rows
+# (``linear_smooth_ce``), and the compiled frameworks' ``scan`` over every row (masked)
+# or, given a ``cond`` and ``set_rows`` (JAX's), over the kept rows only. Here the scan
+# and the cond run in Python, on any namespace.
+LOOPS = ["eager", "scan", "scan_kept_rows"]
+
+
+def _python_scan(body, init, xs):
+    """``jax.lax.scan``'s contract in Python: outputs stacked on a leading axis."""
+    xp = array_namespace(
+        *[x for x in (xs.values() if isinstance(xs, dict) else [xs]) if x is not None]
+    )
+    count = next(x for x in (xs.values() if isinstance(xs, dict) else [xs]) if x is not None).shape[
+        0
+    ]
+    carry, outputs = init, []
+    for i in range(count):
+        x = (
+            {k: None if v is None else v[i, ...] for k, v in xs.items()}
+            if isinstance(xs, dict)
+            else xs[i, ...]
+        )
+        carry, out = body(carry, x)
+        outputs.append(out)
+
+    def stack(parts):
+        first = parts[0]
+        if first is None:
+            return None
+        if isinstance(first, dict):
+            return {k: stack([p[k] for p in parts]) for k in first}
+        if isinstance(first, tuple):
+            return tuple(stack([p[i] for p in parts]) for i in range(len(first)))
+        return xp.stack(parts)
+
+    return carry, stack(outputs)
+
+
+def _set_rows(out, index, values):
+    """``out`` with ``values`` at the rows ``index`` (``N`` dropped), functional, from
+    plain array-API ops (a one-hot product)."""
+    xp = array_namespace(out, index)
+    rows = xp.arange(out.shape[0], dtype=index.dtype)
+    hits = xp.astype(index[:, None] == rows[None, :], values.dtype)  # (B, N)
+    shape = (out.shape[0],) + (1,) * (out.ndim - 1)
+    placed = (
+        xp.tensordot(xp.matrix_transpose(hits), values, axes=1)
+        if values.ndim > 1
+        else xp.sum(hits * values[:, None], axis=0)
+    )
+    return xp.where(xp.reshape(xp.sum(hits, axis=0) > 0, shape), placed, out)
+
+
+def _run(loop, *args, computed=None, **kwargs):
+    """``_linear``'s loss (and gradients) by ``loop``; ``computed`` counts the blocks the
+    kept-rows scan computes."""
+    if loop == "eager":
+        return _linear.linear_smooth_ce(*args, **kwargs)
+    if loop == "scan":
+        return _linear.scanned_linear_smooth_ce(*args, scan=_python_scan, **kwargs)
+
+    def cond(pred, if_true, if_false, operand):
+        if bool(pred):
+            if computed is not None:
+                computed.append(1)
+            return if_true(operand)
+        return if_false(operand)
+
+    return _linear.scanned_linear_smooth_ce(
+        *args, scan=_python_scan, cond=cond, set_rows=_set_rows, **kwargs
+    )
 
 
 def _case(dense, seed=0):
@@ -37,12 +110,13 @@ def _reference_loss(hidden, projection, bias, labels, options, cotangent):
     return float(np.sum(reference.smooth_ce(logits, labels, **options) * cotangent))
 
 
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("chunk_size", [1, 3, None])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("with_bias", [False, True])
 def test_blocked_linear_loss_and_gradients_match_reference(
-    backend, chunk_size, reduction, dense, with_bias
+    backend, loop, chunk_size, reduction, dense, with_bias
 ):
     hidden, projection, bias, labels = _case(dense)
     bias = bias if with_bias else None
@@ -89,7 +163,8 @@ def test_blocked_linear_loss_and_gradients_match_reference(
         z_loss=options["z_loss"],
         chunk_size=chunk_size,
     )
-    loss, grads = _linear.linear_smooth_ce(
+    loss, grads = _run(
+        loop,
         *arrays,
         xb,
         y,
@@ -104,8 +179,8 @@ def test_blocked_linear_loss_and_gradients_match_reference(
     assert len(grads) == len(expected)
     for actual, wanted in zip(grads, expected, strict=True):
         np.testing.assert_allclose(backend.to_numpy(actual), wanted, rtol=1e-6, atol=1e-7)
-    loss_only, nothing = _linear.linear_smooth_ce(
-        *arrays, xb, y, xp=xp, spec=spec, chunk_size=chunk_size, with_grad=False
+    loss_only, nothing = _run(
+        loop, *arrays, xb, y, xp=xp, spec=spec, chunk_size=chunk_size, with_grad=False
     )
     assert nothing is None
     assert_close(backend.to_numpy(loss_only), expected_loss, "float64")
@@ -201,10 +276,12 @@ def test_linear_rows_are_flattened_after_checking_the_shapes_as_given(backend):
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("kept", ["some", "none"])
-def test_rows_left_out_by_where_or_ignore_index(backend, dense, reduction, kept):
+@pytest.mark.parametrize("loop", LOOPS)
+def test_rows_left_out_by_where_or_ignore_index(backend, dense, reduction, kept, loop):
     """Left-out rows (``where``, and ``ignore_index`` for ids) are skipped before the
     projection: their loss and hidden-state gradient are 0 and the rest is unchanged;
-    with every row left out the mean is 0 and every gradient 0."""
+    with every row left out the mean is 0 and every gradient 0. The kept-rows scan
+    computes only the blocks that hold a kept row."""
     hidden, projection, bias, labels = _case(dense, seed=3)
     where = np.array([True, False, True, True, False, False, True])
     if kept == "none":
@@ -240,9 +317,12 @@ def test_rows_left_out_by_where_or_ignore_index(backend, dense, reduction, kept)
         chunk_size=2,
         **{name: value for name, value in options.items() if name != "axis"},
     )
-    loss, grads = _linear.linear_smooth_ce(
+    computed = []
+    loss, grads = _run(
+        loop,
         *arrays,
         y,
+        computed=computed,
         xp=xp,
         spec=spec,
         chunk_size=2,
@@ -263,3 +343,6 @@ def test_rows_left_out_by_where_or_ignore_index(backend, dense, reduction, kept)
     for actual, want in zip(grads, wanted, strict=True):
         np.testing.assert_allclose(backend.to_numpy(actual), want, rtol=1e-6, atol=1e-7)
     assert np.all(backend.to_numpy(grads[0])[~where] == 0.0)
+    if loop == "scan_kept_rows":
+        kept_rows = int(np.sum(where & (True if dense else labels != -1)))
+        assert len(computed) == -(-kept_rows // 2)  # of 4 blocks of 2 rows

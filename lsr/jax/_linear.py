@@ -38,7 +38,15 @@ def _linear_loss(
         scan=jax.lax.scan,
         cotangent=cotangent,
         aux=aux,
+        cond=jax.lax.cond,
+        set_rows=_set_rows,
     )
+
+
+def _set_rows(out, index, values):
+    """``out`` with ``values`` at the rows ``index`` (an index past the end dropped);
+    in place inside the compiled loop."""
+    return out.at[index].set(values, mode="drop")
 
 
 def _with_aux(loss, aux, spec):
