@@ -172,8 +172,9 @@ def test_vocab_parallel_matches_single_process(group_results, world_size, name, 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("world_size", WORLD_SIZES)
 def test_aux_outputs_match_reference(group_results, world_size, reduction):
-    """return_aux of the vocabulary-parallel form and of the data-parallel form: the auxiliary outputs over all K classes and the
-    global batch, the correctness by the first maximum across ranks."""
+    """return_aux of the vocabulary-parallel form and of the data-parallel form: the
+    auxiliary outputs over all K classes and the global batch, the correctness by the
+    first maximum across ranks."""
     logits, labels = worker.tied_inputs()
     expected = reference.aux_outputs(
         logits, labels, ignore_index=worker.IGNORE, reduction=reduction, softcap=20.0
