@@ -22,6 +22,7 @@ __all__ = [
     "binned_columns",
     "calibration_columns",
     "check_error_options",
+    "check_threshold",
     "expected_calibration_error",
     "negative_log_likelihood",
     "reliability_diagram",
@@ -31,9 +32,7 @@ __all__ = [
 NORMS = ("l1", "l2", "max")
 BIN_EDGE_RULES = ("right", "left")
 BINNINGS = ("equal_width", "equal_mass")
-SCOPES = ("top_label", "classwise")
-# Scopes of the batch functions; the streaming state keeps SCOPES only.
-BATCH_SCOPES = (*SCOPES, "thresholded")
+SCOPES = ("top_label", "classwise", "thresholded")
 DEFAULT_THRESHOLD = 0.01
 
 
@@ -97,14 +96,8 @@ def check_error_options(
     """Check the options of the calibration error; return them resolved (whether bins
     are (lo, hi], and the thresholded scope's threshold with its default filled in)."""
     check_choice("norm", norm, NORMS)
-    check_choice("scope", scope, BATCH_SCOPES)
-    if threshold is not None:
-        if scope != "thresholded":
-            fail_value("`threshold` applies to scope='thresholded' only.", "threshold", threshold)
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-            fail_type("`threshold` must be a real number in [0, 1).", "threshold", threshold)
-        if not 0.0 <= float(threshold) < 1.0:
-            fail_value("`threshold` must be in [0, 1).", "threshold", threshold)
+    check_choice("scope", scope, SCOPES)
+    limit = check_threshold(threshold, scope)
     if scope == "thresholded" and binning == "equal_mass":
         fail_value(
             "scope='thresholded' works with binning='equal_width' only: each class keeps "
@@ -122,7 +115,6 @@ def check_error_options(
             norm,
         )
     right = _check_binning(n_bins, bin_edges, binning)
-    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     if weighted and binning == "equal_mass":
         fail_value(
             "sample_weight works with binning='equal_width' only: equal-mass edges split "
@@ -132,6 +124,19 @@ def check_error_options(
             binning,
         )
     return ErrorOptions(right, limit)
+
+
+def check_threshold(threshold: Any, scope: str) -> float:
+    """Check ``threshold`` (given only with ``scope="thresholded"``, a real number in
+    [0, 1)) and resolve it: its default for that scope."""
+    if threshold is not None:
+        if scope != "thresholded":
+            fail_value("`threshold` applies to scope='thresholded' only.", "threshold", threshold)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            fail_type("`threshold` must be a real number in [0, 1).", "threshold", threshold)
+        if not 0.0 <= float(threshold) < 1.0:
+            fail_value("`threshold` must be in [0, 1).", "threshold", threshold)
+    return DEFAULT_THRESHOLD if threshold is None else float(threshold)
 
 
 def threshold_weights(xp: Any, values: Array, weights: Array | None, threshold: float) -> Array:

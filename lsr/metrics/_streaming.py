@@ -25,7 +25,7 @@ from lsr._compat import array_namespace, device
 from lsr._typing import Array, DType, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value, normalize_axis
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES
+from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES, check_threshold
 from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
 
 __all__ = [
@@ -44,7 +44,8 @@ class CalibrationState(NamedTuple):
     """Per-bin sums of a stream, for the binned calibration error (arrays of one library).
 
     Shapes are (n_bins,) for ``scope="top_label"`` and (K, n_bins) for
-    ``scope="classwise"`` (one row per class), in one floating dtype.
+    ``scope="classwise"`` and ``"thresholded"`` (one row per class), in one floating
+    dtype.
 
     Attributes:
         count: the number of examples in each bin (floating: exact up to 2**24 per bin in
@@ -87,27 +88,30 @@ def metric_state_shape(
     bin_edges: Any,
     debias: Any,
     binning: Any,
-) -> tuple[int, ...]:
+    threshold: Any = None,
+) -> tuple[tuple[int, ...], float | None]:
     """Check a framework metric's options (``lsr.torch.CalibrationError``,
-    ``lsr.keras.CalibrationError``) and give its state's shape: ``(n_bins,)``, or
-    ``(num_classes, n_bins)`` for the classwise scope."""
+    ``lsr.keras.CalibrationError``): ``(its state's shape, threshold)``, the shape
+    ``(n_bins,)`` or ``(num_classes, n_bins)`` for the classwise and thresholded scopes,
+    the threshold resolved for the thresholded scope (None for the others)."""
     check_streaming_options(n_bins, scope, binning)
+    limit = check_threshold(threshold, scope)
     check_choice("norm", norm, NORMS)
     check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
     check_bool("from_logits", from_logits)
     check_bool("debias", debias)
     if debias and norm != "l2":
         fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
-    if scope != "classwise":
-        return (n_bins,)
+    if scope == "top_label":
+        return (n_bins,), None
     if num_classes is None:
         fail_value(
-            "scope='classwise' keeps one row of bins per class: pass num_classes.",
+            f"scope={scope!r} keeps one row of bins per class: pass num_classes.",
             "num_classes",
             num_classes,
         )
     check_positive_int("num_classes", num_classes)
-    return (num_classes, n_bins)
+    return (num_classes, n_bins), limit if scope == "thresholded" else None
 
 
 def calibration_state(
@@ -132,9 +136,12 @@ def calibration_state(
             (float32 for half precision) unless ``dtype`` is given and, for
             ``scope="classwise"``, K.
         n_bins: number of equal-width bins of [0, 1] (>= 1).
-        scope: ``"top_label"`` ((n_bins,) arrays) or ``"classwise"`` ((K, n_bins)).
+        scope: ``"top_label"`` ((n_bins,) arrays), ``"classwise"`` or ``"thresholded"``
+            ((K, n_bins); a thresholded stream is a classwise state whose updates
+            pass ``threshold=``, which the state does not record).
         binning: ``"equal_width"``; ``"equal_mass"`` raises (see above).
-        axis: the class axis of ``like`` (read for ``scope="classwise"`` only).
+        axis: the class axis of ``like`` (read for the classwise and thresholded
+            scopes only).
         dtype: the floating dtype of the sums, e.g. float64 to accumulate float32 scores
             over more than 2**24 examples per bin.
 
@@ -154,7 +161,7 @@ def calibration_state(
     elif not xp.isdtype(dtype, "real floating"):
         fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
     shape: tuple[int, ...] = (n_bins,)
-    if scope == "classwise":
+    if scope != "top_label":
         axis = normalize_axis(axis, like.ndim)
         shape = (like.shape[axis], n_bins)
     zeros = [xp.zeros(shape, dtype=dtype, device=device(like)) for _ in range(3)]
@@ -194,6 +201,7 @@ def accumulate(
     from_logits: bool,
     right: bool,
     weights: Array | None = None,
+    threshold: float | None = None,
 ) -> CalibrationState:
     """``state`` plus the per-bin sums of one batch (no validation: the adapters' entry).
 
@@ -202,6 +210,8 @@ def accumulate(
     while tracing. A label outside [0, K) makes its correctness NaN, which stays in the
     state (so the error is NaN) rather than giving a plausible number. ``weights``: None
     or one weight per example as an (N, 1) column (``prepare_weights``' layout).
+    ``threshold`` (a classwise state): only the predictions above it are added (the
+    thresholded scope's weights, ``threshold_weights``; a batch may have none).
     """
     n_bins = state.count.shape[-1]
     classwise = len(state.count.shape) == 2
@@ -209,6 +219,9 @@ def accumulate(
         values, targets = metrics_core.classwise(
             xp, scores, labels, axis=axis, from_logits=from_logits
         )
+        if threshold is not None:
+            kept = xp.astype(values > threshold, values.dtype)
+            weights = kept if weights is None else kept * weights
     else:
         values, targets = metrics_core.top_label(
             xp, scores, labels, axis=axis, from_logits=from_logits
@@ -236,6 +249,7 @@ def update_calibration_state(
     bin_edges: str = "right",
     axis: int = -1,
     sample_weight: Any = None,
+    threshold: float | None = None,
 ) -> CalibrationState:
     """``state`` with one more batch added (a new state; the arguments are not changed).
 
@@ -259,6 +273,14 @@ def update_calibration_state(
             ``expected_calibration_error(..., sample_weight=)``). A batch's weights may
             all be 0 (it adds nothing); under tracing, a weight that is negative or not
             finite makes the state NaN.
+        threshold: for the thresholded scope (a state of ``calibration_state(...,
+            scope="thresholded")``, or any classwise one): only the class probabilities
+            above it are added (Nixon et al.'s thresholding; a batch may have none).
+            Pass the same value to every update (0.01 is the batch function's default);
+            None adds every class probability (the classwise scope). A class with
+            nothing above it in the whole stream is left out of the mean, as in
+            ``expected_calibration_error(..., scope="thresholded")``; the error of a
+            stream with nothing above it is NaN, where the batch function raises.
 
     Returns:
         The updated ``CalibrationState``, in the state's dtype.
@@ -287,6 +309,15 @@ def update_calibration_state(
     """
     check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
     _, state = _check_state(state)
+    if threshold is not None:
+        threshold = check_threshold(threshold, "thresholded")
+        if len(state.count.shape) != 2:
+            fail_value(
+                "`threshold` needs a state of one row of bins per class: make it with "
+                "calibration_state(..., scope='thresholded').",
+                "state.count.shape",
+                tuple(state.count.shape),
+            )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
@@ -309,6 +340,7 @@ def update_calibration_state(
         from_logits=from_logits,
         right=bin_edges == "right",
         weights=weights,
+        threshold=threshold,
     )
 
 
