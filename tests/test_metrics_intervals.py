@@ -168,6 +168,23 @@ def test_the_same_seed_gives_the_same_interval(backend):
     assert wider[1] <= first[1] and wider[2] >= first[2]
 
 
+def test_l1_debiasing_in_intervals_draws_after_the_indices(backend):
+    """With debias=True and norm="l1", the normal draws come from the same generator
+    after the resample indices: the estimate is expected_calibration_error with that
+    generator."""
+    logits, labels = _case(seed=6, n=80)
+    options = dict(n_bins=5, norm="l1", debias=True)
+    estimate, _, _ = _interval(backend, logits, labels, n_resamples=30, seed=9, **options)
+    after_indices = np.random.default_rng(9)
+    after_indices.integers(0, 80, size=(30, 80))
+    expected = metrics.expected_calibration_error(
+        backend.asarray(logits), backend.asarray(labels), seed=after_indices, **options
+    )
+    assert_close(estimate, float(backend.to_numpy(expected)), "float64")
+    plain = _interval(backend, logits, labels, n_resamples=30, seed=9, n_bins=5)
+    assert abs(plain[0] - estimate) > 1e-4  # the correction is not nothing
+
+
 def test_blocks_of_resamples_do_not_change_the_interval(backend, monkeypatch):
     from lsr.metrics import _intervals
 
@@ -195,7 +212,7 @@ def test_blocks_of_resamples_do_not_change_the_interval(backend, monkeypatch):
         ({"seed": -1}, ValueError, r"non-negative.*Received: seed=-1"),
         ({"seed": 1.5}, TypeError, r"Generator.*Received: seed=1.5"),
         ({"norm": "l3"}, ValueError, r"Received: norm='l3'"),
-        ({"debias": True}, ValueError, r"norm='l2' only"),
+        ({"debias": True, "norm": "max"}, ValueError, r"not for the maximum"),
     ],
 )
 def test_bad_interval_options(backend, options, error, pattern):
@@ -449,7 +466,8 @@ def test_bad_threshold_options(backend, options, error, pattern):
         )
 
 
-def test_the_thresholded_scope_does_not_stream(backend):
+def test_a_thresholded_state_has_one_row_per_class(backend):
+    # (It streams: tests/test_metrics_streaming.py checks it against the batch error.)
     logits, _ = _case(seed=1, n=10)
-    with pytest.raises(ValueError, match=r"Received: scope='thresholded'"):
-        metrics.calibration_state(backend.asarray(logits), scope="thresholded")
+    state = metrics.calibration_state(backend.asarray(logits), n_bins=4, scope="thresholded")
+    assert tuple(state.count.shape) == (logits.shape[1], 4)

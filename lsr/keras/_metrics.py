@@ -54,7 +54,9 @@ class CalibrationError(keras.metrics.Metric):
             the whole stream is left out of the mean).
         from_logits: whether ``y_pred`` holds logits.
         bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins.
-        debias: the debiased l2 estimator of Kumar et al. (2019) (``norm="l2"`` only).
+        debias: the debiased l2 estimator of Kumar et al. (2019), or their l1
+            correction by resampling (with ``lsr.metrics``' default seed 0); not with
+            ``norm="max"``.
         binning: ``"equal_width"``; ``"equal_mass"`` raises (its edges need every
             confidence; use the batch ``expected_calibration_error``).
         threshold: with ``scope="thresholded"`` only, the probability a prediction

@@ -15,7 +15,13 @@ from lsr._compat import is_concrete
 from lsr._typing import Array
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
+from lsr.metrics._inputs import (
+    check_bool,
+    check_seed,
+    debias_normals,
+    prepare_scores,
+    prepare_weights,
+)
 
 __all__ = [
     "ReliabilityDiagram",
@@ -107,10 +113,10 @@ def check_error_options(
             binning,
         )
     check_bool("debias", debias)
-    if debias and norm != "l2":
+    if debias and norm == "max":
         fail_value(
-            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator); "
-            "their debiasing of other norms resamples at random and is not offered.",
+            "debias=True is defined for norm='l2' (Kumar et al.'s unbiased estimator) and "
+            "norm='l1' (their correction by resampling), not for the maximum.",
             "norm",
             norm,
         )
@@ -293,6 +299,7 @@ def expected_calibration_error(
     debias: bool = False,
     sample_weight: Any = None,
     threshold: float | None = None,
+    seed: Any = 0,
 ) -> Array:
     r"""Binned calibration error: ECE, its root-mean-square form or MCE; top-label or classwise.
 
@@ -350,13 +357,23 @@ def expected_calibration_error(
       which would split each class's kept predictions, a number known only from the
       values (so ``binning="equal_mass"`` is a ``ValueError`` here).
 
-    ``debias=True`` (``norm="l2"`` only): the debiased estimator of Kumar et al. (2019),
+    ``debias=True`` with ``norm="l2"``: the debiased estimator of Kumar et al. (2019),
     the package's ``unbiased_l2_ce``: each bin's squared gap minus the variance of its
     accuracy, ``(acc_b - conf_b)**2 - acc_b (1 - acc_b) / (|B_b| - 1)``, bins of fewer
     than two examples counting 0, weighted by ``|B_b|/N``; the sum is clipped at 0 (per
-    class with ``scope="classwise"``) before the square root. Their debiasing for other
-    norms resamples at random (``normal_debiased_ce``), so it is not offered here:
-    ``debias=True`` with ``norm="l1"`` or ``"max"`` is a ``ValueError``.
+    class with ``scope="classwise"``) before the square root.
+
+    ``debias=True`` with ``norm="l1"``: their correction by resampling (the package's
+    ``normal_debiased_ce``), ``2 e - mean_r e_r``: ``e`` the l1 error, ``e_r`` the l1
+    error with each bin's accuracy replaced by a draw from ``N(acc_b, acc_b (1 - acc_b)
+    / |B_b|)``, for 1000 draws; per class with ``scope="classwise"`` (each class its own
+    draws), then averaged. The standard normal draws are made on the host by NumPy,
+    ``numpy.random.default_rng(seed).standard_normal((1000, n_bins, C))`` (C = 1, or K
+    classes; draw ``r`` of bin ``b`` and column ``c`` is ``[r, b, c]``), so the result is
+    reproducible, the same on every backend, and traceable. Unlike the package, a bin
+    of fewer than two examples is not an error: an empty bin weighs 0, and one example
+    has a 0/1 accuracy of variance 0. The estimate may be slightly negative (it is not
+    clipped, as in the package). ``"max"`` has no debiasing (a ``ValueError``).
 
     Traceable (``jax.jit``): under tracing, value checks cannot run and a label out of
     range makes the result NaN.
@@ -374,7 +391,8 @@ def expected_calibration_error(
         axis: the class axis.
         binning: ``"equal_width"`` or ``"equal_mass"``.
         scope: ``"top_label"``, ``"classwise"`` or ``"thresholded"``.
-        debias: the debiased l2 estimator (``norm="l2"`` only).
+        debias: the debiased l2 estimator, or the l1 correction by resampling (not
+            with ``norm="max"``).
         sample_weight: None, or one finite non-negative weight per example (the
             labels' shape, floating or integer, with a positive sum). Each example
             counts with its weight in its bin's count and means, so ``|B_b| / N``
@@ -384,6 +402,9 @@ def expected_calibration_error(
             by their number.
         threshold: the probability a prediction must exceed to count, with
             ``scope="thresholded"`` only (default None: 0.01); in [0, 1).
+        seed: the normal draws of ``debias=True`` with ``norm="l1"`` (read only then):
+            a non-negative integer, a ``numpy.random.Generator`` (drawn from, so it
+            advances), or None for fresh entropy. The default 0 makes it reproducible.
 
     Returns:
         A 0-d array of the input's library, in the compute dtype.
@@ -449,6 +470,7 @@ def expected_calibration_error(
         weighted=sample_weight is not None,
         threshold=threshold,
     )
+    check_seed(seed)
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
@@ -461,7 +483,12 @@ def expected_calibration_error(
     mean_value, mean_target, count, _ = binned_columns(
         xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
     )
-    return metrics_core.calibration_error(xp, mean_value, mean_target, count, norm, debias=debias)
+    normals = None
+    if debias and norm == "l1":
+        normals = debias_normals(seed, count.shape[-2], count.shape[-1])
+    return metrics_core.calibration_error(
+        xp, mean_value, mean_target, count, norm, debias=debias, normals=normals
+    )
 
 
 def negative_log_likelihood(

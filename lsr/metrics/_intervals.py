@@ -26,7 +26,13 @@ from lsr.metrics._calibration import (
     check_error_options,
     threshold_weights,
 )
-from lsr.metrics._inputs import prepare_scores, prepare_weights
+from lsr.metrics._inputs import (
+    check_seed,
+    debias_normals,
+    generator,
+    prepare_scores,
+    prepare_weights,
+)
 
 __all__ = ["CalibrationInterval", "calibration_error_interval"]
 
@@ -61,18 +67,7 @@ def _check_interval_options(confidence: Any, n_resamples: Any, method: Any, seed
         )
     check_positive_int("n_resamples", n_resamples)
     check_choice("method", method, METHODS)
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        if seed is not None and seed < 0:
-            fail_value("`seed` must be a non-negative integer.", "seed", seed)
-        return
-    import numpy as np
-
-    if not isinstance(seed, np.random.Generator):
-        fail_type(
-            "`seed` must be a non-negative integer, a numpy.random.Generator or None.",
-            "seed",
-            seed,
-        )
+    check_seed(seed)
 
 
 def _quantile(xp: Namespace, ordered: Array, q: float) -> Array:
@@ -129,9 +124,11 @@ def calibration_error_interval(
 
     Randomness: the resample indices are drawn on the host, by NumPy:
     ``numpy.random.default_rng(seed).integers(0, N, size=(n_resamples, N))`` (row r is
-    resample r); the gathering and all arithmetic are the input's namespace, on its
-    device. The same seed gives the same interval on every backend (up to the
-    backends' rounding). The package's own function draws from NumPy's global state
+    resample r), then, for ``debias=True`` with ``norm="l1"``, the normal draws of that
+    correction from the same generator (one set for the estimate and every resample);
+    the gathering and all arithmetic are the input's namespace, on its device. The
+    same seed gives the same interval on every backend (up to the backends' rounding).
+    The package's own function draws from NumPy's global state
     and treats its ``alpha=0.1`` as a percentage (a 99.9% interval); give it these
     indices and ``alpha = 100 (1 - confidence)`` percent to reproduce the numbers here
     (``tests/test_metrics_intervals.py`` does).
@@ -200,21 +197,22 @@ def calibration_error_interval(
     if scope == "thresholded":
         weights = threshold_weights(xp, values, weights, threshold)
 
+    size, columns = values.shape
+    rng = generator(seed)
+    indices = rng.integers(0, size, size=(n_resamples, size))
+    # The l1 debiasing's normal draws, after the indices: the same for every resample.
+    normals = debias_normals(rng, n_bins, columns) if debias and norm == "l1" else None
+
     def errors(values: Array, targets: Array, weights: Array | None) -> Array:
         mean_value, mean_target, count, _ = binned_columns(
             xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
         )
         return metrics_core.calibration_error(
-            xp, mean_value, mean_target, count, norm, debias=debias
+            xp, mean_value, mean_target, count, norm, debias=debias, normals=normals
         )
 
     estimate = errors(values, targets, weights)
 
-    import numpy as np
-
-    size, columns = values.shape
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    indices = rng.integers(0, size, size=(n_resamples, size))
     block = max(1, BLOCK_VALUES // (size * columns))
     index_type, place = _core.index_dtype(xp, values), device(values)
     resampled = []

@@ -26,7 +26,13 @@ from lsr._typing import Array, DType, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value, normalize_axis
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES, check_threshold
-from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
+from lsr.metrics._inputs import (
+    check_bool,
+    check_seed,
+    debias_normals,
+    prepare_scores,
+    prepare_weights,
+)
 
 __all__ = [
     "CalibrationState",
@@ -100,8 +106,8 @@ def metric_state_shape(
     check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
     check_bool("from_logits", from_logits)
     check_bool("debias", debias)
-    if debias and norm != "l2":
-        fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
+    if debias and norm == "max":
+        fail_value("debias=True is defined for norm='l2' and 'l1' only.", "norm", norm)
     if scope == "top_label":
         return (n_bins,), None
     if num_classes is None:
@@ -363,8 +369,11 @@ def merge_calibration_states(first: CalibrationState, second: CalibrationState) 
     return CalibrationState(*(a + b for a, b in zip(first, second, strict=True)))
 
 
-def error_from_state(xp: Namespace, state: CalibrationState, norm: str, *, debias: bool) -> Array:
-    """The calibration error of a state (no validation: the adapters' entry); NaN if empty."""
+def error_from_state(
+    xp: Namespace, state: CalibrationState, norm: str, *, debias: bool, seed: Any = 0
+) -> Array:
+    """The calibration error of a state (no validation: the adapters' entry); NaN if empty.
+    ``seed``: the l1 debiasing's normal draws (``expected_calibration_error``'s)."""
     if len(state.count.shape) == 2:
         columns = [xp.matrix_transpose(array) for array in state]
     else:
@@ -374,33 +383,41 @@ def error_from_state(xp: Namespace, state: CalibrationState, norm: str, *, debia
     seen = xp.sum(count) > 0
     # An empty state computes on counts of 1 (no 0/0 warnings) and then reads NaN.
     count = xp.where(seen, count, 1.0)
-    error = metrics_core.calibration_error(xp, confidence, accuracy, count, norm, debias=debias)
+    normals = None
+    if debias and norm == "l1":
+        normals = debias_normals(seed, count.shape[-2], count.shape[-1])
+    error = metrics_core.calibration_error(
+        xp, confidence, accuracy, count, norm, debias=debias, normals=normals
+    )
     return xp.where(seen, error, xp.nan)
 
 
 def calibration_error_from_state(
-    state: CalibrationState, *, norm: str = "l1", debias: bool = False
+    state: CalibrationState, *, norm: str = "l1", debias: bool = False, seed: Any = 0
 ) -> Array:
     """The binned calibration error of everything a state has seen (a 0-d array).
 
     The formula of ``expected_calibration_error`` (``norm`` "l1" ECE, "l2", "max" MCE;
     classes combined as there for a classwise state; ``debias`` the debiased l2
-    estimator of Kumar et al. 2019) on the per-bin means ``confidence_sum / count`` and
-    ``correct_sum / count``. The debiased estimator streams exactly: its variance term
-    ``acc (1 - acc) / (n_b - 1)`` needs only each bin's count and accuracy, since every
-    correctness is 0 or 1. A state with no examples gives NaN (no error is defined).
+    estimator of Kumar et al. 2019, or their l1 correction by resampling with the
+    normal draws of ``seed``) on the per-bin means ``confidence_sum / count`` and
+    ``correct_sum / count``. Both debiasings stream exactly: they need only each bin's
+    count and accuracy (the variance ``acc (1 - acc)`` of 0/1 correctness). A state
+    with no examples gives NaN (no error is defined).
 
     Raises:
         TypeError: a ``state`` that is not one, a ``debias`` that is not a bool.
-        ValueError: bad ``norm``, or ``debias=True`` with a norm other than "l2".
+        ValueError: bad ``norm``, ``debias=True`` with ``norm="max"``, a bad ``seed``.
     """
     check_choice("norm", norm, NORMS)
     check_bool("debias", debias)
-    if debias and norm != "l2":
+    if debias and norm == "max":
         fail_value(
-            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator).",
+            "debias=True is defined for norm='l2' (Kumar et al.'s unbiased estimator) and "
+            "norm='l1' (their correction by resampling), not for the maximum.",
             "norm",
             norm,
         )
+    check_seed(seed)
     xp, state = _check_state(state)
-    return error_from_state(xp, state, norm, debias=debias)
+    return error_from_state(xp, state, norm, debias=debias, seed=seed)

@@ -20,15 +20,27 @@ def _case(seed=0, n=50, num_classes=4):
     return jnp.asarray(logits), jnp.asarray(labels)
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
-def test_calibration_error_under_jit(norm):
+@pytest.mark.parametrize(
+    ("norm", "debias", "scope"),
+    [
+        ("l1", False, "top_label"),
+        ("l2", False, "top_label"),
+        ("max", False, "top_label"),
+        ("l2", True, "classwise"),
+        # The l1 correction's normal draws are made on the host: constants of the program.
+        ("l1", True, "top_label"),
+        ("l1", True, "classwise"),
+    ],
+)
+def test_calibration_error_under_jit(norm, debias, scope):
     logits, labels = _case()
+    options = dict(n_bins=10, norm=norm, debias=debias, scope=scope)
 
     @jax.jit
     def ece(z, y):
-        return metrics.expected_calibration_error(z, y, n_bins=10, norm=norm)
+        return metrics.expected_calibration_error(z, y, **options)
 
-    eager = metrics.expected_calibration_error(logits, labels, n_bins=10, norm=norm)
+    eager = metrics.expected_calibration_error(logits, labels, **options)
     np.testing.assert_allclose(ece(logits, labels), eager, rtol=1e-12)
 
 

@@ -40,7 +40,7 @@ def _threshold(scope):
 
 
 @pytest.mark.parametrize(
-    "norm, debias", [("l1", False), ("l2", False), ("l2", True), ("max", False)]
+    "norm, debias", [("l1", False), ("l1", True), ("l2", False), ("l2", True), ("max", False)]
 )
 @pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
 def test_update_state_calls_give_the_batch_error_and_reset_state_empties(scope, norm, debias):

@@ -33,7 +33,7 @@ def _feed(metric, scores, labels, sizes=(1, 40, 50, 29)):
 
 
 @pytest.mark.parametrize(
-    "norm, debias", [("l1", False), ("l2", False), ("l2", True), ("max", False)]
+    "norm, debias", [("l1", False), ("l1", True), ("l2", False), ("l2", True), ("max", False)]
 )
 @pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
 @pytest.mark.parametrize("bin_edges", ["right", "left"])
@@ -103,8 +103,8 @@ def test_options_are_checked_when_the_metric_is_made():
         CalibrationError(binning="equal_mass")
     with pytest.raises(ValueError, match=r"pass num_classes.*Received: num_classes=None"):
         CalibrationError(scope="classwise")
-    with pytest.raises(ValueError, match=r"Received: norm='l1'"):
-        CalibrationError(norm="l1", debias=True)
+    with pytest.raises(ValueError, match=r"Received: norm='max'"):
+        CalibrationError(norm="max", debias=True)
     metric = CalibrationError(scope="classwise", num_classes=4)
     with pytest.raises(ValueError, match=r"one row per class"):
         metric.update(torch.zeros(3, 5), torch.zeros(3, dtype=torch.int64))
