@@ -16,7 +16,7 @@ import numbers
 from typing import Any, NamedTuple
 
 from lsr import _core
-from lsr._compat import device
+from lsr._compat import device, is_concrete
 from lsr._typing import Array, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
@@ -133,8 +133,13 @@ def calibration_error_interval(
     indices and ``alpha = 100 (1 - confidence)`` percent to reproduce the numbers here
     (``tests/test_metrics_intervals.py`` does).
 
-    Not traceable: the resampling loop runs in Python on concrete arrays (call it
-    outside ``jax.jit`` or ``tf.function``).
+    Traceable (``jax.jit``, ``tf.function``): the resample indices (and normal draws)
+    are host constants of the program and the loop over blocks of resamples is
+    unrolled, so the traced interval is the eager one. Two things need values: the
+    number of examples (a known shape), and with ``sample_weight`` which examples
+    weigh 0, so weights are refused while tracing (a ``ValueError``). Traced, a bad
+    value or a resample of the thresholded scope with nothing to measure makes the
+    interval NaN; eagerly the latter raises. A NaN anywhere makes both ends NaN.
 
     Args:
         logits_or_probs, labels: as in ``expected_calibration_error``.
@@ -189,7 +194,24 @@ def calibration_error_interval(
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )
+    if values.shape[0] is None:
+        fail_value(
+            "calibration_error_interval needs the number of examples to draw the "
+            "resamples: give inputs of known shape (a tf.function traced with a batch "
+            "of unknown size has none).",
+            "logits_or_probs.shape",
+            tuple(scores.shape),
+        )
     if weights is not None:
+        if not is_concrete(weights):
+            fail_value(
+                "calibration_error_interval with sample_weight reads the weights (an "
+                "example of weight 0 is not resampled, and which ones those are is a "
+                "value): call it outside jax.jit / tf.function / torch.compile, or "
+                "without sample_weight there.",
+                "sample_weight",
+                sample_weight,
+            )
         # An example of weight 0 is not in the data (a weight m counts it m times): it
         # is left out before resampling, so that no resample is only such examples.
         present = xp.nonzero(xp.reshape(weights, (-1,)) > 0)[0]
@@ -230,7 +252,9 @@ def calibration_error_interval(
     every = xp.concat(resampled, axis=0)
     # (A NaN input gives NaN errors, as ``expected_calibration_error`` does: only the
     # thresholded scope's empty resamples are refused here.)
-    undefined = int(xp.sum(xp.astype(xp.isnan(every), xp.int32))) if scope == "thresholded" else 0
+    undefined = 0
+    if scope == "thresholded" and is_concrete(every):
+        undefined = int(xp.sum(xp.astype(xp.isnan(every), xp.int32)))
     if undefined and bool(xp.isfinite(estimate)):
         # (Every resample has a positive total weight; only the thresholded scope can
         # leave one with no prediction to measure.)
@@ -246,4 +270,8 @@ def calibration_error_interval(
     lower, upper = _quantile(xp, ordered, tail), _quantile(xp, ordered, 1.0 - tail)
     if method == "basic":
         lower, upper = 2.0 * estimate - upper, 2.0 * estimate - lower
+    # A NaN error anywhere (a NaN input; traced, a bad value or an empty thresholded
+    # resample) makes both ends NaN: sorted last, it would leave a plausible lower end.
+    poisoned = xp.any(xp.isnan(every)) | xp.isnan(estimate)
+    lower, upper = (xp.where(poisoned, xp.nan, end) for end in (lower, upper))
     return CalibrationInterval(estimate, lower, upper)
