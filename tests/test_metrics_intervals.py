@@ -469,8 +469,39 @@ def test_bad_threshold_options(backend, options, error, pattern):
         )
 
 
-def test_a_thresholded_state_has_one_row_per_class(backend):
-    # (It streams: tests/test_metrics_streaming.py checks it against the batch error.)
+def test_a_thresholded_state_is_made_as_a_classwise_one(backend):
+    # It streams (tests/test_metrics_streaming.py) as a classwise state whose updates pass
+    # the threshold; a state cannot record it, so "thresholded" is refused here rather
+    # than an update without threshold= silently giving the classwise error.
     logits, _ = _case(seed=1, n=10)
-    state = metrics.calibration_state(backend.asarray(logits), n_bins=4, scope="thresholded")
-    assert tuple(state.count.shape) == (logits.shape[1], 4)
+    with pytest.raises(ValueError, match=r"scope='classwise'.*Received: scope='thresholded'"):
+        metrics.calibration_state(backend.asarray(logits), n_bins=4, scope="thresholded")
+
+
+def test_debiasing_needs_whole_weights(backend):
+    """The debiased estimators count examples: fractional weights have no such count
+    (the result would change with their scale), so they are refused, in the batch
+    function, the interval and a streamed state."""
+    logits, labels = _case(seed=3, n=40)
+    z, y = backend.asarray(logits), backend.asarray(labels)
+    half = backend.asarray(np.full(40, 0.5))
+    whole = backend.asarray(np.full(40, 2.0))
+    for norm in ("l1", "l2"):
+        options = dict(n_bins=4, norm=norm, debias=True)
+        with pytest.raises(ValueError, match=r"whole numbers.*Received: sample_weight="):
+            metrics.expected_calibration_error(z, y, sample_weight=half, **options)
+        with pytest.raises(ValueError, match=r"whole numbers.*Received: sample_weight="):
+            metrics.calibration_error_interval(z, y, sample_weight=half, n_resamples=5, **options)
+        # Whole weights are repeated examples: the same as the data repeated.
+        repeated = metrics.expected_calibration_error(z, y, sample_weight=whole, **options)
+        twice = metrics.expected_calibration_error(
+            backend.asarray(np.concatenate([logits, logits])),
+            backend.asarray(np.concatenate([labels, labels])),
+            **options,
+        )
+        assert_close(float(backend.to_numpy(repeated)), float(backend.to_numpy(twice)), "float64")
+        state = metrics.calibration_state(z, n_bins=4)
+        state = metrics.update_calibration_state(state, z, y, sample_weight=half)
+        with pytest.raises(ValueError, match=r"whole numbers.*Received: state.count="):
+            metrics.calibration_error_from_state(state, norm=norm, debias=True)
+        assert np.isfinite(float(backend.to_numpy(metrics.calibration_error_from_state(state))))

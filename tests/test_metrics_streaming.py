@@ -59,7 +59,9 @@ def _adversarial_probs():
 
 
 def _stream(backend, scores, labels, splits, *, n_bins, scope, bin_edges, from_logits):
-    state = metrics.calibration_state(backend.asarray(scores), n_bins=n_bins, scope=scope)
+    # (A thresholded stream is a classwise state whose updates pass the threshold.)
+    state_scope = "classwise" if scope == "thresholded" else scope
+    state = metrics.calibration_state(backend.asarray(scores), n_bins=n_bins, scope=state_scope)
     for part, part_labels in zip(np.split(scores, splits), np.split(labels, splits), strict=True):
         state = metrics.update_calibration_state(
             state,
@@ -274,7 +276,7 @@ def test_a_thresholded_stream_with_nothing_above_the_threshold_has_no_error(back
     raises."""
     probs = np.full((4, 4), 0.25)
     labels = np.array([0, 1, 2, 3])
-    state = metrics.calibration_state(backend.asarray(probs), n_bins=5, scope="thresholded")
+    state = metrics.calibration_state(backend.asarray(probs), n_bins=5, scope="classwise")
     state = metrics.update_calibration_state(
         state, backend.asarray(probs), backend.asarray(labels), from_logits=False, threshold=0.3
     )
@@ -318,7 +320,8 @@ if "jax" in selected_backends():
             state, _ = jax.lax.scan(step, state, (batches, batch_labels))
             return state, metrics.calibration_error_from_state(state, norm="l2", debias=True)
 
-        state = metrics.calibration_state(batches, n_bins=6, scope=scope)
+        state_scope = "classwise" if scope == "thresholded" else scope
+        state = metrics.calibration_state(batches, n_bins=6, scope=state_scope)
         state, value = run(state, batches, batch_labels)
         assert traces  # traced, not run eagerly
         expected = metrics.expected_calibration_error(

@@ -256,6 +256,26 @@ def calibration_error(
     is the error with each bin's accuracy drawn from ``N(acc_b, acc_b (1 - acc_b) / n_b)``,
     from ``normals`` (host standard normal draws (R, B, C), ``_inputs.debias_normals``).
     """
+    error = _error(xp, mean_confidence, accuracy, count, norm, debias=debias, normals=normals)
+    if not debias:
+        return error
+    # The debiasings count examples: a fractional (weighted) count has no such variance,
+    # so the error is NaN (the public functions raise first when the values are concrete).
+    whole = xp.all(count == xp.astype(xp.astype(count, xp.int64), count.dtype))
+    return xp.where(whole, error, xp.nan)
+
+
+def _error(
+    xp: Namespace,
+    mean_confidence: Array,
+    accuracy: Array,
+    count: Array,
+    norm: str,
+    *,
+    debias: bool,
+    normals: Any,
+) -> Array:
+    """``calibration_error``'s arithmetic."""
     bins, columns = len(count.shape) - 2, len(count.shape) - 1
     gap = xp.abs(accuracy - mean_confidence)
     # A column without any (weighted) example, possible in the thresholded scope, has no
@@ -305,9 +325,11 @@ def _mean_resampled_l1(
     """Per column (leading axes kept), the mean over the draws ``z`` of ``sum_b (n_b / N)
     |acc_b + sd_b z_b - conf_b|``, ``sd_b = sqrt(acc_b (1 - acc_b) / n_b)``: the l1 error
     with each bin's accuracy resampled from its normal approximation (an empty bin has
-    weight 0; a bin of one 0/1 example has sd 0). The draws are made into arrays a
-    block at a time, so memory stays bounded for many columns (classwise) or problems
-    (the bootstrap's resamples)."""
+    weight 0; a bin of one 0/1 example has sd 0). The draws are made into device arrays
+    a block at a time, so the device's memory stays bounded for many columns
+    (classwise) or problems (the bootstrap's resamples); the host holds all of them
+    (``DEBIAS_RESAMPLES x bins x columns`` float64), and under tracing they are
+    constants of the program."""
     seen = count > 0
     variance = accuracy * (1.0 - accuracy) / xp.where(seen, count, 1.0)
     deviation = xp.sqrt(xp.where(seen, variance, 0.0))

@@ -111,6 +111,26 @@ def prepare_scores(
     return xp, cast(xp, scores, _core.compute_dtype(xp, scores.dtype)), labels, axis
 
 
+def whole_counts(xp: Namespace, counts: Array) -> Array:
+    """Whether every value is a whole number (what the debiased estimators count)."""
+    return xp.all(counts == xp.astype(xp.astype(counts, xp.int64), counts.dtype))
+
+
+def check_counts_for_debias(xp: Namespace, counts: Array, name: str, value: Any) -> None:
+    """``debias=True`` counts examples (their variance is of a number of 0/1 outcomes):
+    weights must be whole numbers, a weight ``m`` being the example repeated ``m``
+    times. Checked when concrete; traced, ``metrics_core.calibration_error`` makes the
+    debiased error NaN instead."""
+    if is_concrete(counts) and not bool(whole_counts(xp, counts)):
+        fail_value(
+            "debias=True counts examples: the weights must be whole numbers (a weight m "
+            "is the example repeated m times); fractional weights have no such count, "
+            "and the debiased error would change with their scale.",
+            name,
+            value,
+        )
+
+
 def prepare_weights(
     xp: Namespace, sample_weight: Any, labels: Array, dtype: DType, *, whole: bool = True
 ) -> Array | None:

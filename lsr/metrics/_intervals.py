@@ -27,6 +27,7 @@ from lsr.metrics._calibration import (
     threshold_weights,
 )
 from lsr.metrics._inputs import (
+    check_counts_for_debias,
     check_seed,
     debias_normals,
     generator,
@@ -101,7 +102,9 @@ def calibration_error_interval(
 ) -> CalibrationInterval:
     """The calibration error with a bootstrap confidence interval.
 
-    The error is ``expected_calibration_error`` with the same keywords. The N examples
+    The error is ``expected_calibration_error`` with the same keywords (with
+    ``debias=True`` and ``norm="l1"``, its normal draws come from the generator after
+    the resample indices: see Randomness below). The N examples
     (with ``sample_weight``: the N examples of positive weight; one of weight 0 is not
     in the data and is left out before resampling) are resampled with replacement
     ``n_resamples`` times; each resample's error is computed exactly as the error of
@@ -191,14 +194,16 @@ def calibration_error_interval(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
     weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    if debias and weights is not None:
+        check_counts_for_debias(xp, weights, "sample_weight", sample_weight)
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )
-    if values.shape[0] is None:
+    if None in tuple(values.shape):
         fail_value(
-            "calibration_error_interval needs the number of examples to draw the "
-            "resamples: give inputs of known shape (a tf.function traced with a batch "
-            "of unknown size has none).",
+            "calibration_error_interval needs the number of examples (and of classes) "
+            "to draw the resamples: give inputs of known shape (a tf.function traced "
+            "with a batch of unknown size has none).",
             "logits_or_probs.shape",
             tuple(scores.shape),
         )

@@ -28,6 +28,7 @@ from lsr.metrics import _core as metrics_core
 from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES, check_threshold
 from lsr.metrics._inputs import (
     check_bool,
+    check_counts_for_debias,
     check_seed,
     debias_normals,
     prepare_scores,
@@ -142,9 +143,11 @@ def calibration_state(
             (float32 for half precision) unless ``dtype`` is given and, for
             ``scope="classwise"``, K.
         n_bins: number of equal-width bins of [0, 1] (>= 1).
-        scope: ``"top_label"`` ((n_bins,) arrays), ``"classwise"`` or ``"thresholded"``
-            ((K, n_bins); a thresholded stream is a classwise state whose updates
-            pass ``threshold=``, which the state does not record).
+        scope: ``"top_label"`` ((n_bins,) arrays) or ``"classwise"`` ((K, n_bins)). A
+            thresholded stream is a classwise state whose every update passes
+            ``threshold=``; the state does not record it, so ``"thresholded"`` is a
+            ``ValueError`` here (``lsr.torch.CalibrationError`` and
+            ``lsr.keras.CalibrationError`` take it, and keep the threshold).
         binning: ``"equal_width"``; ``"equal_mass"`` raises (see above).
         axis: the class axis of ``like`` (read for the classwise and thresholded
             scopes only).
@@ -159,6 +162,17 @@ def calibration_state(
         ValueError: bad options.
     """
     check_streaming_options(n_bins, scope, binning)
+    if scope == "thresholded":
+        # The state would not record it: an update without threshold= would silently
+        # add every probability (the classwise error).
+        fail_value(
+            "A thresholded stream is a classwise state whose every update passes "
+            "threshold=: make it with calibration_state(..., scope='classwise') and call "
+            "update_calibration_state(..., threshold=...) (the framework metrics take "
+            "scope='thresholded' and keep the threshold).",
+            "scope",
+            scope,
+        )
     xp = array_namespace(like)
     if not xp.isdtype(like.dtype, "real floating"):
         fail_type("`like` must be a floating array of scores.", "like", like)
@@ -279,9 +293,8 @@ def update_calibration_state(
             ``expected_calibration_error(..., sample_weight=)``). A batch's weights may
             all be 0 (it adds nothing); under tracing, a weight that is negative or not
             finite makes the state NaN.
-        threshold: for the thresholded scope (a state of ``calibration_state(...,
-            scope="thresholded")``, or any classwise one): only the class probabilities
-            above it are added (Nixon et al.'s thresholding; a batch may have none).
+        threshold: for the thresholded scope (a classwise state): only the class
+            probabilities above it are added (Nixon et al.'s thresholding; a batch may have none).
             Pass the same value to every update (0.01 is the batch function's default);
             None adds every class probability (the classwise scope). A class with
             nothing above it in the whole stream is left out of the mean, as in
@@ -320,7 +333,7 @@ def update_calibration_state(
         if len(state.count.shape) != 2:
             fail_value(
                 "`threshold` needs a state of one row of bins per class: make it with "
-                "calibration_state(..., scope='thresholded').",
+                "calibration_state(..., scope='classwise').",
                 "state.count.shape",
                 tuple(state.count.shape),
             )
@@ -420,4 +433,6 @@ def calibration_error_from_state(
         )
     check_seed(seed)
     xp, state = _check_state(state)
+    if debias:
+        check_counts_for_debias(xp, state.count, "state.count", state.count)
     return error_from_state(xp, state, norm, debias=debias, seed=seed)

@@ -273,9 +273,9 @@ def vocab_parallel_smooth_ce(
             with the others), with its exact gradient.
         return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` over all K
             classes, without gradient (see ``lsr.Aux``; with ``batch_group``, a "sum" or
-            "mean" is over the whole batch). The correctness is counted in the same
-            all-reduce (the label's logit at the global maximum, and no class before it
-            there), so it adds no collective.
+            "mean" is over the whole batch, with one more all-reduce of five values).
+            The correctness is counted in the loss's all-reduce (the label's logit at
+            the global maximum, and no class before it there).
 
     Returns:
         The loss, the same on every rank of ``group``: 0-d for "sum" and "mean", else
