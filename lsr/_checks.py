@@ -676,14 +676,6 @@ def prepare_sharded_options(
             labels_name,
             labels,
         )
-    for name in ("confidence_penalty", "return_aux"):
-        if options.get(name):
-            fail_value(
-                f"`{name}` is not available for class-sharded logits (its backward needs "
-                "the entropy over all shards); compute it on whole logits.",
-                name,
-                options[name],
-            )
     shape = tuple(logits_shard.shape)
     return prepare_options(
         xp,

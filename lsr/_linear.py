@@ -327,7 +327,9 @@ def scanned_linear_smooth_ce(
             aux=aux,
         )
     padding = blocks * rows - num_rows
-    where = spec.where
+    # The rows that count (``where`` and ``ignore_index``): the others' hidden states are
+    # zeroed in their block, so a left-out row's NaN or inf is never projected.
+    where = _core.kept_positions(labels, spec, xp=xp)
     if where is None:
         where = xp.ones_like(hidden[:, 0], dtype=xp.bool)
     per_row_scale = not isinstance(scale, float) and scale.ndim > 0
@@ -351,9 +353,10 @@ def scanned_linear_smooth_ce(
 
     def body(carry, x):
         row_scale = x["scale"] if per_row_scale else scale
+        block_hidden = xp.where(xp.expand_dims(x["where"], axis=1), x["hidden"], 0.0)
         carry, rows_out, d_hidden = block_step(
             carry,
-            x["hidden"],
+            block_hidden,
             x["labels"],
             x["where"],
             row_scale,
@@ -413,7 +416,7 @@ def _scan_kept_rows(
         order = slots
     else:
         count = xp.sum(xp.astype(keep, index_dtype))
-        left_out = xp.astype(xp.logical_not(keep), xp.int8)
+        left_out = 1 - xp.astype(keep, xp.int8)
         order = xp.astype(xp.argsort(left_out, stable=True), index_dtype)
         padding = xp.zeros((blocks * rows - num_rows,), dtype=index_dtype, device=place)
         order = xp.concat([order, padding])
@@ -431,9 +434,12 @@ def _scan_kept_rows(
 
         def compute(carry: Any) -> tuple[Any, dict[str, Array]]:
             grads, d_hidden = (None, None) if carry is None else carry
+            # A slot past the kept rows reads row 0: its hidden state is zeroed, so a
+            # left-out row's NaN or inf never reaches the projection's gradient.
+            block_hidden = xp.where(xp.expand_dims(valid, axis=1), take(hidden), 0.0)
             grads, rows_out, rows_grad = block_step(
                 grads,
-                take(hidden),
+                block_hidden,
                 take(labels),
                 valid,
                 take(scale) if per_row_scale else scale,

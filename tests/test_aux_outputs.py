@@ -7,11 +7,14 @@ through each adapter in its execution modes.
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import numpy as np
 import pytest
 
 import lsr
-from lsr import _core
+from lsr import _checks, _core
 from lsr._checks import prepare_smooth_ce
 from lsr._core import _loss
 from tests import reference
@@ -381,26 +384,128 @@ if MODES:
         assert np.all(aux_grad == 0.0)  # metrics: no gradient flows through them
 
 
-def test_class_sharded_forms_refuse_both():
-    from lsr._checks import prepare_sharded_options
+class _ThreadGroup:
+    """Collectives among threads, one per shard: each all-reduce waits for every
+    shard's values and gives each the same combination (a stand-in for gloo/psum)."""
 
-    logits_shard, labels = np.zeros((2, 3)), np.array([0, 4])
+    def __init__(self, size):
+        self.barrier = threading.Barrier(size)
+        self.slots = [None] * size
+
+    def all_reduce(self, rank, value, combine):
+        self.slots[rank] = value
+        self.barrier.wait()
+        result = combine(list(self.slots))
+        self.barrier.wait()
+        return result
+
+
+@pytest.mark.parametrize("softcap", [None, 4.0])
+@pytest.mark.parametrize("prior", ["uniform", "vector"])
+def test_class_sharded_pass_gives_both(backend, prior, softcap):
+    """The core's class-sharded pass (three uneven shards, their collectives between
+    threads): each position's loss with the confidence penalty, the auxiliary outputs
+    over all K classes (a tie for the maximum across shards and inside one) and each
+    shard's slice of the gradient, from the forward's sum p log p, equal the reference."""
+    rng = np.random.default_rng(4)
+    classes = 9
+    logits = rng.normal(scale=2.0, size=(7, classes))
+    labels = rng.integers(0, classes, size=7)
+    logits[0] = 1.0  # constant: only class 0 is the first maximum
+    labels[0] = 3
+    logits[1, [1, 7]] = 6.0  # a tie across shards, the label the first
+    labels[1] = 1
+    logits[2, [1, 7]] = 6.0  # ... and the second
+    labels[2] = 7
+    logits[3, [4, 5]] = 6.0  # a tie inside one shard, the label the second
+    labels[3] = 5
+    labels[6] = 255
+    prior_vector = np.linspace(1.0, 2.0, classes) / np.linspace(1.0, 2.0, classes).sum()
     options = dict(
-        smoothing=0.1,
-        prior="uniform",
+        smoothing=0.2,
+        prior=prior_vector if prior == "vector" else prior,
         axis=-1,
-        ignore_index=None,
-        weight=None,
+        ignore_index=255,
+        weight=np.linspace(0.5, 1.5, classes),
         where=None,
-        reduction="mean",
+        reduction="none",
         kl=False,
-        z_loss=0.0,
+        z_loss=0.01,
+        softcap=softcap,
+        confidence_penalty=BETA,
     )
-    for name, value in (("confidence_penalty", BETA), ("return_aux", True)):
-        with pytest.raises(ValueError, match=rf"`{name}` is not available for class-sharded"):
-            prepare_sharded_options(
-                np, logits_shard, labels, num_classes=6, **options, **{name: value}
+    cotangent = np.linspace(0.5, 2.0, 7)
+    bounds = [(0, 2), (2, 6), (6, 9)]
+    group = _ThreadGroup(len(bounds))
+    results = [None] * len(bounds)
+    converted = {
+        name: backend.asarray(value) if isinstance(value, np.ndarray) else value
+        for name, value in options.items()
+    }
+
+    def shard(rank):
+        start, stop = bounds[rank]
+        xp, z = backend.xp, backend.asarray(logits[:, start:stop])
+        y, spec = _checks.prepare_sharded_options(
+            xp,
+            z,
+            backend.asarray(labels),
+            num_classes=classes,
+            return_aux=True,
+            **converted,
+        )
+
+        def all_reduce_sum(values):
+            return group.all_reduce(
+                rank, values, lambda parts: [sum(items) for items in zip(*parts, strict=True)]
             )
+
+        def all_reduce_max(value):
+            return group.all_reduce(rank, value, lambda parts: functools.reduce(xp.maximum, parts))
+
+        loss, lse, targets, values, extras = _core.sharded_loss(
+            z,
+            y,
+            spec,
+            xp=xp,
+            start=start,
+            all_reduce_max=all_reduce_max,
+            all_reduce_sum=all_reduce_sum,
+        )
+        grad = _core.smooth_ce_grad(
+            z,
+            y,
+            lse,
+            targets.mean_denominator(),
+            backend.asarray(cotangent),
+            targets.spec,
+            xp=xp,
+            shard_start=start,
+            values=values,
+            exp_dot=extras["p_log_p"],
+        )
+        results[rank] = (loss, extras, grad)
+
+    threads = [threading.Thread(target=shard, args=(rank,)) for rank in range(len(bounds))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert all(result is not None for result in results), "a shard failed"
+    reference_options = {key: value for key, value in options.items() if key != "axis"}
+    expected_loss = reference.smooth_ce(logits, labels, **reference_options)
+    expected_aux = reference.aux_outputs(
+        logits, labels, ignore_index=255, reduction="none", softcap=softcap
+    )
+    assert list(expected_aux["correct"][:4]) == [0.0, 1.0, 0.0, 0.0]
+    expected_grad = _gradient(reference_options, labels, logits, cotangent)
+    for (start, stop), (loss, extras, grad) in zip(bounds, results, strict=True):
+        assert_close(backend.to_numpy(loss), expected_loss, "float64")
+        for name in _core.AUX_NAMES:
+            assert_close(backend.to_numpy(extras[name]), expected_aux[name], "float64")
+        np.testing.assert_allclose(
+            backend.to_numpy(grad), expected_grad[:, start:stop], rtol=1e-6, atol=1e-7
+        )
 
 
 LINEAR_ADAPTERS = [name for name in ("jax", "torch", "tensorflow") if name in SELECTED]

@@ -65,7 +65,7 @@ def _set_rows(out, index, values):
     hits = xp.astype(index[:, None] == rows[None, :], values.dtype)  # (B, N)
     shape = (out.shape[0],) + (1,) * (out.ndim - 1)
     placed = (
-        xp.tensordot(xp.matrix_transpose(hits), values, axes=1)
+        xp.matmul(xp.matrix_transpose(hits), values)
         if values.ndim > 1
         else xp.sum(hits * values[:, None], axis=0)
     )
@@ -346,3 +346,37 @@ def test_rows_left_out_by_where_or_ignore_index(backend, dense, reduction, kept,
     if loop == "scan_kept_rows":
         kept_rows = int(np.sum(where & (True if dense else labels != -1)))
         assert len(computed) == -(-kept_rows // 2)  # of 4 blocks of 2 rows
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("chunk_size", [1, 2, 3, None])
+def test_a_left_out_rows_nan_hidden_state_is_never_projected(backend, loop, chunk_size):
+    """Padding rows may hold NaN or inf hidden states (after a fully masked attention
+    row, say): left out, they must not reach any gradient, whatever the block size
+    (a block's unused slots and masked rows are not projected, or are zeroed)."""
+    hidden, projection, bias, labels = _case(False, seed=5)
+    hidden[0] = np.nan
+    hidden[4] = np.inf
+    labels[[0, 4]] = -1
+    options = dict(
+        smoothing=0.1, prior="uniform", ignore_index=-1, weight=None, where=None,
+        reduction="mean", kl=False, z_loss=0.0,
+    )  # fmt: skip
+    arrays = [backend.asarray(a) for a in (hidden, projection, bias)]
+    xp, _, y, spec, _ = prepare_linear_smooth_ce(
+        *arrays[:2], backend.asarray(labels), bias=arrays[2], chunk_size=chunk_size, **options
+    )
+    loss, grads = _run(loop, *arrays, y, xp=xp, spec=spec, chunk_size=chunk_size, with_grad=True)
+    assert np.isfinite(backend.to_numpy(loss))
+    for grad in grads:
+        grad = backend.to_numpy(grad)
+        assert np.all(np.isfinite(grad))
+    clean = hidden.copy()
+    clean[[0, 4]] = 0.0
+    clean_arrays = [backend.asarray(a) for a in (clean, projection, bias)]
+    expected_loss, expected = _run(
+        loop, *clean_arrays, y, xp=xp, spec=spec, chunk_size=chunk_size, with_grad=True
+    )
+    assert_close(backend.to_numpy(loss), backend.to_numpy(expected_loss), "float64")
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), atol=1e-12)

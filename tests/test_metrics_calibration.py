@@ -294,6 +294,59 @@ def test_matches_uncertainty_calibration(backend, case, scope, binning):
 
 
 @needs_reference
+@pytest.mark.parametrize("scope", ["top_label", "classwise"])
+@pytest.mark.parametrize("seed", [0, 3])
+def test_l1_debiasing_matches_the_package_given_the_same_draws(backend, monkeypatch, scope, seed):
+    """debias=True with norm="l1" is the package's normal_debiased_ce (its resampling of
+    each bin's accuracy) when the package is handed the same standard normal draws:
+    lsr's are default_rng(seed).standard_normal((1000, n_bins, C)), draw r of a bin and
+    column at [r, b, c]; the package draws per column (class), then per resample."""
+    import calibration
+
+    probs, labels, n_bins = _case("random")  # equal-mass bins: two or more examples each
+    columns = 1 if scope == "top_label" else probs.shape[1]
+    normals = np.random.default_rng(seed).standard_normal((1000, n_bins, columns))
+    order = iter([(r, c) for c in range(columns) for r in range(1000)])
+
+    def same_draw(loc, scale):
+        r, c = next(order)
+        return loc + scale * normals[r, :, c]
+
+    monkeypatch.setattr(calibration.utils.np.random, "normal", same_draw)
+    mode = {"top_label": "top-label", "classwise": "marginal"}[scope]
+    expected = calibration.lower_bound_scaling_ce(
+        probs, labels, p=1, debias=True, num_bins=n_bins,
+        binning_scheme=calibration.get_equal_bins, mode=mode,
+    )  # fmt: skip
+    assert next(order, None) is None  # every draw was used, in that order
+    options = dict(n_bins=n_bins, binning="equal_mass", scope=scope)
+    actual = _ece(backend, probs, labels, debias=True, seed=seed, **options)
+    assert_close(actual, expected, "float64")
+    # The correction is not nothing, and the seed is what makes it reproducible.
+    plugin = _ece(backend, probs, labels, **options)
+    assert abs(actual - plugin) > 1e-4
+    assert _ece(backend, probs, labels, debias=True, seed=seed, **options) == actual
+    other = _ece(backend, probs, labels, debias=True, seed=seed + 1, **options)
+    assert other != actual
+
+
+def test_l1_debiasing_of_thin_and_empty_bins(backend):
+    """Bins the package refuses (fewer than two examples) are defined here: an empty bin
+    weighs nothing and a bin of one example has a 0/1 accuracy of variance 0, so one
+    example per bin leaves the l1 error as it is; a bin of several is corrected."""
+    probs = np.array([[0.95, 0.05], [0.55, 0.45], [0.65, 0.35]])
+    labels = np.array([0, 1, 0])
+    options = dict(n_bins=10, scope="top_label")  # three bins of one, seven empty
+    plugin = _ece(backend, probs, labels, **options)
+    assert _ece(backend, probs, labels, debias=True, **options) == pytest.approx(plugin, abs=1e-12)
+    many = np.repeat(probs, 5, axis=0)
+    many_labels = np.tile(labels, 5)
+    corrected = _ece(backend, many, many_labels, debias=True, **options)
+    assert np.isfinite(corrected)
+    assert corrected != pytest.approx(_ece(backend, many, many_labels, **options), abs=1e-6)
+
+
+@needs_reference
 def test_guo_ece_matches_the_package(backend):
     # The package's get_ece (Guo et al.'s equal-width top-label ECE) and get_ece_em.
     import calibration
@@ -411,11 +464,12 @@ def test_classwise_with_the_class_axis_anywhere(backend, axis, binning):
         ({"debias": "yes"}, TypeError, r"`debias` must be True or False.*Received: debias='yes'"),
         ({"debias": 1}, TypeError, r"Received: debias=1"),
         (
-            {"debias": True},  # norm="l1" by default
+            {"debias": True, "norm": "max"},
             ValueError,
-            r"debias=True is defined for norm='l2' only.*Received: norm='l1'",
+            r"not for the maximum.*Received: norm='max'",
         ),
-        ({"debias": True, "norm": "max"}, ValueError, r"norm='l2' only.*Received: norm='max'"),
+        ({"seed": -1}, ValueError, r"non-negative.*Received: seed=-1"),
+        ({"seed": "0"}, TypeError, r"Generator.*Received: seed='0'"),
         (
             {"binning": "equal_mass", "bin_edges": "left"},
             ValueError,

@@ -168,6 +168,23 @@ def test_the_same_seed_gives_the_same_interval(backend):
     assert wider[1] <= first[1] and wider[2] >= first[2]
 
 
+def test_l1_debiasing_in_intervals_draws_after_the_indices(backend):
+    """With debias=True and norm="l1", the normal draws come from the same generator
+    after the resample indices: the estimate is expected_calibration_error with that
+    generator."""
+    logits, labels = _case(seed=6, n=80)
+    options = dict(n_bins=5, norm="l1", debias=True)
+    estimate, _, _ = _interval(backend, logits, labels, n_resamples=30, seed=9, **options)
+    after_indices = np.random.default_rng(9)
+    after_indices.integers(0, 80, size=(30, 80))
+    expected = metrics.expected_calibration_error(
+        backend.asarray(logits), backend.asarray(labels), seed=after_indices, **options
+    )
+    assert_close(estimate, float(backend.to_numpy(expected)), "float64")
+    plain = _interval(backend, logits, labels, n_resamples=30, seed=9, n_bins=5)
+    assert abs(plain[0] - estimate) > 1e-4  # the correction is not nothing
+
+
 def test_blocks_of_resamples_do_not_change_the_interval(backend, monkeypatch):
     from lsr.metrics import _intervals
 
@@ -195,7 +212,7 @@ def test_blocks_of_resamples_do_not_change_the_interval(backend, monkeypatch):
         ({"seed": -1}, ValueError, r"non-negative.*Received: seed=-1"),
         ({"seed": 1.5}, TypeError, r"Generator.*Received: seed=1.5"),
         ({"norm": "l3"}, ValueError, r"Received: norm='l3'"),
-        ({"debias": True}, ValueError, r"norm='l2' only"),
+        ({"debias": True, "norm": "max"}, ValueError, r"not for the maximum"),
     ],
 )
 def test_bad_interval_options(backend, options, error, pattern):
@@ -418,12 +435,15 @@ def test_thresholded_scope_with_nothing_to_measure_is_refused(backend):
             metrics.calibration_error_interval(z, y, n_resamples=50, norm=norm, **options)
 
 
-def test_a_nan_input_gives_a_nan_interval_as_the_error_does(backend):
+@pytest.mark.parametrize("method", ["basic", "percentile"])
+def test_a_nan_input_gives_a_nan_interval_as_the_error_does(backend, method):
+    # (Some resamples miss the NaN example: sorted last, their errors would leave the
+    # percentile interval a finite lower end.)
     logits, labels = _case(seed=13, n=20)
     logits[3, 1] = np.nan
     z, y = backend.asarray(logits), backend.asarray(labels)
     assert np.isnan(float(metrics.expected_calibration_error(z, y)))
-    interval = metrics.calibration_error_interval(z, y, n_resamples=20)
+    interval = metrics.calibration_error_interval(z, y, n_resamples=20, method=method)
     assert all(np.isnan(float(backend.to_numpy(end))) for end in interval)
 
 
@@ -449,7 +469,39 @@ def test_bad_threshold_options(backend, options, error, pattern):
         )
 
 
-def test_the_thresholded_scope_does_not_stream(backend):
+def test_a_thresholded_state_is_made_as_a_classwise_one(backend):
+    # It streams (tests/test_metrics_streaming.py) as a classwise state whose updates pass
+    # the threshold; a state cannot record it, so "thresholded" is refused here rather
+    # than an update without threshold= silently giving the classwise error.
     logits, _ = _case(seed=1, n=10)
-    with pytest.raises(ValueError, match=r"Received: scope='thresholded'"):
-        metrics.calibration_state(backend.asarray(logits), scope="thresholded")
+    with pytest.raises(ValueError, match=r"scope='classwise'.*Received: scope='thresholded'"):
+        metrics.calibration_state(backend.asarray(logits), n_bins=4, scope="thresholded")
+
+
+def test_debiasing_needs_whole_weights(backend):
+    """The debiased estimators count examples: fractional weights have no such count
+    (the result would change with their scale), so they are refused, in the batch
+    function, the interval and a streamed state."""
+    logits, labels = _case(seed=3, n=40)
+    z, y = backend.asarray(logits), backend.asarray(labels)
+    half = backend.asarray(np.full(40, 0.5))
+    whole = backend.asarray(np.full(40, 2.0))
+    for norm in ("l1", "l2"):
+        options = dict(n_bins=4, norm=norm, debias=True)
+        with pytest.raises(ValueError, match=r"whole numbers.*Received: sample_weight="):
+            metrics.expected_calibration_error(z, y, sample_weight=half, **options)
+        with pytest.raises(ValueError, match=r"whole numbers.*Received: sample_weight="):
+            metrics.calibration_error_interval(z, y, sample_weight=half, n_resamples=5, **options)
+        # Whole weights are repeated examples: the same as the data repeated.
+        repeated = metrics.expected_calibration_error(z, y, sample_weight=whole, **options)
+        twice = metrics.expected_calibration_error(
+            backend.asarray(np.concatenate([logits, logits])),
+            backend.asarray(np.concatenate([labels, labels])),
+            **options,
+        )
+        assert_close(float(backend.to_numpy(repeated)), float(backend.to_numpy(twice)), "float64")
+        state = metrics.calibration_state(z, n_bins=4)
+        state = metrics.update_calibration_state(state, z, y, sample_weight=half)
+        with pytest.raises(ValueError, match=r"whole numbers.*Received: state.count="):
+            metrics.calibration_error_from_state(state, norm=norm, debias=True)
+        assert np.isfinite(float(backend.to_numpy(metrics.calibration_error_from_state(state))))

@@ -15,8 +15,17 @@ import pytest
 from lsr import metrics
 from tests.backends import assert_close, selected_backends
 
-NORMS = [("l1", False), ("l2", False), ("l2", True), ("max", False)]
-SCOPES = ["top_label", "classwise"]
+NORMS = [("l1", False), ("l1", True), ("l2", False), ("l2", True), ("max", False)]
+SCOPES = ["top_label", "classwise", "thresholded"]
+# The thresholded scope's threshold, given to the batch function and to every update of
+# a stream (the state does not record it); high enough to leave probabilities out.
+THRESHOLD = 0.2
+
+
+def _threshold(scope):
+    return {"threshold": THRESHOLD} if scope == "thresholded" else {}
+
+
 EDGES = ["right", "left"]
 
 
@@ -50,7 +59,9 @@ def _adversarial_probs():
 
 
 def _stream(backend, scores, labels, splits, *, n_bins, scope, bin_edges, from_logits):
-    state = metrics.calibration_state(backend.asarray(scores), n_bins=n_bins, scope=scope)
+    # (A thresholded stream is a classwise state whose updates pass the threshold.)
+    state_scope = "classwise" if scope == "thresholded" else scope
+    state = metrics.calibration_state(backend.asarray(scores), n_bins=n_bins, scope=state_scope)
     for part, part_labels in zip(np.split(scores, splits), np.split(labels, splits), strict=True):
         state = metrics.update_calibration_state(
             state,
@@ -58,14 +69,16 @@ def _stream(backend, scores, labels, splits, *, n_bins, scope, bin_edges, from_l
             backend.asarray(part_labels),
             from_logits=from_logits,
             bin_edges=bin_edges,
+            **_threshold(scope),
         )
     return state
 
 
 def _batch(backend, scores, labels, **options):
     value = metrics.expected_calibration_error(
-        backend.asarray(scores), backend.asarray(labels), **options
-    )
+        backend.asarray(scores), backend.asarray(labels), **options,
+        **_threshold(options.get("scope")),
+    )  # fmt: skip
     return float(backend.to_numpy(value))
 
 
@@ -102,12 +115,22 @@ def test_a_stream_of_random_batches_is_the_batch_error(
         debias=debias,
     )
     assert_close(backend.to_numpy(streamed), expected, "float64")
-    # The comparison tells streams apart: the last batch alone has another error.
-    last_only = _batch(
-        backend, logits[64:], labels[64:], n_bins=10, norm=norm, scope=scope,
-        bin_edges=bin_edges, debias=debias,
-    )  # fmt: skip
-    assert abs(last_only - expected) > 1e-3
+    # The comparison tells streams apart: a part of the stream alone has another error
+    # (the first or the last batches: either could match by chance).
+    parts = [
+        _batch(
+            backend,
+            logits[part],
+            labels[part],
+            n_bins=10,
+            norm=norm,
+            scope=scope,
+            bin_edges=bin_edges,
+            debias=debias,
+        )
+        for part in (slice(64, None), slice(0, 64))
+    ]
+    assert max(abs(value - expected) for value in parts) > 1e-3
 
 
 @pytest.mark.parametrize("norm, debias", NORMS)
@@ -135,9 +158,13 @@ def test_a_stream_of_adversarial_batches_is_the_batch_error(
         debias=debias, from_logits=False,
     )  # fmt: skip
     assert_close(backend.to_numpy(streamed), expected, "float64")
-    # Every example was counted once per column; the empty bins stayed empty.
+    # Every example was counted once per column (above the threshold only, for the
+    # thresholded scope); the empty bins stayed empty.
     count = backend.to_numpy(state.count)
-    assert count.sum() == len(labels) * (3 if scope == "classwise" else 1)
+    if scope == "thresholded":
+        assert count.sum() == np.sum(probs > THRESHOLD) < probs.size
+    else:
+        assert count.sum() == len(labels) * (3 if scope == "classwise" else 1)
     if scope == "top_label":
         # The same examples in the same bins as the batch function, ties on edges and
         # empty bins included. (Confidences 0.4, 0.5 x3, 0.6 x3, 0.95, 1.0 x3: with
@@ -174,7 +201,7 @@ def test_merging_the_states_of_a_split_is_the_state_of_the_whole(backend, scope)
     merged = metrics.merge_calibration_states(first, second)
     assert isinstance(merged, metrics.CalibrationState)
     for got, want in zip(merged, whole, strict=True):
-        assert tuple(got.shape) == ((5, 7) if scope == "classwise" else (7,))
+        assert tuple(got.shape) == ((7,) if scope == "top_label" else (5, 7))
         assert_close(backend.to_numpy(got), backend.to_numpy(want), "float64")
     np.testing.assert_array_equal(backend.to_numpy(merged.count), backend.to_numpy(whole.count))
     # Merging is not a no-op: one half alone has fewer examples.
@@ -222,8 +249,8 @@ def test_bad_arguments_are_refused_with_their_names(backend):
         metrics.update_calibration_state(
             state, backend.asarray(logits), backend.asarray(labels), bin_edges="middle"
         )
-    with pytest.raises(ValueError, match=r"Received: norm='l1'"):
-        metrics.calibration_error_from_state(state, norm="l1", debias=True)
+    with pytest.raises(ValueError, match=r"not for the maximum.*Received: norm='max'"):
+        metrics.calibration_error_from_state(state, norm="max", debias=True)
     with pytest.raises(ValueError, match=r"Received: norm='l3'"):
         metrics.calibration_error_from_state(state, norm="l3")
     with pytest.raises(ValueError, match=r"Received: n_bins=0"):
@@ -233,6 +260,33 @@ def test_bad_arguments_are_refused_with_their_names(backend):
         metrics.merge_calibration_states(state, top)
     with pytest.raises(ValueError, match=r"labels"):
         metrics.update_calibration_state(top, backend.asarray(logits), backend.asarray(labels[:3]))
+    with pytest.raises(ValueError, match=r"one row of bins per class.*state.count.shape=\(3,\)"):
+        metrics.update_calibration_state(
+            top, backend.asarray(logits), backend.asarray(labels), threshold=0.1
+        )
+    with pytest.raises(ValueError, match=r"\[0, 1\).*Received: threshold=1.5"):
+        metrics.update_calibration_state(
+            state, backend.asarray(logits), backend.asarray(labels), threshold=1.5
+        )
+
+
+def test_a_thresholded_stream_with_nothing_above_the_threshold_has_no_error(backend):
+    """A batch with no probability above the threshold adds nothing (a stream may have
+    such batches); a whole stream of them has no error (NaN), where the batch function
+    raises."""
+    probs = np.full((4, 4), 0.25)
+    labels = np.array([0, 1, 2, 3])
+    state = metrics.calibration_state(backend.asarray(probs), n_bins=5, scope="classwise")
+    state = metrics.update_calibration_state(
+        state, backend.asarray(probs), backend.asarray(labels), from_logits=False, threshold=0.3
+    )
+    assert backend.to_numpy(state.count).sum() == 0
+    assert np.isnan(backend.to_numpy(metrics.calibration_error_from_state(state)))
+    with pytest.raises(ValueError, match=r"above `threshold`"):
+        metrics.expected_calibration_error(
+            backend.asarray(probs), backend.asarray(labels), from_logits=False,
+            scope="thresholded", threshold=0.3,
+        )  # fmt: skip
 
 
 if "jax" in selected_backends():
@@ -261,16 +315,17 @@ if "jax" in selected_backends():
         def run(state, batches, batch_labels):
             def step(state, batch):
                 traces.append(1)
-                return metrics.update_calibration_state(state, *batch), None
+                return metrics.update_calibration_state(state, *batch, **_threshold(scope)), None
 
             state, _ = jax.lax.scan(step, state, (batches, batch_labels))
             return state, metrics.calibration_error_from_state(state, norm="l2", debias=True)
 
-        state = metrics.calibration_state(batches, n_bins=6, scope=scope)
+        state_scope = "classwise" if scope == "thresholded" else scope
+        state = metrics.calibration_state(batches, n_bins=6, scope=state_scope)
         state, value = run(state, batches, batch_labels)
         assert traces  # traced, not run eagerly
         expected = metrics.expected_calibration_error(
-            logits, labels, n_bins=6, scope=scope, norm="l2", debias=True
+            logits, labels, n_bins=6, scope=scope, norm="l2", debias=True, **_threshold(scope)
         )
         assert_close(np.asarray(value), float(expected), "float64")
         assert isinstance(state, metrics.CalibrationState)

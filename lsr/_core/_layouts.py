@@ -18,6 +18,8 @@ from lsr._core._loss import (
     reduce,
     reduce_aux,
     reduction_scale,
+    sharded_correct,
+    sharded_correct_sums,
 )
 from lsr._core._spec import Spec
 from lsr._core._targets import Positions, Shard, Targets, class_values
@@ -33,11 +35,14 @@ def sharded_loss(
     start: Any,
     all_reduce_max: Callable[[Array], Array],
     all_reduce_sum: Callable[[Any], Any],
-) -> tuple[Array, Array, Targets, dict[str, Any]]:
+) -> tuple[Array, Array, Targets, dict[str, Any], dict[str, Array]]:
     """The pass over one shard of the class axis: ``(each position's loss, lse with the
-    class axis kept, targets, class values)``, the same on every shard (``targets.spec``
-    holds this shard's slices of the vectors: what ``smooth_ce_grad`` takes, with the
-    class values, for this shard's part of the gradient).
+    class axis kept, targets, class values, extras)``, the same on every shard
+    (``targets.spec`` holds this shard's slices of the vectors: what ``smooth_ce_grad``
+    takes, with the class values, for this shard's part of the gradient). ``extras``:
+    with ``spec.aux`` the auxiliary outputs per position (``aux_outputs``); with a
+    confidence penalty ``"p_log_p"``, ``sum_k p_k log p_k`` over all the classes (class
+    axis kept), what ``smooth_ce_grad`` takes as ``exp_dot``.
 
     ``logits_shard`` holds the classes ``[start, start + size)`` of ``spec.num_classes``
     (the global K; ``start`` an int, or an array such as a traced device index), and
@@ -59,14 +64,27 @@ def sharded_loss(
     local_max = xp.max(logits_shard, axis=axis, keepdims=True)
     if spec.softcap is not None:  # (the cap is increasing: the max of the capped logits)
         local_max, _ = _ops.soft_cap(xp, local_max, spec.softcap)
-    top = _ops.finite_or_zero(xp, all_reduce_max(local_max))
+    global_max = all_reduce_max(local_max)
+    top = _ops.finite_or_zero(xp, global_max)
     sums, _ = logit_sums(xp, logits_shard, targets, top=top)
+    if spec.aux:
+        capped = logits_shard
+        if spec.softcap is not None:
+            capped, _ = _ops.soft_cap(xp, logits_shard, spec.softcap)
+        sums.update(sharded_correct_sums(xp, capped, targets, shard, global_max))
     del sums["row_max"], sums["chain"]
     (sums,) = _all_reduce_arrays(all_reduce_sum, sums)
     sums["row_max"] = top
     targets.set_values(values)
     loss, lse = combine(xp, sums, targets)
-    return loss, lse, targets, values
+    extras: dict[str, Array] = {}
+    if spec.aux:
+        sums["correct"] = sharded_correct(xp, sums)
+        extras.update(aux_outputs(xp, sums, targets))
+    if spec.confidence_penalty:
+        sum_exp = xp.where(sums["sum_exp"] == 0, 1.0, sums["sum_exp"])
+        extras["p_log_p"] = sums["exp_dot"] / sum_exp - xp.log(sum_exp)
+    return loss, lse, targets, values, extras
 
 
 def _all_reduce_arrays(

@@ -71,10 +71,12 @@ def logit_sums(
         if targets.holds is not None:
             target = xp.where(targets.holds, target, 0.0)
         sums["target"] = target
-        if spec.aux:
+        if spec.aux and targets.shard is None:
             # Top-1 correctness by the first maximum, as ``argmax`` (and so every
-            # framework's accuracy) decides a tie; read before ``out`` is written.
-            sums["argmax"] = xp.argmax(logits, axis=axis, keepdims=True)
+            # framework's accuracy) decides a tie; read before ``out`` is written. (A
+            # class-sharded pass counts it over its shards: ``sharded_correct_sums``.)
+            first = xp.argmax(logits, axis=axis, keepdims=True)
+            sums["correct"] = xp.astype(first == targets.index, logits.dtype)
     subtract_into = getattr(xp, "subtract_into", None)
     if out is None:
         shifted = logits - top
@@ -116,6 +118,35 @@ def logit_sums(
     if needs_entropy(spec):
         sums["exp_dot"] = entropy_sum(xp, exp_shifted, axis)
     return sums, exp_shifted
+
+
+def sharded_correct_sums(
+    xp: Namespace, logits: Array, targets: Targets, shard: Shard, top: Array
+) -> dict[str, Array]:
+    """Top-1 correctness on a shard of the classes, as sums over them (class axis kept)
+    that the shards add up: ``at_top`` (1 on the shard holding y where ``z_y`` is the
+    global maximum ``top``) and ``ties_before`` (the classes before y at ``top``).
+    ``argmax(z) = y``, the first maximum winning a tie, is ``at_top = 1`` and
+    ``ties_before = 0`` (``sharded_correct``)."""
+    spec = targets.spec
+    axis = spec.axis
+    size = logits.shape[axis]
+    shape = [1] * logits.ndim
+    shape[axis] = size
+    ids = xp.arange(size, dtype=targets.index.dtype, device=device(logits))
+    label = xp.expand_dims(targets.positions.safe_labels, axis=axis) - shard.start
+    tied = (logits == top) & (xp.reshape(ids, tuple(shape)) < label)
+    at_top = xp.take_along_axis(logits, targets.index, axis=axis) == top
+    return {
+        "at_top": xp.astype(at_top & targets.holds, logits.dtype),
+        "ties_before": xp.sum(xp.astype(tied, logits.dtype), axis=axis, keepdims=True),
+    }
+
+
+def sharded_correct(xp: Namespace, sums: dict[str, Array]) -> Array:
+    """``sums["correct"]`` from ``sharded_correct_sums``' sums, added up over the shards."""
+    correct = (sums.pop("at_top") == 1.0) & (sums.pop("ties_before") == 0.0)
+    return xp.astype(correct, sums["sum_exp"].dtype)
 
 
 def needs_entropy(spec: Spec) -> bool:
@@ -184,35 +215,53 @@ def aux_outputs(xp: Namespace, sums: dict[str, Array], targets: Targets) -> dict
         "nll": lse_s - target,
         "lse": lse_s + top,
         "entropy": _entropy(xp, lse_s, sums, axis),
-        "correct": xp.astype(
-            xp.squeeze(sums["argmax"], axis=axis) == xp.squeeze(targets.index, axis=axis),
-            lse_s.dtype,
-        ),
+        "correct": xp.squeeze(sums["correct"], axis=axis),
     }
     return {name: targets.positions.mask(xp, values[name]) for name in AUX_NAMES}
 
 
 def reduce_aux(
-    xp: Namespace, values: dict[str, Array], targets: Targets, reduction: str
+    xp: Namespace,
+    values: dict[str, Array],
+    targets: Targets,
+    reduction: str,
+    all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
 ) -> dict[str, Array]:
     """``aux_outputs`` reduced like the loss, except that a mean is over the kept
-    positions unweighted by class weights (0 when none is kept)."""
+    positions unweighted by class weights (0 when none is kept). ``all_reduce_sum``
+    (as ``reduce_with_denominator``'s): over the global batch of the processes that
+    split it."""
     if reduction == "none":
         return values
-    return reduce_aux_values(xp, values, targets.denominator_parts()[0], reduction)
+    count = targets.denominator_parts()[0]
+    return reduce_aux_values(xp, values, count, reduction, all_reduce_sum)
 
 
 def reduce_aux_values(
-    xp: Namespace, values: dict[str, Array], count: Any, reduction: str
+    xp: Namespace,
+    values: dict[str, Array],
+    count: Any,
+    reduction: str,
+    all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
 ) -> dict[str, Array]:
     """``reduce_aux`` with the number of kept positions given (``denominator_parts``'s
-    first part), for a pass that made the per-position values block by block."""
+    first part), for a pass that made the per-position values block by block, or on
+    one process of several that split the batch (``all_reduce_sum``: the totals and the
+    count are added up over them first)."""
     if reduction == "none":
         return values
-    totals = {name: xp.sum(value) for name, value in values.items()}
+    names = list(values)
+    totals = [xp.sum(values[name]) for name in names]
+    if all_reduce_sum is not None:
+        if isinstance(count, int):
+            like = totals[0]
+            count = xp.asarray(float(count), dtype=like.dtype, device=device(like))
+        *totals, count = all_reduce_sum([*totals, count])
     if reduction == "sum":
-        return totals
-    return {name: _ops.per_unit(xp, total, count) for name, total in totals.items()}
+        return dict(zip(names, totals, strict=True))
+    return {
+        name: _ops.per_unit(xp, total, count) for name, total in zip(names, totals, strict=True)
+    }
 
 
 def gradient(
@@ -487,6 +536,7 @@ def smooth_ce_grad(
     xp: Namespace,
     shard_start: Any = None,
     values: dict[str, Any] | None = None,
+    exp_dot: Array | None = None,
 ) -> Array:
     """The gradient of the reduced loss with respect to ``logits``, times ``cotangent``,
     from a saved logsumexp (``lse``, class axis kept; None: recomputed from the logits,
@@ -495,7 +545,9 @@ def smooth_ce_grad(
 
     With ``shard_start``, ``logits`` are the classes ``[start, start + size)`` of a
     class-sharded pass and ``values`` the reduced ``class_values`` of its forward
-    (``sharded_loss``); the result is this shard's part of the gradient.
+    (``sharded_loss``); the result is this shard's part of the gradient. With a
+    confidence penalty, a shard needs ``exp_dot``, ``sum_k p_k log p_k`` over all the
+    classes (``sharded_loss``'s ``p_log_p``); whole logits take it here.
     """
     positions = Positions(xp, labels, spec, like=logits)
     shard = None
@@ -512,4 +564,6 @@ def smooth_ce_grad(
     targets.scale_by(_cotangent_scale(xp, cotangent, denominator, spec, lse))
     # A row of all -inf (lse = -inf) has softmax 0, not exp(-inf - (-inf)) = nan.
     softmax = xp.exp(logits - _ops.finite_or_zero(xp, lse))
-    return gradient(xp, softmax, None, targets, lse=lse, in_place=False, chain=chain)
+    return gradient(
+        xp, softmax, None, targets, lse=lse, in_place=False, chain=chain, exp_dot=exp_dot
+    )

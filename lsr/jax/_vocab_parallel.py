@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from lsr import _core
+from lsr._aux import as_aux
 from lsr._checks import check_logits, prepare_sharded_options, sharded_vector_is_slice
 from lsr._validation import normalize_axis
 from lsr.jax._namespace import as_jax
@@ -60,8 +61,10 @@ def vocab_parallel_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
     batch_axis_name: Any = None,
-) -> jax.Array:
+) -> Any:
     r"""Smoothed cross-entropy of logits whose class axis is split over a mesh axis.
 
     Call it inside ``jax.shard_map``: device ``r`` of ``axis_name`` holds
@@ -94,13 +97,21 @@ def vocab_parallel_smooth_ce(
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per
+            position (Pereyra et al. 2017), H over all K classes (its sum goes in the
+            same ``psum``).
+        return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` over all K
+            classes, with zero gradient (see ``lsr.Aux``; with ``batch_axis_name``, a
+            "sum" or "mean" is over the whole batch). The correctness is counted in the
+            same ``psum`` (the label's logit at the global maximum, and no class before
+            it there).
         batch_axis_name: optional mesh axis (or axes) that splits the batch: "sum" and
             "mean" are then over the whole batch (the mean divides by the global number
             of kept positions, not the average of per-device means).
 
     Returns:
         The loss, the same on every device of ``axis_name``: 0-d for "sum" and "mean",
-        else the shape of ``labels``.
+        else the shape of ``labels``. With ``return_aux=True``, ``(loss, aux)``.
 
     Raises:
         TypeError, ValueError: as ``lsr.jax.smooth_ce`` (at trace time; labels are checked
@@ -162,6 +173,8 @@ def vocab_parallel_smooth_ce(
             kl=kl,
             z_loss=z_loss,
             softcap=softcap,
+            confidence_penalty=confidence_penalty,
+            return_aux=return_aux,
         )
     start = jax.lax.axis_index(axis_name) * num_local
 
@@ -175,7 +188,7 @@ def vocab_parallel_smooth_ce(
 
     # The backward pass is JAX's autodiff of the core's pass: the transpose of a psum is
     # a local copy, so each device's gradient is its slice of the whole one.
-    loss, _, targets, _ = _core.sharded_loss(
+    loss, _, targets, _, extras = _core.sharded_loss(
         logits_shard.astype(_core.compute_dtype(xp, logits_shard.dtype)),
         labels,
         spec,
@@ -184,15 +197,22 @@ def vocab_parallel_smooth_ce(
         all_reduce_max=all_reduce_max,
         all_reduce_sum=all_reduce_sum,
     )
+    batch_sum = None
     if batch_axis_name is None:
-        return _core.reduce(xp, loss, targets.mean_denominator(), reduction)
+        result = _core.reduce(xp, loss, targets.mean_denominator(), reduction)
+    else:
 
-    def batch_sum(values):
-        return jax.lax.psum(values, batch_axis_name)
+        def batch_sum(values):
+            return jax.lax.psum(values, batch_axis_name)
 
-    # The parts of the global denominator, added up over the batch axis before PyTorch's
-    # rule (a device whose own kept weights sum to 0 must not make the mean NaN).
-    result, _ = _core.reduce_with_denominator(
-        xp, loss, targets.denominator_parts(), reduction, batch_sum
-    )
-    return result
+        # The parts of the global denominator, added up over the batch axis before
+        # PyTorch's rule (a device whose own kept weights sum to 0 must not make the mean
+        # NaN).
+        result, _ = _core.reduce_with_denominator(
+            xp, loss, targets.denominator_parts(), reduction, batch_sum
+        )
+    if not spec.aux:
+        return result
+    aux = {name: extras[name] for name in _core.AUX_NAMES}
+    aux = _core.reduce_aux(xp, aux, targets, reduction, batch_sum)
+    return result, as_aux(aux, jax.lax.stop_gradient)

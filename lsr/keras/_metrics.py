@@ -27,7 +27,8 @@ __all__ = ["CalibrationError"]
 
 @keras.saving.register_keras_serializable(package="lsr")
 class CalibrationError(keras.metrics.Metric):
-    """Binned calibration error (ECE, l2, MCE; top-label or classwise), accumulated.
+    """Binned calibration error (ECE, l2, MCE; top-label, classwise or thresholded),
+    accumulated.
 
     The numbers of ``lsr.metrics.expected_calibration_error`` on every batch passed to
     ``update_state`` (equal-width bins; up to the order of floating-point additions),
@@ -46,13 +47,20 @@ class CalibrationError(keras.metrics.Metric):
     Args:
         n_bins: number of equal-width bins (>= 1).
         norm: ``"l1"``, ``"l2"`` or ``"max"``.
-        num_classes: K, required with ``scope="classwise"`` (the state has K rows).
-        scope: ``"top_label"`` or ``"classwise"``.
+        num_classes: K, required with ``scope="classwise"`` or ``"thresholded"`` (the
+            state has K rows).
+        scope: ``"top_label"``, ``"classwise"`` or ``"thresholded"`` (classwise over
+            the class probabilities above ``threshold`` only; a class with none in
+            the whole stream is left out of the mean).
         from_logits: whether ``y_pred`` holds logits.
         bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins.
-        debias: the debiased l2 estimator of Kumar et al. (2019) (``norm="l2"`` only).
+        debias: the debiased l2 estimator of Kumar et al. (2019), or their l1
+            correction by resampling (with ``lsr.metrics``' default seed 0); not with
+            ``norm="max"``.
         binning: ``"equal_width"``; ``"equal_mass"`` raises (its edges need every
             confidence; use the batch ``expected_calibration_error``).
+        threshold: with ``scope="thresholded"`` only, the probability a prediction
+            must exceed to count (default None: 0.01, as the batch function).
         axis: the class axis of ``y_pred``.
         name: the metric's name.
         dtype: the dtype of the variables (the sums) and the result (Keras'
@@ -79,12 +87,13 @@ class CalibrationError(keras.metrics.Metric):
         bin_edges: str = "right",
         debias: bool = False,
         binning: str = "equal_width",
+        threshold: float | None = None,
         axis: int = -1,
         name: str = "calibration_error",
         dtype: Any = None,
     ) -> None:
         check_backend()
-        shape = metric_state_shape(
+        shape, threshold = metric_state_shape(
             n_bins=n_bins,
             norm=norm,
             num_classes=num_classes,
@@ -93,9 +102,11 @@ class CalibrationError(keras.metrics.Metric):
             bin_edges=bin_edges,
             debias=debias,
             binning=binning,
+            threshold=threshold,
         )
         super().__init__(name=name, dtype=dtype)
         self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
+        self.threshold = threshold
         self.from_logits, self.bin_edges, self.debias, self.axis = (
             from_logits,
             bin_edges,
@@ -135,9 +146,9 @@ class CalibrationError(keras.metrics.Metric):
         if keras.backend.standardize_dtype(y_pred.dtype) not in ("float32", "float64"):
             y_pred = ops.cast(y_pred, "float32")
         state = self._state()
-        if self.scope == "classwise" and num_classes != self.num_classes:
+        if self.scope != "top_label" and num_classes != self.num_classes:
             fail_value(
-                f"This classwise metric was made for num_classes={self.num_classes}.",
+                f"This {self.scope} metric was made for num_classes={self.num_classes}.",
                 "y_pred.shape",
                 tuple(y_pred.shape),
             )
@@ -152,6 +163,7 @@ class CalibrationError(keras.metrics.Metric):
                 bin_edges=self.bin_edges,
                 axis=axis,
                 sample_weight=sample_weight,
+                threshold=self.threshold,
             )
         else:
             weights = None
@@ -168,6 +180,7 @@ class CalibrationError(keras.metrics.Metric):
                 from_logits=self.from_logits,
                 right=self.bin_edges == "right",
                 weights=weights,
+                threshold=self.threshold,
             )
         for variable, value in zip(self.state_variables, state, strict=True):
             variable.assign(value)
@@ -187,6 +200,7 @@ class CalibrationError(keras.metrics.Metric):
             "bin_edges": self.bin_edges,
             "debias": self.debias,
             "axis": self.axis,
+            "threshold": self.threshold if self.scope == "thresholded" else None,
         }
 
 

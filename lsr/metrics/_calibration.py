@@ -15,13 +15,21 @@ from lsr._compat import is_concrete
 from lsr._typing import Array
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
+from lsr.metrics._inputs import (
+    check_bool,
+    check_counts_for_debias,
+    check_seed,
+    debias_normals,
+    prepare_scores,
+    prepare_weights,
+)
 
 __all__ = [
     "ReliabilityDiagram",
     "binned_columns",
     "calibration_columns",
     "check_error_options",
+    "check_threshold",
     "expected_calibration_error",
     "negative_log_likelihood",
     "reliability_diagram",
@@ -31,9 +39,7 @@ __all__ = [
 NORMS = ("l1", "l2", "max")
 BIN_EDGE_RULES = ("right", "left")
 BINNINGS = ("equal_width", "equal_mass")
-SCOPES = ("top_label", "classwise")
-# Scopes of the batch functions; the streaming state keeps SCOPES only.
-BATCH_SCOPES = (*SCOPES, "thresholded")
+SCOPES = ("top_label", "classwise", "thresholded")
 DEFAULT_THRESHOLD = 0.01
 
 
@@ -97,14 +103,8 @@ def check_error_options(
     """Check the options of the calibration error; return them resolved (whether bins
     are (lo, hi], and the thresholded scope's threshold with its default filled in)."""
     check_choice("norm", norm, NORMS)
-    check_choice("scope", scope, BATCH_SCOPES)
-    if threshold is not None:
-        if scope != "thresholded":
-            fail_value("`threshold` applies to scope='thresholded' only.", "threshold", threshold)
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-            fail_type("`threshold` must be a real number in [0, 1).", "threshold", threshold)
-        if not 0.0 <= float(threshold) < 1.0:
-            fail_value("`threshold` must be in [0, 1).", "threshold", threshold)
+    check_choice("scope", scope, SCOPES)
+    limit = check_threshold(threshold, scope)
     if scope == "thresholded" and binning == "equal_mass":
         fail_value(
             "scope='thresholded' works with binning='equal_width' only: each class keeps "
@@ -114,15 +114,14 @@ def check_error_options(
             binning,
         )
     check_bool("debias", debias)
-    if debias and norm != "l2":
+    if debias and norm == "max":
         fail_value(
-            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator); "
-            "their debiasing of other norms resamples at random and is not offered.",
+            "debias=True is defined for norm='l2' (Kumar et al.'s unbiased estimator) and "
+            "norm='l1' (their correction by resampling), not for the maximum.",
             "norm",
             norm,
         )
     right = _check_binning(n_bins, bin_edges, binning)
-    limit = DEFAULT_THRESHOLD if threshold is None else float(threshold)
     if weighted and binning == "equal_mass":
         fail_value(
             "sample_weight works with binning='equal_width' only: equal-mass edges split "
@@ -132,6 +131,19 @@ def check_error_options(
             binning,
         )
     return ErrorOptions(right, limit)
+
+
+def check_threshold(threshold: Any, scope: str) -> float:
+    """Check ``threshold`` (given only with ``scope="thresholded"``, a real number in
+    [0, 1)) and resolve it: its default for that scope."""
+    if threshold is not None:
+        if scope != "thresholded":
+            fail_value("`threshold` applies to scope='thresholded' only.", "threshold", threshold)
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+            fail_type("`threshold` must be a real number in [0, 1).", "threshold", threshold)
+        if not 0.0 <= float(threshold) < 1.0:
+            fail_value("`threshold` must be in [0, 1).", "threshold", threshold)
+    return DEFAULT_THRESHOLD if threshold is None else float(threshold)
 
 
 def threshold_weights(xp: Any, values: Array, weights: Array | None, threshold: float) -> Array:
@@ -288,6 +300,7 @@ def expected_calibration_error(
     debias: bool = False,
     sample_weight: Any = None,
     threshold: float | None = None,
+    seed: Any = 0,
 ) -> Array:
     r"""Binned calibration error: ECE, its root-mean-square form or MCE; top-label or classwise.
 
@@ -345,13 +358,23 @@ def expected_calibration_error(
       which would split each class's kept predictions, a number known only from the
       values (so ``binning="equal_mass"`` is a ``ValueError`` here).
 
-    ``debias=True`` (``norm="l2"`` only): the debiased estimator of Kumar et al. (2019),
+    ``debias=True`` with ``norm="l2"``: the debiased estimator of Kumar et al. (2019),
     the package's ``unbiased_l2_ce``: each bin's squared gap minus the variance of its
     accuracy, ``(acc_b - conf_b)**2 - acc_b (1 - acc_b) / (|B_b| - 1)``, bins of fewer
     than two examples counting 0, weighted by ``|B_b|/N``; the sum is clipped at 0 (per
-    class with ``scope="classwise"``) before the square root. Their debiasing for other
-    norms resamples at random (``normal_debiased_ce``), so it is not offered here:
-    ``debias=True`` with ``norm="l1"`` or ``"max"`` is a ``ValueError``.
+    class with ``scope="classwise"``) before the square root.
+
+    ``debias=True`` with ``norm="l1"``: their correction by resampling (the package's
+    ``normal_debiased_ce``), ``2 e - mean_r e_r``: ``e`` the l1 error, ``e_r`` the l1
+    error with each bin's accuracy replaced by a draw from ``N(acc_b, acc_b (1 - acc_b)
+    / |B_b|)``, for 1000 draws; per class with ``scope="classwise"`` (each class its own
+    draws), then averaged. The standard normal draws are made on the host by NumPy,
+    ``numpy.random.default_rng(seed).standard_normal((1000, n_bins, C))`` (C = 1, or K
+    classes; draw ``r`` of bin ``b`` and column ``c`` is ``[r, b, c]``), so the result is
+    reproducible, the same on every backend, and traceable. Unlike the package, a bin
+    of fewer than two examples is not an error: an empty bin weighs 0, and one example
+    has a 0/1 accuracy of variance 0. The estimate may be slightly negative (it is not
+    clipped, as in the package). ``"max"`` has no debiasing (a ``ValueError``).
 
     Traceable (``jax.jit``): under tracing, value checks cannot run and a label out of
     range makes the result NaN.
@@ -369,7 +392,8 @@ def expected_calibration_error(
         axis: the class axis.
         binning: ``"equal_width"`` or ``"equal_mass"``.
         scope: ``"top_label"``, ``"classwise"`` or ``"thresholded"``.
-        debias: the debiased l2 estimator (``norm="l2"`` only).
+        debias: the debiased l2 estimator, or the l1 correction by resampling (not
+            with ``norm="max"``).
         sample_weight: None, or one finite non-negative weight per example (the
             labels' shape, floating or integer, with a positive sum). Each example
             counts with its weight in its bin's count and means, so ``|B_b| / N``
@@ -379,6 +403,13 @@ def expected_calibration_error(
             by their number.
         threshold: the probability a prediction must exceed to count, with
             ``scope="thresholded"`` only (default None: 0.01); in [0, 1).
+        seed: the normal draws of ``debias=True`` with ``norm="l1"`` (read only then):
+            a non-negative integer, a ``numpy.random.Generator`` (drawn from, so it
+            advances), or None for fresh entropy. The default 0 makes it reproducible.
+            The draws (``1000 x n_bins x C`` float64 on the host: 120 MB for 1000
+            classes and 15 bins, classwise) are made when the function runs; under
+            ``jax.jit`` or ``tf.function``, when it is traced: constants of the
+            compiled program, the same on every later call.
 
     Returns:
         A 0-d array of the input's library, in the compute dtype.
@@ -444,10 +475,13 @@ def expected_calibration_error(
         weighted=sample_weight is not None,
         threshold=threshold,
     )
+    check_seed(seed)
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
     weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    if debias and weights is not None:
+        check_counts_for_debias(xp, weights, "sample_weight", sample_weight)
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )
@@ -456,7 +490,12 @@ def expected_calibration_error(
     mean_value, mean_target, count, _ = binned_columns(
         xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
     )
-    return metrics_core.calibration_error(xp, mean_value, mean_target, count, norm, debias=debias)
+    normals = None
+    if debias and norm == "l1":
+        normals = debias_normals(seed, count.shape[-2], count.shape[-1])
+    return metrics_core.calibration_error(
+        xp, mean_value, mean_target, count, norm, debias=debias, normals=normals
+    )
 
 
 def negative_log_likelihood(

@@ -222,6 +222,12 @@ def bin_statistics(
     return mean_value, mean_target, count
 
 
+#: The normal draws per bin of the l1 debiasing (Kumar et al.'s ``normal_debiased_ce``).
+DEBIAS_RESAMPLES = 1000
+# Draws made into arrays at a time: (draws, ..., bins, columns) up to this many values.
+DRAW_BLOCK_VALUES = 1 << 22
+
+
 def calibration_error(
     xp: Namespace,
     mean_confidence: Array,
@@ -230,6 +236,7 @@ def calibration_error(
     norm: str,
     *,
     debias: bool = False,
+    normals: Any = None,
 ) -> Array:
     """The binned calibration error from per-bin statistics (..., B, C) of C columns.
 
@@ -242,10 +249,33 @@ def calibration_error(
     mean. Leading axes are a batch of problems (the bootstrap's resamples): the
     result has their shape, 0-d for none.
 
-    ``debias`` (l2 only): Kumar et al.'s unbiased estimate of each squared error, each
-    bin's ``(acc_b - conf_b)**2 - acc_b (1 - acc_b) / (n_b - 1)`` (0 for bins of fewer
-    than 2 examples), weighted by ``n_b / N``, the column's sum clipped at 0.
+    ``debias``, l2: Kumar et al.'s unbiased estimate of each squared error, each bin's
+    ``(acc_b - conf_b)**2 - acc_b (1 - acc_b) / (n_b - 1)`` (0 for bins of fewer than 2
+    examples), weighted by ``n_b / N``, the column's sum clipped at 0. l1: their
+    correction by resampling (``normal_debiased_ce``): ``2 e - mean_r e_r``, where ``e_r``
+    is the error with each bin's accuracy drawn from ``N(acc_b, acc_b (1 - acc_b) / n_b)``,
+    from ``normals`` (host standard normal draws (R, B, C), ``_inputs.debias_normals``).
     """
+    error = _error(xp, mean_confidence, accuracy, count, norm, debias=debias, normals=normals)
+    if not debias:
+        return error
+    # The debiasings count examples: a fractional (weighted) count has no such variance,
+    # so the error is NaN (the public functions raise first when the values are concrete).
+    whole = xp.all(count == xp.astype(xp.astype(count, xp.int64), count.dtype))
+    return xp.where(whole, error, xp.nan)
+
+
+def _error(
+    xp: Namespace,
+    mean_confidence: Array,
+    accuracy: Array,
+    count: Array,
+    norm: str,
+    *,
+    debias: bool,
+    normals: Any,
+) -> Array:
+    """``calibration_error``'s arithmetic."""
     bins, columns = len(count.shape) - 2, len(count.shape) - 1
     gap = xp.abs(accuracy - mean_confidence)
     # A column without any (weighted) example, possible in the thresholded scope, has no
@@ -265,7 +295,13 @@ def calibration_error(
         return xp.where(seen, total / xp.where(seen, columns_seen, 1.0), xp.nan)
 
     if norm == "l1":
-        return column_mean(xp.sum(proportion * gap, axis=bins))
+        per_column = xp.sum(proportion * gap, axis=bins)
+        if debias:
+            resampled = _mean_resampled_l1(
+                xp, mean_confidence, accuracy, count, proportion, normals
+            )
+            per_column = 2.0 * per_column - resampled
+        return column_mean(per_column)
     squared = gap * gap
     if debias:
         enough = count >= 2
@@ -276,6 +312,40 @@ def calibration_error(
         # Clipped as the package clips; a NaN (a bad label under tracing) stays NaN.
         per_column = xp.where(per_column < 0.0, 0.0, per_column)
     return xp.sqrt(column_mean(per_column))
+
+
+def _mean_resampled_l1(
+    xp: Namespace,
+    mean_confidence: Array,
+    accuracy: Array,
+    count: Array,
+    proportion: Array,
+    normals: Any,
+) -> Array:
+    """Per column (leading axes kept), the mean over the draws ``z`` of ``sum_b (n_b / N)
+    |acc_b + sd_b z_b - conf_b|``, ``sd_b = sqrt(acc_b (1 - acc_b) / n_b)``: the l1 error
+    with each bin's accuracy resampled from its normal approximation (an empty bin has
+    weight 0; a bin of one 0/1 example has sd 0). The draws are made into device arrays
+    a block at a time, so the device's memory stays bounded for many columns
+    (classwise) or problems (the bootstrap's resamples); the host holds all of them
+    (``DEBIAS_RESAMPLES x bins x columns`` float64), and under tracing they are
+    constants of the program."""
+    seen = count > 0
+    variance = accuracy * (1.0 - accuracy) / xp.where(seen, count, 1.0)
+    deviation = xp.sqrt(xp.where(seen, variance, 0.0))
+    lead = len(count.shape) - 2
+    draws = normals.shape[0]
+    per_draw = math.prod(int(size) for size in count.shape if size is not None)
+    block = max(1, DRAW_BLOCK_VALUES // max(1, per_draw))
+    total = None
+    for start in range(0, draws, block):
+        part = normals[start : start + block]
+        z = xp.asarray(part, dtype=count.dtype, device=device(count))
+        z = xp.reshape(z, (part.shape[0], *(1,) * lead, *part.shape[1:]))
+        gaps = xp.abs(accuracy + deviation * z - mean_confidence)
+        errors = xp.sum(xp.sum(proportion * gaps, axis=-2), axis=0)
+        total = errors if total is None else total + errors
+    return total / draws
 
 
 def target_logits(xp: Namespace, logits: Array, labels: Array, axis: int) -> Array:

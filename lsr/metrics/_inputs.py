@@ -6,6 +6,7 @@ concrete arrays. What passes comes back in the compute dtype, ready for ``_core`
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from lsr import _core
@@ -13,8 +14,39 @@ from lsr._checks import cast, check_label_range, check_logits, is_integer_dtype
 from lsr._compat import array_namespace, is_concrete
 from lsr._typing import Array, DType, Namespace
 from lsr._validation import fail_type, fail_value, normalize_axis
+from lsr.metrics import _core as metrics_core
 
 __all__ = ["check_bool", "prepare_scores", "prepare_weights"]
+
+
+def check_seed(seed: Any) -> None:
+    """``seed``: a non-negative integer, a ``numpy.random.Generator`` or None."""
+    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
+        if seed is not None and seed < 0:
+            fail_value("`seed` must be a non-negative integer.", "seed", seed)
+        return
+    import numpy as np
+
+    if not isinstance(seed, np.random.Generator):
+        fail_type(
+            "`seed` must be a non-negative integer, a numpy.random.Generator or None.",
+            "seed",
+            seed,
+        )
+
+
+def generator(seed: Any) -> Any:
+    """The NumPy generator of a checked ``seed`` (a Generator is drawn from as it is)."""
+    import numpy as np
+
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+def debias_normals(seed: Any, n_bins: int, columns: int) -> Any:
+    """The host's standard normal draws of the l1 debiasing (``_core.DEBIAS_RESAMPLES``
+    of them per bin and column): ``default_rng(seed).standard_normal((1000, n_bins,
+    columns))``, documented so that anyone can redraw them."""
+    return generator(seed).standard_normal((metrics_core.DEBIAS_RESAMPLES, n_bins, columns))
 
 
 def check_bool(name: str, value: Any) -> None:
@@ -77,6 +109,26 @@ def prepare_scores(
     if not from_logits:
         _check_probabilities(xp, scores, axis, name)
     return xp, cast(xp, scores, _core.compute_dtype(xp, scores.dtype)), labels, axis
+
+
+def whole_counts(xp: Namespace, counts: Array) -> Array:
+    """Whether every value is a whole number (what the debiased estimators count)."""
+    return xp.all(counts == xp.astype(xp.astype(counts, xp.int64), counts.dtype))
+
+
+def check_counts_for_debias(xp: Namespace, counts: Array, name: str, value: Any) -> None:
+    """``debias=True`` counts examples (their variance is of a number of 0/1 outcomes):
+    weights must be whole numbers, a weight ``m`` being the example repeated ``m``
+    times. Checked when concrete; traced, ``metrics_core.calibration_error`` makes the
+    debiased error NaN instead."""
+    if is_concrete(counts) and not bool(whole_counts(xp, counts)):
+        fail_value(
+            "debias=True counts examples: the weights must be whole numbers (a weight m "
+            "is the example repeated m times); fractional weights have no such count, "
+            "and the debiased error would change with their scale.",
+            name,
+            value,
+        )
 
 
 def prepare_weights(

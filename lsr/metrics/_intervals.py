@@ -16,7 +16,7 @@ import numbers
 from typing import Any, NamedTuple
 
 from lsr import _core
-from lsr._compat import device
+from lsr._compat import device, is_concrete
 from lsr._typing import Array, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value
 from lsr.metrics import _core as metrics_core
@@ -26,7 +26,14 @@ from lsr.metrics._calibration import (
     check_error_options,
     threshold_weights,
 )
-from lsr.metrics._inputs import prepare_scores, prepare_weights
+from lsr.metrics._inputs import (
+    check_counts_for_debias,
+    check_seed,
+    debias_normals,
+    generator,
+    prepare_scores,
+    prepare_weights,
+)
 
 __all__ = ["CalibrationInterval", "calibration_error_interval"]
 
@@ -61,18 +68,7 @@ def _check_interval_options(confidence: Any, n_resamples: Any, method: Any, seed
         )
     check_positive_int("n_resamples", n_resamples)
     check_choice("method", method, METHODS)
-    if seed is None or (isinstance(seed, numbers.Integral) and not isinstance(seed, bool)):
-        if seed is not None and seed < 0:
-            fail_value("`seed` must be a non-negative integer.", "seed", seed)
-        return
-    import numpy as np
-
-    if not isinstance(seed, np.random.Generator):
-        fail_type(
-            "`seed` must be a non-negative integer, a numpy.random.Generator or None.",
-            "seed",
-            seed,
-        )
+    check_seed(seed)
 
 
 def _quantile(xp: Namespace, ordered: Array, q: float) -> Array:
@@ -106,7 +102,9 @@ def calibration_error_interval(
 ) -> CalibrationInterval:
     """The calibration error with a bootstrap confidence interval.
 
-    The error is ``expected_calibration_error`` with the same keywords. The N examples
+    The error is ``expected_calibration_error`` with the same keywords (with
+    ``debias=True`` and ``norm="l1"``, its normal draws come from the generator after
+    the resample indices: see Randomness below). The N examples
     (with ``sample_weight``: the N examples of positive weight; one of weight 0 is not
     in the data and is left out before resampling) are resampled with replacement
     ``n_resamples`` times; each resample's error is computed exactly as the error of
@@ -129,15 +127,22 @@ def calibration_error_interval(
 
     Randomness: the resample indices are drawn on the host, by NumPy:
     ``numpy.random.default_rng(seed).integers(0, N, size=(n_resamples, N))`` (row r is
-    resample r); the gathering and all arithmetic are the input's namespace, on its
-    device. The same seed gives the same interval on every backend (up to the
-    backends' rounding). The package's own function draws from NumPy's global state
+    resample r), then, for ``debias=True`` with ``norm="l1"``, the normal draws of that
+    correction from the same generator (one set for the estimate and every resample);
+    the gathering and all arithmetic are the input's namespace, on its device. The
+    same seed gives the same interval on every backend (up to the backends' rounding).
+    The package's own function draws from NumPy's global state
     and treats its ``alpha=0.1`` as a percentage (a 99.9% interval); give it these
     indices and ``alpha = 100 (1 - confidence)`` percent to reproduce the numbers here
     (``tests/test_metrics_intervals.py`` does).
 
-    Not traceable: the resampling loop runs in Python on concrete arrays (call it
-    outside ``jax.jit`` or ``tf.function``).
+    Traceable (``jax.jit``, ``tf.function``): the resample indices (and normal draws)
+    are host constants of the program and the loop over blocks of resamples is
+    unrolled, so the traced interval is the eager one. Two things need values: the
+    number of examples (a known shape), and with ``sample_weight`` which examples
+    weigh 0, so weights are refused while tracing (a ``ValueError``). Traced, a bad
+    value or a resample of the thresholded scope with nothing to measure makes the
+    interval NaN; eagerly the latter raises. A NaN anywhere makes both ends NaN.
 
     Args:
         logits_or_probs, labels: as in ``expected_calibration_error``.
@@ -189,10 +194,29 @@ def calibration_error_interval(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
     weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    if debias and weights is not None:
+        check_counts_for_debias(xp, weights, "sample_weight", sample_weight)
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )
+    if None in tuple(values.shape):
+        fail_value(
+            "calibration_error_interval needs the number of examples (and of classes) "
+            "to draw the resamples: give inputs of known shape (a tf.function traced "
+            "with a batch of unknown size has none).",
+            "logits_or_probs.shape",
+            tuple(scores.shape),
+        )
     if weights is not None:
+        if not is_concrete(weights):
+            fail_value(
+                "calibration_error_interval with sample_weight reads the weights (an "
+                "example of weight 0 is not resampled, and which ones those are is a "
+                "value): call it outside jax.jit / tf.function / torch.compile, or "
+                "without sample_weight there.",
+                "sample_weight",
+                sample_weight,
+            )
         # An example of weight 0 is not in the data (a weight m counts it m times): it
         # is left out before resampling, so that no resample is only such examples.
         present = xp.nonzero(xp.reshape(weights, (-1,)) > 0)[0]
@@ -200,21 +224,22 @@ def calibration_error_interval(
     if scope == "thresholded":
         weights = threshold_weights(xp, values, weights, threshold)
 
+    size, columns = values.shape
+    rng = generator(seed)
+    indices = rng.integers(0, size, size=(n_resamples, size))
+    # The l1 debiasing's normal draws, after the indices: the same for every resample.
+    normals = debias_normals(rng, n_bins, columns) if debias and norm == "l1" else None
+
     def errors(values: Array, targets: Array, weights: Array | None) -> Array:
         mean_value, mean_target, count, _ = binned_columns(
             xp, values, targets, n_bins=n_bins, right=right, binning=binning, weights=weights
         )
         return metrics_core.calibration_error(
-            xp, mean_value, mean_target, count, norm, debias=debias
+            xp, mean_value, mean_target, count, norm, debias=debias, normals=normals
         )
 
     estimate = errors(values, targets, weights)
 
-    import numpy as np
-
-    size, columns = values.shape
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    indices = rng.integers(0, size, size=(n_resamples, size))
     block = max(1, BLOCK_VALUES // (size * columns))
     index_type, place = _core.index_dtype(xp, values), device(values)
     resampled = []
@@ -232,7 +257,9 @@ def calibration_error_interval(
     every = xp.concat(resampled, axis=0)
     # (A NaN input gives NaN errors, as ``expected_calibration_error`` does: only the
     # thresholded scope's empty resamples are refused here.)
-    undefined = int(xp.sum(xp.astype(xp.isnan(every), xp.int32))) if scope == "thresholded" else 0
+    undefined = 0
+    if scope == "thresholded" and is_concrete(every):
+        undefined = int(xp.sum(xp.astype(xp.isnan(every), xp.int32)))
     if undefined and bool(xp.isfinite(estimate)):
         # (Every resample has a positive total weight; only the thresholded scope can
         # leave one with no prediction to measure.)
@@ -248,4 +275,8 @@ def calibration_error_interval(
     lower, upper = _quantile(xp, ordered, tail), _quantile(xp, ordered, 1.0 - tail)
     if method == "basic":
         lower, upper = 2.0 * estimate - upper, 2.0 * estimate - lower
+    # A NaN error anywhere (a NaN input; traced, a bad value or an empty thresholded
+    # resample) makes both ends NaN: sorted last, it would leave a plausible lower end.
+    poisoned = xp.any(xp.isnan(every)) | xp.isnan(estimate)
+    lower, upper = (xp.where(poisoned, xp.nan, end) for end in (lower, upper))
     return CalibrationInterval(estimate, lower, upper)

@@ -25,8 +25,15 @@ from lsr._compat import array_namespace, device
 from lsr._typing import Array, DType, Namespace
 from lsr._validation import check_choice, check_positive_int, fail_type, fail_value, normalize_axis
 from lsr.metrics import _core as metrics_core
-from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES
-from lsr.metrics._inputs import check_bool, prepare_scores, prepare_weights
+from lsr.metrics._calibration import BIN_EDGE_RULES, BINNINGS, NORMS, SCOPES, check_threshold
+from lsr.metrics._inputs import (
+    check_bool,
+    check_counts_for_debias,
+    check_seed,
+    debias_normals,
+    prepare_scores,
+    prepare_weights,
+)
 
 __all__ = [
     "CalibrationState",
@@ -44,7 +51,8 @@ class CalibrationState(NamedTuple):
     """Per-bin sums of a stream, for the binned calibration error (arrays of one library).
 
     Shapes are (n_bins,) for ``scope="top_label"`` and (K, n_bins) for
-    ``scope="classwise"`` (one row per class), in one floating dtype.
+    ``scope="classwise"`` and ``"thresholded"`` (one row per class), in one floating
+    dtype.
 
     Attributes:
         count: the number of examples in each bin (floating: exact up to 2**24 per bin in
@@ -87,27 +95,30 @@ def metric_state_shape(
     bin_edges: Any,
     debias: Any,
     binning: Any,
-) -> tuple[int, ...]:
+    threshold: Any = None,
+) -> tuple[tuple[int, ...], float | None]:
     """Check a framework metric's options (``lsr.torch.CalibrationError``,
-    ``lsr.keras.CalibrationError``) and give its state's shape: ``(n_bins,)``, or
-    ``(num_classes, n_bins)`` for the classwise scope."""
+    ``lsr.keras.CalibrationError``): ``(its state's shape, threshold)``, the shape
+    ``(n_bins,)`` or ``(num_classes, n_bins)`` for the classwise and thresholded scopes,
+    the threshold resolved for the thresholded scope (None for the others)."""
     check_streaming_options(n_bins, scope, binning)
+    limit = check_threshold(threshold, scope)
     check_choice("norm", norm, NORMS)
     check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
     check_bool("from_logits", from_logits)
     check_bool("debias", debias)
-    if debias and norm != "l2":
-        fail_value("debias=True is defined for norm='l2' only.", "norm", norm)
-    if scope != "classwise":
-        return (n_bins,)
+    if debias and norm == "max":
+        fail_value("debias=True is defined for norm='l2' and 'l1' only.", "norm", norm)
+    if scope == "top_label":
+        return (n_bins,), None
     if num_classes is None:
         fail_value(
-            "scope='classwise' keeps one row of bins per class: pass num_classes.",
+            f"scope={scope!r} keeps one row of bins per class: pass num_classes.",
             "num_classes",
             num_classes,
         )
     check_positive_int("num_classes", num_classes)
-    return (num_classes, n_bins)
+    return (num_classes, n_bins), limit if scope == "thresholded" else None
 
 
 def calibration_state(
@@ -132,9 +143,14 @@ def calibration_state(
             (float32 for half precision) unless ``dtype`` is given and, for
             ``scope="classwise"``, K.
         n_bins: number of equal-width bins of [0, 1] (>= 1).
-        scope: ``"top_label"`` ((n_bins,) arrays) or ``"classwise"`` ((K, n_bins)).
+        scope: ``"top_label"`` ((n_bins,) arrays) or ``"classwise"`` ((K, n_bins)). A
+            thresholded stream is a classwise state whose every update passes
+            ``threshold=``; the state does not record it, so ``"thresholded"`` is a
+            ``ValueError`` here (``lsr.torch.CalibrationError`` and
+            ``lsr.keras.CalibrationError`` take it, and keep the threshold).
         binning: ``"equal_width"``; ``"equal_mass"`` raises (see above).
-        axis: the class axis of ``like`` (read for ``scope="classwise"`` only).
+        axis: the class axis of ``like`` (read for the classwise and thresholded
+            scopes only).
         dtype: the floating dtype of the sums, e.g. float64 to accumulate float32 scores
             over more than 2**24 examples per bin.
 
@@ -146,6 +162,17 @@ def calibration_state(
         ValueError: bad options.
     """
     check_streaming_options(n_bins, scope, binning)
+    if scope == "thresholded":
+        # The state would not record it: an update without threshold= would silently
+        # add every probability (the classwise error).
+        fail_value(
+            "A thresholded stream is a classwise state whose every update passes "
+            "threshold=: make it with calibration_state(..., scope='classwise') and call "
+            "update_calibration_state(..., threshold=...) (the framework metrics take "
+            "scope='thresholded' and keep the threshold).",
+            "scope",
+            scope,
+        )
     xp = array_namespace(like)
     if not xp.isdtype(like.dtype, "real floating"):
         fail_type("`like` must be a floating array of scores.", "like", like)
@@ -154,7 +181,7 @@ def calibration_state(
     elif not xp.isdtype(dtype, "real floating"):
         fail_type("`dtype` must be a real floating dtype.", "dtype", dtype)
     shape: tuple[int, ...] = (n_bins,)
-    if scope == "classwise":
+    if scope != "top_label":
         axis = normalize_axis(axis, like.ndim)
         shape = (like.shape[axis], n_bins)
     zeros = [xp.zeros(shape, dtype=dtype, device=device(like)) for _ in range(3)]
@@ -194,6 +221,7 @@ def accumulate(
     from_logits: bool,
     right: bool,
     weights: Array | None = None,
+    threshold: float | None = None,
 ) -> CalibrationState:
     """``state`` plus the per-bin sums of one batch (no validation: the adapters' entry).
 
@@ -202,6 +230,8 @@ def accumulate(
     while tracing. A label outside [0, K) makes its correctness NaN, which stays in the
     state (so the error is NaN) rather than giving a plausible number. ``weights``: None
     or one weight per example as an (N, 1) column (``prepare_weights``' layout).
+    ``threshold`` (a classwise state): only the predictions above it are added (the
+    thresholded scope's weights, ``threshold_weights``; a batch may have none).
     """
     n_bins = state.count.shape[-1]
     classwise = len(state.count.shape) == 2
@@ -209,6 +239,9 @@ def accumulate(
         values, targets = metrics_core.classwise(
             xp, scores, labels, axis=axis, from_logits=from_logits
         )
+        if threshold is not None:
+            kept = xp.astype(values > threshold, values.dtype)
+            weights = kept if weights is None else kept * weights
     else:
         values, targets = metrics_core.top_label(
             xp, scores, labels, axis=axis, from_logits=from_logits
@@ -236,6 +269,7 @@ def update_calibration_state(
     bin_edges: str = "right",
     axis: int = -1,
     sample_weight: Any = None,
+    threshold: float | None = None,
 ) -> CalibrationState:
     """``state`` with one more batch added (a new state; the arguments are not changed).
 
@@ -259,6 +293,13 @@ def update_calibration_state(
             ``expected_calibration_error(..., sample_weight=)``). A batch's weights may
             all be 0 (it adds nothing); under tracing, a weight that is negative or not
             finite makes the state NaN.
+        threshold: for the thresholded scope (a classwise state): only the class
+            probabilities above it are added (Nixon et al.'s thresholding; a batch may have none).
+            Pass the same value to every update (0.01 is the batch function's default);
+            None adds every class probability (the classwise scope). A class with
+            nothing above it in the whole stream is left out of the mean, as in
+            ``expected_calibration_error(..., scope="thresholded")``; the error of a
+            stream with nothing above it is NaN, where the batch function raises.
 
     Returns:
         The updated ``CalibrationState``, in the state's dtype.
@@ -287,6 +328,15 @@ def update_calibration_state(
     """
     check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
     _, state = _check_state(state)
+    if threshold is not None:
+        threshold = check_threshold(threshold, "thresholded")
+        if len(state.count.shape) != 2:
+            fail_value(
+                "`threshold` needs a state of one row of bins per class: make it with "
+                "calibration_state(..., scope='classwise').",
+                "state.count.shape",
+                tuple(state.count.shape),
+            )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
@@ -309,6 +359,7 @@ def update_calibration_state(
         from_logits=from_logits,
         right=bin_edges == "right",
         weights=weights,
+        threshold=threshold,
     )
 
 
@@ -331,8 +382,11 @@ def merge_calibration_states(first: CalibrationState, second: CalibrationState) 
     return CalibrationState(*(a + b for a, b in zip(first, second, strict=True)))
 
 
-def error_from_state(xp: Namespace, state: CalibrationState, norm: str, *, debias: bool) -> Array:
-    """The calibration error of a state (no validation: the adapters' entry); NaN if empty."""
+def error_from_state(
+    xp: Namespace, state: CalibrationState, norm: str, *, debias: bool, seed: Any = 0
+) -> Array:
+    """The calibration error of a state (no validation: the adapters' entry); NaN if empty.
+    ``seed``: the l1 debiasing's normal draws (``expected_calibration_error``'s)."""
     if len(state.count.shape) == 2:
         columns = [xp.matrix_transpose(array) for array in state]
     else:
@@ -342,33 +396,43 @@ def error_from_state(xp: Namespace, state: CalibrationState, norm: str, *, debia
     seen = xp.sum(count) > 0
     # An empty state computes on counts of 1 (no 0/0 warnings) and then reads NaN.
     count = xp.where(seen, count, 1.0)
-    error = metrics_core.calibration_error(xp, confidence, accuracy, count, norm, debias=debias)
+    normals = None
+    if debias and norm == "l1":
+        normals = debias_normals(seed, count.shape[-2], count.shape[-1])
+    error = metrics_core.calibration_error(
+        xp, confidence, accuracy, count, norm, debias=debias, normals=normals
+    )
     return xp.where(seen, error, xp.nan)
 
 
 def calibration_error_from_state(
-    state: CalibrationState, *, norm: str = "l1", debias: bool = False
+    state: CalibrationState, *, norm: str = "l1", debias: bool = False, seed: Any = 0
 ) -> Array:
     """The binned calibration error of everything a state has seen (a 0-d array).
 
     The formula of ``expected_calibration_error`` (``norm`` "l1" ECE, "l2", "max" MCE;
     classes combined as there for a classwise state; ``debias`` the debiased l2
-    estimator of Kumar et al. 2019) on the per-bin means ``confidence_sum / count`` and
-    ``correct_sum / count``. The debiased estimator streams exactly: its variance term
-    ``acc (1 - acc) / (n_b - 1)`` needs only each bin's count and accuracy, since every
-    correctness is 0 or 1. A state with no examples gives NaN (no error is defined).
+    estimator of Kumar et al. 2019, or their l1 correction by resampling with the
+    normal draws of ``seed``) on the per-bin means ``confidence_sum / count`` and
+    ``correct_sum / count``. Both debiasings stream exactly: they need only each bin's
+    count and accuracy (the variance ``acc (1 - acc)`` of 0/1 correctness). A state
+    with no examples gives NaN (no error is defined).
 
     Raises:
         TypeError: a ``state`` that is not one, a ``debias`` that is not a bool.
-        ValueError: bad ``norm``, or ``debias=True`` with a norm other than "l2".
+        ValueError: bad ``norm``, ``debias=True`` with ``norm="max"``, a bad ``seed``.
     """
     check_choice("norm", norm, NORMS)
     check_bool("debias", debias)
-    if debias and norm != "l2":
+    if debias and norm == "max":
         fail_value(
-            "debias=True is defined for norm='l2' only (Kumar et al.'s unbiased estimator).",
+            "debias=True is defined for norm='l2' (Kumar et al.'s unbiased estimator) and "
+            "norm='l1' (their correction by resampling), not for the maximum.",
             "norm",
             norm,
         )
+    check_seed(seed)
     xp, state = _check_state(state)
-    return error_from_state(xp, state, norm, debias=debias)
+    if debias:
+        check_counts_for_debias(xp, state.count, "state.count", state.count)
+    return error_from_state(xp, state, norm, debias=debias, seed=seed)

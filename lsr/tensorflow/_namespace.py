@@ -31,6 +31,7 @@ FUNCTIONS = (
     "any",
     "arange",
     "argmax",
+    "argsort",
     "asarray",
     "astype",
     "broadcast_to",
@@ -312,6 +313,14 @@ class TensorFlowNamespace:
 
     def sort(self, x: Any, /, *, axis: int = -1) -> Any:
         return tf.sort(x, axis=axis)
+
+    def argsort(
+        self, x: Any, /, *, axis: int = -1, descending: bool = False, stable: bool = True
+    ) -> Any:
+        """Indices that sort ``x`` (int64); always stable (``tf.argsort``'s stable sort)."""
+        direction = "DESCENDING" if descending else "ASCENDING"
+        result = tf.argsort(x, axis=axis, direction=direction, stable=True)
+        return tf.cast(result, tf.int64)
 
     def searchsorted(self, x1: Any, x2: Any, /, *, side: str = "left") -> Any:
         """Indices of ``x2`` in the sorted 1-D ``x1``, in the index dtype (int64)."""

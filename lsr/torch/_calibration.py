@@ -26,7 +26,8 @@ __all__ = ["CalibrationError"]
 
 
 class CalibrationError(Metric):
-    """Binned calibration error (ECE, l2, MCE; top-label or classwise), accumulated.
+    """Binned calibration error (ECE, l2, MCE; top-label, classwise or thresholded),
+    accumulated.
 
     The numbers of ``lsr.metrics.expected_calibration_error`` on everything passed to
     ``update`` (equal-width bins; up to the order of floating-point additions), with
@@ -39,18 +40,25 @@ class CalibrationError(Metric):
     [lo, 1]). The default here is Guo et al.'s (lo, hi] bins. Scores are logits unless
     ``from_logits=False`` (torchmetrics guesses from their range). The state is the
     same size for ``scope="top_label"`` whatever K, so ``num_classes`` is needed only
-    for ``scope="classwise"``.
+    for the classwise and thresholded scopes.
 
     Args:
         n_bins: number of equal-width bins (>= 1).
         norm: ``"l1"``, ``"l2"`` or ``"max"``.
-        num_classes: K, required with ``scope="classwise"`` (the state has K rows).
-        scope: ``"top_label"`` or ``"classwise"``.
+        num_classes: K, required with ``scope="classwise"`` or ``"thresholded"`` (the
+            state has K rows).
+        scope: ``"top_label"``, ``"classwise"`` or ``"thresholded"`` (classwise over
+            the class probabilities above ``threshold`` only; a class with none in
+            the whole stream is left out of the mean).
         from_logits: whether ``update`` receives logits or probabilities.
         bin_edges: ``"right"`` for (lo, hi] bins, ``"left"`` for [lo, hi) bins.
-        debias: the debiased l2 estimator of Kumar et al. (2019) (``norm="l2"`` only).
+        debias: the debiased l2 estimator of Kumar et al. (2019), or their l1
+            correction by resampling (with ``lsr.metrics``' default seed 0); not with
+            ``norm="max"``.
         binning: ``"equal_width"``; ``"equal_mass"`` raises (its edges need every
             confidence; use the batch ``expected_calibration_error``).
+        threshold: with ``scope="thresholded"`` only, the probability a prediction
+            must exceed to count (default None: 0.01, as the batch function).
         axis: the class axis of the scores (1, as in ``F.cross_entropy``).
         state_dtype: the dtype of the sums (float64: counts exact to 2**53).
         **kwargs: ``torchmetrics.Metric``'s options (``dist_sync_on_step``,
@@ -85,12 +93,13 @@ class CalibrationError(Metric):
         bin_edges: str = "right",
         debias: bool = False,
         binning: str = "equal_width",
+        threshold: float | None = None,
         axis: int = 1,
         state_dtype: torch.dtype = torch.float64,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        shape = metric_state_shape(
+        shape, threshold = metric_state_shape(
             n_bins=n_bins,
             norm=norm,
             num_classes=num_classes,
@@ -99,8 +108,10 @@ class CalibrationError(Metric):
             bin_edges=bin_edges,
             debias=debias,
             binning=binning,
+            threshold=threshold,
         )
         self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
+        self.threshold = threshold
         self.from_logits, self.bin_edges, self.debias, self.axis = (
             from_logits,
             bin_edges,
@@ -132,6 +143,7 @@ class CalibrationError(Metric):
             bin_edges=self.bin_edges,
             axis=self.axis,
             sample_weight=sample_weight,
+            threshold=self.threshold,
         )
         self.count, self.confidence_sum, self.correct_sum = state
 

@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 
 from lsr import _core
+from lsr._aux import Aux
 from lsr._checks import (
     check_logits,
     prepare_sharded_options,
@@ -136,13 +137,14 @@ def _all_reduce_sum(group: Any) -> Any:
 class _VocabParallelSmoothCE(torch.autograd.Function):
     """The core's class-sharded pass (``lsr._core.sharded_loss``) with gloo/NCCL
     collectives; the backward pass is the core's gradient on this rank's classes, from
-    the saved global lse and class values (no collective)."""
+    the saved global lse and class values (no collective). Outputs: the loss, then with
+    ``spec.aux`` the four auxiliary outputs (no gradient)."""
 
     @staticmethod
     def forward(ctx, logits_shard, labels, spec, start, group, batch_group):
         xp = array_namespace(logits_shard)
         z = logits_shard.detach().to(_core.compute_dtype(xp, logits_shard.dtype))
-        loss, lse, targets, values = _core.sharded_loss(
+        loss, lse, targets, values, extras = _core.sharded_loss(
             z,
             labels,
             spec,
@@ -168,11 +170,21 @@ class _VocabParallelSmoothCE(torch.autograd.Function):
         ctx.spec, ctx.start, ctx.values = targets.spec, start, values
         ctx.input_dtype = logits_shard.dtype
         ctx.denominator = denominator
+        # (The global sum_k p_k log p_k per position, with a confidence penalty.)
+        ctx.p_log_p = extras.get("p_log_p")
         ctx.save_for_backward(logits_shard.detach(), labels, lse)
-        return result
+        if not spec.aux:
+            return result
+        batch_sum = None if batch_group is None else _all_reduce_sum(batch_group)
+        aux = _core.reduce_aux(
+            xp, {name: extras[name] for name in _core.AUX_NAMES}, targets, spec.reduction, batch_sum
+        )
+        aux_values = tuple(aux[name] for name in _core.AUX_NAMES)
+        ctx.mark_non_differentiable(*aux_values)
+        return (result, *aux_values)
 
     @staticmethod
-    def backward(ctx, cotangent):
+    def backward(ctx, cotangent, *aux_cotangents):
         logits_shard, labels, lse = ctx.saved_tensors
         xp = array_namespace(logits_shard)
         z = logits_shard.to(_core.compute_dtype(xp, logits_shard.dtype))
@@ -186,6 +198,7 @@ class _VocabParallelSmoothCE(torch.autograd.Function):
             xp=xp,
             shard_start=ctx.start,
             values=ctx.values,
+            exp_dot=ctx.p_log_p,
         )
         return grad.to(ctx.input_dtype), None, None, None, None, None
 
@@ -207,7 +220,9 @@ def vocab_parallel_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
-) -> torch.Tensor:
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
+) -> Any:
     r"""Smoothed cross-entropy of logits whose class axis is split across ``group``.
 
     Rank ``r`` of ``group`` holds ``logits[..., start_r:end_r]``: contiguous class
@@ -253,10 +268,18 @@ def vocab_parallel_smooth_ce(
         z_loss: coefficient of ``z_loss * logsumexp(logits)**2`` per position.
         softcap: soft-capping: the loss is of ``softcap * tanh(logits / softcap)``
             (-inf stays -inf), as ``lsr.smooth_ce``; None: no capping.
+        confidence_penalty: beta >= 0 of an added ``-beta H(softmax(logits))`` per
+            position (Pereyra et al. 2017), H over all K classes (its sum is all-reduced
+            with the others), with its exact gradient.
+        return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` over all K
+            classes, without gradient (see ``lsr.Aux``; with ``batch_group``, a "sum" or
+            "mean" is over the whole batch, with one more all-reduce of five values).
+            The correctness is counted in the loss's all-reduce (the label's logit at
+            the global maximum, and no class before it there).
 
     Returns:
         The loss, the same on every rank of ``group``: 0-d for "sum" and "mean", else
-        the shape of ``target``.
+        the shape of ``target``. With ``return_aux=True``, ``(loss, aux)``.
 
     Raises:
         TypeError, ValueError: as ``lsr.smooth_ce``, against the global K (labels are
@@ -323,9 +346,15 @@ def vocab_parallel_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
     )
     start = sum(sizes[: dist.get_rank(group)])
-    return _VocabParallelSmoothCE.apply(logits_shard, labels, spec, start, group, batch_group)
+    outputs = _VocabParallelSmoothCE.apply(logits_shard, labels, spec, start, group, batch_group)
+    if not spec.aux:
+        return outputs
+    loss, *aux = outputs
+    return loss, Aux(*aux)
 
 
 def _whole_vector(vector: Any, sizes: tuple[int, ...], group: Any) -> torch.Tensor:
@@ -344,7 +373,10 @@ class _DataParallelSmoothCE(torch.autograd.Function):
     def forward(ctx, logits, labels, spec, group):
         xp = array_namespace(logits)
         logits = logits.detach()
-        loss, lse, _ = _core.smooth_ce(logits, labels, spec.replace(reduction="none"), xp=xp)
+        aux: dict[str, Any] = {}
+        loss, lse, _ = _core.smooth_ce(
+            logits, labels, spec.replace(reduction="none"), xp=xp, aux=aux
+        )
         # The parts of the global denominator, added up over the group before PyTorch's
         # rule (a rank whose own kept weights sum to 0 must not make the mean NaN).
         parts = _core.denominator_parts(labels, spec, xp=xp, like=logits[:0])
@@ -354,10 +386,15 @@ class _DataParallelSmoothCE(torch.autograd.Function):
         ctx.spec = spec
         ctx.denominator = denominator
         ctx.save_for_backward(logits, labels, lse)
-        return result
+        if not spec.aux:
+            return result
+        aux = _core.reduce_aux_values(xp, aux, parts[0], spec.reduction, _all_reduce_sum(group))
+        aux_values = tuple(aux[name] for name in _core.AUX_NAMES)
+        ctx.mark_non_differentiable(*aux_values)
+        return (result, *aux_values)
 
     @staticmethod
-    def backward(ctx, cotangent):
+    def backward(ctx, cotangent, *aux_cotangents):
         logits, labels, lse = ctx.saved_tensors
         # The core's gradient of this rank's sum, divided by the GLOBAL denominator.
         grad = _core.smooth_ce_grad(
@@ -381,7 +418,9 @@ def data_parallel_smooth_ce(
     kl: bool = False,
     z_loss: float = 0.0,
     softcap: float | None = None,
-) -> torch.Tensor:
+    confidence_penalty: float = 0.0,
+    return_aux: bool = False,
+) -> Any:
     r"""Smoothed cross-entropy of a batch split across the ranks of ``group``.
 
     Each rank passes whole logits for its own positions. "mean" is the mean over the
@@ -403,13 +442,17 @@ def data_parallel_smooth_ce(
             ``axis``; float16/bfloat16 are computed in float32.
         target: class ids (the input's shape without ``axis``) or dense targets.
         group: the process group that splits the batch (default: the whole world).
-        smoothing, prior, axis, ignore_index, weight, where, kl, z_loss: as
-            ``lsr.torch.smooth_ce`` and ``lsr.smooth_ce``.
+        smoothing, prior, axis, ignore_index, weight, where, kl, z_loss, softcap,
+            confidence_penalty: as ``lsr.torch.smooth_ce`` and ``lsr.smooth_ce``.
         reduction: ``"mean"`` or ``"sum"`` over the global batch; ``"none"`` returns this
             rank's per-position losses (no collective).
+        return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` without
+            gradient, reduced like the loss over the global batch (a mean over the kept
+            positions of every rank, added up in one more all-reduce).
 
     Returns:
         0-d for "sum" and "mean" (the same on every rank), else this rank's positions.
+        With ``return_aux=True``, ``(loss, aux)``.
 
     Example:
         >>> import torch, torch.distributed as dist
@@ -437,10 +480,16 @@ def data_parallel_smooth_ce(
         kl=kl,
         z_loss=z_loss,
         softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
     )
     # Half precision comes back cast to float32 (a differentiable cast): the core computes
     # in float32 and autograd casts the gradient back to the input's dtype.
-    return _DataParallelSmoothCE.apply(logits, labels, spec, group)
+    outputs = _DataParallelSmoothCE.apply(logits, labels, spec, group)
+    if not spec.aux:
+        return outputs
+    loss, *aux = outputs
+    return loss, Aux(*aux)
 
 
 def data_parallel_smooth_bce(

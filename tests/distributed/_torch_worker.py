@@ -69,6 +69,16 @@ VOCAB_CASES = {
     },
     "axis1-mean": {"smoothing": 0.1, "axis": 1},
     "all-ignored-mean": {"smoothing": 0.1, "all_ignored": True},
+    # The entropy's sum is all-reduced with the others; its gradient needs the global
+    # sum_k p_k log p_k, saved by the forward pass.
+    "penalty-softcap-mean": {"smoothing": 0.1, "confidence_penalty": 0.3, "softcap": 4.0},
+    "penalty-weight-none": {
+        "smoothing": 0.2,
+        "prior": "others",
+        "weight": True,
+        "confidence_penalty": 0.5,
+        "reduction": "none",
+    },
 }
 
 # Data-parallel cases: the batch is split unevenly and rank 0's part is mostly ignored.
@@ -81,6 +91,12 @@ DATA_CASES = {
     # Rank 0's kept positions have weight 0: its own denominator is 0 (PyTorch's 0/0 would
     # be NaN), the global one is not, and the global mean must be finite.
     "dp-zero-weight-rank-mean": {"smoothing": 0.1, "weight": True, "zero_weight_rank0": True},
+    "dp-penalty-softcap-sum": {
+        "smoothing": 0.1,
+        "confidence_penalty": 0.3,
+        "softcap": 4.0,
+        "reduction": "sum",
+    },
 }
 
 
@@ -101,6 +117,27 @@ BINARY_CASES = {
     # with the global sum differentiable in this rank's part.
     "bce-mean-smoothing-grad": {"smoothing": "tensor", "prior": 0.5, "ignore": True},
 }
+
+
+def tied_inputs() -> tuple[np.ndarray, np.ndarray]:
+    """Logits (6, 4, K) with ties for the maximum inside one rank's classes and across
+    ranks, labels on either side of them, some ignored: what ``return_aux``'s
+    correctness (the first maximum) is checked on."""
+    rng = np.random.default_rng(7)
+    logits = rng.normal(size=(6, 4, NUM_CLASSES))
+    labels = rng.integers(0, NUM_CLASSES, size=(6, 4))
+    logits[0, 0] = 1.0  # constant: only class 0 is the first maximum
+    labels[0, 0] = 0
+    logits[0, 1] = 1.0
+    labels[0, 1] = NUM_CLASSES - 1
+    logits[0, 2, [1, 12]] = 9.0  # a tie across ranks (of every layout)
+    labels[0, 2] = 1
+    logits[0, 3, [1, 12]] = 9.0
+    labels[0, 3] = 12
+    logits[1, 0, [9, 10]] = 9.0  # a tie on one rank (of every layout)
+    labels[1, 0] = 10
+    labels[2, 1:3] = IGNORE
+    return logits, labels
 
 
 def binary_inputs(name: str, world_size: int, seed: int) -> tuple[dict, list[slice]]:
@@ -206,6 +243,12 @@ def _finish(options, rng, logits, labels, axis, positions):
     }
 
 
+def aux_rows(world_size: int, rank: int) -> slice:
+    """A rank's rows of ``tied_inputs`` for the data-parallel form: uneven."""
+    bounds = {1: (0, 6), 2: (0, 1, 6), 4: (0, 1, 2, 4, 6)}[world_size]
+    return slice(bounds[rank], bounds[rank + 1])
+
+
 def class_slice(world_size: int, rank: int) -> slice:
     sizes = SHARD_SIZES[world_size]
     start = sum(sizes[:rank])
@@ -294,6 +337,26 @@ def main(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
                 axis=case["axis"],
                 ignore_index=IGNORE,
             )
+
+    # return_aux: vocabulary-parallel over this group's classes, and data-parallel over
+    # uneven rows of the same inputs.
+    logits, labels = tied_inputs()
+    for reduction in ("mean", "sum", "none"):
+        options = dict(smoothing=0.1, ignore_index=IGNORE, reduction=reduction, softcap=20.0)
+        shard = torch.from_numpy(np.ascontiguousarray(logits[..., classes]))
+        _, aux = vocab_parallel_smooth_ce(
+            shard, torch.from_numpy(labels), return_aux=True, **options
+        )
+        results[("aux-vocab", reduction)] = aux
+        rows = aux_rows(world_size, rank)
+        _, aux = data_parallel_smooth_ce(
+            torch.from_numpy(logits[rows]),
+            torch.from_numpy(labels[rows]),
+            axis=-1,
+            return_aux=True,
+            **options,
+        )
+        results[("aux-data", reduction)] = aux
 
     # Megatron's per-shard smoothing on the first case, to show the comparison rejects it.
     case = vocab_inputs("uniform-mean", seed=0)

@@ -266,6 +266,11 @@ VOCAB_CASES = {
         True,
     ),
     "vector-whole": (dict(smoothing=0.25, prior="vector", where=True, ignore_index=-100), False),
+    # The entropy's sum goes in the same psum; its gradient is JAX's autodiff through it.
+    "penalty-softcap": (
+        dict(smoothing=0.1, ignore_index=-100, confidence_penalty=0.3, softcap=4.0, z_loss=1e-3),
+        False,
+    ),
 }
 
 
@@ -286,6 +291,84 @@ def test_vocab_parallel_equals_unsharded(jax_env, case, dtype):
         assert np.isfinite(np.asarray(expected[1])).all()
     # The logits never move: per-position collectives only.
     assert logits_sized_collectives(hlo, (N, K), 8) == []
+
+
+def _tied_case():
+    """Logits (N, K) with ties for the maximum inside one device's classes and across
+    devices (K / 4 = 64 classes each), labels on either side of them, one ignored."""
+    rng = np.random.default_rng(5)
+    logits = rng.normal(size=(N, K))
+    labels = rng.integers(0, K, size=N)
+    logits[0] = 1.0  # constant: only class 0 is the first maximum
+    labels[0] = 0
+    logits[1] = 1.0  # constant, label on another device: wrong
+    labels[1] = 100
+    logits[2, [30, 200]] = 9.0  # tie across devices, label the first: right
+    labels[2] = 30
+    logits[3, [30, 200]] = 9.0  # tie across devices, label the second: wrong
+    labels[3] = 200
+    logits[4, [65, 70]] = 9.0  # tie on one device, label the second: wrong
+    labels[4] = 70
+    logits[5, labels[5]] = 9.0  # a clear maximum at the label: right
+    labels[6] = -100
+    return logits, labels
+
+
+def test_vocab_parallel_aux_equals_reference(jax_env):
+    """return_aux inside shard_map: the auxiliary outputs over all K classes (the
+    correctness by the first maximum, counted across devices in the same psum), with the
+    batch split too, equal the float64 reference for every reduction, with a soft cap;
+    and with zero gradient."""
+    jax, mesh = jax_env
+    from jax.sharding import PartitionSpec as P
+
+    import lsr.jax
+    from tests import reference
+
+    jnp = jax.numpy
+    logits, labels = _tied_case()
+    for softcap in (None, 20.0):
+        for reduction in ("mean", "sum", "none"):
+            options = dict(smoothing=0.1, ignore_index=-100, reduction=reduction, softcap=softcap)
+
+            def body(z, y, options=options):
+                return lsr.jax.vocab_parallel_smooth_ce(
+                    z, y, axis_name="vocab", batch_axis_name="batch", return_aux=True, **options
+                )
+
+            out = P("batch") if reduction == "none" else P()
+            mapped = jax.shard_map(
+                body, mesh=mesh, in_specs=(P("batch", "vocab"), P("batch")), out_specs=(out, out)
+            )
+            loss, aux = jax.jit(mapped)(jnp.asarray(logits), jnp.asarray(labels))
+            expected = reference.aux_outputs(
+                logits, labels, ignore_index=-100, reduction=reduction, softcap=softcap
+            )
+            for name in ("nll", "lse", "entropy", "correct"):
+                np.testing.assert_allclose(
+                    np.asarray(getattr(aux, name)),
+                    expected[name],
+                    err_msg=f"{name}, {reduction}, softcap={softcap}",
+                    **_tolerance(np.float64),
+                )
+            single = lsr.jax.smooth_ce(jnp.asarray(logits), jnp.asarray(labels), **options)
+            np.testing.assert_allclose(np.asarray(loss), np.asarray(single), rtol=1e-12)
+    # The correctness this case was built for, spelled out.
+    per_position = reference.aux_outputs(logits, labels, ignore_index=-100, reduction="none")
+    assert list(per_position["correct"][:7]) == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+
+    def accuracy(z):
+        _, aux = jax.shard_map(
+            lambda z, y: lsr.jax.vocab_parallel_smooth_ce(
+                z, y, axis_name="vocab", ignore_index=-100, reduction="mean", return_aux=True
+            ),
+            mesh=mesh,
+            in_specs=(P(None, "vocab"), P()),
+            out_specs=(P(), P()),
+        )(z, jnp.asarray(labels))
+        return aux.nll + aux.entropy
+
+    assert not np.asarray(jax.grad(accuracy)(jnp.asarray(logits))).any()
 
 
 def test_vocab_parallel_bad_input(jax_env):

@@ -85,6 +85,8 @@ def _dense_reference(logits, labels, axis, options):
     same way reference.smooth_ce does, so that its gradient is independent of lsr.
     """
     z = torch.movedim(logits, axis, -1)
+    if options.get("softcap") is not None:
+        z = options["softcap"] * torch.tanh(z / options["softcap"])
     num_classes = z.shape[-1]
     labels = np.asarray(labels)
     dense = labels.dtype.kind == "f"
@@ -106,6 +108,9 @@ def _dense_reference(logits, labels, axis, options):
         loss = loss + (w * targets * logs).sum(dim=-1)
     if options["z_loss"]:
         loss = loss + options["z_loss"] * torch.logsumexp(z, dim=-1) ** 2
+    if options.get("confidence_penalty"):
+        log_p = torch.log_softmax(z, dim=-1)
+        loss = loss + options["confidence_penalty"] * (log_p.exp() * log_p).sum(dim=-1)
     keep = np.ones(loss.shape, dtype=bool) if dense else labels != worker.IGNORE
     if options.get("where") is not None:
         keep &= options["where"]
@@ -162,6 +167,34 @@ def test_vocab_parallel_matches_single_process(group_results, world_size, name, 
     for rank, result in enumerate(results):
         index[case["axis"]] = worker.class_slice(world_size, rank)
         _check(result[(name, dtype_name)], expected_loss, expected_grad[tuple(index)], dtype_name)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("world_size", WORLD_SIZES)
+def test_aux_outputs_match_reference(group_results, world_size, reduction):
+    """return_aux of the vocabulary-parallel form and of the data-parallel form: the
+    auxiliary outputs over all K classes and the global batch, the correctness by the
+    first maximum across ranks."""
+    logits, labels = worker.tied_inputs()
+    expected = reference.aux_outputs(
+        logits, labels, ignore_index=worker.IGNORE, reduction=reduction, softcap=20.0
+    )
+    per_position = reference.aux_outputs(
+        logits, labels, ignore_index=worker.IGNORE, reduction="none"
+    )
+    # The ties this case was built for: first-of-tie right, later-of-tie wrong.
+    assert [per_position["correct"][0, i] for i in range(4)] == [1.0, 0.0, 1.0, 0.0]
+    assert per_position["correct"][1, 0] == 0.0
+    for rank, result in enumerate(group_results(world_size)):
+        for form in ("aux-vocab", "aux-data"):
+            aux = result[(form, reduction)]
+            for name in ("nll", "lse", "entropy", "correct"):
+                want = expected[name]
+                if form == "aux-data" and reduction == "none":
+                    want = want[worker.aux_rows(world_size, rank)]
+                got = getattr(aux, name)
+                assert not got.requires_grad
+                assert_close(got.numpy(), want, "float64", scale=2.0)
 
 
 @pytest.mark.parametrize("world_size", WORLD_SIZES)

@@ -20,15 +20,27 @@ def _case(seed=0, n=50, num_classes=4):
     return jnp.asarray(logits), jnp.asarray(labels)
 
 
-@pytest.mark.parametrize("norm", ["l1", "l2", "max"])
-def test_calibration_error_under_jit(norm):
+@pytest.mark.parametrize(
+    ("norm", "debias", "scope"),
+    [
+        ("l1", False, "top_label"),
+        ("l2", False, "top_label"),
+        ("max", False, "top_label"),
+        ("l2", True, "classwise"),
+        # The l1 correction's normal draws are made on the host: constants of the program.
+        ("l1", True, "top_label"),
+        ("l1", True, "classwise"),
+    ],
+)
+def test_calibration_error_under_jit(norm, debias, scope):
     logits, labels = _case()
+    options = dict(n_bins=10, norm=norm, debias=debias, scope=scope)
 
     @jax.jit
     def ece(z, y):
-        return metrics.expected_calibration_error(z, y, n_bins=10, norm=norm)
+        return metrics.expected_calibration_error(z, y, **options)
 
-    eager = metrics.expected_calibration_error(logits, labels, n_bins=10, norm=norm)
+    eager = metrics.expected_calibration_error(logits, labels, **options)
     np.testing.assert_allclose(ece(logits, labels), eager, rtol=1e-12)
 
 
@@ -112,3 +124,51 @@ def test_thresholded_scope_with_nothing_above_is_nan_under_jit(norm):
         metrics.expected_calibration_error(
             logits, labels, norm=norm, scope="thresholded", threshold=0.9999999
         )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(n_bins=10),
+        dict(n_bins=6, norm="l2", debias=True, scope="classwise", binning="equal_mass"),
+        dict(n_bins=5, norm="l1", debias=True, method="percentile"),
+        dict(n_bins=5, scope="thresholded", threshold=0.05),
+    ],
+)
+def test_calibration_error_interval_under_jit(options):
+    """The resample indices (and normal draws) are host constants: the traced interval
+    is the eager one."""
+    logits, labels = _case(n=60)
+
+    @jax.jit
+    def interval(z, y):
+        return metrics.calibration_error_interval(z, y, n_resamples=40, seed=3, **options)
+
+    eager = metrics.calibration_error_interval(logits, labels, n_resamples=40, seed=3, **options)
+    for traced, expected in zip(interval(logits, labels), eager, strict=True):
+        assert np.isfinite(float(expected))
+        np.testing.assert_allclose(traced, expected, rtol=1e-12)
+
+
+def test_calibration_error_interval_refuses_traced_weights():
+    logits, labels = _case(n=30)
+    weights = jnp.ones(30)
+    with pytest.raises(ValueError, match=r"weigh.*outside jax.jit.*Received: sample_weight="):
+        jax.jit(lambda z, y, w: metrics.calibration_error_interval(z, y, sample_weight=w))(
+            logits, labels, weights
+        )
+
+
+def test_an_undefined_thresholded_resample_under_jit_gives_nan():
+    """Eagerly a resample with nothing above the threshold raises; traced, it cannot be
+    read and the interval is NaN, never a plausible number."""
+    probs = np.full((20, 4), 0.25)
+    probs[0] = [0.85, 0.05, 0.05, 0.05]  # one prediction above 0.5: a third of resamples miss it
+    labels = np.zeros(20, dtype=np.int64)
+    options = dict(from_logits=False, scope="thresholded", threshold=0.5, n_resamples=30)
+    with pytest.raises(ValueError, match=r"resamples is undefined"):
+        metrics.calibration_error_interval(probs, labels, **options)
+    _, low, high = jax.jit(lambda p, y: metrics.calibration_error_interval(p, y, **options))(
+        jnp.asarray(probs), jnp.asarray(labels)
+    )
+    assert np.isnan(float(low)) and np.isnan(float(high))

@@ -34,18 +34,21 @@ def _batch(probs, labels, **options):
     return float(metrics.expected_calibration_error(probs, labels, from_logits=False, **options))
 
 
+def _threshold(scope):
+    """The thresholded scope's threshold, for the metric and the batch function alike."""
+    return {"threshold": 0.2} if scope == "thresholded" else {}
+
+
 @pytest.mark.parametrize(
-    "norm, debias", [("l1", False), ("l2", False), ("l2", True), ("max", False)]
+    "norm, debias", [("l1", False), ("l1", True), ("l2", False), ("l2", True), ("max", False)]
 )
-@pytest.mark.parametrize("scope", ["top_label", "classwise"])
+@pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
 def test_update_state_calls_give_the_batch_error_and_reset_state_empties(scope, norm, debias):
     probs, labels = _probs(0)
-    metric = CalibrationError(
-        n_bins=10, norm=norm, num_classes=4, scope=scope, debias=debias, dtype="float64"
-    )
+    options = dict(n_bins=10, norm=norm, scope=scope, debias=debias, **_threshold(scope))
+    metric = CalibrationError(num_classes=4, dtype="float64", **options)
     for start, stop in ((0, 1), (1, 33), (33, 75)):
         metric.update_state(labels[start:stop], probs[start:stop])
-    options = dict(n_bins=10, norm=norm, scope=scope, debias=debias)
     assert_close(float(metric.result()), _batch(probs, labels, **options), "float64")
     metric.reset_state()
     assert np.isnan(float(metric.result()))
@@ -71,19 +74,21 @@ def test_keras_label_forms_and_logits():
     assert_close(float(from_logits.result()), expected, "float64")
 
 
-@pytest.mark.parametrize("scope", ["top_label", "classwise"])
+@pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
 def test_model_evaluate_and_fit(scope):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(101, 6)).astype("float32")
     y = rng.integers(0, 3, 101)
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="softmax")])
-    metric = CalibrationError(n_bins=5, norm="l2", scope=scope, num_classes=3, dtype="float64")
+    metric = CalibrationError(
+        n_bins=5, norm="l2", scope=scope, num_classes=3, dtype="float64", **_threshold(scope)
+    )
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy", metrics=[metric])
     # 101 = 6 batches of 16 and one of 5: the last batch's size differs.
     result = model.evaluate(x, y, batch_size=16, return_dict=True, verbose=0)
     probs = model.predict(x, batch_size=16, verbose=0).astype("float64")
-    expected = _batch(probs, y, n_bins=5, norm="l2", scope=scope)
+    expected = _batch(probs, y, n_bins=5, norm="l2", scope=scope, **_threshold(scope))
     assert_close(result["calibration_error"], expected, "float32")
     history = model.fit(x, y, batch_size=16, epochs=1, verbose=0)
     assert np.isfinite(history.history["calibration_error"][0])
@@ -116,6 +121,12 @@ def test_config_round_trip():
     clone = CalibrationError.from_config(config)
     assert clone.get_config() == config
     assert config["bin_edges"] == "left" and config["num_classes"] == 3
+    thresholded = CalibrationError(scope="thresholded", num_classes=3, threshold=0.05)
+    config = thresholded.get_config()
+    assert config["threshold"] == 0.05
+    assert CalibrationError.from_config(config).get_config() == config
+    # Its default, resolved once: the batch function's 0.01.
+    assert CalibrationError(scope="thresholded", num_classes=3).get_config()["threshold"] == 0.01
     assert keras.saving.get_registered_object("lsr>CalibrationError") is CalibrationError
 
 

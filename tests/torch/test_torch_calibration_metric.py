@@ -33,24 +33,21 @@ def _feed(metric, scores, labels, sizes=(1, 40, 50, 29)):
 
 
 @pytest.mark.parametrize(
-    "norm, debias", [("l1", False), ("l2", False), ("l2", True), ("max", False)]
+    "norm, debias", [("l1", False), ("l1", True), ("l2", False), ("l2", True), ("max", False)]
 )
-@pytest.mark.parametrize("scope", ["top_label", "classwise"])
+@pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
 @pytest.mark.parametrize("bin_edges", ["right", "left"])
 def test_equals_the_batch_error_after_several_updates(bin_edges, scope, norm, debias):
     logits, labels = _logits(0)
-    metric = CalibrationError(
-        n_bins=10, norm=norm, num_classes=5, scope=scope, bin_edges=bin_edges, debias=debias
-    )
+    options = dict(n_bins=10, norm=norm, scope=scope, bin_edges=bin_edges, debias=debias)
+    if scope == "thresholded":
+        options["threshold"] = 0.2  # for the metric and the batch function alike
+    metric = CalibrationError(num_classes=5, **options)
     _feed(metric, logits, labels)
-    expected = metrics.expected_calibration_error(
-        logits, labels, n_bins=10, norm=norm, scope=scope, bin_edges=bin_edges, debias=debias
-    )
+    expected = metrics.expected_calibration_error(logits, labels, **options)
     torch.testing.assert_close(metric.compute(), expected)
     # Class axis 1, as in F.cross_entropy: (N, K, L) scores work as (N * L, K).
-    spatial = CalibrationError(
-        n_bins=10, norm=norm, num_classes=5, scope=scope, bin_edges=bin_edges, debias=debias
-    )
+    spatial = CalibrationError(num_classes=5, **options)
     spatial.update(logits.reshape(20, 6, 5).transpose(1, 2), labels.reshape(20, 6))
     torch.testing.assert_close(spatial.compute(), expected)
 
@@ -106,8 +103,8 @@ def test_options_are_checked_when_the_metric_is_made():
         CalibrationError(binning="equal_mass")
     with pytest.raises(ValueError, match=r"pass num_classes.*Received: num_classes=None"):
         CalibrationError(scope="classwise")
-    with pytest.raises(ValueError, match=r"Received: norm='l1'"):
-        CalibrationError(norm="l1", debias=True)
+    with pytest.raises(ValueError, match=r"Received: norm='max'"):
+        CalibrationError(norm="max", debias=True)
     metric = CalibrationError(scope="classwise", num_classes=4)
     with pytest.raises(ValueError, match=r"one row per class"):
         metric.update(torch.zeros(3, 5), torch.zeros(3, dtype=torch.int64))
