@@ -442,8 +442,9 @@ def data_parallel_smooth_ce(
             ``axis``; float16/bfloat16 are computed in float32.
         target: class ids (the input's shape without ``axis``) or dense targets.
         group: the process group that splits the batch (default: the whole world).
-        smoothing, prior, axis, ignore_index, weight, where, kl, z_loss, softcap,
-            confidence_penalty: as ``lsr.torch.smooth_ce`` and ``lsr.smooth_ce``.
+        smoothing, prior, axis, ignore_index, weight, where, kl, z_loss: as
+            ``lsr.torch.smooth_ce`` and ``lsr.smooth_ce``.
+        softcap, confidence_penalty: as ``lsr.torch.smooth_ce``.
         reduction: ``"mean"`` or ``"sum"`` over the global batch; ``"none"`` returns this
             rank's per-position losses (no collective).
         return_aux: also return ``lsr.Aux(nll, lse, entropy, correct)`` without
