@@ -18,6 +18,10 @@ gradient from ``exp(s)``, in place where the namespace allows. Every entry point
 this pass: over all rows at once (``loss_and_grad``, ``smooth_ce`` below), from a saved
 logsumexp in a backward pass (``smooth_ce_grad`` below), block after block of rows or
 over a shard of the classes (``_layouts``).
+
+Over 500 lines on purpose: the pass, its reductions and its gradient are one derivation
+(the sums it takes are what the gradient and the auxiliary outputs read), and splitting
+them would spread the formula over modules that must change together.
 """
 
 from __future__ import annotations

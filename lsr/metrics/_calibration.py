@@ -3,7 +3,8 @@
 Guo et al. (2017), "On Calibration of Modern Neural Networks" (top-label, equal-width
 bins); Kumar, Liang & Ma (2019), "Verified Uncertainty Calibration" (equal-mass bins,
 classwise calibration, the debiased l2 estimator). The arithmetic (binning, the error's
-norms) is in ``_core``; this module validates and documents.
+norms) is in ``_core``; this module validates and documents (over 500 lines because
+the public docstrings, each with its estimator's definition, are most of it).
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ number of positions) in the compute dtype, against ``N (K - K_r)`` values that g
 the full logits would receive; see docs/scaling_out.md. Without
 ``shard_sizes`` each call also all-gathers every rank's class count (one integer per
 rank): a small, latency-bound collective that passing ``shard_sizes`` avoids.
+
+Over 500 lines because its three public functions share the group handling, the
+argument checks and the all-reduce helpers; the arithmetic itself is the core's.
 """
 
 from __future__ import annotations
