@@ -27,7 +27,9 @@ class Aux(NamedTuple):
         correct: top-1 correctness, 1.0 where ``argmax(z) = y``, else 0.0; a tie for
             the maximum goes to the first of the tied classes, as ``argmax`` and every
             framework's accuracy decide it (constant logits are correct only for class
-            0). Its mean is the accuracy.
+            0). Its mean is the accuracy. A row with a NaN logit (whose loss is NaN) is
+            as the framework's ``argmax`` reads it on whole logits, and 0 in the
+            class-sharded forms.
     """
 
     nll: Any
