@@ -330,6 +330,7 @@ def scanned_linear_smooth_ce(
     # The rows that count (``where`` and ``ignore_index``): the others' hidden states are
     # zeroed in their block, so a left-out row's NaN or inf is never projected.
     where = _core.kept_positions(labels, spec, xp=xp)
+    left_out = where is not None
     if where is None:
         where = xp.ones_like(hidden[:, 0], dtype=xp.bool)
     per_row_scale = not isinstance(scale, float) and scale.ndim > 0
@@ -353,7 +354,9 @@ def scanned_linear_smooth_ce(
 
     def body(carry, x):
         row_scale = x["scale"] if per_row_scale else scale
-        block_hidden = xp.where(xp.expand_dims(x["where"], axis=1), x["hidden"], 0.0)
+        block_hidden = x["hidden"]  # (padding rows are zeros already)
+        if left_out:
+            block_hidden = xp.where(xp.expand_dims(x["where"], axis=1), block_hidden, 0.0)
         carry, rows_out, d_hidden = block_step(
             carry,
             block_hidden,

@@ -15,6 +15,7 @@ from lsr._core._loss import (
     combine,
     gradient,
     logit_sums,
+    p_log_p,
     reduce,
     reduce_aux,
     reduction_scale,
@@ -82,8 +83,7 @@ def sharded_loss(
         sums["correct"] = sharded_correct(xp, sums)
         extras.update(aux_outputs(xp, sums, targets))
     if spec.confidence_penalty:
-        sum_exp = xp.where(sums["sum_exp"] == 0, 1.0, sums["sum_exp"])
-        extras["p_log_p"] = sums["exp_dot"] / sum_exp - xp.log(sum_exp)
+        extras["p_log_p"] = p_log_p(xp, sums)
     return loss, lse, targets, values, extras
 
 

@@ -165,11 +165,24 @@ def entropy_sum(xp: Namespace, exp_shifted: Array, axis: int) -> Array:
     return xp.sum(_ops.xlogx(xp, exp_shifted), axis=axis, keepdims=True)
 
 
-def _entropy(xp: Namespace, lse_s: Array, sums: dict[str, Array], axis: int) -> Array:
-    """``H(p) = lse(s) - sum_k exp(s_k) s_k / sum_k exp(s_k)``, class axis removed."""
+def _mean_shifted(xp: Namespace, sums: dict[str, Array]) -> Array:
+    """``sum_k p_k s_k = sum_k exp(s_k) s_k / sum_k exp(s_k)`` (class axis kept; 0 for
+    a row of all -inf, whose sum is 0)."""
     sum_exp = sums["sum_exp"]
-    mean_s = sums["exp_dot"] / xp.where(sum_exp == 0, 1.0, sum_exp)
-    return lse_s - xp.squeeze(mean_s, axis=axis)
+    return sums["exp_dot"] / xp.where(sum_exp == 0, 1.0, sum_exp)
+
+
+def _entropy(xp: Namespace, lse_s: Array, sums: dict[str, Array], axis: int) -> Array:
+    """``H(p) = lse(s) - sum_k p_k s_k``, class axis removed."""
+    return lse_s - xp.squeeze(_mean_shifted(xp, sums), axis=axis)
+
+
+def p_log_p(xp: Namespace, sums: dict[str, Array]) -> Array:
+    """``sum_k p_k log p_k = sum_k p_k s_k - lse(s)`` (class axis kept): ``-H(p)`` from
+    the sums of a pass, what ``gradient`` takes as ``exp_dot`` when its ``exp(s)`` is
+    the softmax itself (a class-sharded backward). A row of all -inf gives 0."""
+    sum_exp = sums["sum_exp"]
+    return _mean_shifted(xp, sums) - xp.log(xp.where(sum_exp == 0, 1.0, sum_exp))
 
 
 def combine(xp: Namespace, sums: dict[str, Array], targets: Targets) -> tuple[Array, Array]:
@@ -257,10 +270,7 @@ def reduce_aux_values(
     names = list(values)
     totals = [xp.sum(values[name]) for name in names]
     if all_reduce_sum is not None:
-        if isinstance(count, int):
-            like = totals[0]
-            count = xp.asarray(float(count), dtype=like.dtype, device=device(like))
-        *totals, count = all_reduce_sum([*totals, count])
+        *totals, count = all_reduce_sum([*totals, _as_array(xp, count, totals[0])])
     if reduction == "sum":
         return dict(zip(names, totals, strict=True))
     return {
@@ -426,14 +436,21 @@ def reduce_with_denominator(
     if reduction == "none":
         return loss, denominator_rule(xp, count, weight_total)
     total = xp.sum(loss)
-    if isinstance(count, int):
-        count = xp.asarray(float(count), dtype=loss.dtype, device=device(loss))
+    count = _as_array(xp, count, loss)
     values = [total, count] if weight_total is None else [total, count, weight_total]
     total, count, *weights = all_reduce_sum(values)
     denominator = denominator_rule(xp, count, weights[0] if weights else None)
     if reduction == "sum":
         return total, denominator
     return _ops.per_unit(xp, total, denominator), denominator
+
+
+def _as_array(xp: Namespace, count: Any, like: Array) -> Any:
+    """A count that is a Python int (every position known to count) as a 0-d array of
+    ``like``'s dtype and device, for an all-reduce."""
+    if isinstance(count, int):
+        return xp.asarray(float(count), dtype=like.dtype, device=device(like))
+    return count
 
 
 def denominator_parts(labels: Array, spec: Spec, *, xp: Namespace, like: Array) -> tuple[Any, Any]:
