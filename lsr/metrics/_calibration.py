@@ -153,7 +153,8 @@ def threshold_weights(xp: Any, values: Array, weights: Array | None, threshold: 
     ``check_error_options``), else 0."""
     kept = xp.astype(values > threshold, values.dtype)
     result = kept if weights is None else kept * weights
-    if is_concrete(result) and not bool(xp.any(result > 0)):
+    anything = xp.any(result > 0)
+    if is_concrete(anything) and not bool(anything):
         # (Traced, the error is 0 / 0 = NaN.)
         fail_value(
             "The thresholded calibration error needs a prediction above `threshold` (of "

@@ -62,9 +62,11 @@ def _probability_tolerance(xp: Namespace, dtype: DType) -> float:
 
 def _check_probabilities(xp: Namespace, probs: Array, axis: int, name: str) -> None:
     """Probabilities in [0, 1] that sum to 1 over ``axis`` (checked when concrete)."""
-    if not is_concrete(probs):
+    valid = xp.all(xp.isfinite(probs) & (probs >= 0) & (probs <= 1))
+    # (Concrete probabilities closed over by a jitted function still give a tracer.)
+    if not is_concrete(valid):
         return
-    if not bool(xp.all(xp.isfinite(probs))) or bool(xp.any((probs < 0) | (probs > 1))):
+    if not bool(valid):
         fail_value(
             f"With from_logits=False, `{name}` must hold probabilities in [0, 1]; pass "
             "logits with from_logits=True otherwise.",
@@ -121,7 +123,8 @@ def check_counts_for_debias(xp: Namespace, counts: Array, name: str, value: Any)
     weights must be whole numbers, a weight ``m`` being the example repeated ``m``
     times. Checked when concrete; traced, ``metrics_core.calibration_error`` makes the
     debiased error NaN instead."""
-    if is_concrete(counts) and not bool(whole_counts(xp, counts)):
+    whole = whole_counts(xp, counts)
+    if is_concrete(whole) and not bool(whole):
         fail_value(
             "debias=True counts examples: the weights must be whole numbers (a weight m "
             "is the example repeated m times); fractional weights have no such count, "
@@ -162,19 +165,20 @@ def prepare_weights(
             sample_weight,
         )
     weights = cast(xp, sample_weight, dtype)
-    if not is_concrete(weights):
-        valid = xp.all(xp.isfinite(weights) & (weights >= 0))
-        if whole:
-            valid = valid & (xp.sum(weights) > 0)
-        weights = xp.where(valid, weights, xp.nan)
+    valid = xp.all(xp.isfinite(weights) & (weights >= 0))
+    positive = xp.sum(weights) > 0
+    # (Tested on the results, not the weights: concrete weights closed over by a jitted
+    # function still compute to tracers.)
+    if not (is_concrete(valid) and is_concrete(positive)):
+        weights = xp.where(valid & positive if whole else valid, weights, xp.nan)
     else:
-        if not bool(xp.all(xp.isfinite(weights))) or bool(xp.any(weights < 0)):
+        if not bool(valid):
             fail_value(
                 "`sample_weight` must hold finite, non-negative weights.",
                 "sample_weight",
                 sample_weight,
             )
-        if whole and not bool(xp.sum(weights) > 0):
+        if whole and not bool(positive):
             fail_value(
                 "`sample_weight` must have a positive sum (all-zero weights leave no "
                 "example to measure).",

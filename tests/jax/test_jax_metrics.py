@@ -77,6 +77,46 @@ def test_bad_sample_weights_under_jit_give_nan(weights, scope):
         metrics.expected_calibration_error(logits, labels, scope=scope, sample_weight=w)
 
 
+@pytest.mark.parametrize(
+    "weights",
+    [
+        pytest.param(np.linspace(0.0, 2.0, 50), id="good"),
+        pytest.param(np.r_[-1.0, np.ones(49)], id="negative"),
+        pytest.param(np.zeros(50), id="zero-sum"),
+    ],
+)
+def test_concrete_inputs_closed_over_by_jit(weights):
+    # Concrete arrays captured by a jitted function: their values are known, but what
+    # is computed from them inside is traced. Good ones give the eager value, bad ones
+    # NaN (eagerly they raise), never an error about a traced boolean.
+    logits, labels = _case()
+    w = jnp.asarray(weights)
+    probs = jax.nn.softmax(logits, axis=-1)
+    inside = jax.jit(lambda z: metrics.expected_calibration_error(z, labels, sample_weight=w))
+    given_probs = jax.jit(
+        lambda: metrics.expected_calibration_error(
+            probs, labels, from_logits=False, sample_weight=w
+        )
+    )
+    if weights.min() < 0 or weights.sum() == 0:
+        assert np.isnan(inside(logits)) and np.isnan(given_probs())
+        return
+    eager = metrics.expected_calibration_error(logits, labels, sample_weight=w)
+    np.testing.assert_allclose(inside(logits), eager, rtol=1e-12)
+    np.testing.assert_allclose(given_probs(), eager, rtol=1e-10)
+
+
+def test_fractional_weights_closed_over_by_jit_make_the_debiased_error_nan():
+    logits, labels = _case()
+    w = jnp.full(50, 0.5)
+    ece = jax.jit(
+        lambda z: metrics.expected_calibration_error(z, labels, sample_weight=w, debias=True)
+    )
+    assert np.isnan(ece(logits))
+    with pytest.raises(ValueError, match="whole numbers"):
+        metrics.expected_calibration_error(logits, labels, sample_weight=w, debias=True)
+
+
 def test_fit_temperature_refuses_tracers():
     logits, labels = _case()
     with pytest.raises(ValueError, match=r"needs concrete arrays"):
