@@ -139,18 +139,30 @@ def _without(shape: tuple, axis: int) -> tuple:
 
 def check_label_range(
     xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None, name: str = "labels"
-) -> None:
-    """Integer labels in [0, K) (or equal to ``ignore_index``); checked when concrete."""
-    if not values_are_cheap(labels) or 0 in tuple(labels.shape):
-        return
+) -> bool | None:
+    """Integer labels in [0, K) (or equal to ``ignore_index``); checked when concrete.
+
+    Returns None where the values could not be read (nothing was checked), else whether
+    some label equals ``ignore_index``. The labels' minimum and maximum settle the usual
+    case (every id in range) in two reductions; the elementwise test runs only when one
+    of them is outside [0, K) or ``ignore_index`` lies between them."""
+    if not values_are_cheap(labels):
+        return None
+    if 0 in tuple(labels.shape):
+        return False
+    low, high = xp.min(labels), xp.max(labels)
+    # Concrete labels closed over by a jitted function still reduce to a tracer.
+    if not values_are_cheap(low):
+        return None
+    low, high = int(low), int(high)
+    if 0 <= low and high < num_classes:
+        if ignore_index is None or not low <= ignore_index <= high:
+            return False
+        return ignore_index in (low, high) or bool(xp.any(labels == ignore_index))
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
         bad = bad & (labels != ignore_index)
-    any_bad = xp.any(bad)
-    # Concrete labels closed over by a jitted function still compare to a tracer.
-    if not values_are_cheap(any_bad):
-        return
-    if bool(any_bad):
+    if bool(xp.any(bad)):
         bad_values = labels[bad]
         allowed = f"integers in [0, {num_classes})"
         if ignore_index is not None:
@@ -160,6 +172,8 @@ def check_label_range(
             f"{int(xp.sum(xp.astype(bad, labels.dtype)))} do not. "
             f"Received: {name} with min={int(xp.min(bad_values))}, max={int(xp.max(bad_values))}"
         )
+    # (An id outside [0, K) that is not bad is ignore_index.)
+    return True
 
 
 def check_prior(xp: Namespace, prior: Any, num_classes: int, dtype: DType) -> Any:
@@ -560,7 +574,11 @@ def prepare_options(
             )
         labels = index_labels(xp, labels)
         ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
-        check_label_range(xp, labels, num_classes, ignore_index)
+        ignored = check_label_range(xp, labels, num_classes, ignore_index)
+        checked = ignored is not None
+        if ignored is False:
+            # No id is ignore_index (read just now): the pass need not look for it.
+            ignore_index = None
         position_shape = expected
     elif is_floating_dtype(xp, labels.dtype):
         dense = True
@@ -588,6 +606,7 @@ def prepare_options(
         position_shape = _without(shape, axis)
         given_dtype = labels.dtype
         labels = cast(xp, labels, dtype)
+        checked = False
     else:
         fail_type(
             "`labels` must be integer class ids or floating (dense) targets.", "labels", labels
@@ -625,6 +644,7 @@ def prepare_options(
         softcap=softcap,
         confidence_penalty=confidence_penalty,
         aux=return_aux,
+        checked=checked,
     )
 
 

@@ -150,6 +150,12 @@ def _check_set_rows(f, asarray, to_numpy, rng, dtype):
     return problems + _differs("out afterwards", to_numpy(out), expected, dtype)
 
 
+def _check_finite_or_zero(f, asarray, to_numpy, rng, dtype):
+    x = np.concatenate([rng.normal(size=10) * 1e3, [0.0, -0.0, np.nan, np.inf, -np.inf]])
+    expected = np.where(np.isfinite(x), x, 0.0)
+    return _differs("values", to_numpy(f(asarray(x.astype(dtype)))), expected, dtype)
+
+
 def _check_sigmoid(f, asarray, to_numpy, rng, dtype):
     x = np.concatenate([rng.normal(size=20) * 3.0, [-800.0, -40.0, 40.0, 800.0, -np.inf, np.inf]])
     with np.errstate(over="ignore"):
@@ -206,6 +212,7 @@ CHECKS = {
     "add_along_axis": _check_add_along_axis,
     "add_matmul": _check_add_matmul,
     "set_rows": _check_set_rows,
+    "finite_or_zero": _check_finite_or_zero,
     "sigmoid": _check_sigmoid,
     "sigmoid_cross_entropy_sum": _check_sigmoid_cross_entropy_sum,
 }
@@ -377,6 +384,10 @@ class _NumPyExtensions:
         return out
 
     @staticmethod
+    def finite_or_zero(x):
+        return np.where(np.isfinite(x), x, 0.0)
+
+    @staticmethod
     def sigmoid(x):
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-x))
@@ -437,6 +448,10 @@ class _BrokenExtensions(_NumPyExtensions):
         z = np.clip(z, -50.0, 50.0)
         loss = (1.0 - t) * _softplus(z) + t * _softplus(-z)
         return np.sum(loss if weight is None else weight * loss)
+
+    @staticmethod
+    def finite_or_zero(x):
+        return np.where(np.isnan(x), 0.0, x)  # infinities kept
 
     @staticmethod
     def sigmoid(x):

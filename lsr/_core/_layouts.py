@@ -143,7 +143,7 @@ def blocked_loss_and_grad(
         ``(reduced loss, lse with the class axis kept, mean denominator, out)``.
     """
     dtype = _ops.compute_dtype(xp, logits.dtype)
-    like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype)
+    like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype, copy=False)
     scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
     if out is not None:
         targets.scale_by(scale, in_place=True)

@@ -22,7 +22,6 @@ import torch
 from torch.autograd import forward_ad
 
 from lsr import _core
-from lsr._compat import values_are_cheap
 from lsr.torch._namespace import xp
 
 __all__ = [
@@ -229,8 +228,8 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, wit
     scratch = None
     if not with_grad or logits.dtype != dtype:
         scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
-    # check_smooth_ce has read and checked the labels wherever that is cheap.
-    spec = _spec(static, weight, smoothing, prior).replace(checked=values_are_cheap(labels))
+    # (check_smooth_ce read and checked the labels wherever that is cheap: spec.checked.)
+    spec = _spec(static, weight, smoothing, prior)
     return _core.blocked_loss_and_grad(
         logits, labels, spec, xp=xp, blocks=blocks, out=grad, scratch=scratch, aux=aux
     )

@@ -76,6 +76,12 @@ def _take_along_axis(x: torch.Tensor, indices: torch.Tensor, /, *, axis: int) ->
     return torch.gather(x, axis, indices)
 
 
+def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
+    # One kernel where isfinite and where take five (isfinite is abs, ne, eq and mul in
+    # PyTorch); its derivative is 1 where x is finite and 0 elsewhere, as the select's.
+    return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+
+
 def _set_rows(out: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return out.index_copy_(0, indices, values)
 
@@ -113,7 +119,8 @@ def _sigmoid_cross_entropy_sum(
 
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot,
 # torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode), and an
-# in-place scatter-add, exp and matmul-accumulate for the fused and blocked passes, and
+# in-place scatter-add, exp and matmul-accumulate for the fused and blocked passes, a
+# one-op finite_or_zero, and
 # torch's one-kernel sigmoid and sigmoid cross-entropy for the binary loss.
 xp = types.SimpleNamespace(
     **{
@@ -127,6 +134,7 @@ xp = types.SimpleNamespace(
         "subtract_into": _subtract_into,
         "add_matmul": _add_matmul,
         "set_rows": _set_rows,
+        "finite_or_zero": _finite_or_zero,
         "sigmoid": torch.sigmoid,
         "sigmoid_cross_entropy_sum": _sigmoid_cross_entropy_sum,
     }
