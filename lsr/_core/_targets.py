@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lsr._compat import device
+from lsr._compat import device, values_are_cheap
 from lsr._core import _ops
 from lsr._core._spec import Spec
 from lsr._typing import Array, Namespace
@@ -105,8 +105,12 @@ class Positions:
         keep = kept_positions(labels, spec, xp=xp)
         dtype = _ops.index_dtype(xp, like)
         if spec.checked:
-            if keep is not None and bool(xp.all(keep)):
-                keep = None
+            # (The ids were read when validated; inside an adapter's own jit they are
+            # traced again, and the mask then stays.)
+            if keep is not None:
+                everything = xp.all(keep)
+                if values_are_cheap(everything) and bool(everything):
+                    keep = None
             safe = labels if keep is None else xp.where(keep, labels, 0)
         else:
             in_range = (labels >= 0) & (labels < spec.num_classes)
