@@ -35,6 +35,8 @@ from lsr._core._binary import (
     BinarySpec,
     binary_grad,
     binary_loss,
+    blocked_binary_grad,
+    blocked_binary_loss,
     smooth_binary_targets,
 )
 from lsr._core._labels import estimate_prior, nan_where_out_of_range, one_hot
@@ -66,6 +68,8 @@ __all__ = [
     "Spec",
     "binary_grad",
     "binary_loss",
+    "blocked_binary_grad",
+    "blocked_binary_loss",
     "blocked_loss_and_grad",
     "compute_dtype",
     "denominator_parts",

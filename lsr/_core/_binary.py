@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 from lsr._compat import values_are_cheap
@@ -46,6 +46,8 @@ __all__ = [
     "BinarySpec",
     "binary_grad",
     "binary_loss",
+    "blocked_binary_grad",
+    "blocked_binary_loss",
     "smooth_binary_targets",
 ]
 
@@ -279,3 +281,93 @@ def binary_grad(
         grad = grad * scale
     kept, invalid = _kept(xp, labels, spec, logits)
     return _mask(xp, grad, kept, invalid)
+
+
+# --- Block by block, for half-precision logits --------------------------------------------
+
+
+def _block_spec(spec: BinarySpec, index: Any, ndim: int, shape: tuple[int, ...]) -> BinarySpec:
+    """``spec`` for the rows ``index`` of logits of ``ndim`` dimensions: each array option
+    that has the leading axis of its own (it broadcasts to the logits' shape) is cut to
+    those rows; one that broadcasts along it is kept whole."""
+    changes: dict[str, Any] = {"shape": shape}
+    for name in BINARY_ARRAY_FIELDS:
+        value = getattr(spec, name)
+        if getattr(value, "ndim", 0) == ndim and value.shape[0] != 1:
+            changes[name] = _ops.rows(value, index)
+    return spec.replace(**changes)
+
+
+def _blocks_in_scratch(
+    logits: Array, blocks: list[Any], scratch: Array
+) -> Iterator[tuple[Any, Array]]:
+    """``(index, the block's logits copied into scratch)`` for each block of rows."""
+    for index in blocks:
+        block = _ops.rows(logits, index)
+        work = scratch if index is ... else _ops.rows(scratch, slice(0, block.shape[0]))
+        work[...] = block
+        yield index, work
+
+
+def blocked_binary_loss(
+    logits: Array,
+    labels: Array,
+    spec: BinarySpec,
+    *,
+    xp: Namespace,
+    blocks: list[Any],
+    scratch: Array,
+    all_reduce_sum: Callable[[list[Array]], list[Array]] | None = None,
+) -> tuple[Array, Any]:
+    """``binary_loss`` ("sum" or "mean") of logits in any floating dtype, block after
+    block of rows (``blocks``: indices of the leading axis, or ``[...]``) through
+    ``scratch``, an array of the compute dtype and the largest block's shape, for
+    namespaces whose arrays can be assigned in place: half-precision logits are never
+    converted whole. Each block's total is ``binary_loss``'s "sum"; they are reduced
+    together as one loss (``reduce_with_denominator``, with ``all_reduce_sum`` as
+    ``binary_loss``'s)."""
+    totals, count = [], 0
+    ndim = logits.ndim
+    for index, work in _blocks_in_scratch(logits, blocks, scratch):
+        block_spec = _block_spec(spec, index, ndim, tuple(work.shape)).replace(reduction="sum")
+        total, block_count = binary_loss(work, _ops.rows(labels, index), block_spec, xp=xp)
+        totals.append(total)
+        count = count + block_count
+    loss = xp.stack(totals)
+    if all_reduce_sum is None:
+        return reduce_with_denominator(xp, loss, count, spec.reduction)
+    return reduce_with_denominator(xp, loss, (count, None), spec.reduction, all_reduce_sum)
+
+
+def blocked_binary_grad(
+    logits: Array,
+    labels: Array,
+    denominator: Any,
+    cotangent: Any,
+    spec: BinarySpec,
+    *,
+    xp: Namespace,
+    blocks: list[Any],
+    scratch: Array,
+    out: Array,
+) -> Array:
+    """``binary_grad`` ("sum" or "mean": a 0-d ``cotangent``) written block by block into
+    ``out`` (the logits' shape, any floating dtype: a half-precision gradient is rounded
+    once, from the compute dtype), through ``scratch`` as ``blocked_binary_loss``'s."""
+    ndim = logits.ndim
+    for index, work in _blocks_in_scratch(logits, blocks, scratch):
+        block_spec = _block_spec(spec, index, ndim, tuple(work.shape))
+        grad = binary_grad(
+            work,
+            _ops.rows(labels, index),
+            denominator,
+            cotangent,
+            block_spec,
+            xp=xp,
+            in_place=True,
+        )
+        if index is ...:
+            out[...] = grad
+        else:
+            out[index, ...] = grad
+    return out

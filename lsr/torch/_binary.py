@@ -34,7 +34,12 @@ from lsr.torch._arguments import (
     check_smoothing_type,
     check_tensor,
 )
-from lsr.torch._autograd import is_batched, needs_autograd_through_core, without_autocast
+from lsr.torch._autograd import (
+    is_batched,
+    needs_autograd_through_core,
+    row_blocks,
+    without_autocast,
+)
 from lsr.torch._functional import torch_reduction
 from lsr.torch._namespace import HALF, xp
 
@@ -97,8 +102,31 @@ class SmoothBCE(torch.autograd.Function):
         values = iter(given)
         arrays = tuple(next(values) if present else None for present in ctx.given)
         spec = ctx.static.with_arrays(arrays)
+        # Eager only: not with create_graph (the ops are recorded: sigmoid keeps its
+        # result), nor for a batched cotangent (autograd's vmap cannot update in place),
+        # nor while torch.compile traces (it fuses the steps anyway).
+        in_place = (
+            not torch.compiler.is_compiling()
+            and not torch.is_grad_enabled()
+            and not is_batched(grad_loss)
+        )
         # backward() called inside an autocast region runs under it too.
         with without_autocast(logits.device.type):
+            if in_place and _blocked(logits, ctx.static):
+                # Half precision: block by block into the gradient, no float32 copy.
+                blocks = row_blocks(logits, -1)
+                grad = _core.blocked_binary_grad(
+                    logits,
+                    labels,
+                    denominator,
+                    grad_loss.to(torch.float32),
+                    spec,
+                    xp=xp,
+                    blocks=blocks,
+                    scratch=_scratch(logits, blocks),
+                    out=torch.empty_like(logits),
+                )
+                return grad, None, None, None, None, None, None, None, None
             compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
             grad = _core.binary_grad(
                 compute_logits,
@@ -107,14 +135,20 @@ class SmoothBCE(torch.autograd.Function):
                 grad_loss.to(compute_logits.dtype),
                 spec,
                 xp=xp,
-                # Eager only: not with create_graph (the ops are recorded: sigmoid keeps
-                # its result), nor for a batched cotangent (autograd's vmap cannot update
-                # in place), nor while torch.compile traces (it fuses the steps anyway).
-                in_place=not torch.compiler.is_compiling()
-                and not torch.is_grad_enabled()
-                and not is_batched(grad_loss),
+                in_place=in_place,
             )
         return grad.to(logits.dtype), None, None, None, None, None, None, None, None
+
+
+def _blocked(logits: torch.Tensor, static: Any) -> bool:
+    """Whether the eager Function converts half-precision logits block by block (a
+    reduced loss: "none" returns a float32 loss per element, as large as a copy)."""
+    return logits.dtype in HALF and static.reduction != "none"
+
+
+def _scratch(logits: torch.Tensor, blocks: list[Any]) -> torch.Tensor:
+    """float32 room for the largest block of ``logits``."""
+    return torch.empty(logits[blocks[0]].shape, dtype=torch.float32, device=logits.device)
 
 
 class SmoothBCEEager(torch.autograd.Function):
@@ -128,7 +162,22 @@ class SmoothBCEEager(torch.autograd.Function):
         ctx, logits, labels, smoothing, prior, weight, pos_weight, where, static, all_reduce_sum
     ):
         inputs = (logits, labels, smoothing, prior, weight, pos_weight, where, static)
-        output = SmoothBCE.forward(*inputs, all_reduce_sum)
+        if _blocked(logits, static):
+            # Half precision: converted block by block, never as a whole float32 copy.
+            spec = static.with_arrays((smoothing, prior, weight, pos_weight, where))
+            blocks = row_blocks(logits, -1)
+            loss, denominator = _core.blocked_binary_loss(
+                logits,
+                labels,
+                spec,
+                xp=xp,
+                blocks=blocks,
+                scratch=_scratch(logits, blocks),
+                all_reduce_sum=all_reduce_sum,
+            )
+            output = (loss, torch.as_tensor(denominator, dtype=loss.dtype, device=loss.device))
+        else:
+            output = SmoothBCE.forward(*inputs, all_reduce_sum)
         SmoothBCE.setup_context(ctx, inputs, output)
         return output
 

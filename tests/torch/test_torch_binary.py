@@ -352,6 +352,110 @@ def test_backward_keeps_the_input_and_target_only(dtype):
     assert others
 
 
+# --- half precision: block by block, never a whole float32 copy ------------------------------
+
+
+def _half_options(name, shape):
+    """(options for lsr, the element weights and kept mask of the expected value)."""
+    n, k = shape
+    generator = torch.Generator().manual_seed(2)
+    rows = torch.rand(n, 1, generator=generator)
+    return {
+        "plain": ({}, None, None),
+        "weight (N, K)": ({"weight": torch.rand(shape, generator=generator)}, "weight", None),
+        "weight (K,)": ({"weight": torch.rand(k, generator=generator)}, "weight", None),
+        "weight (N, 1)": ({"weight": rows}, "weight", None),
+        "pos_weight": ({"pos_weight": torch.rand(k, generator=generator) + 0.5}, None, None),
+        "where (N, 1)": ({"where": rows > 0.3}, None, rows > 0.3),
+        "prior (K,)": ({"prior": torch.rand(k, generator=generator)}, None, None),
+    }[name]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain",
+        "weight (N, K)",
+        "weight (K,)",
+        "weight (N, 1)",
+        "pos_weight",
+        "where (N, 1)",
+        "prior (K,)",
+        "ignore_index",
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_in_blocks_matches_float32(monkeypatch, dtype, name, reduction):
+    """Half-precision logits are converted block by block (here blocks of 3 rows, some
+    options cut with them, some broadcast along them): the loss of the float32 values,
+    and their float32 gradient rounded once."""
+    monkeypatch.setattr("lsr.torch._autograd.BLOCK_ELEMENTS", 40)
+    shape, eps = (16, 12), 0.1
+    logits = _logits(shape, dtype)
+    if name == "ignore_index":
+        target = _target("int64", shape, dtype)
+        target[::3, 1::2] = -1
+        options, weight_name, kept = {"ignore_index": -1}, None, target != -1
+    else:
+        target = _target("soft", shape, dtype)
+        options, weight_name, kept = _half_options(name, shape)
+        options = {key: value.to(dtype) if value.is_floating_point() else value
+                   for key, value in options.items()}  # fmt: skip
+    leaf = logits.clone().requires_grad_()
+    loss = lt.smooth_bce(leaf, target, smoothing=eps, reduction=reduction, **options)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    # Expected: PyTorch's loss in float32 on targets smoothed here, masked by hand.
+    prior = options.get("prior", 0.5)
+    prior = prior.float() if torch.is_tensor(prior) else prior
+    smoothed = _smoothed(target.clamp(min=0), eps, prior, torch.float32)
+    leaf = logits.float().requires_grad_()
+    elements = F.binary_cross_entropy_with_logits(
+        leaf,
+        smoothed,
+        None if weight_name is None else options[weight_name].float(),
+        pos_weight=options["pos_weight"].float() if "pos_weight" in options else None,
+        reduction="none",
+    )
+    if kept is not None:
+        elements = torch.where(kept, elements, 0.0)
+    expected = elements.sum()
+    if reduction == "mean":
+        expected = expected / (elements.numel() if kept is None else kept.expand(shape).sum())
+    (expected_grad,) = torch.autograd.grad(expected, leaf)
+    assert loss.dtype == torch.float32 and grad.dtype == dtype
+    assert_close(loss.detach(), expected.detach(), torch.float32)
+    torch.testing.assert_close(grad, expected_grad.to(dtype), rtol=2**-7, atol=1e-6)
+
+
+def test_half_precision_gradient_needs_no_float32_copy(monkeypatch):
+    """Forward and backward of bfloat16 logits hold the gradient and a few float32 blocks:
+    no float32 copy of the logits (4 of their own size each) nor of the targets."""
+    from tests.torch.memory import peak_allocated_bytes
+
+    block = 1 << 16
+    monkeypatch.setattr("lsr.torch._autograd.BLOCK_ELEMENTS", block)
+    logits = _logits((4096, 256), torch.bfloat16).requires_grad_()
+    target = _target("soft", (4096, 256), torch.bfloat16)
+    pos_weight = torch.linspace(0.5, 2.0, 256, dtype=torch.bfloat16)
+
+    def step():
+        lt.smooth_bce(logits, target, smoothing=0.1, pos_weight=pos_weight).backward()
+        logits.grad = None
+
+    step()
+    gradient_bytes = logits.numel() * logits.element_size()
+    assert peak_allocated_bytes(step) <= gradient_bytes + 10 * block * 4
+    # The bound can fail: the same loss in float32 holds logits-sized float32 arrays.
+    wide = logits.detach().float().requires_grad_()
+
+    def wide_step():
+        lt.smooth_bce(wide, target.float(), smoothing=0.1, pos_weight=pos_weight.float()).backward()
+        wide.grad = None
+
+    assert peak_allocated_bytes(wide_step) > gradient_bytes + 10 * block * 4
+
+
 # --- the drop-in: signatures, state dict, deprecated arguments --------------------------------
 
 
