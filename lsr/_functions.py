@@ -20,7 +20,7 @@ from lsr._checks import (
     matchable_ignore_index,
     prepare_smooth_ce,
 )
-from lsr._compat import array_namespace, values_are_cheap
+from lsr._compat import array_namespace
 from lsr._typing import Namespace
 from lsr._validation import check_positive_int, fail_type, fail_value, normalize_axis
 
@@ -192,10 +192,10 @@ def smooth_labels(
         if dtype is None:
             dtype = _default_float(xp, labels)
         labels = index_labels(xp, labels)
-        check_label_range(xp, labels, num_classes, None)
+        checked = check_label_range(xp, labels, num_classes, None) is not None
         positions, like = tuple(labels.shape), labels
         targets = _core.one_hot(labels, num_classes, xp=xp, axis=axis, dtype=dtype)
-        if not values_are_cheap(labels):
+        if not checked:
             # Unchecked ids (tracing, accelerators): one outside [0, K) cannot raise, so
             # its row is NaN, not a row of smoothing alone.
             targets = _core.nan_where_out_of_range(targets, labels, num_classes, xp=xp, axis=axis)
@@ -267,8 +267,8 @@ def estimate_prior(
     check_dtype_argument(xp, dtype)
     labels = index_labels(xp, labels)
     ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
-    check_label_range(xp, labels, num_classes, ignore_index)
-    if not pseudocount and values_are_cheap(labels):
+    checked = check_label_range(xp, labels, num_classes, ignore_index) is not None
+    if not pseudocount and checked:
         if ignore_index is None:
             kept = math.prod(labels.shape)
         else:

@@ -356,6 +356,44 @@ def test_out_of_range_labels_give_nan_when_values_cannot_be_checked(backend):
     assert np.isnan(backend.to_numpy(mean))
 
 
+@pytest.mark.parametrize(
+    ("ids", "ignore_index", "ignored"),
+    [
+        ([1, 2, 3], None, None),
+        ([1, 2, 3], -100, None),  # not there: the spec need not look for it
+        ([1, -100, 3], -100, -100),
+        ([1, 2, 3], 3, 3),  # in [0, K), at the maximum
+        ([1, 2, 3], 1, 1),  # at the minimum
+        ([1, 3, 3], 2, None),  # between them, not there
+        ([0, 2, 4], 2, 2),  # between them, there
+    ],
+)
+def test_validation_records_what_it_read(backend, ids, ignore_index, ignored):
+    """Read ids are marked checked (no NaN guard in the pass), and an ignore_index that no
+    id equals is dropped from the spec; the loss is the same either way."""
+    logits = backend.asarray(np.linspace(-1.0, 1.0, 3 * K).reshape(3, K))
+    labels = backend.asarray(np.array(ids))
+    _, z, y, spec = prepare_smooth_ce(
+        logits,
+        labels,
+        smoothing=0.1,
+        prior="uniform",
+        axis=-1,
+        ignore_index=ignore_index,
+        weight=None,
+        reduction="none",
+    )
+    assert spec.checked and spec.ignore_index == ignored
+    loss, _, _ = _core.smooth_ce(z, y, spec, xp=backend.xp)
+    values = backend.to_numpy(loss)
+    kept = np.array([i != ignore_index for i in ids])
+    np.testing.assert_array_equal(values == 0, ~kept)
+    # The same numbers from a spec that keeps ignore_index and reads nothing.
+    unread = spec.replace(checked=False, ignore_index=ignore_index)
+    expected, _, _ = _core.smooth_ce(z, y, unread, xp=backend.xp)
+    assert_close(loss, expected, "float64")
+
+
 # Half-precision dtypes each namespace has (array-api-strict has none, NumPy no bfloat16).
 HALF_PRECISION = {
     "numpy": ["float16"],

@@ -293,7 +293,7 @@ def _block_spec(spec: BinarySpec, index: Any, ndim: int, shape: tuple[int, ...])
     changes: dict[str, Any] = {"shape": shape}
     for name in BINARY_ARRAY_FIELDS:
         value = getattr(spec, name)
-        if getattr(value, "ndim", 0) == ndim and value.shape[0] != 1:
+        if index is not ... and getattr(value, "ndim", 0) == ndim and value.shape[0] != 1:
             changes[name] = _ops.rows(value, index)
     return spec.replace(**changes)
 

@@ -22,7 +22,10 @@ EXTENSIONS = {
     "add_along_axis": "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add",
     "add_matmul": "add_matmul(out, x1, x2) -> out, with out += x1 @ x2 (fused linear loss)",
     "set_rows": "set_rows(out, indices, values) -> out, with out[indices, ...] = values",
-    "finite_or_zero": "finite_or_zero(x) -> x where finite, else 0 (NaN and +-inf), one op",
+    "finite_or_zero": (
+        "finite_or_zero(x) -> x where finite, else 0 (NaN and +-inf), one op "
+        "(values only: not used where x is differentiated)"
+    ),
     "sigmoid": "sigmoid(x) -> 1 / (1 + exp(-x)), one fused op",
     "sigmoid_cross_entropy_sum": (
         "sigmoid_cross_entropy_sum(z, t, weight=, pos_weight=) -> "
@@ -129,10 +132,12 @@ def row_max(xp: Namespace, z: Array, axis: int) -> Array:
 
 def finite_or_zero(xp: Namespace, x: Array) -> Array:
     """``x`` where it is finite, 0 where it is NaN or infinite (a namespace's one-op
-    ``finite_or_zero`` where it has one: on small inputs the test and select cost more
-    than the reduction they guard)."""
+    ``finite_or_zero`` where it has one and nothing differentiates ``x``: on small inputs
+    the test and select cost more than the reduction they guard). Under autodiff the
+    select is kept: its derivative is exactly 0 at a non-finite ``x``, where a fused op's
+    may pass on a NaN cotangent."""
     fused = getattr(xp, "finite_or_zero", None)
-    if fused is not None:
+    if fused is not None and not may_carry_gradient(x):
         return fused(x)
     return xp.where(xp.isfinite(x), x, 0.0)
 

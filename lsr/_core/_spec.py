@@ -128,7 +128,8 @@ class Spec(Options):
         prior: ``"uniform"``, ``"others"`` or a (K,) distribution (array).
         weight: (K,) class weights (PyTorch's semantics) or None.
         where: boolean mask of the positions to keep, or None.
-        ignore_index: the class id that marks left-out positions (ids only), or None.
+        ignore_index: the class id that marks left-out positions (ids only), or None
+            (also when validation read the ids and none of them is ``ignore_index``).
         reduction: ``"none"``, ``"sum"`` or ``"mean"``.
         kl: the KL form (the loss minus the smoothed target's entropy).
         z_loss: coefficient of ``z_loss * logsumexp(z)**2`` per position.

@@ -87,7 +87,8 @@ class Positions:
     ``out_of_range``: ids outside [0, K) that are kept, or None. Under tracing they cannot
     raise, and they must never give a plausible number: the loss is NaN there
     (``mask``). With ``spec.checked`` (the ids were read and checked) the guard is not
-    built, and a ``valid`` that keeps everything becomes None.
+    built, and a ``valid`` that keeps everything becomes None where that can be read
+    (not for ids traced again inside an adapter's own jit).
     """
 
     # ``Array`` admits None: ``safe_labels`` is None for dense targets.

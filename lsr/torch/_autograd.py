@@ -193,7 +193,7 @@ BLOCK_ELEMENTS = 1 << 20
 def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     """Indices of blocks of the batch axis (0) of about ``BLOCK_ELEMENTS`` logits each;
     ``[...]`` (everything at once) when there is no batch axis to split."""
-    if axis == 0 or logits.ndim == 1 or logits.shape[0] == 0:
+    if axis == 0 or logits.ndim <= 1 or logits.shape[0] == 0:
         return [...]
     rows = max(1, BLOCK_ELEMENTS // max(1, logits[0].numel()))
     return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]

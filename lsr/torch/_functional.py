@@ -17,7 +17,6 @@ from torch.autograd import forward_ad
 from lsr import _core, _distill
 from lsr._aux import Aux, as_aux
 from lsr._checks import check_smooth_ce
-from lsr._compat import values_are_cheap
 from lsr._validation import check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
     check_smoothing_type,
@@ -166,7 +165,7 @@ def smooth_ce(
         spec.where is not None
         and spec.ignore_index is None
         and not dense
-        and values_are_cheap(labels)
+        and spec.checked
     ):
         # causal_shift without an ignore_index made a mask. The ids were read
         # (check_label_range) and are in [0, C), so -1 can mark the left-out positions

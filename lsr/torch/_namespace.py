@@ -78,7 +78,8 @@ def _take_along_axis(x: torch.Tensor, indices: torch.Tensor, /, *, axis: int) ->
 
 def _finite_or_zero(x: torch.Tensor) -> torch.Tensor:
     # One kernel where isfinite and where take five (isfinite is abs, ne, eq and mul in
-    # PyTorch); its derivative is 1 where x is finite and 0 elsewhere, as the select's.
+    # PyTorch). The core calls it only where nothing differentiates x: nan_to_num's
+    # backward passes a NaN cotangent on where the select's gives exactly 0.
     return torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
 
 

@@ -428,6 +428,20 @@ def test_half_precision_in_blocks_matches_float32(monkeypatch, dtype, name, redu
     torch.testing.assert_close(grad, expected_grad.to(dtype), rtol=2**-7, atol=1e-6)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_half_precision_scalar_logit(reduction):
+    """A 0-d logit (which PyTorch's loss accepts) is one block of its own."""
+    logit, target = torch.tensor(2.5, dtype=torch.bfloat16), torch.tensor(1.0)
+    leaf = logit.clone().requires_grad_()
+    loss = lt.smooth_bce(leaf, target.to(torch.bfloat16), smoothing=0.1, reduction=reduction)
+    (grad,) = torch.autograd.grad(loss, leaf)
+    wide = logit.float().requires_grad_()
+    expected = F.binary_cross_entropy_with_logits(wide, torch.tensor(0.95))
+    (expected_grad,) = torch.autograd.grad(expected, wide)
+    assert_close(loss.detach(), expected.detach(), torch.float32)
+    assert grad.dtype == torch.bfloat16 and torch.equal(grad, expected_grad.to(torch.bfloat16))
+
+
 def test_half_precision_gradient_needs_no_float32_copy(monkeypatch):
     """Forward and backward of bfloat16 logits hold the gradient and a few float32 blocks:
     no float32 copy of the logits (4 of their own size each) nor of the targets."""

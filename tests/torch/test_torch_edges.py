@@ -548,3 +548,19 @@ def test_forward_ad_tangent_can_be_differentiated():
     (grad,) = torch.autograd.grad(F.cross_entropy(leaf, target, **options), leaf, create_graph=True)
     (expected,) = torch.autograd.grad(torch.sum(grad * tangent), leaf)
     assert_close(ours, expected, torch.float64)
+
+
+def test_an_ignored_rows_finite_logits_get_no_gradient_on_the_autograd_path():
+    """A smoothing that requires grad sends the loss through autograd of the core's ops.
+    An ignored row holding an infinite logit must not spread NaN over its other logits
+    (the row maximum's guard is differentiated as a select there, whose derivative at a
+    non-finite maximum is exactly 0)."""
+    logits = torch.tensor([[1.0, 2.0, float("inf"), 0.5], [0.1, 0.2, 0.3, 0.4]])
+    leaf = logits.clone().requires_grad_()
+    smoothing = torch.tensor(0.1, requires_grad=True)
+    loss = lt.smooth_ce(leaf, torch.tensor([-100, 1]), smoothing=smoothing)
+    loss.backward()
+    expected = F.cross_entropy(logits[1:], torch.tensor([1]), label_smoothing=0.1)
+    assert_close(loss.detach(), expected, torch.float32)
+    assert torch.equal(leaf.grad[0, [0, 1, 3]], torch.zeros(3))
+    assert torch.isfinite(leaf.grad[1]).all()
