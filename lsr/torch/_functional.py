@@ -161,12 +161,7 @@ def smooth_ce(
         return_aux=return_aux,
         causal_shift=causal_shift,
     )
-    if (
-        spec.where is not None
-        and spec.ignore_index is None
-        and not dense
-        and spec.checked
-    ):
+    if spec.where is not None and spec.ignore_index is None and not dense and spec.checked:
         # causal_shift without an ignore_index made a mask. The ids were read
         # (check_label_range) and are in [0, C), so -1 can mark the left-out positions
         # instead: the fused Functions, which take no mask, then apply (one logits-sized
