@@ -223,10 +223,22 @@ def binary_loss(
         loss = _fused_total(xp, logits, labels, spec)
     if loss is None:
         loss = _elementwise(xp, logits, labels, spec, kept, invalid)
+    return _reduce(xp, loss, count, spec.reduction, all_reduce_sum)
+
+
+def _reduce(
+    xp: Namespace,
+    loss: Array,
+    count: Any,
+    reduction: str,
+    all_reduce_sum: Callable[[list[Array]], list[Array]] | None,
+) -> tuple[Array, Any]:
+    """``(reduced loss, denominator)``: the mean over ``count`` kept elements (over every
+    process's, with ``all_reduce_sum``)."""
     if all_reduce_sum is None:
-        return reduce_with_denominator(xp, loss, count, spec.reduction)
+        return reduce_with_denominator(xp, loss, count, reduction)
     # Weights are not in the binary mean's denominator: no weight total to add up.
-    return reduce_with_denominator(xp, loss, (count, None), spec.reduction, all_reduce_sum)
+    return reduce_with_denominator(xp, loss, (count, None), reduction, all_reduce_sum)
 
 
 def binary_grad(
@@ -333,10 +345,7 @@ def blocked_binary_loss(
         total, block_count = binary_loss(work, _ops.rows(labels, index), block_spec, xp=xp)
         totals.append(total)
         count = count + block_count
-    loss = xp.stack(totals)
-    if all_reduce_sum is None:
-        return reduce_with_denominator(xp, loss, count, spec.reduction)
-    return reduce_with_denominator(xp, loss, (count, None), spec.reduction, all_reduce_sum)
+    return _reduce(xp, xp.stack(totals), count, spec.reduction, all_reduce_sum)
 
 
 def blocked_binary_grad(
