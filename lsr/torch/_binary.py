@@ -112,8 +112,9 @@ class SmoothBCE(torch.autograd.Function):
         )
         # backward() called inside an autocast region runs under it too.
         with without_autocast(logits.device.type):
-            if in_place and _blocked(logits, ctx.static):
-                # Half precision: block by block into the gradient, no float32 copy.
+            if in_place and _blocked(logits, ctx.static) and not is_batched(logits):
+                # Half precision: block by block into the gradient, no float32 copy
+                # (not for logits batched by vmap, which a scratch block cannot hold).
                 blocks = row_blocks(logits, -1)
                 grad = _core.blocked_binary_grad(
                     logits,

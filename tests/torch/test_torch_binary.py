@@ -442,6 +442,27 @@ def test_half_precision_scalar_logit(reduction):
     assert grad.dtype == torch.bfloat16 and torch.equal(grad, expected_grad.to(torch.bfloat16))
 
 
+def test_half_precision_per_sample_gradients_under_no_grad():
+    """vmap of a vjp inside no_grad: the backward runs with grad mode off and batched
+    logits, which the blocked path (a plain float32 scratch) cannot take."""
+    logits = _logits((3, 9, 5), torch.bfloat16)
+    target = _target("int64", (9, 5), torch.bfloat16)
+
+    def per_sample(z):
+        _, vjp = torch.func.vjp(lambda x: lt.smooth_bce(x, target, smoothing=0.1), z)
+        return vjp(torch.tensor(2.5))[0]
+
+    with torch.no_grad():
+        grads = torch.func.vmap(per_sample)(logits)
+    for z, grad in zip(logits, grads, strict=True):
+        wide = z.float().requires_grad_()
+        expected = F.binary_cross_entropy_with_logits(
+            wide, _smoothed(target, 0.1, 0.5, torch.float32)
+        )
+        (expected_grad,) = torch.autograd.grad(expected, wide, torch.tensor(2.5))
+        torch.testing.assert_close(grad, expected_grad.to(torch.bfloat16), rtol=2**-7, atol=1e-6)
+
+
 def test_half_precision_gradient_needs_no_float32_copy(monkeypatch):
     """Forward and backward of bfloat16 logits hold the gradient and a few float32 blocks:
     no float32 copy of the logits (4 of their own size each) nor of the targets."""
