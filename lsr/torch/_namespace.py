@@ -121,8 +121,8 @@ def _sigmoid_cross_entropy_sum(
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot,
 # torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode), and an
 # in-place scatter-add, exp and matmul-accumulate for the fused and blocked passes, a
-# one-op finite_or_zero, and
-# torch's one-kernel sigmoid and sigmoid cross-entropy for the binary loss.
+# one-op finite_or_zero, and torch's one-kernel sigmoid and sigmoid cross-entropy for
+# the binary loss.
 xp = types.SimpleNamespace(
     **{
         **vars(_compat_xp),
