@@ -293,6 +293,65 @@ def test_matches_uncertainty_calibration(backend, case, scope, binning):
         assert_close(actual, expected, "float64")
 
 
+def _package_thresholded(probs, labels, n_bins, threshold, power, debias):
+    """Nixon et al.'s TACE from the package's own pieces: for each class, its predictions
+    above ``threshold`` (and only those) go through the package's one-dimensional
+    estimator with its equal-mass bins; classes with none are left out, the others
+    combined as its marginal mode combines them."""
+    import calibration
+
+    errors = []
+    for k in range(probs.shape[1]):
+        kept = probs[:, k] > threshold
+        if not kept.any():
+            continue
+        error = calibration.lower_bound_scaling_ce(
+            probs[kept, k],
+            (labels[kept] == k).astype(int),
+            p=power,
+            debias=debias,
+            num_bins=n_bins,
+            binning_scheme=calibration.get_equal_bins,
+        )
+        errors.append(error**power)
+    return float(np.mean(errors) ** (1.0 / power))
+
+
+@needs_reference
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 0.3, 0.58])
+def test_thresholded_equal_mass_is_tace_by_the_package(backend, case, threshold):
+    """scope="thresholded" with equal-mass bins splits each class's kept predictions
+    alone: a class keeps a different number of them (fewer than the bins, or none, at
+    the higher thresholds), so each has its own split points."""
+    probs, labels, n_bins = _case(case)
+    if not (probs > threshold).any():  # one_example at 0.58: nothing to measure
+        with pytest.raises(ValueError, match=r"above `threshold`"):
+            _ece(
+                backend,
+                probs,
+                labels,
+                binning="equal_mass",
+                scope="thresholded",
+                threshold=threshold,
+            )
+        return
+    for norm, power, debias in ESTIMATORS:
+        expected = _package_thresholded(probs, labels, n_bins, threshold, power, debias)
+        actual = _ece(
+            backend,
+            probs,
+            labels,
+            n_bins=n_bins,
+            norm=norm,
+            binning="equal_mass",
+            scope="thresholded",
+            threshold=threshold,
+            debias=debias,
+        )
+        assert_close(actual, expected, "float64")
+
+
 @needs_reference
 @pytest.mark.parametrize("scope", ["top_label", "classwise"])
 @pytest.mark.parametrize("seed", [0, 3])

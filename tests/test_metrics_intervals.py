@@ -384,6 +384,33 @@ def test_thresholded_scope_matches_its_definition(backend, norm, threshold):
     assert_close(backend.to_numpy(actual), expected, "float64")
 
 
+@pytest.mark.parametrize("method", ["basic", "percentile"])
+def test_thresholded_equal_mass_interval_is_the_bootstrap_of_the_error(backend, method):
+    """TACE's interval: each resample's classes keep their own number of predictions
+    above the threshold, and each is split alone (the batch error on a resample is
+    checked against the package in tests/test_metrics_calibration.py)."""
+    probs, labels = _thresholded_case()
+    options = {"n_bins": 6, "scope": "thresholded", "threshold": 0.2, "binning": "equal_mass"}
+
+    def error(rows):
+        value = metrics.expected_calibration_error(
+            probs[rows], labels[rows], from_logits=False, **options
+        )
+        return float(value)
+
+    estimate = error(np.arange(len(labels)))
+    resampled = [error(rows) for rows in _indices(5, 30, len(labels))]
+    low_q, high_q = np.percentile(resampled, [5.0, 95.0])
+    if method == "basic":
+        expected = (estimate, 2 * estimate - high_q, 2 * estimate - low_q)
+    else:
+        expected = (estimate, low_q, high_q)
+    actual = _interval(
+        backend, probs, labels, from_logits=False, n_resamples=30, seed=5, method=method, **options
+    )
+    assert_close(np.array(actual), np.array(expected), "float64", scale=10.0)
+
+
 def test_thresholded_at_zero_is_classwise_and_differs_above(backend):
     logits, labels = _case(seed=14, n=60)  # softmax probabilities are all > 0
     scores, ids = backend.asarray(logits), backend.asarray(labels)
@@ -454,11 +481,6 @@ def test_a_nan_input_gives_a_nan_interval_as_the_error_does(backend, method):
         ({"scope": "thresholded", "threshold": 1.0}, ValueError, r"\[0, 1\).*threshold=1.0"),
         ({"scope": "thresholded", "threshold": -0.1}, ValueError, r"Received: threshold=-0.1"),
         ({"scope": "thresholded", "threshold": "0.1"}, TypeError, r"Received: threshold='0.1'"),
-        (
-            {"scope": "thresholded", "binning": "equal_mass"},
-            ValueError,
-            r"equal_width' only.*Received: binning='equal_mass'",
-        ),
     ],
 )
 def test_bad_threshold_options(backend, options, error, pattern):

@@ -106,14 +106,6 @@ def check_error_options(
     check_choice("norm", norm, NORMS)
     check_choice("scope", scope, SCOPES)
     limit = check_threshold(threshold, scope)
-    if scope == "thresholded" and binning == "equal_mass":
-        fail_value(
-            "scope='thresholded' works with binning='equal_width' only: each class keeps "
-            "its own, data-dependent number of predictions, which equal-mass edges would "
-            "have to split (Nixon et al.'s adaptive TACE); that number is not static.",
-            "binning",
-            binning,
-        )
     check_bool("debias", debias)
     if debias and norm == "max":
         fail_value(
@@ -210,7 +202,9 @@ def binned_columns(
                 "logits_or_probs.shape",
                 tuple(values.shape),
             )
-        edges = metrics_core.equal_mass_edges(xp, values, n_bins)
+        # Only the examples of positive weight are split: the thresholded scope's
+        # kept predictions (sample_weight is refused with equal-mass bins).
+        edges = metrics_core.equal_mass_edges(xp, values, n_bins, kept=weights)
     else:
         edges = metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values)
         edges = xp.expand_dims(edges, axis=1)
@@ -356,9 +350,10 @@ def expected_calibration_error(
       error is that of its kept predictions (bins weighted by their share of them), and
       the classes are combined as for ``"classwise"``; a class with no kept prediction
       has no error and is left out of the combination (all classes left out: NaN).
-      Equal-width bins only: Nixon et al.'s TACE uses adaptive (equal-mass) bins,
-      which would split each class's kept predictions, a number known only from the
-      values (so ``binning="equal_mass"`` is a ``ValueError`` here).
+      With ``binning="equal_mass"`` this is Nixon et al.'s TACE (thresholded adaptive
+      calibration error): each class's kept predictions, and only those, are split by
+      the equal-mass rule above (n is then the number of the class's kept
+      predictions, a value, so this traces too).
 
     ``debias=True`` with ``norm="l2"``: the debiased estimator of Kumar et al. (2019),
     the package's ``unbiased_l2_ce``: each bin's squared gap minus the variance of its

@@ -44,6 +44,21 @@ def test_calibration_error_under_jit(norm, debias, scope):
     np.testing.assert_allclose(ece(logits, labels), eager, rtol=1e-12)
 
 
+@pytest.mark.parametrize("threshold", [0.05, 0.3])
+@pytest.mark.parametrize(("norm", "debias"), [("l1", False), ("l2", True)])
+def test_tace_under_jit(threshold, norm, debias):
+    """Thresholded equal-mass bins: each class's number of kept predictions is a value,
+    so its split points are computed under tracing; the jitted error is the eager one."""
+    logits, labels = _case()
+    options = dict(n_bins=8, norm=norm, debias=debias, scope="thresholded", binning="equal_mass")
+    jitted = jax.jit(
+        lambda z, y: metrics.expected_calibration_error(z, y, threshold=threshold, **options)
+    )
+    eager = metrics.expected_calibration_error(logits, labels, threshold=threshold, **options)
+    assert np.isfinite(float(eager))
+    np.testing.assert_allclose(jitted(logits, labels), eager, rtol=1e-12)
+
+
 def test_out_of_range_label_under_jit_gives_nan():
     # Values cannot be checked while tracing; the result must not look plausible.
     logits, labels = _case()
@@ -173,6 +188,7 @@ def test_thresholded_scope_with_nothing_above_is_nan_under_jit(norm):
         dict(n_bins=6, norm="l2", debias=True, scope="classwise", binning="equal_mass"),
         dict(n_bins=5, norm="l1", debias=True, method="percentile"),
         dict(n_bins=5, scope="thresholded", threshold=0.05),
+        dict(n_bins=5, scope="thresholded", threshold=0.2, binning="equal_mass"),
     ],
 )
 def test_calibration_error_interval_under_jit(options):
