@@ -226,14 +226,18 @@ def test_bad_interval_options(backend, options, error, pattern):
 # ---------------------------------------------------------------- sample weights
 
 
-@pytest.mark.parametrize("scope", ["top_label", "classwise"])
+@pytest.mark.parametrize("binning", ["equal_width", "equal_mass"])
+@pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
 @pytest.mark.parametrize(("norm", "debias"), [("l1", False), ("l2", True), ("max", False)])
-def test_integer_weights_are_repeated_examples(backend, scope, norm, debias):
+def test_integer_weights_are_repeated_examples(backend, binning, scope, norm, debias):
+    # (Equal-mass edges split the repeated examples: weights of 0 to 3 move them.)
     logits, labels = _case(seed=8, n=40)
     weights = np.random.default_rng(8).integers(0, 4, size=40)
     weights[0] = 2  # at least one positive weight
     repeated = np.repeat(np.arange(40), weights)
-    options = {"n_bins": 7, "norm": norm, "scope": scope, "debias": debias}
+    options = {"n_bins": 7, "norm": norm, "scope": scope, "debias": debias, "binning": binning}
+    if scope == "thresholded":
+        options["threshold"] = 0.15
     expected = metrics.expected_calibration_error(logits[repeated], labels[repeated], **options)
     for dtype in (weights.dtype, np.float64):
         actual = metrics.expected_calibration_error(
@@ -283,16 +287,59 @@ def test_bad_sample_weight(backend, weights, error, pattern):
         )
 
 
-def test_sample_weight_with_equal_mass_bins_is_refused(backend):
-    probs = np.array([[0.9, 0.1], [0.8, 0.2]])
-    with pytest.raises(ValueError, match=r"equal_width' only.*Received: binning='equal_mass'"):
-        metrics.expected_calibration_error(
-            backend.asarray(probs),
-            backend.asarray(np.array([0, 1])),
-            from_logits=False,
-            binning="equal_mass",
-            sample_weight=backend.asarray(np.ones(2)),
+def test_weighted_equal_mass_diagram_and_interval_are_of_the_repeated_examples(backend):
+    logits, labels = _case(seed=9, n=30)
+    weights = np.random.default_rng(9).integers(1, 4, size=30)
+    repeated = np.repeat(np.arange(30), weights)
+    expected = metrics.reliability_diagram(
+        logits[repeated], labels[repeated], n_bins=6, binning="equal_mass"
+    )
+    actual = metrics.reliability_diagram(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        n_bins=6,
+        binning="equal_mass",
+        sample_weight=backend.asarray(weights),
+    )
+    for got, want in zip(actual, expected, strict=True):
+        assert_close(backend.to_numpy(got), np.asarray(want), "float64")
+    # The interval resamples the 30 weighted examples (not the repeated ones), so its
+    # estimate is the repeated examples' error and its ends those of the weighted errors.
+    options = {"n_bins": 6, "binning": "equal_mass", "n_resamples": 20, "seed": 2}
+    interval = _interval(backend, logits, labels, sample_weight=backend.asarray(weights), **options)
+    whole = metrics.expected_calibration_error(
+        logits[repeated], labels[repeated], n_bins=6, binning="equal_mass"
+    )
+    assert_close(np.array(interval[0]), float(whole), "float64")
+    resampled = [
+        float(
+            metrics.expected_calibration_error(
+                logits[rows],
+                labels[rows],
+                n_bins=6,
+                binning="equal_mass",
+                sample_weight=weights[rows],
+            )
         )
+        for rows in _indices(2, 20, 30)
+    ]
+    low_q, high_q = np.percentile(resampled, [5.0, 95.0])
+    assert_close(
+        np.array(interval[1:]), np.array([2 * whole - high_q, 2 * whole - low_q]), "float64"
+    )
+
+
+def test_fractional_weights_with_equal_mass_bins_are_refused(backend):
+    probs = np.array([[0.9, 0.1], [0.8, 0.2]])
+    for function in (metrics.expected_calibration_error, metrics.reliability_diagram):
+        with pytest.raises(ValueError, match=r"whole numbers.*Received: sample_weight="):
+            function(
+                backend.asarray(probs),
+                backend.asarray(np.array([0, 1])),
+                from_logits=False,
+                binning="equal_mass",
+                sample_weight=backend.asarray(np.array([1.0, 0.5])),
+            )
 
 
 # ---------------------------------------------------------- confidence histogram

@@ -18,8 +18,8 @@ from lsr._validation import check_choice, check_positive_int, fail_type, fail_va
 from lsr.metrics import _core as metrics_core
 from lsr.metrics._inputs import (
     check_bool,
-    check_counts_for_debias,
     check_seed,
+    check_whole_weights,
     debias_normals,
     prepare_scores,
     prepare_weights,
@@ -98,7 +98,6 @@ def check_error_options(
     binning: Any,
     scope: Any,
     debias: Any,
-    weighted: bool,
     threshold: Any = None,
 ) -> ErrorOptions:
     """Check the options of the calibration error; return them resolved (whether bins
@@ -115,14 +114,6 @@ def check_error_options(
             norm,
         )
     right = _check_binning(n_bins, bin_edges, binning)
-    if weighted and binning == "equal_mass":
-        fail_value(
-            "sample_weight works with binning='equal_width' only: equal-mass edges split "
-            "the examples by their number (uncertainty-calibration's rule), which has no "
-            "one meaning for fractional weights.",
-            "binning",
-            binning,
-        )
     return ErrorOptions(right, limit)
 
 
@@ -202,9 +193,9 @@ def binned_columns(
                 "logits_or_probs.shape",
                 tuple(values.shape),
             )
-        # Only the examples of positive weight are split: the thresholded scope's
-        # kept predictions (sample_weight is refused with equal-mass bins).
-        edges = metrics_core.equal_mass_edges(xp, values, n_bins, kept=weights)
+        # The examples as the weights repeat them: whole sample weights (checked by
+        # the callers), times the thresholded scope's 0/1 for the kept predictions.
+        edges = metrics_core.equal_mass_edges(xp, values, n_bins, weights=weights)
     else:
         edges = metrics_core.bin_edges(xp, n_bins, dtype=values.dtype, like=values)
         edges = xp.expand_dims(edges, axis=1)
@@ -242,7 +233,8 @@ def reliability_diagram(
         axis: the class axis.
         binning: ``"equal_width"`` or ``"equal_mass"``.
         sample_weight: None, or one non-negative weight per example (the labels'
-            shape): means, counts and shares are weighted (equal-width bins only).
+            shape): means, counts and shares are weighted (whole numbers with
+            ``"equal_mass"``: a weight ``m`` is the example repeated ``m`` times).
 
     Returns:
         A ``ReliabilityDiagram`` of (n_bins,) arrays ``confidence``, ``accuracy``,
@@ -266,12 +258,12 @@ def reliability_diagram(
         binning=binning,
         scope="top_label",
         debias=False,
-        weighted=sample_weight is not None,
     )
     xp, scores, labels, axis = prepare_scores(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
     weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
+    weights = check_whole_weights(xp, weights, sample_weight, debias=False, binning=binning)
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope="top_label"
     )
@@ -396,8 +388,9 @@ def expected_calibration_error(
             counts with its weight in its bin's count and means, so ``|B_b| / N``
             becomes the bin's share of the total weight and an integer weight ``m`` is
             the example repeated ``m`` times (the debiased estimator's ``|B_b|`` is the
-            bin's total weight). Equal-width bins only: equal-mass edges split examples
-            by their number.
+            bin's total weight). With ``"equal_mass"`` the weights must be whole
+            numbers: the edges split the examples so repeated (a ``ValueError`` for
+            fractional weights; NaN under tracing).
         threshold: the probability a prediction must exceed to count, with
             ``scope="thresholded"`` only (default None: 0.01); in [0, 1).
         seed: the normal draws of ``debias=True`` with ``norm="l1"`` (read only then):
@@ -469,7 +462,6 @@ def expected_calibration_error(
         binning=binning,
         scope=scope,
         debias=debias,
-        weighted=sample_weight is not None,
         threshold=threshold,
     )
     check_seed(seed)
@@ -477,8 +469,7 @@ def expected_calibration_error(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
     weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
-    if debias and weights is not None:
-        check_counts_for_debias(xp, weights, "sample_weight", sample_weight)
+    weights = check_whole_weights(xp, weights, sample_weight, debias=debias, binning=binning)
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )

@@ -93,12 +93,14 @@ def bin_edges(xp: Namespace, n_bins: int, *, dtype: DType, like: Array) -> Array
     return xp.asarray(edges, dtype=dtype, device=device(like))
 
 
-def equal_mass_edges(xp: Namespace, values: Array, n_bins: int, kept: Array | None = None) -> Array:
+def equal_mass_edges(
+    xp: Namespace, values: Array, n_bins: int, weights: Array | None = None
+) -> Array:
     """(..., n_bins + 1, C) edges of bins holding equal numbers of each column's values.
 
     ``values`` are (..., N, C): C columns of N values, possibly for a batch of problems
     (the bootstrap's resamples) on leading axes. The rule of ``get_equal_bins`` in Kumar
-    et al.'s ``uncertainty-calibration``: the sorted values are split into
+    et al.'s ``uncertainty-calibration``: the n sorted values are split into
     ``min(n_bins, n)`` parts as ``numpy.array_split`` splits them (the first
     ``n % parts`` parts one longer), and each interior edge is the midpoint
     ``(last + next first) / 2`` of two neighbouring parts. The last edge is 1 and the
@@ -106,28 +108,30 @@ def equal_mass_edges(xp: Namespace, values: Array, n_bins: int, kept: Array | No
     are 1, bins (1, 1] that stay empty; tied values give repeated edges and empty bins,
     which the package removes (``set``) instead: the occupied bins are the same.
 
-    ``kept`` (None, or broadcastable to ``values``): the values to split, where it is
-    positive (the thresholded scope's weights), so that each column has its own ``n``
-    (a column with none has every edge at 1 above the first). Without it ``n = N``.
-    Values are in [0, 1], so the others are sorted below them as -1 and the kept ones
-    are the column's last ``n``. The split points are computed from ``n`` as arrays,
-    so this traces (``jax.jit``) like a sort even when ``n`` is a value.
+    ``weights`` (None, or whole numbers broadcastable to ``values``): a weight ``m``
+    is the value repeated ``m`` times, so 0 leaves it out (the thresholded scope's
+    predictions at or below the threshold) and ``n`` is each column's total weight.
+    Without it, ``n = N``. The split points are computed from ``n`` as arrays, so this
+    traces (``jax.jit``) like a sort even when ``n`` is a value.
     """
     *batch, size, columns = tuple(values.shape)
     rows = len(batch)  # the examples' axis, as a non-negative index
     place = device(values)
     index_type = _core.index_dtype(xp, values)
     first = xp.zeros((*batch, 1, columns), dtype=values.dtype, device=place)
-    if n_bins == 1 or size == 1:  # no interior edge can exist: min(n_bins, n) <= 1 part
-        last = xp.full((*batch, n_bins, columns), 1.0, dtype=values.dtype, device=place)
-        return xp.concat([first, last], axis=rows)
-    if kept is None:
+    if n_bins == 1:  # no interior edge
+        return xp.concat([first, xp.ones_like(first)], axis=rows)
+    if weights is None:
         ordered = xp.sort(values, axis=rows)
         count = xp.full((*batch, 1, columns), size, dtype=index_type, device=place)
     else:
-        kept = xp.broadcast_to(kept > 0, values.shape)
-        ordered = xp.sort(xp.where(kept, values, -1.0), axis=rows)
-        count = xp.sum(xp.astype(kept, index_type), axis=rows, keepdims=True)
+        order = xp.argsort(values, axis=rows)
+        ordered = xp.take_along_axis(values, order, axis=rows)
+        weights = xp.broadcast_to(weights, values.shape)
+        # Position p of the repeated sequence is the first sorted value whose running
+        # total of weights exceeds p (whole numbers: exact in float32 up to 2**24).
+        running = xp.cumulative_sum(xp.take_along_axis(weights, order, axis=rows), axis=rows)
+        count = xp.astype(running[..., size - 1 : size, :], index_type)
     # Edge j (1 <= j < n_bins) starts part j: j * (n // parts) + min(j, n % parts), the
     # first n % parts parts being one longer; it exists while j < parts = min(n_bins, n).
     part = xp.reshape(xp.arange(1, n_bins, dtype=index_type, device=place), (n_bins - 1, 1))
@@ -135,14 +139,27 @@ def equal_mass_edges(xp: Namespace, values: Array, n_bins: int, kept: Array | No
     part_size = count // xp.where(parts > 0, parts, 1)
     longer = count - part_size * parts
     start = part * part_size + xp.where(part < longer, part, longer)
-    exists = part < parts
-    # Kept values are the column's last ``count``; the clip keeps absent edges' reads
-    # inside the column (their edge is 1 whatever they read).
-    at = size - count + start
-    at = xp.where(at < 1, 1, xp.where(at > size - 1, size - 1, at))
-    below = xp.take_along_axis(ordered, at - 1, axis=rows)
-    above = xp.take_along_axis(ordered, at, axis=rows)
-    interior = xp.where(exists, (below + above) / 2, 1.0)
+
+    def value_at(position: Array) -> Array:
+        if weights is not None:
+            at = xp.astype(position, running.dtype)
+            position = xp.concat(
+                [
+                    xp.sum(
+                        xp.astype(running <= at[..., j : j + 1, :], index_type),
+                        axis=rows,
+                        keepdims=True,
+                    )
+                    for j in range(n_bins - 1)
+                ],
+                axis=rows,
+            )
+        # (An edge that does not exist reads any value: it is 1 whatever it reads.)
+        position = xp.where(position < 0, 0, xp.where(position > size - 1, size - 1, position))
+        return xp.take_along_axis(ordered, position, axis=rows)
+
+    interior = (value_at(start - 1) + value_at(start)) / 2
+    interior = xp.where(part < parts, interior, 1.0)
     return xp.concat([first, interior, xp.ones_like(first)], axis=rows)
 
 

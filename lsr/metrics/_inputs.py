@@ -134,6 +134,34 @@ def check_counts_for_debias(xp: Namespace, counts: Array, name: str, value: Any)
         )
 
 
+def check_whole_weights(
+    xp: Namespace, weights: Array | None, sample_weight: Any, *, debias: bool, binning: str
+) -> Array | None:
+    """The weights (from ``prepare_weights``), checked where the estimator counts
+    examples: the debiased estimators and equal-mass bins (which split the examples by
+    their number) need whole numbers, a weight ``m`` being the example repeated ``m``
+    times. Checked when concrete; traced, not whole makes every weight NaN for
+    equal-mass bins (the debiased error is made NaN by ``calibration_error``)."""
+    if weights is None:
+        return None
+    if debias:
+        check_counts_for_debias(xp, weights, "sample_weight", sample_weight)
+    if binning != "equal_mass":
+        return weights
+    whole = whole_counts(xp, weights)
+    if not is_concrete(whole):
+        return xp.where(whole, weights, xp.nan)
+    if not bool(whole):
+        fail_value(
+            "binning='equal_mass' splits the examples by their number: the weights must "
+            "be whole numbers (a weight m is the example repeated m times); fractional "
+            "weights have no such number. Use binning='equal_width' for them.",
+            "sample_weight",
+            sample_weight,
+        )
+    return weights
+
+
 def prepare_weights(
     xp: Namespace, sample_weight: Any, labels: Array, dtype: DType, *, whole: bool = True
 ) -> Array | None:

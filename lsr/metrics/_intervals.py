@@ -27,8 +27,8 @@ from lsr.metrics._calibration import (
     threshold_weights,
 )
 from lsr.metrics._inputs import (
-    check_counts_for_debias,
     check_seed,
+    check_whole_weights,
     debias_normals,
     generator,
     prepare_scores,
@@ -186,7 +186,6 @@ def calibration_error_interval(
         binning=binning,
         scope=scope,
         debias=debias,
-        weighted=sample_weight is not None,
         threshold=threshold,
     )
     _check_interval_options(confidence, n_resamples, method, seed)
@@ -194,8 +193,7 @@ def calibration_error_interval(
         logits_or_probs, labels, axis=axis, from_logits=from_logits
     )
     weights = prepare_weights(xp, sample_weight, labels, scores.dtype)
-    if debias and weights is not None:
-        check_counts_for_debias(xp, weights, "sample_weight", sample_weight)
+    weights = check_whole_weights(xp, weights, sample_weight, debias=debias, binning=binning)
     values, targets = calibration_columns(
         xp, scores, labels, axis=axis, from_logits=from_logits, scope=scope
     )

@@ -59,6 +59,21 @@ def test_tace_under_jit(threshold, norm, debias):
     np.testing.assert_allclose(jitted(logits, labels), eager, rtol=1e-12)
 
 
+def test_weighted_equal_mass_under_jit():
+    """Whole weights give the eager error; a fractional one, which the eager call
+    refuses, makes the traced error NaN."""
+    logits, labels = _case()
+    options = dict(n_bins=6, binning="equal_mass", scope="classwise")
+    jitted = jax.jit(
+        lambda z, y, w: metrics.expected_calibration_error(z, y, sample_weight=w, **options)
+    )
+    weights = jnp.asarray(np.random.default_rng(3).integers(0, 4, size=labels.shape[0]), float)
+    eager = metrics.expected_calibration_error(logits, labels, sample_weight=weights, **options)
+    assert np.isfinite(float(eager))
+    np.testing.assert_allclose(jitted(logits, labels, weights), eager, rtol=1e-12)
+    assert np.isnan(float(jitted(logits, labels, weights.at[0].set(0.5))))
+
+
 def test_out_of_range_label_under_jit_gives_nan():
     # Values cannot be checked while tracing; the result must not look plausible.
     logits, labels = _case()
