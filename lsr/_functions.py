@@ -136,7 +136,8 @@ def smooth_ce(
         causal_shift=causal_shift,
     )
     aux: dict[str, Any] = {}
-    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp, aux=aux)
+    # (Whatever library the arrays are of, its autodiff may differentiate this.)
+    loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp, aux=aux, differentiated=True)
     return (loss, as_aux(aux)) if spec.aux else loss
 
 

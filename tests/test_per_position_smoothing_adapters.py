@@ -127,6 +127,63 @@ def test_gradient_with_respect_to_smoothing(name, kl):
 
 
 @pytest.mark.parametrize("name", FRAMEWORKS)
+@pytest.mark.parametrize("variant", ["plain", "weight+z_loss", "confidence_penalty"])
+def test_ignored_rows_of_minus_inf_keep_every_gradient_finite(name, variant):
+    """Ignored positions whose logits are all -inf (padding masked out) when epsilon
+    (and here the weight) is differentiated, so autodiff runs through the core: the
+    loss and every gradient are those of the same call with those rows at 0 (the loss
+    does not depend on them), not NaN from the row's ``log 0`` and ``-inf - -inf``."""
+    logits, labels, eps = _case(3)
+    ignored = labels == -100
+    masked, zeroed = logits.copy(), logits.copy()
+    masked[ignored], zeroed[ignored] = -np.inf, 0.0
+    options = dict(prior="others", ignore_index=-100, reduction="mean", axis=-1)
+    if variant == "weight+z_loss":
+        options["z_loss"] = 1e-2
+    elif variant == "confidence_penalty":
+        options["confidence_penalty"] = 0.1
+    weighted = variant == "weight+z_loss"
+    backend = get_backend(name)
+    y, module = backend.asarray(labels), _adapter(name)
+
+    def run(z_np):
+        z, e, w = backend.asarray(z_np), backend.asarray(eps), backend.asarray(WEIGHT)
+        extra = {"weight": w} if weighted else {}
+        if name == "jax":
+            import jax
+
+            def f(z, e, extra):
+                return module.smooth_ce(z, y, smoothing=e, **extra, **options)
+
+            loss, grads = jax.value_and_grad(f, argnums=(0, 1, 2))(z, e, extra)
+            return loss, grads[0], grads[1], grads[2].get("weight")
+        if name == "torch":
+            for tensor in (z, e, w):
+                tensor.requires_grad_(True)
+            loss = module.smooth_ce(z, y, smoothing=e, **extra, **options)
+            loss.backward()
+            return loss.detach(), z.grad, e.grad, w.grad if weighted else None
+        import tensorflow as tf
+
+        z, e, w = (tf.Variable(a) for a in (z, e, w))
+        with tf.GradientTape() as tape:
+            loss = module.smooth_ce(
+                z, y, smoothing=e, **({"weight": w} if weighted else {}), **options
+            )
+        grads = tape.gradient(loss, [z, e, w])
+        return loss, grads[0], grads[1], grads[2] if weighted else None
+
+    got, expected = run(masked), run(zeroed)
+    for a, b in zip(got, expected, strict=True):
+        if b is None:
+            continue
+        b = backend.to_numpy(b)
+        assert np.isfinite(b).all()
+        assert_close(backend.to_numpy(a), b, "float64")
+    assert np.all(backend.to_numpy(got[1])[ignored] == 0.0)
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
 @pytest.mark.parametrize("eps_shape", [(2, 6), (2, 1)])
 @pytest.mark.parametrize("causal_shift", [False, True])
 def test_linear_smooth_ce(name, eps_shape, causal_shift):

@@ -481,12 +481,23 @@ def smooth_ce(
     xp: Namespace,
     in_place: bool = False,
     aux: dict[str, Array] | None = None,
+    differentiated: bool = False,
 ) -> tuple[Array, Array, Any]:
     """Forward pass: ``(reduced loss, lse with the class axis kept, mean denominator)``.
     ``in_place``: the pass may overwrite its own temporaries (not under autodiff of
     PyTorch through the core). ``aux``: with ``spec.aux``, a dict that receives the
-    auxiliary outputs (``aux_outputs``), reduced as ``reduce_aux`` does."""
+    auxiliary outputs (``aux_outputs``), reduced as ``reduce_aux`` does.
+
+    ``differentiated``: the framework differentiates this pass itself (rather than
+    taking the fused gradient). The logits of left-out positions are then replaced by 0
+    first: the mask hides what they give from the loss, but a row of -inf (``log 0``,
+    ``-inf - -inf``), +inf or NaN would still reach the derivatives as ``0 * inf``, in
+    the logits' and also in a differentiated ``smoothing``, ``weight`` or ``prior``. One
+    select over the logits, only where some position is left out."""
     targets = _targets(xp, labels, spec, logits)
+    valid = targets.positions.valid
+    if differentiated and valid is not None:
+        logits = xp.where(xp.expand_dims(valid, axis=spec.axis), logits, 0.0)
     per_position: dict[str, Array] = {}
     loss, lse, _ = loss_and_grad(
         logits,

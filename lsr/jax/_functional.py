@@ -57,7 +57,9 @@ def _smooth_ce_jvp(primals, tangents):
     # Dense labels, weight, an array prior and an array smoothing: differentiate the core's
     # forward pass in just the arguments whose tangents are not zero.
     extra = options_tangent(
-        lambda targets, options: _core.smooth_ce(logits, targets, options, xp=xp)[0],
+        lambda targets, options: _core.smooth_ce(
+            logits, targets, options, xp=xp, differentiated=True
+        )[0],
         labels,
         labels_dot,
         spec,

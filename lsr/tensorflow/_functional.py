@@ -37,7 +37,9 @@ __all__ = ["distill_loss", "smooth_ce", "smooth_labels"]
 
 def _loss_given(logits: Any) -> Any:
     """``(labels, spec) -> reduced loss``: the core's forward pass on fixed logits."""
-    return lambda labels, spec: _core.smooth_ce(logits, labels, spec, xp=namespace)[0]
+    return lambda labels, spec: _core.smooth_ce(
+        logits, labels, spec, xp=namespace, differentiated=True
+    )[0]
 
 
 def _smooth_ce_with_gradient(logits: Any, labels: Any, spec: _core.Spec) -> Any:

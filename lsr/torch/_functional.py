@@ -182,7 +182,12 @@ def smooth_ce(
         ):
             aux: dict[str, Any] = {}
             loss, _, _ = _core.smooth_ce(
-                input.to(_core.compute_dtype(xp, input.dtype)), labels, spec, xp=xp, aux=aux
+                input.to(_core.compute_dtype(xp, input.dtype)),
+                labels,
+                spec,
+                xp=xp,
+                aux=aux,
+                differentiated=True,
             )
             return (loss, as_aux(aux, torch.Tensor.detach)) if spec.aux else loss
         # The tensors as the Function's own inputs (so autograd and torch.func see them),
