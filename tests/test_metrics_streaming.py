@@ -1,7 +1,8 @@
 """The streaming calibration state (lsr.metrics.calibration_state and friends) on every
 selected backend: a stream of batches gives the batch expected_calibration_error of their
-concatenation (same norm, scope, debias, bin rule), states merge by adding, and the
-options that cannot stream (equal-mass bins) are refused.
+concatenation (same norm, scope, debias, bin rule), states merge by adding, and
+equal-mass bins made of a fine state's bins are the batch function's where no edge
+falls inside a fine bin (and otherwise move that edge to the fine bin's top).
 
 The reference is the batch function itself, whose numbers tests/test_metrics*.py tie to
 hand-worked examples, torchmetrics and Kumar et al.'s package.
@@ -229,10 +230,155 @@ def test_an_empty_state_has_no_error(backend):
         assert np.isnan(backend.to_numpy(value))
 
 
-def test_equal_mass_bins_do_not_stream(backend):
+def test_a_state_is_of_equal_width_bins(backend):
     like = backend.asarray(np.zeros((2, 3)))
-    with pytest.raises(ValueError, match=r"equal-mass .*Received: binning='equal_mass'"):
+    with pytest.raises(ValueError, match=r"fine bins.*Received: binning='equal_mass'"):
         metrics.calibration_state(like, binning="equal_mass")
+
+
+# A power of two: the centres (2k + 1) / (2 FINE) and 1 minus them are exact in binary, so
+# ties stay ties in both classes' probabilities.
+FINE = 256
+
+
+def _on_fine_centres(seed, n):
+    """Two-class probabilities whose every value (p and 1 - p) is the centre of one of
+    FINE equal-width bins: two values in one fine bin are equal, so no equal-mass edge
+    falls inside a fine bin except between ties, and the stream's bins are exact."""
+    rng = np.random.default_rng(seed)
+    first = (rng.integers(0, FINE, n) + 0.5) / FINE
+    probs = np.stack([first, 1.0 - first], axis=1)
+    labels = (rng.random(n) < np.clip(0.3 + first * 0.5, 0, 1)).astype(np.int64)
+    return probs, 1 - labels
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize(("norm", "debias"), NORMS)
+def test_equal_mass_bins_of_a_fine_stream_are_the_batch_bins(backend, scope, norm, debias):
+    """On confidences at fine-bin centres (ties included: 300 values on 256 centres),
+    the stream's equal-mass error after splits and a merge is the batch one."""
+    probs, labels = _on_fine_centres(3, 300)
+    weights = np.random.default_rng(4).integers(0, 3, 300)
+    first = _stream(
+        backend,
+        probs[:170],
+        labels[:170],
+        [40, 90],
+        n_bins=FINE,
+        scope=scope,
+        bin_edges="right",
+        from_logits=False,
+    )
+    second = _stream(
+        backend,
+        probs[170:],
+        labels[170:],
+        [60],
+        n_bins=FINE,
+        scope=scope,
+        bin_edges="right",
+        from_logits=False,
+    )
+    state = metrics.merge_calibration_states(first, second)
+    options = {"norm": norm, "debias": debias}
+    got = metrics.calibration_error_from_state(state, binning="equal_mass", n_bins=7, **options)
+    expected = _batch(
+        backend,
+        probs,
+        labels,
+        n_bins=7,
+        scope=scope,
+        binning="equal_mass",
+        from_logits=False,
+        **options,
+    )
+    assert_close(backend.to_numpy(got), expected, "float64")
+    # Whole weights: the examples repeated, in the stream as in the batch.
+    state = metrics.calibration_state(
+        backend.asarray(probs),
+        n_bins=FINE,
+        scope="classwise" if scope == "thresholded" else scope,
+    )
+    state = metrics.update_calibration_state(
+        state,
+        backend.asarray(probs),
+        backend.asarray(labels),
+        from_logits=False,
+        sample_weight=backend.asarray(weights),
+        **_threshold(scope),
+    )
+    got = metrics.calibration_error_from_state(state, binning="equal_mass", n_bins=7, **options)
+    value = metrics.expected_calibration_error(
+        backend.asarray(probs),
+        backend.asarray(labels),
+        n_bins=7,
+        scope=scope,
+        binning="equal_mass",
+        from_logits=False,
+        sample_weight=backend.asarray(weights),
+        **options,
+        **_threshold(scope),
+    )
+    assert_close(backend.to_numpy(got), backend.to_numpy(value), "float64")
+
+
+def test_equal_mass_bins_of_a_stream_never_cut_a_fine_bin(backend):
+    """Random confidences: each edge moves to the top of the fine bin that holds the
+    last example below it. Checked against the batch function on the examples with
+    every confidence moved to its fine bin's top (where the moved edges are exact), and
+    it differs from the exact batch error (so this is not the previous test again)."""
+    logits, labels = _random_logits(8, n=300, num_classes=3)
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    fine = 20
+    state = _stream(
+        backend,
+        probs,
+        labels,
+        [100],
+        n_bins=fine,
+        scope="top_label",
+        bin_edges="right",
+        from_logits=False,
+    )
+    got = metrics.calibration_error_from_state(state, binning="equal_mass", n_bins=6)
+    top = probs.max(axis=1)
+    snapped = np.ceil(top * fine) / fine
+    # The same bins, from the snapped confidences' equal-mass edges; each bin's mean
+    # confidence and accuracy from the original examples.
+    edges = np.asarray(
+        metrics.reliability_diagram(
+            np.stack([snapped, 1 - snapped], axis=1),
+            (probs.argmax(1) != labels).astype(int),
+            n_bins=6,
+            from_logits=False,
+            binning="equal_mass",
+        ).edges
+    )
+    member = np.searchsorted(edges[1:-1], snapped, side="left")
+    correct = (probs.argmax(axis=1) == labels).astype(float)
+    expected = sum(
+        np.mean(member == b) * abs(correct[member == b].mean() - top[member == b].mean())
+        for b in range(6)
+        if np.any(member == b)
+    )
+    assert_close(backend.to_numpy(got), expected, "float64")
+    exact = metrics.expected_calibration_error(
+        probs, labels, n_bins=6, from_logits=False, binning="equal_mass"
+    )
+    assert abs(float(exact) - expected) > 1e-4
+
+
+def test_equal_mass_options_of_a_state_are_checked(backend):
+    state = metrics.calibration_state(backend.asarray(np.zeros((2, 3))), n_bins=10)
+    with pytest.raises(ValueError, match=r"10 fine bins.*Received: n_bins=15"):
+        metrics.calibration_error_from_state(state, binning="equal_mass", n_bins=15)
+    with pytest.raises(TypeError, match=r"integer >= 1.*Received: n_bins=None"):
+        metrics.calibration_error_from_state(state, binning="equal_mass")
+    with pytest.raises(ValueError, match=r"only with binning='equal_mass'.*Received: n_bins=4"):
+        metrics.calibration_error_from_state(state, n_bins=4)
+    fractional = metrics.CalibrationState(*(a + 0.5 for a in state))
+    with pytest.raises(ValueError, match=r"equal_mass.*whole numbers.*Received: state.count="):
+        metrics.calibration_error_from_state(fractional, binning="equal_mass", n_bins=4)
 
 
 def test_bad_arguments_are_refused_with_their_names(backend):

@@ -57,14 +57,17 @@ class CalibrationError(keras.metrics.Metric):
         debias: the debiased l2 estimator of Kumar et al. (2019), or their l1
             correction by resampling (with ``lsr.metrics``' default seed 0); not with
             ``norm="max"``.
-        binning: ``"equal_width"``; ``"equal_mass"`` raises (its edges need every
-            confidence; use the batch ``expected_calibration_error``).
+        binning: ``"equal_width"``, or ``"equal_mass"``: the variables then have
+            ``resolution`` fine equal-width bins, grouped into ``n_bins`` equal-mass
+            bins by ``result`` (an approximation of the batch function's edges that
+            never cuts a fine bin: ``lsr.metrics.calibration_error_from_state``).
         threshold: with ``scope="thresholded"`` only, the probability a prediction
             must exceed to count (default None: 0.01, as the batch function).
         axis: the class axis of ``y_pred``.
         name: the metric's name.
         dtype: the dtype of the variables (the sums) and the result (Keras'
             ``floatx()`` by default; float32 counts are exact up to 2**24 per bin).
+        resolution: the number of fine bins with ``binning="equal_mass"`` (1000).
 
     Example:
         >>> import numpy as np
@@ -91,6 +94,7 @@ class CalibrationError(keras.metrics.Metric):
         axis: int = -1,
         name: str = "calibration_error",
         dtype: Any = None,
+        resolution: int = 1000,
     ) -> None:
         check_backend()
         shape, threshold = metric_state_shape(
@@ -103,9 +107,11 @@ class CalibrationError(keras.metrics.Metric):
             debias=debias,
             binning=binning,
             threshold=threshold,
+            resolution=resolution,
         )
         super().__init__(name=name, dtype=dtype)
         self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
+        self.binning, self.resolution = binning, resolution
         self.threshold = threshold
         self.from_logits, self.bin_edges, self.debias, self.axis = (
             from_logits,
@@ -187,7 +193,13 @@ class CalibrationError(keras.metrics.Metric):
 
     def result(self) -> Any:
         state = self._state()
-        return error_from_state(array_namespace(state.count), state, self.norm, debias=self.debias)
+        return error_from_state(
+            array_namespace(state.count),
+            state,
+            self.norm,
+            debias=self.debias,
+            equal_mass_bins=self.n_bins if self.binning == "equal_mass" else None,
+        )
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -201,6 +213,8 @@ class CalibrationError(keras.metrics.Metric):
             "debias": self.debias,
             "axis": self.axis,
             "threshold": self.threshold if self.scope == "thresholded" else None,
+            "binning": self.binning,
+            "resolution": self.resolution,
         }
 
 

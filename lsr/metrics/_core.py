@@ -132,35 +132,91 @@ def equal_mass_edges(
         # total of weights exceeds p (whole numbers: exact in float32 up to 2**24).
         running = xp.cumulative_sum(xp.take_along_axis(weights, order, axis=rows), axis=rows)
         count = xp.astype(running[..., size - 1 : size, :], index_type)
-    # Edge j (1 <= j < n_bins) starts part j: j * (n // parts) + min(j, n % parts), the
-    # first n % parts parts being one longer; it exists while j < parts = min(n_bins, n).
-    part = xp.reshape(xp.arange(1, n_bins, dtype=index_type, device=place), (n_bins - 1, 1))
-    parts = xp.where(count < n_bins, count, n_bins)
-    part_size = count // xp.where(parts > 0, parts, 1)
-    longer = count - part_size * parts
-    start = part * part_size + xp.where(part < longer, part, longer)
+    start, exists = split_starts(xp, count, n_bins)
 
     def value_at(position: Array) -> Array:
         if weights is not None:
-            at = xp.astype(position, running.dtype)
-            position = xp.concat(
-                [
-                    xp.sum(
-                        xp.astype(running <= at[..., j : j + 1, :], index_type),
-                        axis=rows,
-                        keepdims=True,
-                    )
-                    for j in range(n_bins - 1)
-                ],
-                axis=rows,
-            )
+            position = entry_at(xp, running, position, axis=rows)
         # (An edge that does not exist reads any value: it is 1 whatever it reads.)
         position = xp.where(position < 0, 0, xp.where(position > size - 1, size - 1, position))
         return xp.take_along_axis(ordered, position, axis=rows)
 
     interior = (value_at(start - 1) + value_at(start)) / 2
-    interior = xp.where(part < parts, interior, 1.0)
+    interior = xp.where(exists, interior, 1.0)
     return xp.concat([first, interior, xp.ones_like(first)], axis=rows)
+
+
+def split_starts(xp: Namespace, count: Array, n_bins: int) -> tuple[Array, Array]:
+    """Where ``numpy.array_split`` starts parts 1 to n_bins - 1 of ``count`` sorted
+    values split into ``parts = min(n_bins, count)`` parts, and whether each exists.
+
+    ``count`` (..., 1, C) integers, one per column; returns two (..., n_bins - 1, C)
+    arrays: part j starts at ``j * (n // parts) + min(j, n % parts)`` (the first
+    ``n % parts`` parts one longer) and exists while ``j < parts``. Arrays of the count,
+    not Python numbers, so that a count that is a value (a stream's, a thresholded
+    class's) traces.
+    """
+    index_type = count.dtype
+    part = xp.reshape(xp.arange(1, n_bins, dtype=index_type, device=device(count)), (n_bins - 1, 1))
+    parts = xp.where(count < n_bins, count, n_bins)
+    part_size = count // xp.where(parts > 0, parts, 1)
+    longer = count - part_size * parts
+    return part * part_size + xp.where(part < longer, part, longer), part < parts
+
+
+def entry_at(xp: Namespace, running: Array, position: Array, *, axis: int) -> Array:
+    """For each row of ``position`` (..., B, C), the entry along ``axis`` of ``running``
+    (running totals of whole counts, (..., M, C)) that holds that 0-based position of
+    the sequence the counts repeat: the number of running totals ``<= position``. An
+    entry of count 0 is never chosen (its total equals the one before it)."""
+    at = xp.astype(position, running.dtype)
+    found = [
+        xp.sum(
+            xp.astype(running <= at[..., j : j + 1, :], position.dtype), axis=axis, keepdims=True
+        )
+        for j in range(position.shape[axis])
+    ]
+    return xp.concat(found, axis=axis)
+
+
+def equal_mass_groups(
+    xp: Namespace, count: Array, confidence_sum: Array, correct_sum: Array, n_bins: int
+) -> tuple[Array, Array, Array]:
+    """Per-bin sums (n_bins, C) of equal-mass bins made of groups of fine bins.
+
+    ``count``, ``confidence_sum``, ``correct_sum`` (M, C): the sums of M fine bins (a
+    stream's equal-width state, whole counts). The split rule of ``equal_mass_edges``
+    on the examples the counts stand for, with each edge moved to the top of the fine
+    bin that holds the last example before it: a fine bin is never cut. Where the two
+    examples either side of an exact edge lie in different fine bins, every example
+    falls in the same bin as with the exact edge; where they share one, that fine bin's
+    examples all go below it. With the thresholded scope's counts (kept predictions
+    only), each class is split on its own.
+    """
+    fine, columns = count.shape
+    index_type = _core.index_dtype(xp, count)
+    running = xp.cumulative_sum(count, axis=0)
+    total = xp.astype(running[fine - 1 : fine, :], index_type)
+    start, exists = split_starts(xp, total, n_bins)
+    # The fine bin of each part's last example; a part that does not exist moves no edge.
+    last = xp.where(exists, entry_at(xp, running, start - 1, axis=0), fine)
+    place = device(count)
+    index = xp.reshape(xp.arange(fine, dtype=index_type, device=place), (fine, 1))
+    group = xp.zeros((fine, columns), dtype=index_type, device=place)
+    for j in range(n_bins - 1):
+        group = group + xp.astype(index > last[j : j + 1, :], index_type)
+    sums = []
+    for array in (count, confidence_sum, correct_sum):
+        sums.append(
+            xp.concat(
+                [
+                    xp.sum(xp.where(group == g, array, 0.0), axis=0, keepdims=True)
+                    for g in range(n_bins)
+                ],
+                axis=0,
+            )
+        )
+    return sums[0], sums[1], sums[2]
 
 
 def bin_index(xp: Namespace, values: Array, interior: Array, *, right: bool) -> Array:

@@ -118,17 +118,24 @@ def whole_counts(xp: Namespace, counts: Array) -> Array:
     return xp.all(counts == xp.astype(xp.astype(counts, xp.int64), counts.dtype))
 
 
-def check_counts_for_debias(xp: Namespace, counts: Array, name: str, value: Any) -> None:
-    """``debias=True`` counts examples (their variance is of a number of 0/1 outcomes):
-    weights must be whole numbers, a weight ``m`` being the example repeated ``m``
-    times. Checked when concrete; traced, ``metrics_core.calibration_error`` makes the
-    debiased error NaN instead."""
+def check_counts_for_debias(
+    xp: Namespace, counts: Array, name: str, value: Any, *, equal_mass: bool = False
+) -> None:
+    """``debias=True`` counts examples (their variance is of a number of 0/1 outcomes),
+    and so do equal-mass bins made from a stream's counts (``equal_mass``): weights
+    must be whole numbers, a weight ``m`` being the example repeated ``m`` times.
+    Checked when concrete; traced, the error is made NaN instead."""
     whole = whole_counts(xp, counts)
     if is_concrete(whole) and not bool(whole):
+        why = (
+            "binning='equal_mass' splits the counted examples by their number"
+            if equal_mass
+            else "debias=True counts examples"
+        )
         fail_value(
-            "debias=True counts examples: the weights must be whole numbers (a weight m "
-            "is the example repeated m times); fractional weights have no such count, "
-            "and the debiased error would change with their scale.",
+            f"{why}: the weights must be whole numbers (a weight m is the example "
+            "repeated m times); fractional weights have no such count, and the error "
+            "would change with their scale.",
             name,
             value,
         )

@@ -33,6 +33,7 @@ from lsr.metrics._inputs import (
     debias_normals,
     prepare_scores,
     prepare_weights,
+    whole_counts,
 )
 
 __all__ = [
@@ -70,16 +71,17 @@ class CalibrationState(NamedTuple):
 
 
 def check_streaming_options(n_bins: Any, scope: Any, binning: Any) -> None:
-    """Check the options that fix a state's shape; equal-mass bins cannot stream."""
+    """Check the options that fix a state's shape: a state is of equal-width bins."""
     check_positive_int("n_bins", n_bins)
     check_choice("scope", scope, SCOPES)
     check_choice("binning", binning, BINNINGS)
     if binning != "equal_width":
         fail_value(
-            "A streaming calibration state supports binning='equal_width' only: equal-mass "
-            "edges are quantiles of every confidence of the whole stream, which per-bin "
-            "sums cannot give exactly; use expected_calibration_error(..., "
-            "binning='equal_mass') on all the predictions instead.",
+            "A calibration state is made of equal-width bins: equal-mass edges are "
+            "quantiles of every confidence of the whole stream. Make a state of many "
+            "fine bins (calibration_state(like, n_bins=1000)) and ask for equal-mass bins "
+            "when computing: calibration_error_from_state(state, binning='equal_mass', "
+            "n_bins=15), which approximates them (see its docstring).",
             "binning",
             binning,
         )
@@ -96,12 +98,32 @@ def metric_state_shape(
     debias: Any,
     binning: Any,
     threshold: Any = None,
+    resolution: Any = 1000,
 ) -> tuple[tuple[int, ...], float | None]:
     """Check a framework metric's options (``lsr.torch.CalibrationError``,
     ``lsr.keras.CalibrationError``): ``(its state's shape, threshold)``, the shape
-    ``(n_bins,)`` or ``(num_classes, n_bins)`` for the classwise and thresholded scopes,
+    ``(bins,)`` or ``(num_classes, bins)`` for the classwise and thresholded scopes
+    (``bins``: ``n_bins``, or ``resolution`` fine bins with ``binning="equal_mass"``),
     the threshold resolved for the thresholded scope (None for the others)."""
-    check_streaming_options(n_bins, scope, binning)
+    check_choice("binning", binning, BINNINGS)
+    check_streaming_options(n_bins, scope, "equal_width")
+    if binning == "equal_mass":
+        check_positive_int("resolution", resolution)
+        if resolution < n_bins:
+            fail_value(
+                "binning='equal_mass' groups `resolution` fine bins into n_bins bins: "
+                f"it needs at least n_bins={n_bins} of them (1000 by default).",
+                "resolution",
+                resolution,
+            )
+        if bin_edges != "right":
+            fail_value(
+                "binning='equal_mass' uses (lo, hi] bins, as expected_calibration_error "
+                "does; bin_edges='left' applies only to binning='equal_width'.",
+                "bin_edges",
+                bin_edges,
+            )
+        n_bins = resolution
     limit = check_threshold(threshold, scope)
     check_choice("norm", norm, NORMS)
     check_choice("bin_edges", bin_edges, BIN_EDGE_RULES)
@@ -132,10 +154,12 @@ def calibration_state(
 ) -> CalibrationState:
     """An empty ``CalibrationState`` (all zeros) on ``like``'s library and device.
 
-    Only equal-width bins stream: equal-mass bins (``binning="equal_mass"``) have edges
-    at quantiles of all the confidences, which no fixed-size state can know before the
-    stream ends, so they are a ``ValueError`` here rather than an approximation; the
-    batch ``expected_calibration_error`` computes them exactly.
+    A state is of equal-width bins: equal-mass edges are quantiles of all the
+    confidences, which no fixed-size state knows before the stream ends. For equal-mass
+    bins make a state of many fine bins (``n_bins=1000``) and pass
+    ``binning="equal_mass", n_bins=...`` to ``calibration_error_from_state``, which
+    groups them (an approximation, described there); ``binning="equal_mass"`` here is a
+    ``ValueError`` that says so.
 
     Args:
         like: scores of the stream (its first batch, say) with the K classes on
@@ -383,17 +407,31 @@ def merge_calibration_states(first: CalibrationState, second: CalibrationState) 
 
 
 def error_from_state(
-    xp: Namespace, state: CalibrationState, norm: str, *, debias: bool, seed: Any = 0
+    xp: Namespace,
+    state: CalibrationState,
+    norm: str,
+    *,
+    debias: bool,
+    seed: Any = 0,
+    equal_mass_bins: int | None = None,
 ) -> Array:
     """The calibration error of a state (no validation: the adapters' entry); NaN if empty.
-    ``seed``: the l1 debiasing's normal draws (``expected_calibration_error``'s)."""
+    ``seed``: the l1 debiasing's normal draws (``expected_calibration_error``'s).
+    ``equal_mass_bins``: that many equal-mass bins made of the state's fine bins
+    (``metrics_core.equal_mass_groups``; counts not whole make it NaN), else the state's
+    own bins."""
     if len(state.count.shape) == 2:
         columns = [xp.matrix_transpose(array) for array in state]
     else:
         columns = [xp.expand_dims(array, axis=1) for array in state]
     count, confidence_sum, correct_sum = columns
-    confidence, accuracy = metrics_core.bin_means(xp, count, confidence_sum, correct_sum)
     seen = xp.sum(count) > 0
+    if equal_mass_bins is not None:
+        seen = seen & whole_counts(xp, count)  # (not whole: NaN, as when empty)
+        count, confidence_sum, correct_sum = metrics_core.equal_mass_groups(
+            xp, count, confidence_sum, correct_sum, equal_mass_bins
+        )
+    confidence, accuracy = metrics_core.bin_means(xp, count, confidence_sum, correct_sum)
     # An empty state computes on counts of 1 (no 0/0 warnings) and then reads NaN.
     count = xp.where(seen, count, 1.0)
     normals = None
@@ -406,7 +444,13 @@ def error_from_state(
 
 
 def calibration_error_from_state(
-    state: CalibrationState, *, norm: str = "l1", debias: bool = False, seed: Any = 0
+    state: CalibrationState,
+    *,
+    norm: str = "l1",
+    debias: bool = False,
+    seed: Any = 0,
+    binning: str = "equal_width",
+    n_bins: int | None = None,
 ) -> Array:
     """The binned calibration error of everything a state has seen (a 0-d array).
 
@@ -418,9 +462,32 @@ def calibration_error_from_state(
     count and accuracy (the variance ``acc (1 - acc)`` of 0/1 correctness). A state
     with no examples gives NaN (no error is defined).
 
+    Equal-mass bins stream approximately: a state of many fine equal-width bins (say
+    ``calibration_state(like, n_bins=1000)``, updated with the default
+    ``bin_edges="right"``) gives ``n_bins`` equal-mass bins with
+    ``binning="equal_mass"``. They follow ``expected_calibration_error``'s rule
+    (``uncertainty-calibration``'s) on the examples the state counted, except that an
+    edge never cuts a fine bin: it moves to the top of the fine bin that holds the last
+    example below it. Where the examples either side of an exact edge fall in
+    different fine bins, which is most of the time with fine bins narrower than the
+    gaps between neighbouring confidences, the bins hold exactly the batch function's
+    examples and the error is the batch error; otherwise that one fine bin's examples
+    go to the lower bin. The difference is measured in docs/metrics.md. Needs whole
+    counts (unweighted, or whole ``sample_weight``); the thresholded scope's classwise
+    state splits each class's kept predictions, as the batch TACE does.
+
+    Args:
+        state: a ``CalibrationState``.
+        norm, debias, seed: as in ``expected_calibration_error``.
+        binning: ``"equal_width"`` (the state's own bins) or ``"equal_mass"``.
+        n_bins: with ``"equal_mass"``, the number of equal-mass bins (at most the
+            state's number of fine bins); with ``"equal_width"``, None (the state's).
+
     Raises:
         TypeError: a ``state`` that is not one, a ``debias`` that is not a bool.
-        ValueError: bad ``norm``, ``debias=True`` with ``norm="max"``, a bad ``seed``.
+        ValueError: bad ``norm``, ``debias=True`` with ``norm="max"``, a bad ``seed``,
+            bad ``binning``/``n_bins``, counts that are not whole with ``debias`` or
+            ``"equal_mass"``.
     """
     check_choice("norm", norm, NORMS)
     check_bool("debias", debias)
@@ -432,7 +499,35 @@ def calibration_error_from_state(
             norm,
         )
     check_seed(seed)
+    check_choice("binning", binning, BINNINGS)
     xp, state = _check_state(state)
-    if debias:
-        check_counts_for_debias(xp, state.count, "state.count", state.count)
-    return error_from_state(xp, state, norm, debias=debias, seed=seed)
+    fine = state.count.shape[-1]
+    if binning == "equal_width":
+        if n_bins is not None:
+            fail_value(
+                "n_bins is the state's own with binning='equal_width' (its last size); "
+                "pass it only with binning='equal_mass'.",
+                "n_bins",
+                n_bins,
+            )
+    else:
+        check_positive_int("n_bins", n_bins)
+        if n_bins > fine:
+            fail_value(
+                f"binning='equal_mass' groups the state's {fine} fine bins into n_bins "
+                "bins: make the state with many more bins than n_bins (say 1000).",
+                "n_bins",
+                n_bins,
+            )
+    if debias or binning == "equal_mass":
+        check_counts_for_debias(
+            xp, state.count, "state.count", state.count, equal_mass=binning == "equal_mass"
+        )
+    return error_from_state(
+        xp,
+        state,
+        norm,
+        debias=debias,
+        seed=seed,
+        equal_mass_bins=n_bins if binning == "equal_mass" else None,
+    )

@@ -55,8 +55,11 @@ class CalibrationError(Metric):
         debias: the debiased l2 estimator of Kumar et al. (2019), or their l1
             correction by resampling (with ``lsr.metrics``' default seed 0); not with
             ``norm="max"``.
-        binning: ``"equal_width"``; ``"equal_mass"`` raises (its edges need every
-            confidence; use the batch ``expected_calibration_error``).
+        binning: ``"equal_width"``, or ``"equal_mass"``: the state then has
+            ``resolution`` fine equal-width bins, grouped into ``n_bins`` equal-mass
+            bins by ``compute`` (an approximation of the batch function's edges that
+            never cuts a fine bin: ``lsr.metrics.calibration_error_from_state``).
+        resolution: the number of fine bins with ``binning="equal_mass"`` (1000).
         threshold: with ``scope="thresholded"`` only, the probability a prediction
             must exceed to count (default None: 0.01, as the batch function).
         axis: the class axis of the scores (1, as in ``F.cross_entropy``).
@@ -96,6 +99,7 @@ class CalibrationError(Metric):
         threshold: float | None = None,
         axis: int = 1,
         state_dtype: torch.dtype = torch.float64,
+        resolution: int = 1000,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -109,8 +113,10 @@ class CalibrationError(Metric):
             debias=debias,
             binning=binning,
             threshold=threshold,
+            resolution=resolution,
         )
         self.n_bins, self.norm, self.num_classes, self.scope = n_bins, norm, num_classes, scope
+        self.binning, self.resolution = binning, resolution
         self.threshold = threshold
         self.from_logits, self.bin_edges, self.debias, self.axis = (
             from_logits,
@@ -150,4 +156,11 @@ class CalibrationError(Metric):
     def compute(self) -> torch.Tensor:
         """The calibration error of everything seen, in ``state_dtype`` (NaN before any
         update)."""
-        return calibration_error_from_state(self._state(), norm=self.norm, debias=self.debias)
+        equal_mass = self.binning == "equal_mass"
+        return calibration_error_from_state(
+            self._state(),
+            norm=self.norm,
+            debias=self.debias,
+            binning=self.binning,
+            n_bins=self.n_bins if equal_mass else None,
+        )

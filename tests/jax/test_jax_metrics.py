@@ -74,6 +74,21 @@ def test_weighted_equal_mass_under_jit():
     assert np.isnan(float(jitted(logits, labels, weights.at[0].set(0.5))))
 
 
+def test_equal_mass_bins_of_a_state_under_jit():
+    """The grouping of a fine state into equal-mass bins traces: the count is a value."""
+    logits, labels = _case()
+    state = metrics.calibration_state(logits, n_bins=200)
+    state = metrics.update_calibration_state(state, logits, labels)
+    options = dict(binning="equal_mass", n_bins=7, norm="l2", debias=True)
+    eager = metrics.calibration_error_from_state(state, **options)
+    jitted = jax.jit(lambda s: metrics.calibration_error_from_state(s, **options))
+    assert np.isfinite(float(eager))
+    np.testing.assert_allclose(jitted(state), eager, rtol=1e-12)
+    # Counts that are not whole (fractional weights) have no split: NaN when traced.
+    fractional = metrics.CalibrationState(*(a * 0.5 for a in state))
+    assert np.isnan(float(jitted(fractional)))
+
+
 def test_out_of_range_label_under_jit_gives_nan():
     # Values cannot be checked while tracing; the result must not look plausible.
     logits, labels = _case()

@@ -131,8 +131,8 @@ def test_config_round_trip():
 
 
 def test_options_and_weights_are_checked():
-    with pytest.raises(ValueError, match=r"equal-mass.*Received: binning='equal_mass'"):
-        CalibrationError(binning="equal_mass")
+    with pytest.raises(ValueError, match=r"at least n_bins=15.*Received: resolution=10"):
+        CalibrationError(binning="equal_mass", resolution=10)
     with pytest.raises(ValueError, match=r"pass num_classes.*Received: num_classes=None"):
         CalibrationError(scope="classwise")
     with pytest.raises(ValueError, match=r"Received: norm='max'"):
@@ -305,3 +305,21 @@ if OTHER_BACKENDS:
     @pytest.mark.parametrize("keras_backend", OTHER_BACKENDS)
     def test_the_metric_on_other_keras_backends(keras_backend):
         _check_other_backend(keras_backend)
+
+
+def test_equal_mass_bins_of_fine_bins_and_their_config():
+    """binning="equal_mass": ``resolution`` fine variables grouped by ``result``; on
+    confidences at the centres of 256 fine bins (exact in binary) the groups are the
+    batch function's equal-mass bins. The options survive get_config."""
+    rng = np.random.default_rng(5)
+    first = (rng.integers(0, 256, 150) + 0.5) / 256
+    probs = np.stack([first, 1 - first], axis=1)
+    labels = (rng.random(150) < first).astype(np.int64)
+    metric = CalibrationError(n_bins=5, binning="equal_mass", resolution=256, dtype="float64")
+    for start, stop in ((0, 50), (50, 150)):
+        metric.update_state(labels[start:stop], probs[start:stop])
+    expected = _batch(probs, labels, n_bins=5, binning="equal_mass")
+    assert_close(float(metric.result()), expected, "float64")
+    config = metric.get_config()
+    assert config["binning"] == "equal_mass" and config["resolution"] == 256
+    assert CalibrationError.from_config(config).get_config() == config

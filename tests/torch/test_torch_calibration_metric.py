@@ -99,8 +99,10 @@ def test_reset_empties_the_state():
 
 
 def test_options_are_checked_when_the_metric_is_made():
-    with pytest.raises(ValueError, match=r"equal-mass.*Received: binning='equal_mass'"):
-        CalibrationError(binning="equal_mass")
+    with pytest.raises(ValueError, match=r"at least n_bins=15.*Received: resolution=10"):
+        CalibrationError(binning="equal_mass", resolution=10)
+    with pytest.raises(ValueError, match=r"\(lo, hi\] bins.*Received: bin_edges='left'"):
+        CalibrationError(binning="equal_mass", bin_edges="left")
     with pytest.raises(ValueError, match=r"pass num_classes.*Received: num_classes=None"):
         CalibrationError(scope="classwise")
     with pytest.raises(ValueError, match=r"Received: norm='max'"):
@@ -138,3 +140,36 @@ def test_sample_weight_counts_each_example_that_many_times():
     torch.testing.assert_close(metric.compute(), expected)
     with pytest.raises(ValueError, match=r"non-negative.*Received: sample_weight="):
         metric.update(logits[:2], labels[:2], torch.tensor([1.0, -1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("scope", ["top_label", "classwise", "thresholded"])
+def test_equal_mass_bins_of_fine_bins(scope):
+    """binning="equal_mass": ``resolution`` fine bins grouped by ``compute``. On
+    confidences at the centres of 256 fine bins (exact in binary, so ties stay ties)
+    the groups are the batch function's equal-mass bins."""
+    generator = torch.Generator().manual_seed(0)
+    first = (torch.randint(0, 256, (200,), generator=generator) + 0.5) / 256
+    probs = torch.stack([first, 1 - first], dim=1).double()
+    labels = (torch.rand(200, generator=generator) < first).long()
+    threshold = {"threshold": 0.2} if scope == "thresholded" else {}
+    metric = CalibrationError(
+        n_bins=6,
+        binning="equal_mass",
+        resolution=256,
+        num_classes=2,
+        scope=scope,
+        from_logits=False,
+        **threshold,
+    )
+    _feed(metric, probs, labels, sizes=(1, 99, 100))
+    assert metric.count.shape[-1] == 256
+    expected = metrics.expected_calibration_error(
+        probs,
+        labels,
+        n_bins=6,
+        binning="equal_mass",
+        scope=scope,
+        from_logits=False,
+        **threshold,
+    )
+    torch.testing.assert_close(metric.compute(), expected)
