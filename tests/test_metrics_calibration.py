@@ -8,11 +8,12 @@ the function behind its ``get_ece``/``get_ece_em``, with the bin rule passed exp
 (``get_equal_bins``: equal mass, ``get_equal_prob_bins``: equal width) and ``mode``
 "top-label" or "marginal" (our "classwise").
 
-scikit-learn's ``calibration_curve(strategy="quantile")`` is not a reference for the
-equal-mass edges: it takes ``np.percentile`` of the probabilities (interpolated
-quantiles, including the minimum and maximum as outer edges) and bins ``[lo, hi)`` with
-``searchsorted(side="right")``, a different rule from the package's midpoints between
-``array_split`` parts with ``(lo, hi]`` bins, so their edges are not compared here.
+scikit-learn's ``calibration_curve`` (1.9) is a reference for the bins' contents:
+with ``strategy="uniform"`` its bins are the equal-width ``(lo, hi]`` bins, and with
+``strategy="quantile"`` its edges (``np.percentile``'s interpolated quantiles, not the
+package's midpoints between ``array_split`` parts) fall between the same two sorted
+values as the package's when N is a multiple of the number of bins, so for distinct
+values its bins hold the same examples: its per-bin means are compared, not its edges.
 """
 
 from __future__ import annotations
@@ -642,3 +643,34 @@ if "tensorflow" in selected_backends():
         assert_close(float(equal_width(probs, labels)), float(eager), "float32")
         with pytest.raises(ValueError, match=r"must be known when tracing.*Received: "):
             equal_mass(probs, labels)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "binning"), [("uniform", "equal_width"), ("quantile", "equal_mass")]
+)
+@pytest.mark.parametrize("n_bins", [5, 8])
+def test_bins_hold_what_scikit_learns_calibration_curve_bins(backend, strategy, binning, n_bins):
+    """Binary scores whose positive probability p is always above 0.5, so that the
+    top-label confidence is p and its correctness the label: lsr's reliability diagram
+    (non-empty bins) is scikit-learn's ``calibration_curve(y, p)``: ``prob_pred`` the
+    mean confidence, ``prob_true`` the accuracy. N = 480 is a multiple of both numbers
+    of bins, and the values are distinct (see the module docstring)."""
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(n_bins)
+    p = 0.5 + 0.5 * rng.beta(2.0, 1.2, size=480)
+    labels = (rng.random(480) < p).astype(np.int64)
+    assert len(np.unique(p)) == 480 and p.min() > 0.5
+    prob_true, prob_pred = calibration_curve(labels, p, n_bins=n_bins, strategy=strategy)
+    diagram = metrics.reliability_diagram(
+        backend.asarray(np.stack([1 - p, p], axis=1)),
+        backend.asarray(labels),
+        n_bins=n_bins,
+        from_logits=False,
+        binning=binning,
+    )
+    count = backend.to_numpy(diagram.count)
+    kept = count > 0
+    assert kept.sum() == len(prob_true)
+    assert_close(backend.to_numpy(diagram.confidence)[kept], prob_pred, "float64")
+    assert_close(backend.to_numpy(diagram.accuracy)[kept], prob_true, "float64")

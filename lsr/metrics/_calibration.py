@@ -319,9 +319,13 @@ def expected_calibration_error(
       (``numpy.searchsorted`` on the edges, ``side="left"``): bins are ``(lo, hi]``, so
       ``bin_edges="left"`` is an error here. Tied values can make repeated edges, whose
       bins stay empty (the package drops them instead; the occupied bins and so the
-      error are the same). Traceable: the split points depend only on N.
-      scikit-learn's ``calibration_curve(strategy="quantile")`` uses another rule
-      (interpolated percentiles as edges, ``[lo, hi)`` bins).
+      error are the same). Traceable: the split points are computed from N as arrays.
+      scikit-learn's ``calibration_curve(strategy="quantile")`` places its edges
+      elsewhere (``numpy.percentile``'s interpolated quantiles) but also bins
+      ``(lo, hi]`` (``searchsorted``, ``side="left"``): its edge j lies between the
+      same two sorted values as this rule's when N is a multiple of ``n_bins``, so for
+      distinct values the bins hold the same examples (tested); otherwise a bin can
+      differ by one example at an edge.
 
     Scope (``scope``):
 
