@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from lsr._compat import values_are_cheap
@@ -310,17 +310,6 @@ def _block_spec(spec: BinarySpec, index: Any, ndim: int, shape: tuple[int, ...])
     return spec.replace(**changes)
 
 
-def _blocks_in_scratch(
-    logits: Array, blocks: list[Any], scratch: Array
-) -> Iterator[tuple[Any, Array]]:
-    """``(index, the block's logits copied into scratch)`` for each block of rows."""
-    for index in blocks:
-        block = _ops.rows(logits, index)
-        work = scratch if index is ... else _ops.rows(scratch, slice(0, block.shape[0]))
-        work[...] = block
-        yield index, work
-
-
 def blocked_binary_loss(
     logits: Array,
     labels: Array,
@@ -340,7 +329,9 @@ def blocked_binary_loss(
     ``binary_loss``'s)."""
     totals, count = [], 0
     ndim = logits.ndim
-    for index, work in _blocks_in_scratch(logits, blocks, scratch):
+    for index, work, _ in _ops.blocks_of_rows(
+        logits, blocks, scratch, dtype=scratch.dtype, copy=True
+    ):
         block_spec = _block_spec(spec, index, ndim, tuple(work.shape)).replace(reduction="sum")
         total, block_count = binary_loss(work, _ops.rows(labels, index), block_spec, xp=xp)
         totals.append(total)
@@ -364,7 +355,9 @@ def blocked_binary_grad(
     ``out`` (the logits' shape, any floating dtype: a half-precision gradient is rounded
     once, from the compute dtype), through ``scratch`` as ``blocked_binary_loss``'s."""
     ndim = logits.ndim
-    for index, work in _blocks_in_scratch(logits, blocks, scratch):
+    for index, work, _ in _ops.blocks_of_rows(
+        logits, blocks, scratch, dtype=scratch.dtype, copy=True
+    ):
         block_spec = _block_spec(spec, index, ndim, tuple(work.shape))
         grad = binary_grad(
             work,
@@ -375,8 +368,5 @@ def blocked_binary_grad(
             xp=xp,
             in_place=True,
         )
-        if index is ...:
-            out[...] = grad
-        else:
-            out[index, ...] = grad
+        _ops.set_rows(out, index, grad)
     return out

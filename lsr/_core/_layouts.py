@@ -150,13 +150,8 @@ def blocked_loss_and_grad(
     # The gradient goes straight into ``out`` unless it is rounded to a half dtype there.
     direct = out is not None and out.dtype == dtype
     parts = []
-    for index in blocks:
-        block = _ops.rows(logits, index)
-        work = None if scratch is None else _ops.rows(scratch, slice(0, block.shape[0]))
-        if block.dtype != dtype:
-            # (A half-precision block needs ``scratch``: the docstring's contract.)
-            work[...] = block  # type: ignore[index]
-            block = work
+    # (A half-precision block needs ``scratch``: the docstring's contract.)
+    for index, block, work in _ops.blocks_of_rows(logits, blocks, scratch, dtype=dtype, copy=False):
         target = _ops.rows(out, index) if direct else work
         block_targets = targets.block(index)
         sums, exp_shifted = logit_sums(xp, block, block_targets, out=target)
@@ -172,10 +167,7 @@ def blocked_loss_and_grad(
                 exp_dot=sums.get("exp_dot"),
             )
             if grad is not target or not direct:
-                if index is ...:
-                    out[...] = grad
-                else:
-                    out[index, ...] = grad
+                _ops.set_rows(out, index, grad)
         parts.append(sums)
     for part in parts:
         del part["chain"]  # (used by the block's gradient only)

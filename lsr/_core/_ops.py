@@ -8,6 +8,7 @@ plain array-API form is used otherwise, with the same numbers) are listed in
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 from lsr._compat import device, may_carry_gradient
@@ -171,6 +172,34 @@ def per_unit(xp: Namespace, value: Any, denominator: Any) -> Any:
 def rows(x: Array, index: Any) -> Array:
     """``x[index]`` along the leading axis (``...``: all of ``x``)."""
     return x if index is ... else x[index, ...]
+
+
+def set_rows(x: Array, index: Any, value: Any) -> None:
+    """``x[index] = value`` along the leading axis (``...``: all of ``x``), in place."""
+    if index is ...:
+        x[...] = value
+    else:
+        x[index, ...] = value
+
+
+def blocks_of_rows(
+    x: Array, blocks: list[Any], scratch: Array | None, *, dtype: Any, copy: bool
+) -> Iterator[tuple[Any, Array, Array | None]]:
+    """``(index, block, work)`` for each block of rows of ``x`` (``blocks``: indices of
+    the leading axis, or ``[...]``), for namespaces whose arrays can be assigned in
+    place: ``work`` is ``scratch``'s first rows of the block's size (None without
+    ``scratch``), and ``block`` is ``x``'s rows, or ``work`` holding them in ``dtype``
+    when they are of another dtype (half precision) or ``copy`` is asked (the block
+    will be overwritten, and ``x`` is the caller's). Either needs ``scratch``."""
+    for index in blocks:
+        block = rows(x, index)
+        work = scratch
+        if scratch is not None and index is not ...:  # (``...`` takes 0-d arrays too)
+            work = rows(scratch, slice(0, block.shape[0]))
+        if copy or block.dtype != dtype:
+            work[...] = block  # type: ignore[index]
+            block = work
+        yield index, block, work
 
 
 def squeeze(xp: Namespace, x: Any, axis: int) -> Any:
