@@ -44,6 +44,12 @@ def distill_loss_core(
     distribution is built densely (it is soft); the student's loss then uses the core's
     closed form ``lse(s/T) - sum_k p_k s_k/T`` without a log-softmax array.
     """
+    if where is not None:
+        # Left-out positions' logits (a row of -inf, say) would reach the gradients as
+        # 0 * inf through the mask: they are replaced by 0 before anything is computed.
+        keep = xp.expand_dims(where, axis=axis)
+        student_logits = xp.where(keep, student_logits, 0.0)
+        teacher_logits = xp.where(keep, teacher_logits, 0.0)
     scaled_teacher = teacher_logits / temperature
     soft_targets = xp.exp(scaled_teacher - _core.logsumexp(xp, scaled_teacher, axis))
     spec = _core.Spec(

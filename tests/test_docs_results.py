@@ -94,7 +94,7 @@ def test_the_saved_run_is_the_documented_command():
 def test_overtraining_table_quotes_its_reports():
     """docs/tutorial.md's over-training table: the three backends at label smoothing 0.1
     (one report) and TensorFlow at 0.02 (another); the page titles the smoothed rows
-    with their epsilon, and these reports predate the ECE interval."""
+    with their epsilon."""
     runs = [
         (_report("tutorial_overfit", "tutorial_report.json")["calibration"], "0.1"),
         (

@@ -329,6 +329,45 @@ def test_weighted_equal_mass_diagram_and_interval_are_of_the_repeated_examples(b
     )
 
 
+def test_equal_mass_weights_past_float32_counting(backend):
+    """Whole weights above 2**24 (each exact in float32): the split counts them as
+    integers. A float32 running total had put every example into the first bin."""
+    probs = np.array([[0.6, 0.4], [0.7, 0.3], [0.8, 0.2], [0.9, 0.1]], dtype=np.float32)
+    labels = np.array([0, 1, 0, 1])
+    weights = np.array([1, 1, 2**24 + 2, 2**24 + 2], dtype=np.float32)
+    diagram = metrics.reliability_diagram(
+        backend.asarray(probs),
+        backend.asarray(labels),
+        n_bins=2,
+        from_logits=False,
+        binning="equal_mass",
+        sample_weight=backend.asarray(weights),
+    )
+    # 2**25 + 6 repeated examples, two parts of 2**24 + 3: the first ends inside the
+    # 0.8s (positions 2 to 2**24 + 3), so the edge is 0.8 itself and all of them go below.
+    np.testing.assert_array_equal(backend.to_numpy(diagram.count), [2**24 + 4, 2**24 + 2])
+
+
+def test_equal_mass_edge_between_neighbouring_floats(backend):
+    """Two neighbouring float32 confidences: their midpoint rounds to the upper one,
+    which as an edge would put both in the lower (lo, hi] bin. Each has its own bin,
+    as in float64 and the package: one right (0.5 gap), one wrong."""
+    low = np.float32(0.6000001)
+    high = np.nextafter(low, np.float32(1.0))
+    assert (low + high) / np.float32(2) == high  # the rounding this guards against
+    probs = np.array([[low, 1 - low], [high, 1 - high]], dtype=np.float32)
+    for dtype in ("float32", "float64"):
+        scores = backend.asarray(probs.astype(dtype))
+        diagram = metrics.reliability_diagram(
+            scores,
+            backend.asarray(np.array([0, 1])),
+            n_bins=2,
+            from_logits=False,
+            binning="equal_mass",
+        )
+        np.testing.assert_array_equal(backend.to_numpy(diagram.count), [1.0, 1.0])
+
+
 def test_fractional_weights_with_equal_mass_bins_are_refused(backend):
     probs = np.array([[0.9, 0.1], [0.8, 0.2]])
     for function in (metrics.expected_calibration_error, metrics.reliability_diagram):

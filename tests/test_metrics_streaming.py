@@ -368,6 +368,17 @@ def test_equal_mass_bins_of_a_stream_never_cut_a_fine_bin(backend):
     assert abs(float(exact) - expected) > 1e-4
 
 
+def test_one_equal_mass_bin_of_a_state_is_every_example(backend):
+    logits, labels = _random_logits(6, n=40)
+    state = metrics.calibration_state(backend.asarray(logits), n_bins=50)
+    state = metrics.update_calibration_state(
+        state, backend.asarray(logits), backend.asarray(labels)
+    )
+    got = metrics.calibration_error_from_state(state, binning="equal_mass", n_bins=1)
+    expected = _batch(backend, logits, labels, n_bins=1, binning="equal_mass", from_logits=True)
+    assert_close(backend.to_numpy(got), expected, "float64")
+
+
 def test_equal_mass_options_of_a_state_are_checked(backend):
     state = metrics.calibration_state(backend.asarray(np.zeros((2, 3))), n_bins=10)
     with pytest.raises(ValueError, match=r"10 fine bins.*Received: n_bins=15"):

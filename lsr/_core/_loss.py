@@ -493,7 +493,8 @@ def smooth_ce(
     first: the mask hides what they give from the loss, but a row of -inf (``log 0``,
     ``-inf - -inf``), +inf or NaN would still reach the derivatives as ``0 * inf``, in
     the logits' and also in a differentiated ``smoothing``, ``weight`` or ``prior``. One
-    select over the logits, only where some position is left out."""
+    select over the logits, only where some position is left out (autodiff then keeps
+    that copy for its backward pass)."""
     targets = _targets(xp, labels, spec, logits)
     valid = targets.positions.valid
     if differentiated and valid is not None:

@@ -324,8 +324,8 @@ def expected_calibration_error(
       elsewhere (``numpy.percentile``'s interpolated quantiles) but also bins
       ``(lo, hi]`` (``searchsorted``, ``side="left"``): its edge j lies between the
       same two sorted values as this rule's when N is a multiple of ``n_bins``, so for
-      distinct values the bins hold the same examples (tested); otherwise a bin can
-      differ by one example at an edge.
+      distinct values the bins hold the same examples (tested); otherwise the two rules
+      place the parts differently, and the bins can differ by several examples.
 
     Scope (``scope``):
 

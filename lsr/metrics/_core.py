@@ -127,11 +127,13 @@ def equal_mass_edges(
     else:
         order = xp.argsort(values, axis=rows)
         ordered = xp.take_along_axis(values, order, axis=rows)
-        weights = xp.broadcast_to(weights, values.shape)
+        # Whole numbers (checked by the callers), totalled as integers: a running total
+        # in float32 would stop counting at 2**24.
+        weights = xp.astype(xp.broadcast_to(weights, values.shape), index_type)
         # Position p of the repeated sequence is the first sorted value whose running
-        # total of weights exceeds p (whole numbers: exact in float32 up to 2**24).
+        # total of weights exceeds p.
         running = xp.cumulative_sum(xp.take_along_axis(weights, order, axis=rows), axis=rows)
-        count = xp.astype(running[..., size - 1 : size, :], index_type)
+        count = running[..., size - 1 : size, :]
     start, exists = split_starts(xp, count, n_bins)
 
     def value_at(position: Array) -> Array:
@@ -141,8 +143,11 @@ def equal_mass_edges(
         position = xp.where(position < 0, 0, xp.where(position > size - 1, size - 1, position))
         return xp.take_along_axis(ordered, position, axis=rows)
 
-    interior = (value_at(start - 1) + value_at(start)) / 2
-    interior = xp.where(exists, interior, 1.0)
+    below, above = value_at(start - 1), value_at(start)
+    middle = (below + above) / 2
+    # Two neighbouring floats' midpoint can round up to the upper one, which would then
+    # fall in the lower (lo, hi] bin; the lower value itself splits them the same way.
+    interior = xp.where(exists, xp.where(middle < above, middle, below), 1.0)
     return xp.concat([first, interior, xp.ones_like(first)], axis=rows)
 
 
@@ -194,9 +199,16 @@ def equal_mass_groups(
     only), each class is split on its own.
     """
     fine, columns = count.shape
+    if n_bins == 1:  # no edge: one bin of everything
+        return (
+            xp.sum(count, axis=0, keepdims=True),
+            xp.sum(confidence_sum, axis=0, keepdims=True),
+            xp.sum(correct_sum, axis=0, keepdims=True),
+        )
     index_type = _core.index_dtype(xp, count)
-    running = xp.cumulative_sum(count, axis=0)
-    total = xp.astype(running[fine - 1 : fine, :], index_type)
+    # Whole counts (checked by the callers), totalled as integers (exact past 2**24).
+    running = xp.cumulative_sum(xp.astype(count, index_type), axis=0)
+    total = running[fine - 1 : fine, :]
     start, exists = split_starts(xp, total, n_bins)
     # The fine bin of each part's last example; a part that does not exist moves no edge.
     last = xp.where(exists, entry_at(xp, running, start - 1, axis=0), fine)

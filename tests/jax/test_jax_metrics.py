@@ -195,6 +195,31 @@ def test_distill_gradient():
     np.testing.assert_allclose(grad, expected, rtol=1e-10, atol=1e-12)
 
 
+def test_distill_gradient_ignores_masked_rows_of_minus_inf():
+    """A `where`-masked position whose student and teacher logits are all -inf (masked
+    padding): loss and gradients are those of the same rows at 0, not NaN."""
+    rng = np.random.default_rng(4)
+    student, teacher = rng.normal(size=(2, 5, 6))
+    keep = np.array([True, False, True, True, False])
+    masked_s, masked_t = student.copy(), teacher.copy()
+    masked_s[~keep] = masked_t[~keep] = -np.inf
+    zeroed_s, zeroed_t = student.copy(), teacher.copy()
+    zeroed_s[~keep] = zeroed_t[~keep] = 0.0
+
+    def value_and_grad(s, t):
+        loss = lambda s: distill_loss(  # noqa: E731
+            s, jnp.asarray(t), temperature=2.0, where=jnp.asarray(keep), reduction="mean"
+        )
+        return jax.value_and_grad(loss)(jnp.asarray(s))
+
+    loss, grad = value_and_grad(masked_s, masked_t)
+    expected_loss, expected_grad = value_and_grad(zeroed_s, zeroed_t)
+    assert np.isfinite(float(expected_loss))
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=0)
+    assert np.all(np.asarray(grad)[~keep] == 0.0)
+
+
 @pytest.mark.parametrize("norm", ["l1", "l2", "max"])
 def test_thresholded_scope_with_nothing_above_is_nan_under_jit(norm):
     # Eagerly a ValueError; traced, no plausible number (the max norm gave 0).
