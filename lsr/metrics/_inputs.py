@@ -120,11 +120,12 @@ def whole_counts(xp: Namespace, counts: Array) -> Array:
 
 def check_counts_for_debias(
     xp: Namespace, counts: Array, name: str, value: Any, *, equal_mass: bool = False
-) -> None:
+) -> Array:
     """``debias=True`` counts examples (their variance is of a number of 0/1 outcomes),
     and so do equal-mass bins made from a stream's counts (``equal_mass``): weights
     must be whole numbers, a weight ``m`` being the example repeated ``m`` times.
-    Checked when concrete; traced, the error is made NaN instead."""
+    Checked when concrete; traced, the error is made NaN instead. Returns the
+    predicate (a 0-d bool array, concrete or traced)."""
     whole = whole_counts(xp, counts)
     if is_concrete(whole) and not bool(whole):
         why = (
@@ -139,6 +140,7 @@ def check_counts_for_debias(
             name,
             value,
         )
+    return whole
 
 
 def check_whole_weights(
@@ -149,23 +151,13 @@ def check_whole_weights(
     their number) need whole numbers, a weight ``m`` being the example repeated ``m``
     times. Checked when concrete; traced, not whole makes every weight NaN for
     equal-mass bins (the debiased error is made NaN by ``calibration_error``)."""
-    if weights is None:
-        return None
-    if debias:
-        check_counts_for_debias(xp, weights, "sample_weight", sample_weight)
-    if binning != "equal_mass":
+    if weights is None or not (debias or binning == "equal_mass"):
         return weights
-    whole = whole_counts(xp, weights)
-    if not is_concrete(whole):
+    whole = check_counts_for_debias(
+        xp, weights, "sample_weight", sample_weight, equal_mass=binning == "equal_mass"
+    )
+    if binning == "equal_mass" and not is_concrete(whole):
         return xp.where(whole, weights, xp.nan)
-    if not bool(whole):
-        fail_value(
-            "binning='equal_mass' splits the examples by their number: the weights must "
-            "be whole numbers (a weight m is the example repeated m times); fractional "
-            "weights have no such number. Use binning='equal_width' for them.",
-            "sample_weight",
-            sample_weight,
-        )
     return weights
 
 
