@@ -1,6 +1,8 @@
 """``linear_smooth_ce`` on tf.Tensors: the output layer and the loss in blocks of rows in a
 ``tf.while_loop``, with a ``tf.custom_gradient`` (the blocks are
-``lsr._linear.scanned_linear_smooth_ce``, the core's ``loss_and_grad`` per block)."""
+``lsr._linear.scanned_linear_smooth_ce``, the core's ``loss_and_grad`` per block). With
+``tf.cond`` and a scatter for ``set_rows``, the loop runs over the kept rows only (as
+JAX's): a block with no kept row is skipped, so the work scales with the kept rows."""
 
 from __future__ import annotations
 
@@ -32,53 +34,87 @@ from lsr.tensorflow._inputs import (
 __all__ = ["linear_smooth_ce"]
 
 
-def _scan(body: Any, init: Any, xs: dict[str, Any]) -> Any:
-    """``jax.lax.scan``'s contract on a ``tf.while_loop``: one block at a time in graphs
-    and under XLA (where unrolled blocks would be scheduled side by side)."""
-    blocks = next(v for v in xs.values() if v is not None).shape[0]
+def _present(tree: Any) -> tuple[list[Any], Any]:
+    """``(the tensors of a nest, a function that rebuilds the nest from them)``: a
+    ``tf.while_loop`` or ``tf.cond`` carries tensors only, so the nest's None entries (no
+    bias, no gradients) stay outside it."""
+    leaves = tf.nest.flatten(tree)
+    here = [leaf is not None for leaf in leaves]
+
+    def rebuild(tensors: Any) -> Any:
+        values = iter(tensors)
+        return tf.nest.pack_sequence_as(
+            tree, [next(values) if present else None for present in here]
+        )
+
+    return [leaf for leaf in leaves if leaf is not None], rebuild
+
+
+def _scan(body: Any, init: Any, xs: Any) -> Any:
+    """``jax.lax.scan``'s contract on a ``tf.while_loop`` (``xs`` a tensor or a dict of
+    tensors and None, stacked on a leading block axis; the carry and each step's outputs
+    nests of tensors and None): one block at a time in graphs and under XLA (where
+    unrolled blocks would be scheduled side by side)."""
+    blocks = next(x for x in tf.nest.flatten(xs) if x is not None).shape[0]
 
     def element(i):
-        return {name: None if v is None else v[i] for name, v in xs.items()}
+        return tf.nest.map_structure(lambda x: None if x is None else x[i], xs)
 
     # The first block runs before the loop: it fixes the outputs' dtypes and shapes.
-    carry, (first_rows, d_hidden) = body(init, element(0))
-    losses = {
-        name: tf.TensorArray(value.dtype, size=blocks, element_shape=value.shape).write(0, value)
-        for name, value in first_rows.items()
-    }
-    rows = ()
-    if d_hidden is not None:
-        rows = tf.TensorArray(d_hidden.dtype, size=blocks, element_shape=d_hidden.shape)
-        rows = rows.write(0, d_hidden)
-    # while_loop carries tensors only: None entries of the carry stay outside it.
-    present = () if carry is None else tuple(c is not None for c in carry)
+    carry, first = body(init, element(0))
+    outputs, rebuild_outputs = _present(first)
+    arrays = [
+        tf.TensorArray(value.dtype, size=blocks, element_shape=value.shape).write(0, value)
+        for value in outputs
+    ]
+    packed, rebuild_carry = _present(carry)
 
-    def pack(carry):
-        return () if carry is None else tuple(c for c in carry if c is not None)
-
-    def unpack(packed):
-        if carry is None:
-            return None
-        values = iter(packed)
-        return tuple(next(values) if here else None for here in present)
-
-    def step(i, packed, losses, rows):
-        new_carry, (block_rows, d_hidden) = body(unpack(packed), element(i))
-        losses = {name: losses[name].write(i, value) for name, value in block_rows.items()}
-        if d_hidden is not None:
-            rows = rows.write(i, d_hidden)
-        return i + 1, pack(new_carry), losses, rows
+    def step(i, packed, arrays):
+        new_carry, out = body(rebuild_carry(packed), element(i))
+        values = _present(out)[0]
+        arrays = [array.write(i, value) for array, value in zip(arrays, values, strict=True)]
+        return i + 1, _present(new_carry)[0], arrays
 
     # A known trip count also lets XLA differentiate the loop (``linear_smooth_ce``'s
     # gradients with respect to labels and options run autodiff through it).
-    _, packed, losses, rows = tf.while_loop(
+    _, packed, arrays = tf.while_loop(
         lambda i, *_: i < blocks,
         step,
-        (tf.constant(1), pack(carry), losses, rows),
+        (tf.constant(1), packed, arrays),
         maximum_iterations=blocks - 1,
     )
-    stacked = {name: value.stack() for name, value in losses.items()}
-    return unpack(packed), (stacked, None if rows == () else rows.stack())
+    return rebuild_carry(packed), rebuild_outputs([array.stack() for array in arrays])
+
+
+def _cond(pred: Any, if_true: Any, if_false: Any, operand: Any) -> Any:
+    """``jax.lax.cond``'s contract on ``tf.cond`` (outputs: a nest of tensors and None,
+    the same structure from both branches); eagerly, only the branch taken runs."""
+    structure: list[Any] = []
+
+    def branch(function: Any) -> Any:
+        def run() -> list[Any]:
+            tensors, rebuild = _present(function(operand))
+            structure.append(rebuild)
+            return tensors
+
+        return run
+
+    tensors = tf.cond(pred, branch(if_true), branch(if_false))
+    return structure[0](tensors)
+
+
+def _set_rows(out: Any, index: Any, values: Any) -> Any:
+    """``out`` with ``values`` at the rows ``index``, an index ``N`` (past the end)
+    dropped, for ``lsr._linear``'s kept-rows loop, where every row of ``out`` is written
+    at most once, into zeros: a scatter-add of the values (the dropped ones made 0, at
+    row 0) equals the assignment there, and unlike ``tensor_scatter_nd_update`` it is
+    defined for the repeated index and never reads past the end. XLA updates the loop's
+    carry in place."""
+    valid = index < tf.shape(out, out_type=index.dtype)[0]
+    shape = tf.concat([tf.shape(valid), tf.ones([tf.rank(values) - 1], tf.int32)], 0)
+    values = tf.where(tf.reshape(valid, shape), values, tf.zeros_like(values))
+    safe = tf.where(valid, index, tf.zeros_like(index))
+    return tf.tensor_scatter_nd_add(out, safe[:, None], values)
 
 
 @tf.autograph.experimental.do_not_convert
@@ -203,6 +239,8 @@ def linear_smooth_ce(
             scan=_scan,
             cotangent=cotangent,
             aux=aux,
+            cond=_cond,
+            set_rows=_set_rows,
         )
 
     @tf.custom_gradient

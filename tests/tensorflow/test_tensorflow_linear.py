@@ -67,3 +67,57 @@ def test_unknown_number_of_rows_is_a_clear_error():
 
     with pytest.raises(ValueError, match="every dimension known"):
         loss.get_concrete_function()
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_blocks_of_left_out_rows_are_skipped_and_give_zero(mode, reduction, monkeypatch):
+    """The loop runs over the kept rows only (as JAX's): with whole blocks of padding,
+    the result is still smooth_ce of the full logits (0 and a zero gradient at the
+    padding, whose NaN hidden states never reach a gradient), and eagerly only the
+    blocks holding kept rows are projected."""
+    hidden, kernel, bias, labels = _inputs((13, 6))
+    labels = labels.numpy()
+    labels[:] = 2
+    labels[[0, 3, 4, 5, 6, 7, 8, 9, 11, 12]] = -1  # three kept rows: one block of 4
+    hidden = hidden.numpy()
+    hidden[[4, 9]] = np.nan
+    labels, hidden = tf.constant(labels), tf.constant(hidden)
+    kept = labels != -1
+    options = dict(smoothing=0.2, reduction=reduction, ignore_index=-1)
+    import lsr._linear
+
+    projected = []
+    block_step = lsr._linear.block_step
+
+    def counting(carry, block_hidden, *args, **kwargs):
+        projected.append(block_hidden.shape[0])
+        return block_step(carry, block_hidden, *args, **kwargs)
+
+    monkeypatch.setattr(lsr._linear, "block_step", counting)
+
+    def both(h, k, b):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([h, k, b])
+            loss = lt.linear_smooth_ce(h, k, labels, bias=b, chunk_size=4, **options)
+            # The reference never sees the padding's NaN hidden states.
+            clean = tf.where(kept[:, None], h, tf.zeros_like(h))
+            expected = lt.smooth_ce(clean @ k + b, labels, **options)
+            total, expected_total = tf.reduce_sum(loss), tf.reduce_sum(expected)
+        return (
+            (loss, tape.gradient(total, [h, k, b])),
+            (expected, tape.gradient(expected_total, [h, k, b])),
+        )
+
+    if mode != "eager":
+        both = tf.function(both, jit_compile=mode == "xla")
+    (loss, grads), (expected_loss, expected_grads) = both(hidden, kernel, bias)
+    assert_close(loss.numpy(), expected_loss.numpy(), "float64")
+    for actual, expected in zip(grads, expected_grads, strict=True):
+        assert np.all(np.isfinite(actual.numpy()))
+        assert_close(actual.numpy(), expected.numpy(), "float64")
+    assert np.all(grads[0].numpy()[~kept.numpy()] == 0.0)
+    if mode == "eager":
+        # One block of the kept rows (the other three blocks are skipped), once in the
+        # forward pass ("none": and once more in the backward pass, with the cotangent).
+        assert projected == [4] * (2 if reduction == "none" else 1)
