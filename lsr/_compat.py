@@ -30,7 +30,8 @@ numbers with the plain array API. An extension must:
   have the size-1 class axis of ``take_along_axis``, and ``add_matmul`` gets matrices;
 * when its description says ``-> x`` or ``-> out``, write into that argument and return
   that very object (the in-place steps of the blocked and fused passes count on it),
-  also when ``out`` is ``x1`` itself;
+  also when ``out`` is ``x1`` itself (``matmul_into``'s ``out`` never overlaps its
+  inputs);
 * be offered only under the names of ``EXTENSIONS``: a namespace lsr ships adds nothing
   else to the array API it builds on (overriding a standard function is allowed, with the
   standard's semantics).

@@ -45,15 +45,22 @@ def logits_block(
     xp: Namespace,
     spec: Spec,
     with_grad: bool,
+    out: Array | None = None,
 ) -> tuple[dict[str, Array], Array | None]:
     """One block of rows: ``({"loss": loss per row, and with spec.aux the auxiliary
     outputs per row}, gradient of sum_i scale_i loss_i w.r.t. its logits)``, the
     gradient in ``hidden``'s dtype (None without ``with_grad``).
 
     ``hidden`` (B, d), ``projection`` (d, K), ``bias`` (K,) or None, ``labels`` (B,) class
-    ids or (B, K) targets, ``where`` (B,) or None.
+    ids or (B, K) targets, ``where`` (B,) or None. ``out``: a (B, K) array of
+    ``hidden``'s dtype that receives the logits (``matmul_into``; the gradient is then
+    made there too, in full precision), or None for a new one.
     """
-    logits = xp.matmul(hidden, projection)
+    matmul_into = getattr(xp, "matmul_into", None)
+    if out is not None and matmul_into is not None:
+        logits = matmul_into(out, hidden, projection)
+    else:
+        logits = xp.matmul(hidden, projection)
     # A namespace that writes arrays in place (the PyTorch adapter's) adds the bias to
     # the block's logits and turns them into their gradient there: one block-sized
     # array instead of three.
@@ -102,6 +109,7 @@ def block_step(
     projection: Array,
     bias: Array | None,
     spec: Spec,
+    out: Array | None = None,
 ) -> tuple[tuple[Array, Array | None] | None, dict[str, Array], Array | None]:
     """One block of rows: ``(carry, {"loss": loss per row, and with spec.aux the
     auxiliary outputs}, d hidden rows)``.
@@ -109,7 +117,7 @@ def block_step(
     ``carry`` holds the running ``(d projection, d bias)``, updated in place by
     namespaces that offer ``add_matmul(out, a, b)`` (an in-place ``out += a @ b``; the
     PyTorch adapter's does), so no (d, K) temporary is made per block. A ``carry`` of
-    None asks for the loss only: ``(None, rows, None)``.
+    None asks for the loss only: ``(None, rows, None)``. ``out``: as ``logits_block``'s.
     """
     rows, grad = logits_block(
         hidden,
@@ -121,6 +129,7 @@ def block_step(
         xp=xp,
         spec=spec,
         with_grad=carry is not None,
+        out=out,
     )
     if carry is None:
         return None, rows, None
@@ -158,7 +167,11 @@ def linear_smooth_ce(
     gradient are 0 by definition, so the work scales with the kept rows (a padding-heavy
     batch costs what its tokens cost). The kept rows are read once (``nonzero``: on an
     accelerator, one synchronisation per call). Each block's rows are sliced (all kept)
-    or gathered (``take``). With the ``set_rows`` extension (PyTorch's namespace) each
+    or gathered (``take``). With the ``matmul_into`` extension every block's logits are
+    made in one (rows, K) array of this call (float32 and float64 inputs), which the
+    next block overwrites (a fresh
+    one per block would be mapped and its pages faulted in each time). With the
+    ``set_rows`` extension (PyTorch's namespace) each
     block's ``d hidden`` is written into the (N, d) result in place, so peak memory is
     the gradients plus one block and O(N) vectors; without it the blocks are
     concatenated at the end (and put back at their rows with one ``take``): one more
@@ -185,6 +198,11 @@ def linear_smooth_ce(
     if with_grad and set_rows is not None:
         d_hidden = xp.zeros((num_rows, width), dtype=hidden.dtype, device=device(hidden))
     losses, gathered = [], []
+    block = None
+    if getattr(xp, "matmul_into", None) is not None and count and hidden.dtype == dtype:
+        # (Half-precision logits are converted to a float32 block anyway, in which the
+        # gradient is made: keeping their matmul result too would hold one more block.)
+        block = xp.empty((min(rows, count), num_classes), dtype=dtype, device=device(hidden))
     for start in range(0, count, rows):
         stop = min(start + rows, count)
         select = slice(start, stop) if kept is None else kept[start:stop]
@@ -198,6 +216,7 @@ def linear_smooth_ce(
             projection=projection,
             bias=bias,
             spec=_block_spec(spec, lambda eps, select=select: _rows(xp, eps, select)),
+            out=None if block is None else block[: stop - start, ...],
         )
         losses.append(block_rows_out)
         if rows_grad is None:

@@ -139,6 +139,14 @@ def _check_add_matmul(f, asarray, to_numpy, rng, dtype):
     return problems + _differs("out afterwards", to_numpy(out), out0 + x1 @ x2, dtype)
 
 
+def _check_matmul_into(f, asarray, to_numpy, rng, dtype):
+    x1, x2 = rng.normal(size=(4, 6)), rng.normal(size=(6, 3))
+    out = asarray(rng.normal(size=(4, 3)).astype(dtype))
+    result = f(out, asarray(x1.astype(dtype)), asarray(x2.astype(dtype)))
+    problems = [] if result is out else ["returned a new array instead of out"]
+    return problems + _differs("out afterwards", to_numpy(out), x1 @ x2, dtype)
+
+
 def _check_set_rows(f, asarray, to_numpy, rng, dtype):
     out0, values = rng.normal(size=(6, 3)), rng.normal(size=(3, 3))
     indices = np.array([4, 0, 2])
@@ -211,6 +219,7 @@ CHECKS = {
     "subtract_into": _check_subtract_into,
     "add_along_axis": _check_add_along_axis,
     "add_matmul": _check_add_matmul,
+    "matmul_into": _check_matmul_into,
     "set_rows": _check_set_rows,
     "finite_or_zero": _check_finite_or_zero,
     "sigmoid": _check_sigmoid,
@@ -379,6 +388,11 @@ class _NumPyExtensions:
         return out
 
     @staticmethod
+    def matmul_into(out, x1, x2):
+        out[...] = x1 @ x2
+        return out
+
+    @staticmethod
     def set_rows(out, indices, values):
         out[indices, ...] = values
         return out
@@ -435,6 +449,11 @@ class _BrokenExtensions(_NumPyExtensions):
     @staticmethod
     def add_matmul(out, x1, x2):
         return out + x1 @ x2  # not in place
+
+    @staticmethod
+    def matmul_into(out, x1, x2):
+        out[...] = x1 @ x2 + 1.0  # off by one
+        return out
 
     @staticmethod
     def set_rows(out, indices, values):

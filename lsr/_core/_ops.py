@@ -22,6 +22,10 @@ EXTENSIONS = {
     "subtract_into": "subtract_into(out, x1, x2) -> out, with out[...] = x1 - x2",
     "add_along_axis": "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add",
     "add_matmul": "add_matmul(out, x1, x2) -> out, with out += x1 @ x2 (fused linear loss)",
+    "matmul_into": (
+        "matmul_into(out, x1, x2) -> out, with out[...] = x1 @ x2 (fused linear loss: one "
+        "block of logits per call, reused by every block)"
+    ),
     "set_rows": "set_rows(out, indices, values) -> out, with out[indices, ...] = values",
     "finite_or_zero": (
         "finite_or_zero(x) -> x where finite, else 0 (NaN and +-inf), one op "

@@ -66,6 +66,10 @@ def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     return x.exp_()
 
 
+def _matmul_into(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+    return torch.mm(x1, x2, out=out)
+
+
 def _subtract_into(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     return torch.sub(x1, x2, out=out)
 
@@ -120,7 +124,7 @@ def _sigmoid_cross_entropy_sum(
 
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot,
 # torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode), and an
-# in-place scatter-add, exp and matmul-accumulate for the fused and blocked passes, a
+# in-place scatter-add, exp, matmul and matmul-accumulate for the fused and blocked passes, a
 # one-op finite_or_zero, and torch's one-kernel sigmoid and sigmoid cross-entropy for
 # the binary loss.
 xp = types.SimpleNamespace(
@@ -134,6 +138,7 @@ xp = types.SimpleNamespace(
         "inplace_exp": _inplace_exp,
         "subtract_into": _subtract_into,
         "add_matmul": _add_matmul,
+        "matmul_into": _matmul_into,
         "set_rows": _set_rows,
         "finite_or_zero": _finite_or_zero,
         "sigmoid": torch.sigmoid,

@@ -16,3 +16,12 @@ def peak_allocated_bytes(step) -> int:
         current += event.nbytes()
         peak = max(peak, current)
     return peak
+
+
+def allocation_sizes(step) -> list[int]:
+    """The size in bytes of every allocation the CPU allocator makes during ``step()``,
+    in order (from the same records)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    events = [e for e in profiler.profiler.kineto_results.events() if e.name() == "[memory]"]
+    return [e.nbytes() for e in sorted(events, key=lambda e: e.start_ns()) if e.nbytes() > 0]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import lsr.torch as lt
 from tests.backends import assert_close
-from tests.torch.memory import peak_allocated_bytes
+from tests.torch.memory import allocation_sizes, peak_allocated_bytes
 
 
 def _inputs(shape=(13, 6), num_classes=9, dtype=torch.float64, dense=False, seed=0):
@@ -203,6 +203,28 @@ def test_peak_memory_is_at_the_floor(reduction, dtype, kept):
     assert peak <= gradients + block_logits + block_rows + vectors
     # The check can fail: one more block of logits is over the bound.
     assert chunk * num_classes * 4 > block_rows + vectors
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_block_of_logits_is_allocated_per_call(dtype):
+    """Every block's logits are made in one (rows, C) array of the call: a fresh one per
+    block is mapped and its pages faulted in each time (about 5% of a large step)."""
+    rows, width, num_classes, chunk = 1000, 16, 3000, 128  # 8 blocks, the last partial
+    hidden, weight, bias, target = _inputs((rows, width), num_classes, dtype, seed=5)
+    leaves = [t.detach().requires_grad_() for t in (hidden, weight, bias)]
+
+    def step():
+        loss = lt.linear_smooth_ce(leaves[0], leaves[1], target, bias=leaves[2], chunk_size=chunk)
+        torch.autograd.grad(loss, leaves)
+
+    block_bytes = chunk * num_classes * dtype.itemsize
+    sizes = allocation_sizes(step)
+    assert sizes.count(block_bytes) == 1
+    # The check can fail: nothing else of a block's size or larger but the gradients.
+    gradients = {rows * width, num_classes * width}
+    assert [s for s in sizes if s >= block_bytes and s // dtype.itemsize not in gradients] == [
+        block_bytes
+    ]
 
 
 def test_only_kept_rows_are_projected():
