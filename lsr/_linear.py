@@ -202,7 +202,7 @@ def linear_smooth_ce(
     if getattr(xp, "matmul_into", None) is not None and count and hidden.dtype == dtype:
         # (Half-precision logits are converted to a float32 block anyway, in which the
         # gradient is made: keeping their matmul result too would hold one more block.)
-        block = xp.empty((min(rows, count), num_classes), dtype=dtype, device=device(hidden))
+        block = xp.zeros((min(rows, count), num_classes), dtype=dtype, device=device(hidden))
     for start in range(0, count, rows):
         stop = min(start + rows, count)
         select = slice(start, stop) if kept is None else kept[start:stop]
