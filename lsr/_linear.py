@@ -298,6 +298,7 @@ def scanned_linear_smooth_ce(
     aux: dict[str, Array] | None = None,
     cond: Any = None,
     set_rows: Any = None,
+    rows_in_carry: bool = True,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
     """The reduced loss and, with ``with_grad``, ``(d hidden, d projection, d bias)``.
 
@@ -315,8 +316,11 @@ def scanned_linear_smooth_ce(
 
     ``cond(pred, if_true, if_false, operand)`` (``jax.lax.cond``'s contract) and
     ``set_rows(out, index, values)`` (``out`` with ``values`` at the rows ``index``, an
-    index ``N`` dropped; functional, made in place by the compiler inside the loop) run
-    only the kept rows instead (``_scan_kept_rows``).
+    index ``N`` dropped; functional) run only the kept rows instead
+    (``_scan_kept_rows``). ``rows_in_carry``: each block's ``d hidden`` rows are set into
+    the (N, d) gradient inside the loop, in its carry (JAX: XLA updates it in place), or
+    else stacked as the loop's outputs and set once after it (TensorFlow, where a carried
+    tensor updated inside ``tf.cond`` is copied whole on every block).
     """
     num_rows, num_classes = hidden.shape[0], projection.shape[1]
     dtype = _core.compute_dtype(xp, hidden.dtype)
@@ -343,6 +347,7 @@ def scanned_linear_smooth_ce(
             scan=scan,
             cond=cond,
             set_rows=set_rows,
+            rows_in_carry=rows_in_carry,
             aux=aux,
         )
     padding = blocks * rows - num_rows
@@ -418,6 +423,7 @@ def _scan_kept_rows(
     cond: Any,
     set_rows: Any,
     aux: dict[str, Array] | None,
+    rows_in_carry: bool = True,
 ) -> tuple[Array, tuple[Array, Array, Array | None] | None]:
     """``scanned_linear_smooth_ce`` over the kept rows only, for a compiled loop.
 
@@ -427,7 +433,9 @@ def _scan_kept_rows(
     states, never an (N, d) copy), a block with no kept row is skipped by ``cond`` (the
     work scales with the kept rows), and ``d hidden`` is an (N, d) part of the carry,
     each block's rows set into it by ``set_rows``. Peak memory above the inputs: the
-    three gradients, one block's logits and rows, and O(N) vectors."""
+    three gradients, one block's logits and rows, and O(N) vectors. Without
+    ``rows_in_carry`` the blocks' ``d hidden`` rows are the loop's outputs instead (one
+    more (blocks * rows, d) array), set into place by one ``set_rows`` after it."""
     num_rows, width = hidden.shape
     place = device(hidden)
     index_dtype = _core.index_dtype(xp, hidden)
@@ -456,6 +464,8 @@ def _scan_kept_rows(
 
         def compute(carry: Any) -> tuple[Any, dict[str, Array]]:
             grads, d_hidden = (None, None) if carry is None else carry
+            if not rows_in_carry:
+                grads = carry
             # A slot past the kept rows reads row 0: its hidden state is zeroed, so a
             # left-out row's NaN or inf never reaches the projection's gradient.
             block_hidden = xp.where(xp.expand_dims(valid, axis=1), take(hidden), 0.0)
@@ -472,19 +482,27 @@ def _scan_kept_rows(
             )
             if carry is None:
                 return None, rows_out
+            if not rows_in_carry:
+                return grads, {**rows_out, "d_hidden": rows_grad}
             return (grads, set_rows(d_hidden, index, rows_grad)), rows_out
 
         def skip(carry: Any) -> tuple[Any, dict[str, Array]]:
             zeros = xp.zeros((rows,), dtype=dtype, device=place)
-            return carry, {name: zeros for name in names}
+            skipped = {name: zeros for name in names}
+            if carry is not None and not rows_in_carry:
+                skipped["d_hidden"] = xp.zeros((rows, width), dtype=hidden.dtype, device=place)
+            return carry, skipped
 
         return cond(index[0] < num_rows, compute, skip, carry)
 
     init = None
-    if with_grad:
+    if with_grad and rows_in_carry:
         d_hidden = xp.zeros((num_rows, width), dtype=hidden.dtype, device=place)
         init = (zero_grads(xp, projection, bias), d_hidden)
+    elif with_grad:
+        init = zero_grads(xp, projection, bias)
     carry, stacked = scan(body, init, xp.reshape(order, (blocks, rows)))
+    rows_grads = stacked.pop("d_hidden", None)
     per_row = {name: xp.reshape(value, (-1,)) for name, value in stacked.items()}
     if spec.reduction == "none":
         # Each row's values back at its position (0 where left out).
@@ -494,5 +512,10 @@ def _scan_kept_rows(
     _reduce_aux(xp, per_row, aux, labels, spec, like)
     if carry is None:
         return loss, None
+    if not rows_in_carry:
+        zeros = xp.zeros((num_rows, width), dtype=hidden.dtype, device=place)
+        d_hidden = set_rows(zeros, order, xp.reshape(rows_grads, (blocks * rows, width)))
+        grad_projection, grad_bias = carry
+        return loss, (d_hidden, grad_projection, grad_bias)
     (grad_projection, grad_bias), d_hidden = carry
     return loss, (d_hidden, grad_projection, grad_bias)

@@ -19,11 +19,12 @@ from tests.backends import assert_close
 
 N, D, K = 7, 3, 5
 
-# The three loops over blocks of rows: the eager loop over the kept rows
+# The loops over blocks of rows: the eager loop over the kept rows
 # (``linear_smooth_ce``), and the compiled frameworks' ``scan`` over every row (masked)
-# or, given a ``cond`` and ``set_rows`` (JAX's), over the kept rows only. Here the scan
-# and the cond run in Python, on any namespace.
-LOOPS = ["eager", "scan", "scan_kept_rows"]
+# or, given a ``cond`` and ``set_rows``, over the kept rows only, with the hidden
+# states' gradient set inside the loop (JAX's) or after it (TensorFlow's). Here the
+# scan and the cond run in Python, on any namespace.
+LOOPS = ["eager", "scan", "scan_kept_rows", "scan_kept_rows_set_after"]
 
 
 def _python_scan(body, init, xs):
@@ -88,7 +89,12 @@ def _run(loop, *args, computed=None, **kwargs):
         return if_false(operand)
 
     return _linear.scanned_linear_smooth_ce(
-        *args, scan=_python_scan, cond=cond, set_rows=_set_rows, **kwargs
+        *args,
+        scan=_python_scan,
+        cond=cond,
+        set_rows=_set_rows,
+        rows_in_carry=loop == "scan_kept_rows",
+        **kwargs,
     )
 
 
@@ -343,7 +349,7 @@ def test_rows_left_out_by_where_or_ignore_index(backend, dense, reduction, kept,
     for actual, want in zip(grads, wanted, strict=True):
         np.testing.assert_allclose(backend.to_numpy(actual), want, rtol=1e-6, atol=1e-7)
     assert np.all(backend.to_numpy(grads[0])[~where] == 0.0)
-    if loop == "scan_kept_rows":
+    if loop.startswith("scan_kept_rows"):
         kept_rows = int(np.sum(where & (True if dense else labels != -1)))
         assert len(computed) == -(-kept_rows // 2)  # of 4 blocks of 2 rows
 

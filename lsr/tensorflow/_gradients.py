@@ -133,4 +133,6 @@ def argument_gradients(
             loss = forward(*with_arguments(labels, spec, names, values))
         cotangent = tf.cast(upstream, loss.dtype)
         grads = tape.gradient(loss, list(values), output_gradients=cotangent)
-    return [None if g is None else first_order_only(g) for g in grads]
+    # (A gradient through a gather, such as a block's rows of the labels, comes as
+    # IndexedSlices: made dense, the shape of its argument.)
+    return [None if g is None else first_order_only(tf.convert_to_tensor(g)) for g in grads]

@@ -68,6 +68,10 @@ def _scan(body: Any, init: Any, xs: Any) -> Any:
         for value in outputs
     ]
     packed, rebuild_carry = _present(carry)
+    if blocks == 1:
+        # (No loop: XLA cannot differentiate a while_loop of zero iterations, which the
+        # gradients with respect to labels and options would ask of it.)
+        return rebuild_carry(packed), rebuild_outputs([array.stack() for array in arrays])
 
     def step(i, packed, arrays):
         new_carry, out = body(rebuild_carry(packed), element(i))
@@ -108,8 +112,9 @@ def _set_rows(out: Any, index: Any, values: Any) -> Any:
     dropped, for ``lsr._linear``'s kept-rows loop, where every row of ``out`` is written
     at most once, into zeros: a scatter-add of the values (the dropped ones made 0, at
     row 0) equals the assignment there, and unlike ``tensor_scatter_nd_update`` it is
-    defined for the repeated index and never reads past the end. XLA updates the loop's
-    carry in place."""
+    defined for the repeated index and never reads past the end. Called once, after the
+    loop (``rows_in_carry=False``): inside it, a carried tensor updated in a ``tf.cond``
+    is copied whole on every block."""
     valid = index < tf.shape(out, out_type=index.dtype)[0]
     shape = tf.concat([tf.shape(valid), tf.ones([tf.rank(values) - 1], tf.int32)], 0)
     values = tf.where(tf.reshape(valid, shape), values, tf.zeros_like(values))
@@ -241,6 +246,7 @@ def linear_smooth_ce(
             aux=aux,
             cond=_cond,
             set_rows=_set_rows,
+            rows_in_carry=False,
         )
 
     @tf.custom_gradient

@@ -121,3 +121,77 @@ def test_blocks_of_left_out_rows_are_skipped_and_give_zero(mode, reduction, monk
         # One block of the kept rows (the other three blocks are skipped), once in the
         # forward pass ("none": and once more in the backward pass, with the cotangent).
         assert projected == [4] * (2 if reduction == "none" else 1)
+
+
+@pytest.mark.parametrize("option", ["dense labels", "class weights", "smoothing per row"])
+@pytest.mark.parametrize("chunk_size", [None, 2], ids=["one block", "blocks of 2"])
+def test_one_block_under_xla_with_an_option_that_has_a_gradient(option, chunk_size):
+    """One block (the default for small inputs) runs without a loop: under XLA a
+    while_loop of no iteration could not be differentiated, which the gradients with
+    respect to labels and options ask for; those come back dense."""
+    rng = np.random.default_rng(7)
+    hidden = tf.constant(rng.normal(size=(3, 5)))
+    kernel = tf.constant(rng.normal(size=(5, 11)))
+    labels = tf.constant([1, 2, 3])
+    options = {}
+    if option == "dense labels":
+        labels = tf.constant(rng.dirichlet(np.ones(11), size=3))
+    elif option == "class weights":
+        options["weight"] = tf.constant(rng.random(11) + 0.5)
+    else:
+        options["smoothing"] = tf.constant([0.1, 0.2, 0.3], tf.float64)
+    differentiated = labels if option == "dense labels" else next(iter(options.values()))
+
+    name = next(iter(options), None)
+
+    @tf.function(jit_compile=True)
+    def both(h, k, argument):
+        y = argument if name is None else labels
+        given = {} if name is None else {name: argument}
+        results = []
+        for loss_fn in (
+            lambda: lt.linear_smooth_ce(h, k, y, chunk_size=chunk_size, **given),
+            lambda: lt.smooth_ce(h @ k, y, **given),
+        ):
+            with tf.GradientTape() as tape:
+                tape.watch([h, k, argument])
+                loss = loss_fn()
+            results.append((loss, tape.gradient(loss, [h, k, argument])))
+        return results
+
+    (loss, grads), (expected_loss, expected_grads) = both(hidden, kernel, differentiated)
+    assert_close(loss.numpy(), expected_loss.numpy(), "float64")
+    for actual, expected in zip(grads, expected_grads, strict=True):
+        assert isinstance(actual, tf.Tensor)
+        assert_close(actual.numpy(), expected.numpy(), "float64")
+
+
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_the_hidden_states_gradient_is_set_once_after_the_loop(mode, monkeypatch):
+    """Each block's rows of the hidden states' gradient are the loop's outputs, set into
+    place once after it: set inside the loop (a tf.cond in a while_loop), the whole
+    (N, d) gradient was copied on every block, eagerly, in graphs and under XLA."""
+    import lsr.tensorflow._linear as tf_linear
+
+    hidden, kernel, _, labels = _inputs((13, 6))
+    calls = []
+    set_rows = tf_linear._set_rows
+
+    def counting(out, index, values):
+        calls.append(tuple(out.shape))
+        return set_rows(out, index, values)
+
+    monkeypatch.setattr(tf_linear, "_set_rows", counting)
+
+    def step(h, k):
+        with tf.GradientTape() as tape:
+            tape.watch([h, k])
+            loss = lt.linear_smooth_ce(h, k, labels, chunk_size=2, ignore_index=-1)
+        return loss, tape.gradient(loss, [h, k])
+
+    if mode == "graph":
+        step = tf.function(step)
+    loss, _ = step(hidden, kernel)
+    assert calls == [(13, 6)]  # seven blocks, one set_rows: the (N, d) gradient
+    expected = lt.smooth_ce(hidden @ kernel, labels, ignore_index=-1)
+    assert_close(loss.numpy(), expected.numpy(), "float64")
