@@ -169,9 +169,8 @@ def linear_smooth_ce(
     accelerator, one synchronisation per call). Each block's rows are sliced (all kept)
     or gathered (``take``). With the ``matmul_into`` extension every block's logits are
     made in one (rows, K) array of this call (float32 and float64 inputs), which the
-    next block overwrites (a fresh
-    one per block would be mapped and its pages faulted in each time). With the
-    ``set_rows`` extension (PyTorch's namespace) each
+    next block overwrites (a fresh one per block would be mapped and its pages faulted
+    in each time). With the ``set_rows`` extension (PyTorch's namespace) each
     block's ``d hidden`` is written into the (N, d) result in place, so peak memory is
     the gradients plus one block and O(N) vectors; without it the blocks are
     concatenated at the end (and put back at their rows with one ``take``): one more
@@ -463,9 +462,12 @@ def _scan_kept_rows(
             return xp.take(x, safe, axis=0)
 
         def compute(carry: Any) -> tuple[Any, dict[str, Array]]:
-            grads, d_hidden = (None, None) if carry is None else carry
-            if not rows_in_carry:
-                grads = carry
+            if carry is None:
+                grads, d_hidden = None, None
+            elif rows_in_carry:
+                grads, d_hidden = carry
+            else:
+                grads, d_hidden = carry, None
             # A slot past the kept rows reads row 0: its hidden state is zeroed, so a
             # left-out row's NaN or inf never reaches the projection's gradient.
             block_hidden = xp.where(xp.expand_dims(valid, axis=1), take(hidden), 0.0)
