@@ -67,7 +67,7 @@ def sharded_loss(
         local_max, _ = _ops.soft_cap(xp, local_max, spec.softcap)
     global_max = all_reduce_max(local_max)
     top = _ops.finite_or_zero(xp, global_max)
-    sums, _ = logit_sums(xp, logits_shard, targets, top=top)
+    sums, _ = logit_sums(xp, logits_shard, targets, top=top, with_grad=False)
     if spec.aux:
         capped = logits_shard
         if spec.softcap is not None:

@@ -71,7 +71,9 @@ def sum_and_sum_exp(x: Any, /, *, axis: int) -> tuple[Any, Any]:
 
     The core sums the max-shifted logits (for large logits' accuracy). Two plain sums
     over ``x`` would make XLA's CPU backend store ``x``, a logits-sized temporary; a
-    variadic reduce fuses its producer instead, and reads the logits once.
+    variadic reduce fuses its producer instead, and reads the logits once. The core
+    takes it only beside a gradient: for the loss alone, the plain sums are XLA's
+    vectorized reductions and the variadic one is not (see ``_core.logit_sums``).
     """
     zero = jnp.zeros((), x.dtype)
     total, total_exp = jax.lax.reduce(
