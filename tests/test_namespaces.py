@@ -281,6 +281,19 @@ def _compare_override(name, overlay, base, asarray, to_numpy, rng):
             expected = to_numpy(base.take_along_axis(asarray(x), ids, axis=axis))
             actual = to_numpy(overlay.take_along_axis(asarray(x), ids, axis=axis))
             yield from _differs(f"axis={axis}", actual, expected, "float64")
+    elif name == "squeeze":
+        y = asarray(x[:, :1, None, :])  # (3, 1, 1, 4)
+        for axis in (1, 2, -2, -3, (1, 2)):
+            expected = to_numpy(base.squeeze(y, axis=axis))
+            actual = to_numpy(overlay.squeeze(y, axis=axis))
+            yield from _differs(f"axis={axis}", actual, expected, "float64")
+        # An axis whose size is not 1 is refused, as the standard asks.
+        for axis in (0, -1, (1, 3)):
+            try:
+                overlay.squeeze(y, axis=axis)
+            except ValueError:
+                continue
+            yield f"axis={axis} (size other than 1) was squeezed, not refused"
     else:
         yield "a standard function overridden without a check here: add one"
 

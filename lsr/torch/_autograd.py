@@ -109,6 +109,11 @@ class SmoothCE(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
+        SmoothCE.save(ctx, inputs, output, forward_mode=True)
+
+    @staticmethod
+    def save(ctx, inputs, output, *, forward_mode):
+        """What backward (and, with ``forward_mode``, a jvp) reads, on ``ctx``."""
         logits, labels, weight, smoothing, prior, static = inputs
         _, lse, denominator, *aux = output
         ctx.mark_non_differentiable(lse, denominator, *aux)
@@ -120,7 +125,8 @@ class SmoothCE(torch.autograd.Function):
         saved = (logits, labels, weight, lse, denominator)
         saved += tuple(tensors[name] for name in ctx.tensor_options)
         ctx.save_for_backward(*saved)
-        ctx.save_for_forward(*saved)
+        if forward_mode:
+            ctx.save_for_forward(*saved)
         ctx.options = static
 
     @staticmethod
@@ -192,10 +198,15 @@ BLOCK_ELEMENTS = 1 << 20
 
 def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     """Indices of blocks of the batch axis (0) of about ``BLOCK_ELEMENTS`` logits each;
-    ``[...]`` (everything at once) when there is no batch axis to split."""
+    ``[...]`` (everything at once) when there is no batch axis to split or one block
+    holds every row."""
     if axis == 0 or logits.ndim <= 1 or logits.shape[0] == 0:
         return [...]
     rows = max(1, BLOCK_ELEMENTS // max(1, logits[0].numel()))
+    if rows >= logits.shape[0]:
+        # One block: ``...`` rather than a slice of every row, so that the pass slices
+        # nothing (on small inputs each view costs about as much as the arithmetic).
+        return [...]
     return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]
 
 
@@ -262,10 +273,12 @@ class SmoothCEFused(torch.autograd.Function):
         )
         aux_values = aux_outputs(aux)
         denominator = torch.as_tensor(denominator, dtype=lse.dtype, device=lse.device)
-        SmoothCE.setup_context(
+        # (No forward mode here: dual logits take SmoothCEWithJvp.)
+        SmoothCE.save(
             ctx,
             (logits, labels, weight, smoothing, prior, static),
             (loss, lse, denominator, *aux_values),
+            forward_mode=False,
         )
         ctx.fused_grad = grad
         if grad is not None:

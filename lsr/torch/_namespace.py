@@ -37,6 +37,15 @@ def _broadcast_to(x: torch.Tensor, /, shape: tuple[int, ...]) -> torch.Tensor:
     return x.expand(shape)
 
 
+def _squeeze(x: torch.Tensor, /, axis: int | tuple[int, ...]) -> torch.Tensor:
+    # array-api-compat's squeeze normalizes the axes and loops even for one axis: the
+    # core squeezes one size-1 axis several times per call, where that costs as much as
+    # the op. Anything else (and its error for a size other than 1) is compat's.
+    if isinstance(axis, int) and -x.ndim <= axis < x.ndim and x.shape[axis] == 1:
+        return torch.squeeze(x, axis)
+    return _compat_xp.squeeze(x, axis=axis)
+
+
 def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torch.Tensor:
     return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
@@ -122,16 +131,17 @@ def _sigmoid_cross_entropy_sum(
     )
 
 
-# The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot,
-# torch's fused logsumexp (one pass, no logits-sized temporaries in eager mode), and an
-# in-place scatter-add, exp, matmul and matmul-accumulate for the fused and blocked passes, a
-# one-op finite_or_zero, and torch's one-kernel sigmoid and sigmoid cross-entropy for
-# the binary loss.
+# The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot, a
+# one-op squeeze, torch's fused logsumexp (one pass, no logits-sized temporaries in eager
+# mode), and an in-place scatter-add, exp, matmul and matmul-accumulate for the fused and
+# blocked passes, a one-op finite_or_zero, and torch's one-kernel sigmoid and sigmoid
+# cross-entropy for the binary loss.
 xp = types.SimpleNamespace(
     **{
         **vars(_compat_xp),
         "vecdot": _vecdot,
         "broadcast_to": _broadcast_to,
+        "squeeze": _squeeze,
         "logsumexp": _logsumexp,
         "add_along_axis": _add_along_axis,
         "take_along_axis": _take_along_axis,
