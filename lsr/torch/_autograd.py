@@ -131,7 +131,7 @@ class SmoothCE(torch.autograd.Function):
 
     @staticmethod
     def _logits_grad(ctx, cotangent, recompute_lse):
-        """``_core.smooth_ce_grad`` from what ``setup_context`` saved."""
+        """``_core.smooth_ce_grad`` from what ``save`` kept on ``ctx``."""
         logits, labels, weight, lse, denominator, *tensor_values = ctx.saved_tensors
         options = dict(
             ctx.plain_options, **dict(zip(ctx.tensor_options, tensor_values, strict=True))
