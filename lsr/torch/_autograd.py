@@ -16,6 +16,7 @@ below tell it what PyTorch is doing (autocast, forward mode, batched cotangents)
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any
 
 import torch
@@ -202,7 +203,7 @@ def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     holds every row."""
     if axis == 0 or logits.ndim <= 1 or logits.shape[0] == 0:
         return [...]
-    rows = max(1, BLOCK_ELEMENTS // max(1, logits[0].numel()))
+    rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(logits.shape[1:])))
     if rows >= logits.shape[0]:
         # One block: ``...`` rather than a slice of every row, so that the pass slices
         # nothing (on small inputs each view costs about as much as the arithmetic).
