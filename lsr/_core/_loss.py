@@ -44,7 +44,7 @@ def logit_sums(
     top: Array | None = None,
     out: Array | None = None,
     in_place: bool = False,
-    with_grad: bool = True,
+    one_pass_sums: bool = True,
 ) -> tuple[dict[str, Array], Array]:
     """The per-position sums of a pass (class axis kept) and ``exp(s)``.
 
@@ -52,8 +52,10 @@ def logit_sums(
     ``out``: an array of the logits' shape and dtype that receives ``exp(s)`` (it may be
     ``logits``: what reads the logits as they are runs before they are overwritten).
     ``in_place``: ``exp(s)`` may be made in place in a temporary of this pass.
-    ``with_grad``: a gradient will be made from ``exp(s)``; False for a forward pass
-    alone (a namespace's one-pass ``sum_and_sum_exp`` is then not used: see below).
+    ``one_pass_sums``: take the sum of ``s`` and of ``exp(s)`` in one pass with the
+    namespace's ``sum_and_sum_exp`` where it has one (the caller chooses: under XLA's
+    CPU backend it is the faster beside a gradient, the slower for a loss alone; see
+    below).
     Returns ``({"row_max", "sum_exp", "dot", "target", "chain"}, exp(s))``: for class
     ids ``dot = sum_k v_k s_k`` and ``target = s_y`` (0 where a shard does not hold y),
     for dense targets ``dot = sum_k w_k q'_k s_k`` and no ``target``; with
@@ -100,7 +102,7 @@ def logit_sums(
     both_sums = getattr(xp, "sum_and_sum_exp", None)
     if spec.dense:
         dot = xp.sum(_ops.times(xp, targets.weighted, shifted), axis=axis, keepdims=True)
-    elif both_sums is not None and out is None and vector is None and with_grad:
+    elif both_sums is not None and out is None and vector is None and one_pass_sums:
         # (Only beside the gradient's exp(s). For the loss alone, XLA's CPU backend
         # (jaxlib 0.10) runs the variadic reduction, with the exponential fused into it,
         # as a plain loop, but two plain sums as its vectorized reductions: 2.2 against
@@ -392,7 +394,7 @@ def loss_and_grad(
     if with_grad:
         targets.scale_by(scale, in_place=in_place or out is not None)
     sums, exp_shifted = logit_sums(
-        xp, logits, targets, out=out, in_place=in_place, with_grad=with_grad
+        xp, logits, targets, out=out, in_place=in_place, one_pass_sums=with_grad
     )
     loss, lse = combine(xp, sums, targets)
     if aux is not None and spec.aux:
