@@ -45,11 +45,10 @@ def distill_loss_core(
     closed form ``lse(s/T) - sum_k p_k s_k/T`` without a log-softmax array.
     """
     if where is not None:
-        # Left-out positions' logits (a row of -inf, say) would reach the gradients as
-        # 0 * inf through the mask: they are replaced by 0 before anything is computed.
-        keep = xp.expand_dims(where, axis=axis)
-        student_logits = xp.where(keep, student_logits, 0.0)
-        teacher_logits = xp.where(keep, teacher_logits, 0.0)
+        # The teacher's logits of left-out positions (a row of -inf, say) would make NaN
+        # soft targets there: replaced by 0 first. (The student's are replaced by the
+        # core's pass itself: ``differentiated``.)
+        teacher_logits = xp.where(xp.expand_dims(where, axis=axis), teacher_logits, 0.0)
     scaled_teacher = teacher_logits / temperature
     soft_targets = xp.exp(scaled_teacher - _core.logsumexp(xp, scaled_teacher, axis))
     spec = _core.Spec(
@@ -60,10 +59,10 @@ def distill_loss_core(
         reduction=reduction,
         kl=kl,
     )
-    loss, denominator = _core.per_position_loss(
-        student_logits / temperature, soft_targets, spec, xp=xp
+    loss, _, _ = _core.smooth_ce(
+        student_logits / temperature, soft_targets, spec, xp=xp, differentiated=True
     )
-    return _core.reduce(xp, loss * (temperature * temperature), denominator, reduction)
+    return loss * (temperature * temperature)
 
 
 def _check_temperature(xp: Namespace, temperature: Any, dtype: DType) -> Any:

@@ -529,15 +529,6 @@ def smooth_ce(
     return reduce(xp, loss, denominator, spec.reduction), lse, denominator
 
 
-def per_position_loss(
-    logits: Array, labels: Array, spec: Spec, *, xp: Namespace
-) -> tuple[Array, Any]:
-    """``(each position's loss, mean denominator)``: the forward pass before reduction."""
-    targets = _targets(xp, labels, spec, logits)
-    loss, _, _ = loss_and_grad(logits, labels, spec, 1.0, xp=xp, with_grad=False, targets=targets)
-    return loss, targets.mean_denominator()
-
-
 def reduced_loss_and_grad(
     logits: Array,
     labels: Array,
