@@ -99,7 +99,7 @@ def _check_label_values(
     if labels.dtype == xp.bool or not values_are_cheap(labels) or 0 in tuple(labels.shape):
         return labels.dtype == xp.bool
     if ignore_index is None and where is None and _all_in_unit_interval(xp, labels):
-        return True  # (the common case, in three reductions: no labels-sized temporary)
+        return True  # (the common case: no labels-sized temporary)
     bad = (labels < 0) | (labels > 1)
     if is_floating_dtype(xp, labels.dtype):
         bad = bad | xp.isnan(labels)
@@ -127,11 +127,17 @@ def _check_label_values(
 
 
 def _all_in_unit_interval(xp: Namespace, labels: Any) -> bool:
-    """Whether every label is in [0, 1]: from their minimum and maximum, and for floating
-    labels whether any is NaN, without a labels-sized temporary. NaN is asked of their
-    sum (NaN exactly when a label is NaN, or when both infinities are there, which the
-    range rejects too), whichever way a library's min and max treat NaN; an isnan pass
-    would write a labels-sized mask."""
+    """Whether every label is in [0, 1], without a labels-sized temporary: from their
+    minimum and maximum in one pass and one read where the namespace has
+    ``min_and_max`` (NaN in both for a NaN label, which then compares as out of
+    range); else from ``min``, ``max`` and, for floating labels, whether their sum is NaN
+    (NaN exactly when a label is NaN, or when both infinities are there, which the range
+    rejects too), whichever way a library's min and max treat NaN; an isnan pass would
+    write a labels-sized mask."""
+    min_and_max = getattr(xp, "min_and_max", None)
+    if min_and_max is not None:
+        low, high = min_and_max(labels)
+        return bool((low >= 0) & (high <= 1))
     if not _is_integer_dtype(xp, labels.dtype) and bool(xp.isnan(xp.sum(labels))):
         return False
     return bool(xp.min(labels) >= 0) and bool(xp.max(labels) <= 1)
@@ -167,12 +173,15 @@ def check_smooth_bce(
     reduction: str,
     logits_name: str = "logits",
     labels_name: str = "labels",
+    namespace: Any = None,
 ) -> tuple[Any, Any, _core.BinarySpec]:
     """Validate, then return ``(xp, labels, spec)``: ``prepare_smooth_bce`` without the
     logits' conversion to the compute dtype (for an adapter that converts them itself,
     keeping only the given half-precision logits for the backward pass).
     ``logits_name``, ``labels_name``: the arrays' names in errors, as the adapter's
-    framework names them (PyTorch's ``input`` and ``target``)."""
+    framework names them (PyTorch's ``input`` and ``target``). ``namespace``: the
+    namespace to check with once the arrays are known to be of one library (an adapter
+    passes its overlay, whose ``min_and_max`` reads the labels' range in one pass)."""
     for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
         if value is not None and not hasattr(value, "shape"):
             # (Before the namespace: a list here is no array of any library.)
@@ -186,6 +195,8 @@ def check_smooth_bce(
         where,
         *(a if hasattr(a, "shape") else None for a in arrays),
     )
+    if namespace is not None:
+        xp = namespace
     if not is_floating_dtype(xp, logits.dtype):
         fail_type(f"`{logits_name}` must have a real floating dtype.", logits_name, logits)
     shape = tuple(logits.shape)

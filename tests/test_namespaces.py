@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -171,41 +172,77 @@ def _check_sigmoid(f, asarray, to_numpy, rng, dtype):
     return _differs("values", to_numpy(f(asarray(x.astype(dtype)))), expected, dtype)
 
 
+def _check_min_and_max(f, asarray, to_numpy, rng, dtype):
+    """(min, max) of floating and integer arrays; both NaN where an element is NaN."""
+    problems = []
+    x = rng.normal(size=(4, 7))
+    for what, values in (("floating", x.astype(dtype)), ("integer", (x * 10).astype(np.int64))):
+        low, high = f(asarray(values))
+        expected = np.array([values.min(), values.max()], dtype=np.float64)
+        problems += _differs(what, np.array([to_numpy(low), to_numpy(high)]), expected, dtype)
+    with_nan = x.astype(dtype)
+    with_nan[2, 3] = np.nan
+    low, high = f(asarray(with_nan))
+    if not (np.isnan(to_numpy(low)) and np.isnan(to_numpy(high))):
+        problems.append(f"a NaN element: ({to_numpy(low)}, {to_numpy(high)}), not both NaN")
+    return problems
+
+
 def _softplus(x):
     return np.logaddexp(0.0, x)
 
 
 def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
-    """The sum of ``w [(1 - t) softplus(z) + r t softplus(-z)]`` for finite logits (with
-    and without weights); at infinite logits, where such a kernel may compute
-    ``0 * inf``, the one thing the core relies on: it never returns a finite value
-    other than the exact one (None, NaN or inf make the core compute it itself)."""
+    """The sum of ``w [(1 - t) softplus(z) + r t softplus(-z)]``, ``t = scale y + shift``,
+    for finite logits: soft and bool labels, float and array ``scale``/``shift`` (one
+    shift per label), with and without weights; at infinite logits, where such a kernel
+    may compute ``0 * inf``, the one thing the core relies on: it never returns a finite
+    value other than the exact one (None, NaN or inf make the core compute it itself)."""
     shape = (6, 5)
-    z, t = rng.normal(size=shape) * 4.0, rng.uniform(size=shape)
-    t[0, :2] = (0.0, 1.0)
+    z, soft = rng.normal(size=shape) * 4.0, rng.uniform(size=shape)
+    soft[0, :2] = (0.0, 1.0)
+    multi_hot = rng.uniform(size=shape) < 0.3
     weight, pos_weight = rng.uniform(0.5, 2.0, size=shape), rng.uniform(0.5, 3.0, size=(5,))
+    per_label = rng.uniform(0.0, 0.2, size=(5,))
+    smoothings = (
+        (1.0, 0.0, "scale=1.0, shift=0.0"),
+        (0.8, 0.1, "scale=0.8, shift=0.1"),
+        (np.asarray(0.8), per_label, "0-d scale, shift per label"),
+    )
     problems = []
-    for w, r in ((None, None), (weight, None), (None, pos_weight), (weight, pos_weight)):
-        expected = np.sum(
-            (1.0 if w is None else w)
-            * ((1.0 - t) * _softplus(z) + (1.0 if r is None else r) * t * _softplus(-z))
-        )
-        given = {
-            "weight": None if w is None else asarray(w.astype(dtype)),
-            "pos_weight": None if r is None else asarray(r.astype(dtype)),
-        }
-        what = f"weight={w is not None}, pos_weight={r is not None}"
-        result = f(asarray(z.astype(dtype)), asarray(t.astype(dtype)), **given)
-        if result is None:
-            problems.append(f"{what}: declined plain finite inputs")
-        else:
-            problems += _differs(what, to_numpy(result), expected, dtype)
+    for (scale, shift, how), y in itertools.product(smoothings, (soft, multi_hot)):
+        t = scale * y + shift
+        for w, r in ((None, None), (weight, None), (None, pos_weight), (weight, pos_weight)):
+            expected = np.sum(
+                (1.0 if w is None else w)
+                * ((1.0 - t) * _softplus(z) + (1.0 if r is None else r) * t * _softplus(-z))
+            )
+            given = {
+                "scale": scale if isinstance(scale, float) else asarray(scale.astype(dtype)),
+                "shift": shift if isinstance(shift, float) else asarray(shift.astype(dtype)),
+                "weight": None if w is None else asarray(w.astype(dtype)),
+                "pos_weight": None if r is None else asarray(r.astype(dtype)),
+            }
+            labels = asarray(y) if y.dtype == bool else asarray(y.astype(dtype))
+            what = f"{how}, {y.dtype} labels, weight={w is not None}, pos_weight={r is not None}"
+            result = f(asarray(z.astype(dtype)), labels, **given)
+            if result is None:
+                problems.append(f"{what}: declined plain finite inputs")
+            else:
+                problems += _differs(what, to_numpy(result), expected, dtype)
     infinite = np.array([np.inf, -np.inf, np.inf, -np.inf, 1.0])
-    for targets, exact in (([1.0, 0.0, 1.0, 0.0, 0.5], None), ([1.0, 0.0, 0.5, 0.5, 0.5], np.inf)):
-        targets = np.array(targets)
-        if exact is None:
-            exact = _softplus(1.0) / 2 + _softplus(-1.0) / 2
-        result = f(asarray(infinite.astype(dtype)), asarray(targets.astype(dtype)))
+    for labels, scale, shift, exact in (
+        ([1.0, 0.0, 1.0, 0.0, 0.5], 1.0, 0.0, _softplus(1.0) / 2 + _softplus(-1.0) / 2),
+        ([1.0, 0.0, 0.5, 0.5, 0.5], 1.0, 0.0, np.inf),
+        ([1.0, 0.0, 1.0, 0.0, 0.5], 0.9, 0.05, np.inf),
+    ):
+        labels = np.array(labels)
+        result = f(
+            asarray(infinite.astype(dtype)),
+            asarray(labels.astype(dtype)),
+            scale=scale,
+            shift=shift,
+        )
         value = None if result is None else float(to_numpy(result))
         if value is not None and np.isfinite(value) and not np.isclose(value, exact):
             problems.append(f"infinite logits: finite {value} instead of {exact}")
@@ -224,6 +261,7 @@ CHECKS = {
     "finite_or_zero": _check_finite_or_zero,
     "sigmoid": _check_sigmoid,
     "sigmoid_cross_entropy_sum": _check_sigmoid_cross_entropy_sum,
+    "min_and_max": _check_min_and_max,
 }
 
 
@@ -420,8 +458,13 @@ class _NumPyExtensions:
             return 1.0 / (1.0 + np.exp(-x))
 
     @staticmethod
-    def sigmoid_cross_entropy_sum(z, t, *, weight=None, pos_weight=None):
+    def min_and_max(x):
+        return np.min(x), np.max(x)
+
+    @staticmethod
+    def sigmoid_cross_entropy_sum(z, y, *, scale=1.0, shift=0.0, weight=None, pos_weight=None):
         # PyTorch's form, NaN at an infinite logit with the matching target (0 * inf).
+        t = scale * y + shift
         r = 1.0 if pos_weight is None else pos_weight
         with np.errstate(invalid="ignore"):
             loss = (1.0 - t) * z + (1.0 + (r - 1.0) * t) * _softplus(-z)
@@ -474,9 +517,10 @@ class _BrokenExtensions(_NumPyExtensions):
         return out
 
     @staticmethod
-    def sigmoid_cross_entropy_sum(z, t, *, weight=None, pos_weight=None):
+    def sigmoid_cross_entropy_sum(z, y, *, scale=1.0, shift=0.0, weight=None, pos_weight=None):
         # Clamped logits: right for finite ones, a plausible finite value at infinite
         # ones; and pos_weight ignored.
+        t = scale * y + shift
         z = np.clip(z, -50.0, 50.0)
         loss = (1.0 - t) * _softplus(z) + t * _softplus(-z)
         return np.sum(loss if weight is None else weight * loss)
@@ -484,6 +528,10 @@ class _BrokenExtensions(_NumPyExtensions):
     @staticmethod
     def finite_or_zero(x):
         return np.where(np.isnan(x), 0.0, x)  # infinities kept
+
+    @staticmethod
+    def min_and_max(x):
+        return np.nanmin(x), np.nanmax(x)  # NaN elements skipped
 
     @staticmethod
     def sigmoid(x):

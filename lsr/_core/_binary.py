@@ -179,22 +179,30 @@ def _elementwise(
 
 
 def _fused_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) -> Any:
-    """The sum of every element's loss from the namespace's one-op
-    ``sigmoid_cross_entropy_sum`` (an ``EXTENSIONS`` entry), or None where it is absent
-    or cannot be trusted. The caller has checked that every element counts and every
-    label is valid.
+    """The sum of every element's loss from the namespace's ``sigmoid_cross_entropy_sum``
+    (an ``EXTENSIONS`` entry), or None where it is absent or cannot be trusted. The
+    caller has checked that every element counts and every label is valid. The smoothed
+    targets are passed as the labels with ``t = (1 - eps) y + eps u``, so that no
+    target array need be made.
 
-    Such a kernel computes the same sum from ``(1 - y') z + softplus(-z)`` (PyTorch's
-    ``binary_cross_entropy_with_logits``), which is NaN or inf at an infinite logit
-    where ``_elementwise`` gives the exact value (``0 * inf = 0``). So its total is used
-    only when it is finite, which it is exactly when every logit is: reading it is one
-    0-d value, done only where values are cheap (not under tracing, not on an
-    accelerator). Otherwise the elementwise form computes it."""
+    Such a kernel computes the sum from ``(1 - t) z + softplus(-z)`` (PyTorch's
+    ``binary_cross_entropy_with_logits``) or ``softplus(z) - t z``: an element's rounding
+    error is up to about one unit in the last place of ``|z|`` (where ``_elementwise``
+    has none), and the value is NaN or inf at an infinite logit where ``_elementwise``
+    gives the exact one (``0 * inf = 0``). So its total is used only when it is finite,
+    which it is exactly when every logit is: reading it is one 0-d value, done only
+    where values are cheap (not under tracing, not on an accelerator). Otherwise the
+    elementwise form computes it."""
     fused = getattr(xp, "sigmoid_cross_entropy_sum", None)
     if fused is None or not values_are_cheap(logits):
         return None
-    target = smooth_binary_targets(labels, spec, xp=xp, like=logits, in_place=True)
-    total = fused(logits, target, weight=spec.weight, pos_weight=spec.pos_weight)
+    eps = spec.smoothing
+    scale, shift = (
+        (1.0, 0.0) if isinstance(eps, float) and eps == 0.0 else (1.0 - eps, eps * spec.prior)
+    )
+    total = fused(
+        logits, labels, scale=scale, shift=shift, weight=spec.weight, pos_weight=spec.pos_weight
+    )
     if total is None or not bool(xp.isfinite(total)):
         return None
     return total

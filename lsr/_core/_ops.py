@@ -32,10 +32,14 @@ EXTENSIONS = {
         "(values only: not used where x is differentiated)"
     ),
     "sigmoid": "sigmoid(x) -> 1 / (1 + exp(-x)), one fused op",
+    "min_and_max": (
+        "min_and_max(x) -> (min, max) over every element in one pass, both NaN where an "
+        "element is NaN (the binary labels' range check)"
+    ),
     "sigmoid_cross_entropy_sum": (
-        "sigmoid_cross_entropy_sum(z, t, weight=, pos_weight=) -> "
-        "sum w [(1 - t) softplus(z) + r t softplus(-z)] in one fused op (binary loss), "
-        "or None to decline"
+        "sigmoid_cross_entropy_sum(z, y, scale=, shift=, weight=, pos_weight=) -> "
+        "sum w [(1 - t) softplus(z) + r t softplus(-z)] with t = scale y + shift (binary "
+        "loss; labels y of any real or bool dtype, no t-sized temporary), or None to decline"
     ),
 }
 

@@ -350,6 +350,7 @@ def forward_smooth_bce(
         reduction=reduction,
         logits_name="input",
         labels_name="target",
+        namespace=xp,
     )
     with without_autocast(input.device.type):
         compiling = torch.compiler.is_compiling()

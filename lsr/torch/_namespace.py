@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import types
+from typing import Any
 
 import torch
 
@@ -108,27 +109,52 @@ def _add_along_axis(
 
 def _sigmoid_cross_entropy_sum(
     logits: torch.Tensor,
-    targets: torch.Tensor,
+    labels: torch.Tensor,
     *,
+    scale: Any = 1.0,
+    shift: Any = 0.0,
     weight: torch.Tensor | None = None,
     pos_weight: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """PyTorch's one-kernel sigmoid cross-entropy, summed: no logits-sized temporary.
+    """The sigmoid cross-entropy with targets ``t = scale y + shift``, summed.
+
+    Without ``pos_weight``, for float ``scale`` and ``shift``: ``softplus(z) - t z``,
+    accumulated in place in one logits-sized temporary (the softplus), with neither a
+    target array nor the several temporaries of ``binary_cross_entropy_with_logits``
+    (on CPU each fresh logits-sized buffer can cost as much as the loss: the allocator
+    returns large ones to the system). Otherwise PyTorch's kernel on ``t``.
 
     Declined (None) where autograd would record it (the core's own ops then carry the
     derivatives lsr defines, and the forward-mode ones), and for half precision, which
     the core computes in float32 (its caller gives float32 logits anyway). Its value is
-    NaN or inf wherever a logit is infinite (``0 * inf`` in ``(1 - t) z``): the core
-    then recomputes the loss itself (``_core._binary._fused_total``)."""
+    NaN or inf wherever a logit is infinite: the core then recomputes the loss itself
+    (``_core._binary._fused_total``)."""
+    arrays = (logits, labels, scale, shift, weight, pos_weight)
     if torch.is_grad_enabled() and any(
-        x is not None and x.requires_grad for x in (logits, targets, weight, pos_weight)
+        isinstance(x, torch.Tensor) and x.requires_grad for x in arrays
     ):
         return None
     if logits.dtype in HALF:
         return None
-    return torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, targets, weight, pos_weight=pos_weight, reduction="sum"
-    )
+    if pos_weight is not None or not (isinstance(scale, float) and isinstance(shift, float)):
+        targets = labels.to(logits.dtype) * scale + shift
+        return torch.nn.functional.binary_cross_entropy_with_logits(
+            logits, targets, weight, pos_weight=pos_weight, reduction="sum"
+        )
+    # (softplus(z) is z itself above z = 20, within one unit in the last place of z.)
+    loss = torch.nn.functional.softplus(logits)
+    if shift != 0.0:
+        loss.add_(logits, alpha=-shift)
+    loss.addcmul_(labels, logits, value=-scale)
+    if weight is not None:
+        loss.mul_(weight)
+    return loss.sum()
+
+
+def _min_and_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.aminmax``: one pass, NaN in both where an element is NaN."""
+    low, high = torch.aminmax(x)
+    return low, high
 
 
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot, a
@@ -152,6 +178,7 @@ xp = types.SimpleNamespace(
         "set_rows": _set_rows,
         "finite_or_zero": _finite_or_zero,
         "sigmoid": torch.sigmoid,
+        "min_and_max": _min_and_max,
         "sigmoid_cross_entropy_sum": _sigmoid_cross_entropy_sum,
     }
 )

@@ -11,6 +11,7 @@ never from lsr's code.
 from __future__ import annotations
 
 import inspect
+import itertools
 import warnings
 
 import pytest
@@ -793,9 +794,10 @@ def test_the_eager_path_binds_no_signature_per_call(monkeypatch):
 
 
 def test_sum_and_mean_use_torchs_one_kernel_and_fall_back_at_infinite_logits(monkeypatch):
-    """Eagerly on the CPU, "sum" and "mean" take the total from PyTorch's own kernel (no
-    logits-sized temporary of lsr's); where a logit is infinite that kernel gives NaN
-    (``0 * inf``), and the core computes the exact value itself."""
+    """Eagerly on the CPU, "sum" and "mean" take the total from the torch namespace's
+    fused sum (``softplus(z) - t z`` in place; PyTorch's own kernel with ``pos_weight``);
+    where a logit is infinite it gives NaN (``0 * inf``), and the core computes the
+    exact value itself."""
     from lsr.torch import _namespace
 
     results = []
@@ -807,8 +809,10 @@ def test_sum_and_mean_use_torchs_one_kernel_and_fall_back_at_infinite_logits(mon
 
     monkeypatch.setattr(_namespace.xp, "sigmoid_cross_entropy_sum", spy)
     logits, target = _logits((6, 5), torch.float64), _target("soft", (6, 5), torch.float64)
-    weight, pos_weight = _options((6, 5), torch.float64, ("weight", "pos_weight"))
-    for reduction in ("mean", "sum"):
+    all_options = _options((6, 5), torch.float64, ("weight", "pos_weight"))
+    for reduction, (weight, pos_weight) in itertools.product(
+        ("mean", "sum"), (all_options, (all_options[0], None), (None, None))
+    ):
         results.clear()
         loss = lt.smooth_bce(
             logits,
