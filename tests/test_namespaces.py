@@ -172,6 +172,29 @@ def _check_sigmoid(f, asarray, to_numpy, rng, dtype):
     return _differs("values", to_numpy(f(asarray(x.astype(dtype)))), expected, dtype)
 
 
+def _check_inplace_sigmoid(f, asarray, to_numpy, rng, dtype):
+    x = np.concatenate([rng.normal(size=20) * 3.0, [-800.0, -40.0, 40.0, 800.0, -np.inf, np.inf]])
+    with np.errstate(over="ignore"):
+        expected = 1.0 / (1.0 + np.exp(-x))
+    array = asarray(x.astype(dtype))
+    result = f(array)
+    problems = [] if result is array else ["returned a new array instead of x"]
+    return problems + _differs("x afterwards", to_numpy(array), expected, dtype)
+
+
+def _check_add_scaled(f, asarray, to_numpy, rng, dtype):
+    """``x += alpha * y`` in place, for floating, integer and bool ``y``."""
+    problems = []
+    x = rng.normal(size=(4, 6))
+    for y in (rng.normal(size=(4, 6)).astype(dtype), rng.uniform(size=(4, 6)) < 0.5):
+        array = asarray(x.astype(dtype))
+        result = f(array, asarray(y), -0.7)
+        if result is not array:
+            problems.append(f"{y.dtype} y: returned a new array instead of x")
+        problems += _differs(f"{y.dtype} y", to_numpy(array), x - 0.7 * y, dtype)
+    return problems
+
+
 def _check_min_and_max(f, asarray, to_numpy, rng, dtype):
     """(min, max) of floating and integer arrays; both NaN where an element is NaN."""
     problems = []
@@ -262,6 +285,8 @@ CHECKS = {
     "sigmoid": _check_sigmoid,
     "sigmoid_cross_entropy_sum": _check_sigmoid_cross_entropy_sum,
     "min_and_max": _check_min_and_max,
+    "inplace_sigmoid": _check_inplace_sigmoid,
+    "add_scaled": _check_add_scaled,
 }
 
 
@@ -462,6 +487,17 @@ class _NumPyExtensions:
         return np.min(x), np.max(x)
 
     @staticmethod
+    def inplace_sigmoid(x):
+        with np.errstate(over="ignore"):
+            x[...] = 1.0 / (1.0 + np.exp(-x))
+        return x
+
+    @staticmethod
+    def add_scaled(x, y, alpha):
+        x += alpha * y
+        return x
+
+    @staticmethod
     def sigmoid_cross_entropy_sum(z, y, *, scale=1.0, shift=0.0, weight=None, pos_weight=None):
         # PyTorch's form, NaN at an infinite logit with the matching target (0 * inf).
         t = scale * y + shift
@@ -532,6 +568,16 @@ class _BrokenExtensions(_NumPyExtensions):
     @staticmethod
     def min_and_max(x):
         return np.nanmin(x), np.nanmax(x)  # NaN elements skipped
+
+    @staticmethod
+    def inplace_sigmoid(x):
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-x))  # a new array; x untouched
+
+    @staticmethod
+    def add_scaled(x, y, alpha):
+        x -= alpha * y  # the sign of alpha lost
+        return x
 
     @staticmethod
     def sigmoid(x):

@@ -258,17 +258,24 @@ def binary_grad(
     *,
     xp: Namespace,
     in_place: bool = False,
+    overwrite: bool = False,
 ) -> Array:
     """The gradient of ``binary_loss`` with respect to the logits, times ``cotangent``
     (0-d for "sum" and "mean", the logits' shape for "none"), in the compute dtype:
     ``w [(1 - y') p - r y' (1 - p)] = w [(1 + (r - 1) y') p - r y']``, ``p = sigmoid(z)``
     (finite for infinite logits too). ``in_place``: the steps after the sigmoid update
     its result in place (not under autodiff of these ops), one logits-sized buffer
-    instead of four."""
+    instead of four. ``overwrite``: the logits are the caller's temporary, and the
+    sigmoid is taken in place in them too (with ``in_place``)."""
     scale = cotangent
     if spec.reduction == "mean":
         scale = _ops.per_unit(xp, cotangent, denominator)
-    p = _ops.sigmoid(xp, logits)
+    inplace_sigmoid = getattr(xp, "inplace_sigmoid", None)
+    if in_place and overwrite and inplace_sigmoid is not None:
+        p = inplace_sigmoid(logits)
+    else:
+        p = _ops.sigmoid(xp, logits)
+    add_scaled = getattr(xp, "add_scaled", None)
     if in_place and spec.pos_weight is None:
         # p - y' = p - eps u - (1 - eps) y, updating p.
         grad, eps, factor = p, spec.smoothing, 1.0
@@ -277,6 +284,9 @@ def binary_grad(
             grad -= (1.0 - eps) * xp.astype(labels, logits.dtype, copy=False)
         elif eps == 1.0:
             grad -= spec.prior
+        elif add_scaled is not None and eps != 0.0:  # (no temporary of the labels)
+            grad -= eps * spec.prior
+            grad = add_scaled(grad, labels, -(1.0 - eps))
         else:  # (1 - eps) ((p - eps u) / (1 - eps) - y): no product of the labels
             if eps != 0.0:
                 grad -= eps * spec.prior
@@ -375,6 +385,7 @@ def blocked_binary_grad(
             block_spec,
             xp=xp,
             in_place=True,
+            overwrite=True,
         )
         _ops.set_rows(out, index, grad)
     return out

@@ -32,6 +32,11 @@ EXTENSIONS = {
         "(values only: not used where x is differentiated)"
     ),
     "sigmoid": "sigmoid(x) -> 1 / (1 + exp(-x)), one fused op",
+    "inplace_sigmoid": "inplace_sigmoid(x) -> x, with x[...] = sigmoid(x)",
+    "add_scaled": (
+        "add_scaled(x, y, alpha) -> x, with x += alpha * y in place and no y-sized "
+        "temporary (y of any real or bool dtype; alpha a Python float)"
+    ),
     "min_and_max": (
         "min_and_max(x) -> (min, max) over every element in one pass, both NaN where an "
         "element is NaN (the binary labels' range check)"

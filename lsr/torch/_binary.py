@@ -137,6 +137,7 @@ class SmoothBCE(torch.autograd.Function):
                 spec,
                 xp=xp,
                 in_place=in_place,
+                overwrite=compute_logits is not logits,  # (a float32 copy of ours)
             )
         return grad.to(logits.dtype), None, None, None, None, None, None, None, None
 

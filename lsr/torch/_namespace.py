@@ -151,6 +151,10 @@ def _sigmoid_cross_entropy_sum(
     return loss.sum()
 
 
+def _add_scaled(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
+    return x.add_(y, alpha=alpha)
+
+
 def _min_and_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.aminmax``: one pass, NaN in both where an element is NaN."""
     low, high = torch.aminmax(x)
@@ -160,8 +164,9 @@ def _min_and_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot, a
 # one-op squeeze, torch's fused logsumexp (one pass, no logits-sized temporaries in eager
 # mode), and an in-place scatter-add, exp, matmul and matmul-accumulate for the fused and
-# blocked passes, a one-op finite_or_zero, and torch's one-kernel sigmoid and sigmoid
-# cross-entropy for the binary loss.
+# blocked passes, a one-op finite_or_zero, and for the binary loss torch's one-kernel
+# sigmoid (also in place), a fused sigmoid cross-entropy sum, a one-pass min and max, and
+# an in-place scaled add.
 xp = types.SimpleNamespace(
     **{
         **vars(_compat_xp),
@@ -178,6 +183,8 @@ xp = types.SimpleNamespace(
         "set_rows": _set_rows,
         "finite_or_zero": _finite_or_zero,
         "sigmoid": torch.sigmoid,
+        "inplace_sigmoid": torch.sigmoid_,
+        "add_scaled": _add_scaled,
         "min_and_max": _min_and_max,
         "sigmoid_cross_entropy_sum": _sigmoid_cross_entropy_sum,
     }
