@@ -137,7 +137,7 @@ def _all_in_unit_interval(xp: Namespace, labels: Any) -> bool:
     min_and_max = getattr(xp, "min_and_max", None)
     if min_and_max is not None:
         low, high = min_and_max(labels)
-        return bool((low >= 0) & (high <= 1))
+        return float(low) >= 0 and float(high) <= 1
     if not _is_integer_dtype(xp, labels.dtype) and bool(xp.isnan(xp.sum(labels))):
         return False
     return bool(xp.min(labels) >= 0) and bool(xp.max(labels) <= 1)

@@ -203,7 +203,7 @@ def _fused_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) 
     total = fused(
         logits, labels, scale=scale, shift=shift, weight=spec.weight, pos_weight=spec.pos_weight
     )
-    if total is None or not bool(xp.isfinite(total)):
+    if total is None or not math.isfinite(float(total)):
         return None
     return total
 

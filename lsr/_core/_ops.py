@@ -175,8 +175,8 @@ def logsumexp(xp: Namespace, z: Array, axis: int) -> Array:
 def per_unit(xp: Namespace, value: Any, denominator: Any) -> Any:
     """``value / denominator``, and 0 where the denominator is 0 (nothing kept; see
     ``lsr._core._targets.Targets.mean_denominator``). A negative or NaN denominator
-    divides as it is."""
-    if isinstance(denominator, int):
+    divides as it is. (A Python number: one division, no select.)"""
+    if isinstance(denominator, (int, float)):
         return value / denominator if denominator else value * 0.0
     nothing = denominator == 0
     return xp.where(nothing, 0.0, value / xp.where(nothing, 1.0, denominator))

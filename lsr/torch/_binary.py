@@ -27,6 +27,7 @@ from torch.autograd import forward_ad
 
 from lsr import _core
 from lsr._checks_binary import BINARY_PRIOR_NAMES, check_smooth_bce
+from lsr._compat import values_are_cheap
 from lsr._validation import check_choice, check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
     check_floating_dtype,
@@ -99,6 +100,10 @@ class SmoothBCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, grad_denominator):
         logits, labels, denominator, *given = ctx.saved_tensors
+        if values_are_cheap(denominator):
+            # A count, read once: the mean's scale is then one division, not a guarded
+            # one of four ops on a 0-d tensor (as much as a small batch's arithmetic).
+            denominator = float(denominator)
         values = iter(given)
         arrays = tuple(next(values) if present else None for present in ctx.given)
         spec = ctx.static.with_arrays(arrays)

@@ -156,8 +156,9 @@ def _add_scaled(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def _min_and_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.aminmax``: one pass, NaN in both where an element is NaN."""
-    low, high = torch.aminmax(x)
+    """``torch.aminmax``: one pass, NaN in both where an element is NaN (values only:
+    detached, so that reading them does not warn about a tensor that requires grad)."""
+    low, high = torch.aminmax(x.detach())
     return low, high
 
 
