@@ -128,8 +128,14 @@ def times(xp: Namespace, factor: Any, x: Any) -> Any:
             return 0.0
         return x if factor == 1.0 else factor * x
     if may_carry_gradient(factor):
-        return factor * xp.where((factor == 0) & xp.isinf(x), 0.0, x)
+        return factor * xp.where((factor == 0) & is_infinite(xp, x), 0.0, x)
     return factor * xp.where(factor == 0, 0.0, x)
+
+
+def is_infinite(xp: Namespace, x: Array) -> Array:
+    """``isinf(x)`` as ``|x| == inf``: a comparison, which compilers vectorize
+    (Inductor's CPU code tests ``isinf`` element by element, in a scalar loop)."""
+    return xp.abs(x) == math.inf
 
 
 def row_max(xp: Namespace, z: Array, axis: int) -> Array:
@@ -234,6 +240,6 @@ def soft_cap(xp: Namespace, z: Array, cap: float) -> tuple[Array, Array]:
     (-cap, cap), as Gemma 2 caps its final logits. A logit of -inf (a masked class) stays
     -inf, with derivative 0: soft-capping must not unmask it."""
     squashed = xp.tanh(z / cap)
-    masked = xp.isinf(z) & (z < 0)
+    masked = z == -math.inf
     capped = xp.where(masked, z, cap * squashed)
     return capped, xp.where(masked, 0.0, 1.0 - squashed * squashed)

@@ -627,6 +627,9 @@ def test_torch_compile_fullgraph_matches_eager_and_bad_targets_give_nan():
     with pytest.raises(ValueError, match="Received:"):
         loss_fn(_logits((6, 5), dtype), bad)  # eager raises
     assert torch.isnan(compiled(_logits((6, 5), dtype), bad))
+    for value in (-0.5, float("nan")):
+        bad[0, 0] = value
+        assert torch.isnan(compiled(_logits((6, 5), dtype), bad)), value
 
 
 @pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING, TORCH_JIT_WARNING)
@@ -646,6 +649,14 @@ def test_module_under_torch_compile_inductor():
     )
     assert_close(loss, expected_loss, torch.float32)
     assert_close(grad, expected_grad, torch.float32)
+    # Inductor's code: a target out of [0, 1] (NaN too) makes the loss and gradient NaN.
+    for dtype, value in ((torch.float32, 1.5), (torch.float32, float("nan")), (torch.int64, 2)):
+        bad = target.to(dtype)
+        bad[1, 0, 2] = value
+        loss, grad = _value_and_grad(
+            lambda z, bad=bad: compiled(z, bad), _logits((3, 2, 4), torch.float32)
+        )
+        assert torch.isnan(loss) and torch.isnan(grad[1, 0, 2]), value
 
 
 # --- errors ------------------------------------------------------------------------------------
