@@ -113,7 +113,7 @@ def xlogx(xp: Namespace, x: Any) -> Any:
     return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0)
 
 
-def times(xp: Namespace, factor: Any, x: Any) -> Any:
+def times(xp: Namespace, factor: Any, x: Any, *, keep_nan: bool = False) -> Any:
     """``factor * x`` with ``0 * x = 0`` even where ``x`` is infinite (a class or a term
     that carries no mass contributes nothing, as in the sum it stands for: a masked class
     has logit -inf, and ``0 * -inf`` would be NaN).
@@ -122,12 +122,14 @@ def times(xp: Namespace, factor: Any, x: Any) -> Any:
     an infinite ``x`` is replaced, so that the derivative with respect to the factor
     stays ``x`` where the factor is 0 (a smoothing of exactly 0 or 1, or a soft target
     of exactly 0, has the gradient of the formula, not 0). Elsewhere (NumPy, the fused
-    passes PyTorch runs without recording) the cheaper form skips the test of ``x``."""
+    passes PyTorch runs without recording) the cheaper form skips the test of ``x``,
+    unless ``keep_nan``: a NaN ``x`` (a marked invalid input) then stays NaN where the
+    factor is 0."""
     if isinstance(factor, float):
         if factor == 0.0:
             return 0.0
         return x if factor == 1.0 else factor * x
-    if may_carry_gradient(factor):
+    if keep_nan or may_carry_gradient(factor):
         return factor * xp.where((factor == 0) & is_infinite(xp, x), 0.0, x)
     return factor * xp.where(factor == 0, 0.0, x)
 

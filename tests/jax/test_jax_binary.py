@@ -334,6 +334,19 @@ def test_traced_out_of_range_labels_give_nan(reduction):
     assert np.isnan(float(jax.jit(lambda y: jnp.sum(lsr.jax.smooth_bce(logits, y)))(soft)))
     rows = jax.vmap(lambda z, y: lsr.jax.smooth_bce(z, y, reduction="mean"))(logits, bad)
     assert np.isnan(rows[2]) and np.isfinite(np.delete(np.asarray(rows), 2)).all()
+    # A weight of 0 there does not hide it; the soft labels' own gradient is NaN there.
+    weight = jnp.ones(logits.shape).at[2, 3].set(0.0)
+    value, grad = jax.jit(
+        jax.value_and_grad(
+            lambda z, y: lsr.jax.smooth_bce(z, y, weight=weight, reduction=reduction).sum(),
+            argnums=(0, 1),
+        )
+    )(logits, _soft(seed=12).at[2, 3].set(1.5))
+    assert np.isnan(float(value)) and np.isnan(float(grad[0][2, 3]))
+    assert (
+        np.isnan(float(grad[1][2, 3]))
+        and np.isfinite(np.delete(np.asarray(grad[1]), 2 * K + 3)).all()
+    )
 
 
 def test_array_likes_become_jax_arrays():

@@ -857,3 +857,22 @@ def test_sum_and_mean_use_torchs_one_kernel_and_fall_back_at_infinite_logits(mon
             [[0.0, 0.0, torch.sigmoid(torch.tensor(0.5)).item() - 1]], dtype=torch.float64
         ),
     )
+
+
+def test_unread_targets_out_of_range_give_nan_even_at_zero_weight(monkeypatch):
+    """Where the targets' values are not read (as on an accelerator), an out-of-range
+    target makes the loss and its gradient NaN, also at an element of weight 0 (whose
+    product must not turn the NaN into 0)."""
+    from lsr import _compat
+
+    monkeypatch.setattr(_compat.TorchBackend, "values_are_cheap", lambda self, x: False)
+    target = _target("soft", (6, 5), torch.float32)
+    target[2, 3] = 1.5
+    weight = torch.ones(6, 5)
+    weight[2, 3] = 0.0
+    for reduction in ("mean", "sum", "none"):
+        loss, grad = _value_and_grad(
+            lambda z, r=reduction: lt.smooth_bce(z, target, weight=weight, reduction=r).sum(),
+            _logits((6, 5), torch.float32),
+        )
+        assert torch.isnan(loss) and torch.isnan(grad[2, 3]), reduction
