@@ -117,11 +117,16 @@ def _check_label_values(
         if ignore_index is not None:
             allowed += f" or ignore_index={ignore_index}"
         bad_values = labels[bad]
+        min_and_max = getattr(xp, "min_and_max", None)  # (values only: no grad warning)
+        low, high = (
+            min_and_max(bad_values)
+            if min_and_max is not None
+            else (xp.min(bad_values), xp.max(bad_values))
+        )
         raise ValueError(
             f"`{name}` must be {allowed} (binary or soft targets); "
             f"{int(xp.sum(xp.astype(bad, xp.int64)))} are not. "
-            f"Received: {name} with min={float(xp.min(bad_values))!r}, "
-            f"max={float(xp.max(bad_values))!r}"
+            f"Received: {name} with min={float(low)!r}, max={float(high)!r}"
         )
     return True
 

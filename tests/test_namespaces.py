@@ -182,27 +182,46 @@ def _check_inplace_sigmoid(f, asarray, to_numpy, rng, dtype):
     return problems + _differs("x afterwards", to_numpy(array), expected, dtype)
 
 
+def _unchanged(what: str, before: np.ndarray, after: Any) -> list[str]:
+    """A problem where an input was written to (the core passes the caller's arrays):
+    ``before`` is a copy the function did not see (``asarray`` may share memory)."""
+    if np.array_equal(before, np.asarray(after), equal_nan=before.dtype.kind == "f"):
+        return []
+    return [f"{what}: an input was modified"]
+
+
 def _check_add_scaled(f, asarray, to_numpy, rng, dtype):
-    """``x += alpha * y`` in place, for floating, integer and bool ``y``."""
+    """``x += alpha * y`` in place, for floating (also float16, as a half-precision
+    block's labels), integer and bool ``y``, which is left as it was."""
     problems = []
     x = rng.normal(size=(4, 6))
-    for y in (rng.normal(size=(4, 6)).astype(dtype), rng.uniform(size=(4, 6)) < 0.5):
-        array = asarray(x.astype(dtype))
-        result = f(array, asarray(y), -0.7)
+    for y in (
+        rng.normal(size=(4, 6)).astype(dtype),
+        rng.normal(size=(4, 6)).astype(np.float16),
+        rng.integers(0, 2, size=(4, 6)),
+        rng.uniform(size=(4, 6)) < 0.5,
+    ):
+        array, labels = asarray(x.astype(dtype)), asarray(y.copy())
+        result = f(array, labels, -0.7)
         if result is not array:
             problems.append(f"{y.dtype} y: returned a new array instead of x")
-        problems += _differs(f"{y.dtype} y", to_numpy(array), x - 0.7 * y, dtype)
+        expected = x - 0.7 * y.astype(np.float64)
+        problems += _differs(f"{y.dtype} y", to_numpy(array), expected, dtype)
+        problems += _unchanged(f"{y.dtype} y", y, to_numpy(labels))
     return problems
 
 
 def _check_min_and_max(f, asarray, to_numpy, rng, dtype):
-    """(min, max) of floating and integer arrays; both NaN where an element is NaN."""
+    """(min, max) of floating and integer arrays, which are left as they were; both NaN
+    where an element is NaN."""
     problems = []
     x = rng.normal(size=(4, 7))
     for what, values in (("floating", x.astype(dtype)), ("integer", (x * 10).astype(np.int64))):
-        low, high = f(asarray(values))
+        array = asarray(values.copy())
+        low, high = f(array)
         expected = np.array([values.min(), values.max()], dtype=np.float64)
         problems += _differs(what, np.array([to_numpy(low), to_numpy(high)]), expected, dtype)
+        problems += _unchanged(what, values, to_numpy(array))
     with_nan = x.astype(dtype)
     with_nan[2, 3] = np.nan
     low, high = f(asarray(with_nan))
@@ -217,10 +236,14 @@ def _softplus(x):
 
 def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
     """The sum of ``w [(1 - t) softplus(z) + r t softplus(-z)]``, ``t = scale y + shift``,
-    for finite logits: soft and bool labels, float and array ``scale``/``shift`` (one
-    shift per label), with and without weights; at infinite logits, where such a kernel
-    may compute ``0 * inf``, the one thing the core relies on: it never returns a finite
-    value other than the exact one (None, NaN or inf make the core compute it itself)."""
+    for finite logits: soft, bool and integer labels, float and array ``scale``/``shift``
+    (one shift per label), with and without weights, inputs left as they were. It may
+    decline (None) anything but float ``scale``/``shift`` without ``pos_weight``.
+    Without cancellation: targets of exactly 0 or 1 at large logits of the matching sign
+    (where ``softplus(z) - z`` and ``(1 - t) z + softplus(-z)`` round the loss away). At
+    infinite logits, where such a sum may compute ``0 * inf``, the one thing the core
+    relies on: it never returns a finite value other than the exact one (None, NaN or
+    inf make the core compute it itself)."""
     shape = (6, 5)
     z, soft = rng.normal(size=shape) * 4.0, rng.uniform(size=shape)
     soft[0, :2] = (0.0, 1.0)
@@ -233,7 +256,9 @@ def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
         (np.asarray(0.8), per_label, "0-d scale, shift per label"),
     )
     problems = []
-    for (scale, shift, how), y in itertools.product(smoothings, (soft, multi_hot)):
+    for (scale, shift, how), y in itertools.product(
+        smoothings, (soft, multi_hot, multi_hot.astype(np.int64))
+    ):
         t = scale * y + shift
         for w, r in ((None, None), (weight, None), (None, pos_weight), (weight, pos_weight)):
             expected = np.sum(
@@ -246,13 +271,29 @@ def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
                 "weight": None if w is None else asarray(w.astype(dtype)),
                 "pos_weight": None if r is None else asarray(r.astype(dtype)),
             }
-            labels = asarray(y) if y.dtype == bool else asarray(y.astype(dtype))
+            labels = y if y.dtype.kind in "bi" else y.astype(dtype)
+            logits = z.astype(dtype)
+            given_logits, given_labels = asarray(logits.copy()), asarray(labels.copy())
             what = f"{how}, {y.dtype} labels, weight={w is not None}, pos_weight={r is not None}"
-            result = f(asarray(z.astype(dtype)), labels, **given)
-            if result is None:
-                problems.append(f"{what}: declined plain finite inputs")
-            else:
+            result = f(given_logits, given_labels, **given)
+            problems += _unchanged(f"{what}: logits", logits, to_numpy(given_logits))
+            problems += _unchanged(f"{what}: labels", labels, to_numpy(given_labels))
+            if result is not None:
                 problems += _differs(what, to_numpy(result), expected, dtype)
+            elif isinstance(scale, float) and r is None:
+                problems.append(f"{what}: declined plain finite inputs")
+    # Hard targets at large logits of the matching sign: each costs softplus(-|z|).
+    for magnitude in (12.0, 16.0, 25.0, 40.0):
+        large = np.array([magnitude, -magnitude] * 4)
+        hard = (large > 0).astype(dtype)
+        expected = np.sum(_softplus(-np.abs(large)))
+        result = f(asarray(large.astype(dtype)), asarray(hard), scale=1.0, shift=0.0)
+        actual = None if result is None else float(to_numpy(result))
+        if actual is not None and not np.isclose(actual, expected, rtol=1e-4, atol=0.0):
+            problems.append(
+                f"hard targets at |z| = {magnitude}: {float(to_numpy(result))} instead of "
+                f"{expected} (cancellation)"
+            )
     infinite = np.array([np.inf, -np.inf, np.inf, -np.inf, 1.0])
     for labels, scale, shift, exact in (
         ([1.0, 0.0, 1.0, 0.0, 0.5], 1.0, 0.0, _softplus(1.0) / 2 + _softplus(-1.0) / 2),
@@ -494,16 +535,17 @@ class _NumPyExtensions:
 
     @staticmethod
     def add_scaled(x, y, alpha):
-        x += alpha * y
+        x += alpha * y.astype(x.dtype)  # (alpha * y in x's precision, as torch's add_)
         return x
 
     @staticmethod
     def sigmoid_cross_entropy_sum(z, y, *, scale=1.0, shift=0.0, weight=None, pos_weight=None):
-        # PyTorch's form, NaN at an infinite logit with the matching target (0 * inf).
+        # The core's form without its guard: NaN at an infinite logit whose slope is 0.
         t = scale * y + shift
         r = 1.0 if pos_weight is None else pos_weight
+        slope = np.where(z >= 0, 1.0 - t, -r * t)
         with np.errstate(invalid="ignore"):
-            loss = (1.0 - t) * z + (1.0 + (r - 1.0) * t) * _softplus(-z)
+            loss = (1.0 + (r - 1.0) * t) * _softplus(-np.abs(z)) + slope * z
         return np.sum(loss if weight is None else weight * loss)
 
 

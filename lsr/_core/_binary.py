@@ -199,14 +199,13 @@ def _fused_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) 
     targets are passed as the labels with ``t = (1 - eps) y + eps u``, so that no
     target array need be made.
 
-    Such a kernel computes the sum from ``(1 - t) z + softplus(-z)`` (PyTorch's
-    ``binary_cross_entropy_with_logits``) or ``softplus(z) - t z``: an element's rounding
-    error is up to about one unit in the last place of ``|z|`` (where ``_elementwise``
-    has none), and the value is NaN or inf at an infinite logit where ``_elementwise``
-    gives the exact one (``0 * inf = 0``). So its total is used only when it is finite,
-    which it is exactly when every logit is: reading it is one 0-d value, done only
-    where values are cheap (not under tracing, not on an accelerator). Otherwise the
-    elementwise form computes it."""
+    Such a sum is NaN or inf at an infinite logit, where ``_elementwise`` gives the exact
+    value (``0 * inf = 0``). So its total is used only when it is finite, which it is
+    exactly when every logit is: reading it is one 0-d value, done only where values are
+    cheap (not under tracing, not on an accelerator). Otherwise the elementwise form
+    computes it. (The protocol asks for a sum without cancellation: PyTorch's own
+    ``(1 - t) z + softplus(-z)`` or ``softplus(z) - t z`` would round away the loss of a
+    target of exactly 0 or 1 at a large logit of the matching sign.)"""
     fused = getattr(xp, "sigmoid_cross_entropy_sum", None)
     if fused is None or not values_are_cheap(logits):
         return None

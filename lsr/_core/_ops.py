@@ -44,7 +44,8 @@ EXTENSIONS = {
     "sigmoid_cross_entropy_sum": (
         "sigmoid_cross_entropy_sum(z, y, scale=, shift=, weight=, pos_weight=) -> "
         "sum w [(1 - t) softplus(z) + r t softplus(-z)] with t = scale y + shift (binary "
-        "loss; labels y of any real or bool dtype, no t-sized temporary), or None to decline"
+        "loss; labels y of any real or bool dtype; without cancellation: exact where t is 0 "
+        "or 1 at any logit), or None to decline"
     ),
 }
 

@@ -116,13 +116,21 @@ def _sigmoid_cross_entropy_sum(
     weight: torch.Tensor | None = None,
     pos_weight: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """The sigmoid cross-entropy with targets ``t = scale y + shift``, summed.
+    """The sigmoid cross-entropy with targets ``t = scale y + shift``, summed, for float
+    ``scale`` and ``shift`` and no ``pos_weight`` (else None: the core's elementwise form
+    computes it).
 
-    Without ``pos_weight``, for float ``scale`` and ``shift``: ``softplus(z) - t z``,
-    accumulated in place in one logits-sized temporary (the softplus), with neither a
-    target array nor the several temporaries of ``binary_cross_entropy_with_logits``
-    (on CPU each fresh logits-sized buffer can cost as much as the loss: the allocator
-    returns large ones to the system). Otherwise PyTorch's kernel on ``t``.
+    Each element's ``softplus(z) - t z`` is split into two non-negative terms, summed
+    apart, so that nothing cancels at any magnitude (a target of exactly 1 at a large
+    positive logit costs exactly ``softplus(-|z|)``, as the core's form does, where
+    ``softplus(z) - z`` or PyTorch's ``(1 - t) z + softplus(-z)`` round it away on one
+    side):
+
+        sum softplus(-|z|)  +  sum (max(z, 0) - t z)
+
+    both in one logits-sized temporary, with no target array (on the CPU each fresh
+    logits-sized buffer can cost as much as the loss: the allocator returns large ones
+    to the system, and their pages fault again).
 
     Declined (None) where autograd would record it (the core's own ops then carry the
     derivatives lsr defines, and the forward-mode ones), and for half precision, which
@@ -134,21 +142,22 @@ def _sigmoid_cross_entropy_sum(
         isinstance(x, torch.Tensor) and x.requires_grad for x in arrays
     ):
         return None
-    if logits.dtype in HALF:
+    if logits.dtype in HALF or pos_weight is not None:
         return None
-    if pos_weight is not None or not (isinstance(scale, float) and isinstance(shift, float)):
-        targets = labels.to(logits.dtype) * scale + shift
-        return torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, targets, weight, pos_weight=pos_weight, reduction="sum"
-        )
-    # (softplus(z) is z itself above z = 20, within one unit in the last place of z.)
-    loss = torch.nn.functional.softplus(logits)
-    if shift != 0.0:
-        loss.add_(logits, alpha=-shift)
-    loss.addcmul_(labels, logits, value=-scale)
+    if not (isinstance(scale, float) and isinstance(shift, float)):
+        return None
+    work = torch.abs(logits).neg_()
+    torch.ops.aten.softplus.out(work, 1.0, 20.0, out=work)  # softplus(-|z|), in place
     if weight is not None:
-        loss.mul_(weight)
-    return loss.sum()
+        work.mul_(weight)
+    total = work.sum()
+    torch.clamp_min(logits, 0.0, out=work)
+    if shift != 0.0:
+        work.add_(logits, alpha=-shift)
+    work.addcmul_(labels, logits, value=-scale)  # max(z, 0) - t z
+    if weight is not None:
+        work.mul_(weight)
+    return total + work.sum()
 
 
 def _add_scaled(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import math
 import warnings
 
 import pytest
@@ -651,7 +652,7 @@ def test_module_under_torch_compile_inductor():
     assert_close(grad, expected_grad, torch.float32)
     # Inductor's code: a target out of [0, 1] (NaN too) makes the loss and gradient NaN.
     for dtype, value in ((torch.float32, 1.5), (torch.float32, float("nan")), (torch.int64, 2)):
-        bad = target.to(dtype)
+        bad = target.to(dtype).clone()
         bad[1, 0, 2] = value
         loss, grad = _value_and_grad(
             lambda z, bad=bad: compiled(z, bad), _logits((3, 2, 4), torch.float32)
@@ -804,11 +805,11 @@ def test_the_eager_path_binds_no_signature_per_call(monkeypatch):
     torch.testing.assert_close(batched, one_by_one)
 
 
-def test_sum_and_mean_use_torchs_one_kernel_and_fall_back_at_infinite_logits(monkeypatch):
+def test_sum_and_mean_use_the_fused_sum_and_fall_back_at_infinite_logits(monkeypatch):
     """Eagerly on the CPU, "sum" and "mean" take the total from the torch namespace's
-    fused sum (``softplus(z) - t z`` in place; PyTorch's own kernel with ``pos_weight``);
-    where a logit is infinite it gives NaN (``0 * inf``), and the core computes the
-    exact value itself."""
+    fused sum (declined with ``pos_weight``: the core's form computes it); where a logit
+    is infinite it gives NaN (``0 * inf``), and the core computes the exact value
+    itself. Hard targets at large logits of the matching sign keep their small loss."""
     from lsr.torch import _namespace
 
     results = []
@@ -840,8 +841,16 @@ def test_sum_and_mean_use_torchs_one_kernel_and_fall_back_at_infinite_logits(mon
             pos_weight=pos_weight,
             reduction=reduction,
         )
-        assert len(results) == 1 and results[0] is not None
+        assert len(results) == 1 and (results[0] is None) == (pos_weight is not None)
         torch.testing.assert_close(loss, expected)
+    for dtype in (torch.float32, torch.float64):
+        large = torch.tensor([[16.0, -16.0, 40.0, -40.0]], dtype=dtype)
+        hard = (large > 0).to(dtype)
+        results.clear()
+        loss = lt.smooth_bce(large, hard, smoothing=0.0, reduction="sum")
+        assert len(results) == 1 and results[0] is not None
+        exact = 2 * (math.log1p(math.exp(-16.0)) + math.log1p(math.exp(-40.0)))
+        assert float(loss) == pytest.approx(exact, rel=1e-5), dtype
     # Target 1 at +inf and 0 at -inf cost 0 (PyTorch's own kernel: NaN).
     logits = torch.tensor([[float("inf"), float("-inf"), 0.5]], dtype=torch.float64)
     target = torch.tensor([[1.0, 0.0, 1.0]], dtype=torch.float64)
