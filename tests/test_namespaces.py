@@ -282,17 +282,21 @@ def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
                 problems += _differs(what, to_numpy(result), expected, dtype)
             elif isinstance(scale, float) and r is None:
                 problems.append(f"{what}: declined plain finite inputs")
-    # Hard targets at large logits of the matching sign: each costs softplus(-|z|).
-    for magnitude in (12.0, 16.0, 25.0, 40.0):
-        large = np.array([magnitude, -magnitude] * 4)
+    # Hard targets at large logits of the matching sign (t = 1 also as 0.9 * 1 + 0.1,
+    # smoothing towards 1): t = 1 and t = 0 cost exactly softplus(-|z|).
+    for magnitude, (scale, shift) in itertools.product(
+        (12.0, 16.0, 25.0, 40.0, -12.0, -16.0, -25.0, -40.0), ((1.0, 0.0), (0.9, 0.1))
+    ):
+        large = np.full(8, magnitude)
         hard = (large > 0).astype(dtype)
-        expected = np.sum(_softplus(-np.abs(large)))
-        result = f(asarray(large.astype(dtype)), asarray(hard), scale=1.0, shift=0.0)
+        t = scale * hard + shift
+        expected = np.sum((1.0 - t) * _softplus(large) + t * _softplus(-large))
+        result = f(asarray(large.astype(dtype)), asarray(hard), scale=scale, shift=shift)
         actual = None if result is None else float(to_numpy(result))
         if actual is not None and not np.isclose(actual, expected, rtol=1e-4, atol=0.0):
             problems.append(
-                f"hard targets at |z| = {magnitude}: {float(to_numpy(result))} instead of "
-                f"{expected} (cancellation)"
+                f"hard targets at |z| = {magnitude}, scale={scale}, shift={shift}: {actual} "
+                f"instead of {expected} (cancellation)"
             )
     infinite = np.array([np.inf, -np.inf, np.inf, -np.inf, 1.0])
     for labels, scale, shift, exact in (

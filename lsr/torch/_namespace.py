@@ -126,11 +126,13 @@ def _sigmoid_cross_entropy_sum(
     ``softplus(z) - z`` or PyTorch's ``(1 - t) z + softplus(-z)`` round it away on one
     side):
 
-        sum softplus(-|z|)  +  sum (max(z, 0) - t z)
+        sum softplus(-|z|)  +  k sum (leaky_relu(z, -shift / k) - (scale / k) y z)
 
-    both in one logits-sized temporary, with no target array (on the CPU each fresh
-    logits-sized buffer can cost as much as the loss: the allocator returns large ones
-    to the system, and their pages fault again).
+    with ``k = 1 - shift``: the second term is ``max(z, 0) - t z``, in two passes (a
+    target of 1 has ``scale / k = 1`` exactly, so it cancels to exactly 0 there). Both in
+    one logits-sized temporary, with no target array (on the CPU each fresh logits-sized
+    buffer can cost as much as the loss: the allocator returns large ones to the system,
+    and their pages fault again).
 
     Declined (None) where autograd would record it (the core's own ops then carry the
     derivatives lsr defines, and the forward-mode ones), and for half precision, which
@@ -144,20 +146,19 @@ def _sigmoid_cross_entropy_sum(
         return None
     if logits.dtype in HALF or pos_weight is not None:
         return None
-    if not (isinstance(scale, float) and isinstance(shift, float)):
+    if not (isinstance(scale, float) and isinstance(shift, float)) or shift >= 1.0:
         return None
-    work = torch.abs(logits).neg_()
-    torch.ops.aten.softplus.out(work, 1.0, 20.0, out=work)  # softplus(-|z|), in place
+    work = torch.abs(logits)
+    torch.ops.aten.softplus.out(work, -1.0, 20.0, out=work)  # -softplus(-|z|), in place
     if weight is not None:
         work.mul_(weight)
-    total = work.sum()
-    torch.clamp_min(logits, 0.0, out=work)
-    if shift != 0.0:
-        work.add_(logits, alpha=-shift)
-    work.addcmul_(labels, logits, value=-scale)  # max(z, 0) - t z
+    total = -work.sum()
+    keep = 1.0 - shift
+    torch.ops.aten.leaky_relu.out(logits, -shift / keep, out=work)
+    work.addcmul_(labels, logits, value=-scale / keep)
     if weight is not None:
         work.mul_(weight)
-    return total + work.sum()
+    return total + keep * work.sum()
 
 
 def _add_scaled(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
