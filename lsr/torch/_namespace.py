@@ -120,11 +120,11 @@ def _sigmoid_cross_entropy_sum(
     ``scale`` and ``shift`` and no ``pos_weight`` (else None: the core's elementwise form
     computes it).
 
-    Where every target is at most ``1 - 2**-6`` (``scale + shift``; smoothing towards
+    Where every target is at most ``1 - 2**-5`` (``scale + shift``; smoothing towards
     1/2 gives at most 0.95), each element's ``softplus(z) - t z`` in place in one
     temporary (four passes): it cancels only where ``t`` is near 1 at a large positive
-    logit, and there it keeps the loss to within ``ulp(z) / (1 - t)``, at most 64 units
-    in the last place of the loss. Elsewhere (a target of exactly 1, say), where that
+    logit, and there it keeps the loss to within about ``1.25 ulp(z) / (1 - t)``, under
+    64 units in the last place of the loss. Elsewhere (a target of exactly 1, say), where that
     form would round the loss away (8% off at z = 12, 0 from z = 16 in float32), as
     PyTorch's ``(1 - t) z + softplus(-z)`` does for a target of 0 at a large negative
     logit, two non-negative terms summed apart (six passes), exact where ``t`` is 0 or 1:
@@ -151,7 +151,7 @@ def _sigmoid_cross_entropy_sum(
         return None
     if not (isinstance(scale, float) and isinstance(shift, float)) or shift >= 1.0:
         return None
-    if scale + shift <= 1.0 - 2.0**-6:
+    if scale + shift <= 1.0 - 2.0**-5:
         # (threshold 40: above it softplus(z) = z to within exp(-40), below float64's
         # resolution of a loss of at least (1 - t) z.)
         work = torch.nn.functional.softplus(logits, threshold=40.0)
