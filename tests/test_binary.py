@@ -44,6 +44,16 @@ CASES = {
     ),
 }
 DEFAULTS = {"smoothing": 0.1, "prior": 0.5}
+_NO_OPTIONS = {
+    "smoothing": 0.1,
+    "prior": 0.5,
+    "axis": -1,
+    "weight": None,
+    "pos_weight": None,
+    "where": None,
+    "ignore_index": None,
+    "reduction": "mean",
+}
 
 
 def _arrays(backend, options):
@@ -97,6 +107,13 @@ def test_loss_and_gradient_match_the_reference(backend, case, reduction):
     scale = backend.asarray(cotangent) if reduction == "none" else cotangent
     grad = _core.binary_grad(z, y, denominator, scale, spec, xp=xp)
     np.testing.assert_allclose(backend.to_numpy(grad), expected_grad, rtol=1e-6, atol=1e-8)
+    # The same loss and gradient from one exponential (the sigmoid from the loss's exp).
+    both, both_denominator, unit_grad = _core.binary_loss_and_grad(z, y, spec, xp=xp)
+    assert_close(backend.to_numpy(both), expected, "float64")
+    assert float(both_denominator) == float(denominator)
+    np.testing.assert_allclose(
+        backend.to_numpy(unit_grad) * cotangent, expected_grad, rtol=1e-6, atol=1e-8
+    )
 
 
 def test_the_published_conventions(backend):
@@ -162,6 +179,17 @@ def test_reductions_with_infinite_logits_are_exact(backend, reduction):
     expected = reference.smooth_bce(z, y, smoothing=0.0, prior=0.5, reduction=reduction)
     assert np.isfinite(expected)
     assert_close(backend.to_numpy(got), expected, "float64")
+    # The one-exponential form too: the sigmoid is 1 at +inf, 0 at -inf (no NaN).
+    xp, logits, labels, spec = prepare_smooth_bce(
+        backend.asarray(z),
+        backend.asarray(y),
+        **{**_NO_OPTIONS, "smoothing": 0.0, "reduction": reduction},
+    )
+    both, _, grad = _core.binary_loss_and_grad(logits, labels, spec, xp=xp)
+    assert_close(backend.to_numpy(both), expected, "float64")
+    count = z.size if reduction == "mean" else 1
+    sigmoid = np.where(z >= 0, 1.0, np.exp(-np.abs(z))) / (1.0 + np.exp(-np.abs(z)))
+    assert_close(backend.to_numpy(grad), (sigmoid - y) / count, "float64")
     # Smoothed, the +inf logit carries target mass below 1: the loss is +inf.
     got = lsr.smooth_bce(backend.asarray(z), backend.asarray(y), smoothing=0.1, reduction=reduction)
     assert np.isposinf(backend.to_numpy(got))

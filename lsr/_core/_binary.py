@@ -46,6 +46,7 @@ __all__ = [
     "BinarySpec",
     "binary_grad",
     "binary_loss",
+    "binary_loss_and_grad",
     "blocked_binary_grad",
     "blocked_binary_loss",
     "smooth_binary_targets",
@@ -163,7 +164,15 @@ def _count(xp: Namespace, kept: Any, like: Array) -> Any:
 def _elementwise(
     xp: Namespace, logits: Array, labels: Array, spec: BinarySpec, kept: Any, invalid: Any
 ) -> Array:
-    """Each element's loss, ``w [(1 - y') softplus(z) + r y' softplus(-z)]``, as a sum of
+    """Each element's loss (``_elementwise_and_exp``'s)."""
+    return _elementwise_and_exp(xp, logits, labels, spec, kept, invalid)[0]
+
+
+def _elementwise_and_exp(
+    xp: Namespace, logits: Array, labels: Array, spec: BinarySpec, kept: Any, invalid: Any
+) -> tuple[Array, Array]:
+    """``(each element's loss, exp(-|z|))``: the loss
+    ``w [(1 - y') softplus(z) + r y' softplus(-z)]``, as a sum of
     two non-negative terms (no cancellation, exact for infinite logits too):
 
         m log1p(exp(-|z|)) + c z,   m = 1 + (r - 1) y',
@@ -171,14 +180,16 @@ def _elementwise(
 
     from ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` on either side of 0; ``c z`` is
     0 where ``c`` is (a term without target share costs nothing, even at an infinite
-    logit)."""
+    logit). ``exp(-|z|)`` (of the logits with left-out elements at 0) also gives the
+    sigmoid (``_sigmoid_from_exp``)."""
     if kept is not None:
         # Left-out elements' logits are replaced before anything multiplies them: an
         # infinite one there (padding) must not reach the gradients of the options (0 * inf).
         logits = xp.where(kept, logits, 0.0)
     target = _checked_targets(xp, labels, spec, logits, invalid)
     nonnegative = logits >= 0
-    log_term = xp.log1p(xp.exp(-xp.abs(logits)))
+    exp_minus_abs = xp.exp(-xp.abs(logits))
+    log_term = xp.log1p(exp_minus_abs)
     if spec.pos_weight is None:
         loss = log_term + _ops.times(xp, xp.where(nonnegative, 1.0 - target, -target), logits)
     else:
@@ -189,7 +200,14 @@ def _elementwise(
         # (With unchecked labels a weight of 0 keeps a NaN target's NaN: only an
         # infinite loss is replaced there.)
         loss = _ops.times(xp, spec.weight, loss, keep_nan=invalid is not None)
-    return _mask(xp, loss, kept, None)
+    return _mask(xp, loss, kept, None), exp_minus_abs
+
+
+def _sigmoid_from_exp(xp: Namespace, logits: Array, exp_minus_abs: Array) -> Array:
+    """``sigmoid(z)`` from ``e = exp(-|z|)``: ``1 / (1 + e)`` for ``z >= 0``, ``e / (1 + e)``
+    below (neither overflows; 1 at +inf, 0 at -inf). ``e`` is of the logits with
+    left-out elements at 0: the value there is finite and then masked out (a select)."""
+    return xp.where(logits >= 0, 1.0, exp_minus_abs) / (1.0 + exp_minus_abs)
 
 
 def _fused_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) -> Any:
@@ -247,6 +265,25 @@ def binary_loss(
     return _reduce(xp, loss, count, spec.reduction, all_reduce_sum)
 
 
+def binary_loss_and_grad(
+    logits: Array,
+    labels: Array,
+    spec: BinarySpec,
+    *,
+    xp: Namespace,
+) -> tuple[Array, Any, Array]:
+    """``(reduced loss, mean denominator, gradient for a unit cotangent)``: ``binary_loss``
+    and ``binary_grad(cotangent=1)`` from one exponential, the loss's ``exp(-|z|)``
+    giving the sigmoid too. For a framework whose compiler fuses the two into one pass
+    (XLA: the sigmoid's own exponential measured a third of the time at 4096 x 1000)."""
+    kept, invalid = _kept(xp, labels, spec, logits)
+    loss, exp_minus_abs = _elementwise_and_exp(xp, logits, labels, spec, kept, invalid)
+    total, denominator = _reduce(xp, loss, _count(xp, kept, logits), spec.reduction, None)
+    p = _sigmoid_from_exp(xp, logits, exp_minus_abs)
+    grad = binary_grad(logits, labels, denominator, 1.0, spec, xp=xp, sigmoid=p)
+    return total, denominator, grad
+
+
 def _reduce(
     xp: Namespace,
     loss: Array,
@@ -272,6 +309,7 @@ def binary_grad(
     xp: Namespace,
     in_place: bool = False,
     overwrite: bool = False,
+    sigmoid: Array | None = None,
 ) -> Array:
     """The gradient of ``binary_loss`` with respect to the logits, times ``cotangent``
     (0-d for "sum" and "mean", the logits' shape for "none"), in the compute dtype:
@@ -279,13 +317,16 @@ def binary_grad(
     (finite for infinite logits too). ``in_place``: the steps after the sigmoid update
     its result in place (not under autodiff of these ops), one logits-sized buffer
     instead of four. ``overwrite``: the logits are the caller's temporary, and the
-    sigmoid is taken in place in them too (with ``in_place``)."""
+    sigmoid is taken in place in them too (with ``in_place``). ``sigmoid``: the logits'
+    sigmoid, when the caller has it (``binary_loss_and_grad``)."""
     scale = cotangent
     if spec.reduction == "mean":
         scale = _ops.per_unit(xp, cotangent, denominator)
     kept, invalid = _kept(xp, labels, spec, logits)
     inplace_sigmoid = getattr(xp, "inplace_sigmoid", None)
-    if in_place and overwrite and inplace_sigmoid is not None:
+    if sigmoid is not None:
+        p = sigmoid
+    elif in_place and overwrite and inplace_sigmoid is not None:
         p = inplace_sigmoid(logits)
     else:
         p = _ops.sigmoid(xp, logits)

@@ -39,14 +39,15 @@ _DIFFERENTIABLE = ("smoothing", "prior", "weight", "pos_weight")
 def _smooth_bce_jvp(primals, tangents):
     logits, labels, spec = primals
     logits_dot, labels_dot, spec_dot = tangents
-    loss, denominator = _core.binary_loss(logits, labels, spec, xp=xp)
     if is_zero(logits_dot):
+        loss, _ = _core.binary_loss(logits, labels, spec, xp=xp)
         tangent_out = jnp.zeros_like(loss)
     else:
-        # The core's closed-form gradient with a unit cotangent per reduced value: for
-        # "none" it is d loss_i / d z_i elementwise, else d loss / d z. Reverse mode keeps
-        # just this gradient (one logits-sized array) as its residual.
-        grad = _core.binary_grad(logits, labels, denominator, 1.0, spec, xp=xp)
+        # The core's closed-form gradient with a unit cotangent per reduced value (from
+        # the loss's own exp(-|z|)): for "none" it is d loss_i / d z_i elementwise, else
+        # d loss / d z. Reverse mode keeps just this gradient (one logits-sized array)
+        # as its residual.
+        loss, _, grad = _core.binary_loss_and_grad(logits, labels, spec, xp=xp)
         tangent = grad * logits_dot
         tangent_out = tangent if spec.reduction == "none" else jnp.sum(tangent)
 

@@ -45,7 +45,8 @@ def _loss_given(logits: Any) -> Any:
 
 
 def _smooth_bce_with_gradient(logits: Any, labels: Any, spec: _core.BinarySpec) -> Any:
-    """``_core.binary_loss`` forward, ``_core.binary_grad`` backward for the logits.
+    """``_core.binary_loss`` forward, ``_core.binary_grad`` backward for the logits (in a
+    graph both from ``_core.binary_loss_and_grad``).
 
     Soft labels and array-valued ``weight``, ``pos_weight``, ``prior`` and ``smoothing``
     are inputs of the custom gradient too, so that their gradients are the same eagerly
@@ -62,12 +63,14 @@ def _smooth_bce_with_gradient(logits: Any, labels: Any, spec: _core.BinarySpec) 
         y, call = with_arguments(labels, spec, names, values)
         # What the tape would record here is never used (the custom gradient replaces it).
         with stop_recording():
-            loss, denominator = _core.binary_loss(z, y, call, xp=namespace)
-            # In a graph the gradient is made beside the loss (its ops are pruned when no
-            # gradient is asked for); eagerly only when a tape asks, in the backward pass.
-            unit_grad = (
-                None if eager else _core.binary_grad(z, y, denominator, 1.0, call, xp=namespace)
-            )
+            # In a graph the gradient is made beside the loss, from the loss's own
+            # exp(-|z|) (its ops are pruned when no gradient is asked for); eagerly only
+            # when a tape asks, in the backward pass.
+            unit_grad = None
+            if eager:
+                loss, denominator = _core.binary_loss(z, y, call, xp=namespace)
+            else:
+                loss, denominator, unit_grad = _core.binary_loss_and_grad(z, y, call, xp=namespace)
 
         def backward(upstream):
             grad = None
