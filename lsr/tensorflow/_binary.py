@@ -12,6 +12,7 @@ from lsr import _core
 from lsr._checks_binary import prepare_smooth_bce
 from lsr.tensorflow._gradients import (
     argument_gradients,
+    compiled_by_xla,
     first_order_only,
     may_need_gradient,
     refuse_forward_mode,
@@ -45,8 +46,8 @@ def _loss_given(logits: Any) -> Any:
 
 
 def _smooth_bce_with_gradient(logits: Any, labels: Any, spec: _core.BinarySpec) -> Any:
-    """``_core.binary_loss`` forward, ``_core.binary_grad`` backward for the logits (in a
-    graph both from ``_core.binary_loss_and_grad``).
+    """``_core.binary_loss`` forward, ``_core.binary_grad`` backward for the logits (under
+    XLA both from ``_core.binary_loss_and_grad``).
 
     Soft labels and array-valued ``weight``, ``pos_weight``, ``prior`` and ``smoothing``
     are inputs of the custom gradient too, so that their gradients are the same eagerly
@@ -56,6 +57,7 @@ def _smooth_bce_with_gradient(logits: Any, labels: Any, spec: _core.BinarySpec) 
     arguments = _differentiable_arguments(labels, spec)
     names = tuple(arguments)
     eager = tf.executing_eagerly()
+    xla = compiled_by_xla()
     logits_need_gradient = may_need_gradient(logits)
 
     @tf.custom_gradient
@@ -63,14 +65,18 @@ def _smooth_bce_with_gradient(logits: Any, labels: Any, spec: _core.BinarySpec) 
         y, call = with_arguments(labels, spec, names, values)
         # What the tape would record here is never used (the custom gradient replaces it).
         with stop_recording():
-            # In a graph the gradient is made beside the loss, from the loss's own
-            # exp(-|z|) (its ops are pruned when no gradient is asked for); eagerly only
-            # when a tape asks, in the backward pass.
+            # In a graph the gradient is made beside the loss (its ops are pruned when no
+            # gradient is asked for); under XLA from the loss's own exp(-|z|), which XLA
+            # fuses into one pass, while a graph run op by op is faster with one sigmoid
+            # op than with the three that share it. Eagerly only when a tape asks, in the
+            # backward pass.
             unit_grad = None
-            if eager:
-                loss, denominator = _core.binary_loss(z, y, call, xp=namespace)
-            else:
+            if xla:
                 loss, denominator, unit_grad = _core.binary_loss_and_grad(z, y, call, xp=namespace)
+            else:
+                loss, denominator = _core.binary_loss(z, y, call, xp=namespace)
+                if not eager:
+                    unit_grad = _core.binary_grad(z, y, denominator, 1.0, call, xp=namespace)
 
         def backward(upstream):
             grad = None

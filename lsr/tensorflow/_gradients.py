@@ -14,6 +14,7 @@ from lsr import _core
 __all__ = [
     "OPTIONS_WITH_GRADIENTS",
     "argument_gradients",
+    "compiled_by_xla",
     "differentiable_arguments",
     "first_order_only",
     "may_need_gradient",
@@ -42,6 +43,24 @@ except (ImportError, AttributeError):  # pragma: no cover - depends on the TF ve
     _possible_gradient_types = None
     _watched_by_a_tape = None
     _nested_tape_context = contextlib.nullcontext
+
+try:
+    # Whether a graph is compiled by XLA has no public form either (TensorFlow's own
+    # ops ask it this way). Without it the adapter takes the form that suits graphs.
+    from tensorflow.python.ops import control_flow_util as _control_flow_util
+
+    _in_xla_context = _control_flow_util.GraphOrParentsInXlaContext
+except (ImportError, AttributeError):  # pragma: no cover - depends on the TF version
+    _in_xla_context = None
+
+
+def compiled_by_xla() -> bool:
+    """Whether the graph being built is compiled by XLA (``tf.function(jit_compile=True)``,
+    Keras' ``jit_compile``): its fusions then compute what one pass can share only once,
+    where a graph run op by op pays for every extra op."""
+    if tf.executing_eagerly() or _in_xla_context is None:
+        return False
+    return bool(_in_xla_context(tf.compat.v1.get_default_graph()))
 
 
 @tf.custom_gradient

@@ -341,3 +341,35 @@ def test_out_of_range_labels_inside_tf_function_give_nan(jit, reduction):
         assert np.isfinite(np.delete(loss.numpy().ravel(), 2 * K + 3)).all()
     loss, grad = fn(logits, labels)
     assert np.isfinite(loss.numpy()).all() and np.isfinite(grad.numpy()).all()
+
+
+def test_the_one_exponential_form_is_taken_under_xla_only(monkeypatch):
+    """Under XLA the loss and gradient come from one exponential (XLA fuses them into one
+    pass); a graph run op by op keeps the one-op sigmoid; both agree."""
+    from lsr import _core
+
+    taken = []
+    real = _core.binary_loss_and_grad
+
+    def spy(*args, **kwargs):
+        taken.append(True)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_core, "binary_loss_and_grad", spy)
+    rng = np.random.default_rng(5)
+    logits = tf.constant(rng.normal(scale=3.0, size=(6, 5)))
+    labels = tf.constant((rng.uniform(size=(6, 5)) < 0.3).astype(np.float64))
+
+    def value_and_grad(z):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = lsr_tf.smooth_bce(z, labels, reduction="mean")
+        return loss, tape.gradient(loss, z)
+
+    results = {}
+    for jit in (False, True):
+        taken.clear()
+        results[jit] = tf.function(value_and_grad, jit_compile=jit)(logits)
+        assert taken == ([True] if jit else []), jit
+    for graph, xla in zip(results[False], results[True], strict=True):
+        np.testing.assert_allclose(xla.numpy(), graph.numpy(), rtol=1e-12, atol=1e-15)
