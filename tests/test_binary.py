@@ -44,6 +44,7 @@ CASES = {
     ),
 }
 DEFAULTS = {"smoothing": 0.1, "prior": 0.5}
+# check_smooth_bce's keywords at lsr.smooth_bce's defaults.
 _NO_OPTIONS = {
     "smoothing": 0.1,
     "prior": 0.5,
@@ -91,17 +92,7 @@ def test_loss_and_gradient_match_the_reference(backend, case, reduction):
     xp, z, y, spec = prepare_smooth_bce(
         logits,
         backend.asarray(labels),
-        **{
-            "smoothing": 0.1,
-            "prior": 0.5,
-            "axis": -1,
-            "weight": None,
-            "pos_weight": None,
-            "where": None,
-            "ignore_index": None,
-            "reduction": reduction,
-            **_arrays(backend, options),
-        },
+        **{**_NO_OPTIONS, "reduction": reduction, **_arrays(backend, options)},
     )
     _, denominator = _core.binary_loss(z, y, spec, xp=xp)
     scale = backend.asarray(cotangent) if reduction == "none" else cotangent
