@@ -91,22 +91,14 @@ class BinarySpec(Options):
     ARRAY_FIELDS: ClassVar[tuple[str, ...]] = BINARY_ARRAY_FIELDS
 
 
-def smooth_binary_targets(
-    labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array, in_place: bool = False
-) -> Array:
+def smooth_binary_targets(labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array) -> Array:
     """``y' = (1 - eps) y + eps u`` in the dtype of ``like`` (labels of any real or bool
-    dtype; integer labels equal to ``ignore_index`` give a value that is masked later).
-    ``in_place``: the sum is made in the product's temporary (not under autodiff of these
-    ops): one labels-sized array instead of two."""
+    dtype; integer labels equal to ``ignore_index`` give a value that is masked later)."""
     y = xp.astype(labels, like.dtype, copy=False)
     eps, u = spec.smoothing, spec.prior
     if isinstance(eps, float) and eps == 0.0:
         return y
-    target = (1.0 - eps) * y
-    if not in_place:
-        return target + eps * u
-    target += eps * u
-    return target
+    return (1.0 - eps) * y + eps * u
 
 
 def _kept(xp: Namespace, labels: Array, spec: BinarySpec, like: Array) -> tuple[Any, Any]:
