@@ -150,7 +150,9 @@ def check_label_range(
         return None
     if 0 in tuple(labels.shape):
         return False
-    low, high = xp.min(labels), xp.max(labels)
+    min_and_max = getattr(xp, "min_and_max", None)
+    # (One pass where the namespace has it.)
+    low, high = (xp.min(labels), xp.max(labels)) if min_and_max is None else min_and_max(labels)
     # Concrete labels closed over by a jitted function still reduce to a tracer.
     if not values_are_cheap(low):
         return None
@@ -482,11 +484,13 @@ def check_smooth_ce(
     confidence_penalty: float = 0.0,
     return_aux: bool = False,
     causal_shift: bool = False,
+    namespace: Any = None,
 ) -> tuple[Any, Any, Spec]:
     """Validate, then return ``(xp, labels, spec)``: what ``prepare_smooth_ce`` does
     without casting the logits to the compute dtype (for callers that convert them block
     by block). Dense ``labels`` come back in the compute dtype. ``causal_shift``: see
-    ``shift_to_next_token``."""
+    ``shift_to_next_token``. ``namespace``: the namespace to check with once the arrays
+    are known to be of one library (an adapter's, with its extensions), and to return."""
     if not isinstance(prior, str) and not hasattr(prior, "shape"):
         # (Before the namespace: a number or bool here is no array of another library.)
         fail_type(
@@ -500,6 +504,8 @@ def check_smooth_ce(
         None if isinstance(prior, str) else prior,
         smoothing if hasattr(smoothing, "shape") else None,
     )
+    if namespace is not None:
+        xp = namespace
     check_logits(xp, logits)
     if check_flag("causal_shift", causal_shift):
         labels, where = shift_to_next_token(xp, labels, where, ignore_index)

@@ -558,3 +558,69 @@ def test_one_pass_sum_and_sum_exp_only_beside_a_gradient():
     assert calls == [1]
     np.testing.assert_allclose(float(loss), expected, rtol=1e-12)
     assert grad.shape == logits.shape
+
+
+@pytest.mark.parametrize("kl", [False, True])
+@pytest.mark.parametrize(
+    ("layout", "prior", "weighted", "reduction"),
+    CONFIGS_IDS := [
+        (layout, prior, weighted, reduction)
+        for layout, dense, prior, weighted, reduction in CONFIGS
+        if not dense
+    ],
+)
+def test_log_softmax_pass_matches_the_pass_and_reference(
+    backend, layout, prior, weighted, reduction, kl
+):
+    """``log_softmax_loss_and_grad`` (rows shifted by their logsumexp; eager PyTorch's
+    path for small inputs) against the float64 reference and against the pass shifted by
+    the row maximum (``reduced_loss_and_grad``), gradients included, on every backend:
+    the namespace's fused ``log_softmax`` where it has one, the plain form elsewhere."""
+    shape, axis = layout
+    logits, labels, _ = _make_case(3, shape, axis, dense=False)
+    options = dict(
+        smoothing=0.2,
+        prior=_prior(prior),
+        axis=axis,
+        weight=WEIGHT if weighted else None,
+        reduction=reduction,
+        kl=kl,
+    )
+    expected = reference.smooth_ce(logits, labels, **options)
+    xp, z, y, spec = prepare_smooth_ce(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        ignore_index=None,
+        where=None,
+        **{
+            **options,
+            "prior": backend.asarray(PRIOR_VECTOR) if prior == "vector" else options["prior"],
+            "weight": backend.asarray(WEIGHT) if weighted else None,
+        },
+    )
+    assert _core.log_softmax_applies(spec)
+    loss, grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp)
+    pass_loss, pass_grad = _core.reduced_loss_and_grad(z, y, spec, xp=xp)
+    assert_close(backend.to_numpy(loss), expected, "float64")
+    assert_close(backend.to_numpy(loss), backend.to_numpy(pass_loss), "float64")
+    assert_close(backend.to_numpy(grad), backend.to_numpy(pass_grad), "float64")
+    only_loss, no_grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp, with_grad=False)
+    assert no_grad is None
+    assert_close(backend.to_numpy(only_loss), expected, "float64")
+
+
+def test_log_softmax_pass_applies_only_without_row_terms():
+    """The options that read more of a row than its log-softmax, or leave positions out,
+    take the pass shifted by the row maximum."""
+    spec = _core.Spec(num_classes=K, axis=1, smoothing=0.1)
+    assert _core.log_softmax_applies(spec)
+    for change in [
+        {"dense": True},
+        {"where": np.ones(3, dtype=bool)},
+        {"ignore_index": -100},
+        {"softcap": 30.0},
+        {"z_loss": 1e-4},
+        {"confidence_penalty": 0.1},
+        {"aux": True},
+    ]:
+        assert not _core.log_softmax_applies(spec.replace(**change)), change

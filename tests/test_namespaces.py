@@ -78,6 +78,25 @@ def _check_logsumexp(f, asarray, to_numpy, rng, dtype):
     return problems
 
 
+def _check_log_softmax(f, asarray, to_numpy, rng, dtype):
+    """A new array in the requested dtype, the input left as it was; rows of large
+    logits (+1000) are shifted, a row of all -inf gives NaN."""
+    z = _logits(rng, (3, 5, 4))
+    z[1] += 1000.0
+    problems = []
+    for axis in range(z.ndim):
+        given = asarray(z.astype(dtype))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            top = np.max(z, axis=axis, keepdims=True)
+            expected = (z - top) - np.log(np.sum(np.exp(z - top), axis=axis, keepdims=True))
+        result = f(given, axis=axis, dtype=given.dtype)
+        if result is given:
+            problems.append(f"axis={axis}: the input itself, not a new array")
+        problems += _differs(f"axis={axis}", to_numpy(result), expected, dtype)
+        problems += _differs(f"axis={axis}, input", to_numpy(given), z.astype(dtype), dtype)
+    return problems
+
+
 def _check_sum_and_sum_exp(f, asarray, to_numpy, rng, dtype):
     x = _logits(rng, (3, 5, 4))
     problems = []
@@ -323,6 +342,7 @@ def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
 
 CHECKS = {
     "logsumexp": _check_logsumexp,
+    "log_softmax": _check_log_softmax,
     "sum_and_sum_exp": _check_sum_and_sum_exp,
     "inplace_exp": _check_inplace_exp,
     "subtract_into": _check_subtract_into,
@@ -491,6 +511,13 @@ class _NumPyExtensions:
         return result if keepdims else np.squeeze(result, axis=axis)
 
     @staticmethod
+    def log_softmax(x, /, *, axis, dtype):
+        x = x.astype(dtype)
+        with np.errstate(invalid="ignore"):
+            shifted = x - np.max(x, axis=axis, keepdims=True)
+            return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+    @staticmethod
     def sum_and_sum_exp(x, /, *, axis):
         return np.sum(x, axis=axis), np.sum(np.exp(x), axis=axis, keepdims=True)
 
@@ -567,6 +594,12 @@ class _BrokenExtensions(_NumPyExtensions):
         with np.errstate(invalid="ignore"):
             result = np.log(np.sum(np.exp(x - top), axis=axis, keepdims=True)) + top
         return result if keepdims else np.squeeze(result, axis=axis)
+
+    @staticmethod
+    def log_softmax(x, /, *, axis, dtype):
+        # Unshifted: exp overflows for large logits.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return x - np.log(np.sum(np.exp(x), axis=axis, keepdims=True))
 
     @staticmethod
     def sum_and_sum_exp(x, /, *, axis):

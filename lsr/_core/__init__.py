@@ -45,6 +45,8 @@ from lsr._core._layouts import blocked_loss_and_grad, sharded_loss
 from lsr._core._loss import (
     AUX_NAMES,
     denominator_parts,
+    log_softmax_applies,
+    log_softmax_loss_and_grad,
     loss_and_grad,
     reduce,
     reduce_aux,
@@ -77,6 +79,8 @@ __all__ = [
     "estimate_prior",
     "index_dtype",
     "kept_positions",
+    "log_softmax_applies",
+    "log_softmax_loss_and_grad",
     "logsumexp",
     "loss_and_grad",
     "nan_where_out_of_range",

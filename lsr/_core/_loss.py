@@ -195,6 +195,23 @@ def p_log_p(xp: Namespace, sums: dict[str, Array]) -> Array:
     return _mean_shifted(xp, sums) - xp.log(xp.where(sum_exp == 0, 1.0, sum_exp))
 
 
+def _cross_entropy(
+    xp: Namespace, lse_s: Array | None, dot: Array, target: Array | None, targets: Targets
+) -> Array:
+    """``H(w q', softmax(z)) = M lse(s) - sum_k w_k q'_k s_k`` per position (class axis
+    removed; plus the target entropy for the KL form) from a pass's sums, for rows
+    shifted by any ``s = z - shift``: ``lse_s`` is ``lse(s)`` (None: 0, for ``s = log p``),
+    ``dot`` and ``target`` the sums of ``logit_sums`` (``target`` None for dense targets)."""
+    if target is None:
+        cross = dot
+    else:
+        cross = _ops.times(xp, targets.background, dot) + _ops.times(xp, targets.on_target, target)
+    loss = -cross if lse_s is None else _ops.times(xp, targets.mass, lse_s) - cross
+    if targets.spec.kl:
+        loss = loss + targets.entropy
+    return loss
+
+
 def combine(xp: Namespace, sums: dict[str, Array], targets: Targets) -> tuple[Array, Array]:
     """Each position's loss (class axis removed, masked) and lse (class axis kept) from
     the sums of ``logit_sums`` (for a sharded pass: added up over the shards).
@@ -207,14 +224,8 @@ def combine(xp: Namespace, sums: dict[str, Array], targets: Targets) -> tuple[Ar
     top = sums["row_max"]
     shifted_lse = xp.log(sums["sum_exp"])
     lse_s, dot = xp.squeeze(shifted_lse, axis=axis), xp.squeeze(sums["dot"], axis=axis)
-    if spec.dense:
-        cross = dot
-    else:
-        target = xp.squeeze(sums["target"], axis=axis)
-        cross = _ops.times(xp, targets.background, dot) + _ops.times(xp, targets.on_target, target)
-    loss = _ops.times(xp, targets.mass, lse_s) - cross
-    if spec.kl:
-        loss = loss + targets.entropy
+    target = None if spec.dense else xp.squeeze(sums["target"], axis=axis)
+    loss = _cross_entropy(xp, lse_s, dot, target, targets)
     if spec.z_loss:
         full_lse = lse_s + xp.squeeze(top, axis=axis)
         loss = loss + spec.z_loss * full_lse * full_lse
@@ -547,6 +558,57 @@ def reduced_loss_and_grad(
     if aux is not None and spec.aux:
         aux.update(reduce_aux(xp, per_position, targets, spec.reduction))
     return reduce(xp, loss, denominator, spec.reduction), grad
+
+
+def log_softmax_applies(spec: Spec) -> bool:
+    """Whether ``log_softmax_loss_and_grad`` computes this spec's loss: class ids, every
+    position kept (no ``where``, no id read as ``ignore_index``), and nothing that reads
+    more of a row than its log-softmax (no soft cap, z-loss, confidence penalty or
+    auxiliary output)."""
+    return not (
+        spec.dense
+        or spec.where is not None
+        or spec.ignore_index is not None
+        or spec.softcap is not None
+        or spec.z_loss
+        or spec.confidence_penalty
+        or spec.aux
+    )
+
+
+def log_softmax_loss_and_grad(
+    logits: Array, labels: Array, spec: Spec, *, xp: Namespace, with_grad: bool = True
+) -> tuple[Array, Array | None]:
+    """``reduced_loss_and_grad`` in fewer operations, for a spec where
+    ``log_softmax_applies``: the rows are shifted by their logsumexp rather than their
+    maximum, ``s = log softmax(z)`` (the namespace's fused ``log_softmax``, which also
+    converts half-precision logits), so that ``lse(s) = 0`` and ``exp(s)`` is the softmax
+    the gradient starts from, in place. The same targets, loss terms and gradient as the
+    pass above; for small inputs, where each operation's fixed cost is the time.
+
+    Exact where the loss is finite. A row with a NaN or +inf logit, or of all -inf, makes
+    ``s`` NaN (the loss is then not finite): there the caller takes the pass above, which
+    defines those rows' values (a finite gradient for a row of all -inf, for one).
+    Returns the reduced loss and, with ``with_grad``, the gradient of the reduced loss in
+    the compute dtype (for "none", row i is d loss_i / d z_i).
+    """
+    axis = spec.axis
+    log_p = _ops.log_softmax(xp, logits, axis, _ops.compute_dtype(xp, logits.dtype))
+    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=log_p)
+    vector = smoothing_vector(spec)
+    if vector is None:
+        dot = xp.sum(log_p, axis=axis)
+    else:
+        dot = _ops.dot_classes(xp, log_p, vector, axis)
+    target = xp.squeeze(xp.take_along_axis(log_p, targets.index, axis=axis), axis=axis)
+    loss = _cross_entropy(xp, None, dot, target, targets)
+    reduced = reduce(xp, targets.positions.mask(xp, loss), denominator, spec.reduction)
+    if not with_grad:
+        return reduced, None
+    targets.scale_by(scale, in_place=True)
+    inplace_exp = getattr(xp, "inplace_exp", None)
+    softmax = xp.exp(log_p) if inplace_exp is None else inplace_exp(log_p)
+    return reduced, gradient(xp, softmax, None, targets, lse=None, in_place=True)
 
 
 def _cotangent_scale(

@@ -17,6 +17,10 @@ from lsr._typing import Array, Namespace
 #: Optional namespace functions the core looks up with ``getattr(xp, name, None)``.
 EXTENSIONS = {
     "logsumexp": "logsumexp(x, axis=, keepdims=): fused, no logits-sized temporaries",
+    "log_softmax": (
+        "log_softmax(x, axis=, dtype=) -> x - logsumexp(x) in ``dtype`` (x converted in the "
+        "same op), one fused op"
+    ),
     "sum_and_sum_exp": "sum_and_sum_exp(x, axis=) -> (sum(x), sum(exp(x), keepdims)) in one pass",
     "inplace_exp": "inplace_exp(x) -> x, with x[...] = exp(x)",
     "subtract_into": "subtract_into(out, x1, x2) -> out, with out[...] = x1 - x2",
@@ -179,6 +183,17 @@ def logsumexp(xp: Namespace, z: Array, axis: int) -> Array:
         return fused(z, axis=axis, keepdims=True)
     top = row_max(xp, z, axis)
     return xp.log(xp.sum(xp.exp(z - top), axis=axis, keepdims=True)) + top
+
+
+def log_softmax(xp: Namespace, z: Array, axis: int, dtype: Any) -> Array:
+    """``z - logsumexp(z)`` over ``axis``, in ``dtype`` (a new array): the namespace's one
+    fused op where it has one. A row of all -inf (or with +inf or NaN) gives NaN."""
+    fused = getattr(xp, "log_softmax", None)
+    if fused is not None:
+        return fused(z, axis=axis, dtype=dtype)
+    z = xp.astype(z, dtype, copy=False)
+    shifted = z - xp.max(z, axis=axis, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
 def per_unit(xp: Namespace, value: Any, denominator: Any) -> Any:

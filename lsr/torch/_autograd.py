@@ -8,6 +8,8 @@
 * ``SmoothCEFused``: eager PyTorch's fast path; the forward pass computes the loss and
   the gradient together over blocks of rows (``lsr._core.blocked_loss_and_grad``) into
   one logits-sized buffer that backward scales in place.
+* ``SmoothCESmall``: the same for small inputs on the CPU, from
+  ``lsr._core.log_softmax_loss_and_grad`` (about half the operations), with one output.
 
 Which one a call takes is decided in ``lsr.torch._functional.smooth_ce``; the helpers
 below tell it what PyTorch is doing (autocast, forward mode, batched cotangents).
@@ -27,13 +29,16 @@ from lsr.torch._namespace import xp
 
 __all__ = [
     "BLOCK_ELEMENTS",
+    "SMALL_ELEMENTS",
     "SmoothCE",
     "SmoothCEFused",
+    "SmoothCESmall",
     "SmoothCEWithJvp",
     "is_batched",
     "needs_autograd_through_core",
     "nested_forward_mode",
     "row_blocks",
+    "small_loss_and_grad",
     "without_autocast",
 ]
 
@@ -307,20 +312,92 @@ class SmoothCEFused(torch.autograd.Function):
             _, _, _, grad = _blocked_loss_and_grad(
                 logits, labels, weight, named["smoothing"], named["prior"], ctx.options, True
             )
-        axis, reduction = ctx.options.axis, ctx.options.reduction
-        # Under autograd.grad(..., is_grads_batched=True) this backward runs under vmap
-        # with a batch of cotangents: the gradient is then one product per cotangent, a
-        # new tensor (the buffer cannot be scaled in place by a batch, nor read by .item()).
-        batched = is_batched(grad_loss)
-        if reduction == "none":
-            scale = grad_loss.unsqueeze(axis).to(grad.dtype)
-        elif batched or grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
-            # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
-            scale = grad_loss.to(grad.dtype)
-        else:
-            return grad, None, None, None, None, None, None
-        grad = grad * scale if batched else grad.mul_(scale)
+        grad = times_cotangent(grad, grad_loss, ctx.options.axis, ctx.options.reduction)
         return grad, None, None, None, None, None, None
+
+
+def times_cotangent(grad: torch.Tensor, grad_loss: torch.Tensor, axis: int, reduction: str):
+    """The gradient of the reduced loss (for "none", of each position's loss) times the
+    loss's cotangent, in place in ``grad`` (a buffer of the fused paths, theirs to hand
+    over)."""
+    # Under autograd.grad(..., is_grads_batched=True) this backward runs under vmap
+    # with a batch of cotangents: the gradient is then one product per cotangent, a
+    # new tensor (the buffer cannot be scaled in place by a batch, nor read by .item()).
+    batched = is_batched(grad_loss)
+    if reduction == "none":
+        scale = grad_loss.unsqueeze(axis).to(grad.dtype)
+    elif batched or grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
+        # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
+        scale = grad_loss.to(grad.dtype)
+    else:
+        return grad
+    return grad * scale if batched else grad.mul_(scale)
+
+
+# Inputs of at most this many logits take ``SmoothCESmall`` (where its spec allows):
+# there the fixed cost of each operation, not the passes over memory, is the time.
+SMALL_ELEMENTS = 1 << 16
+
+
+def small_loss_and_grad(
+    logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, with_grad: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The reduced loss and (with ``with_grad``) its gradient in the logits' dtype, by
+    ``_core.log_softmax_loss_and_grad``; where that loss is not finite, by the blocked
+    pass, which defines the values of rows with non-finite logits."""
+    loss, grad = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=with_grad)
+    finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
+    if not finite:
+        loss, _, _, grad = _blocked_loss_and_grad(
+            logits, labels, spec.weight, spec.smoothing, spec.prior, spec, with_grad
+        )
+    elif grad is not None and grad.dtype != logits.dtype:
+        grad = grad.to(logits.dtype)
+    return loss, grad
+
+
+class SmoothCESmall(torch.autograd.Function):
+    """Eager PyTorch's path for small inputs on the CPU (at most ``SMALL_ELEMENTS``
+    logits) whose options ``_core.log_softmax_applies`` to and hold no tensor: the loss
+    and its gradient from ``small_loss_and_grad``, about half the operations of the
+    blocked pass, the gradient kept on ``ctx`` and handed over by backward as
+    ``SmoothCEFused`` does. One output and no saved logsumexp: at 256 x 10 the per-call
+    cost of autograd's bookkeeping is a fair part of the time.
+
+    A second backward (``retain_graph=True``) recomputes the gradient the same way; a
+    double backward (``create_graph=True``) takes it from ``_core.smooth_ce_grad``,
+    which autograd differentiates. Old-style ``forward(ctx, ...)``, as ``SmoothCEFused``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, spec, with_grad):
+        loss, grad = small_loss_and_grad(logits, labels, spec, with_grad)
+        ctx.save_for_backward(logits, labels)
+        ctx.spec, ctx.fused_grad = spec, grad
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad, ctx.fused_grad = ctx.fused_grad, None
+        logits, labels = ctx.saved_tensors
+        spec = ctx.spec
+        if torch.is_grad_enabled():
+            compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+            _, denominator, _ = _core.reduction_scale(labels, spec, xp=xp, like=compute_logits)
+            grad = _core.smooth_ce_grad(
+                compute_logits,
+                labels,
+                None,
+                denominator,
+                grad_loss.to(compute_logits.dtype),
+                spec,
+                xp=xp,
+            )
+            return grad.to(logits.dtype), None, None, None
+        if grad is None:
+            # A second backward through a retained graph: the same computation again.
+            _, grad = small_loss_and_grad(logits, labels, spec, True)
+        return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None, None
 
 
 def needs_autograd_through_core(target, weight, smoothing, prior) -> bool:

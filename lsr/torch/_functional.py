@@ -18,6 +18,7 @@ from lsr import _core, _distill
 from lsr._aux import Aux, as_aux
 from lsr._checks import check_smooth_ce
 from lsr._validation import check_fraction, fail_type, fail_value
+from lsr.torch import _autograd as autograd
 from lsr.torch._arguments import (
     check_smoothing_type,
     check_tensor,
@@ -27,9 +28,11 @@ from lsr.torch._arguments import (
 from lsr.torch._autograd import (
     SmoothCE,
     SmoothCEFused,
+    SmoothCESmall,
     SmoothCEWithJvp,
     needs_autograd_through_core,
     nested_forward_mode,
+    small_loss_and_grad,
     without_autocast,
 )
 from lsr.torch._namespace import HALF, xp
@@ -160,6 +163,7 @@ def smooth_ce(
         confidence_penalty=confidence_penalty,
         return_aux=return_aux,
         causal_shift=causal_shift,
+        namespace=xp,
     )
     if spec.where is not None and spec.ignore_index is None and not dense and spec.checked:
         # causal_shift without an ignore_index made a mask. The ids were read
@@ -206,6 +210,16 @@ def smooth_ce(
             loss, _, _, *aux_values = SmoothCEWithJvp.apply(*arguments)
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
+            if (
+                input.device.type == "cpu"
+                and input.numel() <= autograd.SMALL_ELEMENTS
+                and _core.log_softmax_applies(spec)
+                and not spec.has_arrays()
+            ):
+                # (Such a spec asks for no auxiliary output.)
+                if with_grad:
+                    return SmoothCESmall.apply(input, labels, spec, with_grad)
+                return small_loss_and_grad(input, labels, spec, with_grad)[0]
             loss, _, _, _, *aux_values = SmoothCEFused.apply(*arguments, with_grad)
     # (Metrics: no gradient flows through them.)
     return (loss, Aux(*(value.detach() for value in aux_values))) if spec.aux else loss

@@ -51,6 +51,11 @@ def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torc
     return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
 
+def _log_softmax(x: torch.Tensor, /, *, axis: int, dtype: torch.dtype) -> torch.Tensor:
+    # (The conversion to ``dtype`` happens inside the kernel: no converted copy of x.)
+    return torch.log_softmax(x, axis, dtype=dtype)
+
+
 def _add_matmul(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
     return out.addmm_(x1, x2)
 
@@ -198,6 +203,7 @@ xp = types.SimpleNamespace(
         "broadcast_to": _broadcast_to,
         "squeeze": _squeeze,
         "logsumexp": _logsumexp,
+        "log_softmax": _log_softmax,
         "add_along_axis": _add_along_axis,
         "take_along_axis": _take_along_axis,
         "inplace_exp": _inplace_exp,

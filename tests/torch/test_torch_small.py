@@ -1,0 +1,129 @@
+"""Eager PyTorch's path for small inputs (``SmoothCESmall``: the core's
+``log_softmax_loss_and_grad``) against the blocked pass on the same inputs, edges
+included: the two must give the same values and gradients, NaN where the other has NaN."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import lsr.torch as lt
+from lsr.torch import _autograd as autograd
+from tests.backends import assert_close
+
+INF = math.inf
+NAN = math.nan
+
+
+def _edge_logits(dtype: torch.dtype) -> torch.Tensor:
+    """Rows a caller can send: ordinary, masked classes (-inf), a row of all -inf, +inf,
+    NaN, large magnitudes, and ties."""
+    rows = [
+        [0.5, -1.0, 2.0, 0.0, 1.0],
+        [-INF, 3.0, -INF, 0.0, 1.0],
+        [-INF, -INF, -INF, -INF, -INF],
+        [INF, 0.0, 1.0, 2.0, 3.0],
+        [NAN, 0.0, 1.0, 2.0, 3.0],
+        [1e4, -1e4, 0.0, 3e3, 1e4],
+        [2.0, 2.0, 2.0, 2.0, 2.0],
+    ]
+    return torch.tensor(rows, dtype=torch.float64).to(dtype)
+
+
+def _loss_and_grad(logits, target, small, monkeypatch, **options):
+    monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 1 << 16 if small else 0)
+    leaf = logits.detach().requires_grad_()
+    loss = lt.smooth_ce(leaf, target, **options)
+    path = type(loss.grad_fn).__name__
+    cotangent = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+    (grad,) = torch.autograd.grad(loss, leaf, cotangent)
+    return loss.detach(), grad, path
+
+
+def _assert_same(small, blocked, dtype):
+    assert torch.equal(small.isnan(), blocked.isnan())
+    assert torch.equal(small.isinf(), blocked.isinf())
+    finite = small.isfinite()
+    assert_close(small[finite], blocked[finite], dtype)
+
+
+# One row at a time, and all rows together (the non-finite rows then make the reduced
+# loss NaN or inf, and the whole call takes the blocked pass).
+ROWS = [[i] for i in range(7)] + [list(range(7))]
+
+
+@pytest.mark.parametrize("rows", ROWS, ids=lambda rows: "-".join(map(str, rows)))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"smoothing": 0.1},
+        {"smoothing": 0.0},
+        {"smoothing": 1.0},
+        {"smoothing": 0.3, "prior": "others"},
+        {"smoothing": 0.2, "kl": True},
+    ],
+    ids=["eps0.1", "eps0", "eps1", "others", "kl"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_small_path_matches_the_blocked_pass_at_the_edges(
+    rows, reduction, options, dtype, monkeypatch
+):
+    logits = _edge_logits(dtype)[rows]
+    target = torch.tensor([0, 1, 2, 3, 1, 0, 4])[rows]
+    small_loss, small_grad, small_path = _loss_and_grad(
+        logits, target, True, monkeypatch, reduction=reduction, **options
+    )
+    loss, grad, path = _loss_and_grad(
+        logits, target, False, monkeypatch, reduction=reduction, **options
+    )
+    assert (small_path, path) == ("SmoothCESmallBackward", "SmoothCEFusedBackward")
+    _assert_same(small_loss, loss, dtype)
+    _assert_same(small_grad.float(), grad.float(), dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(256, 10), (64, 1000), (1, 2), (3, 2)])
+def test_small_path_matches_pytorch(shape, dtype):
+    """Against ``F.cross_entropy(label_smoothing=)`` of the float32 logits."""
+    generator = torch.Generator().manual_seed(sum(shape))
+    logits = (3 * torch.randn(shape, generator=generator)).to(dtype)
+    target = torch.randint(0, shape[1], shape[:1], generator=generator)
+    leaf = logits.detach().requires_grad_()
+    loss = lt.smooth_ce(leaf, target, smoothing=0.1)
+    assert type(loss.grad_fn).__name__ == "SmoothCESmallBackward"
+    loss.backward()
+    reference = logits.detach().float().requires_grad_()
+    expected = F.cross_entropy(reference, target, label_smoothing=0.1)
+    expected.backward()
+    assert loss.dtype == torch.float32 and leaf.grad.dtype == dtype
+    assert_close(loss.detach(), expected.detach(), torch.float32)
+    assert_close(leaf.grad.float(), reference.grad.to(dtype).float(), dtype)
+
+
+def test_small_path_second_backward_and_double_backward():
+    """A retained graph's second backward gives the same gradient bit for bit; a double
+    backward differentiates the gradient (gradgradcheck in float64)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 4, dtype=torch.float64, generator=generator, requires_grad=True)
+    target = torch.tensor([0, 1, 2, 3, 0, 1])
+    loss = lt.smooth_ce(logits, target, smoothing=0.2)
+    assert type(loss.grad_fn).__name__ == "SmoothCESmallBackward"
+    (first,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    (second,) = torch.autograd.grad(loss, logits)
+    assert torch.equal(first, second)
+
+    def loss_fn(z):
+        return lt.smooth_ce(z, target, smoothing=0.2, reduction="sum")
+
+    assert torch.autograd.gradgradcheck(loss_fn, (logits,))
+
+
+def test_small_path_errors_are_the_same():
+    """Bad labels are caught by the same validation before the small path runs."""
+    logits = torch.randn(4, 3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"class ids .* Received: labels with min=3, max=3"):
+        lt.smooth_ce(logits, torch.tensor([0, 1, 2, 3]))
