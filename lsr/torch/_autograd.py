@@ -35,6 +35,7 @@ __all__ = [
     "SmoothCESmall",
     "SmoothCEWithJvp",
     "is_batched",
+    "is_small",
     "needs_autograd_through_core",
     "nested_forward_mode",
     "row_blocks",
@@ -339,8 +340,21 @@ def times_cotangent(grad: torch.Tensor, grad_loss: torch.Tensor, axis: int, redu
 SMALL_ELEMENTS = 1 << 16
 
 
+def is_small(logits: torch.Tensor, axis: int) -> bool:
+    """Whether ``SmoothCESmall`` is the faster path for these logits (CPU only).
+
+    Besides the size: PyTorch's CPU ``log_softmax`` (torch 2.13) runs a class axis of
+    fewer than 16 classes at about 0.1 microseconds per position more than a wider one
+    (forward + backward at 4096 x 12: 712 against 310 at 4096 x 16, and against 488 for
+    the blocked pass), so with few classes only up to 1024 positions take it."""
+    if logits.device.type != "cpu" or logits.numel() > SMALL_ELEMENTS:
+        return False
+    num_classes = logits.shape[axis]
+    return num_classes >= 16 or logits.numel() <= 1024 * num_classes
+
+
 def small_loss_and_grad(
-    logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, with_grad: bool
+    logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, *, with_grad: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The reduced loss and (with ``with_grad``) its gradient in the logits' dtype, by
     ``_core.log_softmax_loss_and_grad``; where that loss is not finite, by the blocked
@@ -357,12 +371,12 @@ def small_loss_and_grad(
 
 
 class SmoothCESmall(torch.autograd.Function):
-    """Eager PyTorch's path for small inputs on the CPU (at most ``SMALL_ELEMENTS``
-    logits) whose options ``_core.log_softmax_applies`` to and hold no tensor: the loss
-    and its gradient from ``small_loss_and_grad``, about half the operations of the
-    blocked pass, the gradient kept on ``ctx`` and handed over by backward as
-    ``SmoothCEFused`` does. One output and no saved logsumexp: at 256 x 10 the per-call
-    cost of autograd's bookkeeping is a fair part of the time.
+    """Eager PyTorch's path for small inputs on the CPU (``is_small``) whose options
+    ``_core.log_softmax_applies`` to and hold no tensor: the loss and its gradient from
+    ``small_loss_and_grad``, about half the operations of the blocked pass, the gradient
+    kept on ``ctx`` and handed over by backward as ``SmoothCEFused`` does. One output and
+    no saved logsumexp: at 256 x 10 the per-call cost of autograd's bookkeeping is a fair
+    part of the time.
 
     A second backward (``retain_graph=True``) recomputes the gradient the same way; a
     double backward (``create_graph=True``) takes it from ``_core.smooth_ce_grad``,
@@ -370,8 +384,8 @@ class SmoothCESmall(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, spec, with_grad):
-        loss, grad = small_loss_and_grad(logits, labels, spec, with_grad)
+    def forward(ctx, logits, labels, spec):
+        loss, grad = small_loss_and_grad(logits, labels, spec, with_grad=True)
         ctx.save_for_backward(logits, labels)
         ctx.spec, ctx.fused_grad = spec, grad
         return loss
@@ -393,11 +407,11 @@ class SmoothCESmall(torch.autograd.Function):
                 spec,
                 xp=xp,
             )
-            return grad.to(logits.dtype), None, None, None
+            return grad.to(logits.dtype), None, None
         if grad is None:
             # A second backward through a retained graph: the same computation again.
-            _, grad = small_loss_and_grad(logits, labels, spec, True)
-        return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None, None
+            _, grad = small_loss_and_grad(logits, labels, spec, with_grad=True)
+        return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None
 
 
 def needs_autograd_through_core(target, weight, smoothing, prior) -> bool:

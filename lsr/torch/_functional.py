@@ -211,15 +211,14 @@ def smooth_ce(
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
             if (
-                input.device.type == "cpu"
-                and input.numel() <= autograd.SMALL_ELEMENTS
+                autograd.is_small(input, spec.axis)
                 and _core.log_softmax_applies(spec)
                 and not spec.has_arrays()
             ):
                 # (Such a spec asks for no auxiliary output.)
                 if with_grad:
-                    return SmoothCESmall.apply(input, labels, spec, with_grad)
-                return small_loss_and_grad(input, labels, spec, with_grad)[0]
+                    return SmoothCESmall.apply(input, labels, spec)
+                return small_loss_and_grad(input, labels, spec, with_grad=False)[0]
             loss, _, _, _, *aux_values = SmoothCEFused.apply(*arguments, with_grad)
     # (Metrics: no gradient flows through them.)
     return (loss, Aux(*(value.detach() for value in aux_values))) if spec.aux else loss
