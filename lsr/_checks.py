@@ -137,6 +137,15 @@ def _without(shape: tuple, axis: int) -> tuple:
     return tuple(shape[:axis]) + tuple(shape[axis + 1 :])
 
 
+def value_range(xp: Namespace, values: Any) -> tuple[Any, Any]:
+    """``(min, max)`` of every element as 0-d arrays: in one pass where the namespace has
+    ``min_and_max`` (NaN in both for a NaN element), else ``min`` and ``max``."""
+    min_and_max = getattr(xp, "min_and_max", None)
+    if min_and_max is None:
+        return xp.min(values), xp.max(values)
+    return min_and_max(values)
+
+
 def check_label_range(
     xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None, name: str = "labels"
 ) -> bool | None:
@@ -150,9 +159,7 @@ def check_label_range(
         return None
     if 0 in tuple(labels.shape):
         return False
-    min_and_max = getattr(xp, "min_and_max", None)
-    # (One pass where the namespace has it.)
-    low, high = (xp.min(labels), xp.max(labels)) if min_and_max is None else min_and_max(labels)
+    low, high = value_range(xp, labels)
     # Concrete labels closed over by a jitted function still reduce to a tracer.
     if not values_are_cheap(low):
         return None

@@ -16,6 +16,7 @@ from lsr._checks import (
     index_labels,
     is_floating_dtype,
     matchable_ignore_index,
+    value_range,
 )
 from lsr._checks import is_integer_dtype as _is_integer_dtype
 from lsr._compat import array_namespace, values_are_cheap
@@ -117,12 +118,7 @@ def _check_label_values(
         if ignore_index is not None:
             allowed += f" or ignore_index={ignore_index}"
         bad_values = labels[bad]
-        min_and_max = getattr(xp, "min_and_max", None)  # (values only: no grad warning)
-        low, high = (
-            min_and_max(bad_values)
-            if min_and_max is not None
-            else (xp.min(bad_values), xp.max(bad_values))
-        )
+        low, high = value_range(xp, bad_values)  # (min_and_max: values only, no grad warning)
         raise ValueError(
             f"`{name}` must be {allowed} (binary or soft targets); "
             f"{int(xp.sum(xp.astype(bad, xp.int64)))} are not. "
@@ -139,9 +135,8 @@ def _all_in_unit_interval(xp: Namespace, labels: Any) -> bool:
     (NaN exactly when a label is NaN, or when both infinities are there, which the range
     rejects too), whichever way a library's min and max treat NaN; an isnan pass would
     write a labels-sized mask."""
-    min_and_max = getattr(xp, "min_and_max", None)
-    if min_and_max is not None:
-        low, high = min_and_max(labels)
+    if getattr(xp, "min_and_max", None) is not None:
+        low, high = value_range(xp, labels)
         return float(low) >= 0 and float(high) <= 1
     if not _is_integer_dtype(xp, labels.dtype) and bool(xp.isnan(xp.sum(labels))):
         return False

@@ -180,7 +180,10 @@ def _elementwise_and_exp(
         logits = xp.where(kept, logits, 0.0)
     target = _checked_targets(xp, labels, spec, logits, invalid)
     nonnegative = logits >= 0
-    exp_minus_abs = xp.exp(-xp.abs(logits))
+    # exp(-|z|) as a select on the same side test as the slope below, not through abs:
+    # its derivative at z = 0 is then that of the branch taken, whatever a framework
+    # makes of abs'(0) (the second derivative at 0 depends on it).
+    exp_minus_abs = xp.exp(xp.where(nonnegative, -logits, logits))
     log_term = xp.log1p(exp_minus_abs)
     if spec.pos_weight is None:
         loss = log_term + _ops.times(xp, xp.where(nonnegative, 1.0 - target, -target), logits)

@@ -234,6 +234,25 @@ def test_forward_mode_and_hessian_match_the_formula():
     _close(hessian, expected, np.float64)
 
 
+def test_hessian_at_zero_logits_matches_the_formula():
+    """At z = 0 exactly (where |z| has no derivative) the second derivative is the
+    sigmoid's slope, 1/4 per unit of target mass. (jax 0.10 takes abs'(0) = 1, so this
+    held before the loss's exp(-|z|) became a select too; it guards against a rule that
+    gives 0 there.)"""
+    logits, labels = _inputs(seed=9)
+    logits = logits.at[0, ::2].set(0.0)
+    for pos_weight in (1.0, 3.0):
+        hessian = jax.hessian(
+            lambda z, r=pos_weight: lsr.jax.smooth_bce(
+                z[0], labels[0], smoothing=0.1, pos_weight=jnp.full((K,), r), reduction="sum"
+            )
+        )(logits)
+        expected = jax.hessian(
+            lambda z, r=pos_weight: _formula(z[0], labels[0], 0.1, 0.5, 1.0, r, "sum")
+        )(logits)
+        _close(hessian, expected, np.float64)
+
+
 def test_a_traced_smoothing_and_prior_do_not_recompile():
     logits, labels = _inputs(seed=8)
     traces = []
