@@ -153,8 +153,9 @@ def check_label_range(
 
     Returns None where the values could not be read (nothing was checked), else whether
     some label equals ``ignore_index``. The labels' minimum and maximum settle the usual
-    case (every id in range) in two reductions; the elementwise test runs only when one
-    of them is outside [0, K) or ``ignore_index`` lies between them."""
+    cases (every id in range; or ``ignore_index`` outside [0, K) at one end and the
+    other ids in range) in one or two reductions; the elementwise test runs only when
+    neither does (and to name the bad ids in the error)."""
     if not values_are_cheap(labels):
         return None
     if 0 in tuple(labels.shape):
@@ -168,6 +169,12 @@ def check_label_range(
         if ignore_index is None or not low <= ignore_index <= high:
             return False
         return ignore_index in (low, high) or bool(xp.any(labels == ignore_index))
+    if ignore_index is not None and ignore_index in (low, high):
+        # The usual padding or void label (-100, 255) outside [0, K) is the minimum or
+        # the maximum: the other ids' range is one more reduction.
+        low, high = value_range(xp, xp.where(labels == ignore_index, 0, labels))
+        if 0 <= int(low) and int(high) < num_classes:
+            return True
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
         bad = bad & (labels != ignore_index)

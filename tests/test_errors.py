@@ -55,6 +55,13 @@ def test_labels_out_of_range(case):
         lsr.smooth_ce(logits, backend.asarray(np.array([-100, -1, 2])), ignore_index=-100)
     # The ignore_index itself is fine.
     lsr.smooth_ce(logits, backend.asarray(np.array([-100, 0, 2])), ignore_index=-100)
+    # ignore_index at one end of the range, a bad id at the other (the check's second
+    # reduction, over the ids that are not ignore_index, must see it).
+    with pytest.raises(ValueError, match=r"or ignore_index=-100.*1 do not.*min=4, max=4"):
+        lsr.smooth_ce(logits, backend.asarray(np.array([-100, 4, 2])), ignore_index=-100)
+    with pytest.raises(ValueError, match=r"or ignore_index=255.*1 do not.*min=-3, max=-3"):
+        lsr.smooth_ce(logits, backend.asarray(np.array([255, -3, 2])), ignore_index=255)
+    lsr.smooth_ce(logits, backend.asarray(np.array([255, 3, 2])), ignore_index=255)
 
 
 def test_label_shape_mismatch(case):

@@ -249,7 +249,12 @@ class Targets:
         self.background = eps * c
         self.on_target = o * target_weight
         total = values.get("weight_total", values.get("vector_total"))
-        self.mass = self.background * total + self.on_target
+        if spec.weight is None and spec.named_prior is not None:
+            # A smoothed distribution: its mass is 1 exactly (eps c K + o is 1 only up
+            # to rounding, and a mass of exactly 1 costs no multiplication).
+            self.mass = 1.0
+        else:
+            self.mass = self.background * total + self.on_target
         self.entropy = None
         if spec.kl:
             if spec.named_prior is not None:
@@ -317,7 +322,12 @@ class Targets:
             scale = ones * (scale if isinstance(scale, float) else xp.astype(scale, dtype))
             scale = xp.expand_dims(positions.mask(xp, scale), axis=axis)
         self.scale = scale
-        self.factor = _ops.expand(xp, self.mass, axis) * scale
+        mass = self.mass
+        self.factor = (
+            scale
+            if isinstance(mass, float) and mass == 1.0
+            else _ops.expand(xp, mass, axis) * scale
+        )
         if spec.dense:
             return
         vector = smoothing_vector(spec)
@@ -328,7 +338,11 @@ class Targets:
             self.background_vector = None
         else:
             self.background_vector = _ops.along_axis(xp, vector, self.like.ndim, axis)
-        correction = -(_ops.expand(xp, self.on_target, axis) * scale)
+        on_target = self.on_target
+        if isinstance(on_target, float):
+            correction = scale * -on_target
+        else:
+            correction = -(_ops.expand(xp, on_target, axis) * scale)
         if self.holds is not None:
             correction = xp.where(self.holds, correction, 0.0)
         if in_place and getattr(xp, "add_along_axis", None) is not None:
