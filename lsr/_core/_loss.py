@@ -562,11 +562,15 @@ def reduced_loss_and_grad(
 
 def log_softmax_applies(spec: Spec) -> bool:
     """Whether ``log_softmax_loss_and_grad`` computes this spec's loss: class ids, every
-    position kept (no ``where``, no id read as ``ignore_index``), and nothing that reads
-    more of a row than its log-softmax (no soft cap, z-loss, confidence penalty or
-    auxiliary output)."""
+    position kept (no ``where``, no id read as ``ignore_index``), no class weights, and
+    nothing that reads more of a row than its log-softmax (no soft cap, z-loss,
+    confidence penalty or auxiliary output). (Where every position has mass, a finite
+    loss means finite log-probabilities, so a finite loss is the whole condition for its
+    gradient to be the pass's: a class weight of 0 on the target, without smoothing,
+    would hide a row of +inf or all -inf from the loss but not from the gradient.)"""
     return not (
         spec.dense
+        or spec.weight is not None
         or spec.where is not None
         or spec.ignore_index is not None
         or spec.softcap is not None

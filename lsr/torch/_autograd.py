@@ -84,6 +84,23 @@ def _spec(static: _core.Spec, weight: Any, smoothing: Any, prior: Any) -> _core.
     return static.with_arrays((smoothing, prior, weight, None))
 
 
+def core_grad(logits, labels, lse, denominator, cotangent, spec: _core.Spec) -> torch.Tensor:
+    """``_core.smooth_ce_grad`` of the logits in the compute dtype (``lse`` None: the
+    core recomputes it, differentiably), outside autocast: ``backward()`` called inside
+    an autocast region runs under it too."""
+    with without_autocast(logits.device.type):
+        compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+        return _core.smooth_ce_grad(
+            compute_logits,
+            labels,
+            lse,
+            denominator,
+            cotangent.to(compute_logits.dtype),
+            spec,
+            xp=xp,
+        )
+
+
 class SmoothCE(torch.autograd.Function):
     """Forward through ``_core.smooth_ce``, backward through ``_core.smooth_ce_grad``.
 
@@ -144,23 +161,12 @@ class SmoothCE(torch.autograd.Function):
             ctx.plain_options, **dict(zip(ctx.tensor_options, tensor_values, strict=True))
         )
         spec = _spec(ctx.options, weight, options["smoothing"], options["prior"])
-        axis, reduction = spec.axis, spec.reduction
-        # backward() called inside an autocast region runs under it too.
-        with without_autocast(logits.device.type):
-            compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
-            grad = _core.smooth_ce_grad(
-                compute_logits,
-                labels,
-                # The saved logsumexp carries no graph: None has the core recompute it
-                # (of the capped logits, with a cap) when the gradient itself is to be
-                # differentiated.
-                None if recompute_lse else lse,
-                denominator,
-                cotangent.to(compute_logits.dtype),
-                spec,
-                xp=xp,
-            )
-        return grad, axis, reduction
+        # The saved logsumexp carries no graph: None has the core recompute it (of the
+        # capped logits, with a cap) when the gradient itself is to be differentiated.
+        grad = core_grad(
+            logits, labels, None if recompute_lse else lse, denominator, cotangent, spec
+        )
+        return grad, spec.axis, spec.reduction
 
     @staticmethod
     def backward(ctx, grad_loss, grad_lse, grad_denominator, *grad_aux):
@@ -347,7 +353,7 @@ def is_small(logits: torch.Tensor, axis: int) -> bool:
     fewer than 16 classes at about 0.1 microseconds per position more than a wider one
     (forward + backward at 4096 x 12: 712 against 310 at 4096 x 16, and against 488 for
     the blocked pass), so with few classes only up to 1024 positions take it."""
-    if logits.device.type != "cpu" or logits.numel() > SMALL_ELEMENTS:
+    if logits.device.type != "cpu" or not 0 < logits.numel() <= SMALL_ELEMENTS:
         return False
     num_classes = logits.shape[axis]
     return num_classes >= 16 or logits.numel() <= 1024 * num_classes
@@ -362,8 +368,9 @@ def small_loss_and_grad(
     loss, grad = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=with_grad)
     finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
     if not finite:
+        # (A spec without tensors: its static part is all of it.)
         loss, _, _, grad = _blocked_loss_and_grad(
-            logits, labels, spec.weight, spec.smoothing, spec.prior, spec, with_grad
+            logits, labels, None, spec.smoothing, spec.prior, spec.static(), with_grad
         )
     elif grad is not None and grad.dtype != logits.dtype:
         grad = grad.to(logits.dtype)
@@ -393,23 +400,19 @@ class SmoothCESmall(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss):
         grad, ctx.fused_grad = ctx.fused_grad, None
-        logits, labels = ctx.saved_tensors
         spec = ctx.spec
+        # (The saved logits and labels are read only where they are used: reading them
+        # checks that nothing changed them in place since the forward pass, which the
+        # usual backward, handing over the gradient made then, does not need.)
         if torch.is_grad_enabled():
-            compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
-            _, denominator, _ = _core.reduction_scale(labels, spec, xp=xp, like=compute_logits)
-            grad = _core.smooth_ce_grad(
-                compute_logits,
-                labels,
-                None,
-                denominator,
-                grad_loss.to(compute_logits.dtype),
-                spec,
-                xp=xp,
-            )
+            logits, labels = ctx.saved_tensors
+            # A mean's denominator: every position is kept and there are no weights.
+            denominator = labels.numel()
+            grad = core_grad(logits, labels, None, denominator, grad_loss, spec)
             return grad.to(logits.dtype), None, None
         if grad is None:
             # A second backward through a retained graph: the same computation again.
+            logits, labels = ctx.saved_tensors
             _, grad = small_loss_and_grad(logits, labels, spec, with_grad=True)
         return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None
 

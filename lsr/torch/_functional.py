@@ -18,7 +18,6 @@ from lsr import _core, _distill
 from lsr._aux import Aux, as_aux
 from lsr._checks import check_smooth_ce
 from lsr._validation import check_fraction, fail_type, fail_value
-from lsr.torch import _autograd as autograd
 from lsr.torch._arguments import (
     check_smoothing_type,
     check_tensor,
@@ -30,6 +29,7 @@ from lsr.torch._autograd import (
     SmoothCEFused,
     SmoothCESmall,
     SmoothCEWithJvp,
+    is_small,
     needs_autograd_through_core,
     nested_forward_mode,
     small_loss_and_grad,
@@ -211,7 +211,7 @@ def smooth_ce(
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
             if (
-                autograd.is_small(input, spec.axis)
+                is_small(input, spec.axis)
                 and _core.log_softmax_applies(spec)
                 and not spec.has_arrays()
             ):

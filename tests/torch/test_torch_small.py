@@ -122,8 +122,54 @@ def test_small_path_second_backward_and_double_backward():
     assert torch.autograd.gradgradcheck(loss_fn, (logits,))
 
 
-def test_small_path_errors_are_the_same():
-    """Bad labels are caught by the same validation before the small path runs."""
-    logits = torch.randn(4, 3, requires_grad=True)
-    with pytest.raises(ValueError, match=r"class ids .* Received: labels with min=3, max=3"):
-        lt.smooth_ce(logits, torch.tensor([0, 1, 2, 3]))
+BAD_CALLS = [
+    ({"target": torch.tensor([0, 1, 2, 3])}, ValueError),
+    ({"target": torch.tensor([0, 1, -1, 2])}, ValueError),
+    ({"target": torch.tensor([0.0, 1.0, 2.0, 1.0])}, ValueError),
+    ({"target": torch.tensor([0, 1, 2])}, ValueError),
+    ({"smoothing": 1.5}, ValueError),
+    ({"smoothing": math.nan}, ValueError),
+    ({"reduction": "avg"}, ValueError),
+    ({"prior": "others", "input": torch.randn(4, 1)}, ValueError),
+]
+
+
+@pytest.mark.parametrize(("change", "error"), BAD_CALLS)
+def test_small_path_errors_are_the_blocked_paths(change, error, monkeypatch):
+    """Bad input is refused by the same validation, with the same message, whichever
+    path the call would then take."""
+    arguments = {
+        "input": torch.randn(4, 3, requires_grad=True),
+        "target": torch.tensor([0, 1, 2, 1]),
+    }
+    arguments.update(change)
+    messages = []
+    for small in (True, False):
+        monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 1 << 16 if small else 0)
+        with pytest.raises(error) as raised:
+            lt.smooth_ce(**arguments)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1]
+    assert "Received:" in messages[0]
+
+
+@pytest.mark.parametrize("small", [True, False], ids=["small", "blocked"])
+def test_logits_changed_in_place_after_the_forward_pass(small, monkeypatch):
+    """The usual backward hands over the gradient made in the forward pass: changing
+    the (non-leaf) logits in place in between is allowed there, as on the blocked path
+    and as with ``F.cross_entropy``; a second backward, which recomputes from the saved
+    logits, then refuses with PyTorch's own error."""
+    monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 1 << 16 if small else 0)
+    leaf = torch.randn(4, 3, requires_grad=True)
+    logits = leaf * 1.0
+    target = torch.tensor([0, 1, 2, 1])
+    loss = lt.smooth_ce(logits, target, smoothing=0.1)
+    expected_grad = torch.autograd.grad(
+        F.cross_entropy(leaf * 1.0, target, label_smoothing=0.1), leaf
+    )[0]
+    with torch.no_grad():
+        logits.add_(1.0)
+    (grad,) = torch.autograd.grad(loss, leaf, retain_graph=True)
+    assert_close(grad, expected_grad, torch.float32)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(loss, leaf)
