@@ -351,7 +351,9 @@ class Targets:
                     self.index.shape, correction, dtype=dtype, device=device(self.like)
                 )
             else:
-                correction = xp.astype(xp.broadcast_to(correction, self.index.shape), dtype)
+                correction = xp.astype(
+                    xp.broadcast_to(correction, self.index.shape), dtype, copy=False
+                )
         self.correction = correction
 
     def softmax_factor(self, lse: Any) -> Any:
