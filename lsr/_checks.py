@@ -49,15 +49,28 @@ def _integer_bounds(xp: Namespace, dtype: DType) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def index_labels(xp: Namespace, labels: Any) -> Any:
+def index_labels(xp: Namespace, labels: Any, ignore_index: int | None = None) -> Any:
     """Integer labels in the namespace's index dtype (int64; int32 for JAX without x64).
 
     A narrow dtype cannot be compared with every class id or ``ignore_index`` as they
     are: as uint8, ``ignore_index=-100`` wraps to 156 (a real class) and K = 300 has ids
     the dtype cannot hold. Widened, a label equals ``ignore_index`` only when their
     values are equal.
+
+    An unsigned dtype wider than the index dtype's range (uint64 as int64, uint32 as
+    JAX's int32) would wrap its largest ids to negative ones, one of which could be
+    ``ignore_index`` (2**64 - 1 becomes -1): such ids become the index dtype's largest
+    value instead (one below it where that is ``ignore_index``), which is out of range
+    for every K, so they are refused, or NaN under tracing, never ignored.
     """
-    return cast(xp, labels, _core.index_dtype(xp, labels))
+    dtype = _core.index_dtype(xp, labels)
+    low, high = _integer_bounds(xp, labels.dtype)
+    labels = cast(xp, labels, dtype)
+    index_high = _integer_bounds(xp, dtype)[1]
+    if low == 0 and high > index_high:
+        ceiling = index_high - 1 if ignore_index == index_high else index_high
+        labels = xp.where(labels < 0, ceiling, labels)
+    return labels
 
 
 def matchable_ignore_index(xp: Namespace, ignore_index: int | None, dtype: DType) -> int | None:
@@ -592,7 +605,7 @@ def prepare_options(
                 "labels",
                 labels,
             )
-        labels = index_labels(xp, labels)
+        labels = index_labels(xp, labels, ignore_index)
         ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
         ignored = check_label_range(xp, labels, num_classes, ignore_index)
         checked = ignored is not None

@@ -266,7 +266,7 @@ def estimate_prior(
     ):
         fail_value("`pseudocount` must be a non-negative number.", "pseudocount", pseudocount)
     check_dtype_argument(xp, dtype)
-    labels = index_labels(xp, labels)
+    labels = index_labels(xp, labels, ignore_index)
     ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
     checked = check_label_range(xp, labels, num_classes, ignore_index) is not None
     if not pseudocount and checked:

@@ -57,6 +57,23 @@ def test_narrow_labels_with_more_classes_than_the_dtype_holds(backend):
         np.testing.assert_allclose(got, expected, rtol=2e-6)
 
 
+@pytest.mark.parametrize("ignore_index", [-1, -100])
+def test_wide_unsigned_ids_do_not_wrap_onto_ignore_index(backend, ignore_index):
+    """A uint64 id of 2**64 - 1 (2**32 - 1 where the backend keeps uint32) is no class:
+    it is refused, not read as -1 and ignored, nor as some other negative id."""
+    logits = _logits(3, 4)
+    labels = np.array([np.iinfo(np.uint64).max, 0, 1], dtype=np.uint64)
+    with pytest.raises(ValueError, match=r"class ids .* 1 do not"):
+        lsr.smooth_ce(backend.asarray(logits), backend.asarray(labels), ignore_index=ignore_index)
+    # An id in range of the same dtype is read as it is.
+    in_range = np.array([3, 0, 1], dtype=np.uint64)
+    got = _loss(backend, logits, in_range, ignore_index=ignore_index)
+    expected = reference.smooth_ce(
+        logits, in_range.astype(np.int64), smoothing=0.1, reduction="none"
+    )
+    np.testing.assert_allclose(got, expected, rtol=2e-6)
+
+
 def test_narrow_labels_in_smooth_labels_and_estimate_prior(backend):
     labels = np.array([5, 200, 200], np.uint8)
     targets = backend.to_numpy(
