@@ -622,3 +622,28 @@ def test_log_softmax_pass_applies_only_without_row_terms():
         {"aux": True},
     ]:
         assert not _core.log_softmax_applies(spec.replace(**change)), change
+
+
+def test_prior_vector_accepted_off_one_keeps_its_own_mass(backend):
+    """A prior vector is accepted when it sums to 1 within rounding, and is not
+    renormalised: the target's mass is then eps sum(pi) + 1 - eps, not 1 (the exact 1 is
+    taken for named priors only). Against the float64 reference and against the same
+    targets given as probabilities."""
+    num_classes = 10_000
+    prior = np.full(num_classes, (1.0 + 9e-5) / num_classes)
+    rng = np.random.default_rng(11)
+    logits = rng.normal(scale=3.0, size=(4, num_classes))
+    labels = rng.integers(0, num_classes, size=4)
+    options = dict(smoothing=0.5, reduction="none")
+    expected = reference.smooth_ce(logits, labels, prior=prior, **options)
+    ids = lsr.smooth_ce(
+        backend.asarray(logits), backend.asarray(labels), prior=backend.asarray(prior), **options
+    )
+    dense = lsr.smooth_ce(
+        backend.asarray(logits),
+        backend.asarray(np.eye(num_classes)[labels]),
+        prior=backend.asarray(prior),
+        **options,
+    )
+    assert_close(backend.to_numpy(ids), expected, "float64")
+    assert_close(backend.to_numpy(dense), expected, "float64")
