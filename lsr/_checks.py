@@ -64,6 +64,8 @@ def index_labels(xp: Namespace, labels: Any, ignore_index: int | None = None) ->
     for every K, so they are refused, or NaN under tracing, never ignored.
     """
     dtype = _core.index_dtype(xp, labels)
+    if labels.dtype == dtype:  # (the usual case: nothing to widen, nothing can wrap)
+        return labels
     low, high = _integer_bounds(xp, labels.dtype)
     labels = cast(xp, labels, dtype)
     index_high = _integer_bounds(xp, dtype)[1]

@@ -406,8 +406,7 @@ class SmoothCESmall(torch.autograd.Function):
         # usual backward, handing over the gradient made then, does not need.)
         if torch.is_grad_enabled():
             logits, labels = ctx.saved_tensors
-            # A mean's denominator: every position is kept and there are no weights.
-            denominator = labels.numel()
+            _, denominator, _ = _core.reduction_scale(labels, spec, xp=xp, like=logits)
             grad = core_grad(logits, labels, None, denominator, grad_loss, spec)
             return grad.to(logits.dtype), None, None
         if grad is None:
