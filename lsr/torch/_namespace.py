@@ -51,8 +51,26 @@ def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torc
     return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
 
+# Below this many classes, a CPU class axis that is innermost in memory is computed as
+# the outermost one (see ``_log_softmax``).
+_NARROW_CLASSES = 16
+
+
 def _log_softmax(x: torch.Tensor, /, *, axis: int, dtype: torch.dtype) -> torch.Tensor:
-    # (The conversion to ``dtype`` happens inside the kernel: no converted copy of x.)
+    """``torch.log_softmax`` in ``dtype`` (converted inside the kernel).
+
+    PyTorch's CPU kernel for a class axis that is innermost in memory (torch 2.13) takes
+    a slow path below 16 classes, about 15 nanoseconds per logit: 21 microseconds at
+    256 x 10, where 256 x 16 takes 4. Its kernel for an outer axis runs along the
+    contiguous positions instead. Such narrow logits are therefore computed with the
+    class axis moved to the front (one copy of the logits, made inside the op): 7
+    microseconds at 256 x 10, 36 against 156 at 2048 x 10. The result is a view with the
+    class axis outermost in memory; the values are the same function of the logits.
+    """
+    num_classes = x.shape[axis] if x.ndim else 1
+    if x.device.type == "cpu" and 1 < num_classes < _NARROW_CLASSES and x.stride(axis) == 1:
+        moved = torch.log_softmax(torch.movedim(x, axis, 0), 0, dtype=dtype)
+        return torch.movedim(moved, 0, axis)
     return torch.log_softmax(x, axis, dtype=dtype)
 
 
