@@ -349,14 +349,14 @@ SMALL_ELEMENTS = 1 << 16
 def is_small(logits: torch.Tensor, axis: int) -> bool:
     """Whether ``SmoothCESmall`` is the faster path for these logits (CPU only).
 
-    Besides the size: PyTorch's CPU ``log_softmax`` (torch 2.13) runs a class axis of
-    fewer than 16 classes at about 0.1 microseconds per position more than a wider one
-    (forward + backward at 4096 x 12: 712 against 310 at 4096 x 16, and against 488 for
-    the blocked pass), so with few classes only up to 1024 positions take it."""
+    Besides the size: with fewer than 16 classes only up to 2048 positions take it.
+    There its log-softmax moves the class axis (see ``lsr.torch._namespace``), and past
+    a few thousand rows the blocked pass is faster (forward + backward, 2 cores: 286
+    against 374 microseconds at 2048 x 10, 556 against 480 at 4096 x 12)."""
     if logits.device.type != "cpu" or not 0 < logits.numel() <= SMALL_ELEMENTS:
         return False
     num_classes = logits.shape[axis]
-    return num_classes >= 16 or logits.numel() <= 1024 * num_classes
+    return num_classes >= 16 or logits.numel() <= 2048 * num_classes
 
 
 def small_loss_and_grad(
@@ -372,8 +372,11 @@ def small_loss_and_grad(
         loss, _, _, grad = _blocked_loss_and_grad(
             logits, labels, None, spec.smoothing, spec.prior, spec.static(), with_grad
         )
-    elif grad is not None and grad.dtype != logits.dtype:
-        grad = grad.to(logits.dtype)
+    elif grad is not None and (grad.dtype != logits.dtype or grad.stride() != logits.stride()):
+        # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
+        # class axis outermost in memory: a gradient of other strides is a surprise, and
+        # ``.view`` fails on it).
+        grad = torch.empty_like(logits).copy_(grad)
     return loss, grad
 
 
