@@ -580,6 +580,21 @@ def log_softmax_applies(spec: Spec) -> bool:
     )
 
 
+def _sums_first(spec: Spec, targets: Targets) -> bool:
+    """Whether a reduced loss may be taken from sums over positions: a "sum" or "mean",
+    every position kept, and the same factors at every position (Python floats: one
+    smoothing, no class weights), without the KL form's additive entropy."""
+    positions = targets.positions
+    return (
+        spec.reduction != "none"
+        and not spec.kl
+        and positions.valid is None
+        and positions.out_of_range is None
+        and isinstance(targets.background, float)
+        and isinstance(targets.on_target, float)
+    )
+
+
 def log_softmax_loss_and_grad(
     logits: Array, labels: Array, spec: Spec, *, xp: Namespace, with_grad: bool = True
 ) -> tuple[Array, Array | None]:
@@ -600,13 +615,24 @@ def log_softmax_loss_and_grad(
     log_p = _ops.log_softmax(xp, logits, axis, _ops.compute_dtype(xp, logits.dtype))
     scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=log_p)
     vector = smoothing_vector(spec)
-    if vector is None:
-        dot = xp.sum(log_p, axis=axis)
+    target = xp.take_along_axis(log_p, targets.index, axis=axis)
+    if _sums_first(spec, targets):
+        # The loss is linear in the sums, with the same factors at every position: the
+        # sums over positions go through it once (three 0-d operations, not a handful
+        # of position-sized ones).
+        if vector is None:
+            dot = xp.sum(log_p)
+        else:
+            dot = xp.sum(_ops.dot_classes(xp, log_p, vector, axis))
+        total = _cross_entropy(xp, None, dot, xp.sum(target), targets)
+        reduced = total if spec.reduction == "sum" else _ops.per_unit(xp, total, denominator)
     else:
-        dot = _ops.dot_classes(xp, log_p, vector, axis)
-    target = xp.squeeze(xp.take_along_axis(log_p, targets.index, axis=axis), axis=axis)
-    loss = _cross_entropy(xp, None, dot, target, targets)
-    reduced = reduce(xp, targets.positions.mask(xp, loss), denominator, spec.reduction)
+        if vector is None:
+            dot = xp.sum(log_p, axis=axis)
+        else:
+            dot = _ops.dot_classes(xp, log_p, vector, axis)
+        loss = _cross_entropy(xp, None, dot, xp.squeeze(target, axis=axis), targets)
+        reduced = reduce(xp, targets.positions.mask(xp, loss), denominator, spec.reduction)
     if not with_grad:
         return reduced, None
     targets.scale_by(scale, in_place=True)
