@@ -535,6 +535,24 @@ def check_smooth_ce(
     )
     if namespace is not None:
         xp = namespace
+    options = (
+        smoothing,
+        prior,
+        axis,
+        ignore_index,
+        reduction,
+        kl,
+        z_loss,
+        softcap,
+        confidence_penalty,
+        return_aux,
+    )
+    key = None
+    if weight is None and where is None and causal_shift is False:
+        key = _known_options_key(xp, logits, labels, options)
+        known = _KNOWN_OPTIONS.get(key) if key is not None else None
+        if known is not None:
+            return xp, *known.labels_and_spec(xp, labels, ignore_index)
     check_logits(xp, logits)
     if check_flag("causal_shift", causal_shift):
         labels, where = shift_to_next_token(xp, labels, where, ignore_index)
@@ -556,7 +574,71 @@ def check_smooth_ce(
         confidence_penalty=confidence_penalty,
         return_aux=return_aux,
     )
+    if key is not None and not spec.dense:
+        if len(_KNOWN_OPTIONS) >= _KNOWN_OPTIONS_SIZE:
+            _KNOWN_OPTIONS.clear()
+        _KNOWN_OPTIONS[key] = _KnownOptions(xp, spec)
     return xp, labels, spec
+
+
+class _KnownOptions:
+    """The checked options of an earlier call, for a later one with the same static
+    arguments (``_known_options_key``): only the labels' values are left to check.
+
+    Every check of ``prepare_options`` that does not read the labels' values passed for
+    that key (the key holds everything they read: the shapes, the dtypes, the options
+    and their types), so a call with the same key checks only those values
+    (``check_label_range``), as ``prepare_options`` would. The specs it then returns
+    differ only in ``ignore_index`` and ``checked``, which depend on them.
+    """
+
+    def __init__(self, xp: Namespace, spec: Spec):
+        # (Holding the namespace keeps its id, part of the key, from being reused.)
+        self.xp, self.spec = xp, spec
+        self.variants: dict[tuple[Any, Any], Spec] = {}
+
+    def labels_and_spec(self, xp: Namespace, labels: Any, ignore_index: Any) -> tuple[Any, Spec]:
+        labels = index_labels(xp, labels, ignore_index)
+        matchable = matchable_ignore_index(xp, ignore_index, labels.dtype)
+        ignored = check_label_range(xp, labels, self.spec.num_classes, matchable)
+        variant = self.variants.get((matchable, ignored))
+        if variant is None:
+            # As prepare_options: no ignore_index once none is read, checked once read.
+            variant = self.spec.replace(
+                ignore_index=None if ignored is False else matchable, checked=ignored is not None
+            )
+            self.variants[(matchable, ignored)] = variant
+        return labels, variant
+
+
+#: The options of recent calls with class ids, none of them an array (a few dozen
+#: entries, each a spec without arrays: nothing that a caller can reach or change).
+_KNOWN_OPTIONS: dict[tuple, _KnownOptions] = {}
+_KNOWN_OPTIONS_SIZE = 64
+
+
+def _known_options_key(xp: Namespace, logits: Any, labels: Any, options: tuple) -> tuple | None:
+    """What the checks of a call whose options hold no array read, as a key of
+    ``_KNOWN_OPTIONS``; None where an option is an array or cannot be a key, and where
+    the labels' values cannot be read (under tracing the checks run as they are)."""
+    if hasattr(options[0], "shape") or not isinstance(options[1], str):
+        return None
+    if not values_are_cheap(labels):
+        return None
+    key = (
+        id(xp),
+        tuple(logits.shape),
+        logits.dtype,
+        tuple(labels.shape),
+        labels.dtype,
+        # (With each option's type: 1, 1.0 and True are equal keys, not equal options.)
+        *((type(value), value) for value in options),
+    )
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 def prepare_options(

@@ -229,7 +229,12 @@ class TorchBackend(Backend):
 
     def values_are_cheap(self, x: Any) -> bool:
         # On an accelerator, reading values would synchronize the device on every call.
-        return self.is_concrete(x) and x.device.type == "cpu"
+        # (is_concrete's tests, the device's first: on every eager call of the loss.)
+        return (
+            x.device.type == "cpu"
+            and not sys.modules["torch"].compiler.is_compiling()
+            and not self.is_functorch_wrapped(x)
+        )
 
     def may_carry_gradient(self, x: Any) -> bool:
         # Autograd records only tensors that require grad, with grad mode on (it is off

@@ -1,0 +1,71 @@
+"""Calls that repeat the options and shapes of an earlier one skip the checks that do not
+read the labels' values (``lsr._checks._KnownOptions``): on every selected backend, a
+repeated call must still refuse what a first call refuses, and give the first call's
+values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lsr
+from lsr import _checks
+from tests import reference
+
+
+def _logits(seed=0):
+    return np.random.default_rng(seed).normal(size=(6, 5)).astype(np.float32)
+
+
+def _loss(backend, logits, labels, **options):
+    value = lsr.smooth_ce(backend.asarray(logits), backend.asarray(labels), **options)
+    return backend.to_numpy(value)
+
+
+@pytest.mark.parametrize("bad", [5, -1, -100])
+def test_a_repeated_call_still_checks_the_label_values(backend, bad):
+    logits, labels = _logits(), np.array([0, 1, 2, 3, 4, 0])
+    for _ in range(2):  # (the second call finds the first one's options)
+        _loss(backend, logits, labels)
+    wrong = labels.copy()
+    wrong[3] = bad
+    with pytest.raises(ValueError, match="class ids"):
+        _loss(backend, logits, wrong)
+
+
+@pytest.mark.parametrize(
+    ("option", "good", "bad"),
+    [
+        ("kl", False, 0),
+        ("z_loss", 0.0, True),
+        ("smoothing", 1.0, True),
+        ("return_aux", False, 0),
+        ("reduction", "mean", "MEAN"),
+    ],
+)
+def test_a_repeated_call_still_checks_the_option_types(backend, option, good, bad):
+    """1 == 1.0 == True as keys: each option's type is part of what was checked."""
+    logits, labels = _logits(), np.array([0, 1, 2, 3, 4, 0])
+    for _ in range(2):
+        _loss(backend, logits, labels, **{option: good})
+    with pytest.raises((TypeError, ValueError)):
+        _loss(backend, logits, labels, **{option: bad})
+
+
+def test_ignored_and_kept_ids_alternate(backend):
+    """The same options with and without ids equal to ignore_index, in turn: each call
+    gets its own labels' values (the reference's), not an earlier call's."""
+    logits = _logits(1)
+    with_ignored = np.array([0, -100, 2, 3, -100, 1])
+    without = np.array([0, 4, 2, 3, 1, 1])
+    for labels in (with_ignored, without, with_ignored, without):
+        got = _loss(backend, logits, labels, reduction="mean", ignore_index=-100)
+        expected = reference.smooth_ce(logits, labels, smoothing=0.1, ignore_index=-100)
+        np.testing.assert_allclose(got, expected, rtol=2e-6)
+
+
+def test_the_record_of_known_options_stays_small(backend):
+    for classes in range(2, 2 + 2 * _checks._KNOWN_OPTIONS_SIZE):
+        logits = np.zeros((2, classes), np.float32)
+        _loss(backend, logits, np.array([0, 1]))
+    assert 0 < len(_checks._KNOWN_OPTIONS) <= _checks._KNOWN_OPTIONS_SIZE
