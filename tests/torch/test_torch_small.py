@@ -104,6 +104,25 @@ def test_small_path_matches_pytorch(shape, dtype):
     assert_close(leaf.grad.float(), reference.grad.to(dtype).float(), dtype)
 
 
+@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
+@pytest.mark.parametrize("shape", [(256, 10), (2048, 3), (64, 40)])
+def test_small_path_gradient_has_the_logits_layout(shape, transposed):
+    """``autograd.grad`` hands over the path's own gradient: it must have the logits'
+    strides (a narrow class axis is computed moved to the front), equal PyTorch's."""
+    generator = torch.Generator().manual_seed(shape[1])
+    logits = torch.randn(shape[::-1] if transposed else shape, generator=generator)
+    logits = (logits.T if transposed else logits).requires_grad_()
+    target = torch.randint(0, shape[1], shape[:1], generator=generator)
+    loss = lt.smooth_ce(logits, target, smoothing=0.1, reduction="sum")
+    assert type(loss.grad_fn).__name__ == "SmoothCESmallBackward"
+    (grad,) = torch.autograd.grad(loss, logits)
+    (expected,) = torch.autograd.grad(
+        F.cross_entropy(logits, target, label_smoothing=0.1, reduction="sum"), logits
+    )
+    assert grad.stride() == logits.stride()
+    assert_close(grad, expected, torch.float32)
+
+
 def test_small_path_second_backward_and_double_backward():
     """A retained graph's second backward gives the same gradient bit for bit; a double
     backward differentiates the gradient (gradgradcheck in float64)."""
