@@ -334,8 +334,16 @@ def gradient(
         factor = factor - targets.scale * penalty * (exp_dot / total)
     if sum_exp is not None:
         # A row of all -inf has no probability to spread (sum 0): its softmax term is 0
-        # (an ignored row's gradient is then exactly 0) instead of 0 / 0.
-        factor = factor / xp.where(sum_exp == 0, 1.0, sum_exp)
+        # (an ignored row's gradient is then exactly 0) instead of 0 / 0. Every other
+        # row's sum is at least 1 (its maximum's term is exp(0)), or NaN or +inf, so
+        # where nothing differentiates this (in place), max(sum, 1) is that guard in one
+        # arithmetic operation instead of a comparison and a select (PyTorch's CPU
+        # kernels take several times longer over booleans). Where autodiff may see it,
+        # the select stays: the derivative of max at a tie is split in half, and a sum
+        # of exactly 1 has a nonzero derivative where the shift carries none (a shard's
+        # pass shifted by the global maximum).
+        guarded = xp.maximum(sum_exp, 1.0) if in_place else xp.where(sum_exp == 0, 1.0, sum_exp)
+        factor = factor / guarded
     if in_place:
         exp_shifted *= factor
         grad = exp_shifted

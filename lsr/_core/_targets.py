@@ -107,8 +107,10 @@ class Positions:
         dtype = _ops.index_dtype(xp, like)
         if spec.checked:
             # (The ids were read when validated; inside an adapter's own jit they are
-            # traced again, and the mask then stays.)
-            if keep is not None:
+            # traced again, and the mask then stays.) A checked ``ignore_index`` is one
+            # that some id equals (validation drops it otherwise): only a ``where`` mask
+            # may then keep everything.
+            if keep is not None and spec.where is not None:
                 everything = xp.all(keep)
                 if values_are_cheap(everything) and bool(everything):
                     keep = None
@@ -287,6 +289,10 @@ class Targets:
         dtype = self.like.dtype
         if positions.valid is None:
             count: int | Array = _prod(self._position_shape())
+        elif hasattr(xp, "count_nonzero"):
+            # (One pass over the mask; a boolean converted to floats is a slow kernel in
+            # PyTorch on the CPU.)
+            count = xp.astype(xp.count_nonzero(positions.valid), dtype)
         else:
             count = xp.sum(xp.astype(positions.valid, dtype))
         if self.spec.weight is None or self.spec.dense:

@@ -336,6 +336,17 @@ def test_hessian_matches_autodiff_of_the_reference(options, dense):
     _close(hessian, expected, np.float64)
 
 
+def test_hessian_where_a_row_has_all_its_probability_on_one_class():
+    """A row whose other logits are far below its maximum: their exponentials underflow
+    to 0 and the row's sum of exp(z - max z) is exactly 1 (the bound of the core's guard
+    against a sum of 0); its Hessian is still autodiff's of the reference."""
+    logits = jnp.asarray([[0.0, -200.0, -200.0, -200.0], [0.5, -1.0, 2.0, 0.0]], jnp.float32)
+    labels = jnp.asarray([1, 2])
+    hessian = jax.jit(jax.hessian(lambda z: smooth_ce_mean(z, labels)))(logits)
+    expected = jax.hessian(lambda z: _jnp_reference(z, labels))(logits)
+    _close(hessian, expected, np.float32)
+
+
 def test_gradients_with_respect_to_soft_labels_weight_prior_and_smoothing():
     # Distillation (a teacher's soft targets), learned class weights, a learned prior,
     # and d loss / d epsilon: all through the core's forward pass, checked against JAX's
