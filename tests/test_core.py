@@ -606,6 +606,44 @@ def test_log_softmax_pass_matches_the_pass_and_reference(backend, layout, prior,
     assert_close(backend.to_numpy(only_loss), expected, "float64")
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_log_softmax_loss_alone_leaves_positions_out(backend, reduction):
+    """For the loss alone the log-softmax pass also takes ``ignore_index`` and ``where``:
+    left-out rows (one of them all -inf, one with NaN and +inf logits) give 0 and are not
+    counted, as the reference and the pass shifted by the row maximum say."""
+    logits, labels, _ = _make_case(5, (6, K), 1, dense=False)
+    logits[1] = -np.inf
+    logits[4, :2] = [np.nan, np.inf]
+    labels[1] = labels[4] = -100
+    where = np.array([True, True, True, False, True, True])
+    # (The reference of the same call with those rows' logits finite: left out, they
+    # count for nothing either way.)
+    finite = np.where(np.isfinite(logits), logits, 0.0)
+    expected = reference.smooth_ce(
+        finite, labels, smoothing=0.2, ignore_index=-100, where=where, reduction=reduction
+    )
+    xp, z, y, spec = prepare_smooth_ce(
+        backend.asarray(logits),
+        backend.asarray(labels),
+        smoothing=0.2,
+        prior="uniform",
+        axis=1,
+        ignore_index=-100,
+        weight=None,
+        where=backend.asarray(where),
+        reduction=reduction,
+    )
+    assert _core.log_softmax_applies(spec, with_grad=False)
+    assert not _core.log_softmax_applies(spec)
+    # (NumPy warns about the left-out rows' -inf - -inf and log(0) in the plain forms.)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        loss, grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp, with_grad=False)
+        pass_loss, _, _ = _core.smooth_ce(z, y, spec, xp=xp)
+    assert grad is None
+    assert_close(backend.to_numpy(loss), expected, "float64")
+    assert_close(backend.to_numpy(loss), backend.to_numpy(pass_loss), "float64")
+
+
 def test_log_softmax_pass_applies_only_without_row_terms():
     """The options that read more of a row than its log-softmax, or leave positions out,
     take the pass shifted by the row maximum."""

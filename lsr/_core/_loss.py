@@ -568,19 +568,22 @@ def reduced_loss_and_grad(
     return reduce(xp, loss, denominator, spec.reduction), grad
 
 
-def log_softmax_applies(spec: Spec) -> bool:
+def log_softmax_applies(spec: Spec, *, with_grad: bool = True) -> bool:
     """Whether ``log_softmax_loss_and_grad`` computes this spec's loss: class ids, every
     position kept (no ``where``, no id read as ``ignore_index``), no class weights, and
     nothing that reads more of a row than its log-softmax (no soft cap, z-loss,
     confidence penalty or auxiliary output). (Where every position has mass, a finite
     loss means finite log-probabilities, so a finite loss is the whole condition for its
     gradient to be the pass's: a class weight of 0 on the target, without smoothing,
-    would hide a row of +inf or all -inf from the loss but not from the gradient.)"""
+    would hide a row of +inf or all -inf from the loss but not from the gradient.)
+
+    For the loss alone (``with_grad`` False) positions may be left out: a left-out
+    row's loss is 0 whatever its logits (the mask selects), and every kept row has mass,
+    so a finite loss still means finite log-probabilities wherever they count."""
     return not (
         spec.dense
         or spec.weight is not None
-        or spec.where is not None
-        or spec.ignore_index is not None
+        or (with_grad and (spec.where is not None or spec.ignore_index is not None))
         or spec.softcap is not None
         or spec.z_loss
         or spec.confidence_penalty

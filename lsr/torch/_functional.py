@@ -212,7 +212,7 @@ def smooth_ce(
             with_grad = torch.is_grad_enabled() and input.requires_grad
             if (
                 is_small(input, spec.axis)
-                and _core.log_softmax_applies(spec)
+                and _core.log_softmax_applies(spec, with_grad=with_grad)
                 and not spec.has_arrays()
             ):
                 # (Such a spec asks for no auxiliary output.)

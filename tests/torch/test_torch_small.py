@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 import lsr.torch as lt
 from lsr.torch import _autograd as autograd
+from lsr.torch import _functional as functional
 from tests.backends import assert_close
 
 INF = math.inf
@@ -83,6 +84,34 @@ def test_small_path_matches_the_blocked_pass_at_the_edges(
     assert (small_path, path) == ("SmoothCESmallBackward", "SmoothCEFusedBackward")
     _assert_same(small_loss, loss, dtype)
     _assert_same(small_grad.float(), grad.float(), dtype)
+
+
+@pytest.mark.parametrize("ignored", [[], [2], [3, 4], [0, 1, 2, 3, 4, 5, 6]])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_loss_alone_with_ignored_rows_matches_the_blocked_pass(
+    ignored, reduction, dtype, monkeypatch
+):
+    """Without a gradient the small path also takes ``ignore_index``: the edge rows, some
+    of them ignored (the non-finite ones among them, or every row), give the blocked
+    pass's loss."""
+    logits = _edge_logits(dtype)
+    target = torch.tensor([0, 1, 2, 3, 1, 0, 4])
+    target[ignored] = -100
+    calls = []
+
+    def small_loss(*args, **kwargs):
+        calls.append(kwargs["with_grad"])
+        return autograd.small_loss_and_grad(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "small_loss_and_grad", small_loss)
+    losses = []
+    for small in (True, False):
+        monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 1 << 16 if small else 0)
+        with torch.no_grad():
+            losses.append(lt.smooth_ce(logits, target, smoothing=0.1, reduction=reduction))
+    assert calls == [False]  # (the small path, once)
+    _assert_same(*losses, dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
