@@ -36,6 +36,7 @@ FUNCTIONS = (
     "astype",
     "broadcast_to",
     "concat",
+    "count_nonzero",
     "cumulative_sum",
     "exp",
     "expand_dims",
@@ -225,6 +226,10 @@ class TensorFlowNamespace:
 
     def max(self, x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
         return tf.reduce_max(x, axis=_axes(axis), keepdims=keepdims)
+
+    def count_nonzero(self, x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
+        # (int64, the standard's default index dtype.)
+        return tf.math.count_nonzero(x, axis=_axes(axis), keepdims=keepdims, dtype=tf.int64)
 
     def min(self, x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
         return tf.reduce_min(x, axis=_axes(axis), keepdims=keepdims)
