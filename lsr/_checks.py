@@ -617,11 +617,17 @@ _KNOWN_OPTIONS: dict[tuple, _KnownOptions] = {}
 _KNOWN_OPTIONS_SIZE = 64
 
 
+_KEY_TYPES = frozenset({bool, int, float, str, type(None)})
+
+
 def _known_options_key(xp: Namespace, logits: Any, labels: Any, options: tuple) -> tuple | None:
     """What the checks of a call whose options hold no array read, as a key of
     ``_KNOWN_OPTIONS``; None where an option is an array or cannot be a key, and where
     the labels' values cannot be read (under tracing the checks run as they are)."""
-    if hasattr(options[0], "shape") or not isinstance(options[1], str):
+    # Only options of Python's immutable scalar types: an object that compares equal to
+    # itself after it changed (a mutable number hashed by identity, say) would get the
+    # spec made of its earlier value.
+    if not all(type(value) in _KEY_TYPES for value in options):
         return None
     if not values_are_cheap(labels):
         return None

@@ -5,6 +5,8 @@ values."""
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pytest
 
@@ -61,6 +63,37 @@ def test_ignored_and_kept_ids_alternate(backend):
     for labels in (with_ignored, without, with_ignored, without):
         got = _loss(backend, logits, labels, reduction="mean", ignore_index=-100)
         expected = reference.smooth_ce(logits, labels, smoothing=0.1, ignore_index=-100)
+        np.testing.assert_allclose(got, expected, rtol=2e-6)
+
+
+class _Schedule:
+    """A smoothing a training loop changes in place: a real number, hashed by identity."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __float__(self):
+        return float(self.value)
+
+    def __le__(self, other):
+        return float(self) <= other
+
+    def __ge__(self, other):
+        return float(self) >= other
+
+
+numbers.Real.register(_Schedule)
+
+
+def test_an_option_changed_in_place_is_read_again(backend):
+    """Equal to itself after it changed, such an object must not get the spec made of
+    its earlier value."""
+    logits, labels = _logits(2), np.array([0, 1, 2, 3, 4, 0])
+    smoothing = _Schedule(0.0)
+    for value in (0.0, 0.5, 0.9):
+        smoothing.value = value
+        got = _loss(backend, logits, labels, smoothing=smoothing, reduction="mean")
+        expected = reference.smooth_ce(logits, labels, smoothing=value)
         np.testing.assert_allclose(got, expected, rtol=2e-6)
 
 
