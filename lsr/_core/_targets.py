@@ -108,8 +108,10 @@ class Positions:
         if spec.checked:
             # (The ids were read when validated; inside an adapter's own jit they are
             # traced again, and the mask then stays.) A checked ``ignore_index`` is one
-            # that some id equals (validation drops it otherwise): only a ``where`` mask
-            # may then keep everything.
+            # that some id of the call equals (validation drops it otherwise), so the
+            # test that every position is kept is made for a ``where`` mask only. (A
+            # block of rows of a call may still hold no ignored id: its mask then keeps
+            # everything, correct and one select slower.)
             if keep is not None and spec.where is not None:
                 everything = xp.all(keep)
                 if values_are_cheap(everything) and bool(everything):
