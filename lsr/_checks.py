@@ -576,7 +576,13 @@ def check_smooth_ce(
     )
     if key is not None and not spec.dense:
         if len(_KNOWN_OPTIONS) >= _KNOWN_OPTIONS_SIZE:
-            _KNOWN_OPTIONS.clear()
+            # The oldest entry goes (a dict keeps its insertion order): many shapes, as
+            # sequences of varying length, still find their recent ones. (Another
+            # thread may change the dict meanwhile: then nothing goes this time.)
+            try:
+                _KNOWN_OPTIONS.pop(next(iter(_KNOWN_OPTIONS)), None)
+            except (RuntimeError, StopIteration):
+                pass
         _KNOWN_OPTIONS[key] = _KnownOptions(xp, spec)
     return xp, labels, spec
 
