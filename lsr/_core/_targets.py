@@ -291,12 +291,18 @@ class Targets:
         dtype = self.like.dtype
         if positions.valid is None:
             count: int | Array = _prod(self._position_shape())
-        elif hasattr(xp, "count_nonzero"):
-            # (One pass over the mask; a boolean converted to floats is a slow kernel in
-            # PyTorch on the CPU.)
-            count = xp.astype(xp.count_nonzero(positions.valid), dtype)
         else:
-            count = xp.sum(xp.astype(positions.valid, dtype))
+            if hasattr(xp, "count_nonzero"):
+                # (One pass over the mask; a boolean converted to floats is a slow
+                # kernel in PyTorch on the CPU.)
+                count = xp.astype(xp.count_nonzero(positions.valid), dtype)
+            else:
+                count = xp.sum(xp.astype(positions.valid, dtype))
+            if values_are_cheap(count):
+                # A Python number where reading it is cheap: the mean's scale is then one
+                # float, not a few 0-d operations (a select against a count of 0 among
+                # them) at every use.
+                count = int(count)
         if self.spec.weight is None or self.spec.dense:
             return count, None
         target_weight = self.target_weight  # one per position (there are weights)
