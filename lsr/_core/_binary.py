@@ -275,7 +275,9 @@ def binary_loss_and_grad(
     loss, exp_minus_abs = _elementwise_and_exp(xp, logits, labels, spec, kept, invalid)
     total, denominator = _reduce(xp, loss, _count(xp, kept, logits), spec.reduction, None)
     p = _sigmoid_from_exp(xp, logits, exp_minus_abs)
-    grad = binary_grad(logits, labels, denominator, 1.0, spec, xp=xp, sigmoid=p)
+    grad = binary_grad(
+        logits, labels, denominator, 1.0, spec, xp=xp, sigmoid=p, masks=(kept, invalid)
+    )
     return total, denominator, grad
 
 
@@ -305,6 +307,7 @@ def binary_grad(
     in_place: bool = False,
     overwrite: bool = False,
     sigmoid: Array | None = None,
+    masks: tuple[Any, Any] | None = None,
 ) -> Array:
     """The gradient of ``binary_loss`` with respect to the logits, times ``cotangent``
     (0-d for "sum" and "mean", the logits' shape for "none"), in the compute dtype:
@@ -313,11 +316,13 @@ def binary_grad(
     its result in place (not under autodiff of these ops), one logits-sized buffer
     instead of four. ``overwrite``: the logits are the caller's temporary, and the
     sigmoid is taken in place in them too (with ``in_place``). ``sigmoid``: the logits'
-    sigmoid, when the caller has it (``binary_loss_and_grad``)."""
+    sigmoid, when the caller has it (``binary_loss_and_grad``; with ``in_place`` it is
+    updated in place: a temporary of the caller's). ``masks``: ``_kept``'s result, when
+    the caller has it."""
     scale = cotangent
     if spec.reduction == "mean":
         scale = _ops.per_unit(xp, cotangent, denominator)
-    kept, invalid = _kept(xp, labels, spec, logits)
+    kept, invalid = _kept(xp, labels, spec, logits) if masks is None else masks
     inplace_sigmoid = getattr(xp, "inplace_sigmoid", None)
     if sigmoid is not None:
         p = sigmoid
