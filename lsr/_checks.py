@@ -520,6 +520,9 @@ def check_smooth_ce(
     by block). Dense ``labels`` come back in the compute dtype. ``causal_shift``: see
     ``shift_to_next_token``. ``namespace``: the namespace to check with once the arrays
     are known to be of one library (an adapter's, with its extensions), and to return."""
+    # Every argument but the arrays, by name: a parameter added to this signature is
+    # part of the known options' key without anything else to remember.
+    options = tuple((name, value) for name, value in locals().items() if name not in _NOT_KEYED)
     if not isinstance(prior, str) and not hasattr(prior, "shape"):
         # (Before the namespace: a number or bool here is no array of another library.)
         fail_type(
@@ -535,18 +538,6 @@ def check_smooth_ce(
     )
     if namespace is not None:
         xp = namespace
-    options = (
-        smoothing,
-        prior,
-        axis,
-        ignore_index,
-        reduction,
-        kl,
-        z_loss,
-        softcap,
-        confidence_penalty,
-        return_aux,
-    )
     key = None
     if weight is None and where is None and causal_shift is False:
         key = _known_options_key(xp, logits, labels, options)
@@ -624,6 +615,9 @@ _KNOWN_OPTIONS_SIZE = 64
 
 
 _KEY_TYPES = frozenset({bool, int, float, str, type(None)})
+# check_smooth_ce's arguments that are not options of the key: the arrays (and
+# causal_shift, which changes the labels: such a call is never looked up).
+_NOT_KEYED = frozenset({"logits", "labels", "weight", "where", "causal_shift", "namespace"})
 
 
 def _known_options_key(xp: Namespace, logits: Any, labels: Any, options: tuple) -> tuple | None:
@@ -633,7 +627,7 @@ def _known_options_key(xp: Namespace, logits: Any, labels: Any, options: tuple) 
     # Only options of Python's immutable scalar types: an object that compares equal to
     # itself after it changed (a mutable number hashed by identity, say) would get the
     # spec made of its earlier value.
-    if not all(type(value) in _KEY_TYPES for value in options):
+    if not all(type(value) in _KEY_TYPES for _, value in options):
         return None
     if not values_are_cheap(labels):
         return None
@@ -644,7 +638,7 @@ def _known_options_key(xp: Namespace, logits: Any, labels: Any, options: tuple) 
         tuple(labels.shape),
         labels.dtype,
         # (With each option's type: 1, 1.0 and True are equal keys, not equal options.)
-        *((type(value), value) for value in options),
+        *((name, type(value), value) for name, value in options),
     )
     try:
         hash(key)

@@ -5,6 +5,7 @@ values."""
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import numpy as np
@@ -102,3 +103,37 @@ def test_the_record_of_known_options_stays_small(backend):
         logits = np.zeros((2, classes), np.float32)
         _loss(backend, logits, np.array([0, 1]))
     assert len(_checks._KNOWN_OPTIONS) == _checks._KNOWN_OPTIONS_SIZE
+
+
+# Two valid values of each option of ``check_smooth_ce``: a new parameter must be added
+# here (the signature is compared with this table), and each is shown to change the spec
+# that a repeated call gets.
+OPTION_VALUES = {
+    "smoothing": (0.1, 0.25),
+    "prior": ("uniform", "others"),
+    "axis": (1, 0),
+    "ignore_index": (None, 7),
+    "reduction": ("mean", "sum"),
+    "kl": (False, True),
+    "z_loss": (0.0, 0.01),
+    "softcap": (None, 5.0),
+    "confidence_penalty": (0.0, 0.1),
+    "return_aux": (False, True),
+}
+
+
+def test_every_option_is_part_of_what_a_repeated_call_matches():
+    parameters = inspect.signature(_checks.check_smooth_ce).parameters
+    options = {name for name in parameters if name not in _checks._NOT_KEYED}
+    assert options == set(OPTION_VALUES)
+    logits = np.zeros((5, 5), np.float32)
+    labels = np.array([0, 1, 2, 3, 4])
+    base = {name: values[0] for name, values in OPTION_VALUES.items()}
+    for name, (_, other) in OPTION_VALUES.items():
+        changed = {**base, name: other}
+        for _ in range(2):  # (the second call finds the first one's options)
+            _checks.check_smooth_ce(logits, labels, weight=None, **base)
+        _, _, spec = _checks.check_smooth_ce(logits, labels, weight=None, **changed)
+        _checks._KNOWN_OPTIONS.clear()
+        _, _, expected = _checks.check_smooth_ce(logits, labels, weight=None, **changed)
+        assert spec == expected, name
