@@ -230,9 +230,13 @@ class TorchBackend(Backend):
     def values_are_cheap(self, x: Any) -> bool:
         # On an accelerator, reading values would synchronize the device on every call.
         # (is_concrete's tests, the device's first: on every eager call of the loss.)
+        # Under torch.jit.trace a value read becomes a constant of the trace, which
+        # later calls would reuse whatever their inputs: not cheap there either.
+        torch = sys.modules["torch"]
         return (
             x.device.type == "cpu"
-            and not sys.modules["torch"].compiler.is_compiling()
+            and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
             and not self.is_functorch_wrapped(x)
         )
 

@@ -179,10 +179,13 @@ def smooth_ce(
         )
         # (A mask that is left, from causal_shift on ids that were not read, is not
         # among the Functions' inputs: such a call is differentiated through the core.)
+        # (torch.jit.trace records only tensor operations: the core's plain ones, with
+        # no value read, trace into a graph that is right for other inputs too.)
         if (
             needs_autograd_through_core(target, weight, smoothing, prior)
             or (functorch_input and nested_forward_mode())
             or spec.where is not None
+            or torch.jit.is_tracing()
         ):
             aux: dict[str, Any] = {}
             loss, _, _ = _core.smooth_ce(

@@ -564,3 +564,30 @@ def test_an_ignored_rows_finite_logits_get_no_gradient_on_the_autograd_path():
     assert_close(loss.detach(), expected, torch.float32)
     assert torch.equal(leaf.grad[0, [0, 1, 3]], torch.zeros(3))
     assert torch.isfinite(leaf.grad[1]).all()
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["loss", "loss-and-grad"])
+@pytest.mark.parametrize("shape", [(6, 20), (6, 4000)], ids=["small", "blocked"])
+def test_a_traced_loss_gives_each_later_calls_own_value(shape, requires_grad):
+    """``torch.jit.trace`` keeps every value Python reads as a constant of the trace: the
+    labels' range, whether an id is ignored and the mean's count of kept positions must
+    not be read while tracing, or later calls with other labels would reuse them."""
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(shape, generator=generator).requires_grad_(requires_grad)
+    first = torch.tensor([0, 1, 2, 3, 4, -100])
+    later = [torch.tensor([0, -100, -100, -100, -100, -100]), torch.tensor([5, 1, 2, 3, 4, 0])]
+
+    def loss(z, t):
+        return lt.smooth_ce(z, t, smoothing=0.1)
+
+    traced = torch.jit.trace(loss, (logits, first), check_trace=False)
+    for labels in [first, *later]:
+        expected = F.cross_entropy(logits, labels, label_smoothing=0.1)
+        got = traced(logits, labels)
+        assert_close(got.detach(), expected.detach(), torch.float32)
+        if requires_grad:
+            (grad,) = torch.autograd.grad(got, logits)
+            (expected_grad,) = torch.autograd.grad(expected, logits)
+            assert_close(grad, expected_grad, torch.float32)
