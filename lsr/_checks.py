@@ -566,14 +566,15 @@ def check_smooth_ce(
         return_aux=return_aux,
     )
     if key is not None and not spec.dense:
-        if len(_KNOWN_OPTIONS) >= _KNOWN_OPTIONS_SIZE:
-            # The oldest entry goes (a dict keeps its insertion order): many shapes, as
-            # sequences of varying length, still find their recent ones. (Another
-            # thread may change the dict meanwhile: then nothing goes this time.)
+        # The oldest entries go (a dict keeps its insertion order): many shapes, as
+        # sequences of varying length, still find their recent ones. (Threads that
+        # race here may pop the same key: the loop still ends within the bound.)
+        while len(_KNOWN_OPTIONS) >= _KNOWN_OPTIONS_SIZE:
             try:
                 _KNOWN_OPTIONS.pop(next(iter(_KNOWN_OPTIONS)), None)
             except (RuntimeError, StopIteration):
-                pass
+                # (The dict changed size under another thread: look again.)
+                continue
         _KNOWN_OPTIONS[key] = _KnownOptions(xp, spec)
     return xp, labels, spec
 

@@ -295,14 +295,13 @@ class Targets:
             if hasattr(xp, "count_nonzero"):
                 # (One pass over the mask; a boolean converted to floats is a slow
                 # kernel in PyTorch on the CPU.)
-                count = xp.astype(xp.count_nonzero(positions.valid), dtype)
+                count = xp.count_nonzero(positions.valid)
             else:
                 count = xp.sum(xp.astype(positions.valid, dtype))
-            if values_are_cheap(count):
-                # A Python number where reading it is cheap: the mean's scale is then one
-                # float, not a few 0-d operations (a select against a count of 0 among
-                # them) at every use.
-                count = int(count)
+            # A Python number where reading it is cheap: the mean's scale is then one
+            # float, not a few 0-d operations (a select against a count of 0 among them)
+            # at every use; exact, as an integer.
+            count = int(count) if values_are_cheap(count) else xp.astype(count, dtype)
         if self.spec.weight is None or self.spec.dense:
             return count, None
         target_weight = self.target_weight  # one per position (there are weights)
