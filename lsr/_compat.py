@@ -221,7 +221,8 @@ class TorchBackend(Backend):
 
     def is_concrete(self, x: Any) -> bool:
         torch = sys.modules["torch"]
-        if torch.compiler.is_compiling():
+        # (Under torch.jit.trace a value read would become a constant of the trace.)
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
             return False
         if self.is_functorch_wrapped(x):
             return False

@@ -81,7 +81,11 @@ def _check_temperature(xp: Namespace, temperature: Any, dtype: DType) -> Any:
             temperature,
         )
     temperature = cast(xp, temperature, dtype)
-    if is_concrete(temperature) and not float(temperature) > 0:
+    if not is_concrete(temperature):
+        # Under tracing the value cannot be read: a temperature that is not > 0 (NaN
+        # included) makes the loss NaN, never a plausible number.
+        return xp.where(temperature > 0, temperature, xp.nan)
+    if not float(temperature) > 0:
         fail_value("`temperature` must be > 0.", "temperature", float(temperature))
     return temperature
 

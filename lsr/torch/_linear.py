@@ -255,6 +255,14 @@ def linear_smooth_ce(
         projection_name="projection",
         transposed=True,
     )
+    if torch.jit.is_tracing():
+        # Its blocks and kept rows are chosen in Python from values, which a trace
+        # would keep as constants for every later input.
+        raise RuntimeError(
+            "`linear_smooth_ce` cannot be traced by torch.jit.trace (deprecated in "
+            "PyTorch): use torch.compile, or trace `lsr.torch.smooth_ce` of the "
+            "projected logits. Received: a call under torch.jit.trace"
+        )
     with_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input, projection, bias)
     )

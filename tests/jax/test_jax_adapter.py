@@ -534,3 +534,16 @@ def test_eager_calls_compile_once_per_shape():
     # The log is read: an eager reduction with a new reducer each time compiles.
     fresh = lambda: jax.lax.reduce(logits, 0.0, lambda a, b: a + b, (1,))  # noqa: E731
     assert _compilations(fresh) > 0
+
+
+def test_jitted_distillation_loss_with_a_temperature_not_above_zero_is_nan():
+    """Under jit the temperature cannot be read: one that is not > 0 makes the loss NaN
+    (eagerly it raises), never a plausible number."""
+    student = jnp.asarray(np.random.default_rng(9).normal(size=(4, K)), jnp.float32)
+    teacher = jnp.asarray(np.random.default_rng(10).normal(size=(4, K)), jnp.float32)
+    loss = jax.jit(
+        lambda t: lsr.jax.distill_loss(student, teacher, temperature=t, reduction="mean")
+    )
+    assert np.isfinite(float(loss(jnp.float32(2.0))))
+    for bad in (-1.0, 0.0, np.nan):
+        assert np.isnan(float(loss(jnp.float32(bad))))

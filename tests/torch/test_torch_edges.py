@@ -17,6 +17,7 @@ gradients), from explicit formulas, or from copies taken before the call under t
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pytest
@@ -591,3 +592,29 @@ def test_a_traced_loss_gives_each_later_calls_own_value(shape, requires_grad):
             (grad,) = torch.autograd.grad(got, logits)
             (expected_grad,) = torch.autograd.grad(expected, logits)
             assert_close(grad, expected_grad, torch.float32)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+def test_a_traced_distillation_loss_checks_each_calls_temperature():
+    """A temperature read while tracing would be checked once and never again: a later
+    call's temperature that is not > 0 must make the loss NaN, not a number."""
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+
+    def loss(s, t, temperature):
+        return lt.distill_loss(s, t, temperature=temperature)
+
+    traced = torch.jit.trace(loss, (student, teacher, torch.tensor(2.0)), check_trace=False)
+    good = traced(student, teacher, torch.tensor(3.0))
+    assert_close(good, loss(student, teacher, torch.tensor(3.0)), torch.float32)
+    for bad in (-1.0, 0.0, math.nan):
+        assert torch.isnan(traced(student, teacher, torch.tensor(bad)))
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+def test_the_fused_linear_loss_refuses_torch_jit_trace():
+    hidden, projection = torch.randn(4, 8), torch.randn(6, 8)
+    target = torch.tensor([0, 1, -100, 3])
+    with pytest.raises(RuntimeError, match=r"cannot be traced by torch\.jit\.trace"):
+        torch.jit.trace(lambda h, w, t: lt.linear_smooth_ce(h, w, t), (hidden, projection, target))
