@@ -568,7 +568,8 @@ def check_smooth_ce(
     if key is not None and not spec.dense:
         # The oldest entries go (a dict keeps its insertion order): many shapes, as
         # sequences of varying length, still find their recent ones. (Threads that
-        # race here may pop the same key: the loop still ends within the bound.)
+        # race between this test and the insert below can each add one entry: the size
+        # stays within the bound plus the number of threads.)
         while len(_KNOWN_OPTIONS) >= _KNOWN_OPTIONS_SIZE:
             try:
                 _KNOWN_OPTIONS.pop(next(iter(_KNOWN_OPTIONS)), None)
