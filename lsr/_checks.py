@@ -95,12 +95,15 @@ def sum_tolerance(xp: Namespace, dtype: DType, count: int) -> float:
     return min(1e-2, 8.0 * eps * max(count, 16) ** 0.5)
 
 
-def check_dense_targets(xp: Namespace, targets: Any, axis: int, where: Any, dtype: DType) -> None:
+def check_dense_targets(xp: Namespace, targets: Any, axis: int, where: Any, dtype: DType) -> Any:
     """Dense targets are distributions over the classes: finite, non-negative entries
     whose sum is 1 at every kept position. Checked when their values are cheap to read
-    (swapped arguments, e.g. Keras' ``(y_true, y_pred)`` order, land here)."""
-    if not values_are_cheap(targets) or 0 in tuple(targets.shape):
-        return
+    (swapped arguments, e.g. Keras' ``(y_true, y_pred)`` order, land here); elsewhere
+    (under tracing, on an accelerator) a kept position whose targets are not a
+    distribution gets NaN targets, so its loss is NaN, never a plausible number.
+    Returns the targets."""
+    if 0 in tuple(targets.shape):
+        return targets
     num_classes = targets.shape[axis]
     tolerance = sum_tolerance(xp, dtype, num_classes)
     wide = cast(xp, targets, xp.float64 if dtype == xp.float64 else xp.float32)
@@ -109,8 +112,10 @@ def check_dense_targets(xp: Namespace, targets: Any, axis: int, where: Any, dtyp
     bad = bad_entries | (xp.abs(row_sums - 1.0) > tolerance)
     if where is not None:
         bad = bad & where
-    if not values_are_cheap(bad) or not bool(xp.any(bad)):
-        return
+    if not (values_are_cheap(targets) and values_are_cheap(bad)):
+        return xp.where(xp.expand_dims(bad, axis=axis), xp.nan, targets)
+    if not bool(xp.any(bad)):
+        return targets
     count = int(xp.sum(xp.astype(bad, wide.dtype)))
     kind = (
         "negative or non-finite entries"
@@ -746,7 +751,7 @@ def prepare_options(
                 where,
             )
     if dense:
-        check_dense_targets(xp, labels, axis, where, given_dtype)
+        labels = check_dense_targets(xp, labels, axis, where, given_dtype)
         like = (
             None
             if not hasattr(smoothing, "ndim") or smoothing.ndim == 0

@@ -233,3 +233,25 @@ def test_out_of_range_label_is_an_error_or_nan_in_loss_and_gradient(mode):
     else:
         with pytest.raises(ValueError, match="class ids"):
             _run(mode, logits, labels)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+@pytest.mark.parametrize(
+    "row",
+    [[0.5, 0.5, 0.3, -0.3], [0.3, 0.3, 0.3, 0.3], [0.5, 0.5, np.nan, 0.0]],
+    ids=["negative", "sum-not-1", "nan"],
+)
+def test_dense_targets_not_a_distribution_are_an_error_or_nan(mode, row):
+    """Dense targets whose row is not a distribution: an error where values are
+    readable, NaN loss and gradient for that row where they are traced (the other rows
+    keep their values)."""
+    logits = _logits(3, 4)
+    labels = np.full((3, 4), 0.25, np.float32)
+    labels[1] = row
+    if mode in TRACED:
+        loss, grad = _run(mode, logits, labels, ignore_index=None)
+        assert np.isnan(loss[1]) and np.all(np.isnan(grad[1])), mode
+        assert np.all(np.isfinite(loss[[0, 2]])) and np.all(np.isfinite(grad[[0, 2]])), mode
+    else:
+        with pytest.raises(ValueError, match="distributions"):
+            _run(mode, logits, labels, ignore_index=None)
