@@ -212,6 +212,19 @@ def check_label_range(
     return True
 
 
+def checked_class_ids(
+    xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None
+) -> tuple[Any, int | None, bool]:
+    """Integer labels' values, checked where they can be read: ``(labels in the index
+    dtype, the spec's ignore_index, the spec's checked)``. The ignore_index is None when
+    no label can equal it, or when the labels were read and none does (the pass need not
+    look for it); ``checked`` says whether they were read."""
+    labels = index_labels(xp, labels, ignore_index)
+    ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
+    ignored = check_label_range(xp, labels, num_classes, ignore_index)
+    return labels, None if ignored is False else ignore_index, ignored is not None
+
+
 def check_prior(xp: Namespace, prior: Any, num_classes: int, dtype: DType) -> Any:
     """A prior name, or a (K,) distribution cast to ``dtype`` (values checked when concrete)."""
     if isinstance(prior, str):
@@ -602,16 +615,13 @@ class _KnownOptions:
         self.variants: dict[tuple[Any, Any], Spec] = {}
 
     def labels_and_spec(self, xp: Namespace, labels: Any, ignore_index: Any) -> tuple[Any, Spec]:
-        labels = index_labels(xp, labels, ignore_index)
-        matchable = matchable_ignore_index(xp, ignore_index, labels.dtype)
-        ignored = check_label_range(xp, labels, self.spec.num_classes, matchable)
-        variant = self.variants.get((matchable, ignored))
+        labels, ignore_index, checked = checked_class_ids(
+            xp, labels, self.spec.num_classes, ignore_index
+        )
+        variant = self.variants.get((ignore_index, checked))
         if variant is None:
-            # As prepare_options: no ignore_index once none is read, checked once read.
-            variant = self.spec.replace(
-                ignore_index=None if ignored is False else matchable, checked=ignored is not None
-            )
-            self.variants[(matchable, ignored)] = variant
+            variant = self.spec.replace(ignore_index=ignore_index, checked=checked)
+            self.variants[(ignore_index, checked)] = variant
         return labels, variant
 
 
@@ -702,13 +712,7 @@ def prepare_options(
                 "labels",
                 labels,
             )
-        labels = index_labels(xp, labels, ignore_index)
-        ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
-        ignored = check_label_range(xp, labels, num_classes, ignore_index)
-        checked = ignored is not None
-        if ignored is False:
-            # No id is ignore_index (read just now): the pass need not look for it.
-            ignore_index = None
+        labels, ignore_index, checked = checked_class_ids(xp, labels, num_classes, ignore_index)
         position_shape = expected
     elif is_floating_dtype(xp, labels.dtype):
         dense = True
