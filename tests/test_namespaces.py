@@ -108,6 +108,21 @@ def _check_sum_and_sum_exp(f, asarray, to_numpy, rng, dtype):
     return problems
 
 
+def _check_sum_shifted(f, asarray, to_numpy, rng, dtype):
+    # The core passes the logits and their row maxima (0 for a fully masked row); a large
+    # offset checks that the sum is of the shifted values, not sum(x) - K * top.
+    z = _logits(rng, (3, 5, 4)) + 1e8
+    problems = []
+    for axis in range(z.ndim):
+        top = np.max(z, axis=axis, keepdims=True)
+        top = np.where(np.isfinite(top), top, 0.0)
+        given, shift = z.astype(dtype), top.astype(dtype)
+        expected = np.sum(given.astype(np.float64) - shift, axis=axis, keepdims=True)
+        actual = to_numpy(f(asarray(given), asarray(shift), axis=axis))
+        problems += _differs(f"axis={axis}", actual, expected, dtype)
+    return problems
+
+
 def _check_inplace_exp(f, asarray, to_numpy, rng, dtype):
     # The core passes max-shifted logits: at most 0, -inf for a masked class.
     z = _logits(rng, (3, 5, 4))
@@ -344,6 +359,7 @@ CHECKS = {
     "logsumexp": _check_logsumexp,
     "log_softmax": _check_log_softmax,
     "sum_and_sum_exp": _check_sum_and_sum_exp,
+    "sum_shifted": _check_sum_shifted,
     "inplace_exp": _check_inplace_exp,
     "subtract_into": _check_subtract_into,
     "add_along_axis": _check_add_along_axis,
@@ -522,6 +538,10 @@ class _NumPyExtensions:
         return np.sum(x, axis=axis), np.sum(np.exp(x), axis=axis, keepdims=True)
 
     @staticmethod
+    def sum_shifted(x, top, /, *, axis):
+        return np.sum(x - top, axis=axis, keepdims=True)
+
+    @staticmethod
     def inplace_exp(x):
         return np.exp(x, out=x)
 
@@ -604,6 +624,11 @@ class _BrokenExtensions(_NumPyExtensions):
     @staticmethod
     def sum_and_sum_exp(x, /, *, axis):
         return np.sum(x, axis=axis), np.sum(np.exp(x), axis=axis)  # drops the axis
+
+    @staticmethod
+    def sum_shifted(x, top, /, *, axis):
+        # Unshifted first: the rounding of large logits reaches the sum.
+        return np.sum(x, axis=axis, keepdims=True) - x.shape[axis] * top
 
     @staticmethod
     def inplace_exp(x):

@@ -116,7 +116,13 @@ def logit_sums(
             sums["exp_dot"] = entropy_sum(xp, exp_shifted, axis)
         return sums, exp_shifted
     elif vector is None:
-        dot = xp.sum(shifted, axis=axis, keepdims=True)
+        sum_shifted = getattr(xp, "sum_shifted", None)
+        if sum_shifted is not None and out is None:
+            # (The loss alone: ``shifted`` then feeds only the exponential's sum, which
+            # XLA's CPU backend streams instead of storing it; see the JAX namespace.)
+            dot = sum_shifted(logits, top, axis=axis)
+        else:
+            dot = xp.sum(shifted, axis=axis, keepdims=True)
     else:
         dot = xp.expand_dims(_ops.dot_classes(xp, shifted, vector, axis), axis=axis)
     sums["dot"] = dot

@@ -22,6 +22,10 @@ EXTENSIONS = {
         "same op), one fused op"
     ),
     "sum_and_sum_exp": "sum_and_sum_exp(x, axis=) -> (sum(x), sum(exp(x), keepdims)) in one pass",
+    "sum_shifted": (
+        "sum_shifted(x, top, axis=) -> sum(x - top) over axis (kept), the same numbers, "
+        "from x itself (a compiler then need not store x - top for a second reduction)"
+    ),
     "inplace_exp": "inplace_exp(x) -> x, with x[...] = exp(x)",
     "subtract_into": "subtract_into(out, x1, x2) -> out, with out[...] = x1 - x2",
     "add_along_axis": "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add",

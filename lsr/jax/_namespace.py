@@ -1,7 +1,7 @@
 """What lsr knows about JAX arrays: the namespace the core runs on, and inputs made jax.
 
 * ``xp``: ``jax.numpy`` plus the core's optional ``sum_and_sum_exp`` (one variadic
-  reduction, see ``sum_and_sum_exp`` below).
+  reduction) and ``sum_shifted`` (see both below).
 * ``lsr._core.Spec`` registered as a pytree: its arrays (an array smoothing or prior, the
   class weights, the mask) are leaves that JAX traces and differentiates; everything else
   is hashable auxiliary data, part of the compiled program. Importing this module
@@ -21,7 +21,7 @@ import numpy as np
 
 from lsr import _core
 
-__all__ = ["as_jax", "as_prior", "as_scalar", "sum_and_sum_exp", "xp"]
+__all__ = ["as_jax", "as_prior", "as_scalar", "sum_and_sum_exp", "sum_shifted", "xp"]
 
 
 def as_jax(x: Any, name: str = "labels") -> Any:
@@ -82,17 +82,35 @@ def sum_and_sum_exp(x: Any, /, *, axis: int) -> tuple[Any, Any]:
     return total, jnp.expand_dims(total_exp, axis)
 
 
+def sum_shifted(x: Any, top: Any, /, *, axis: int) -> Any:
+    """``sum(x - top)`` over ``axis`` (kept), taken as ``-sum(top - x)``: the same numbers
+    (``top - x`` is ``-(x - top)`` exactly), from an array of its own.
+
+    For the loss alone the core sums ``s = x - top`` and ``exp(s)``. With the one array
+    ``s`` read by both reductions, XLA's CPU backend (jaxlib 0.10, its YNNPACK fusion)
+    stores ``s`` whole: a logits-sized float32 buffer allocated on every call, written and
+    read again. Beside bfloat16 logits' float32 copy that makes two per call, which
+    glibc, depending on its dynamic thresholds (the process's history), may trim from
+    the worker thread's heap on every free and fault in again (4096 x 1000 bfloat16 on
+    one core: 20-25 ms against 4-5; without the trim 5.7-6.0 against 4.1-4.9).
+    ``top - x`` is another array, made in the fusion from ``x``: each reduction then
+    streams its own.
+    """
+    return -jnp.sum(top - x, axis=axis, keepdims=True)
+
+
 class _Namespace:
-    """``jax.numpy`` plus the core's optional ``sum_and_sum_exp``."""
+    """``jax.numpy`` plus the core's optional ``sum_and_sum_exp`` and ``sum_shifted``."""
 
     sum_and_sum_exp = staticmethod(sum_and_sum_exp)
+    sum_shifted = staticmethod(sum_shifted)
     sigmoid = staticmethod(jax.nn.sigmoid)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(jnp, name)
 
     def __repr__(self) -> str:
-        return "<lsr JAX array namespace: jax.numpy + sum_and_sum_exp>"
+        return "<lsr JAX array namespace: jax.numpy + sum_and_sum_exp, sum_shifted>"
 
 
 xp = _Namespace()
