@@ -11,6 +11,7 @@ option in one place, so a new option's check has exactly one home.)
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from typing import Any
@@ -538,9 +539,10 @@ def check_smooth_ce(
     by block). Dense ``labels`` come back in the compute dtype. ``causal_shift``: see
     ``shift_to_next_token``. ``namespace``: the namespace to check with once the arrays
     are known to be of one library (an adapter's, with its extensions), and to return."""
-    # Every argument but the arrays, by name: a parameter added to this signature is
-    # part of the known options' key without anything else to remember.
-    options = tuple((name, value) for name, value in locals().items() if name not in _NOT_KEYED)
+    # Every argument but the arrays, in the signature's order (``locals()`` holds just
+    # the arguments here): a parameter added to this signature is part of the known
+    # options' key without anything else to remember.
+    options = _keyed(tuple(locals().values()))
     if not isinstance(prior, str) and not hasattr(prior, "shape"):
         # (Before the namespace: a number or bool here is no array of another library.)
         fail_type(
@@ -635,28 +637,33 @@ _KEY_TYPES = frozenset({bool, int, float, str, type(None)})
 # check_smooth_ce's arguments that are not options of the key: the arrays (and
 # causal_shift, which changes the labels: such a call is never looked up).
 _NOT_KEYED = frozenset({"logits", "labels", "weight", "where", "causal_shift", "namespace"})
+# Where the others are among check_smooth_ce's arguments, in order.
+_KEYED_POSITIONS = tuple(
+    position
+    for position, name in enumerate(inspect.signature(check_smooth_ce).parameters)
+    if name not in _NOT_KEYED
+)
+
+
+def _keyed(arguments: tuple) -> tuple:
+    """The keyed options' values from all of check_smooth_ce's arguments, in order."""
+    return tuple([arguments[position] for position in _KEYED_POSITIONS])
 
 
 def _known_options_key(xp: Namespace, logits: Any, labels: Any, options: tuple) -> tuple | None:
     """What the checks of a call whose options hold no array read, as a key of
     ``_KNOWN_OPTIONS``; None where an option is an array or cannot be a key, and where
-    the labels' values cannot be read (under tracing the checks run as they are)."""
+    the labels' values cannot be read (under tracing the checks run as they are).
+    ``options``: the keyed arguments' values, in the signature's order."""
     # Only options of Python's immutable scalar types: an object that compares equal to
     # itself after it changed (a mutable number hashed by identity, say) would get the
     # spec made of its earlier value.
-    if not all(type(value) in _KEY_TYPES for _, value in options):
+    types = tuple(map(type, options))
+    if not _KEY_TYPES.issuperset(types) or not values_are_cheap(labels):
         return None
-    if not values_are_cheap(labels):
-        return None
-    key = (
-        id(xp),
-        tuple(logits.shape),
-        logits.dtype,
-        tuple(labels.shape),
-        labels.dtype,
-        # (With each option's type: 1, 1.0 and True are equal keys, not equal options.)
-        *((name, type(value), value) for name, value in options),
-    )
+    # (With each option's type: 1, 1.0 and True are equal keys, not equal options.)
+    arrays = (id(xp), tuple(logits.shape), logits.dtype, tuple(labels.shape), labels.dtype)
+    key = arrays + options + types
     try:
         hash(key)
     except TypeError:

@@ -606,18 +606,16 @@ def test_log_softmax_pass_matches_the_pass_and_reference(backend, layout, prior,
     assert_close(backend.to_numpy(only_loss), expected, "float64")
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_log_softmax_loss_alone_leaves_positions_out(backend, reduction):
-    """For the loss alone the log-softmax pass also takes ``ignore_index`` and ``where``:
-    left-out rows (one of them all -inf, one with NaN and +inf logits) give 0 and are not
-    counted, as the reference and the pass shifted by the row maximum say."""
+def _loss_alone_case(backend, reduction, finite_left_out):
+    """Six rows, three left out (ignore_index and where); with ``finite_left_out`` False
+    one of those is all -inf and one holds NaN and +inf. The reference is of the same
+    call with those rows' logits finite: left out, they count for nothing either way."""
     logits, labels, _ = _make_case(5, (6, K), 1, dense=False)
-    logits[1] = -np.inf
-    logits[4, :2] = [np.nan, np.inf]
+    if not finite_left_out:
+        logits[1] = -np.inf
+        logits[4, :2] = [np.nan, np.inf]
     labels[1] = labels[4] = -100
     where = np.array([True, True, True, False, True, True])
-    # (The reference of the same call with those rows' logits finite: left out, they
-    # count for nothing either way.)
     finite = np.where(np.isfinite(logits), logits, 0.0)
     expected = reference.smooth_ce(
         finite, labels, smoothing=0.2, ignore_index=-100, where=where, reduction=reduction
@@ -633,6 +631,19 @@ def test_log_softmax_loss_alone_leaves_positions_out(backend, reduction):
         where=backend.asarray(where),
         reduction=reduction,
     )
+    return xp, z, y, spec, expected
+
+
+@pytest.mark.parametrize("finite_left_out", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_log_softmax_loss_alone_leaves_positions_out(backend, reduction, finite_left_out):
+    """For the loss alone the log-softmax pass also takes ``ignore_index`` and ``where``:
+    left-out rows give 0 and are not counted, as the reference and the pass shifted by
+    the row maximum say. A non-finite logit in a left-out row may make a reduced loss
+    NaN (its totals are products with the mask): never a finite wrong number, and the
+    callers then take the pass shifted by the row maximum. One loss per position stays
+    exact there."""
+    xp, z, y, spec, expected = _loss_alone_case(backend, reduction, finite_left_out)
     assert _core.log_softmax_applies(spec, with_grad=False)
     assert not _core.log_softmax_applies(spec)
     # (NumPy warns about the left-out rows' -inf - -inf and log(0) in the plain forms.)
@@ -640,8 +651,37 @@ def test_log_softmax_loss_alone_leaves_positions_out(backend, reduction):
         loss, grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp, with_grad=False)
         pass_loss, _, _ = _core.smooth_ce(z, y, spec, xp=xp)
     assert grad is None
-    assert_close(backend.to_numpy(loss), expected, "float64")
-    assert_close(backend.to_numpy(loss), backend.to_numpy(pass_loss), "float64")
+    assert_close(backend.to_numpy(pass_loss), expected, "float64")
+    value = backend.to_numpy(loss)
+    if finite_left_out or reduction == "none":
+        assert_close(value, expected, "float64")
+    else:
+        assert not np.all(np.isfinite(value)), value
+
+
+@pytest.mark.parametrize("rows_per_block", [1, 4, None])
+@pytest.mark.parametrize("finite_left_out", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_blocked_log_softmax_loss_matches_the_one_block_form(
+    backend, reduction, finite_left_out, rows_per_block
+):
+    """``blocked_log_softmax_loss`` (eager PyTorch's loss alone) gives the one-block
+    form's loss whatever the blocks, in new arrays (every namespace) or written into the
+    scratch block (those whose arrays are written in place)."""
+    xp, z, y, spec, expected = _loss_alone_case(backend, reduction, finite_left_out)
+    rows = rows_per_block or 6
+    blocks = [slice(start, min(start + rows, 6)) for start in range(0, 6, rows)]
+    scratches = [None]
+    if backend.name in ("numpy", "array_api_strict", "torch"):
+        scratches.append(backend.asarray(np.zeros((rows, K))))
+    for scratch in scratches:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = _core.blocked_log_softmax_loss(z, y, spec, xp=xp, blocks=blocks, scratch=scratch)
+        value = backend.to_numpy(loss)
+        if finite_left_out or reduction == "none":
+            assert_close(value, expected, "float64")
+        else:
+            assert not np.all(np.isfinite(value)), value
 
 
 def test_log_softmax_pass_applies_only_without_row_terms():

@@ -94,6 +94,11 @@ def _check_log_softmax(f, asarray, to_numpy, rng, dtype):
             problems.append(f"axis={axis}: the input itself, not a new array")
         problems += _differs(f"axis={axis}", to_numpy(result), expected, dtype)
         problems += _differs(f"axis={axis}, input", to_numpy(given), z.astype(dtype), dtype)
+        # ``out=``: written there (the namespaces whose arrays are written in place).
+        out = asarray(np.zeros(z.shape, dtype))
+        result = f(given, axis=axis, dtype=given.dtype, out=out)
+        problems += _differs(f"axis={axis}, out=", to_numpy(out), expected, dtype)
+        problems += _differs(f"axis={axis}, out=, returned", to_numpy(result), expected, dtype)
     return problems
 
 
@@ -264,6 +269,19 @@ def _check_min_and_max(f, asarray, to_numpy, rng, dtype):
     return problems
 
 
+def _check_index_dtype(f, asarray, to_numpy, rng, dtype):
+    """The default indexing dtype that the library's own info object names for the
+    device of an array."""
+    import array_api_compat
+
+    probe = asarray(np.zeros(3, dtype=dtype))
+    place = array_api_compat.device(probe)
+    info = array_api_compat.array_namespace(probe).__array_namespace_info__()
+    expected = info.default_dtypes(device=place)["indexing"]
+    given = f(place)
+    return [] if given == expected else [f"{given} instead of {expected}"]
+
+
 def _softplus(x):
     return np.logaddexp(0.0, x)
 
@@ -370,6 +388,7 @@ CHECKS = {
     "sigmoid": _check_sigmoid,
     "sigmoid_cross_entropy_sum": _check_sigmoid_cross_entropy_sum,
     "min_and_max": _check_min_and_max,
+    "index_dtype": _check_index_dtype,
     "inplace_sigmoid": _check_inplace_sigmoid,
     "add_scaled": _check_add_scaled,
 }
@@ -527,11 +546,15 @@ class _NumPyExtensions:
         return result if keepdims else np.squeeze(result, axis=axis)
 
     @staticmethod
-    def log_softmax(x, /, *, axis, dtype):
+    def log_softmax(x, /, *, axis, dtype, out=None):
         x = x.astype(dtype)
         with np.errstate(invalid="ignore"):
             shifted = x - np.max(x, axis=axis, keepdims=True)
-            return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+            result = shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+        if out is None:
+            return result
+        out[...] = result
+        return out
 
     @staticmethod
     def sum_and_sum_exp(x, /, *, axis):
@@ -583,6 +606,10 @@ class _NumPyExtensions:
         return np.min(x), np.max(x)
 
     @staticmethod
+    def index_dtype(device):
+        return np.intp
+
+    @staticmethod
     def inplace_sigmoid(x):
         with np.errstate(over="ignore"):
             x[...] = 1.0 / (1.0 + np.exp(-x))
@@ -616,8 +643,8 @@ class _BrokenExtensions(_NumPyExtensions):
         return result if keepdims else np.squeeze(result, axis=axis)
 
     @staticmethod
-    def log_softmax(x, /, *, axis, dtype):
-        # Unshifted: exp overflows for large logits.
+    def log_softmax(x, /, *, axis, dtype, out=None):
+        # Unshifted: exp overflows for large logits (and ``out`` is left as it was).
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return x - np.log(np.sum(np.exp(x), axis=axis, keepdims=True))
 
@@ -676,6 +703,10 @@ class _BrokenExtensions(_NumPyExtensions):
     @staticmethod
     def min_and_max(x):
         return np.nanmin(x), np.nanmax(x)  # NaN elements skipped
+
+    @staticmethod
+    def index_dtype(device):
+        return np.int32  # not NumPy's default
 
     @staticmethod
     def inplace_sigmoid(x):

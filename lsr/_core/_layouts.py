@@ -14,6 +14,8 @@ from lsr._core._loss import (
     aux_outputs,
     combine,
     gradient,
+    log_softmax_reduced,
+    log_softmax_terms,
     logit_sums,
     p_log_p,
     reduce,
@@ -21,6 +23,7 @@ from lsr._core._loss import (
     reduction_scale,
     sharded_correct,
     sharded_correct_sums,
+    sums_first,
 )
 from lsr._core._spec import Spec
 from lsr._core._targets import Positions, Shard, Targets, class_values
@@ -183,3 +186,54 @@ def blocked_loss_and_grad(
     if aux is not None and spec.aux:
         aux.update(reduce_aux(xp, aux_outputs(xp, sums, targets), targets, spec.reduction))
     return reduce(xp, loss, denominator, spec.reduction), lse, denominator, out
+
+
+def blocked_log_softmax_loss(
+    logits: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Namespace,
+    blocks: list[Any],
+    scratch: Array | None,
+) -> Array:
+    """The reduced loss alone, as ``log_softmax_loss_and_grad`` computes it, block after
+    block of rows: for a spec where ``log_softmax_applies(spec, with_grad=False)``.
+
+    Each block's ``log softmax(z)`` is written into ``scratch`` (an array of the compute
+    dtype and the shape of the largest block; None: a new array per block) by the
+    namespace's fused ``log_softmax``, then read for its class sums and its targets' terms
+    (``log_softmax_terms``): one pass that writes and two that read, where
+    ``blocked_loss_and_grad`` without ``out`` makes about seven. The terms of a "sum" or
+    "mean" are added up as two totals per block. Exact where the loss is finite; where
+    it is not (a non-finite logit in some row, kept or not), the caller takes
+    ``blocked_loss_and_grad``, which defines those rows' values.
+    """
+    dtype = _ops.compute_dtype(xp, logits.dtype)
+    like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype, copy=False)
+    _, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
+    totals = sums_first(spec, targets)
+    valid = targets.positions.valid
+    dots, target_terms = [], []
+    for index in blocks:
+        block = _ops.rows(logits, index)
+        out = scratch
+        if scratch is not None and index is not ...:
+            out = _ops.rows(scratch, slice(0, block.shape[0]))
+        log_p = _ops.log_softmax(xp, block, spec.axis, dtype, out=out)
+        dot, target = log_softmax_terms(
+            xp,
+            log_p,
+            targets.block(index),
+            None if valid is None else _ops.rows(valid, index),
+            totals=totals,
+        )
+        dots.append(dot)
+        target_terms.append(target)
+    if len(blocks) == 1:
+        dot, target = dots[0], target_terms[0]
+    elif totals:
+        dot, target = sum(dots[1:], dots[0]), sum(target_terms[1:], target_terms[0])
+    else:
+        dot, target = xp.concat(dots, axis=0), xp.concat(target_terms, axis=0)
+    return log_softmax_reduced(xp, dot, target, targets, denominator, totals=totals)

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lsr._compat import device
+from lsr._compat import device, may_carry_gradient, values_are_cheap
 from lsr._core import _ops
 from lsr._core._spec import Spec
 from lsr._core._targets import Positions, Shard, Targets, denominator_rule, smoothing_vector
@@ -583,9 +583,12 @@ def log_softmax_applies(spec: Spec, *, with_grad: bool = True) -> bool:
     gradient to be the pass's: a class weight of 0 on the target, without smoothing,
     would hide a row of +inf or all -inf from the loss but not from the gradient.)
 
-    For the loss alone (``with_grad`` False) positions may be left out: a left-out
-    row's loss is 0 whatever its logits (the mask selects), and every kept row has mass,
-    so a finite loss still means finite log-probabilities wherever they count."""
+    For the loss alone (``with_grad`` False) positions may be left out: every kept row
+    has mass, so a finite loss still means finite log-probabilities wherever they count.
+    A left-out row's loss is 0 whatever its logits in the per-position form (the mask
+    selects); a "sum" or "mean" taken from totals (``sums_first``) multiplies its terms by
+    0, so a non-finite logit there makes the result NaN, never a finite wrong number, and
+    the caller takes the pass shifted by the row maximum as for any loss not finite."""
     return not (
         spec.dense
         or spec.weight is not None
@@ -597,19 +600,73 @@ def log_softmax_applies(spec: Spec, *, with_grad: bool = True) -> bool:
     )
 
 
-def _sums_first(spec: Spec, targets: Targets) -> bool:
-    """Whether a reduced loss may be taken from sums over positions: a "sum" or "mean",
-    every position kept, and the same factors at every position (Python floats: one
-    smoothing, no class weights), without the KL form's additive entropy."""
-    positions = targets.positions
+def sums_first(spec: Spec, targets: Targets) -> bool:
+    """Whether a reduced loss may be taken from two totals over the kept positions (the
+    sum of ``dot`` and of ``target``, ``log_softmax_terms``): a "sum" or "mean" whose
+    factors are the same at every position (Python floats: one smoothing, no class
+    weights), without the KL form's additive entropy, and with no id out of range."""
     return (
         spec.reduction != "none"
         and not spec.kl
-        and positions.valid is None
-        and positions.out_of_range is None
+        and targets.positions.out_of_range is None
         and isinstance(targets.background, float)
         and isinstance(targets.on_target, float)
     )
+
+
+def log_softmax_terms(
+    xp: Namespace, log_p: Array, targets: Targets, valid: Array | None, *, totals: bool
+) -> tuple[Array, Array]:
+    """``(dot, target)`` of ``_cross_entropy`` from ``s = log softmax(z)`` of some rows
+    (``targets`` and ``valid``, the kept positions or None, of the same rows): with
+    ``totals`` (``sums_first``) their sums over the kept positions (0-d), else one per
+    position (class axis removed, nothing masked)."""
+    axis = targets.spec.axis
+    vector = smoothing_vector(targets.spec)
+    target = xp.take_along_axis(log_p, targets.index, axis=axis)
+    if totals and valid is None:
+        # (Everything at once: no position-sized array at all.)
+        if vector is None:
+            return xp.sum(log_p), xp.sum(target)
+        return xp.sum(_ops.dot_classes(xp, log_p, vector, axis)), xp.sum(target)
+    dot = xp.sum(log_p, axis=axis) if vector is None else _ops.dot_classes(xp, log_p, vector, axis)
+    target = xp.squeeze(target, axis=axis)
+    if not totals:
+        return dot, target
+    # The kept positions' totals as sums of products with the mask as numbers (a select
+    # over booleans is several times slower than arithmetic in PyTorch's CPU kernels).
+    # A left-out row's non-finite terms then make them NaN: see ``log_softmax_applies``.
+    keep = xp.astype(valid, dot.dtype)
+    return xp.sum(keep * dot), xp.sum(keep * target)
+
+
+def log_softmax_reduced(
+    xp: Namespace,
+    dot: Array,
+    target: Array,
+    targets: Targets,
+    denominator: Any,
+    *,
+    totals: bool,
+) -> Array:
+    """The reduced loss from ``log_softmax_terms`` (of every row: totals added up, or the
+    per-position terms joined), as ``reduce`` would give it."""
+    spec = targets.spec
+    if not totals:
+        loss = _cross_entropy(xp, None, dot, target, targets)
+        return reduce(xp, targets.positions.mask(xp, loss), denominator, spec.reduction)
+    like = dot
+    on_host = values_are_cheap(dot) and not may_carry_gradient(dot)
+    if on_host:
+        # Two numbers in host memory (the CPU, nothing recording): the few scalar steps
+        # below in Python floats (float64), where each would be a kernel call of a few
+        # microseconds on a 0-d array; rounded once to the compute dtype.
+        dot, target = float(dot), float(target)
+    total = _cross_entropy(xp, None, dot, target, targets)
+    reduced = total if spec.reduction == "sum" else _ops.per_unit(xp, total, denominator)
+    if on_host:
+        reduced = xp.asarray(reduced, dtype=like.dtype, device=device(like))
+    return reduced
 
 
 def log_softmax_loss_and_grad(
@@ -620,7 +677,8 @@ def log_softmax_loss_and_grad(
     maximum, ``s = log softmax(z)`` (the namespace's fused ``log_softmax``, which also
     converts half-precision logits), so that ``lse(s) = 0`` and ``exp(s)`` is the softmax
     the gradient starts from, in place. The same targets, loss terms and gradient as the
-    pass above; for small inputs, where each operation's fixed cost is the time.
+    pass above; for small inputs, where each operation's fixed cost is the time (and,
+    block by block, for the loss alone: ``_layouts.blocked_log_softmax_loss``).
 
     Exact where the loss is finite. A row with a NaN or +inf logit, or of all -inf, makes
     ``s`` NaN (the loss is then not finite): there the caller takes the pass above, which
@@ -628,28 +686,11 @@ def log_softmax_loss_and_grad(
     Returns the reduced loss and, with ``with_grad``, the gradient of the reduced loss in
     the compute dtype (for "none", row i is d loss_i / d z_i).
     """
-    axis = spec.axis
-    log_p = _ops.log_softmax(xp, logits, axis, _ops.compute_dtype(xp, logits.dtype))
+    log_p = _ops.log_softmax(xp, logits, spec.axis, _ops.compute_dtype(xp, logits.dtype))
     scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=log_p)
-    vector = smoothing_vector(spec)
-    target = xp.take_along_axis(log_p, targets.index, axis=axis)
-    if _sums_first(spec, targets):
-        # The loss is linear in the sums, with the same factors at every position: the
-        # sums over positions go through it once (three 0-d operations, not a handful
-        # of position-sized ones).
-        if vector is None:
-            dot = xp.sum(log_p)
-        else:
-            dot = xp.sum(_ops.dot_classes(xp, log_p, vector, axis))
-        total = _cross_entropy(xp, None, dot, xp.sum(target), targets)
-        reduced = total if spec.reduction == "sum" else _ops.per_unit(xp, total, denominator)
-    else:
-        if vector is None:
-            dot = xp.sum(log_p, axis=axis)
-        else:
-            dot = _ops.dot_classes(xp, log_p, vector, axis)
-        loss = _cross_entropy(xp, None, dot, xp.squeeze(target, axis=axis), targets)
-        reduced = reduce(xp, targets.positions.mask(xp, loss), denominator, spec.reduction)
+    totals = sums_first(spec, targets)
+    dot, target = log_softmax_terms(xp, log_p, targets, targets.positions.valid, totals=totals)
+    reduced = log_softmax_reduced(xp, dot, target, targets, denominator, totals=totals)
     if not with_grad:
         return reduced, None
     targets.scale_by(scale, in_place=True)

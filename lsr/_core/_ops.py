@@ -18,8 +18,9 @@ from lsr._typing import Array, Namespace
 EXTENSIONS = {
     "logsumexp": "logsumexp(x, axis=, keepdims=): fused, no logits-sized temporaries",
     "log_softmax": (
-        "log_softmax(x, axis=, dtype=) -> x - logsumexp(x) in ``dtype`` (x converted in the "
-        "same op), one fused op"
+        "log_softmax(x, axis=, dtype=, out=None) -> x - logsumexp(x) in ``dtype`` (x "
+        "converted in the same op), one fused op; written into ``out`` (x's shape, "
+        "``dtype``) where given"
     ),
     "sum_and_sum_exp": "sum_and_sum_exp(x, axis=) -> (sum(x), sum(exp(x), keepdims)) in one pass",
     "sum_shifted": (
@@ -48,6 +49,11 @@ EXTENSIONS = {
     "min_and_max": (
         "min_and_max(x) -> (min, max) over every element in one pass, both NaN where an "
         "element is NaN (the binary labels' range check)"
+    ),
+    "index_dtype": (
+        "index_dtype(device) -> the default indexing dtype on ``device`` (what "
+        "``__array_namespace_info__().default_dtypes(device=device)['indexing']`` gives, "
+        "without building that object on every call)"
     ),
     "sigmoid_cross_entropy_sum": (
         "sigmoid_cross_entropy_sum(z, y, scale=, shift=, weight=, pos_weight=) -> "
@@ -174,6 +180,10 @@ def finite_or_zero(xp: Namespace, x: Array) -> Array:
 
 
 def index_dtype(xp: Namespace, like: Array) -> Any:
+    """The default indexing dtype on ``like``'s device (int64 without an info object)."""
+    direct = getattr(xp, "index_dtype", None)
+    if direct is not None:
+        return direct(device(like))
     info = getattr(xp, "__array_namespace_info__", None)
     if info is None:
         return xp.int64
@@ -189,15 +199,25 @@ def logsumexp(xp: Namespace, z: Array, axis: int) -> Array:
     return xp.log(xp.sum(xp.exp(z - top), axis=axis, keepdims=True)) + top
 
 
-def log_softmax(xp: Namespace, z: Array, axis: int, dtype: Any) -> Array:
-    """``z - logsumexp(z)`` over ``axis``, in ``dtype`` (a new array): the namespace's one
-    fused op where it has one. A row of all -inf (or with +inf or NaN) gives NaN."""
+def log_softmax(
+    xp: Namespace, z: Array, axis: int, dtype: Any, *, out: Array | None = None
+) -> Array:
+    """``z - logsumexp(z)`` over ``axis``, in ``dtype``: the namespace's one fused op
+    where it has one. A row of all -inf (or with +inf or NaN) gives NaN. ``out``: an
+    array of ``z``'s shape and ``dtype`` that receives it (namespaces that write in
+    place), else a new array."""
     fused = getattr(xp, "log_softmax", None)
     if fused is not None:
-        return fused(z, axis=axis, dtype=dtype)
+        if out is None:
+            return fused(z, axis=axis, dtype=dtype)
+        return fused(z, axis=axis, dtype=dtype, out=out)
     z = xp.astype(z, dtype, copy=False)
     shifted = z - xp.max(z, axis=axis, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    result = shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 def per_unit(xp: Namespace, value: Any, denominator: Any) -> Any:

@@ -36,6 +36,7 @@ __all__ = [
     "SmoothCEWithJvp",
     "is_batched",
     "is_small",
+    "log_softmax_loss",
     "needs_autograd_through_core",
     "nested_forward_mode",
     "row_blocks",
@@ -378,6 +379,28 @@ def small_loss_and_grad(
         # ``.view`` fails on it).
         grad = torch.empty_like(logits).copy_(grad)
     return loss, grad
+
+
+def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> torch.Tensor:
+    """The reduced loss alone (nothing to differentiate) on the CPU, for a spec that
+    ``_core.log_softmax_applies`` to without a gradient and that holds no tensor: by
+    ``_core.blocked_log_softmax_loss`` (one log-softmax per block of rows, into one
+    block of float32 scratch); where that loss is not finite, by the blocked pass, which
+    defines the values of rows with non-finite logits."""
+    blocks = row_blocks(logits, spec.axis)
+    scratch = None
+    if len(blocks) > 1:
+        dtype = _core.compute_dtype(xp, logits.dtype)
+        scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+    loss = _core.blocked_log_softmax_loss(
+        logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch
+    )
+    finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
+    if not finite:
+        loss = _blocked_loss_and_grad(
+            logits, labels, None, spec.smoothing, spec.prior, spec.static(), False
+        )[0]
+    return loss
 
 
 class SmoothCESmall(torch.autograd.Function):

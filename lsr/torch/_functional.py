@@ -30,9 +30,9 @@ from lsr.torch._autograd import (
     SmoothCESmall,
     SmoothCEWithJvp,
     is_small,
+    log_softmax_loss,
     needs_autograd_through_core,
     nested_forward_mode,
-    small_loss_and_grad,
     without_autocast,
 )
 from lsr.torch._namespace import HALF, xp
@@ -43,6 +43,12 @@ __all__ = ["cross_entropy", "distill_loss", "smooth_ce"]
 def class_axis(input: torch.Tensor, axis: int) -> int:
     # F.cross_entropy reads a 1-D input as one unbatched position of C classes.
     return 0 if input.ndim == 1 and axis == 1 else axis
+
+
+def function_arguments(input: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> tuple:
+    """The arguments of ``SmoothCE``'s Functions: the tensors as the Function's own inputs
+    (so that autograd and torch.func see them), the rest as one hashable object."""
+    return (input, labels, spec.weight, spec.smoothing, spec.prior, spec.static())
 
 
 def smooth_ce(
@@ -197,12 +203,9 @@ def smooth_ce(
                 differentiated=True,
             )
             return (loss, as_aux(aux, torch.Tensor.detach)) if spec.aux else loss
-        # The tensors as the Function's own inputs (so autograd and torch.func see them),
-        # the rest as one hashable object.
-        arguments = (input, labels, spec.weight, spec.smoothing, spec.prior, spec.static())
         if torch.compiler.is_compiling():
             # Dynamo cannot trace a custom jvp; forward mode is for eager torch.func use.
-            loss, _, _, *aux_values = SmoothCE.apply(*arguments)
+            loss, _, _, *aux_values = SmoothCE.apply(*function_arguments(input, labels, spec))
         elif (
             functorch_input
             or torch._C._are_functorch_transforms_active()
@@ -210,19 +213,20 @@ def smooth_ce(
         ):
             # torch.func transforms: the plain forward and backward, which they can batch;
             # forward-mode dual logits: the same, with the closed-form jvp.
-            loss, _, _, *aux_values = SmoothCEWithJvp.apply(*arguments)
+            loss, _, _, *aux_values = SmoothCEWithJvp.apply(
+                *function_arguments(input, labels, spec)
+            )
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
-            if (
-                is_small(input, spec.axis)
-                and _core.log_softmax_applies(spec, with_grad=with_grad)
-                and not spec.has_arrays()
-            ):
+            if _core.log_softmax_applies(spec, with_grad=with_grad) and not spec.has_arrays():
                 # (Such a spec asks for no auxiliary output.)
-                if with_grad:
+                if with_grad and is_small(input, spec.axis):
                     return SmoothCESmall.apply(input, labels, spec)
-                return small_loss_and_grad(input, labels, spec, with_grad=False)[0]
-            loss, _, _, _, *aux_values = SmoothCEFused.apply(*arguments, with_grad)
+                if not with_grad and input.device.type == "cpu":
+                    return log_softmax_loss(input, labels, spec)
+            loss, _, _, _, *aux_values = SmoothCEFused.apply(
+                *function_arguments(input, labels, spec), with_grad
+            )
     # (Metrics: no gradient flows through them.)
     return (loss, Aux(*(value.detach() for value in aux_values))) if spec.aux else loss
 

@@ -56,7 +56,9 @@ def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torc
 _NARROW_CLASSES = 16
 
 
-def _log_softmax(x: torch.Tensor, /, *, axis: int, dtype: torch.dtype) -> torch.Tensor:
+def _log_softmax(
+    x: torch.Tensor, /, *, axis: int, dtype: torch.dtype, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """``torch.log_softmax`` in ``dtype`` (converted inside the kernel).
 
     PyTorch's CPU kernel for a class axis that is innermost in memory (torch 2.13) takes
@@ -66,12 +68,16 @@ def _log_softmax(x: torch.Tensor, /, *, axis: int, dtype: torch.dtype) -> torch.
     class axis moved to the front (one copy of the logits, made inside the op): 7
     microseconds at 256 x 10, 36 against 156 at 2048 x 10. The result is a view with the
     class axis outermost in memory; the values are the same function of the logits.
+    With ``out``, the result is written there (copied, for such narrow logits).
     """
     num_classes = x.shape[axis] if x.ndim else 1
     if x.device.type == "cpu" and 1 < num_classes < _NARROW_CLASSES and x.stride(axis) == 1:
         moved = torch.log_softmax(torch.movedim(x, axis, 0), 0, dtype=dtype)
-        return torch.movedim(moved, 0, axis)
-    return torch.log_softmax(x, axis, dtype=dtype)
+        result = torch.movedim(moved, 0, axis)
+        return result if out is None else out.copy_(result)
+    if out is None:
+        return torch.log_softmax(x, axis, dtype=dtype)
+    return torch.log_softmax(x, axis, dtype=dtype, out=out)
 
 
 def _add_matmul(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
@@ -208,12 +214,18 @@ def _min_and_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return low, high
 
 
+def _index_dtype(device: torch.device) -> torch.dtype:
+    # PyTorch indexes with int64 on every device (array-api-compat's info object says
+    # so too, built anew on each call).
+    return torch.int64
+
+
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot, a
 # one-op squeeze, torch's fused logsumexp (one pass, no logits-sized temporaries in eager
 # mode), and an in-place scatter-add, exp, matmul and matmul-accumulate for the fused and
 # blocked passes, a one-op finite_or_zero, and for the binary loss torch's one-kernel
-# sigmoid (also in place), a fused sigmoid cross-entropy sum, a one-pass min and max, and
-# an in-place scaled add.
+# sigmoid (also in place), a fused sigmoid cross-entropy sum, a one-pass min and max, an
+# in-place scaled add, and its index dtype without an info object.
 xp = types.SimpleNamespace(
     **{
         **vars(_compat_xp),
@@ -234,6 +246,7 @@ xp = types.SimpleNamespace(
         "inplace_sigmoid": torch.sigmoid_,
         "add_scaled": _add_scaled,
         "min_and_max": _min_and_max,
+        "index_dtype": _index_dtype,
         "sigmoid_cross_entropy_sum": _sigmoid_cross_entropy_sum,
     }
 )

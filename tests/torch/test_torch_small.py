@@ -86,32 +86,36 @@ def test_small_path_matches_the_blocked_pass_at_the_edges(
     _assert_same(small_grad.float(), grad.float(), dtype)
 
 
+@pytest.mark.parametrize("block_elements", [None, 10])
 @pytest.mark.parametrize("ignored", [[], [2], [3, 4], [0, 1, 2, 3, 4, 5, 6]])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_loss_alone_with_ignored_rows_matches_the_blocked_pass(
-    ignored, reduction, dtype, monkeypatch
+    ignored, reduction, dtype, block_elements, monkeypatch
 ):
-    """Without a gradient the small path also takes ``ignore_index``: the edge rows, some
-    of them ignored (the non-finite ones among them, or every row), give the blocked
-    pass's loss."""
+    """Without a gradient the loss takes the log-softmax path (``log_softmax_loss``),
+    ``ignore_index`` included, in one block or in blocks of two rows: the edge rows,
+    some of them ignored (the non-finite ones among them, or every row), give the blocked
+    pass's loss (the one a call that also makes the gradient takes)."""
     logits = _edge_logits(dtype)
     target = torch.tensor([0, 1, 2, 3, 1, 0, 4])
     target[ignored] = -100
     calls = []
 
-    def small_loss(*args, **kwargs):
-        calls.append(kwargs["with_grad"])
-        return autograd.small_loss_and_grad(*args, **kwargs)
+    def spy(*args):
+        calls.append(len(autograd.row_blocks(args[0], 1)))
+        return autograd.log_softmax_loss(*args)
 
-    monkeypatch.setattr(functional, "small_loss_and_grad", small_loss)
-    losses = []
-    for small in (True, False):
-        monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 1 << 16 if small else 0)
-        with torch.no_grad():
-            losses.append(lt.smooth_ce(logits, target, smoothing=0.1, reduction=reduction))
-    assert calls == [False]  # (the small path, once)
-    _assert_same(*losses, dtype)
+    monkeypatch.setattr(functional, "log_softmax_loss", spy)
+    if block_elements is not None:
+        monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", block_elements)
+    with torch.no_grad():
+        alone = lt.smooth_ce(logits, target, smoothing=0.1, reduction=reduction)
+    assert calls == [1 if block_elements is None else 4]
+    leaf = logits.detach().requires_grad_()
+    with_grad = lt.smooth_ce(leaf, target, smoothing=0.1, reduction=reduction)
+    assert type(with_grad.grad_fn).__name__ in ("SmoothCEFusedBackward", "SmoothCESmallBackward")
+    _assert_same(alone, with_grad.detach(), dtype)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
