@@ -192,9 +192,9 @@ def check_label_range(
         return ignore_index in (low, high) or bool(xp.any(labels == ignore_index))
     if ignore_index is not None and ignore_index in (low, high):
         # The usual padding or void label (-100, 255) outside [0, K) is the minimum or
-        # the maximum: the other ids' range is one more reduction.
-        low, high = value_range(xp, xp.where(labels == ignore_index, 0, labels))
-        if 0 <= int(low) and int(high) < num_classes:
+        # the maximum: whether the other ids are in range is settled without a pass
+        # over each id (the elementwise test below runs only if they are not).
+        if _others_in_range(xp, labels, num_classes, ignore_index, low, high):
             return True
     bad = (labels < 0) | (labels >= num_classes)
     if ignore_index is not None:
@@ -211,6 +211,41 @@ def check_label_range(
         )
     # (An id outside [0, K) that is not bad is ignore_index.)
     return True
+
+
+def _others_in_range(
+    xp: Namespace, labels: Any, num_classes: int, ignore_index: int, low: int, high: int
+) -> bool:
+    """Whether the labels other than ``ignore_index`` are all in [0, K), where
+    ``ignore_index`` is their minimum ``low`` or their maximum ``high``.
+
+    For an ``ignore_index`` below 0 at the minimum: the number of labels below 0, the
+    sum of ``clip(labels, -1, 0)``, equals the number equal to ``ignore_index``, from the
+    sum of ``clip(labels, ignore_index, ignore_index + 1)`` (no label is below it); then
+    no other label is negative. Likewise above K - 1 at the maximum. Two clips and two
+    sums, where the ids without ``ignore_index`` (a comparison and a select, over
+    booleans: several times slower in PyTorch's CPU kernels) would need three passes and
+    a range. Other cases, and sums that could overflow the dtype, take that range."""
+    size = math.prod(labels.shape)
+    clip = getattr(xp, "clip", None)
+    bound = (abs(ignore_index) + num_classes + 1) * size
+    if clip is not None and bound < int(xp.iinfo(labels.dtype).max):
+        if ignore_index == low < 0:
+            below = -int(xp.sum(clip(labels, -1, 0)))
+            ignored = (ignore_index + 1) * size - int(
+                xp.sum(clip(labels, ignore_index, ignore_index + 1))
+            )
+            return high < num_classes and below == ignored
+        if ignore_index == high >= num_classes:
+            edge = num_classes - 1
+            above = int(xp.sum(clip(labels, edge, num_classes))) - edge * size
+            ignored = (
+                int(xp.sum(clip(labels, ignore_index - 1, ignore_index)))
+                - (ignore_index - 1) * size
+            )
+            return low >= 0 and above == ignored
+    others_low, others_high = value_range(xp, xp.where(labels == ignore_index, 0, labels))
+    return 0 <= int(others_low) and int(others_high) < num_classes
 
 
 def checked_class_ids(

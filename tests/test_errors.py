@@ -62,6 +62,39 @@ def test_labels_out_of_range(case):
     with pytest.raises(ValueError, match=r"or ignore_index=255.*1 do not.*min=-3, max=-3"):
         lsr.smooth_ce(logits, backend.asarray(np.array([255, -3, 2])), ignore_index=255)
     lsr.smooth_ce(logits, backend.asarray(np.array([255, 3, 2])), ignore_index=255)
+    # A bad id between the classes and an ignore_index at the same end.
+    with pytest.raises(ValueError, match=r"or ignore_index=255.*1 do not.*min=7, max=7"):
+        lsr.smooth_ce(logits, backend.asarray(np.array([255, 7, 2])), ignore_index=255)
+    with pytest.raises(ValueError, match=r"or ignore_index=-100.*2 do not.*min=-99, max=-1"):
+        lsr.smooth_ce(logits, backend.asarray(np.array([-100, -1, -99])), ignore_index=-100)
+    lsr.smooth_ce(logits, backend.asarray(np.array([-100, -100, 3])), ignore_index=-100)
+    lsr.smooth_ce(logits, backend.asarray(np.array([-100, -100, -100])), ignore_index=-100)
+
+
+@pytest.mark.parametrize(
+    ("labels", "ignore_index", "expected"),
+    [
+        ([-(2**40), 0, 3], -(2**40), True),
+        ([-(2**40), -1, 3], -(2**40), False),
+        ([2**40, 0, 3], 2**40, True),
+        ([2**40, 5, 3], 2**40, False),
+        ([-100, 0, 3], -100, True),
+        ([-100, -7, 3], -100, False),
+        ([9, 0, 3, 9], 9, True),
+        ([9, 8, 3], 9, False),
+    ],
+)
+def test_the_other_ids_range_with_ignore_index_at_one_end(labels, ignore_index, expected):
+    """Whether the ids other than an ignore_index at their minimum or maximum are all in
+    [0, 4): by two clipped sums, or (where those sums could overflow the dtype, as
+    with an ignore_index of 2**40) by the range of the other ids."""
+    import array_api_compat.numpy as xp
+
+    from lsr import _checks
+
+    ids = np.array(labels, dtype=np.int64)
+    low, high = int(ids.min()), int(ids.max())
+    assert _checks._others_in_range(xp, ids, 4, ignore_index, low, high) is expected
 
 
 def test_label_shape_mismatch(case):

@@ -461,6 +461,23 @@ def _compare_override(name, overlay, base, asarray, to_numpy, rng):
             except ValueError:
                 continue
             yield f"axis={axis} (size other than 1) was squeezed, not refused"
+    elif name == "clip":
+        ids = asarray(rng.integers(-120, 300, size=(3, 5, 4)))
+        for x_given, bounds in (
+            (ids, (-1, 0)),
+            (ids, (-100, -99)),
+            (ids, (254, 255)),
+            (ids, (None, 20)),
+            (ids, (3, None)),
+            (asarray(x), (-0.5, 0.25)),
+            (asarray(x), (asarray(x[:1] - 1.0), asarray(x[:1]))),
+        ):
+            low, high = bounds
+            expected = to_numpy(base.clip(x_given, low, high))
+            actual = overlay.clip(x_given, low, high)
+            if actual.dtype != x_given.dtype:
+                yield f"bounds {bounds!r}: dtype {actual.dtype}, not {x_given.dtype}"
+            yield from _differs(f"bounds {bounds!r}", to_numpy(actual), expected, "float64")
     else:
         yield "a standard function overridden without a check here: add one"
 

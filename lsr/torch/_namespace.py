@@ -47,6 +47,16 @@ def _squeeze(x: torch.Tensor, /, axis: int | tuple[int, ...]) -> torch.Tensor:
     return _compat_xp.squeeze(x, axis=axis)
 
 
+def _clip(x: torch.Tensor, /, min: Any = None, max: Any = None) -> torch.Tensor:
+    # One clamp for Python-number bounds (validation clips the class ids twice per call
+    # with ignore_index); array-api-compat's clip compares and selects, several passes
+    # over booleans. Anything else is compat's.
+    if isinstance(min, (int, float, type(None))) and isinstance(max, (int, float, type(None))):
+        if (min is not None or max is not None) and not isinstance(min, bool):
+            return torch.clamp(x, min, max)
+    return _compat_xp.clip(x, min, max)
+
+
 def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torch.Tensor:
     return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
@@ -232,6 +242,7 @@ xp = types.SimpleNamespace(
         "vecdot": _vecdot,
         "broadcast_to": _broadcast_to,
         "squeeze": _squeeze,
+        "clip": _clip,
         "logsumexp": _logsumexp,
         "log_softmax": _log_softmax,
         "add_along_axis": _add_along_axis,
