@@ -174,9 +174,10 @@ def check_label_range(
 
     Returns None where the values could not be read (nothing was checked), else whether
     some label equals ``ignore_index``. The labels' minimum and maximum settle the usual
-    cases (every id in range; or ``ignore_index`` outside [0, K) at one end and the
-    other ids in range) in one or two reductions; the elementwise test runs only when
-    neither does (and to name the bad ids in the error)."""
+    cases: every id in range (one reduction), or ``ignore_index`` outside [0, K) at one
+    end and the other ids in range (two clipped sums more, ``_others_in_range``); the
+    elementwise test runs only when neither does (and to name the bad ids in the
+    error)."""
     if not values_are_cheap(labels):
         return None
     if 0 in tuple(labels.shape):

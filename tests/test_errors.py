@@ -72,29 +72,42 @@ def test_labels_out_of_range(case):
 
 
 @pytest.mark.parametrize(
-    ("labels", "ignore_index", "expected"),
+    ("labels", "dtype", "ignore_index", "expected", "summed"),
     [
-        ([-(2**40), 0, 3], -(2**40), True),
-        ([-(2**40), -1, 3], -(2**40), False),
-        ([2**40, 0, 3], 2**40, True),
-        ([2**40, 5, 3], 2**40, False),
-        ([-100, 0, 3], -100, True),
-        ([-100, -7, 3], -100, False),
-        ([9, 0, 3, 9], 9, True),
-        ([9, 8, 3], 9, False),
+        ([-(2**40), 0, 3], np.int64, -(2**40), True, True),
+        ([-(2**40), -1, 3], np.int64, -(2**40), False, True),
+        ([2**40, 0, 3], np.int64, 2**40, True, True),
+        ([2**40, 5, 3], np.int64, 2**40, False, True),
+        ([-100, 0, 3], np.int64, -100, True, True),
+        ([-100, -7, 3], np.int64, -100, False, True),
+        ([9, 0, 3, 9], np.int64, 9, True, True),
+        ([9, 8, 3], np.int64, 9, False, True),
+        # Sums that could overflow int32 take the range of the other ids instead.
+        ([-(2**30), 0, 3], np.int32, -(2**30), True, False),
+        ([-(2**30), -1, 3], np.int32, -(2**30), False, False),
+        ([2**30, 0, 3], np.int32, 2**30, True, False),
+        ([2**30, 4, 3], np.int32, 2**30, False, False),
     ],
 )
-def test_the_other_ids_range_with_ignore_index_at_one_end(labels, ignore_index, expected):
+def test_the_other_ids_range_with_ignore_index_at_one_end(
+    labels, dtype, ignore_index, expected, summed, monkeypatch
+):
     """Whether the ids other than an ignore_index at their minimum or maximum are all in
-    [0, 4): by two clipped sums, or (where those sums could overflow the dtype, as
-    with an ignore_index of 2**40) by the range of the other ids."""
+    [0, 4): by two clipped sums, or, where those sums could overflow the dtype, by the
+    range of the other ids."""
     import array_api_compat.numpy as xp
 
     from lsr import _checks
 
-    ids = np.array(labels, dtype=np.int64)
+    ranges = []
+    value_range = _checks.value_range
+    monkeypatch.setattr(
+        _checks, "value_range", lambda *args: ranges.append(1) or value_range(*args)
+    )
+    ids = np.array(labels, dtype=dtype)
     low, high = int(ids.min()), int(ids.max())
     assert _checks._others_in_range(xp, ids, 4, ignore_index, low, high) is expected
+    assert ranges == ([] if summed else [1])
 
 
 def test_label_shape_mismatch(case):

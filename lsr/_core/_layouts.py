@@ -233,7 +233,8 @@ def blocked_log_softmax_loss(
     if len(blocks) == 1:
         dot, target = dots[0], target_terms[0]
     elif totals:
-        dot, target = sum(dots[1:], dots[0]), sum(target_terms[1:], target_terms[0])
+        # (One reduction over the blocks' totals, not a running sum in the compute dtype.)
+        dot, target = xp.sum(xp.stack(dots)), xp.sum(xp.stack(target_terms))
     else:
         dot, target = xp.concat(dots, axis=0), xp.concat(target_terms, axis=0)
     return log_softmax_reduced(xp, dot, target, targets, denominator, totals=totals)

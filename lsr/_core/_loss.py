@@ -665,7 +665,8 @@ def log_softmax_reduced(
     total = _cross_entropy(xp, None, dot, target, targets)
     reduced = total if spec.reduction == "sum" else _ops.per_unit(xp, total, denominator)
     if on_host:
-        reduced = xp.asarray(reduced, dtype=like.dtype, device=device(like))
+        # (+ 0.0: no kept position gives +0, as a sum over nothing does, not -0.)
+        reduced = xp.asarray(reduced + 0.0, dtype=like.dtype, device=device(like))
     return reduced
 
 

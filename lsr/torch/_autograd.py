@@ -11,6 +11,10 @@
 * ``SmoothCESmall``: the same for small inputs on the CPU, from
   ``lsr._core.log_softmax_loss_and_grad`` (about half the operations), with one output.
 
+The loss alone on the CPU (nothing to differentiate) takes no Function: it is
+``log_softmax_loss`` (``lsr._core.blocked_log_softmax_loss``, one log-softmax per block
+of rows).
+
 Which one a call takes is decided in ``lsr.torch._functional.smooth_ce``; the helpers
 below tell it what PyTorch is doing (autocast, forward mode, batched cotangents).
 """
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.autograd import forward_ad
@@ -361,19 +365,20 @@ def is_small(logits: torch.Tensor, axis: int) -> bool:
 
 
 def small_loss_and_grad(
-    logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, *, with_grad: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The reduced loss and (with ``with_grad``) its gradient in the logits' dtype, by
+    logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reduced loss and its gradient in the logits' dtype, by
     ``_core.log_softmax_loss_and_grad``; where that loss is not finite, by the blocked
     pass, which defines the values of rows with non-finite logits."""
-    loss, grad = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=with_grad)
+    loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
+    grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
     finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
     if not finite:
         # (A spec without tensors: its static part is all of it.)
         loss, _, _, grad = _blocked_loss_and_grad(
-            logits, labels, None, spec.smoothing, spec.prior, spec.static(), with_grad
+            logits, labels, None, spec.smoothing, spec.prior, spec.static(), True
         )
-    elif grad is not None and (grad.dtype != logits.dtype or grad.stride() != logits.stride()):
+    elif grad.dtype != logits.dtype or grad.stride() != logits.stride():
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
         # class axis outermost in memory: a gradient of other strides is a surprise, and
         # ``.view`` fails on it).
@@ -418,7 +423,7 @@ class SmoothCESmall(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits, labels, spec):
-        loss, grad = small_loss_and_grad(logits, labels, spec, with_grad=True)
+        loss, grad = small_loss_and_grad(logits, labels, spec)
         ctx.save_for_backward(logits, labels)
         ctx.spec, ctx.fused_grad = spec, grad
         return loss
@@ -438,7 +443,7 @@ class SmoothCESmall(torch.autograd.Function):
         if grad is None:
             # A second backward through a retained graph: the same computation again.
             logits, labels = ctx.saved_tensors
-            _, grad = small_loss_and_grad(logits, labels, spec, with_grad=True)
+            _, grad = small_loss_and_grad(logits, labels, spec)
         return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None
 
 

@@ -48,13 +48,25 @@ def _squeeze(x: torch.Tensor, /, axis: int | tuple[int, ...]) -> torch.Tensor:
 
 
 def _clip(x: torch.Tensor, /, min: Any = None, max: Any = None) -> torch.Tensor:
-    # One clamp for Python-number bounds (validation clips the class ids twice per call
-    # with ignore_index); array-api-compat's clip compares and selects, several passes
-    # over booleans. Anything else is compat's.
-    if isinstance(min, (int, float, type(None))) and isinstance(max, (int, float, type(None))):
-        if (min is not None or max is not None) and not isinstance(min, bool):
-            return torch.clamp(x, min, max)
+    # One clamp for bounds that are Python numbers the tensor's dtype holds (validation
+    # clips the class ids twice per call with ignore_index); array-api-compat's clip
+    # compares and selects, several passes over booleans. Anything else (tensor or
+    # out-of-range bounds, bool tensors, no bound) is compat's, errors included.
+    bounds = [bound for bound in (min, max) if bound is not None]
+    if bounds and x.dtype != torch.bool and all(_holds(x.dtype, bound) for bound in bounds):
+        return torch.clamp(x, min, max)
     return _compat_xp.clip(x, min, max)
+
+
+def _holds(dtype: torch.dtype, bound: Any) -> bool:
+    """Whether ``bound`` is a Python number (not a bool) inside ``dtype``'s range, of a
+    kind the dtype takes (no float bound for an integer dtype)."""
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        return False
+    if dtype.is_floating_point:
+        return True
+    info = torch.iinfo(dtype)
+    return isinstance(bound, int) and info.min <= bound <= info.max
 
 
 def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torch.Tensor:

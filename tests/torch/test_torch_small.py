@@ -87,7 +87,7 @@ def test_small_path_matches_the_blocked_pass_at_the_edges(
 
 
 @pytest.mark.parametrize("block_elements", [None, 10])
-@pytest.mark.parametrize("ignored", [[], [2], [3, 4], [0, 1, 2, 3, 4, 5, 6]])
+@pytest.mark.parametrize("ignored", [[], [2], [3, 4], [0, 6], [0, 1, 2, 3, 4, 5, 6]])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_loss_alone_with_ignored_rows_matches_the_blocked_pass(
@@ -116,6 +116,32 @@ def test_loss_alone_with_ignored_rows_matches_the_blocked_pass(
     with_grad = lt.smooth_ce(leaf, target, smoothing=0.1, reduction=reduction)
     assert type(with_grad.grad_fn).__name__ in ("SmoothCEFusedBackward", "SmoothCESmallBackward")
     _assert_same(alone, with_grad.detach(), dtype)
+
+
+@pytest.mark.parametrize("block_elements", [None, 40])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("classes", [5, 21])
+def test_loss_alone_with_finite_ignored_rows_matches_pytorch(
+    classes, reduction, block_elements, monkeypatch
+):
+    """The loss alone with ignored rows (finite logits: no fallback to hide a wrong
+    total), in one block or several, against ``F.cross_entropy`` in float64; and a call
+    that keeps nothing gives +0, as a sum over nothing does."""
+    if block_elements is not None:
+        monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", block_elements)
+    generator = torch.Generator().manual_seed(classes)
+    logits = 3 * torch.randn(2, classes, 6, 4, generator=generator)
+    target = torch.randint(0, classes, (2, 6, 4), generator=generator)
+    target[torch.rand(2, 6, 4, generator=generator) < 0.3] = -100
+    with torch.no_grad():
+        loss = lt.smooth_ce(logits, target, smoothing=0.2, reduction=reduction)
+        nothing = lt.smooth_ce(
+            logits, torch.full_like(target, -100), smoothing=0.2, reduction=reduction
+        )
+    expected = F.cross_entropy(logits.double(), target, label_smoothing=0.2, reduction=reduction)
+    assert_close(loss, expected.float(), torch.float32)
+    assert torch.equal(torch.signbit(nothing), torch.zeros_like(nothing, dtype=torch.bool))
+    assert not nothing.any()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
