@@ -33,6 +33,7 @@ from lsr.torch._autograd import (
     log_softmax_loss,
     needs_autograd_through_core,
     nested_forward_mode,
+    takes_log_softmax_loss,
     without_autocast,
 )
 from lsr.torch._namespace import HALF, xp
@@ -222,7 +223,7 @@ def smooth_ce(
                 # (Such a spec asks for no auxiliary output.)
                 if with_grad and is_small(input, spec.axis):
                     return SmoothCESmall.apply(input, labels, spec)
-                if not with_grad and input.device.type == "cpu":
+                if not with_grad and takes_log_softmax_loss(input, spec.axis):
                     return log_softmax_loss(input, labels, spec)
             loss, _, _, _, *aux_values = SmoothCEFused.apply(
                 *function_arguments(input, labels, spec), with_grad

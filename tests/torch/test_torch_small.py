@@ -251,3 +251,15 @@ def test_logits_changed_in_place_after_the_forward_pass(small, monkeypatch):
     assert_close(grad, expected_grad, torch.float32)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         torch.autograd.grad(loss, leaf)
+
+
+def test_which_losses_alone_take_the_log_softmax_form():
+    """On the CPU, except half-precision logits over more classes than
+    ``HALF_LOG_SOFTMAX_CLASSES`` (the blocked pass is faster there); on the meta device
+    (as on accelerators), never."""
+    wide = autograd.HALF_LOG_SOFTMAX_CLASSES + 1
+    assert autograd.takes_log_softmax_loss(torch.zeros(2, wide), 1)
+    assert autograd.takes_log_softmax_loss(torch.zeros(2, 10, dtype=torch.bfloat16), 1)
+    assert not autograd.takes_log_softmax_loss(torch.zeros(2, wide, dtype=torch.bfloat16), 1)
+    assert not autograd.takes_log_softmax_loss(torch.zeros(2, wide, dtype=torch.float16), 1)
+    assert not autograd.takes_log_softmax_loss(torch.zeros(2, 10, device="meta"), 1)
