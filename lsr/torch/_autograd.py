@@ -374,12 +374,8 @@ def small_loss_and_grad(
     pass, which defines the values of rows with non-finite logits."""
     loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
     grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
-    finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
-    if not finite:
-        # (A spec without tensors: its static part is all of it.)
-        loss, _, _, grad = _blocked_loss_and_grad(
-            logits, labels, None, spec.smoothing, spec.prior, spec.static(), True
-        )
+    if not _is_finite(loss):
+        loss, _, _, grad = _blocked_pass(logits, labels, spec, with_grad=True)
     elif grad.dtype != logits.dtype or grad.stride() != logits.stride():
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
         # class axis outermost in memory: a gradient of other strides is a surprise, and
@@ -417,12 +413,23 @@ def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spe
     loss = _core.blocked_log_softmax_loss(
         logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch
     )
-    finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
-    if not finite:
-        loss = _blocked_loss_and_grad(
-            logits, labels, None, spec.smoothing, spec.prior, spec.static(), False
-        )[0]
+    if not _is_finite(loss):
+        loss = _blocked_pass(logits, labels, spec, with_grad=False)[0]
     return loss
+
+
+def _is_finite(loss: torch.Tensor) -> bool:
+    """Whether every value of a loss is finite (a 0-d one read as a number)."""
+    return math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
+
+
+def _blocked_pass(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, *, with_grad: bool):
+    """``_blocked_loss_and_grad`` for a spec without tensors (its static part is all of
+    it): the log-softmax forms' fallback where their loss is not finite, the pass that
+    defines the values of rows with non-finite logits."""
+    return _blocked_loss_and_grad(
+        logits, labels, None, spec.smoothing, spec.prior, spec.static(), with_grad
+    )
 
 
 class SmoothCESmall(torch.autograd.Function):

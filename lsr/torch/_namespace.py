@@ -243,7 +243,7 @@ def _index_dtype(device: torch.device) -> torch.dtype:
 
 
 # The namespace the core runs on here: array-api-compat's, with a vmap-friendly vecdot, a
-# one-op squeeze, torch's fused logsumexp (one pass, no logits-sized temporaries in eager
+# one-op squeeze and clip, torch's fused logsumexp (one pass, no logits-sized temporaries in eager
 # mode), and an in-place scatter-add, exp, matmul and matmul-accumulate for the fused and
 # blocked passes, a one-op finite_or_zero, and for the binary loss torch's one-kernel
 # sigmoid (also in place), a fused sigmoid cross-entropy sum, a one-pass min and max, an

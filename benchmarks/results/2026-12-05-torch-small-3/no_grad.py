@@ -42,9 +42,10 @@ def case(shape, dtype, ignored, n):
     )
 
 
-for dtype in (torch.float32, torch.bfloat16):
-    case((256, 10), dtype, 0.0, 2000)
-    case((4096, 1000), dtype, 0.0, 20)
-    case((512, 32000), dtype, 0.0, 5)
-    case((2, 21, 128, 128), dtype, 0.05, 50)
-    case((2, 21, 128, 128), dtype, 0.0, 50)
+if __name__ == "__main__":
+    for dtype in (torch.float32, torch.bfloat16):
+        case((256, 10), dtype, 0.0, 2000)
+        case((4096, 1000), dtype, 0.0, 20)
+        case((512, 32000), dtype, 0.0, 5)
+        case((2, 21, 128, 128), dtype, 0.05, 50)
+        case((2, 21, 128, 128), dtype, 0.0, 50)

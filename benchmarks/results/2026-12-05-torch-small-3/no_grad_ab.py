@@ -3,10 +3,9 @@ pass ("blocked"), each forced by replacing the function the adapter calls, and
 F.cross_entropy ("rival"), taking turns twice in one process (best of 5, microseconds).
 Run from the repository's root."""
 
-import time
-
 import torch
 import torch.nn.functional as F
+from no_grad import best  # (the script's own folder is on the path)
 
 import lsr.torch as lt
 from lsr.torch import _autograd, _functional
@@ -21,18 +20,6 @@ CASES = [
     ((512, 32000), torch.bfloat16, 0, 5),
     ((512, 32000), torch.float32, 0, 5),
 ]
-
-
-def best(fn, n):
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        times.append((time.perf_counter() - start) / n * 1e6)
-    return min(times)
 
 
 def blocked(logits, labels, spec):
