@@ -26,4 +26,5 @@ print(
     f"rank {rank}: loss {loss.item():.12f}, one process {single.item():.12f}, "
     f"weight gradient equal: {torch.allclose(model.weight.grad, reference.weight.grad)}"
 )
+del ddp  # DDP holds the process group: release it first, or gloo may abort at exit
 dist.destroy_process_group()
