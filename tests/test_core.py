@@ -636,27 +636,37 @@ def _loss_alone_case(backend, reduction, finite_left_out):
 
 @pytest.mark.parametrize("finite_left_out", [True, False])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_log_softmax_loss_alone_leaves_positions_out(backend, reduction, finite_left_out):
-    """For the loss alone the log-softmax pass also takes ``ignore_index`` and ``where``:
-    left-out rows give 0 and are not counted, as the reference and the pass shifted by
-    the row maximum say. A non-finite logit in a left-out row may make a reduced loss
-    NaN (its totals are products with the mask): never a finite wrong number, and the
-    callers then take the pass shifted by the row maximum. One loss per position stays
-    exact there."""
+def test_log_softmax_pass_leaves_positions_out(backend, reduction, finite_left_out):
+    """The log-softmax pass also takes ``ignore_index`` and ``where``: left-out rows give
+    0 and are not counted, as the reference and the pass shifted by the row maximum say,
+    gradient included. A non-finite logit in a left-out row may make a reduced loss NaN
+    (its totals are products with the mask) and makes that row's gradient NaN (``0 *
+    exp(s)``): never a finite wrong number, and the callers then take the pass shifted by
+    the row maximum (``leaves_positions_out``). One loss per position stays exact
+    there."""
     xp, z, y, spec, expected = _loss_alone_case(backend, reduction, finite_left_out)
-    assert _core.log_softmax_applies(spec, with_grad=False)
-    assert not _core.log_softmax_applies(spec)
+    assert _core.log_softmax_applies(spec) and _core.leaves_positions_out(spec)
     # (NumPy warns about the left-out rows' -inf - -inf and log(0) in the plain forms.)
     with np.errstate(invalid="ignore", divide="ignore"):
         loss, grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp, with_grad=False)
-        pass_loss, _, _ = _core.smooth_ce(z, y, spec, xp=xp)
+        with_grad, made = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp)
+        pass_loss, pass_grad = _core.reduced_loss_and_grad(z, y, spec, xp=xp)
     assert grad is None
     assert_close(backend.to_numpy(pass_loss), expected, "float64")
-    value = backend.to_numpy(loss)
-    if finite_left_out or reduction == "none":
+    value, gradient = backend.to_numpy(loss), backend.to_numpy(made)
+    assert_close(backend.to_numpy(with_grad), value, "float64")
+    if finite_left_out:
+        assert_close(value, expected, "float64")
+        assert_close(gradient, backend.to_numpy(pass_grad), "float64")
+        return
+    if reduction == "none":
         assert_close(value, expected, "float64")
     else:
         assert not np.all(np.isfinite(value)), value
+    # Rows 1 (all -inf) and 4 (NaN, +inf) are left out: their gradient is not finite,
+    # where the pass's row 1 is 0.
+    assert not np.isfinite(gradient[1]).any() and not np.isfinite(gradient[4]).any()
+    assert not backend.to_numpy(pass_grad)[1].any()
 
 
 @pytest.mark.parametrize("rows_per_block", [1, 4, None])
@@ -685,15 +695,18 @@ def test_blocked_log_softmax_loss_matches_the_one_block_form(
 
 
 def test_log_softmax_pass_applies_only_without_row_terms():
-    """The options that read more of a row than its log-softmax, or leave positions out,
-    take the pass shifted by the row maximum."""
+    """The options that read more of a row than its log-softmax take the pass shifted by
+    the row maximum; positions left out do not, but say so (``leaves_positions_out``:
+    the gradient must then be finite too)."""
     spec = _core.Spec(num_classes=K, axis=1, smoothing=0.1)
     assert _core.log_softmax_applies(spec)
+    assert not _core.leaves_positions_out(spec)
+    for change in [{"where": np.ones(3, dtype=bool)}, {"ignore_index": -100}]:
+        assert _core.log_softmax_applies(spec.replace(**change)), change
+        assert _core.leaves_positions_out(spec.replace(**change)), change
     for change in [
         {"dense": True},
         {"weight": WEIGHT},
-        {"where": np.ones(3, dtype=bool)},
-        {"ignore_index": -100},
         {"softcap": 30.0},
         {"z_loss": 1e-4},
         {"confidence_penalty": 0.1},

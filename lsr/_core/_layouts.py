@@ -198,7 +198,7 @@ def blocked_log_softmax_loss(
     scratch: Array | None,
 ) -> Array:
     """The reduced loss alone, as ``log_softmax_loss_and_grad`` computes it, block after
-    block of rows: for a spec where ``log_softmax_applies(spec, with_grad=False)``.
+    block of rows: for a spec where ``log_softmax_applies``.
 
     Each block's ``log softmax(z)`` is written into ``scratch`` (an array of the compute
     dtype and the shape of the largest block; None: a new array per block) by the

@@ -574,30 +574,38 @@ def reduced_loss_and_grad(
     return reduce(xp, loss, denominator, spec.reduction), grad
 
 
-def log_softmax_applies(spec: Spec, *, with_grad: bool = True) -> bool:
-    """Whether ``log_softmax_loss_and_grad`` computes this spec's loss: class ids, every
-    position kept (no ``where``, no id read as ``ignore_index``), no class weights, and
-    nothing that reads more of a row than its log-softmax (no soft cap, z-loss,
-    confidence penalty or auxiliary output). (Where every position has mass, a finite
-    loss means finite log-probabilities, so a finite loss is the whole condition for its
-    gradient to be the pass's: a class weight of 0 on the target, without smoothing,
-    would hide a row of +inf or all -inf from the loss but not from the gradient.)
+def log_softmax_applies(spec: Spec) -> bool:
+    """Whether ``log_softmax_loss_and_grad`` computes this spec's loss: class ids, no
+    class weights, and nothing that reads more of a row than its log-softmax (no soft
+    cap, z-loss, confidence penalty or auxiliary output). Positions may be left out
+    (``where``, ``ignore_index``).
 
-    For the loss alone (``with_grad`` False) positions may be left out: every kept row
-    has mass, so a finite loss still means finite log-probabilities wherever they count.
+    Where the pass's results are exact: where every position is kept, a finite loss
+    means finite log-probabilities, so a finite loss is the whole condition, for the
+    gradient too (a class weight of 0 on the target, without smoothing, would hide a row
+    of +inf or all -inf from the loss but not from the gradient: hence no weights).
     A left-out row's loss is 0 whatever its logits in the per-position form (the mask
     selects); a "sum" or "mean" taken from totals (``sums_first``) multiplies its terms by
-    0, so a non-finite logit there makes the result NaN, never a finite wrong number, and
-    the caller takes the pass shifted by the row maximum as for any loss not finite."""
+    0, so a non-finite logit there makes the result NaN, never a finite wrong number. Its
+    gradient row is ``0 * exp(s)``: NaN for such logits, where the exact value is 0. So
+    with positions left out and a gradient, the condition is a finite loss and a finite
+    gradient (``leaves_positions_out``). Where it fails, the caller takes the pass
+    shifted by the row maximum, which defines those rows' values."""
     return not (
         spec.dense
         or spec.weight is not None
-        or (with_grad and (spec.where is not None or spec.ignore_index is not None))
         or spec.softcap is not None
         or spec.z_loss
         or spec.confidence_penalty
         or spec.aux
     )
+
+
+def leaves_positions_out(spec: Spec) -> bool:
+    """Whether some positions may be left out of the loss (``where``, ``ignore_index``):
+    then ``log_softmax_loss_and_grad``'s gradient is exact only where it is finite (see
+    ``log_softmax_applies``)."""
+    return spec.where is not None or spec.ignore_index is not None
 
 
 def sums_first(spec: Spec, targets: Targets) -> bool:
@@ -681,9 +689,11 @@ def log_softmax_loss_and_grad(
     pass above; for small inputs, where each operation's fixed cost is the time (and,
     block by block, for the loss alone: ``_layouts.blocked_log_softmax_loss``).
 
-    Exact where the loss is finite. A row with a NaN or +inf logit, or of all -inf, makes
-    ``s`` NaN (the loss is then not finite): there the caller takes the pass above, which
-    defines those rows' values (a finite gradient for a row of all -inf, for one).
+    Exact where the loss is finite (and the gradient, where ``leaves_positions_out``). A
+    row with a NaN or +inf logit, or of all -inf, makes ``s`` NaN (a kept one makes the
+    loss not finite, a left-out one its gradient row): there the caller takes the pass
+    above, which defines those rows' values (a finite gradient for a row of all -inf,
+    for one).
     Returns the reduced loss and, with ``with_grad``, the gradient of the reduced loss in
     the compute dtype (for "none", row i is d loss_i / d z_i).
     """

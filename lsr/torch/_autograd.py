@@ -370,11 +370,12 @@ def small_loss_and_grad(
     logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reduced loss and its gradient in the logits' dtype, by
-    ``_core.log_softmax_loss_and_grad``; where that loss is not finite, by the blocked
+    ``_core.log_softmax_loss_and_grad``; where that loss is not finite (or, with
+    positions left out, the gradient: see ``_core.log_softmax_applies``), by the blocked
     pass, which defines the values of rows with non-finite logits."""
     loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
     grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
-    if not _is_finite(loss):
+    if not _is_finite(loss) or (_core.leaves_positions_out(spec) and not _is_finite(grad)):
         loss, _, _, grad = _blocked_pass(logits, labels, spec, with_grad=True)
     elif grad.dtype != logits.dtype or grad.stride() != logits.stride():
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
@@ -401,7 +402,7 @@ def takes_log_softmax_loss(logits: torch.Tensor, axis: int) -> bool:
 
 def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> torch.Tensor:
     """The reduced loss alone (nothing to differentiate) on the CPU, for a spec that
-    ``_core.log_softmax_applies`` to without a gradient and that holds no tensor: by
+    ``_core.log_softmax_applies`` to and that holds no tensor: by
     ``_core.blocked_log_softmax_loss`` (one log-softmax per block of rows, into one
     block of float32 scratch); where that loss is not finite, by the blocked pass, which
     defines the values of rows with non-finite logits."""

@@ -219,7 +219,7 @@ def smooth_ce(
             )
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
-            if _core.log_softmax_applies(spec, with_grad=with_grad) and not spec.has_arrays():
+            if _core.log_softmax_applies(spec) and not spec.has_arrays():
                 # (Such a spec asks for no auxiliary output.)
                 if with_grad and is_small(input, spec.axis):
                     return SmoothCESmall.apply(input, labels, spec)

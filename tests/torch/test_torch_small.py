@@ -86,6 +86,42 @@ def test_small_path_matches_the_blocked_pass_at_the_edges(
     _assert_same(small_grad.float(), grad.float(), dtype)
 
 
+IGNORED = [[], [2], [3, 4], [0, 6], [2, 3, 4], [0, 1, 2, 3, 4, 5, 6]]
+
+
+@pytest.mark.parametrize("ignored", IGNORED, ids=lambda rows: "-".join(map(str, rows)) or "none")
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(
+    "options",
+    [{"smoothing": 0.1}, {"smoothing": 0.3, "prior": "others"}, {"smoothing": 0.2, "kl": True}],
+    ids=["eps0.1", "others", "kl"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_small_path_with_ignored_rows_matches_the_blocked_pass(
+    ignored, reduction, options, dtype, monkeypatch
+):
+    """With ``ignore_index`` the small path makes the gradient too: the edge rows, some
+    ignored, give the blocked pass's loss and gradient, NaN where it has NaN. An ignored
+    row of all -inf (2) gets a zero gradient there, not the log-softmax's ``0 * NaN``.
+    (An ignored row holding +inf or NaN (3, 4) has a NaN gradient in both, as in
+    ``F.cross_entropy``: its softmax is NaN. With a non-finite row kept, the loss is not
+    finite and both calls take the blocked pass anyway.)"""
+    logits = _edge_logits(dtype)
+    target = torch.tensor([0, 1, 2, 3, 1, 0, 4])
+    target[ignored] = -100
+    small_loss, small_grad, small_path = _loss_and_grad(
+        logits, target, True, monkeypatch, reduction=reduction, **options
+    )
+    loss, grad, path = _loss_and_grad(
+        logits, target, False, monkeypatch, reduction=reduction, **options
+    )
+    assert (small_path, path) == ("SmoothCESmallBackward", "SmoothCEFusedBackward")
+    _assert_same(small_loss, loss, dtype)
+    _assert_same(small_grad.float(), grad.float(), dtype)
+    if 2 in ignored:
+        assert not small_grad[2].any()
+
+
 @pytest.mark.parametrize("block_elements", [None, 10])
 @pytest.mark.parametrize("ignored", [[], [2], [3, 4], [0, 6], [0, 1, 2, 3, 4, 5, 6]])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
