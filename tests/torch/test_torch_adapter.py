@@ -370,11 +370,13 @@ def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype, sma
     """The eager CPU paths compute exp(x) as exp2(x * log2 e), of x = z - max z (the
     blocked pass) or x = log p (small inputs, ``SmoothCESmall``). For classes up to 16
     below the top logit the gradient (softmax minus one-hot, smoothing 0) stays within
-    (|log p| + 1) * 2**-23 of the float64 value, relative: the rounding of x and of the
-    product (each |x| * 2**-24 at most, |x| <= |log p|) and about one unit of the
-    exponential's own, as for any softmax taken through the log domain (PyTorch's own
-    backward of ``log_softmax`` included). (Measured: 1.06 times |log p| * 2**-23 at
-    most for small inputs, 0.47 for the blocked pass.)"""
+    2 (|log p| + 1) * 2**-23 of the float64 value, relative: the rounding of x and of the
+    product (each |x| * 2**-24 at most, |x| <= |log p|), that of the row's log-sum in x,
+    and the exponential's own (a unit or so, which depends on the CPU's vector kernel),
+    as for any softmax taken through the log domain (PyTorch's own backward of
+    ``log_softmax`` included). (Measured, in units of (|log p| + 1) * 2**-23: with
+    AVX-512 1.06 at most for small inputs, 0.47 for the blocked pass; with AVX2 only
+    (torch 2.13's other CPU kernels) 1.30 and 0.44, F.cross_entropy's own 0.90.)"""
     monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 1 << 16 if small else 0)
     generator = torch.Generator().manual_seed(4)
     num_classes = 4096
@@ -391,7 +393,7 @@ def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype, sma
     off_target[torch.arange(8), target] = False
     relative = (grad.double() - probabilities).abs() / probabilities
     unit = {torch.float32: 2.0**-23, torch.float64: 2.0**-52}[dtype]
-    bound = unit * (probabilities.log().abs() + 1.0)
+    bound = 2.0 * unit * (probabilities.log().abs() + 1.0)
     assert (relative[off_target] < bound[off_target]).all()
     assert (leaf.numel() <= autograd.SMALL_ELEMENTS) == small  # (the path meant)
 
