@@ -51,6 +51,20 @@ def _assert_same(small, blocked, dtype):
     assert_close(small[finite], blocked[finite], dtype)
 
 
+def _assert_paths_agree(logits, target, dtype, monkeypatch, **options):
+    """The small path and the blocked pass (each asserted to be the one taken) give the
+    same loss and gradient, NaN and inf where the other has them; returns the small
+    path's gradient."""
+    small_loss, small_grad, small_path = _loss_and_grad(
+        logits, target, True, monkeypatch, **options
+    )
+    loss, grad, path = _loss_and_grad(logits, target, False, monkeypatch, **options)
+    assert (small_path, path) == ("SmoothCESmallBackward", "SmoothCEFusedBackward")
+    _assert_same(small_loss, loss, dtype)
+    _assert_same(small_grad.float(), grad.float(), dtype)
+    return small_grad
+
+
 # One row at a time, and all rows together (the non-finite rows then make the reduced
 # loss NaN or inf, and the whole call takes the blocked pass).
 ROWS = [[i] for i in range(7)] + [list(range(7))]
@@ -75,15 +89,7 @@ def test_small_path_matches_the_blocked_pass_at_the_edges(
 ):
     logits = _edge_logits(dtype)[rows]
     target = torch.tensor([0, 1, 2, 3, 1, 0, 4])[rows]
-    small_loss, small_grad, small_path = _loss_and_grad(
-        logits, target, True, monkeypatch, reduction=reduction, **options
-    )
-    loss, grad, path = _loss_and_grad(
-        logits, target, False, monkeypatch, reduction=reduction, **options
-    )
-    assert (small_path, path) == ("SmoothCESmallBackward", "SmoothCEFusedBackward")
-    _assert_same(small_loss, loss, dtype)
-    _assert_same(small_grad.float(), grad.float(), dtype)
+    _assert_paths_agree(logits, target, dtype, monkeypatch, reduction=reduction, **options)
 
 
 IGNORED = [[], [2], [3, 4], [0, 6], [2, 3, 4], [0, 1, 2, 3, 4, 5, 6]]
@@ -109,15 +115,9 @@ def test_small_path_with_ignored_rows_matches_the_blocked_pass(
     logits = _edge_logits(dtype)
     target = torch.tensor([0, 1, 2, 3, 1, 0, 4])
     target[ignored] = -100
-    small_loss, small_grad, small_path = _loss_and_grad(
-        logits, target, True, monkeypatch, reduction=reduction, **options
+    small_grad = _assert_paths_agree(
+        logits, target, dtype, monkeypatch, reduction=reduction, **options
     )
-    loss, grad, path = _loss_and_grad(
-        logits, target, False, monkeypatch, reduction=reduction, **options
-    )
-    assert (small_path, path) == ("SmoothCESmallBackward", "SmoothCEFusedBackward")
-    _assert_same(small_loss, loss, dtype)
-    _assert_same(small_grad.float(), grad.float(), dtype)
     if 2 in ignored:
         assert not small_grad[2].any()
 
