@@ -13,7 +13,9 @@ whose forward is ``lsr._core.binary_loss`` and whose backward is
 ``lsr._core.binary_grad``: it keeps the logits as given (no copy), the targets (integer
 ones widened to int64, so that ``ignore_index`` compares by value), the mean's
 denominator and the option tensors, where autograd through the core's plain ops
-would keep several logits-sized temporaries.
+would keep several logits-sized temporaries. Small inputs on the CPU that need a
+gradient take ``SmoothBCESmall`` instead: the gradient made in the forward pass, as
+small as the logits, handed over by backward.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from lsr import _core
 from lsr._checks_binary import BINARY_PRIOR_NAMES, check_smooth_bce
 from lsr._compat import values_are_cheap
 from lsr._validation import check_choice, check_fraction, fail_type, fail_value
+from lsr.torch import _autograd
 from lsr.torch._arguments import (
     check_floating_dtype,
     check_same_device,
@@ -46,6 +49,7 @@ from lsr.torch._namespace import HALF, xp
 
 __all__ = [
     "SmoothBCE",
+    "SmoothBCESmall",
     "SmoothBCEWithLogitsLoss",
     "binary_cross_entropy_with_logits",
     "forward_smooth_bce",
@@ -189,6 +193,72 @@ class SmoothBCEEager(torch.autograd.Function):
         return output
 
     backward = SmoothBCE.backward
+
+
+class SmoothBCESmall(torch.autograd.Function):
+    """Eager PyTorch's path for small inputs on the CPU (``is_small_binary``) that need a
+    gradient: the forward pass computes the loss (``_core.binary_loss``) and its gradient
+    for a unit cotangent (``_core.binary_grad``, in place) together, and backward hands
+    the gradient over, scaled by the cotangent. There the fixed cost of each call (the
+    Python of a second pass over the spec, autograd's bookkeeping) is most of the time;
+    the gradient is held from forward to backward, as small as the logits.
+
+    A second backward (``retain_graph=True``) recomputes the gradient; a double backward
+    (``create_graph=True``) takes it from ``_core.binary_grad`` on recorded ops. Old-style
+    ``forward(ctx, ...)``, as ``SmoothBCEEager``; the spec (whose option tensors need no
+    gradient: ``needs_autograd_through_core``) is kept on ``ctx``.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, labels, spec, all_reduce_sum):
+        compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+        loss, denominator = _core.binary_loss(
+            compute_logits, labels, spec, xp=xp, all_reduce_sum=all_reduce_sum
+        )
+        grad = _core.binary_grad(
+            compute_logits,
+            labels,
+            denominator,
+            1.0,
+            spec,
+            xp=xp,
+            in_place=True,
+            overwrite=compute_logits is not logits,  # (a float32 copy of ours)
+        )
+        ctx.save_for_backward(logits, labels)
+        ctx.spec, ctx.denominator, ctx.fused_grad = spec, denominator, grad.to(logits.dtype)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad, ctx.fused_grad = ctx.fused_grad, None
+        if grad is None or torch.is_grad_enabled():
+            # A second backward through a retained graph, or a double backward (the ops
+            # recorded): the core's gradient of the saved logits.
+            logits, labels = ctx.saved_tensors
+            with without_autocast(logits.device.type):
+                compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+                grad = _core.binary_grad(
+                    compute_logits,
+                    labels,
+                    ctx.denominator,
+                    grad_loss.to(compute_logits.dtype),
+                    ctx.spec,
+                    xp=xp,
+                )
+            return grad.to(logits.dtype), None, None, None
+        if is_batched(grad_loss):  # (a batch of cotangents: one product each)
+            return grad * grad_loss.to(grad.dtype), None, None, None
+        if grad_loss.ndim > 0 or grad_loss.item() != 1.0:
+            # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
+            grad.mul_(grad_loss.to(grad.dtype))
+        return grad, None, None, None
+
+
+def is_small_binary(input: torch.Tensor) -> bool:
+    """Whether ``SmoothBCESmall`` is the faster path: CPU logits of at most
+    ``SMALL_ELEMENTS`` elements (the softmax loss's bound, read when called)."""
+    return input.device.type == "cpu" and 0 < input.numel() <= _autograd.SMALL_ELEMENTS
 
 
 def _forward_mode(input: torch.Tensor) -> bool:
@@ -370,14 +440,16 @@ def forward_smooth_bce(
             return loss
         # The original input (a half one is converted inside the Function, so that
         # backward keeps the input only).
-        tensors, static = spec.arrays(), spec.static()
         function: type[torch.autograd.Function] = SmoothBCE
         if not (
             compiling
             or torch._C._are_functorch_transforms_active()
             or torch._C._functorch.is_functorch_wrapped_tensor(input)
         ):
+            if input.requires_grad and torch.is_grad_enabled() and is_small_binary(input):
+                return SmoothBCESmall.apply(input, labels, spec, all_reduce_sum)
             function = SmoothBCEEager
+        tensors, static = spec.arrays(), spec.static()
         loss, _ = function.apply(input, labels, *tensors, static, all_reduce_sum)
     return loss
 

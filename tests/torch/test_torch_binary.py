@@ -330,7 +330,10 @@ def _saved(call):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_backward_keeps_the_input_and_target_only(dtype):
+def test_backward_keeps_the_input_and_target_only(monkeypatch, dtype):
+    # The eager Function of inputs past the small path's size (which holds the gradient
+    # from forward to backward: tests below).
+    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 0)
     logits = _logits((16, 12), dtype).requires_grad_()
     target = _target("soft", (16, 12), dtype)
     pos_weight = torch.linspace(0.5, 3.0, 12, dtype=dtype)
@@ -393,6 +396,7 @@ def test_half_precision_in_blocks_matches_float32(monkeypatch, dtype, name, redu
     options cut with them, some broadcast along them): the loss of the float32 values,
     and their float32 gradient rounded once."""
     monkeypatch.setattr("lsr.torch._autograd.BLOCK_ELEMENTS", 40)
+    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 0)  # (not the small path)
     shape, eps = (16, 12), 0.1
     logits = _logits(shape, dtype)
     if name == "ignore_index":
@@ -885,3 +889,115 @@ def test_unread_targets_out_of_range_give_nan_even_at_zero_weight(monkeypatch):
             _logits((6, 5), torch.float32),
         )
         assert torch.isnan(loss) and torch.isnan(grad[2, 3]), reduction
+
+
+# --- eager PyTorch's path for small inputs ---------------------------------------------------
+
+
+def _edge_binary_logits(dtype):
+    """Logits a caller can send: ordinary, +-inf, NaN, large magnitudes and 0."""
+    rows = [
+        [0.5, -1.0, 2.0, 0.0, 1.0],
+        [-math.inf, 3.0, math.inf, 0.0, -2.0],
+        [math.nan, 0.0, 1.0, -3.0, 4.0],
+        [40.0, -40.0, 1e4, -1e4, 0.0],
+    ]
+    return torch.tensor(rows, dtype=torch.float64).to(dtype)
+
+
+def _small_options(name, dtype):
+    """lsr's options by name, for (4, 5) logits, and the targets they go with."""
+    target = torch.tensor(
+        [[1, 0, 1, 0, 1], [0, 1, 1, 0, 0], [1, 1, 0, 0, 1], [1, 0, 1, 0, 1]], dtype=torch.int64
+    )
+    per_label = torch.linspace(0.25, 1.0, 5, dtype=dtype)
+    if name == "ignore_index":
+        return target.masked_fill(target.new_tensor([[0, 1, 0, 0, 1]] * 4).bool(), -1), {
+            "ignore_index": -1
+        }
+    options = {
+        "plain": {},
+        "no smoothing": {"smoothing": 0.0},
+        "weight": {"weight": per_label},
+        "pos_weight": {"pos_weight": per_label + 1.0},
+        "where": {"where": torch.tensor([[True], [False], [True], [True]])},
+        "prior tensor": {"prior": per_label},
+        "smoothing tensor": {"smoothing": torch.tensor(0.2, dtype=dtype)},
+    }[name]
+    return target.to(dtype), options
+
+
+def _binary_loss_and_grad(logits, target, small, monkeypatch, retain=False, **options):
+    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 1 << 16 if small else 0)
+    leaf = logits.detach().clone().requires_grad_()
+    loss = lt.smooth_bce(leaf, target, **options)
+    path = type(loss.grad_fn).__name__
+    cotangent = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+    grads = torch.autograd.grad(loss, leaf, cotangent, retain_graph=retain)
+    if retain:  # a second backward through the retained graph gives the same again
+        grads += torch.autograd.grad(loss, leaf, cotangent)
+    return loss.detach(), grads, path
+
+
+def _assert_same_values(ours, theirs, dtype):
+    assert torch.equal(ours.isnan(), theirs.isnan())
+    assert torch.equal(ours.isinf(), theirs.isinf())
+    finite = ours.isfinite()
+    torch.testing.assert_close(ours[finite], theirs[finite], rtol=2**-7 if dtype in (
+        torch.bfloat16, torch.float16) else 1e-5, atol=1e-6)  # fmt: skip
+
+
+@pytest.mark.parametrize("retain", [False, True], ids=["once", "retain_graph"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "plain",
+        "no smoothing",
+        "weight",
+        "pos_weight",
+        "where",
+        "prior tensor",
+        "smoothing tensor",
+        "ignore_index",
+    ],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+def test_small_path_matches_the_eager_function(monkeypatch, dtype, name, reduction, retain):
+    """Small CPU inputs take ``SmoothBCESmall`` (the gradient made in the forward pass),
+    larger ones the eager Function (the gradient made in backward): the same loss and
+    gradients, NaN and inf in the same places, for every option, edge logits included."""
+    logits = _edge_binary_logits(dtype)
+    target, options = _small_options(name, dtype)
+    options = {"smoothing": 0.1, **options, "reduction": reduction}
+    small = _binary_loss_and_grad(logits, target, True, monkeypatch, retain, **options)
+    eager = _binary_loss_and_grad(logits, target, False, monkeypatch, retain, **options)
+    assert small[2] == "SmoothBCESmallBackward"
+    assert eager[2] == "SmoothBCEEagerBackward"
+    _assert_same_values(small[0], eager[0], dtype)
+    for ours, theirs in zip(small[1], eager[1], strict=True):
+        assert ours.dtype == dtype
+        _assert_same_values(ours, theirs, dtype)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_small_path_double_backward_matches_f(reduction):
+    """A double backward through the small path (``create_graph=True``) gives PyTorch's
+    second derivatives on the targets smoothed by hand."""
+    logits = _logits((4, 5), torch.float64)
+    target = _target("soft", (4, 5), torch.float64)
+    results = []
+    for loss_fn in (
+        lambda z: lt.smooth_bce(z, target, smoothing=0.2, reduction=reduction),
+        lambda z: F.binary_cross_entropy_with_logits(
+            z, _smoothed(target, 0.2, 0.5, torch.float64), reduction=reduction
+        ),
+    ):
+        leaf = logits.clone().requires_grad_()
+        loss = loss_fn(leaf)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf, create_graph=True)
+        (second,) = torch.autograd.grad((grad * grad).sum(), leaf)
+        results.append((loss.detach(), grad.detach(), second, type(loss.grad_fn).__name__))
+    assert results[0][3] == "SmoothBCESmallBackward"
+    for ours, theirs in zip(results[0][:3], results[1][:3], strict=True):
+        torch.testing.assert_close(ours, theirs)
