@@ -38,6 +38,7 @@ from lsr._core._binary import (
     binary_loss_and_grad,
     blocked_binary_grad,
     blocked_binary_loss,
+    kernel_form_applies,
     smooth_binary_targets,
 )
 from lsr._core._labels import estimate_prior, nan_where_out_of_range, one_hot
@@ -81,6 +82,7 @@ __all__ = [
     "estimate_prior",
     "index_dtype",
     "kept_positions",
+    "kernel_form_applies",
     "leaves_positions_out",
     "log_softmax_applies",
     "log_softmax_loss_and_grad",

@@ -43,12 +43,14 @@ from lsr._typing import Array, Namespace
 
 __all__ = [
     "BINARY_ARRAY_FIELDS",
+    "KERNEL_FORM_MIN_TARGET",
     "BinarySpec",
     "binary_grad",
     "binary_loss",
     "binary_loss_and_grad",
     "blocked_binary_grad",
     "blocked_binary_loss",
+    "kernel_form_applies",
     "smooth_binary_targets",
 ]
 
@@ -232,6 +234,40 @@ def _fused_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) 
     if total is None or not math.isfinite(float(total)):
         return None
     return total
+
+
+#: The smallest smoothed target at which a framework's own kernel form keeps each
+#: element's relative error within ``48 * 2**-23`` in float32 (``kernel_form_applies``).
+KERNEL_FORM_MIN_TARGET = 2.0**-5
+
+
+def kernel_form_applies(spec: BinarySpec) -> bool:
+    """Whether a framework's own sigmoid cross-entropy, ``(1 - t) z + softplus(-z)`` per
+    element (PyTorch's ``binary_cross_entropy_with_logits``, times its ``weight``), on
+    ``smooth_binary_targets`` computes this loss and, through the framework's autodiff,
+    its gradient ``sigmoid(z) - t``: every element counts (no ``where``, no
+    ``ignore_index``), the labels were read and found valid, no ``pos_weight``, and a
+    scalar smoothing and smoothing value whose smallest target ``eps u`` is at least
+    ``KERNEL_FORM_MIN_TARGET``.
+
+    That bound is the form's accuracy: at a large negative logit its two terms cancel to
+    ``-t z``, a relative error of about ``1.5 ulp(z) / (t |z|)``, at most ``48`` units of
+    the dtype's epsilon for ``t >= 2**-5`` (the namespace's fused sum has a bound of the
+    same kind from the other side). A target nearer 0 (no smoothing, one-sided smoothing,
+    ``u = 1/K`` over many labels) would lose the loss's digits: about 180 units at
+    ``t = 2**-8``, all of them at ``t = 0``. The form gives NaN or inf at an infinite
+    logit, where ``_elementwise`` is exact: the caller uses its loss only where that is
+    finite (reading it: where values are cheap), else this module's pass."""
+    eps, u = spec.smoothing, spec.prior
+    return (
+        spec.checked
+        and spec.where is None
+        and spec.ignore_index is None
+        and spec.pos_weight is None
+        and isinstance(eps, float)
+        and isinstance(u, float)
+        and eps * u >= KERNEL_FORM_MIN_TARGET
+    )
 
 
 def binary_loss(

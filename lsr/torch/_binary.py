@@ -20,10 +20,12 @@ small as the logits, handed over by backward.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.autograd import forward_ad
 
@@ -261,6 +263,24 @@ def is_small_binary(input: torch.Tensor) -> bool:
     return input.device.type == "cpu" and 0 < input.numel() <= _autograd.SMALL_ELEMENTS
 
 
+def _loss_by_pytorchs_kernel(
+    input: torch.Tensor, labels: torch.Tensor, spec: _core.BinarySpec
+) -> torch.Tensor | None:
+    """``F.binary_cross_entropy_with_logits`` on the core's smoothed targets, for small
+    CPU inputs whose spec ``_core.kernel_form_applies`` to: one C++ call, differentiated
+    by PyTorch's own backward node (the same gradient, ``sigmoid(z) - t``), where lsr's
+    pass costs a dozen operations and as much Python. None where that loss is not finite
+    (an infinite logit: NaN or inf there, where lsr's pass gives the exact value), for
+    the caller to compute it by lsr's pass."""
+    logits = input.to(_core.compute_dtype(xp, input.dtype))
+    targets = _core.smooth_binary_targets(labels, spec, xp=xp, like=logits)
+    loss = F.binary_cross_entropy_with_logits(
+        logits, targets, spec.weight, reduction=spec.reduction
+    )
+    finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(loss.isfinite().all())
+    return loss if finite else None
+
+
 def _forward_mode(input: torch.Tensor) -> bool:
     """Whether forward mode differentiates ``input``: a dual tensor of
     ``torch.autograd.forward_ad``, or a ``torch.func`` jvp (jvp, jacfwd, hessian). The
@@ -446,8 +466,13 @@ def forward_smooth_bce(
             or torch._C._are_functorch_transforms_active()
             or torch._C._functorch.is_functorch_wrapped_tensor(input)
         ):
-            if input.requires_grad and torch.is_grad_enabled() and is_small_binary(input):
-                return SmoothBCESmall.apply(input, labels, spec, all_reduce_sum)
+            if is_small_binary(input):
+                if all_reduce_sum is None and _core.kernel_form_applies(spec):
+                    loss = _loss_by_pytorchs_kernel(input, labels, spec)
+                    if loss is not None:
+                        return loss
+                if input.requires_grad and torch.is_grad_enabled():
+                    return SmoothBCESmall.apply(input, labels, spec, all_reduce_sum)
             function = SmoothBCEEager
         tensors, static = spec.arrays(), spec.static()
         loss, _ = function.apply(input, labels, *tensors, static, all_reduce_sum)

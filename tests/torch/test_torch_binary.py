@@ -816,6 +816,8 @@ def test_sum_and_mean_use_the_fused_sum_and_fall_back_at_infinite_logits(monkeyp
     itself. Hard targets at large logits of the matching sign keep their small loss."""
     from lsr.torch import _namespace
 
+    # The eager Function (small inputs may take PyTorch's kernel instead: tests below).
+    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 0)
     results = []
     fused = _namespace.xp.sigmoid_cross_entropy_sum
 
@@ -983,14 +985,15 @@ def test_small_path_matches_the_eager_function(monkeypatch, dtype, name, reducti
 @pytest.mark.parametrize("reduction", REDUCTIONS)
 def test_small_path_double_backward_matches_f(reduction):
     """A double backward through the small path (``create_graph=True``) gives PyTorch's
-    second derivatives on the targets smoothed by hand."""
+    second derivatives on the targets smoothed by hand. (Smoothing towards 0.1: targets
+    down to 0.02, which PyTorch's own kernel form is not trusted with.)"""
     logits = _logits((4, 5), torch.float64)
     target = _target("soft", (4, 5), torch.float64)
     results = []
     for loss_fn in (
-        lambda z: lt.smooth_bce(z, target, smoothing=0.2, reduction=reduction),
+        lambda z: lt.smooth_bce(z, target, smoothing=0.2, prior=0.1, reduction=reduction),
         lambda z: F.binary_cross_entropy_with_logits(
-            z, _smoothed(target, 0.2, 0.5, torch.float64), reduction=reduction
+            z, _smoothed(target, 0.2, 0.1, torch.float64), reduction=reduction
         ),
     ):
         leaf = logits.clone().requires_grad_()
@@ -1001,3 +1004,80 @@ def test_small_path_double_backward_matches_f(reduction):
     assert results[0][3] == "SmoothBCESmallBackward"
     for ours, theirs in zip(results[0][:3], results[1][:3], strict=True):
         torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_small_inputs_take_pytorchs_kernel_only_where_the_core_allows(dtype, reduction):
+    """Small CPU inputs whose smoothed targets are all at least 2**-5 (and nothing left
+    out, no pos_weight) take ``F.binary_cross_entropy_with_logits`` on the smoothed
+    targets, differentiated by PyTorch; the others, and any call whose loss would not be
+    finite that way, take ``SmoothBCESmall``. Each gives PyTorch's loss and gradient on
+    the targets smoothed here (float32 for half-precision inputs)."""
+    logits = _logits((6, 5), dtype)
+    target = _target("int64", (6, 5), dtype)
+    weight = torch.linspace(0.5, 1.5, 5, dtype=dtype)
+    infinite = logits.clone()
+    infinite[0, 0] = math.inf  # (target 0: the kernel form's loss is inf there, lsr's too)
+    infinite[1, 1] = -math.inf
+    cases = [  # (logits, lsr's options, expected Function)
+        (logits, {"smoothing": 0.1}, "BinaryCrossEntropyWithLogitsBackward0"),
+        (logits, {"smoothing": 0.1, "weight": weight}, "BinaryCrossEntropyWithLogitsBackward0"),
+        (logits, {"smoothing": 2**-4}, "BinaryCrossEntropyWithLogitsBackward0"),  # t >= 2**-5
+        (logits, {"smoothing": 0.1, "prior": 0.25}, "SmoothBCESmallBackward"),  # t = 0.025
+        (logits, {"smoothing": 0.0}, "SmoothBCESmallBackward"),
+        (logits, {"smoothing": 0.1, "pos_weight": weight + 1}, "SmoothBCESmallBackward"),
+        (logits, {"smoothing": 0.1, "where": target >= 0}, "SmoothBCESmallBackward"),
+        (infinite, {"smoothing": 0.1}, "SmoothBCESmallBackward"),
+    ]
+    for z, options, expected_path in cases:
+        leaf = z.clone().requires_grad_()
+        loss = lt.smooth_bce(leaf, target, reduction=reduction, **options)
+        assert type(loss.grad_fn).__name__ == expected_path, options
+        cotangent = torch.linspace(0.5, 1.5, loss.numel(), dtype=loss.dtype).reshape(loss.shape)
+        (grad,) = torch.autograd.grad(loss, leaf, cotangent)
+        wide = z.float().requires_grad_()
+        prior = options.get("prior", 0.5)
+        elements = F.binary_cross_entropy_with_logits(
+            wide,
+            _smoothed(target, options["smoothing"], prior, torch.float32),
+            None if "weight" not in options else options["weight"].float(),
+            pos_weight=None if "pos_weight" not in options else options["pos_weight"].float(),
+            reduction="none",
+        )
+        # The exact value at the infinite logits (PyTorch's own form gives NaN at -inf).
+        elements = torch.where(z.isinf(), torch.where(z > 0, math.inf, -0.05 * -math.inf), elements)
+        if "where" in options:
+            elements = torch.where(options["where"], elements, 0.0)
+        expected = {"none": elements, "sum": elements.sum(), "mean": elements.mean()}[reduction]
+        assert loss.dtype == torch.float32 and grad.dtype == dtype
+        torch.testing.assert_close(loss.detach(), expected.detach())
+        if not z.isinf().any():
+            (expected_grad,) = torch.autograd.grad(expected, wide, cotangent)
+            torch.testing.assert_close(grad, expected_grad.to(dtype), rtol=2**-7, atol=1e-6)
+
+
+def test_pytorchs_kernel_form_is_taken_only_where_it_keeps_the_losss_digits():
+    """The kernel form's loss at large negative logits cancels to ``-t z``: for a
+    smoothed target of 2**-5 (``kernel_form_applies``' bound, taken) every element is
+    within 48 units of float32's epsilon of the exact value; at 2**-8 that form would be
+    off by more (refused: lsr's own pass stays within a unit)."""
+    z = -torch.logspace(0, 6, 200).double()  # (float32 values: the reference is exact for them)
+    unit = 2.0**-23
+    for target, expected_path in ((2**-5, "BinaryCrossEntropyWithLogitsBackward0"),
+                                  (2**-8, "SmoothBCESmallBackward")):  # fmt: skip
+        exact = (1 - target) * z + F.softplus(-z)  # float64: the reference
+        leaf = z.float().requires_grad_()
+        ours = lt.smooth_bce(
+            leaf, torch.zeros_like(leaf), smoothing=2 * target, prior=0.5, reduction="none"
+        )
+        assert type(ours.grad_fn).__name__ == expected_path
+        error = ((ours.detach().double() - exact).abs() / exact).max() / unit
+        kernel = F.binary_cross_entropy_with_logits(
+            z.float(), torch.full_like(z.float(), target), reduction="none"
+        )
+        kernel_error = ((kernel.double() - exact).abs() / exact).max() / unit
+        if target == 2**-5:
+            assert error <= 48 and kernel_error <= 48
+        else:
+            assert error <= 1 and kernel_error > 48
