@@ -254,7 +254,7 @@ def kernel_form_applies(spec: BinarySpec) -> bool:
     ``-t z``, a relative error of about ``1.5 ulp(z) / (t |z|)``, at most ``48`` units of
     the dtype's epsilon for ``t >= 2**-5`` (the namespace's fused sum has a bound of the
     same kind from the other side). A target nearer 0 (no smoothing, one-sided smoothing,
-    ``u = 1/K`` over many labels) would lose the loss's digits: about 180 units at
+    ``u = 1/K`` over many labels) would lose the loss's digits: about 250 units at
     ``t = 2**-8``, all of them at ``t = 0``. The form gives NaN or inf at an infinite
     logit, where ``_elementwise`` is exact: the caller uses its loss only where that is
     finite (reading it: where values are cheap), else this module's pass."""

@@ -203,12 +203,18 @@ class SmoothBCESmall(torch.autograd.Function):
     for a unit cotangent (``_core.binary_grad``, in place) together, and backward hands
     the gradient over, scaled by the cotangent. There the fixed cost of each call (the
     Python of a second pass over the spec, autograd's bookkeeping) is most of the time;
-    the gradient is held from forward to backward, as small as the logits.
+    the gradient is held from forward to backward, as small as the logits, in the compute
+    dtype (float32 for half-precision logits: scaled by the cotangent there and rounded
+    once, as the eager Function's; a float16 gradient scaled in float16 would overflow
+    at a loss scale of 65536 and lose the small entries that loss scaling is for).
 
-    A second backward (``retain_graph=True``) recomputes the gradient; a double backward
-    (``create_graph=True``) takes it from ``_core.binary_grad`` on recorded ops. Old-style
-    ``forward(ctx, ...)``, as ``SmoothBCEEager``; the spec (whose option tensors need no
-    gradient: ``needs_autograd_through_core``) is kept on ``ctx``.
+    A cotangent that is not finite, a batch of cotangents (autograd's vmap), a second
+    backward (``retain_graph=True``) and a double backward (``create_graph=True``, the
+    ops recorded) take the gradient from ``_core.binary_grad`` with the cotangent, as the
+    eager Function's backward does: a left-out element's gradient is then 0 whatever
+    its cotangent (the held gradient is masked already, and ``0 * inf`` is NaN).
+    Old-style ``forward(ctx, ...)``, as ``SmoothBCEEager``; the spec (whose option
+    tensors need no gradient: ``needs_autograd_through_core``) is kept on ``ctx``.
     """
 
     @staticmethod
@@ -217,6 +223,8 @@ class SmoothBCESmall(torch.autograd.Function):
         loss, denominator = _core.binary_loss(
             compute_logits, labels, spec, xp=xp, all_reduce_sum=all_reduce_sum
         )
+        # A number, as the eager Function's backward reads it (values are cheap here).
+        denominator = float(denominator)
         grad = _core.binary_grad(
             compute_logits,
             labels,
@@ -228,33 +236,37 @@ class SmoothBCESmall(torch.autograd.Function):
             overwrite=compute_logits is not logits,  # (a float32 copy of ours)
         )
         ctx.save_for_backward(logits, labels)
-        ctx.spec, ctx.denominator, ctx.fused_grad = spec, denominator, grad.to(logits.dtype)
+        ctx.spec, ctx.denominator, ctx.fused_grad = spec, denominator, grad
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad, ctx.fused_grad = ctx.fused_grad, None
-        if grad is None or torch.is_grad_enabled():
-            # A second backward through a retained graph, or a double backward (the ops
-            # recorded): the core's gradient of the saved logits.
-            logits, labels = ctx.saved_tensors
-            with without_autocast(logits.device.type):
-                compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
-                grad = _core.binary_grad(
-                    compute_logits,
-                    labels,
-                    ctx.denominator,
-                    grad_loss.to(compute_logits.dtype),
-                    ctx.spec,
-                    xp=xp,
-                )
-            return grad.to(logits.dtype), None, None, None
-        if is_batched(grad_loss):  # (a batch of cotangents: one product each)
-            return grad * grad_loss.to(grad.dtype), None, None, None
-        if grad_loss.ndim > 0 or grad_loss.item() != 1.0:
-            # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
-            grad.mul_(grad_loss.to(grad.dtype))
-        return grad, None, None, None
+        if grad is not None and not torch.is_grad_enabled() and not is_batched(grad_loss):
+            if grad_loss.ndim == 0:
+                # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
+                scale = grad_loss.item()
+                finite = math.isfinite(scale)
+                if finite and scale != 1.0:
+                    grad.mul_(scale)
+            else:
+                finite = bool(grad_loss.isfinite().all())
+                if finite:
+                    grad.mul_(grad_loss.to(grad.dtype))
+            if finite:
+                return grad.to(ctx.saved_tensors[0].dtype), None, None, None
+        logits, labels = ctx.saved_tensors
+        with without_autocast(logits.device.type):
+            compute_logits = logits.to(_core.compute_dtype(xp, logits.dtype))
+            grad = _core.binary_grad(
+                compute_logits,
+                labels,
+                ctx.denominator,
+                grad_loss.to(compute_logits.dtype),
+                ctx.spec,
+                xp=xp,
+            )
+        return grad.to(logits.dtype), None, None, None
 
 
 def is_small_binary(input: torch.Tensor) -> bool:

@@ -964,7 +964,9 @@ def _assert_same_values(ours, theirs, dtype):
         "ignore_index",
     ],
 )
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str
+)
 def test_small_path_matches_the_eager_function(monkeypatch, dtype, name, reduction, retain):
     """Small CPU inputs take ``SmoothBCESmall`` (the gradient made in the forward pass),
     larger ones the eager Function (the gradient made in backward): the same loss and
@@ -980,6 +982,52 @@ def test_small_path_matches_the_eager_function(monkeypatch, dtype, name, reducti
     for ours, theirs in zip(small[1], eager[1], strict=True):
         assert ours.dtype == dtype
         _assert_same_values(ours, theirs, dtype)
+
+
+def _grad_with_cotangent(logits, target, cotangent, small, monkeypatch, **options):
+    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 1 << 16 if small else 0)
+    leaf = logits.detach().clone().requires_grad_()
+    loss = lt.smooth_bce(leaf, target, **options)
+    expected_path = "SmoothBCESmallBackward" if small else "SmoothBCEEagerBackward"
+    assert type(loss.grad_fn).__name__ == expected_path
+    (grad,) = torch.autograd.grad(loss, leaf, cotangent.expand(loss.shape))
+    return grad
+
+
+def test_small_path_scales_a_half_precision_gradient_in_float32(monkeypatch):
+    """A float16 loss scaled by 65536 (``GradScaler``'s first scale): the gradient held
+    from the forward pass is float32, scaled there and rounded once, as on the eager
+    Function (in float16 the scale itself rounds to inf, and small entries flush to 0)."""
+    logits = _logits((64, 32), torch.float16)
+    target = _target("bool", (64, 32), torch.float16)
+    for scale in (65536.0, 2.0**-20):
+        cotangent = torch.tensor(scale)
+        small = _grad_with_cotangent(logits, target, cotangent, True, monkeypatch, smoothing=0.0)
+        eager = _grad_with_cotangent(logits, target, cotangent, False, monkeypatch, smoothing=0.0)
+        assert small.dtype == torch.float16 and bool(small.isfinite().all())
+        torch.testing.assert_close(small, eager, rtol=2**-10, atol=0)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_small_path_gives_left_out_elements_zero_at_any_cotangent(monkeypatch, reduction):
+    """Left-out elements have gradient 0 even where the cotangent is inf or NaN (the held
+    gradient is masked before the cotangent would multiply it: the small path then
+    computes it as the eager Function does); kept ones get what the eager Function
+    gives. Also for a "mean" over no kept element."""
+    logits = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.0, -3.0]])
+    for target in (
+        torch.tensor([[1, -100, 0], [0, 1, -100]]),
+        torch.full((2, 3), -100),
+    ):
+        for value in (math.inf, math.nan, 3.0):
+            cotangent = torch.tensor(value)
+            if reduction == "none":
+                cotangent = torch.tensor([[1.0, value, 1.0], [2.0, 1.0, value]])
+            options = {"ignore_index": -100, "reduction": reduction}
+            small = _grad_with_cotangent(logits, target, cotangent, True, monkeypatch, **options)
+            eager = _grad_with_cotangent(logits, target, cotangent, False, monkeypatch, **options)
+            assert torch.equal(small[target == -100], torch.zeros_like(small[target == -100]))
+            _assert_same_values(small, eager, torch.float32)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
