@@ -13,9 +13,11 @@ whose forward is ``lsr._core.binary_loss`` and whose backward is
 ``lsr._core.binary_grad``: it keeps the logits as given (no copy), the targets (integer
 ones widened to int64, so that ``ignore_index`` compares by value), the mean's
 denominator and the option tensors, where autograd through the core's plain ops
-would keep several logits-sized temporaries. Small inputs on the CPU that need a
-gradient take ``SmoothBCESmall`` instead: the gradient made in the forward pass, as
-small as the logits, handed over by backward.
+would keep several logits-sized temporaries. Small inputs on the CPU take shorter
+paths: PyTorch's own ``F.binary_cross_entropy_with_logits`` on the core's smoothed
+targets where ``_core.kernel_form_applies`` (its loss trusted only where finite), else,
+with a gradient, ``SmoothBCESmall``: the gradient made in the forward pass (float32 for
+half-precision logits), handed over by backward.
 """
 
 from __future__ import annotations
@@ -203,7 +205,7 @@ class SmoothBCESmall(torch.autograd.Function):
     for a unit cotangent (``_core.binary_grad``, in place) together, and backward hands
     the gradient over, scaled by the cotangent. There the fixed cost of each call (the
     Python of a second pass over the spec, autograd's bookkeeping) is most of the time;
-    the gradient is held from forward to backward, as small as the logits, in the compute
+    the gradient is held from forward to backward, with the logits' shape, in the compute
     dtype (float32 for half-precision logits: scaled by the cotangent there and rounded
     once, as the eager Function's; a float16 gradient scaled in float16 would overflow
     at a loss scale of 65536 and lose the small entries that loss scaling is for).

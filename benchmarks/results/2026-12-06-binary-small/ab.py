@@ -11,32 +11,23 @@ rival, ``F.binary_cross_entropy_with_logits`` on targets smoothed by hand:
   2026-12-06;
 
 forward + backward, and the loss alone under ``torch.no_grad()``. Targets: 10% ones.
-Medians of 7 rounds, the four interleaved within each round.
+Medians of 7 rounds, the four interleaved within each round (the harness's
+``time_calls``).
 
-Run: ``python benchmarks/results/2026-12-06-binary-small/ab.py``
+Run from a checkout's root:
+``PYTHONPATH=. python benchmarks/results/2026-12-06-binary-small/ab.py``
 """
-
-import time
 
 import torch
 import torch.nn.functional as F
 
 import lsr.torch
+from benchmarks.common import time_calls
 from lsr import _core
 from lsr.torch import _autograd, _binary
 
 APPLIES = _core.kernel_form_applies
 SMALL = _autograd.SMALL_ELEMENTS
-
-
-def median_us(call, calls, repeats=1):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(calls):
-            call()
-        times.append((time.perf_counter() - start) / calls * 1e6)
-    return sorted(times)[repeats // 2]
 
 
 def configured(call, *, kernel, small):
@@ -85,11 +76,10 @@ def main():
                 for call in methods.values():
                     for _ in range(20):
                         call()
-                times = {name: [] for name in methods}
-                for _ in range(7):
-                    for name, call in methods.items():
-                        times[name].append(median_us(call, calls))
-                us = {name: sorted(values)[3] for name, values in times.items()}
+                timed = time_calls(
+                    methods, lambda result: None, calls=calls, repeats=7, max_pair_s=60.0
+                )
+                us = {name: timed[name]["median_s"] * 1e6 for name in methods}
                 print(
                     f"{'x'.join(map(str, shape)):>9} {str(dtype)[6:]:>8} {mode:>16}: "
                     + ", ".join(f"{name} {value:.0f}" for name, value in us.items())
