@@ -1129,3 +1129,39 @@ def test_pytorchs_kernel_form_is_taken_only_where_it_keeps_the_losss_digits():
             assert error <= 48 and kernel_error <= 48
         else:
             assert error <= 1 and kernel_error > 48
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:DeprecationWarning")
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["loss", "loss-and-grad"])
+@pytest.mark.parametrize("small", [True, False], ids=["small", "eager"])
+def test_a_traced_binary_loss_gives_each_later_calls_own_value(monkeypatch, small, requires_grad):
+    """Under ``torch.jit.trace`` the labels cannot be read (a value read would be a
+    constant of the trace): the mean's count of kept elements is each call's own, and
+    neither path takes PyTorch's kernel, which would not mark a later call's label out
+    of [0, 1] (NaN there)."""
+    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 1 << 16 if small else 0)
+    logits = _logits((4, 3), torch.float32).requires_grad_(requires_grad)
+    first = torch.tensor([[1, 0, -1], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
+    kept_fewer = torch.tensor([[-1, -1, -1], [-1, -1, 1], [1, -1, 0], [0, 0, 1]])
+    out_of_range = torch.tensor([[1, 0, 1], [0, 1, 1], [1, 1, 0], [0, 0, 2]])
+    for ignore_index in (-1, None):
+
+        def loss(z, t, ignore_index=ignore_index):
+            return lt.smooth_bce(z, t, smoothing=0.1, ignore_index=ignore_index)
+
+        start = first if ignore_index is not None else first.clamp(min=0)
+        traced = torch.jit.trace(loss, (logits, start), check_trace=False)
+        for labels in (start, kept_fewer) if ignore_index is not None else (start,):
+            kept = labels != -1
+            elements = F.binary_cross_entropy_with_logits(
+                logits, _smoothed(labels.clamp(min=0), 0.1, 0.5, torch.float32), reduction="none"
+            )
+            expected = elements[kept].sum() / kept.sum()
+            got = traced(logits, labels)
+            assert_close(got.detach(), expected.detach(), torch.float32)
+            if requires_grad:
+                (grad,) = torch.autograd.grad(got, logits)
+                (expected_grad,) = torch.autograd.grad(expected, logits)
+                assert_close(grad, expected_grad, torch.float32)
+        assert torch.isnan(traced(logits, out_of_range))
