@@ -40,6 +40,7 @@ __all__ = [
     "SmoothCESmall",
     "SmoothCEWithJvp",
     "is_batched",
+    "is_finite",
     "is_small",
     "log_softmax_loss",
     "needs_autograd_through_core",
@@ -375,7 +376,7 @@ def small_loss_and_grad(
     pass, which defines the values of rows with non-finite logits."""
     loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
     grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
-    if not _is_finite(loss) or (_core.leaves_positions_out(spec) and not _is_finite(grad)):
+    if not is_finite(loss) or (_core.leaves_positions_out(spec) and not is_finite(grad)):
         loss, _, _, grad = _blocked_pass(logits, labels, spec, with_grad=True)
     elif grad.dtype != logits.dtype or grad.stride() != logits.stride():
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
@@ -414,12 +415,12 @@ def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spe
     loss = _core.blocked_log_softmax_loss(
         logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch
     )
-    if not _is_finite(loss):
+    if not is_finite(loss):
         loss = _blocked_pass(logits, labels, spec, with_grad=False)[0]
     return loss
 
 
-def _is_finite(loss: torch.Tensor) -> bool:
+def is_finite(loss: torch.Tensor) -> bool:
     """Whether every value of a loss is finite (a 0-d one read as a number)."""
     return math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
 

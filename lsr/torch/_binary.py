@@ -44,6 +44,7 @@ from lsr.torch._arguments import (
 )
 from lsr.torch._autograd import (
     is_batched,
+    is_finite,
     needs_autograd_through_core,
     row_blocks,
     without_autocast,
@@ -292,8 +293,7 @@ def _loss_by_pytorchs_kernel(
     loss = F.binary_cross_entropy_with_logits(
         logits, targets, spec.weight, reduction=spec.reduction
     )
-    finite = math.isfinite(loss.item()) if loss.ndim == 0 else bool(loss.isfinite().all())
-    return loss if finite else None
+    return loss if is_finite(loss) else None
 
 
 def _forward_mode(input: torch.Tensor) -> bool:

@@ -22,6 +22,7 @@ from torch import nn
 
 import lsr.torch as lt
 from tests.backends import assert_close
+from tests.torch.compare import assert_value_and_grad_close
 
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 LSR_ADDITIONS = ["label_smoothing", "prior"]
@@ -1158,10 +1159,7 @@ def test_a_traced_binary_loss_gives_each_later_calls_own_value(monkeypatch, smal
                 logits, _smoothed(labels.clamp(min=0), 0.1, 0.5, torch.float32), reduction="none"
             )
             expected = elements[kept].sum() / kept.sum()
-            got = traced(logits, labels)
-            assert_close(got.detach(), expected.detach(), torch.float32)
-            if requires_grad:
-                (grad,) = torch.autograd.grad(got, logits)
-                (expected_grad,) = torch.autograd.grad(expected, logits)
-                assert_close(grad, expected_grad, torch.float32)
+            assert_value_and_grad_close(
+                traced(logits, labels), expected, logits, with_grad=requires_grad
+            )
         assert torch.isnan(traced(logits, out_of_range))

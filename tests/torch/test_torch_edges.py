@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 import lsr.torch as lt
 from tests.backends import assert_close
+from tests.torch.compare import assert_value_and_grad_close
 
 # Forward-mode AD scripts helpers with torch.jit, which torch 2.13 deprecates.
 TORCH_JIT_WARNING = "ignore:`torch.jit.script:DeprecationWarning"
@@ -586,12 +587,9 @@ def test_a_traced_loss_gives_each_later_calls_own_value(shape, requires_grad):
     traced = torch.jit.trace(loss, (logits, first), check_trace=False)
     for labels in [first, *later]:
         expected = F.cross_entropy(logits, labels, label_smoothing=0.1)
-        got = traced(logits, labels)
-        assert_close(got.detach(), expected.detach(), torch.float32)
-        if requires_grad:
-            (grad,) = torch.autograd.grad(got, logits)
-            (expected_grad,) = torch.autograd.grad(expected, logits)
-            assert_close(grad, expected_grad, torch.float32)
+        assert_value_and_grad_close(
+            traced(logits, labels), expected, logits, with_grad=requires_grad
+        )
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")

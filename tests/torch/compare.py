@@ -1,0 +1,17 @@
+"""Comparisons shared by the PyTorch tests."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.backends import assert_close
+
+
+def assert_value_and_grad_close(got, expected, leaf, *, with_grad: bool) -> None:
+    """``got`` equals ``expected`` (float32 tolerances), and so does its gradient with
+    respect to ``leaf`` when ``with_grad``."""
+    assert_close(got.detach(), expected.detach(), torch.float32)
+    if with_grad:
+        (grad,) = torch.autograd.grad(got, leaf)
+        (expected_grad,) = torch.autograd.grad(expected, leaf)
+        assert_close(grad, expected_grad, torch.float32)
