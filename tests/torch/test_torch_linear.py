@@ -227,6 +227,38 @@ def test_one_block_of_logits_is_allocated_per_call(dtype):
     ]
 
 
+def test_blocks_of_logits_are_column_major_on_the_cpu(monkeypatch):
+    """On the CPU each block's logits are written column-major (MKL's products are
+    faster into that layout), the last, partial block into a slice of the same array;
+    the values are those of F.cross_entropy(F.linear(...)) all the same."""
+    from lsr.torch import _namespace
+
+    outs = []
+    matmul_into = _namespace.xp.matmul_into
+
+    def recording(out, x1, x2):
+        outs.append((out.shape, out.stride(), out.data_ptr()))
+        return matmul_into(out, x1, x2)
+
+    monkeypatch.setattr(_namespace.xp, "matmul_into", recording)
+    hidden, weight, bias, target = _inputs((11, 6), 9, torch.float32, seed=7)
+    loss = lt.linear_smooth_ce(hidden, weight, target, bias=bias, chunk_size=4)
+    expected = F.cross_entropy(F.linear(hidden, weight, bias), target, label_smoothing=0.1)
+    assert_close(loss, expected, "float32")
+    # Blocks of 4 kept rows (a quarter of the targets are -100: 8 kept), each written
+    # into the same column-major (4, 9) array: strides (1, 4).
+    assert [(shape, stride) for shape, stride, _ in outs] == [((4, 9), (1, 4))] * 2
+    assert len({pointer for _, _, pointer in outs}) == 1
+    outs.clear()
+    lt.linear_smooth_ce(hidden[:10], weight, target[:10], bias=bias, chunk_size=3)
+    # 10 rows, 7 kept (-100 at 0, 4, 8): blocks of 3, 3 and 1, the last a slice.
+    assert [(shape, stride) for shape, stride, _ in outs] == [
+        ((3, 9), (1, 3)),
+        ((3, 9), (1, 3)),
+        ((1, 9), (1, 3)),
+    ]
+
+
 def test_only_kept_rows_are_projected():
     """Ignored rows are skipped before the projection: the matrix products' work is in
     proportion to the kept rows (counted by PyTorch's FLOP counter)."""

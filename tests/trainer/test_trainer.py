@@ -174,7 +174,7 @@ def test_one_step_peaks_below_one_copy_of_the_logits(tmp_path):
     # 16 x 64 tokens and 32000 classes: the logits (125 MiB in float32) dominate a step
     # of this model (its parameters are 8 MiB). The Trainer's path holds several copies
     # (the logits, their shifted copy, log_softmax, its negation, their gradients); the
-    # recipe one block of lsr's default size (64 MiB) at a time.
+    # recipe one block of lsr's default size (512 x 32000, 62.5 MiB) at a time.
     vocab_size, batch = 32000, default_data_collator(_examples(16, 64, 32000))
     logits_bytes = batch["input_ids"].numel() * vocab_size * 4
     peaks = {
