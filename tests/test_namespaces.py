@@ -187,6 +187,21 @@ def _check_matmul_into(f, asarray, to_numpy, rng, dtype):
     return problems + _differs("out afterwards", to_numpy(out), x1 @ x2, dtype)
 
 
+def _check_matmul_out(f, asarray, to_numpy, rng, dtype):
+    """A new zeroed array of the shape and dtype asked for, on the device asked for."""
+    import array_api_compat
+
+    probe = asarray(np.zeros(3, dtype=dtype))
+    place = array_api_compat.device(probe)
+    result = f((4, 3), dtype=probe.dtype, device=place)
+    problems = []
+    if tuple(result.shape) != (4, 3) or result.dtype != probe.dtype:
+        problems.append(f"shape {tuple(result.shape)} and dtype {result.dtype}")
+    if array_api_compat.device(result) != place:
+        problems.append(f"on {array_api_compat.device(result)}, not {place}")
+    return problems + _differs("the new array", to_numpy(result), np.zeros((4, 3)), dtype)
+
+
 def _check_set_rows(f, asarray, to_numpy, rng, dtype):
     out0, values = rng.normal(size=(6, 3)), rng.normal(size=(3, 3))
     indices = np.array([4, 0, 2])
@@ -383,6 +398,7 @@ CHECKS = {
     "add_along_axis": _check_add_along_axis,
     "add_matmul": _check_add_matmul,
     "matmul_into": _check_matmul_into,
+    "matmul_out": _check_matmul_out,
     "set_rows": _check_set_rows,
     "finite_or_zero": _check_finite_or_zero,
     "sigmoid": _check_sigmoid,
@@ -617,6 +633,10 @@ class _NumPyExtensions:
         return out
 
     @staticmethod
+    def matmul_out(shape, *, dtype, device):
+        return np.zeros(shape[::-1], dtype=dtype).T  # column-major, as PyTorch's CPU one
+
+    @staticmethod
     def set_rows(out, indices, values):
         out[indices, ...] = values
         return out
@@ -710,6 +730,10 @@ class _BrokenExtensions(_NumPyExtensions):
     def matmul_into(out, x1, x2):
         out[...] = x1 @ x2 + 1.0  # off by one
         return out
+
+    @staticmethod
+    def matmul_out(shape, *, dtype, device):
+        return np.zeros(shape[::-1], dtype=dtype)  # (columns, rows): the .T forgotten
 
     @staticmethod
     def set_rows(out, indices, values):

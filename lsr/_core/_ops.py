@@ -35,6 +35,10 @@ EXTENSIONS = {
         "matmul_into(out, x1, x2) -> out, with out[...] = x1 @ x2 (fused linear loss: one "
         "block of logits per call, reused by every block)"
     ),
+    "matmul_out": (
+        "matmul_out(shape, dtype=, device=) -> a new zeroed 2-D array of that shape, in the "
+        "memory layout ``matmul_into`` writes fastest (the fused linear loss's block)"
+    ),
     "set_rows": "set_rows(out, indices, values) -> out, with out[indices, ...] = values",
     "finite_or_zero": (
         "finite_or_zero(x) -> x where finite, else 0 (NaN and +-inf), one op "
