@@ -22,25 +22,24 @@ from lsr._compat import device
 from lsr._core import Spec
 from lsr._typing import Array, DType, Namespace
 
-# The logits of one block: at most 16 Mi elements (64 MiB in float32) by default; the
-# matrix products then run at full speed and the block stays small next to N x K.
+# The logits of one block: 16 Mi elements (64 MiB in float32) by default; the matrix
+# products then run at full speed and the block stays small next to N x K.
 DEFAULT_BLOCK_ELEMENTS = 1 << 24
-# Default blocks of more rows than this have a multiple of it: the BLAS kernels of the
-# matrix products are tiled in such multiples (MKL on 2 AVX2 cores, d = 512, K = 32000,
-# one block's three products and its loss with column-major logits: 801-819
-# microseconds per row at 512 rows against 885-902 at 524, the rows that 16 Mi logits
-# make; benchmarks/results/2026-12-06-linear/ab.txt).
-BLOCK_ROW_MULTIPLE = 128
 
 
 def block_rows(num_rows: int, num_classes: int, chunk_size: int | None) -> int:
-    """Rows per block: ``chunk_size``, or as many as fit ``DEFAULT_BLOCK_ELEMENTS`` logits,
-    rounded down to a multiple of ``BLOCK_ROW_MULTIPLE`` where there are more."""
+    """Rows per block: ``chunk_size``, or as many as fit ``DEFAULT_BLOCK_ELEMENTS`` logits."""
     if chunk_size is None:
         chunk_size = max(1, DEFAULT_BLOCK_ELEMENTS // max(1, num_classes))
-        if chunk_size > BLOCK_ROW_MULTIPLE:
-            chunk_size -= chunk_size % BLOCK_ROW_MULTIPLE
     return max(1, min(chunk_size, num_rows))
+
+
+def reads_rows_only(spec: Spec) -> bool:
+    """Whether a block's pass reads its logits only elementwise and through sums along
+    the class axis (and gathers at the labels): nothing that contracts a row with a
+    class vector (class weights, a prior vector), no argmax (auxiliary outputs) and no
+    dense targets. Then its speed does not depend on the block's memory layout."""
+    return not (spec.dense or spec.weight is not None or spec.named_prior is None or spec.aux)
 
 
 def logits_block(
@@ -179,7 +178,8 @@ def linear_smooth_ce(
     or gathered (``take``). With the ``matmul_into`` extension every block's logits are
     made in one (rows, K) array of this call (float32 and float64 inputs), which the
     next block overwrites (a fresh one per block would be mapped and its pages faulted
-    in each time), in the layout the namespace's ``matmul_out`` extension picks. With
+    in each time); with ``matmul_out``, the namespace's own array of that role, where it
+    offers one for the default blocks (``reads_rows_only``). With
     the ``set_rows`` extension (PyTorch's namespace) each block's ``d hidden`` is
     written into the (N, d) result in place, so peak memory is the gradients plus one
     block and O(N) vectors; without it the blocks are concatenated at the end (and put
@@ -210,12 +210,16 @@ def linear_smooth_ce(
     if getattr(xp, "matmul_into", None) is not None and count and hidden.dtype == dtype:
         # (Half-precision logits are converted to a float32 block anyway, in which the
         # gradient is made: keeping their matmul result too would hold one more block.)
-        shape = (min(rows, count), num_classes)
         matmul_out = getattr(xp, "matmul_out", None)
-        if matmul_out is not None:
-            block = matmul_out(shape, dtype=dtype, device=device(hidden))
-        else:
-            block = xp.zeros(shape, dtype=dtype, device=device(hidden))
+        if matmul_out is not None and chunk_size is None and count > rows and reads_rows_only(spec):
+            # The namespace's own block for the default size (several blocks), where
+            # it offers one: as many rows or fewer, in the layout its product writes
+            # fastest.
+            block = matmul_out((rows, num_classes), dtype=dtype, device=device(hidden))
+            if block is not None:
+                rows = block.shape[0]
+        if block is None:
+            block = xp.zeros((min(rows, count), num_classes), dtype=dtype, device=device(hidden))
     for start in range(0, count, rows):
         stop = min(start + rows, count)
         select = slice(start, stop) if kept is None else kept[start:stop]

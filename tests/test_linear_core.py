@@ -386,25 +386,3 @@ def test_a_left_out_rows_nan_hidden_state_is_never_projected(backend, loop, chun
     assert_close(backend.to_numpy(loss), backend.to_numpy(expected_loss), "float64")
     for got, want in zip(grads, expected, strict=True):
         np.testing.assert_allclose(backend.to_numpy(got), backend.to_numpy(want), atol=1e-12)
-
-
-@pytest.mark.parametrize(
-    ("num_rows", "num_classes", "chunk_size", "expected"),
-    [
-        # 2**24 // 32000 = 524 rows of 16 Mi logits, down to a multiple of 128.
-        (32768, 32000, None, 512),
-        (32768, 128256, None, 128),  # 130 -> 128
-        (32768, 50257, None, 256),  # 333 -> 256
-        (32768, 200000, None, 83),  # fewer than 128: as many as fit
-        (32768, 1000, None, 16768),  # 16777 -> 16768
-        (300, 32000, None, 300),  # fewer rows than a block
-        (32768, 32000, 524, 524),  # a chunk_size asked for is kept
-    ],
-)
-def test_default_blocks_are_a_multiple_of_128_rows_within_16_mi_logits(
-    num_rows, num_classes, chunk_size, expected
-):
-    rows = _linear.block_rows(num_rows, num_classes, chunk_size)
-    assert rows == expected
-    if chunk_size is None:
-        assert rows * num_classes <= 1 << 24

@@ -36,8 +36,9 @@ EXTENSIONS = {
         "block of logits per call, reused by every block)"
     ),
     "matmul_out": (
-        "matmul_out(shape, dtype=, device=) -> a new zeroed 2-D array of that shape, in the "
-        "memory layout ``matmul_into`` writes fastest (the fused linear loss's block)"
+        "matmul_out(shape, dtype=, device=) -> a new zeroed 2-D array of at most shape's "
+        "rows (and its columns), in the layout ``matmul_into`` writes fastest, that it also "
+        "writes row-slices of; or None (the fused linear loss's block, default size)"
     ),
     "set_rows": "set_rows(out, indices, values) -> out, with out[indices, ...] = values",
     "finite_or_zero": (

@@ -175,7 +175,9 @@ def linear_smooth_ce(
             sequence); each sequence's last position is left out, and (PyTorch) never
             projected. Only the labels are shifted: the hidden states are not copied.
             Give the (batch, sequence) layout: flattened rows are one sequence.
-        chunk_size: rows per block; by default as many as make 16 Mi logits.
+        chunk_size: rows per block; by default as many as make 16 Mi logits (on the
+            CPU, where that is several blocks and the loss reads each row only through
+            sums, rounded down to a multiple of 128, in a column-major block).
 
     Returns:
         As ``smooth_ce``; for ``reduction="none"``, one loss per row of the input's

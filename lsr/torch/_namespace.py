@@ -131,19 +131,28 @@ def _matmul_into(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch
     return torch.mm(x1, x2, out=out)
 
 
-def _matmul_out(shape: tuple[int, int], *, dtype: torch.dtype, device: Any) -> torch.Tensor:
-    """A zeroed (rows, columns) array for ``matmul_into`` to write: column-major on the
-    CPU, where MKL writes a block of logits ``hidden @ projection`` that way faster (as
-    ``projection.T @ hidden.T``). Measured on 2 AVX2 cores
-    (benchmarks/results/2026-12-06-linear/ab.txt), one block's three products and its
-    loss: 801-819 against 860-887 microseconds per row at d = 512, K = 32000, 512 rows;
-    3550-3691 against 4361-4459 at K = 128256, 128 rows; the same within 2% at d = 128.
-    Row-major elsewhere (not measured on accelerators)."""
+# Blocks of logits written column-major have a multiple of this many rows.
+COLUMN_MAJOR_ROWS = 128
+
+
+def _matmul_out(shape: tuple[int, int], *, dtype: torch.dtype, device: Any) -> torch.Tensor | None:
+    """The fused linear loss's block of logits for ``matmul_into``: on the CPU a zeroed
+    column-major array of ``shape``'s rows rounded down to a multiple of 128, where
+    MKL writes ``hidden @ projection`` fastest (as ``projection.T @ hidden.T``); None
+    elsewhere, and for fewer than 128 rows (the caller's row-major block).
+
+    Measured on 2 AVX2 cores (benchmarks/results/2026-12-06-linear/ab.txt), one block's
+    three products and its loss: 801-819 against 860-887 microseconds per row at
+    d = 512, K = 32000 and 512 rows (524 rows, the 16 Mi logits' default, row-major:
+    855-857; column-major at 524 rows: 885-902); 3550-3691 against 4361-4459 at
+    K = 128256, 128 rows; the same within 2% at d = 128. Not measured on accelerators.
+    """
     rows, columns = shape
     device = torch.device(device)
-    if device.type == "cpu":
-        return torch.zeros((columns, rows), dtype=dtype, device=device).mT
-    return torch.zeros(shape, dtype=dtype, device=device)
+    if device.type != "cpu" or rows < COLUMN_MAJOR_ROWS:
+        return None
+    rows -= rows % COLUMN_MAJOR_ROWS
+    return torch.zeros((columns, rows), dtype=dtype, device=device).mT
 
 
 def _subtract_into(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:

@@ -227,36 +227,72 @@ def test_one_block_of_logits_is_allocated_per_call(dtype):
     ]
 
 
-def test_blocks_of_logits_are_column_major_on_the_cpu(monkeypatch):
-    """On the CPU each block's logits are written column-major (MKL's products are
-    faster into that layout), the last, partial block into a slice of the same array;
-    the values are those of F.cross_entropy(F.linear(...)) all the same."""
+def _recorded_blocks(monkeypatch):
+    """The (shape, strides) of every array ``matmul_into`` writes a block's logits into,
+    and the set of their storages' addresses."""
     from lsr.torch import _namespace
 
     outs = []
     matmul_into = _namespace.xp.matmul_into
 
     def recording(out, x1, x2):
-        outs.append((out.shape, out.stride(), out.data_ptr()))
+        outs.append((tuple(out.shape), out.stride(), out.untyped_storage().data_ptr()))
         return matmul_into(out, x1, x2)
 
     monkeypatch.setattr(_namespace.xp, "matmul_into", recording)
-    hidden, weight, bias, target = _inputs((11, 6), 9, torch.float32, seed=7)
-    loss = lt.linear_smooth_ce(hidden, weight, target, bias=bias, chunk_size=4)
-    expected = F.cross_entropy(F.linear(hidden, weight, bias), target, label_smoothing=0.1)
-    assert_close(loss, expected, "float32")
-    # Blocks of 4 kept rows (a quarter of the targets are -100: 8 kept), each written
-    # into the same column-major (4, 9) array: strides (1, 4).
-    assert [(shape, stride) for shape, stride, _ in outs] == [((4, 9), (1, 4))] * 2
-    assert len({pointer for _, _, pointer in outs}) == 1
-    outs.clear()
-    lt.linear_smooth_ce(hidden[:10], weight, target[:10], bias=bias, chunk_size=3)
-    # 10 rows, 7 kept (-100 at 0, 4, 8): blocks of 3, 3 and 1, the last a slice.
+    return outs
+
+
+def test_default_blocks_are_column_major_on_the_cpu(monkeypatch):
+    """On the CPU the default blocks (several of them) are a multiple of 128 rows and
+    written column-major, the last, partial block into a slice of the same array (MKL's
+    products are faster so); values and gradients are F.cross_entropy(F.linear(...))'s
+    all the same."""
+    outs = _recorded_blocks(monkeypatch)
+    # 2**24 // 65536 = 256 rows of 16 Mi logits; 600 rows: blocks of 256, 256 and 88.
+    rows, width, num_classes = 600, 3, 1 << 16
+    hidden, weight, bias, _ = _inputs((rows, width), num_classes, torch.float32, seed=7)
+    target = torch.randint(0, num_classes, (rows,), generator=torch.Generator().manual_seed(1))
+
+    def fused(h, w, b):
+        return lt.linear_smooth_ce(h, w, target, bias=b)
+
+    def plain(h, w, b):
+        return F.cross_entropy(F.linear(h, w, b), target, label_smoothing=0.1)
+
+    loss, grads = _grads(fused, hidden, weight, bias, 1.0)
     assert [(shape, stride) for shape, stride, _ in outs] == [
-        ((3, 9), (1, 3)),
-        ((3, 9), (1, 3)),
-        ((1, 9), (1, 3)),
+        ((256, num_classes), (1, 256)),
+        ((256, num_classes), (1, 256)),
+        ((88, num_classes), (1, 256)),
     ]
+    assert len({pointer for _, _, pointer in outs}) == 1
+    expected, expected_grads = _grads(plain, hidden, weight, bias, 1.0)
+    assert_close(loss, expected, "float32")
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        assert_close(grad, expected_grad, "float32")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {"chunk_size": 256},  # a block size asked for is kept as it is
+        {"weight": "weight"},  # a class vector contracted with each row
+        {"return_aux": True},  # an argmax along each row
+        {},  # one block holds every row
+    ],
+    ids=["chunk_size", "weight", "return_aux", "one block"],
+)
+def test_other_blocks_stay_row_major(monkeypatch, option):
+    """Where a column-major block would be slower (a pass that reads each row as a
+    vector) or is not the default, the block is the plain row-major one."""
+    outs = _recorded_blocks(monkeypatch)
+    rows = 100 if not option else 600
+    hidden, weight, bias, target = _inputs((rows, 3), 1 << 16, torch.float32, seed=3)
+    if option.get("weight"):
+        option = {"weight": torch.rand(1 << 16, generator=torch.Generator().manual_seed(2))}
+    lt.linear_smooth_ce(hidden, weight, target, bias=bias, **option)
+    assert outs and all(stride[1] == 1 for _, stride, _ in outs)
 
 
 def test_only_kept_rows_are_projected():
