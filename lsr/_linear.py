@@ -38,7 +38,8 @@ def reads_rows_only(spec: Spec) -> bool:
     """Whether a block's pass reads its logits only elementwise and through sums along
     the class axis (and gathers at the labels): nothing that contracts a row with a
     class vector (class weights, a prior vector), no argmax (auxiliary outputs) and no
-    dense targets. Then its speed does not depend on the block's memory layout."""
+    dense targets. Those read a column-major block much more slowly (a strided row is
+    copied for the contraction, an argmax runs along the strided axis)."""
     return not (spec.dense or spec.weight is not None or spec.named_prior is None or spec.aux)
 
 

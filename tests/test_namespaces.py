@@ -189,8 +189,8 @@ def _check_matmul_into(f, asarray, to_numpy, rng, dtype):
 
 def _check_matmul_out(f, asarray, to_numpy, rng, dtype):
     """None, or a new zeroed array of the dtype and device asked for, with the columns
-    asked for and at most the rows, that ``matmul_into`` may write whole or a row-slice
-    of (checked through NumPy's in-place assignment, as the protocol's ``matmul_into``)."""
+    asked for and between 1 and the rows asked for (its layout, and that ``matmul_into``
+    writes it and its row-slices, are the namespace's own tests')."""
     import array_api_compat
 
     probe = asarray(np.zeros(3, dtype=dtype))

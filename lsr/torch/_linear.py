@@ -176,8 +176,10 @@ def linear_smooth_ce(
             projected. Only the labels are shifted: the hidden states are not copied.
             Give the (batch, sequence) layout: flattened rows are one sequence.
         chunk_size: rows per block; by default as many as make 16 Mi logits (on the
-            CPU, where that is several blocks and the loss reads each row only through
-            sums, rounded down to a multiple of 128, in a column-major block).
+            CPU, in float32 and float64, where that is several blocks of at least 128
+            rows and there are no class weights, prior vector, ``return_aux`` or
+            probability targets: rounded down to a multiple of 128, in a column-major
+            block, which MKL's products write faster).
 
     Returns:
         As ``smooth_ce``; for ``reduction="none"``, one loss per row of the input's

@@ -275,24 +275,46 @@ def test_default_blocks_are_column_major_on_the_cpu(monkeypatch):
 
 @pytest.mark.parametrize(
     "option",
-    [
-        {"chunk_size": 256},  # a block size asked for is kept as it is
-        {"weight": "weight"},  # a class vector contracted with each row
-        {"return_aux": True},  # an argmax along each row
-        {},  # one block holds every row
-    ],
-    ids=["chunk_size", "weight", "return_aux", "one block"],
+    ["chunk_size", "weight", "prior", "return_aux", "probabilities", "one block"],
 )
 def test_other_blocks_stay_row_major(monkeypatch, option):
     """Where a column-major block would be slower (a pass that reads each row as a
-    vector) or is not the default, the block is the plain row-major one."""
+    vector: class weights, a prior vector, an argmax for the auxiliary outputs, dense
+    targets) or is not the default size with several blocks, the block is the plain
+    row-major one."""
     outs = _recorded_blocks(monkeypatch)
-    rows = 100 if not option else 600
-    hidden, weight, bias, target = _inputs((rows, 3), 1 << 16, torch.float32, seed=3)
-    if option.get("weight"):
-        option = {"weight": torch.rand(1 << 16, generator=torch.Generator().manual_seed(2))}
-    lt.linear_smooth_ce(hidden, weight, target, bias=bias, **option)
+    num_classes = 1 << 16  # 256 rows of 16 Mi logits
+    rows = 200 if option == "one block" else 600  # (200 kept: fewer than a block)
+    generator = torch.Generator().manual_seed(2)
+    hidden, weight, bias, target = _inputs(
+        (rows, 3), num_classes, torch.float32, dense=option == "probabilities", seed=3
+    )
+    if option == "one block":
+        target = torch.randint(0, num_classes, (rows,), generator=generator)
+    options = {
+        "chunk_size": {"chunk_size": 256},  # a block size asked for is kept as it is
+        "weight": {"weight": torch.rand(num_classes, generator=generator)},
+        "prior": {"prior": torch.softmax(torch.randn(num_classes, generator=generator), 0)},
+        "return_aux": {"return_aux": True},
+    }.get(option, {})
+    lt.linear_smooth_ce(hidden, weight, target, bias=bias, **options)
     assert outs and all(stride[1] == 1 for _, stride, _ in outs)
+
+
+@pytest.mark.parametrize(
+    ("rows", "expected"), [(524, 512), (333, 256), (130, 128), (128, 128), (127, None)]
+)
+def test_the_cpu_block_is_a_multiple_of_128_rows_or_none(rows, expected):
+    from lsr.torch import _namespace
+
+    block = _namespace.xp.matmul_out((rows, 5), dtype=torch.float64, device="cpu")
+    if expected is None:
+        assert block is None
+    else:
+        assert block.shape == (expected, 5) and block.stride() == (1, expected)
+        assert block.dtype == torch.float64 and not block.any()
+    # Elsewhere (here the meta device, standing for an accelerator): the caller's own.
+    assert _namespace.xp.matmul_out((524, 5), dtype=torch.float32, device="meta") is None
 
 
 def test_only_kept_rows_are_projected():
