@@ -34,15 +34,6 @@ def block_rows(num_rows: int, num_classes: int, chunk_size: int | None) -> int:
     return max(1, min(chunk_size, num_rows))
 
 
-def reads_rows_only(spec: Spec) -> bool:
-    """Whether a block's pass reads its logits only elementwise and through sums along
-    the class axis (and gathers at the labels): nothing that contracts a row with a
-    class vector (class weights, a prior vector), no argmax (auxiliary outputs) and no
-    dense targets. Those read a column-major block much more slowly (a strided row is
-    copied for the contraction, an argmax runs along the strided axis)."""
-    return not (spec.dense or spec.weight is not None or spec.named_prior is None or spec.aux)
-
-
 def logits_block(
     hidden: Array,
     projection: Array,
@@ -180,11 +171,11 @@ def linear_smooth_ce(
     made in one (rows, K) array of this call (float32 and float64 inputs), which the
     next block overwrites (a fresh one per block would be mapped and its pages faulted
     in each time); with ``matmul_out``, the namespace's own array of that role, where it
-    offers one for the default blocks (``reads_rows_only``). With
-    the ``set_rows`` extension (PyTorch's namespace) each block's ``d hidden`` is
-    written into the (N, d) result in place, so peak memory is the gradients plus one
-    block and O(N) vectors; without it the blocks are concatenated at the end (and put
-    back at their rows with one ``take``): one more (N, d) array.
+    offers one for the default blocks (``_core.reads_rows_only``). With the ``set_rows``
+    extension (PyTorch's namespace) each block's ``d hidden`` is written into the (N, d)
+    result in place, so peak memory is the gradients plus one block and O(N) vectors;
+    without it the blocks are concatenated at the end (and put back at their rows with
+    one ``take``): one more (N, d) array.
     """
     num_rows, width = hidden.shape
     num_classes = projection.shape[1]
@@ -212,7 +203,8 @@ def linear_smooth_ce(
         # (Half-precision logits are converted to a float32 block anyway, in which the
         # gradient is made: keeping their matmul result too would hold one more block.)
         matmul_out = getattr(xp, "matmul_out", None)
-        if matmul_out is not None and chunk_size is None and count > rows and reads_rows_only(spec):
+        default_blocks = chunk_size is None and count > rows
+        if matmul_out is not None and default_blocks and _core.reads_rows_only(spec):
             # The namespace's own block for the default size (several blocks), where
             # it offers one: as many rows or fewer, in the layout its product writes
             # fastest.

@@ -601,6 +601,16 @@ def log_softmax_applies(spec: Spec) -> bool:
     )
 
 
+def reads_rows_only(spec: Spec) -> bool:
+    """Whether the pass reads the logits only elementwise and through sums along the
+    class axis (and gathers at the labels): nothing that contracts a row with a class
+    vector (class weights, a prior vector), no argmax (auxiliary outputs) and no dense
+    targets. Those read a column-major block much more slowly (a strided row is copied
+    for the contraction, an argmax runs along the strided axis): the fused linear loss
+    takes a namespace's ``matmul_out`` block for such specs only."""
+    return not (spec.dense or spec.weight is not None or spec.named_prior is None or spec.aux)
+
+
 def leaves_positions_out(spec: Spec) -> bool:
     """Whether some positions may be left out of the loss (``where``, ``ignore_index``):
     then ``log_softmax_loss_and_grad``'s gradient is exact only where it is finite (see
