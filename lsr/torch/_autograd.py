@@ -29,7 +29,7 @@ import torch
 from torch.autograd import forward_ad
 
 from lsr import _core
-from lsr.torch._namespace import HALF, xp
+from lsr.torch._namespace import HALF, NARROW_CLASSES, xp
 
 __all__ = [
     "BLOCK_ELEMENTS",
@@ -357,14 +357,16 @@ SMALL_ELEMENTS = 1 << 16
 def is_small(logits: torch.Tensor, axis: int) -> bool:
     """Whether ``SmoothCESmall`` is the faster path for these logits (CPU only).
 
-    Besides the size: with fewer than 16 classes only up to 2048 positions take it.
-    There its log-softmax moves the class axis (see ``lsr.torch._namespace``), and past
-    a few thousand rows the blocked pass is faster (forward + backward, 2 cores: 286
-    against 374 microseconds at 2048 x 10, 556 against 480 at 4096 x 12)."""
+    Besides the size: with fewer than ``NARROW_CLASSES`` classes (16 with AVX-512, 8
+    with AVX2) only up to 2048 positions take it. There its log-softmax moves the class
+    axis (see ``lsr.torch._namespace``), and past a few thousand rows the blocked pass
+    is faster (forward + backward, 2 cores with AVX-512: 286 against 374 microseconds at
+    2048 x 10, 556 against 480 at 4096 x 12; with AVX2, which does not move 10 or 12
+    classes, the small path stays faster: 471 against 675 at 4096 x 10)."""
     if logits.device.type != "cpu" or not 0 < logits.numel() <= SMALL_ELEMENTS:
         return False
     num_classes = logits.shape[axis]
-    return num_classes >= 16 or logits.numel() <= 2048 * num_classes
+    return num_classes >= NARROW_CLASSES or logits.numel() <= 2048 * num_classes
 
 
 def small_loss_and_grad(

@@ -19,7 +19,7 @@ from lsr._compat import get_backend
 # array-api-compat's torch namespace, through the backend registry (its one importer).
 _compat_xp = get_backend("torch").namespace()
 
-__all__ = ["HALF", "xp"]
+__all__ = ["HALF", "NARROW_CLASSES", "xp"]
 
 #: The half-precision dtypes, which the core computes in float32.
 HALF = (torch.float16, torch.bfloat16)
@@ -73,9 +73,19 @@ def _logsumexp(x: torch.Tensor, /, *, axis: int, keepdims: bool = False) -> torc
     return torch.logsumexp(x, dim=axis, keepdim=keepdims)
 
 
-# Below this many classes, a CPU class axis that is innermost in memory is computed as
-# the outermost one (see ``_log_softmax``).
-_NARROW_CLASSES = 16
+def _narrow_classes() -> int:
+    """Below this many classes, a CPU class axis that is innermost in memory is computed
+    as the outermost one (see ``_log_softmax``): the float32 lanes of the vector unit
+    PyTorch's CPU kernels were built for, below which its log-softmax along an innermost
+    axis takes a scalar path (2 cores, 256 x K float32, innermost against moved: AVX2 at
+    K = 7 18.0 against 13.9 microseconds, at K = 8 7.2 against 14.2 and at K = 10 9.5
+    against 14.5; with AVX-512 21 against 7 at K = 10). 0 (never moved) on CPUs where
+    this was not measured."""
+    return {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 0)
+
+
+#: See ``_narrow_classes``: fixed for the process, as PyTorch's choice of kernels is.
+NARROW_CLASSES = _narrow_classes()
 
 
 def _log_softmax(
@@ -84,16 +94,19 @@ def _log_softmax(
     """``torch.log_softmax`` in ``dtype`` (converted inside the kernel).
 
     PyTorch's CPU kernel for a class axis that is innermost in memory (torch 2.13) takes
-    a slow path below 16 classes, about 15 nanoseconds per logit: 21 microseconds at
-    256 x 10, where 256 x 16 takes 4. Its kernel for an outer axis runs along the
-    contiguous positions instead. Such narrow logits are therefore computed with the
-    class axis moved to the front (one copy of the logits, made inside the op): 7
-    microseconds at 256 x 10, 36 against 156 at 2048 x 10. The result is a view with the
-    class axis outermost in memory; the values are the same function of the logits.
-    With ``out``, the result is written there (copied, for such narrow logits).
+    a slow path below ``NARROW_CLASSES`` classes (the vector width: 16 with AVX-512, 8
+    with AVX2), about 15 nanoseconds per logit: with AVX-512 21 microseconds at 256 x 10,
+    where 256 x 16 takes 4. Its kernel for an outer axis runs along the contiguous
+    positions instead. Such narrow logits are therefore computed with the class axis
+    moved to the front (one copy of the logits, made inside the op): with AVX-512 7
+    microseconds at 256 x 10, 36 against 156 at 2048 x 10; with AVX2 at 2048 x 7, 50
+    against 109 (but at 2048 x 10, which AVX2 runs vectorized, 61 against 37). The
+    result is a view with the class axis outermost in memory; the values are the same
+    function of the logits. With ``out``, the result is written there (copied, for such
+    narrow logits).
     """
     num_classes = x.shape[axis] if x.ndim else 1
-    if x.device.type == "cpu" and 1 < num_classes < _NARROW_CLASSES and x.stride(axis) == 1:
+    if x.device.type == "cpu" and 1 < num_classes < NARROW_CLASSES and x.stride(axis) == 1:
         moved = torch.log_softmax(torch.movedim(x, axis, 0), 0, dtype=dtype)
         result = torch.movedim(moved, 0, axis)
         return result if out is None else out.copy_(result)
