@@ -258,6 +258,14 @@ def checked_class_ids(
     look for it); ``checked`` says whether they were read."""
     labels = index_labels(xp, labels, ignore_index)
     ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
+    return read_class_ids(xp, labels, num_classes, ignore_index)
+
+
+def read_class_ids(
+    xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None
+) -> tuple[Any, int | None, bool]:
+    """``checked_class_ids`` for labels already in the index dtype and an
+    ``ignore_index`` that it can hold (``matchable_ignore_index``)."""
     ignored = check_label_range(xp, labels, num_classes, ignore_index)
     return labels, None if ignored is False else ignore_index, ignored is not None
 
@@ -584,6 +592,14 @@ def check_smooth_ce(
         fail_type(
             f"`prior` must be one of {PRIOR_NAMES} or an array of shape (K,).", "prior", prior
         )
+    key = None
+    if weight is None and where is None and causal_shift is False:
+        # (Looked up before the namespace: the key holds the arrays' types, which an
+        # earlier call with that key found to be of one library.)
+        key = _known_options_key(namespace, logits, labels, options)
+        known = _KNOWN_OPTIONS.get(key) if key is not None else None
+        if known is not None:
+            return known.xp, *known.labels_and_spec(labels)
     xp = array_namespace(
         logits,
         labels,
@@ -594,12 +610,6 @@ def check_smooth_ce(
     )
     if namespace is not None:
         xp = namespace
-    key = None
-    if weight is None and where is None and causal_shift is False:
-        key = _known_options_key(xp, logits, labels, options)
-        known = _KNOWN_OPTIONS.get(key) if key is not None else None
-        if known is not None:
-            return xp, *known.labels_and_spec(xp, labels, ignore_index)
     check_logits(xp, logits)
     if check_flag("causal_shift", causal_shift):
         labels, where = shift_to_next_token(xp, labels, where, ignore_index)
@@ -632,7 +642,7 @@ def check_smooth_ce(
             except (RuntimeError, StopIteration):
                 # (The dict changed size under another thread: look again.)
                 continue
-        _KNOWN_OPTIONS[key] = _KnownOptions(xp, spec)
+        _KNOWN_OPTIONS[key] = _KnownOptions(xp, spec, ignore_index, labels.dtype)
     return xp, labels, spec
 
 
@@ -647,14 +657,21 @@ class _KnownOptions:
     differ only in ``ignore_index`` and ``checked``, which depend on them.
     """
 
-    def __init__(self, xp: Namespace, spec: Spec):
-        # (Holding the namespace keeps its id, part of the key, from being reused.)
+    def __init__(self, xp: Namespace, spec: Spec, ignore_index: int | None, index_dtype: Any):
+        # (The key holds the id of the namespace a call passed: keeping it alive keeps
+        # that id from being reused by another object.) ``ignore_index`` as passed, and
+        # the dtype of the labels that ``index_labels`` made: the key holds both.
         self.xp, self.spec = xp, spec
+        self.ignore_index = ignore_index
+        self.matchable = matchable_ignore_index(xp, ignore_index, index_dtype)
         self.variants: dict[tuple[Any, Any], Spec] = {}
 
-    def labels_and_spec(self, xp: Namespace, labels: Any, ignore_index: Any) -> tuple[Any, Spec]:
-        labels, ignore_index, checked = checked_class_ids(
-            xp, labels, self.spec.num_classes, ignore_index
+    def labels_and_spec(self, labels: Any) -> tuple[Any, Spec]:
+        """``checked_class_ids`` with what depends only on the key (the ignore_index
+        that the labels' index dtype can hold) made once."""
+        xp = self.xp
+        labels, ignore_index, checked = read_class_ids(
+            xp, index_labels(xp, labels, self.ignore_index), self.spec.num_classes, self.matchable
         )
         variant = self.variants.get((ignore_index, checked))
         if variant is None:
@@ -686,23 +703,29 @@ def _keyed(arguments: tuple) -> tuple:
     return tuple([arguments[position] for position in _KEYED_POSITIONS])
 
 
-def _known_options_key(xp: Namespace, logits: Any, labels: Any, options: tuple) -> tuple | None:
+def _known_options_key(namespace: Any, logits: Any, labels: Any, options: tuple) -> tuple | None:
     """What the checks of a call whose options hold no array read, as a key of
     ``_KNOWN_OPTIONS``; None where an option is an array or cannot be a key, and where
     the labels' values cannot be read (under tracing the checks run as they are).
-    ``options``: the keyed arguments' values, in the signature's order."""
+    ``namespace``: the one the caller passed (or None); ``options``: the keyed
+    arguments' values, in the signature's order."""
     # Only options of Python's immutable scalar types: an object that compares equal to
     # itself after it changed (a mutable number hashed by identity, say) would get the
     # spec made of its earlier value.
     types = tuple(map(type, options))
-    if not _KEY_TYPES.issuperset(types) or not values_are_cheap(labels):
+    if not _KEY_TYPES.issuperset(types):
         return None
-    # (With each option's type: 1, 1.0 and True are equal keys, not equal options.)
-    arrays = (id(xp), tuple(logits.shape), logits.dtype, tuple(labels.shape), labels.dtype)
-    key = arrays + options + types
     try:
+        # The arrays' types name their library (and the dtypes JAX's zero-gradient
+        # NumPy arrays): a key found was made by a call whose arrays were of one library.
+        # (With each option's type: 1, 1.0 and True are equal keys, not equal options.)
+        arrays = (id(namespace), type(logits), type(labels))
+        arrays += (tuple(logits.shape), logits.dtype, tuple(labels.shape), labels.dtype)
+        key = arrays + options + types
         hash(key)
-    except TypeError:
+    except (AttributeError, TypeError):
+        return None  # (Not arrays: array_namespace names them.)
+    if not values_are_cheap(labels):
         return None
     return key
 

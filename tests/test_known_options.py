@@ -137,3 +137,23 @@ def test_every_option_is_part_of_what_a_repeated_call_matches():
         _checks._KNOWN_OPTIONS.clear()
         _, _, expected = _checks.check_smooth_ce(logits, labels, weight=None, **changed)
         assert spec == expected, name
+
+
+def test_a_repeated_call_still_refuses_arrays_of_two_libraries(backend):
+    """The key holds the arrays' types: labels of another library with the same dtype
+    (JAX's int32 and NumPy's are one dtype object) are refused as on a first call."""
+    logits = _logits(3)
+    labels = np.array([0, 1, 2, 3, 4, 0])
+    own = backend.asarray(labels)
+    for _ in range(2):
+        lsr.smooth_ce(backend.asarray(logits), own)
+    if backend.name == "numpy":
+        import array_api_strict
+
+        other = array_api_strict.asarray(labels)
+    else:
+        # NumPy labels, of the same dtype where the library's is NumPy's (JAX).
+        name = str(own.dtype)
+        other = labels.astype(name) if name in ("int32", "int64") else labels
+    with pytest.raises(TypeError, match="array"):
+        lsr.smooth_ce(backend.asarray(logits), other)
