@@ -129,13 +129,18 @@ def _check_sum_shifted(f, asarray, to_numpy, rng, dtype):
 
 
 def _check_inplace_exp(f, asarray, to_numpy, rng, dtype):
-    # The core passes max-shifted logits: at most 0, -inf for a masked class.
-    z = _logits(rng, (3, 5, 4))
-    shifted = z - np.max(np.where(np.isfinite(z), z, 0.0), axis=1, keepdims=True)
-    x = asarray(shifted.astype(dtype))
-    result = f(x)
-    problems = [] if result is x else ["returned a new array instead of x"]
-    return problems + _differs("x afterwards", to_numpy(x), np.exp(shifted), dtype)
+    # The core passes max-shifted logits: at most 0, -inf for a masked class. (Two
+    # sizes: an extension may take another kernel for many values, as torch's does.)
+    problems = []
+    for shape in [(3, 5, 4), (3, 2, 6000)]:
+        z = _logits(rng, shape)
+        shifted = z - np.max(np.where(np.isfinite(z), z, 0.0), axis=1, keepdims=True)
+        x = asarray(shifted.astype(dtype))
+        result = f(x)
+        if result is not x:
+            problems.append(f"{shape}: returned a new array instead of x")
+        problems += _differs(f"{shape}: x afterwards", to_numpy(x), np.exp(shifted), dtype)
+    return problems
 
 
 def _check_subtract_into(f, asarray, to_numpy, rng, dtype):

@@ -133,11 +133,18 @@ def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     most ``|x| * 2**-24`` in float32 (``2**-53`` in float64), so it is largest for the
     classes of smallest probability: about 1e-6 for a class 16 below the largest logit
     (probability ``e**-16`` of the top one's), less for those that carry the probability.
-    On GPUs ``exp`` is used as it is.
+    On GPUs ``exp`` is used as it is, and on the CPU for at most ``_ONE_OP_EXP``
+    values, where the extra operation costs more than the faster kernel saves (2 AVX2
+    cores, after a log-softmax, microseconds: 4.3 against 8.9 at 2560 values, 21-22
+    against 29-32 at 32768; 38 against 32 at 65536).
     """
-    if x.device.type == "cpu":
+    if x.is_cpu and x.numel() > _ONE_OP_EXP:
         return x.mul_(_LOG2_E).exp2_()
     return x.exp_()
+
+
+# See ``_inplace_exp``.
+_ONE_OP_EXP = 1 << 15
 
 
 def _matmul_into(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from torch import nn
 
 import lsr.torch as lt
 from lsr.torch import _autograd as autograd
+from lsr.torch import _namespace as namespace
 from lsr.torch._autograd import BLOCK_ELEMENTS, row_blocks
 from tests import reference
 from tests.backends import assert_close
@@ -367,8 +368,9 @@ def test_blocked_fast_path_in_bfloat16_is_float32_accurate():
 @pytest.mark.parametrize("small", [True, False], ids=["small", "blocked"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype, small, monkeypatch):
-    """The eager CPU paths compute exp(x) as exp2(x * log2 e), of x = z - max z (the
-    blocked pass) or x = log p (small inputs, ``SmoothCESmall``). For classes up to 16
+    """The eager CPU paths compute exp(x) of more than 32,768 values (here 16 x 4096)
+    as exp2(x * log2 e), of x = z - max z (the blocked pass) or x = log p (small inputs,
+    ``SmoothCESmall``). For classes up to 16
     below the top logit the gradient (softmax minus one-hot, smoothing 0) stays within
     2 (|log p| + 1) * 2**-23 of the float64 value, relative: the rounding of x and of the
     product (each |x| * 2**-24 at most, |x| <= |log p|), that of the row's log-sum in x,
@@ -381,21 +383,23 @@ def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype, sma
     generator = torch.Generator().manual_seed(4)
     num_classes = 4096
     offsets = torch.linspace(-16.0, 0.0, num_classes, dtype=torch.float64)
+    # (16 rows: more values than the namespace's exp takes in one operation.)
     logits = torch.stack(
-        [offsets[torch.randperm(num_classes, generator=generator)] + 40.0 * r for r in range(8)]
+        [offsets[torch.randperm(num_classes, generator=generator)] + 40.0 * r for r in range(16)]
     )
-    target = torch.randint(0, num_classes, (8,), generator=generator)
+    target = torch.randint(0, num_classes, (16,), generator=generator)
     leaf = logits.to(dtype).requires_grad_()
     loss = lt.smooth_ce(leaf, target, smoothing=0.0, reduction="sum")
     (grad,) = torch.autograd.grad(loss, leaf)
     probabilities = torch.softmax(leaf.detach().double(), dim=1)
     off_target = torch.ones_like(probabilities, dtype=torch.bool)
-    off_target[torch.arange(8), target] = False
+    off_target[torch.arange(16), target] = False
     relative = (grad.double() - probabilities).abs() / probabilities
     unit = {torch.float32: 2.0**-23, torch.float64: 2.0**-52}[dtype]
     bound = 2.0 * unit * (probabilities.log().abs() + 1.0)
     assert (relative[off_target] < bound[off_target]).all()
     assert (leaf.numel() <= autograd.SMALL_ELEMENTS) == small  # (the path meant)
+    assert leaf.numel() > namespace._ONE_OP_EXP  # (and the exp2 form)
 
 
 @pytest.mark.usefixtures("small_blocks")
