@@ -463,14 +463,23 @@ def _usable_cpus() -> int:
 
 def machine_info() -> dict[str, Any]:
     cpu_model = ""
+    flags: set[str] = set()
     try:
         with open("/proc/cpuinfo") as cpuinfo:
             for line in cpuinfo:
-                if line.startswith("model name"):
+                if line.startswith("model name") and not cpu_model:
                     cpu_model = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
                     break
     except OSError:
         pass
+    # The widest x86 vector extension: machines named alike differ here, and PyTorch's
+    # CPU kernels with them (see NARROW_CLASSES in lsr/torch/_namespace.py).
+    vector = next(
+        (name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2")) if flag in flags),
+        None,
+    )
     memory_bytes = None
     try:
         memory_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -486,6 +495,7 @@ def machine_info() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "processor": cpu_model or platform.processor(),
+        "vector_extension": vector,
         "cpu_count": os.cpu_count(),
         "usable_cpus": _usable_cpus(),
         "memory_bytes": memory_bytes,

@@ -81,8 +81,11 @@ def _machine(results: dict[str, Any]) -> str:
     memory_text = f", {memory / 2**30:.0f} GiB RAM" if memory else ""
     load = machine.get("load_average_at_start")
     load_text = f", load average {load[0]:.2f} at start" if load else ""
+    vector = machine.get("vector_extension")
+    vector_text = f" with {vector}" if vector else ""
     return (
-        f"{machine['processor']} ({machine['usable_cpus']} usable of {machine['cpu_count']} "
+        f"{machine['processor']}{vector_text} ({machine['usable_cpus']} usable of "
+        f"{machine['cpu_count']} "
         f"CPUs{memory_text}), {machine['platform']}, Python {machine['python']}, "
         f"transparent huge pages {machine.get('transparent_hugepage')}{load_text}"
     )
