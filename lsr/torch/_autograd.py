@@ -362,7 +362,8 @@ def is_small(logits: torch.Tensor, axis: int) -> bool:
     axis (see ``lsr.torch._namespace``), and past a few thousand rows the blocked pass
     is faster (forward + backward, 2 cores with AVX-512: 286 against 374 microseconds at
     2048 x 10, 556 against 480 at 4096 x 12; with AVX2, which does not move 10 or 12
-    classes, the small path stays faster: 471 against 675 at 4096 x 10)."""
+    classes, the small path stays faster: 463 against 666 at 4096 x 10, in
+    benchmarks/results/2026-12-06-small/small_path_rows.txt)."""
     if not logits.is_cpu or not 0 < logits.numel() <= SMALL_ELEMENTS:
         return False
     num_classes = logits.shape[axis]

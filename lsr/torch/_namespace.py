@@ -77,10 +77,11 @@ def _narrow_classes() -> int:
     """Below this many classes, a CPU class axis that is innermost in memory is computed
     as the outermost one (see ``_log_softmax``): the float32 lanes of the vector unit
     PyTorch's CPU kernels were built for, below which its log-softmax along an innermost
-    axis takes a scalar path (2 cores, 256 x K float32, innermost against moved: AVX2 at
-    K = 7 18.0 against 13.9 microseconds, at K = 8 7.2 against 14.2 and at K = 10 9.5
-    against 14.5; with AVX-512 21 against 7 at K = 10). 0 (never moved) on CPUs where
-    this was not measured."""
+    axis takes a scalar path. Measured on 2 cores, innermost against moved, microseconds
+    (benchmarks/results/2026-12-06-small/log_softmax_width.txt): with AVX2, 256 x 7
+    float32 18.1 against 13.6, 256 x 8 7.4 against 14.2, 2048 x 7 109 against 50, 2048 x
+    12 38 against 71; with AVX-512 (benchmarks.md, 2026-12-05) 21 against 7 at 256 x 10.
+    0 (never moved) on CPUs where this was not measured."""
     return {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 0)
 
 
@@ -99,11 +100,11 @@ def _log_softmax(
     where 256 x 16 takes 4. Its kernel for an outer axis runs along the contiguous
     positions instead. Such narrow logits are therefore computed with the class axis
     moved to the front (one copy of the logits, made inside the op): with AVX-512 7
-    microseconds at 256 x 10, 36 against 156 at 2048 x 10; with AVX2 at 2048 x 7, 50
-    against 109 (but at 2048 x 10, which AVX2 runs vectorized, 61 against 37). The
-    result is a view with the class axis outermost in memory; the values are the same
-    function of the logits. With ``out``, the result is written there (copied, for such
-    narrow logits).
+    microseconds at 256 x 10, 36 against 156 at 2048 x 10; with AVX2 50 against 109 at
+    2048 x 7 (but 71 against 38 at 2048 x 12, which AVX2 runs vectorized). The result is
+    a view with the class axis outermost in memory; the values are the same function of
+    the logits. With ``out``, the result is written there (copied, for such narrow
+    logits).
     """
     num_classes = x.shape[axis] if x.ndim else 1
     if x.device.type == "cpu" and 1 < num_classes < NARROW_CLASSES and x.stride(axis) == 1:
@@ -135,8 +136,9 @@ def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     (probability ``e**-16`` of the top one's), less for those that carry the probability.
     On GPUs ``exp`` is used as it is, and on the CPU for at most ``_ONE_OP_EXP``
     values, where the extra operation costs more than the faster kernel saves (2 AVX2
-    cores, after a log-softmax, microseconds: 4.3 against 8.9 at 2560 values, 21-22
-    against 29-32 at 32768; 38 against 32 at 65536).
+    cores, after a log-softmax, microseconds: 6.3 against 10.2 at 2560 values, 22.5
+    against 33.4 at 32768; 41.1 against 36.5 at 65536;
+    benchmarks/results/2026-12-06-small/exp_size.txt).
     """
     if x.is_cpu and x.numel() > _ONE_OP_EXP:
         return x.mul_(_LOG2_E).exp2_()
