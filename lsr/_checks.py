@@ -719,9 +719,8 @@ def _known_options_key(namespace: Any, logits: Any, labels: Any, options: tuple)
         # The arrays' types name their library (and the dtypes JAX's zero-gradient
         # NumPy arrays): a key found was made by a call whose arrays were of one library.
         # (With each option's type: 1, 1.0 and True are equal keys, not equal options.)
-        arrays = (id(namespace), type(logits), type(labels))
-        arrays += (tuple(logits.shape), logits.dtype, tuple(labels.shape), labels.dtype)
-        key = arrays + options + types
+        arrays = (id(namespace), type(logits), tuple(logits.shape), logits.dtype)
+        key = (*arrays, type(labels), tuple(labels.shape), labels.dtype, *options, *types)
         hash(key)
     except (AttributeError, TypeError):
         return None  # (Not arrays: array_namespace names them.)
