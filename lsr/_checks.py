@@ -659,20 +659,24 @@ class _KnownOptions:
 
     def __init__(self, xp: Namespace, spec: Spec, ignore_index: int | None, index_dtype: Any):
         # (The key holds the id of the namespace a call passed: keeping it alive keeps
-        # that id from being reused by another object.) ``ignore_index`` as passed, and
-        # the dtype of the labels that ``index_labels`` made: the key holds both.
+        # that id from being reused by another object.) ``ignore_index`` as passed (the
+        # key holds it), and the dtype of the labels that ``index_labels`` made, with the
+        # ignore_index that dtype can hold.
         self.xp, self.spec = xp, spec
-        self.ignore_index = ignore_index
+        self.ignore_index, self.index_dtype = ignore_index, index_dtype
         self.matchable = matchable_ignore_index(xp, ignore_index, index_dtype)
         self.variants: dict[tuple[Any, Any], Spec] = {}
 
     def labels_and_spec(self, labels: Any) -> tuple[Any, Spec]:
-        """``checked_class_ids`` with what depends only on the key (the ignore_index
-        that the labels' index dtype can hold) made once."""
+        """``checked_class_ids`` with the ignore_index that the index dtype can hold
+        made once (again where the index dtype changed: JAX's follows its x64 flag,
+        which the key does not hold)."""
         xp = self.xp
-        labels, ignore_index, checked = read_class_ids(
-            xp, index_labels(xp, labels, self.ignore_index), self.spec.num_classes, self.matchable
-        )
+        labels = index_labels(xp, labels, self.ignore_index)
+        matchable = self.matchable
+        if labels.dtype != self.index_dtype:
+            matchable = matchable_ignore_index(xp, self.ignore_index, labels.dtype)
+        labels, ignore_index, checked = read_class_ids(xp, labels, self.spec.num_classes, matchable)
         variant = self.variants.get((ignore_index, checked))
         if variant is None:
             variant = self.spec.replace(ignore_index=ignore_index, checked=checked)

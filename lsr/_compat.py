@@ -286,7 +286,12 @@ class JAXBackend(Backend):
         return not self.is_concrete(x)
 
     def values_are_cheap(self, x: Any) -> bool:
-        return self.is_concrete(x) and all(d.platform == "cpu" for d in x.devices())
+        # (A NumPy array of JAX's float0 dtype, a zero gradient, counts as JAX's: it has
+        # no devices, and its values are in host memory.)
+        devices = getattr(x, "devices", None)
+        if devices is None:
+            return True
+        return self.is_concrete(x) and all(d.platform == "cpu" for d in devices())
 
 
 class TensorFlowBackend(Backend):

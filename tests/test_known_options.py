@@ -157,3 +157,15 @@ def test_a_repeated_call_still_refuses_arrays_of_two_libraries(backend):
         other = labels.astype(name) if name in ("int32", "int64") else labels
     with pytest.raises(TypeError, match="array"):
         lsr.smooth_ce(backend.asarray(logits), other)
+
+
+def test_a_repeated_call_still_refuses_ids_beside_an_unmatchable_ignore_index(backend):
+    """An ignore_index that the labels' index dtype cannot hold matches no label: a
+    repeated call keeps it out of the comparisons (it would overflow there) and still
+    names an id out of range."""
+    logits = _logits(4)
+    good, bad = np.array([0, 1, 2, 3, 4, 0]), np.array([0, 1, 9, 3, 4, 0])
+    for _ in range(2):
+        _loss(backend, logits, good, ignore_index=2**70)
+    with pytest.raises(ValueError, match="class ids"):
+        _loss(backend, logits, bad, ignore_index=2**70)

@@ -48,3 +48,38 @@ def test_int64_ids_beyond_int32_are_refused_without_x64():
     # With x64 the ids stay 64-bit and are range-checked like any other.
     with jax.enable_x64(True), pytest.raises(ValueError, match="class ids"):
         lsr.jax.smooth_ce(logits, labels)
+
+
+@pytest.mark.parametrize("library", ["numpy", "jax"])
+def test_float0_labels_get_lsr_errors_on_repeated_calls(library):
+    """A NumPy array of JAX's float0 dtype (a zero gradient) counts as a JAX array: as
+    labels it gets lsr's errors (mixed libraries beside NumPy logits, not class ids
+    beside JAX ones), also after good calls of the same shapes (the known options'
+    lookup reads whether the labels' values are cheap, and such an array has no
+    devices)."""
+    logits, labels = np.zeros((6, 3), np.float32), np.array([0, 1, 2, 0, 1, 2])
+    if library == "jax":
+        logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    for _ in range(2):
+        lsr.smooth_ce(logits, labels)
+    message = "one array-API library" if library == "numpy" else "integer class ids"
+    for _ in range(2):
+        with pytest.raises(TypeError, match=message):
+            lsr.smooth_ce(logits, np.zeros(6, jax.dtypes.float0))
+
+
+def test_a_repeated_call_reads_ignore_index_for_the_index_dtype_of_now():
+    """JAX's index dtype follows its x64 flag, which the known options' key does not
+    hold: an ignore_index that int64 holds and int32 cannot (so that it matches no
+    label) must not be compared with int32 ids after the flag was turned off."""
+    logits = jnp.zeros((3, 4), jnp.float32)
+    previous = jax.config.read("jax_enable_x64")
+    try:
+        jax.config.update("jax_enable_x64", True)
+        for _ in range(2):
+            lsr.smooth_ce(logits, jnp.asarray([1, 2, 0], jnp.int32), ignore_index=2**40)
+        jax.config.update("jax_enable_x64", False)
+        with pytest.raises(ValueError, match="class ids"):
+            lsr.smooth_ce(logits, jnp.asarray([1, 7, 0], jnp.int32), ignore_index=2**40)
+    finally:
+        jax.config.update("jax_enable_x64", previous)
