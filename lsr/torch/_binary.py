@@ -276,7 +276,7 @@ def is_small_binary(input: torch.Tensor) -> bool:
     """Whether the small-input paths (PyTorch's kernel where the core allows it, else
     ``SmoothBCESmall``) are the faster ones: CPU logits of at most ``SMALL_ELEMENTS``
     elements (the softmax loss's bound, read when called)."""
-    return input.device.type == "cpu" and 0 < input.numel() <= _autograd.SMALL_ELEMENTS
+    return input.is_cpu and 0 < input.numel() <= _autograd.SMALL_ELEMENTS
 
 
 def _loss_by_pytorchs_kernel(

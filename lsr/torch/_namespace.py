@@ -107,7 +107,7 @@ def _log_softmax(
     logits).
     """
     num_classes = x.shape[axis] if x.ndim else 1
-    if x.device.type == "cpu" and 1 < num_classes < NARROW_CLASSES and x.stride(axis) == 1:
+    if x.is_cpu and 1 < num_classes < NARROW_CLASSES and x.stride(axis) == 1:
         moved = torch.log_softmax(torch.movedim(x, axis, 0), 0, dtype=dtype)
         result = torch.movedim(moved, 0, axis)
         return result if out is None else out.copy_(result)

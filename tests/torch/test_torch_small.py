@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import lsr.torch as lt
 from lsr.torch import _autograd as autograd
 from lsr.torch import _functional as functional
+from lsr.torch import _namespace as namespace
 from tests.backends import assert_close
 
 INF = math.inf
@@ -199,11 +200,48 @@ def test_small_path_matches_pytorch(shape, dtype):
     assert_close(leaf.grad.float(), reference.grad.to(dtype).float(), dtype)
 
 
+@pytest.mark.parametrize(
+    ("capability", "narrow"), [("AVX512", 16), ("AVX2", 8), ("DEFAULT", 0), ("NO AVX", 0)]
+)
+def test_narrow_classes_follow_the_cpu_vector_width(monkeypatch, capability, narrow):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert namespace._narrow_classes() == narrow
+
+
+def _with_narrow_classes(monkeypatch, narrow):
+    """The rule as on a CPU of another vector width (it is read where it is used)."""
+    monkeypatch.setattr(namespace, "NARROW_CLASSES", narrow)
+    monkeypatch.setattr(autograd, "NARROW_CLASSES", narrow)
+
+
+@pytest.mark.parametrize("narrow", [16, 8, 0])
+def test_the_class_axis_moves_below_the_vector_width_only(monkeypatch, narrow):
+    _with_narrow_classes(monkeypatch, narrow)
+    for classes in (2, 7, 8, 15, 16):
+        logits = torch.randn(64, classes)
+        result = namespace.xp.log_softmax(logits, axis=1, dtype=torch.float32)
+        moved = result.stride(1) != 1
+        assert moved == (classes < narrow), classes
+        assert_close(result, torch.log_softmax(logits, 1), torch.float32)
+
+
+@pytest.mark.parametrize("narrow", [16, 8])
+def test_narrow_classes_take_the_small_path_up_to_2048_rows(monkeypatch, narrow):
+    _with_narrow_classes(monkeypatch, narrow)
+    for classes, limited in ((narrow - 1, True), (narrow, False)):
+        assert autograd.is_small(torch.zeros(2048, classes), 1)
+        assert autograd.is_small(torch.zeros(2049, classes), 1) == (not limited)
+    assert not autograd.is_small(torch.zeros(65537 // 8 + 1, 8), 1)  # (over 65,536 logits)
+
+
+@pytest.mark.parametrize("narrow", [16, 8, 0])
 @pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
 @pytest.mark.parametrize("shape", [(256, 10), (2048, 3), (64, 40)])
-def test_small_path_gradient_has_the_logits_layout(shape, transposed):
+def test_small_path_gradient_has_the_logits_layout(shape, transposed, narrow, monkeypatch):
     """``autograd.grad`` hands over the path's own gradient: it must have the logits'
-    strides (a narrow class axis is computed moved to the front), equal PyTorch's."""
+    strides (a narrow class axis is computed moved to the front), equal PyTorch's; for
+    every vector width's rule."""
+    _with_narrow_classes(monkeypatch, narrow)
     generator = torch.Generator().manual_seed(shape[1])
     logits = torch.randn(shape[::-1] if transposed else shape, generator=generator)
     logits = (logits.T if transposed else logits).requires_grad_()
