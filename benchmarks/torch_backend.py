@@ -43,7 +43,12 @@ EXACT_MEMORY_METHOD = "torch.profiler allocation record"
 
 
 def versions() -> dict[str, Any]:
-    return {"torch": torch.__version__, "torch_threads": torch.get_num_threads()}
+    return {
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        # (What PyTorch chose its CPU kernels for; lsr.torch reads it too.)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    }
 
 
 def make_inputs(case: Case, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -212,3 +212,12 @@ def test_summary_takes_the_overhead_rows_of_the_later_file(tmp_path):
     (tmp_path / "new.json").write_text(json.dumps(new))
     merged, _ = summary._merge([tmp_path / "old.json", tmp_path / "new.json"])
     assert "| **2** |" in summary.overhead_table(merged)
+
+
+def test_the_machine_line_names_the_vector_extension_where_recorded():
+    """Machines named alike differ in it (and PyTorch's CPU kernels with it); results of
+    earlier runs, without the field, read as before."""
+    machine = _results([])["machine"]
+    assert "cpu (2 usable of 2 CPUs)" in report._machine({"machine": machine})
+    with_vector = {"machine": {**machine, "vector_extension": "AVX2"}}
+    assert "cpu with AVX2 (2 usable of 2 CPUs)" in report._machine(with_vector)

@@ -360,8 +360,9 @@ def is_small(logits: torch.Tensor, axis: int) -> bool:
     Besides the size: with fewer than ``NARROW_CLASSES`` classes (16 with AVX-512, 8
     with AVX2) only up to 2048 positions take it. There its log-softmax moves the class
     axis (see ``lsr.torch._namespace``), and past a few thousand rows the blocked pass
-    is faster (forward + backward, 2 cores with AVX-512: 286 against 374 microseconds at
-    2048 x 10, 556 against 480 at 4096 x 12; with AVX2, which does not move 10 or 12
+    is faster (forward + backward, 2 cores, on the machine of 2026-12-05 whose vector
+    extension was not recorded: 286 against 374 microseconds at 2048 x 10, 556 against
+    480 at 4096 x 12, commit 58666e8; with AVX2, which does not move 10 or 12
     classes, the small path stays faster: 463 against 666 at 4096 x 10, in
     benchmarks/results/2026-12-06-small/small_path_rows.txt)."""
     if not logits.is_cpu or not 0 < logits.numel() <= SMALL_ELEMENTS:

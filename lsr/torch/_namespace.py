@@ -80,7 +80,9 @@ def _narrow_classes() -> int:
     axis takes a scalar path. Measured on 2 cores, innermost against moved, microseconds
     (benchmarks/results/2026-12-06-small/log_softmax_width.txt): with AVX2, 256 x 7
     float32 18.1 against 13.6, 256 x 8 7.4 against 14.2, 2048 x 7 109 against 50, 2048 x
-    12 38 against 71; with AVX-512 (benchmarks.md, 2026-12-05) 21 against 7 at 256 x 10.
+    12 38 against 71. 16 for AVX-512 is inferred, not measured on a CPU known to have
+    it: the machine of 2026-12-05 (benchmarks.md; its vector extension was not
+    recorded) took 21 against 7 at 256 x 10, the scalar path that AVX2 shows below 8.
     0 (never moved) on CPUs where this was not measured."""
     return {"AVX512": 16, "AVX2": 8}.get(torch.backends.cpu.get_cpu_capability(), 0)
 
@@ -96,11 +98,12 @@ def _log_softmax(
 
     PyTorch's CPU kernel for a class axis that is innermost in memory (torch 2.13) takes
     a slow path below ``NARROW_CLASSES`` classes (the vector width: 16 with AVX-512, 8
-    with AVX2), about 15 nanoseconds per logit: with AVX-512 21 microseconds at 256 x 10,
-    where 256 x 16 takes 4. Its kernel for an outer axis runs along the contiguous
-    positions instead. Such narrow logits are therefore computed with the class axis
-    moved to the front (one copy of the logits, made inside the op): with AVX-512 7
-    microseconds at 256 x 10, 36 against 156 at 2048 x 10; with AVX2 50 against 109 at
+    with AVX2), about 15 nanoseconds per logit: on the machine of 2026-12-05 (vector
+    extension not recorded) 21 microseconds at 256 x 10, where 256 x 16 took 4. Its
+    kernel for an outer axis runs along the contiguous positions instead. Such narrow
+    logits are therefore computed with the class axis moved to the front (one copy of
+    the logits, made inside the op): there 7 microseconds at 256 x 10, 36 against 156 at
+    2048 x 10; with AVX2 50 against 109 at
     2048 x 7 (but 71 against 38 at 2048 x 12, which AVX2 runs vectorized). The result is
     a view with the class axis outermost in memory; the values are the same function of
     the logits. With ``out``, the result is written there (copied, for such narrow
