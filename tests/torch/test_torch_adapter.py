@@ -620,6 +620,28 @@ def test_torch_compile_fullgraph_matches_eager():
     assert torch.isnan(compiled(logits, bad, weight))
 
 
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+def test_a_smoothing_tensor_varies_under_dynamic_fullgraph_compile():
+    """docs/torch.md's way to change epsilon between calls of a compiled function: a
+    0-d tensor argument, under ``dynamic=True``, gives F.cross_entropy's values."""
+    torch._dynamo.reset()
+    logits = _logits((6, 5), torch.float32)
+    target = _class_ids((6,), 5)
+    compiled = torch.compile(
+        lambda z, y, eps: lt.smooth_ce(z, y, smoothing=eps),
+        fullgraph=True,
+        dynamic=True,
+        backend="aot_eager",
+    )
+    for eps in (0.1, 0.3):
+        _assert_matches(
+            lambda z, eps=eps: compiled(z, target, torch.tensor(eps)),
+            lambda z, eps=eps: F.cross_entropy(z, target, label_smoothing=eps),
+            logits,
+            torch.float32,
+        )
+
+
 @pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING, TORCH_JIT_WARNING)
 def test_module_under_torch_compile_inductor():
     torch._dynamo.reset()
