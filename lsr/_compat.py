@@ -288,10 +288,10 @@ class JAXBackend(Backend):
     def values_are_cheap(self, x: Any) -> bool:
         # (A NumPy array of JAX's float0 dtype, a zero gradient, counts as JAX's: it has
         # no devices, and its values are in host memory.)
-        devices = getattr(x, "devices", None)
-        if devices is None:
+        numpy = sys.modules.get("numpy")
+        if numpy is not None and isinstance(x, numpy.ndarray):
             return True
-        return self.is_concrete(x) and all(d.platform == "cpu" for d in devices())
+        return self.is_concrete(x) and all(d.platform == "cpu" for d in x.devices())
 
 
 class TensorFlowBackend(Backend):

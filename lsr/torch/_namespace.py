@@ -97,16 +97,16 @@ def _log_softmax(
     """``torch.log_softmax`` in ``dtype`` (converted inside the kernel).
 
     PyTorch's CPU kernel for a class axis that is innermost in memory (torch 2.13) takes
-    a slow path below ``NARROW_CLASSES`` classes (the vector width: 16 with AVX-512, 8
-    with AVX2), about 15 nanoseconds per logit: on the machine of 2026-12-05 (vector
-    extension not recorded) 21 microseconds at 256 x 10, where 256 x 16 took 4. Its
+    a scalar path below the vector width (``NARROW_CLASSES``: 8 with AVX2, measured; 16
+    with AVX-512, inferred): on the machine of 2026-12-05 (vector extension not
+    recorded; commit f6e0cfb) 21 microseconds at 256 x 10, where 256 x 16 took 4. Its
     kernel for an outer axis runs along the contiguous positions instead. Such narrow
     logits are therefore computed with the class axis moved to the front (one copy of
     the logits, made inside the op): there 7 microseconds at 256 x 10, 36 against 156 at
-    2048 x 10; with AVX2 50 against 109 at
-    2048 x 7 (but 71 against 38 at 2048 x 12, which AVX2 runs vectorized). The result is
-    a view with the class axis outermost in memory; the values are the same function of
-    the logits. With ``out``, the result is written there (copied, for such narrow
+    2048 x 10; with AVX2 50 against 109 at 2048 x 7 (but 71 against 38 at 2048 x 12,
+    which AVX2 runs vectorized; at 2 to 4 classes the two are about level). The result
+    is a view with the class axis outermost in memory; the values are the same function
+    of the logits. With ``out``, the result is written there (copied, for such narrow
     logits).
     """
     num_classes = x.shape[axis] if x.ndim else 1
@@ -129,11 +129,13 @@ _LOG2_E = 1.0 / math.log(2.0)
 def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     """``exp(x)`` in place, where ``x = z - max z`` (so ``x <= 0``).
 
-    On the CPU it is computed as ``exp2(x * log2(e))``: PyTorch's CPU ``exp2`` kernel is
-    several times faster than its ``exp`` (torch 2.13 with AVX512, 2 cores, a million
-    values copied then exponentiated in place: 0.28 ms against 0.72 ms in float32, the
-    extra multiplication included; 0.77 against 1.49 ms in float64), and ``exp`` is the
-    costliest step of the loss. The rounding of the product adds a relative error of at
+    On the CPU, for more than ``_ONE_OP_EXP`` values, it is computed as
+    ``exp2(x * log2(e))``: PyTorch's CPU ``exp2`` kernel is faster than its ``exp`` (2
+    cores, a million values exponentiated in place, the extra multiplication included:
+    on the machine of 2026-11-23, commit 10ba4b3, copied first, 0.28 ms against 0.72 ms
+    in float32 and 0.77 against 1.49 in float64; with AVX2, after a log-softmax, 0.40
+    against 0.58 ms in float32, exp_size.txt below), and ``exp`` is the costliest step
+    of the loss. The rounding of the product adds a relative error of at
     most ``|x| * 2**-24`` in float32 (``2**-53`` in float64), so it is largest for the
     classes of smallest probability: about 1e-6 for a class 16 below the largest logit
     (probability ``e**-16`` of the top one's), less for those that carry the probability.

@@ -73,13 +73,8 @@ def test_a_repeated_call_reads_ignore_index_for_the_index_dtype_of_now():
     hold: an ignore_index that int64 holds and int32 cannot (so that it matches no
     label) must not be compared with int32 ids after the flag was turned off."""
     logits = jnp.zeros((3, 4), jnp.float32)
-    previous = jax.config.read("jax_enable_x64")
-    try:
-        jax.config.update("jax_enable_x64", True)
+    with jax.enable_x64(True):
         for _ in range(2):
             lsr.smooth_ce(logits, jnp.asarray([1, 2, 0], jnp.int32), ignore_index=2**40)
-        jax.config.update("jax_enable_x64", False)
-        with pytest.raises(ValueError, match="class ids"):
-            lsr.smooth_ce(logits, jnp.asarray([1, 7, 0], jnp.int32), ignore_index=2**40)
-    finally:
-        jax.config.update("jax_enable_x64", previous)
+    with jax.enable_x64(False), pytest.raises(ValueError, match="class ids"):
+        lsr.smooth_ce(logits, jnp.asarray([1, 7, 0], jnp.int32), ignore_index=2**40)
