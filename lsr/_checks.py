@@ -17,7 +17,7 @@ import numbers
 from typing import Any
 
 from lsr import _core
-from lsr._compat import array_namespace, values_are_cheap
+from lsr._compat import array_namespace, check_integers_kept, values_are_cheap
 from lsr._core import Spec
 from lsr._typing import DType, Namespace
 from lsr._validation import (
@@ -50,7 +50,9 @@ def _integer_bounds(xp: Namespace, dtype: DType) -> tuple[int, int]:
     return int(info.min), int(info.max)
 
 
-def index_labels(xp: Namespace, labels: Any, ignore_index: int | None = None) -> Any:
+def index_labels(
+    xp: Namespace, labels: Any, ignore_index: int | None = None, name: str = "labels"
+) -> Any:
     """Integer labels in the namespace's index dtype (int64; int32 for JAX without x64).
 
     A narrow dtype cannot be compared with every class id or ``ignore_index`` as they
@@ -63,10 +65,15 @@ def index_labels(xp: Namespace, labels: Any, ignore_index: int | None = None) ->
     ``ignore_index`` (2**64 - 1 becomes -1): such ids become the index dtype's largest
     value instead (one below it where that is ``ignore_index``), which is out of range
     for every K, so they are refused, or NaN under tracing, never ignored.
+
+    A 64-bit JAX array used without x64 is cast to 32 bits by every operation, which
+    wraps ids beyond that range into others: such ids are refused
+    (``check_integers_kept``).
     """
     dtype = _core.index_dtype(xp, labels)
     if labels.dtype == dtype:  # (the usual case: nothing to widen, nothing can wrap)
         return labels
+    check_integers_kept(labels, name)
     low, high = _integer_bounds(xp, labels.dtype)
     labels = cast(xp, labels, dtype)
     index_high = _integer_bounds(xp, dtype)[1]

@@ -236,7 +236,7 @@ def check_smooth_bce(
     if integer:
         # Widened, so that a narrow dtype compares with ignore_index by value (uint8
         # labels and ignore_index=-1 must not wrap to 255).
-        labels = index_labels(xp, labels, ignore_index)
+        labels = index_labels(xp, labels, ignore_index, labels_name)
         ignore_index = matchable_ignore_index(xp, ignore_index, labels.dtype)
     checked = _check_label_values(xp, labels, ignore_index, where, labels_name)
     spec = _core.BinarySpec(

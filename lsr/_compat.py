@@ -54,6 +54,7 @@ __all__ = [
     "Backend",
     "array_namespace",
     "backend_of",
+    "check_integers_kept",
     "device",
     "get_backend",
     "is_concrete",
@@ -448,6 +449,42 @@ def values_are_cheap(x: Any) -> bool:
     label shows up as NaN instead.
     """
     return _backend_or_generic(x).values_are_cheap(x)
+
+
+def check_integers_kept(x: Any, name: str) -> None:
+    """Raise where JAX without x64 would wrap ``x``'s integers into other values.
+
+    Without x64, JAX computes with 32-bit integers: it converts a 64-bit NumPy array
+    when it makes a jax array of it, and casts a 64-bit jax array (made while x64 was
+    on) in every operation on it. Both wrap values beyond 32 bits: 2**32 + 1 becomes 1,
+    a real class id. Here the values are read as they are stored, on the host, before
+    any operation could wrap them. ``x``: a NumPy or jax array; others pass. The test
+    of the dtype comes first: only 64-bit integers without x64 are read.
+    """
+    jax = sys.modules.get("jax")
+    numpy = sys.modules.get("numpy")
+    if (
+        jax is None
+        or numpy is None
+        or not isinstance(x, (numpy.ndarray, jax.Array))
+        or isinstance(x, jax.core.Tracer)  # (a tracer's dtype is 32-bit already)
+    ):
+        return
+    dtype = x.dtype
+    if dtype.kind not in ("i", "u") or dtype.itemsize <= 4 or jax.config.jax_enable_x64:
+        return
+    values = numpy.asarray(x)
+    if not values.size:
+        return
+    kept = numpy.iinfo(numpy.int32 if dtype.kind == "i" else numpy.uint32)
+    low, high = int(values.min()), int(values.max())
+    if low < kept.min or high > kept.max:
+        raise ValueError(
+            f"`{name}` holds integers outside {kept.dtype}, which JAX without x64 would "
+            "wrap into other values (2**32 + 1 becomes 1); enable "
+            "`jax.config.update('jax_enable_x64', True)` or map the ids into "
+            f"{kept.dtype} first. Received: {name} with min={low}, max={high}"
+        )
 
 
 def may_carry_gradient(x: Any) -> bool:

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lsr import _core
+from lsr._compat import check_integers_kept
 
 __all__ = ["as_jax", "as_prior", "as_scalar", "sum_and_sum_exp", "sum_shifted", "xp"]
 
@@ -27,25 +28,14 @@ __all__ = ["as_jax", "as_prior", "as_scalar", "sum_and_sum_exp", "sum_shifted", 
 def as_jax(x: Any, name: str = "labels") -> Any:
     """``x`` as a jax array (tracers pass through); ``None`` stays ``None``.
 
-    Without x64, JAX stores 64-bit integers as int32 and silently wraps larger values
-    (2**32 + 1 becomes 1, a real class id): such values are refused here, where they can
-    still be read. (A jax array that already wrapped them cannot be told apart.)
+    Integers that JAX without x64 would wrap (2**32 + 1 becomes 1, a real class id) are
+    refused first (``check_integers_kept``), here for a NumPy array or a list, which
+    ``jnp.asarray`` would wrap, and in the checks of integer labels for a jax array.
     """
     if x is None or isinstance(x, jax.Array):
         return x
-    # (jax's Config sets its options as attributes at run time and does not declare them.)
     if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
-        values = np.asarray(x)
-        if values.dtype.kind in "iu" and values.dtype.itemsize > 4 and values.size:
-            low, high = np.iinfo(np.int32).min, np.iinfo(np.int32).max
-            if int(values.min()) < low or int(values.max()) > high:
-                raise ValueError(
-                    f"`{name}` holds integers outside int32, which JAX without x64 would "
-                    "wrap into other values (2**32 + 1 becomes 1); enable "
-                    "`jax.config.update('jax_enable_x64', True)` or map the ids into int32 "
-                    f"first. Received: {name} with min={int(values.min())}, "
-                    f"max={int(values.max())}"
-                )
+        check_integers_kept(np.asarray(x), name)
     return jnp.asarray(x)
 
 

@@ -78,3 +78,36 @@ def test_a_repeated_call_reads_ignore_index_for_the_index_dtype_of_now():
             lsr.smooth_ce(logits, jnp.asarray([1, 2, 0], jnp.int32), ignore_index=2**40)
     with jax.enable_x64(False), pytest.raises(ValueError, match="class ids"):
         lsr.smooth_ce(logits, jnp.asarray([1, 7, 0], jnp.int32), ignore_index=2**40)
+
+
+def _made_with_x64(values, dtype):
+    with jax.enable_x64(True):
+        return jnp.asarray(np.array(values, dtype))
+
+
+_WIDE_ID_CALLS = {
+    "lsr.smooth_ce": lambda y: lsr.smooth_ce(jnp.zeros((2, 4)), y),
+    "lsr.jax.smooth_ce": lambda y: lsr.jax.smooth_ce(jnp.zeros((2, 4)), y, ignore_index=-100),
+    "lsr.smooth_labels": lambda y: lsr.smooth_labels(y, 4, smoothing=0.1),
+    "lsr.estimate_prior": lambda y: lsr.estimate_prior(y, 4),
+    "lsr.smooth_bce": lambda y: lsr.smooth_bce(jnp.zeros(2), y),
+    "lsr.jax.smooth_bce": lambda y: lsr.jax.smooth_bce(jnp.zeros(2), y),
+    "lsr.smooth_binary_labels": lambda y: lsr.smooth_binary_labels(y, smoothing=0.1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+@pytest.mark.parametrize("call", _WIDE_ID_CALLS.values(), ids=list(_WIDE_ID_CALLS))
+def test_a_64bit_jax_array_used_without_x64_is_refused_before_it_wraps(call, dtype):
+    """A jax array made while x64 was on keeps its 64-bit values; with x64 off, every
+    JAX operation casts it to 32 bits first, and 2**32 + 1 becomes 1, a class id (or a
+    positive binary label). Its stored values are read and such ids refused, on every
+    entry point, also after good calls of the same shapes (the repeated-call path)."""
+    good, bad = _made_with_x64([1, 0], dtype), _made_with_x64([2**32 + 1, 0], dtype)
+    kept = "int32" if dtype is np.int64 else "uint32"
+    with jax.enable_x64(False):
+        expected = np.asarray(call(jnp.asarray([1, 0], jnp.int32)))
+        for _ in range(2):
+            np.testing.assert_allclose(np.asarray(call(good)), expected, rtol=1e-6)
+        with pytest.raises(ValueError, match=rf"outside {kept}.*min=0, max={2**32 + 1}"):
+            call(bad)
