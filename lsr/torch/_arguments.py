@@ -24,6 +24,7 @@ __all__ = [
     "check_smoothing_type",
     "check_tensor",
     "check_tensors",
+    "traced_constants",
 ]
 
 
@@ -78,6 +79,24 @@ def check_smoothing_type(name: str, value: Any, input: torch.Tensor | None = Non
         fail_type(f"`{name}` must be a real number in [0, 1] or {kind}.", name, value)
     if input is not None and isinstance(value, torch.Tensor) and value.ndim > 0:
         check_same_device(name, value, input)
+
+
+def traced_constants(*values: Any) -> tuple[Any, ...]:
+    """``values`` with each float made a constant of the graph that ``torch.compile``
+    traces; as they are in eager code.
+
+    ``torch.compile`` makes a float argument symbolic: every float, a keyword's default
+    included, under ``dynamic=True``, and a float passed with a second value otherwise.
+    lsr's checks read options as Python values (their range, whether an array was
+    passed), which dynamo cannot trace on a symbolic float ("Unsupported hasattr call"
+    under ``fullgraph=True``). Round-tripped through ``float.hex`` (exactly the same
+    float), the value is read while tracing and guarded on: a new value compiles a new
+    graph, as ``nn.CrossEntropyLoss(label_smoothing=...)`` does. A 0-d tensor is traced
+    as an input instead, one graph for every value.
+    """
+    if not torch.compiler.is_compiling():
+        return values
+    return tuple(float.fromhex(v.hex()) if isinstance(v, float) else v for v in values)
 
 
 def check_prior_type(value: Any) -> None:

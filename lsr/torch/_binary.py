@@ -41,6 +41,7 @@ from lsr.torch._arguments import (
     check_same_device,
     check_smoothing_type,
     check_tensor,
+    traced_constants,
 )
 from lsr.torch._autograd import (
     is_batched,
@@ -448,6 +449,7 @@ def forward_smooth_bce(
         _check_optional_tensor(name, value, input)
     _check_prior_type(prior, input)
     check_smoothing_type("smoothing", smoothing)
+    smoothing, prior = traced_constants(smoothing, prior)
     _, labels, spec = check_smooth_bce(
         input,
         target,
@@ -568,6 +570,7 @@ def binary_cross_entropy_with_logits(
     reduction = torch_reduction(size_average, reduce, reduction)
     # Checked here so that errors name PyTorch's parameter, not smooth_bce's `smoothing`.
     check_smoothing_type("label_smoothing", label_smoothing)
+    label_smoothing, prior = traced_constants(label_smoothing, prior)
     check_fraction("label_smoothing", label_smoothing)
     loss = smooth_bce(
         input,

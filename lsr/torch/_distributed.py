@@ -57,7 +57,12 @@ from lsr._checks import (
 )
 from lsr._compat import array_namespace
 from lsr._validation import fail_type, fail_value, normalize_axis
-from lsr.torch._arguments import check_prior_type, check_smoothing_type, check_tensor
+from lsr.torch._arguments import (
+    check_prior_type,
+    check_smoothing_type,
+    check_tensor,
+    traced_constants,
+)
 from lsr.torch._binary import forward_smooth_bce
 
 __all__ = ["data_parallel_smooth_bce", "data_parallel_smooth_ce", "vocab_parallel_smooth_ce"]
@@ -308,6 +313,9 @@ def vocab_parallel_smooth_ce(
         Shoeybi et al. 2019, "Megatron-LM" (the vocabulary-parallel cross-entropy).
     """
     _check_tensors(input, target, weight=weight, prior=prior, where=where, smoothing=smoothing)
+    smoothing, z_loss, softcap, confidence_penalty = traced_constants(
+        smoothing, z_loss, softcap, confidence_penalty
+    )
     # Internally: this rank's logits and the global labels.
     logits_shard, labels = input, target
     xp = array_namespace(
@@ -468,6 +476,9 @@ def data_parallel_smooth_ce(
         >>> dist.destroy_process_group()
     """
     _check_tensors(input, target, weight=weight, prior=prior, where=where, smoothing=smoothing)
+    smoothing, z_loss, softcap, confidence_penalty = traced_constants(
+        smoothing, z_loss, softcap, confidence_penalty
+    )
     group = _resolve_group(group)
     if input.ndim == 1 and axis == 1:
         axis = 0  # One unbatched position of C classes, as F.cross_entropy reads it.

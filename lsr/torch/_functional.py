@@ -22,6 +22,7 @@ from lsr.torch._arguments import (
     check_smoothing_type,
     check_tensor,
     check_tensors,
+    traced_constants,
     warn_if_probabilities,
 )
 from lsr.torch._autograd import (
@@ -143,6 +144,9 @@ def smooth_ce(
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
     check_smoothing_type("smoothing", smoothing, input)
+    smoothing, z_loss, softcap, confidence_penalty = traced_constants(
+        smoothing, z_loss, softcap, confidence_penalty
+    )
     axis = class_axis(input, axis)
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):
@@ -386,6 +390,7 @@ def distill_loss(
             "temperature",
             temperature,
         )
+    (temperature,) = traced_constants(temperature)
     return _distill.distill_loss(
         input,
         teacher.detach(),

@@ -20,6 +20,7 @@ from lsr.torch._arguments import (
     check_same_device,
     check_smoothing_type,
     check_tensor,
+    traced_constants,
 )
 from lsr.torch._autograd import is_batched, without_autocast
 from lsr.torch._namespace import xp
@@ -208,6 +209,9 @@ def linear_smooth_ce(
             check_tensor(name, value)
     check_prior_type(prior)
     check_smoothing_type("smoothing", smoothing, input)
+    smoothing, z_loss, softcap, confidence_penalty = traced_constants(
+        smoothing, z_loss, softcap, confidence_penalty
+    )
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):
         fail_value(

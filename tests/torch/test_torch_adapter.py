@@ -642,6 +642,62 @@ def test_a_smoothing_tensor_varies_under_dynamic_fullgraph_compile():
         )
 
 
+def _changed_module_smoothing(z, y, eps):
+    criterion = lt.SmoothCrossEntropyLoss()
+    criterion.label_smoothing = eps  # (a float attribute, changed after construction)
+    return criterion(z, y)
+
+
+def _z_loss_reference(z, y, eps):
+    """Eager lsr: F.cross_entropy has no z-loss (the term itself is tested elsewhere)."""
+    return lt.smooth_ce(z, y, smoothing=eps, z_loss=eps / 10)
+
+
+def _cross_entropy(z, y, eps):
+    return F.cross_entropy(z, y, label_smoothing=eps)
+
+
+# name: (the call, compiled with a float argument eps; its reference, eager)
+_FLOAT_SMOOTHING_CALLS = {
+    "smooth_ce": (lambda z, y, eps: lt.smooth_ce(z, y, smoothing=eps), _cross_entropy),
+    "smooth_ce z_loss": (
+        lambda z, y, eps: lt.smooth_ce(z, y, smoothing=eps, z_loss=eps / 10),
+        _z_loss_reference,
+    ),
+    "cross_entropy": (
+        lambda z, y, eps: lt.cross_entropy(z, y, label_smoothing=eps),
+        _cross_entropy,
+    ),
+    "SmoothCrossEntropyLoss": (_changed_module_smoothing, _cross_entropy),
+    # smooth_ce's default smoothing, 0.1 (eps unused): a keyword's default is an
+    # argument that dynamic=True makes symbolic too.
+    "smooth_ce default": (lambda z, y, eps: lt.smooth_ce(z, y), _cross_entropy),
+}
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize("dynamic", [None, True], ids=["dynamic=None", "dynamic=True"])
+@pytest.mark.parametrize("name", list(_FLOAT_SMOOTHING_CALLS))
+def test_a_float_smoothing_compiles_under_fullgraph_whether_or_not_dynamic(name, dynamic):
+    """``torch.compile`` makes a float argument symbolic (every float, the keywords'
+    defaults included, under ``dynamic=True``; a float given a second value otherwise),
+    where dynamo cannot trace the checks' reading of it ("Unsupported hasattr call"
+    under ``fullgraph=True``). The adapter reads such floats as constants: each value
+    compiles, and gives the reference's values."""
+    torch._dynamo.reset()
+    logits = _logits((6, 5), torch.float32)
+    target = _class_ids((6,), 5)
+    call, reference = _FLOAT_SMOOTHING_CALLS[name]
+    compiled = torch.compile(call, fullgraph=True, dynamic=dynamic, backend="aot_eager")
+    for eps in (0.1,) if name.endswith("default") else (0.1, 0.3, 0.0):
+        _assert_matches(
+            lambda z, eps=eps: compiled(z, target, eps),
+            lambda z, eps=eps: reference(z, target, eps),
+            logits,
+            torch.float32,
+        )
+
+
 @pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING, TORCH_JIT_WARNING)
 def test_module_under_torch_compile_inductor():
     torch._dynamo.reset()

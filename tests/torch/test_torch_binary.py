@@ -638,6 +638,61 @@ def test_torch_compile_fullgraph_matches_eager_and_bad_targets_give_nan():
         assert torch.isnan(compiled(_logits((6, 5), dtype), bad)), value
 
 
+def _changed_module_smoothing(z, y, eps):
+    criterion = lt.SmoothBCEWithLogitsLoss()
+    criterion.label_smoothing = eps  # (a float attribute, changed after construction)
+    return criterion(z, y)
+
+
+# name: (the call, compiled with float arguments eps and prior; the smoothing and prior
+# it applies)
+_FLOAT_OPTION_CALLS = {
+    "smooth_bce": (lambda z, y, eps, u: lt.smooth_bce(z, y, smoothing=eps, prior=u), None),
+    "binary_cross_entropy_with_logits": (
+        lambda z, y, eps, u: lt.binary_cross_entropy_with_logits(
+            z, y, label_smoothing=eps, prior=u
+        ),
+        None,
+    ),
+    "SmoothBCEWithLogitsLoss": (lambda z, y, eps, u: _changed_module_smoothing(z, y, eps), 0.5),
+    # smooth_bce's defaults, smoothing 0.1 and prior 0.5 (eps and u unused): a keyword's
+    # default is an argument that dynamic=True makes symbolic too.
+    "smooth_bce defaults": (lambda z, y, eps, u: lt.smooth_bce(z, y), (0.1, 0.5)),
+}
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize("dynamic", [None, True], ids=["dynamic=None", "dynamic=True"])
+@pytest.mark.parametrize("name", list(_FLOAT_OPTION_CALLS))
+def test_float_options_compile_under_fullgraph_whether_or_not_dynamic(name, dynamic):
+    """``torch.compile`` makes a float argument symbolic (every float, the keywords'
+    defaults included, under ``dynamic=True``; a float given a second value otherwise),
+    where dynamo cannot trace the checks' reading of it ("Unsupported hasattr call"
+    under ``fullgraph=True``). The adapter reads such floats as constants: each value
+    compiles, and gives F.binary_cross_entropy_with_logits of the smoothed targets."""
+    torch._dynamo.reset()
+    dtype = torch.float32
+    target = _target("int64", (6, 5), dtype)
+    call, fixed = _FLOAT_OPTION_CALLS[name]
+    compiled = torch.compile(call, fullgraph=True, dynamic=dynamic, backend="aot_eager")
+    values = [(0.1, 0.5), (0.3, 0.2), (0.0, 0.5)]
+    if isinstance(fixed, tuple):
+        values = [fixed]
+    for eps, prior in values:
+        prior = fixed if isinstance(fixed, float) else prior
+        loss, grad = _value_and_grad(
+            lambda z, eps=eps, prior=prior: compiled(z, target, eps, prior), _logits((6, 5), dtype)
+        )
+        expected_loss, expected_grad = _value_and_grad(
+            lambda z, eps=eps, prior=prior: F.binary_cross_entropy_with_logits(
+                z, _smoothed(target, eps, prior, dtype)
+            ),
+            _logits((6, 5), dtype),
+        )
+        assert_close(loss, expected_loss, dtype)
+        assert_close(grad, expected_grad, dtype)
+
+
 @pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING, TORCH_JIT_WARNING)
 def test_module_under_torch_compile_inductor():
     torch._dynamo.reset()
