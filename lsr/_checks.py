@@ -175,7 +175,13 @@ def value_range(xp: Namespace, values: Any) -> tuple[Any, Any]:
 
 
 def check_label_range(
-    xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None, name: str = "labels"
+    xp: Namespace,
+    labels: Any,
+    num_classes: int,
+    ignore_index: int | None,
+    name: str = "labels",
+    *,
+    cheap: bool = False,
 ) -> bool | None:
     """Integer labels in [0, K) (or equal to ``ignore_index``); checked when concrete.
 
@@ -184,8 +190,9 @@ def check_label_range(
     cases: every id in range (one reduction), or ``ignore_index`` outside [0, K) at one
     end and the other ids in range (two clipped sums more, ``_others_in_range``); the
     elementwise test runs only when neither does (and to name the bad ids in the
-    error)."""
-    if not values_are_cheap(labels):
+    error). ``cheap``: the caller knows that the labels' values are cheap to read
+    (``values_are_cheap``), which is then not asked again."""
+    if not (cheap or values_are_cheap(labels)):
         return None
     if 0 in tuple(labels.shape):
         return False
@@ -269,11 +276,12 @@ def checked_class_ids(
 
 
 def read_class_ids(
-    xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None
+    xp: Namespace, labels: Any, num_classes: int, ignore_index: int | None, *, cheap: bool = False
 ) -> tuple[Any, int | None, bool]:
     """``checked_class_ids`` for labels already in the index dtype and an
-    ``ignore_index`` that it can hold (``matchable_ignore_index``)."""
-    ignored = check_label_range(xp, labels, num_classes, ignore_index)
+    ``ignore_index`` that it can hold (``matchable_ignore_index``). ``cheap``: as in
+    ``check_label_range``."""
+    ignored = check_label_range(xp, labels, num_classes, ignore_index, cheap=cheap)
     return labels, None if ignored is False else ignore_index, ignored is not None
 
 
@@ -683,7 +691,11 @@ class _KnownOptions:
         matchable = self.matchable
         if labels.dtype != self.index_dtype:
             matchable = matchable_ignore_index(xp, self.ignore_index, labels.dtype)
-        labels, ignore_index, checked = read_class_ids(xp, labels, self.spec.num_classes, matchable)
+        # (A key is made only for labels whose values are cheap to read, and so are those
+        # of their copy in the index dtype.)
+        labels, ignore_index, checked = read_class_ids(
+            xp, labels, self.spec.num_classes, matchable, cheap=True
+        )
         variant = self.variants.get((ignore_index, checked))
         if variant is None:
             variant = self.spec.replace(ignore_index=ignore_index, checked=checked)
@@ -701,17 +713,39 @@ _KEY_TYPES = frozenset({bool, int, float, str, type(None)})
 # check_smooth_ce's arguments that are not options of the key: the arrays (and
 # causal_shift, which changes the labels: such a call is never looked up).
 _NOT_KEYED = frozenset({"logits", "labels", "weight", "where", "causal_shift", "namespace"})
-# Where the others are among check_smooth_ce's arguments, in order.
-_KEYED_POSITIONS = tuple(
-    position
-    for position, name in enumerate(inspect.signature(check_smooth_ce).parameters)
-    if name not in _NOT_KEYED
+# Where the others are among check_smooth_ce's arguments, in order, and their names.
+_KEYED_POSITIONS, _KEYED_NAMES = zip(
+    *(
+        (position, name)
+        for position, name in enumerate(inspect.signature(check_smooth_ce).parameters)
+        if name not in _NOT_KEYED
+    ),
+    strict=True,
 )
 
 
 def _keyed(arguments: tuple) -> tuple:
     """The keyed options' values from all of check_smooth_ce's arguments, in order."""
     return tuple([arguments[position] for position in _KEYED_POSITIONS])
+
+
+def known_options(
+    logits: Any, labels: Any, *, namespace: Any = None, **options: Any
+) -> _KnownOptions | None:
+    """The checked options of an earlier call with the same arguments but the labels'
+    values, or None: for an adapter's route for repeated calls, which then takes
+    ``check_smooth_ce``'s ``(labels, spec)`` from ``labels_and_spec(labels)`` (the
+    labels' values are checked there, as in ``check_smooth_ce``).
+
+    ``options``: every keyed argument of ``check_smooth_ce`` (all but the arrays,
+    ``causal_shift`` and ``namespace``), by name, as ``check_smooth_ce`` would get them,
+    for a call without ``weight``, ``where`` or ``causal_shift`` (which a key never
+    holds). A keyed argument missing here is a KeyError: a key made of fewer options
+    could match another call's."""
+    key = _known_options_key(
+        namespace, logits, labels, tuple([options[name] for name in _KEYED_NAMES])
+    )
+    return _KNOWN_OPTIONS.get(key) if key is not None else None
 
 
 def _known_options_key(namespace: Any, logits: Any, labels: Any, options: tuple) -> tuple | None:

@@ -16,7 +16,7 @@ from torch.autograd import forward_ad
 
 from lsr import _core, _distill
 from lsr._aux import Aux, as_aux
-from lsr._checks import check_smooth_ce
+from lsr._checks import check_smooth_ce, known_options
 from lsr._validation import check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
     check_smoothing_type,
@@ -45,6 +45,42 @@ __all__ = ["cross_entropy", "distill_loss", "smooth_ce"]
 def class_axis(input: torch.Tensor, axis: int) -> int:
     # F.cross_entropy reads a 1-D input as one unbatched position of C classes.
     return 0 if input.ndim == 1 and axis == 1 else axis
+
+
+def is_plain_eager_call(
+    input: Any, target: Any, weight: Any, smoothing: Any, prior: Any, causal_shift: Any
+) -> bool:
+    """Whether ``smooth_ce`` may take its route for repeated small calls: class ids on
+    the CPU, a gradient asked for the input alone (no weight, a float smoothing, a
+    named prior), no ``causal_shift``, and nothing that changes the path (autocast,
+    ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD). Each is
+    a test the full path makes on its way to ``SmoothCESmall`` for such a call."""
+    return (
+        type(smoothing) is float
+        and type(prior) is str
+        and weight is None
+        and causal_shift is False
+        and isinstance(input, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and input.requires_grad
+        and input.is_cpu
+        and target.is_cpu
+        and not target.is_floating_point()
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._are_functorch_transforms_active()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(input)
+        and forward_ad.unpack_dual(input).tangent is None
+    )
+
+
+def takes_small_path(input: torch.Tensor, spec: _core.Spec) -> bool:
+    """Whether ``smooth_ce`` gives a call whose gradient it computes (eager, on the CPU)
+    to ``SmoothCESmall``: options that ``_core.log_softmax_applies`` to, no tensor
+    among them, and a small input (``is_small``)."""
+    return _core.log_softmax_applies(spec) and not spec.has_arrays() and is_small(input, spec.axis)
 
 
 def function_arguments(input: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> tuple:
@@ -141,6 +177,30 @@ def smooth_ce(
         >>> print(f"{loss.item():.4f} {expected.item():.4f}")
         0.5047 0.5047
     """
+    if is_plain_eager_call(input, target, weight, smoothing, prior, causal_shift):
+        # The route for repeated small calls (MNIST-sized batches, where Python's time
+        # is most of the call's): options an earlier call had are not checked again,
+        # and the tests above stand for the full path's on its way to SmoothCESmall.
+        axis = class_axis(input, axis)
+        known = known_options(
+            input,
+            target,
+            namespace=xp,
+            smoothing=smoothing,
+            prior=prior,
+            axis=axis,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            kl=kl,
+            z_loss=z_loss,
+            softcap=softcap,
+            confidence_penalty=confidence_penalty,
+            return_aux=return_aux,
+        )
+        if known is not None and takes_small_path(input, known.spec):
+            warn_if_probabilities(input)
+            labels, spec = known.labels_and_spec(target)
+            return SmoothCESmall.apply(input, labels, spec)
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
     check_smoothing_type("smoothing", smoothing, input)
@@ -223,10 +283,10 @@ def smooth_ce(
             )
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
+            if with_grad and takes_small_path(input, spec):
+                return SmoothCESmall.apply(input, labels, spec)
             if _core.log_softmax_applies(spec) and not spec.has_arrays():
                 # (Such a spec asks for no auxiliary output.)
-                if with_grad and is_small(input, spec.axis):
-                    return SmoothCESmall.apply(input, labels, spec)
                 if not with_grad and takes_log_softmax_loss(input, spec.axis):
                     return log_softmax_loss(input, labels, spec)
             loss, _, _, _, *aux_values = SmoothCEFused.apply(

@@ -337,3 +337,112 @@ def test_which_losses_alone_take_the_log_softmax_form():
     assert not autograd.takes_log_softmax_loss(torch.zeros(2, wide, dtype=torch.bfloat16), 1)
     assert not autograd.takes_log_softmax_loss(torch.zeros(2, wide, dtype=torch.float16), 1)
     assert not autograd.takes_log_softmax_loss(torch.zeros(2, 10, device="meta"), 1)
+
+
+# --- the route for repeated small calls ---------------------------------------------------
+
+
+def _count_full_checks(monkeypatch):
+    """How often smooth_ce's full path ran its first check (``check_tensors``)."""
+    calls = []
+    full_check = functional.check_tensors
+    monkeypatch.setattr(functional, "check_tensors", lambda *a: calls.append(1) or full_check(*a))
+    return calls
+
+
+def _leaf(shape=(6, 5), seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=generator, dtype=torch.float64).float().requires_grad_()
+
+
+def test_a_repeated_plain_call_takes_the_route_and_gives_the_full_paths_values(monkeypatch):
+    """The second call of a plain eager call skips the full path's checks (its first one
+    is counted) and gives F.cross_entropy's loss and gradient; the route still reads the
+    labels: an ignored id and an id out of range on the route are found."""
+    calls = _count_full_checks(monkeypatch)
+    target = torch.tensor([0, 1, 2, 3, 4, 0])
+    for expected_calls in (1, 1):  # the first call checks whole, the second does not
+        logits = _leaf()
+        loss = lt.smooth_ce(logits, target, smoothing=0.2)
+        assert type(loss.grad_fn).__name__.startswith("SmoothCESmall")
+        assert len(calls) == expected_calls
+        (grad,) = torch.autograd.grad(loss, logits)
+        reference = _leaf()
+        expected = F.cross_entropy(reference, target, label_smoothing=0.2)
+        (expected_grad,) = torch.autograd.grad(expected, reference)
+        assert_close(loss.detach(), expected.detach(), torch.float32)
+        assert_close(grad, expected_grad, torch.float32)
+    ignored = torch.tensor([0, -100, 2, 3, -100, 0])
+    loss = lt.smooth_ce(_leaf(), ignored, smoothing=0.2)
+    expected = F.cross_entropy(_leaf(), ignored, label_smoothing=0.2)
+    assert_close(loss.detach(), expected.detach(), torch.float32)
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="class ids"):
+        lt.smooth_ce(_leaf(), torch.tensor([0, 1, 2, 3, 7, 0]), smoothing=0.2)
+    assert len(calls) == 1
+    # Another option's value is another key: checked whole.
+    lt.smooth_ce(_leaf(), target, smoothing=0.3)
+    assert len(calls) == 2
+
+
+def test_the_route_still_warns_about_probabilities():
+    target = torch.tensor([0, 1, 2, 3, 4, 0])
+    for _ in range(2):
+        probabilities = torch.softmax(_leaf(), dim=1)
+        with pytest.warns(UserWarning, match="holds probabilities"):
+            lt.smooth_ce(probabilities, target, smoothing=0.2)
+
+
+_NOT_ROUTED = {
+    "no gradient": lambda z, y: lt.smooth_ce(z.detach(), y),
+    "no_grad": lambda z, y: _under(torch.no_grad(), lambda: lt.smooth_ce(z, y)),
+    "autocast": lambda z, y: _under(
+        torch.autocast("cpu", dtype=torch.bfloat16), lambda: lt.smooth_ce(z, y)
+    ),
+    "tensor smoothing": lambda z, y: lt.smooth_ce(z, y, smoothing=torch.tensor(0.1)),
+    "int smoothing": lambda z, y: lt.smooth_ce(z, y, smoothing=0),
+    "weight": lambda z, y: lt.smooth_ce(z, y, weight=torch.ones(5)),
+    "prior tensor": lambda z, y: lt.smooth_ce(z, y, prior=torch.full((5,), 0.2)),
+    "probabilities": lambda z, y: lt.smooth_ce(z, F.one_hot(y, 5).float()),
+    "causal_shift": lambda z, y: lt.smooth_ce(z[None], y[None], axis=-1, causal_shift=True),
+    "forward AD": lambda z, y: _forward_ad(z, y),
+    "torch.func": lambda z, y: torch.func.grad(lambda x: lt.smooth_ce(x, y))(z.detach()),
+    # A transform active around a call whose input it does not wrap.
+    "torch.func closure": lambda z, y: torch.func.grad(lambda s: s * lt.smooth_ce(z, y))(
+        torch.tensor(1.0)
+    ),
+    "torch.jit.trace": lambda z, y: torch.jit.trace(
+        lambda x, t: lt.smooth_ce(x, t), (z, y), check_trace=False
+    ),
+    "torch.compile": lambda z, y: torch.compile(
+        lambda x, t: lt.smooth_ce(x, t), backend="aot_eager", fullgraph=True
+    )(z, y),
+}
+
+
+def _under(context, call):
+    with context:
+        return call()
+
+
+def _forward_ad(z, y):
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        # (The primal asks for a reverse-mode gradient too, as a plain call's input does.)
+        return lt.smooth_ce(fwAD.make_dual(z, torch.ones_like(z)), y)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("name", list(_NOT_ROUTED))
+def test_every_other_call_takes_the_full_path(name, monkeypatch):
+    """A call that the full path would not give to SmoothCESmall (or that it gives to
+    it under other conditions) never takes the route, also after a plain call of the
+    same shapes has made its options known."""
+    torch._dynamo.reset()
+    target = torch.tensor([0, 1, 2, 3, 4, 0])
+    lt.smooth_ce(_leaf(), target)  # (the plain call: its options are now known)
+    calls = _count_full_checks(monkeypatch)
+    _NOT_ROUTED[name](_leaf(), target)
+    assert calls, name
