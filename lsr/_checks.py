@@ -611,7 +611,7 @@ def check_smooth_ce(
     if weight is None and where is None and causal_shift is False:
         # (Looked up before the namespace: the key holds the arrays' types, which an
         # earlier call with that key found to be of one library.)
-        key = _known_options_key(namespace, logits, labels, options)
+        key = known_options_key(namespace, logits, labels, options)
         known = _KNOWN_OPTIONS.get(key) if key is not None else None
         if known is not None:
             return known.xp, *known.labels_and_spec(labels)
@@ -647,23 +647,29 @@ def check_smooth_ce(
         return_aux=return_aux,
     )
     if key is not None and not spec.dense:
-        # The oldest entries go (a dict keeps its insertion order): many shapes, as
-        # sequences of varying length, still find their recent ones. (Threads that
-        # race between this test and the insert below can each add one entry: the size
-        # stays within the bound plus the number of threads.)
-        while len(_KNOWN_OPTIONS) >= _KNOWN_OPTIONS_SIZE:
-            try:
-                _KNOWN_OPTIONS.pop(next(iter(_KNOWN_OPTIONS)), None)
-            except (RuntimeError, StopIteration):
-                # (The dict changed size under another thread: look again.)
-                continue
-        _KNOWN_OPTIONS[key] = _KnownOptions(xp, spec, ignore_index, labels.dtype)
+        remember(_KNOWN_OPTIONS, key, _KnownOptions(xp, spec, ignore_index, labels.dtype))
     return xp, labels, spec
+
+
+def remember(known: dict[tuple, Any], key: tuple, entry: Any) -> None:
+    """``known[key] = entry`` in a cache of at most ``KNOWN_OPTIONS_SIZE`` entries (of
+    known options: ``_KNOWN_OPTIONS``, and the binary checks' own)."""
+    # The oldest entries go (a dict keeps its insertion order): many shapes, as
+    # sequences of varying length, still find their recent ones. (Threads that race
+    # between this test and the insert below can each add one entry: the size stays
+    # within the bound plus the number of threads.)
+    while len(known) >= KNOWN_OPTIONS_SIZE:
+        try:
+            known.pop(next(iter(known)), None)
+        except (RuntimeError, StopIteration):
+            # (The dict changed size under another thread: look again.)
+            continue
+    known[key] = entry
 
 
 class _KnownOptions:
     """The checked options of an earlier call, for a later one with the same static
-    arguments (``_known_options_key``): only the labels' values are left to check.
+    arguments (``known_options_key``): only the labels' values are left to check.
 
     Every check of ``prepare_options`` that does not read the labels' values passed for
     that key (the key holds everything they read: the shapes, the dtypes, the options
@@ -706,22 +712,32 @@ class _KnownOptions:
 #: The options of recent calls with class ids, none of them an array (a few dozen
 #: entries, each a spec without arrays: nothing that a caller can reach or change).
 _KNOWN_OPTIONS: dict[tuple, _KnownOptions] = {}
-_KNOWN_OPTIONS_SIZE = 64
+KNOWN_OPTIONS_SIZE = 64
 
 
 _KEY_TYPES = frozenset({bool, int, float, str, type(None)})
+
+
+def keyed_arguments(
+    check: Any, not_keyed: frozenset[str]
+) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Where a check's keyed arguments (all but ``not_keyed``: the arrays, and what is
+    never looked up) are among all of its arguments, in order, and their names."""
+    positions, names = zip(
+        *(
+            (position, name)
+            for position, name in enumerate(inspect.signature(check).parameters)
+            if name not in not_keyed
+        ),
+        strict=True,
+    )
+    return positions, names
+
+
 # check_smooth_ce's arguments that are not options of the key: the arrays (and
 # causal_shift, which changes the labels: such a call is never looked up).
 _NOT_KEYED = frozenset({"logits", "labels", "weight", "where", "causal_shift", "namespace"})
-# Where the others are among check_smooth_ce's arguments, in order, and their names.
-_KEYED_POSITIONS, _KEYED_NAMES = zip(
-    *(
-        (position, name)
-        for position, name in enumerate(inspect.signature(check_smooth_ce).parameters)
-        if name not in _NOT_KEYED
-    ),
-    strict=True,
-)
+_KEYED_POSITIONS, _KEYED_NAMES = keyed_arguments(check_smooth_ce, _NOT_KEYED)
 
 
 def _keyed(arguments: tuple) -> tuple:
@@ -742,13 +758,13 @@ def known_options(
     for a call without ``weight``, ``where`` or ``causal_shift`` (which a key never
     holds). A keyed argument missing here is a KeyError: a key made of fewer options
     could match another call's."""
-    key = _known_options_key(
+    key = known_options_key(
         namespace, logits, labels, tuple([options[name] for name in _KEYED_NAMES])
     )
     return _KNOWN_OPTIONS.get(key) if key is not None else None
 
 
-def _known_options_key(namespace: Any, logits: Any, labels: Any, options: tuple) -> tuple | None:
+def known_options_key(namespace: Any, logits: Any, labels: Any, options: tuple) -> tuple | None:
     """What the checks of a call whose options hold no array read, as a key of
     ``_KNOWN_OPTIONS``; None where an option is an array or cannot be a key, and where
     the labels' values cannot be read (under tracing the checks run as they are).

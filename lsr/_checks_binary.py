@@ -15,7 +15,10 @@ from lsr._checks import (
     check_smoothing,
     index_labels,
     is_floating_dtype,
+    keyed_arguments,
+    known_options_key,
     matchable_ignore_index,
+    remember,
     value_range,
 )
 from lsr._checks import is_integer_dtype as _is_integer_dtype
@@ -92,13 +95,23 @@ def check_binary_prior(
 
 
 def _check_label_values(
-    xp: Namespace, labels: Any, ignore_index: int | None, where: Any, name: str = "labels"
+    xp: Namespace,
+    labels: Any,
+    ignore_index: int | None,
+    where: Any,
+    name: str = "labels",
+    *,
+    cheap: bool = False,
 ) -> bool:
     """Whether the labels were read and found valid (0/1, in [0, 1], or ignore_index),
     where ``where`` keeps them (a masked element may hold anything, as when traced).
-    ``name``: the labels' name in the error, as the caller's framework names them."""
-    if labels.dtype == xp.bool or not values_are_cheap(labels) or 0 in tuple(labels.shape):
-        return labels.dtype == xp.bool
+    ``name``: the labels' name in the error, as the caller's framework names them.
+    ``cheap``: the caller knows that the labels' values are cheap to read
+    (``values_are_cheap``), which is then not asked again."""
+    if labels.dtype == xp.bool:
+        return True
+    if not (cheap or values_are_cheap(labels)) or 0 in tuple(labels.shape):
+        return False
     if ignore_index is None and where is None and _all_in_unit_interval(xp, labels):
         return True  # (the common case: no labels-sized temporary)
     bad = (labels < 0) | (labels > 1)
@@ -121,7 +134,7 @@ def _check_label_values(
         low, high = value_range(xp, bad_values)  # (min_and_max: values only, no grad warning)
         raise ValueError(
             f"`{name}` must be {allowed} (binary or soft targets); "
-            f"{int(xp.sum(xp.astype(bad, xp.int64)))} are not. "
+            f"{int(xp.sum(xp.astype(bad, _core.index_dtype(xp, labels))))} are not. "
             f"Received: {name} with min={float(low)!r}, max={float(high)!r}"
         )
     return True
@@ -181,11 +194,24 @@ def check_smooth_bce(
     ``logits_name``, ``labels_name``: the arrays' names in errors, as the adapter's
     framework names them (PyTorch's ``input`` and ``target``). ``namespace``: the
     namespace to check with once the arrays are known to be of one library (an adapter
-    passes its overlay, whose ``min_and_max`` reads the labels' range in one pass)."""
+    passes its overlay, whose ``min_and_max`` reads the labels' range in one pass).
+
+    A call whose options (none of them an array) and arrays' types, shapes and dtypes an
+    earlier call had checks only the labels' values (``_KnownBinaryOptions``), as
+    ``check_smooth_ce`` does."""
+    # Every argument, in the signature's order (``locals()`` holds just them here).
+    arguments = tuple(locals().values())
     for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
         if value is not None and not hasattr(value, "shape"):
             # (Before the namespace: a list here is no array of any library.)
             fail_type(f"`{name}` must be an array or None.", name, value)
+    key = None
+    if weight is None and pos_weight is None and where is None:
+        # (Looked up before the namespace, as in check_smooth_ce.)
+        key = known_options_key(namespace, logits, labels, _keyed(arguments))
+        known = _KNOWN_BINARY_OPTIONS.get(key) if key is not None else None
+        if known is not None:
+            return known.xp, *known.labels_and_spec(labels)
     arrays = (prior, smoothing)
     xp = array_namespace(
         logits,
@@ -233,6 +259,7 @@ def check_smooth_bce(
         _check_broadcast("where", where, shape, "a boolean mask of the elements to keep")
         if where.dtype != xp.bool:
             fail_type("`where` must be a boolean mask.", "where", where)
+    given_ignore_index = ignore_index
     if integer:
         # Widened, so that a narrow dtype compares with ignore_index by value (uint8
         # labels and ignore_index=-1 must not wrap to 255).
@@ -252,4 +279,70 @@ def check_smooth_bce(
         reduction=reduction,
         checked=checked,
     )
+    if key is not None:
+        entry = _KnownBinaryOptions(xp, spec, given_ignore_index, labels.dtype, labels_name)
+        remember(_KNOWN_BINARY_OPTIONS, key, entry)
     return xp, labels, spec
+
+
+class _KnownBinaryOptions:
+    """The checked options of an earlier call of ``check_smooth_bce``, for a later one
+    with the same key: only the labels' values are left to check (``_KnownOptions``
+    does the same for ``check_smooth_ce``). The specs it returns differ only in
+    ``ignore_index`` (the one the labels' index dtype can hold) and ``checked``."""
+
+    def __init__(
+        self, xp: Namespace, spec: _core.BinarySpec, ignore_index: Any, dtype: Any, name: str
+    ):
+        # ``ignore_index`` as passed (the key holds it); ``dtype``: that of the labels
+        # as the spec was made for them (the index dtype, for integer labels).
+        self.xp, self.spec, self.ignore_index, self.name = xp, spec, ignore_index, name
+        self.integer, self.dtype = _is_integer_dtype(xp, dtype), dtype
+        self.variants: dict[tuple[Any, bool], _core.BinarySpec] = {}
+
+    def labels_and_spec(self, labels: Any) -> tuple[Any, _core.BinarySpec]:
+        xp, ignore_index = self.xp, self.spec.ignore_index
+        if self.integer:
+            labels = index_labels(xp, labels, self.ignore_index, self.name)
+            if labels.dtype != self.dtype:
+                # (JAX's index dtype follows its x64 flag, which the key does not hold.)
+                ignore_index = matchable_ignore_index(xp, self.ignore_index, labels.dtype)
+        # (A key is made only for labels whose values are cheap to read, and so are those
+        # of their copy in the index dtype.)
+        checked = _check_label_values(xp, labels, ignore_index, None, self.name, cheap=True)
+        variant = self.variants.get((ignore_index, checked))
+        if variant is None:
+            variant = self.spec.replace(ignore_index=ignore_index, checked=checked)
+            self.variants[(ignore_index, checked)] = variant
+        return labels, variant
+
+
+#: The options of recent calls of ``check_smooth_bce`` (none an array; a spec without
+#: arrays each). A dict of its own: a key of the softmax checks' options never meets it.
+_KNOWN_BINARY_OPTIONS: dict[tuple, _KnownBinaryOptions] = {}
+# The arguments that are not options of the key: the arrays (and ``namespace``, whose
+# id the key holds).
+_KEYED_POSITIONS, _KEYED_NAMES = keyed_arguments(
+    check_smooth_bce,
+    frozenset({"logits", "labels", "weight", "pos_weight", "where", "namespace"}),
+)
+
+
+def known_binary_options(
+    logits: Any, labels: Any, *, namespace: Any = None, **options: Any
+) -> _KnownBinaryOptions | None:
+    """``_checks.known_options`` for ``check_smooth_bce``: the checked options of an
+    earlier call with the same arguments but the labels' values, or None. ``options``:
+    every keyed argument of ``check_smooth_bce``, by name, for a call without
+    ``weight``, ``pos_weight`` or ``where`` (a missing one is a KeyError)."""
+    key = known_options_key(
+        namespace, logits, labels, tuple([options[name] for name in _KEYED_NAMES])
+    )
+    return _KNOWN_BINARY_OPTIONS.get(key) if key is not None else None
+
+
+def _keyed(arguments: tuple) -> tuple:
+    """The keyed options' values from all of check_smooth_bce's arguments, in order. (A
+    function of its own: a comprehension in check_smooth_bce would make ``arguments`` a
+    cell there, which ``locals()`` under torch.compile's tracer reads unbound.)"""
+    return tuple([arguments[position] for position in _KEYED_POSITIONS])

@@ -111,3 +111,13 @@ def test_a_64bit_jax_array_used_without_x64_is_refused_before_it_wraps(call, dty
             np.testing.assert_allclose(np.asarray(call(good)), expected, rtol=1e-6)
         with pytest.raises(ValueError, match=rf"outside {kept}.*min=0, max={2**32 + 1}"):
             call(bad)
+
+
+def test_a_repeated_binary_call_reads_ignore_index_for_the_index_dtype_of_now():
+    """As above, for the binary checks' known options."""
+    logits = jnp.zeros((2, 2), jnp.float32)
+    with jax.enable_x64(True):
+        for _ in range(2):
+            lsr.smooth_bce(logits, jnp.asarray([[1, 0], [0, 1]], jnp.int32), ignore_index=2**40)
+    with jax.enable_x64(False), pytest.raises(ValueError, match="0 or 1"):
+        lsr.smooth_bce(logits, jnp.asarray([[1, 7], [0, 1]], jnp.int32), ignore_index=2**40)
