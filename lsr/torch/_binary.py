@@ -32,7 +32,7 @@ from torch import nn
 from torch.autograd import forward_ad
 
 from lsr import _core
-from lsr._checks_binary import BINARY_PRIOR_NAMES, check_smooth_bce
+from lsr._checks_binary import BINARY_PRIOR_NAMES, check_smooth_bce, known_binary_options
 from lsr._compat import values_are_cheap
 from lsr._validation import check_choice, check_fraction, fail_type, fail_value
 from lsr.torch import _autograd
@@ -433,38 +433,67 @@ def forward_smooth_bce(
     """``smooth_bce``'s checks and forward; ``all_reduce_sum`` (the core's, over the
     processes that split the batch) makes "sum" and "mean" global, for
     ``data_parallel_smooth_bce``."""
-    check_tensor("input", input)
-    check_tensor("target", target)
-    check_same_device("target", target, input)
-    check_floating_dtype("target", target, input)
-    if tuple(target.shape) != tuple(input.shape):
-        # Named as PyTorch names it (the core says `labels`).
-        fail_value(
-            f"`target` must have the input's shape {tuple(input.shape)}: one 0/1 (or soft) "
-            "target per logit.",
-            "target.shape",
-            tuple(target.shape),
+    known = None
+    if (
+        weight is None
+        and pos_weight is None
+        and where is None
+        and isinstance(input, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and input.is_cpu
+        and target.is_cpu
+        and not torch.compiler.is_compiling()
+    ):
+        # Options an earlier call had (and tensors of its types, shapes and dtypes, on
+        # one device): only the labels' values are checked again. (Not while tracing,
+        # where a float may be symbolic: see ``traced_constants``.)
+        known = known_binary_options(
+            input,
+            target,
+            namespace=xp,
+            smoothing=smoothing,
+            prior=prior,
+            axis=axis,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            logits_name="input",
+            labels_name="target",
         )
-    for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
-        _check_optional_tensor(name, value, input)
-    _check_prior_type(prior, input)
-    check_smoothing_type("smoothing", smoothing)
-    smoothing, prior = traced_constants(smoothing, prior)
-    _, labels, spec = check_smooth_bce(
-        input,
-        target,
-        smoothing=smoothing,
-        prior=prior,
-        axis=axis,
-        weight=weight,
-        pos_weight=pos_weight,
-        where=where,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        logits_name="input",
-        labels_name="target",
-        namespace=xp,
-    )
+    if known is not None:
+        labels, spec = known.labels_and_spec(target)
+    else:
+        check_tensor("input", input)
+        check_tensor("target", target)
+        check_same_device("target", target, input)
+        check_floating_dtype("target", target, input)
+        if tuple(target.shape) != tuple(input.shape):
+            # Named as PyTorch names it (the core says `labels`).
+            fail_value(
+                f"`target` must have the input's shape {tuple(input.shape)}: one 0/1 (or "
+                "soft) target per logit.",
+                "target.shape",
+                tuple(target.shape),
+            )
+        for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
+            _check_optional_tensor(name, value, input)
+        _check_prior_type(prior, input)
+        check_smoothing_type("smoothing", smoothing)
+        smoothing, prior = traced_constants(smoothing, prior)
+        _, labels, spec = check_smooth_bce(
+            input,
+            target,
+            smoothing=smoothing,
+            prior=prior,
+            axis=axis,
+            weight=weight,
+            pos_weight=pos_weight,
+            where=where,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            logits_name="input",
+            labels_name="target",
+            namespace=xp,
+        )
     with without_autocast(input.device.type):
         compiling = torch.compiler.is_compiling()
         if (

@@ -1218,3 +1218,72 @@ def test_a_traced_binary_loss_gives_each_later_calls_own_value(monkeypatch, smal
                 traced(logits, labels), expected, logits, with_grad=requires_grad
             )
         assert torch.isnan(traced(logits, out_of_range))
+
+
+# --- repeated calls ---------------------------------------------------------------------------
+
+
+def _count_full_checks(monkeypatch):
+    """How often the adapter's full checks ran (their first: ``check_tensor``), from a
+    record of known options emptied for this test."""
+    from lsr import _checks_binary
+    from lsr.torch import _binary
+
+    monkeypatch.setattr(_checks_binary, "_KNOWN_BINARY_OPTIONS", {})
+    calls = []
+    full_check = _binary.check_tensor
+    monkeypatch.setattr(_binary, "check_tensor", lambda *a: calls.append(1) or full_check(*a))
+    return calls
+
+
+@pytest.mark.parametrize("kind", ["soft", "int64", "bool"])
+def test_a_repeated_call_checks_only_the_labels_and_gives_the_same_values(kind, monkeypatch):
+    """A call with an earlier call's options, types, shapes and dtypes skips the
+    adapter's checks; its labels' values are still read (a bad one raises) and its
+    values are F.binary_cross_entropy_with_logits' on the smoothed targets."""
+    calls = _count_full_checks(monkeypatch)
+    dtype = torch.float32
+    for seed, expected_calls in ((1, 2), (2, 2)):  # (one call per tensor checked)
+        target = _target(kind, (6, 5), dtype, seed=seed)
+        loss, grad = _value_and_grad(
+            lambda z, target=target: lt.smooth_bce(z, target, smoothing=0.2), _logits((6, 5), dtype)
+        )
+        expected_loss, expected_grad = _value_and_grad(
+            lambda z, target=target: F.binary_cross_entropy_with_logits(
+                z, _smoothed(target, 0.2, 0.5, dtype)
+            ),
+            _logits((6, 5), dtype),
+        )
+        assert_close(loss, expected_loss, dtype)
+        assert_close(grad, expected_grad, dtype)
+        assert len(calls) == expected_calls
+    if kind != "bool":
+        bad = _target(kind, (6, 5), dtype, seed=3)
+        bad[0, 0] = 2
+        with pytest.raises(ValueError, match="Received: target"):
+            lt.smooth_bce(_logits((6, 5), dtype), bad, smoothing=0.2)
+        assert len(calls) == 2
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"weight": torch.ones(6, 5)},
+        {"pos_weight": torch.ones(5)},
+        {"where": torch.ones(6, 5, dtype=torch.bool)},
+        {"smoothing": torch.tensor(0.2)},
+        {"prior": torch.full((5,), 0.5)},
+    ],
+    ids=["weight", "pos_weight", "where", "tensor smoothing", "tensor prior"],
+)
+def test_calls_with_tensor_options_are_checked_whole(options, monkeypatch):
+    """Also after a call without them has made the other options known (the key holds
+    no tensor option: such a call must not find the spec made without it)."""
+    calls = _count_full_checks(monkeypatch)
+    target = _target("int64", (6, 5), torch.float32)
+    plain = {name: value for name, value in (("smoothing", 0.1), ("prior", 0.5))}
+    lt.smooth_bce(_logits((6, 5), torch.float32), target, **plain)
+    calls.clear()
+    for count in (2, 4):
+        lt.smooth_bce(_logits((6, 5), torch.float32), target, **{**plain, **options})
+        assert len(calls) == count
