@@ -1,0 +1,87 @@
+"""Small eager PyTorch calls, forward + backward on the CPU: each of lsr's entry points
+against the framework's own loss, in one process (medians of 7 rounds, the entry points
+of one row interleaved within each round: the harness's ``time_calls``).
+
+Softmax rows: ``lsr.torch.smooth_ce``, ``cross_entropy`` and ``SmoothCrossEntropyLoss``
+against ``F.cross_entropy(label_smoothing=0.1)`` on class ids. Binary rows:
+``lsr.torch.smooth_bce``, ``binary_cross_entropy_with_logits`` and
+``SmoothBCEWithLogitsLoss`` against ``F.binary_cross_entropy_with_logits`` on targets
+smoothed by hand (0.9 y + 0.05), 10% ones. Each row prints the rival's microseconds
+and each entry point's ratio to it.
+
+Run from a checkout's root, the same script on two commits in a row:
+``PYTHONPATH=. python benchmarks/results/2026-12-06-route/calls.py``
+"""
+
+import platform
+import subprocess
+
+import torch
+import torch.nn.functional as F
+
+import lsr.torch
+from benchmarks.common import time_calls
+
+
+def commit():
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
+def softmax_steps(logits, ids, module):
+    return {
+        "rival": lambda: F.cross_entropy(logits, ids, label_smoothing=0.1).backward(),
+        "smooth_ce": lambda: lsr.torch.smooth_ce(logits, ids, smoothing=0.1).backward(),
+        "cross_entropy": lambda: lsr.torch.cross_entropy(
+            logits, ids, label_smoothing=0.1
+        ).backward(),
+        "module": lambda: module(logits, ids).backward(),
+    }
+
+
+def binary_steps(logits, target, module):
+    return {
+        "rival": lambda: F.binary_cross_entropy_with_logits(logits, 0.9 * target + 0.05).backward(),
+        "smooth_bce": lambda: lsr.torch.smooth_bce(logits, target, smoothing=0.1).backward(),
+        "binary_cross_entropy_with_logits": lambda: lsr.torch.binary_cross_entropy_with_logits(
+            logits, target, label_smoothing=0.1
+        ).backward(),
+        "module": lambda: module(logits, target).backward(),
+    }
+
+
+def rows():
+    ce_module = lsr.torch.SmoothCrossEntropyLoss(label_smoothing=0.1)
+    bce_module = lsr.torch.SmoothBCEWithLogitsLoss(label_smoothing=0.1)
+    for shape in [(8, 4), (256, 10)]:
+        for dtype in (torch.float32, torch.bfloat16):
+            logits = torch.randn(*shape, dtype=dtype).requires_grad_()
+            ids = torch.randint(0, shape[1], shape[:1])
+            yield f"softmax {shape[0]}x{shape[1]} {dtype}", softmax_steps(logits, ids, ce_module)
+            target = (torch.rand(shape) < 0.1).to(dtype)
+            yield f"binary {shape[0]}x{shape[1]} {dtype}", binary_steps(logits, target, bce_module)
+
+
+def main():
+    torch.manual_seed(0)
+    print(
+        f"commit {commit()}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {platform.processor()}"
+    )
+    for name, steps in rows():
+        for step in steps.values():
+            for _ in range(200):
+                step()
+        timed = time_calls(steps, lambda result: None, calls=2000, repeats=7, max_pair_s=60.0)
+        rival = timed["rival"]["median_s"] * 1e6
+        ratios = " ".join(
+            f"{key} {value['median_s'] * 1e6 / rival:.2f}"
+            for key, value in timed.items()
+            if key != "rival"
+        )
+        print(f"{name}: rival {rival:.1f} us; lsr / rival: {ratios}")
+
+
+if __name__ == "__main__":
+    main()
