@@ -516,6 +516,33 @@ def _compare_override(name, overlay, base, asarray, to_numpy, rng):
             if actual.dtype != x_given.dtype:
                 yield f"bounds {bounds!r}: dtype {actual.dtype}, not {x_given.dtype}"
             yield from _differs(f"bounds {bounds!r}", to_numpy(actual), expected, "float64")
+    elif name == "asarray":
+        # Python numbers with and without a dtype (the overlay's own case: a float of a
+        # given dtype), a list, and an array with and without a copy.
+        floats = [base.float32, base.float64]
+        for value in (0.1, -2.5e-8, 1e5, float("inf"), float("nan"), 0.0, -0.0, 3):
+            for dtype in (None, *floats):
+                expected = base.asarray(value, dtype=dtype)
+                actual = overlay.asarray(value, dtype=dtype)
+                if actual.dtype != expected.dtype or tuple(actual.shape) != ():
+                    yield f"{value!r}, dtype={dtype}: {actual.dtype} {tuple(actual.shape)}"
+                expected, actual = to_numpy(expected), to_numpy(actual)
+                if not (
+                    np.array_equal(actual, expected, equal_nan=True)
+                    and np.signbit(actual) == np.signbit(expected)
+                ):
+                    yield f"{value!r}, dtype={dtype}: {actual!r}, not {expected!r}"
+        given = asarray(x)
+        for copy in (None, True, False):
+            yield from _differs(
+                f"an array, copy={copy}",
+                to_numpy(overlay.asarray(given, copy=copy)),
+                to_numpy(base.asarray(given, copy=copy)),
+                "float64",
+            )
+        yield from _differs(
+            "a list", to_numpy(overlay.asarray([0.5, 2.0])), np.array([0.5, 2.0]), "float64"
+        )
     else:
         yield "a standard function overridden without a check here: add one"
 

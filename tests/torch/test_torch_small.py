@@ -451,20 +451,3 @@ def test_every_other_call_takes_the_full_path(name, monkeypatch):
     calls.clear()
     _NOT_ROUTED[name](_leaf(), target)
     assert calls, name
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
-def test_the_overlays_asarray_of_a_float_is_array_api_compats(dtype):
-    """The overlay makes a float of a given dtype with ``torch.scalar_tensor``: the same
-    0-d tensor (value rounded to the dtype, device, no gradient) as array-api-compat's
-    ``asarray``; anything else goes to that ``asarray``."""
-    from array_api_compat import torch as compat
-
-    for value in (0.1, -2.5e-8, 1e5, math.inf, 0.0):
-        ours = namespace.xp.asarray(value, dtype=dtype, device=torch.device("cpu"))
-        theirs = compat.asarray(value, dtype=dtype, device=torch.device("cpu"))
-        assert ours.dtype == theirs.dtype and ours.shape == theirs.shape == ()
-        assert ours.device == theirs.device and not ours.requires_grad
-        assert torch.equal(ours, theirs), value
-    assert torch.equal(namespace.xp.asarray([1.0, 2.0]), compat.asarray([1.0, 2.0]))
-    assert namespace.xp.asarray(3, dtype=dtype).dtype == dtype
