@@ -667,7 +667,24 @@ def remember(known: dict[tuple, Any], key: tuple, entry: Any) -> None:
     known[key] = entry
 
 
-class _KnownOptions:
+class KnownSpecs:
+    """The specs of known options (``_KnownOptions``, the binary checks'
+    ``_KnownBinaryOptions``): the spec an earlier call made, and its variants for the
+    labels' values, which change only ``ignore_index`` and ``checked``, each made once."""
+
+    def __init__(self, spec: Any):
+        self.spec = spec
+        self.variants: dict[tuple[Any, bool], Any] = {}
+
+    def variant(self, ignore_index: Any, checked: bool) -> Any:
+        made = self.variants.get((ignore_index, checked))
+        if made is None:
+            made = self.spec.replace(ignore_index=ignore_index, checked=checked)
+            self.variants[(ignore_index, checked)] = made
+        return made
+
+
+class _KnownOptions(KnownSpecs):
     """The checked options of an earlier call, for a later one with the same static
     arguments (``known_options_key``): only the labels' values are left to check.
 
@@ -683,10 +700,9 @@ class _KnownOptions:
         # that id from being reused by another object.) ``ignore_index`` as passed (the
         # key holds it), and the dtype of the labels that ``index_labels`` made, with the
         # ignore_index that dtype can hold.
-        self.xp, self.spec = xp, spec
-        self.ignore_index, self.index_dtype = ignore_index, index_dtype
+        super().__init__(spec)
+        self.xp, self.ignore_index, self.index_dtype = xp, ignore_index, index_dtype
         self.matchable = matchable_ignore_index(xp, ignore_index, index_dtype)
-        self.variants: dict[tuple[Any, Any], Spec] = {}
 
     def labels_and_spec(self, labels: Any) -> tuple[Any, Spec]:
         """``checked_class_ids`` with the ignore_index that the index dtype can hold
@@ -702,11 +718,7 @@ class _KnownOptions:
         labels, ignore_index, checked = read_class_ids(
             xp, labels, self.spec.num_classes, matchable, cheap=True
         )
-        variant = self.variants.get((ignore_index, checked))
-        if variant is None:
-            variant = self.spec.replace(ignore_index=ignore_index, checked=checked)
-            self.variants[(ignore_index, checked)] = variant
-        return labels, variant
+        return labels, self.variant(ignore_index, checked)
 
 
 #: The options of recent calls with class ids, none of them an array (a few dozen

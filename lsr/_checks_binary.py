@@ -10,6 +10,7 @@ from typing import Any
 
 from lsr import _core
 from lsr._checks import (
+    KnownSpecs,
     cast,
     check_ignore_index,
     check_smoothing,
@@ -285,7 +286,7 @@ def check_smooth_bce(
     return xp, labels, spec
 
 
-class _KnownBinaryOptions:
+class _KnownBinaryOptions(KnownSpecs):
     """The checked options of an earlier call of ``check_smooth_bce``, for a later one
     with the same key: only the labels' values are left to check (``_KnownOptions``
     does the same for ``check_smooth_ce``). The specs it returns differ only in
@@ -296,9 +297,9 @@ class _KnownBinaryOptions:
     ):
         # ``ignore_index`` as passed (the key holds it); ``dtype``: that of the labels
         # as the spec was made for them (the index dtype, for integer labels).
-        self.xp, self.spec, self.ignore_index, self.name = xp, spec, ignore_index, name
+        super().__init__(spec)
+        self.xp, self.ignore_index, self.name = xp, ignore_index, name
         self.integer, self.dtype = _is_integer_dtype(xp, dtype), dtype
-        self.variants: dict[tuple[Any, bool], _core.BinarySpec] = {}
 
     def labels_and_spec(self, labels: Any) -> tuple[Any, _core.BinarySpec]:
         xp, ignore_index = self.xp, self.spec.ignore_index
@@ -310,11 +311,7 @@ class _KnownBinaryOptions:
         # (A key is made only for labels whose values are cheap to read, and so are those
         # of their copy in the index dtype.)
         checked = _check_label_values(xp, labels, ignore_index, None, self.name, cheap=True)
-        variant = self.variants.get((ignore_index, checked))
-        if variant is None:
-            variant = self.spec.replace(ignore_index=ignore_index, checked=checked)
-            self.variants[(ignore_index, checked)] = variant
-        return labels, variant
+        return labels, self.variant(ignore_index, checked)
 
 
 #: The options of recent calls of ``check_smooth_bce`` (none an array; a spec without

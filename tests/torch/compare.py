@@ -15,3 +15,14 @@ def assert_value_and_grad_close(got, expected, leaf, *, with_grad: bool) -> None
         (grad,) = torch.autograd.grad(got, leaf)
         (expected_grad,) = torch.autograd.grad(expected, leaf)
         assert_close(grad, expected_grad, torch.float32)
+
+
+def count_full_checks(monkeypatch, module, check: str, record_module, record: str) -> list:
+    """A list that grows by one on each call of ``module.check`` (an adapter's first
+    full check, which a repeated call with known options skips), with
+    ``record_module.record`` (its record of known options) emptied for the test."""
+    monkeypatch.setattr(record_module, record, {})
+    calls: list = []
+    full_check = getattr(module, check)
+    monkeypatch.setattr(module, check, lambda *a: calls.append(1) or full_check(*a))
+    return calls

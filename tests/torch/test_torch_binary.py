@@ -22,7 +22,7 @@ from torch import nn
 
 import lsr.torch as lt
 from tests.backends import assert_close
-from tests.torch.compare import assert_value_and_grad_close
+from tests.torch.compare import assert_value_and_grad_close, count_full_checks
 
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 LSR_ADDITIONS = ["label_smoothing", "prior"]
@@ -1224,16 +1224,13 @@ def test_a_traced_binary_loss_gives_each_later_calls_own_value(monkeypatch, smal
 
 
 def _count_full_checks(monkeypatch):
-    """How often the adapter's full checks ran (their first: ``check_tensor``), from a
-    record of known options emptied for this test."""
+    """How often the adapter's full checks ran (their first: ``check_tensor``)."""
     from lsr import _checks_binary
     from lsr.torch import _binary
 
-    monkeypatch.setattr(_checks_binary, "_KNOWN_BINARY_OPTIONS", {})
-    calls = []
-    full_check = _binary.check_tensor
-    monkeypatch.setattr(_binary, "check_tensor", lambda *a: calls.append(1) or full_check(*a))
-    return calls
+    return count_full_checks(
+        monkeypatch, _binary, "check_tensor", _checks_binary, "_KNOWN_BINARY_OPTIONS"
+    )
 
 
 @pytest.mark.parametrize("kind", ["soft", "int64", "bool"])

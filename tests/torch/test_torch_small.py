@@ -15,6 +15,7 @@ from lsr.torch import _autograd as autograd
 from lsr.torch import _functional as functional
 from lsr.torch import _namespace as namespace
 from tests.backends import assert_close
+from tests.torch.compare import count_full_checks
 
 INF = math.inf
 NAN = math.nan
@@ -343,15 +344,10 @@ def test_which_losses_alone_take_the_log_softmax_form():
 
 
 def _count_full_checks(monkeypatch):
-    """How often smooth_ce's full path ran its first check (``check_tensors``), from a
-    record of known options emptied for this test."""
+    """How often smooth_ce's full path ran its first check (``check_tensors``)."""
     from lsr import _checks
 
-    monkeypatch.setattr(_checks, "_KNOWN_OPTIONS", {})
-    calls = []
-    full_check = functional.check_tensors
-    monkeypatch.setattr(functional, "check_tensors", lambda *a: calls.append(1) or full_check(*a))
-    return calls
+    return count_full_checks(monkeypatch, functional, "check_tensors", _checks, "_KNOWN_OPTIONS")
 
 
 def _leaf(shape=(6, 5), seed=0):
