@@ -68,7 +68,8 @@ def index_labels(
 
     A 64-bit JAX array used without x64 is cast to 32 bits by every operation, which
     wraps ids beyond that range into others: such ids are refused
-    (``check_integers_kept``).
+    (``check_integers_kept``; ``shift_to_next_token``, whose concatenation would cast
+    them first, refuses them too).
     """
     dtype = _core.index_dtype(xp, labels)
     if labels.dtype == dtype:  # (the usual case: nothing to widen, nothing can wrap)
@@ -535,6 +536,7 @@ def shift_to_next_token(
             "labels.dtype",
             labels.dtype,
         )
+    check_integers_kept(labels, "labels")  # (before the concatenation below casts them)
     if labels.ndim < 1:
         fail_value(
             "`causal_shift=True` needs labels with a sequence axis (their last).",

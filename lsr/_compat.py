@@ -451,25 +451,27 @@ def values_are_cheap(x: Any) -> bool:
     return _backend_or_generic(x).values_are_cheap(x)
 
 
-def check_integers_kept(x: Any, name: str) -> None:
+def check_integers_kept(x: Any, name: str, *, becoming_jax: bool = False) -> None:
     """Raise where JAX without x64 would wrap ``x``'s integers into other values.
 
     Without x64, JAX computes with 32-bit integers: it converts a 64-bit NumPy array
     when it makes a jax array of it, and casts a 64-bit jax array (made while x64 was
     on) in every operation on it. Both wrap values beyond 32 bits: 2**32 + 1 becomes 1,
-    a real class id. Here the values are read as they are stored, on the host, before
-    any operation could wrap them. ``x``: a NumPy or jax array; others pass. The test
+    a real class id. Here the values are read as they are stored, on the host (a device
+    synchronization per call, in that rare state only), before any operation could wrap
+    them. ``x``: a jax array, or a NumPy array that is about to become one
+    (``becoming_jax``); any other passes (NumPy's own ids are never cast so). The test
     of the dtype comes first: only 64-bit integers without x64 are read.
     """
     jax = sys.modules.get("jax")
     numpy = sys.modules.get("numpy")
-    if (
-        jax is None
-        or numpy is None
-        or not isinstance(x, (numpy.ndarray, jax.Array))
-        or isinstance(x, jax.core.Tracer)  # (a tracer's dtype is 32-bit already)
-    ):
+    if jax is None or numpy is None:
         return
+    if isinstance(x, numpy.ndarray):
+        if not becoming_jax:
+            return
+    elif not isinstance(x, jax.Array) or isinstance(x, jax.core.Tracer):
+        return  # (a tracer's dtype is 32-bit already)
     dtype = x.dtype
     if dtype.kind not in ("i", "u") or dtype.itemsize <= 4 or jax.config.jax_enable_x64:
         return

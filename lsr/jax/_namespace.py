@@ -35,7 +35,7 @@ def as_jax(x: Any, name: str = "labels") -> Any:
     if x is None or isinstance(x, jax.Array):
         return x
     if not jax.config.jax_enable_x64:  # type: ignore[attr-defined]
-        check_integers_kept(np.asarray(x), name)
+        check_integers_kept(np.asarray(x), name, becoming_jax=True)
     return jnp.asarray(x)
 
 

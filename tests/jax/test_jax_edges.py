@@ -93,9 +93,20 @@ _WIDE_ID_CALLS = {
     "lsr.smooth_bce": lambda y: lsr.smooth_bce(jnp.zeros(2), y),
     "lsr.jax.smooth_bce": lambda y: lsr.jax.smooth_bce(jnp.zeros(2), y),
     "lsr.smooth_binary_labels": lambda y: lsr.smooth_binary_labels(y, smoothing=0.1),
+    # causal_shift concatenates the labels with an ignore_index column, which would cast
+    # them to int32 before any other check saw them.
+    "lsr.smooth_ce causal_shift": lambda y: lsr.smooth_ce(
+        jnp.zeros((1, 2, 4)), y[None], causal_shift=True, ignore_index=-100
+    ),
+    "lsr.jax.linear_smooth_ce causal_shift": lambda y: lsr.jax.linear_smooth_ce(
+        jnp.ones((1, 2, 3)), jnp.ones((3, 4)), y[None], causal_shift=True, ignore_index=-100
+    ),
 }
 
 
+# (JAX warns where the causal shift's ignore_index column is made in the labels' int64,
+# which it makes int32: the user's 64-bit array in a process without x64.)
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype int64:UserWarning")
 @pytest.mark.parametrize("dtype", [np.int64, np.uint64])
 @pytest.mark.parametrize("call", _WIDE_ID_CALLS.values(), ids=list(_WIDE_ID_CALLS))
 def test_a_64bit_jax_array_used_without_x64_is_refused_before_it_wraps(call, dtype):
@@ -121,3 +132,17 @@ def test_a_repeated_binary_call_reads_ignore_index_for_the_index_dtype_of_now():
             lsr.smooth_bce(logits, jnp.asarray([[1, 0], [0, 1]], jnp.int32), ignore_index=2**40)
     with jax.enable_x64(False), pytest.raises(ValueError, match="0 or 1"):
         lsr.smooth_bce(logits, jnp.asarray([[1, 7], [0, 1]], jnp.int32), ignore_index=2**40)
+
+
+def test_numpy_ids_beyond_32_bits_stay_numpys_with_jax_imported():
+    """NumPy's own ids are never cast to 32 bits: with jax imported and x64 off, NumPy
+    arrays on the generic path keep every id (the JAX check is for jax arrays and for
+    NumPy arrays that become jax arrays)."""
+    logits = np.zeros((2, 3), np.float32)
+    with jax.enable_x64(False):
+        loss = lsr.smooth_ce(logits, np.array([0, 2**40], np.uint64), ignore_index=2**40)
+        np.testing.assert_allclose(loss, np.log(3.0), rtol=1e-6)
+        with pytest.raises(ValueError, match="class ids"):
+            lsr.smooth_ce(logits, np.array([0, 2**40], np.uint64))
+        binary = lsr.smooth_bce(np.zeros(2, np.float32), np.array([0, 1], np.uint64))
+        np.testing.assert_allclose(binary, np.log(2.0), rtol=1e-6)
