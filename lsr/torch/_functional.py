@@ -54,7 +54,10 @@ def is_plain_eager_call(
     the CPU, a gradient asked for the input alone (no weight, a float smoothing, a
     named prior), no ``causal_shift``, and nothing that changes the path (autocast,
     ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD). Each is
-    a test the full path makes on its way to ``SmoothCESmall`` for such a call."""
+    a test the full path makes on its way to ``SmoothCESmall`` for such a call. (Some
+    are also settled by the known options' key or by ``values_are_cheap``, such as the
+    devices, the target's dtype, tracing and wrapped inputs: they stay here, so that
+    the route does not depend on how the key is made.)"""
     return (
         type(smoothing) is float
         and type(prior) is str

@@ -648,6 +648,11 @@ def _changed_module_smoothing(z, y, eps):
     return criterion(z, y)
 
 
+def _teacher(z):
+    """A teacher's logits for distillation: fixed, of the student's shape."""
+    return torch.linspace(-1.0, 1.0, z.numel()).reshape(z.shape)
+
+
 def _z_loss_reference(z, y, eps):
     """Eager lsr: F.cross_entropy has no z-loss (the term itself is tested elsewhere)."""
     return lt.smooth_ce(z, y, smoothing=eps, z_loss=eps / 10)
@@ -669,6 +674,11 @@ _FLOAT_SMOOTHING_CALLS = {
         _cross_entropy,
     ),
     "SmoothCrossEntropyLoss": (_changed_module_smoothing, _cross_entropy),
+    # A temperature, the distillation loss's float (eps + 1: 1.1, 1.3 and 1.0).
+    "distill_loss": (
+        lambda z, y, eps: lt.distill_loss(z, _teacher(z), temperature=eps + 1.0),
+        lambda z, y, eps: lt.distill_loss(z, _teacher(z), temperature=eps + 1.0),
+    ),
     # smooth_ce's default smoothing, 0.1 (eps unused): a keyword's default is an
     # argument that dynamic=True makes symbolic too.
     "smooth_ce default": (lambda z, y, eps: lt.smooth_ce(z, y), _cross_entropy),
