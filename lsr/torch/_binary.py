@@ -433,6 +433,16 @@ def forward_smooth_bce(
     """``smooth_bce``'s checks and forward; ``all_reduce_sum`` (the core's, over the
     processes that split the batch) makes "sum" and "mean" global, for
     ``data_parallel_smooth_bce``."""
+    # check_smooth_bce's options but the tensors, as the known options' key holds them.
+    options: dict[str, Any] = dict(
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        logits_name="input",
+        labels_name="target",
+    )
     known = None
     if (
         weight is None
@@ -447,18 +457,7 @@ def forward_smooth_bce(
         # Options an earlier call had (and tensors of its types, shapes and dtypes, on
         # one device): only the labels' values are checked again. (Not while tracing,
         # where a float may be symbolic: see ``traced_constants``.)
-        known = known_binary_options(
-            input,
-            target,
-            namespace=xp,
-            smoothing=smoothing,
-            prior=prior,
-            axis=axis,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            logits_name="input",
-            labels_name="target",
-        )
+        known = known_binary_options(input, target, namespace=xp, **options)
     if known is not None:
         labels, spec = known.labels_and_spec(target)
     else:
@@ -479,20 +478,15 @@ def forward_smooth_bce(
         _check_prior_type(prior, input)
         check_smoothing_type("smoothing", smoothing)
         smoothing, prior = traced_constants(smoothing, prior)
+        options.update(smoothing=smoothing, prior=prior)
         _, labels, spec = check_smooth_bce(
             input,
             target,
-            smoothing=smoothing,
-            prior=prior,
-            axis=axis,
             weight=weight,
             pos_weight=pos_weight,
             where=where,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            logits_name="input",
-            labels_name="target",
             namespace=xp,
+            **options,
         )
     with without_autocast(input.device.type):
         compiling = torch.compiler.is_compiling()

@@ -180,26 +180,26 @@ def smooth_ce(
         >>> print(f"{loss.item():.4f} {expected.item():.4f}")
         0.5047 0.5047
     """
+    # check_smooth_ce's options but the tensors and causal_shift, as the known options'
+    # key holds them (the full path below changes some first).
+    options: dict[str, Any] = dict(
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        kl=kl,
+        z_loss=z_loss,
+        softcap=softcap,
+        confidence_penalty=confidence_penalty,
+        return_aux=return_aux,
+    )
     if is_plain_eager_call(input, target, weight, smoothing, prior, causal_shift):
         # The route for repeated small calls (MNIST-sized batches, where Python's time
         # is most of the call's): options an earlier call had are not checked again,
         # and the tests above stand for the full path's on its way to SmoothCESmall.
-        axis = class_axis(input, axis)
-        known = known_options(
-            input,
-            target,
-            namespace=xp,
-            smoothing=smoothing,
-            prior=prior,
-            axis=axis,
-            ignore_index=ignore_index,
-            reduction=reduction,
-            kl=kl,
-            z_loss=z_loss,
-            softcap=softcap,
-            confidence_penalty=confidence_penalty,
-            return_aux=return_aux,
-        )
+        options["axis"] = class_axis(input, axis)
+        known = known_options(input, target, namespace=xp, **options)
         if known is not None and takes_small_path(input, known.spec):
             warn_if_probabilities(input)
             labels, spec = known.labels_and_spec(target)
@@ -210,7 +210,6 @@ def smooth_ce(
     smoothing, z_loss, softcap, confidence_penalty = traced_constants(
         smoothing, z_loss, softcap, confidence_penalty
     )
-    axis = class_axis(input, axis)
     dense = target.is_floating_point()
     if dense and ignore_index not in (-100, None):
         # As F.cross_entropy: a class id to ignore means nothing for probabilities.
@@ -220,24 +219,17 @@ def smooth_ce(
             "ignore_index",
             ignore_index,
         )
-    ignore = None if dense else ignore_index
-    # (Half-precision logits are converted block by block later, never here as a whole.)
-    _, labels, spec = check_smooth_ce(
-        input,
-        target,
+    options.update(
         smoothing=smoothing,
-        prior=prior,
-        axis=axis,
-        ignore_index=ignore,
-        weight=weight,
-        reduction=reduction,
-        kl=kl,
+        axis=class_axis(input, axis),
         z_loss=z_loss,
         softcap=softcap,
         confidence_penalty=confidence_penalty,
-        return_aux=return_aux,
-        causal_shift=causal_shift,
-        namespace=xp,
+        ignore_index=None if dense else ignore_index,
+    )
+    # (Half-precision logits are converted block by block later, never here as a whole.)
+    _, labels, spec = check_smooth_ce(
+        input, target, weight=weight, causal_shift=causal_shift, namespace=xp, **options
     )
     if spec.where is not None and spec.ignore_index is None and not dense and spec.checked:
         # causal_shift without an ignore_index made a mask. The ids were read
