@@ -330,6 +330,8 @@ def _check_sigmoid_cross_entropy_sum(f, asarray, to_numpy, rng, dtype):
     smoothings = (
         (1.0, 0.0, "scale=1.0, shift=0.0"),
         (0.8, 0.1, "scale=0.8, shift=0.1"),
+        # (Targets up to 0.975 and down to 0.025: past 1 - 2**-5, with a shift.)
+        (0.95, 0.025, "scale=0.95, shift=0.025"),
         (np.asarray(0.8), per_label, "0-d scale, shift per label"),
     )
     problems = []

@@ -96,7 +96,7 @@ class BinarySpec(Options):
 def smooth_binary_targets(labels: Array, spec: BinarySpec, *, xp: Namespace, like: Array) -> Array:
     """``y' = (1 - eps) y + eps u`` in the dtype of ``like`` (labels of any real or bool
     dtype; integer labels equal to ``ignore_index`` give a value that is masked later)."""
-    y = xp.astype(labels, like.dtype, copy=False)
+    y = labels if labels.dtype == like.dtype else xp.astype(labels, like.dtype)
     eps, u = spec.smoothing, spec.prior
     if isinstance(eps, float) and eps == 0.0:
         return y
@@ -150,7 +150,7 @@ def _count(xp: Namespace, kept: Any, like: Array) -> Any:
     (a dimension may be unknown inside ``tf.function``)."""
     if kept is not None:
         return xp.sum(xp.where(kept, xp.ones_like(like), 0.0))
-    if any(size is None for size in like.shape):
+    if None in like.shape:
         return xp.sum(xp.ones_like(like))
     return math.prod(like.shape)
 

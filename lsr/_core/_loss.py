@@ -465,7 +465,8 @@ def reduce_with_denominator(
     if all_reduce_sum is None:
         if reduction == "none":
             return loss, denominator
-        total = xp.sum(loss)
+        # (A 0-d loss is its own sum: a fused total, or one element's loss.)
+        total = loss if loss.ndim == 0 else xp.sum(loss)
         if reduction == "sum":
             return total, denominator
         return _ops.per_unit(xp, total, denominator), denominator

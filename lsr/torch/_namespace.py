@@ -227,7 +227,7 @@ def _sigmoid_cross_entropy_sum(
     64 units in the last place of the loss. Elsewhere (a target of exactly 1, say), where that
     form would round the loss away (8% off at z = 12, 0 from z = 16 in float32), as
     PyTorch's ``(1 - t) z + softplus(-z)`` does for a target of 0 at a large negative
-    logit, two non-negative terms summed apart (six passes), exact where ``t`` is 0 or 1:
+    logit, two sums of non-negative terms (six passes), exact where ``t`` is 0 or 1:
 
         sum softplus(-|z|)  +  k sum (leaky_relu(z, -shift / k) - (scale / k) y z)
 
@@ -265,13 +265,15 @@ def _sigmoid_cross_entropy_sum(
     torch.ops.aten.softplus.out(work, -1.0, 20.0, out=work)  # -softplus(-|z|), in place
     if weight is not None:
         work.mul_(weight)
-    total = -work.sum()
+    negative = work.sum()
     keep = 1.0 - shift
     torch.ops.aten.leaky_relu.out(logits, -shift / keep, out=work)
     work.addcmul_(labels, logits, value=-scale / keep)
     if weight is not None:
         work.mul_(weight)
-    return total + keep * work.sum()
+    total = work.sum()
+    # (Sums of non-negative terms, in 0-d tensors of ours: updated in place.)
+    return (total if keep == 1.0 else total.mul_(keep)).sub_(negative)
 
 
 def _add_scaled(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -281,7 +283,7 @@ def _add_scaled(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
 def _min_and_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``torch.aminmax``: one pass, NaN in both where an element is NaN (values only:
     detached, so that reading them does not warn about a tensor that requires grad)."""
-    low, high = torch.aminmax(x.detach())
+    low, high = torch.aminmax(x.detach() if x.requires_grad else x)
     return low, high
 
 
