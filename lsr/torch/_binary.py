@@ -297,6 +297,56 @@ def _loss_by_pytorchs_kernel(
     return loss if is_finite(loss) else None
 
 
+def is_plain_eager_binary_call(
+    input: Any, target: Any, weight: Any, pos_weight: Any, where: Any, smoothing: Any, prior: Any
+) -> bool:
+    """Whether ``smooth_bce`` may take its route for repeated small calls
+    (``_small_binary``): small CPU logits (``is_small_binary``) that need a gradient,
+    CPU targets that need none, no weight, ``pos_weight`` or mask, a float smoothing and
+    a float or named prior, and nothing that changes the path (autocast,
+    ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD). Each is a
+    test the full path makes on its way to ``_small_binary`` for such a call (as
+    ``lsr.torch._functional.is_plain_eager_call`` for the softmax loss)."""
+    return (
+        type(smoothing) is float
+        and type(prior) in (float, str)
+        and weight is None
+        and pos_weight is None
+        and where is None
+        and isinstance(input, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and input.requires_grad
+        and not target.requires_grad
+        and is_small_binary(input)
+        and target.is_cpu
+        and torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._are_functorch_transforms_active()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(input)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(target)
+        and forward_ad.unpack_dual(input).tangent is None
+        and forward_ad.unpack_dual(target).tangent is None
+    )
+
+
+def _small_binary(
+    input: torch.Tensor, labels: torch.Tensor, spec: _core.BinarySpec, all_reduce_sum: Any
+) -> torch.Tensor | None:
+    """The loss of a small eager CPU call (``is_small_binary``; no tensor among the
+    options needs a gradient): PyTorch's own kernel where ``_core.kernel_form_applies``
+    and its loss is finite, else, where the input needs a gradient, ``SmoothBCESmall``;
+    None for the caller's Function (no gradient asked for)."""
+    if all_reduce_sum is None and _core.kernel_form_applies(spec):
+        loss = _loss_by_pytorchs_kernel(input, labels, spec)
+        if loss is not None:
+            return loss
+    if input.requires_grad and torch.is_grad_enabled():
+        return SmoothBCESmall.apply(input, labels, spec, all_reduce_sum)
+    return None
+
+
 def _forward_mode(input: torch.Tensor) -> bool:
     """Whether forward mode differentiates ``input``: a dual tensor of
     ``torch.autograd.forward_ad``, or a ``torch.func`` jvp (jvp, jacfwd, hessian). The
@@ -444,7 +494,19 @@ def forward_smooth_bce(
         labels_name="target",
     )
     known = None
-    if (
+    if all_reduce_sum is None and is_plain_eager_binary_call(
+        input, target, weight, pos_weight, where, smoothing, prior
+    ):
+        # The route for repeated small calls (where Python's time is most of the
+        # call's): options an earlier call had are not checked again, and the tests
+        # above stand for the full path's on its way to the small paths.
+        known = known_binary_options(input, target, namespace=xp, **options)
+        if known is not None:
+            labels, spec = known.labels_and_spec(target)
+            loss = _small_binary(input, labels, spec, None)
+            if loss is not None:  # (always: the input needs a gradient)
+                return loss
+    elif (
         weight is None
         and pos_weight is None
         and where is None
@@ -507,12 +569,9 @@ def forward_smooth_bce(
             or torch._C._functorch.is_functorch_wrapped_tensor(input)
         ):
             if is_small_binary(input):
-                if all_reduce_sum is None and _core.kernel_form_applies(spec):
-                    loss = _loss_by_pytorchs_kernel(input, labels, spec)
-                    if loss is not None:
-                        return loss
-                if input.requires_grad and torch.is_grad_enabled():
-                    return SmoothBCESmall.apply(input, labels, spec, all_reduce_sum)
+                loss = _small_binary(input, labels, spec, all_reduce_sum)
+                if loss is not None:
+                    return loss
             function = SmoothBCEEager
         tensors, static = spec.arrays(), spec.static()
         loss, _ = function.apply(input, labels, *tensors, static, all_reduce_sum)

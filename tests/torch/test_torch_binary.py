@@ -1284,3 +1284,122 @@ def test_calls_with_tensor_options_are_checked_whole(options, monkeypatch):
     for count in (2, 4):
         lt.smooth_bce(_logits((6, 5), torch.float32), target, **{**plain, **options})
         assert len(calls) == count
+
+
+# --- the route for repeated small calls ----------------------------------------------------
+
+
+def _route_decisions(monkeypatch):
+    """A list of ``is_plain_eager_binary_call``'s answers, one per call of smooth_bce."""
+    from lsr.torch import _binary
+
+    decisions: list = []
+    plain = _binary.is_plain_eager_binary_call
+    monkeypatch.setattr(
+        _binary,
+        "is_plain_eager_binary_call",
+        lambda *arguments: decisions.append(plain(*arguments)) or decisions[-1],
+    )
+    return decisions
+
+
+@pytest.mark.parametrize(
+    "smoothing, path",
+    [(0.1, "BinaryCrossEntropyWithLogitsBackward0"), (0.0, "SmoothBCESmallBackward")],
+    ids=["PyTorch's kernel", "SmoothBCESmall"],
+)
+def test_a_repeated_plain_call_takes_the_route_to_the_small_paths(smoothing, path, monkeypatch):
+    """The second plain call skips every check but the labels' values (the first is
+    checked whole) and gives F's loss and gradient by the full path's small paths; a
+    bad label on the route still raises."""
+    calls = _count_full_checks(monkeypatch)
+    decisions = _route_decisions(monkeypatch)
+    for seed in (1, 2):
+        target = _target("soft", (6, 5), torch.float32, seed=seed)
+        leaf = _logits((6, 5), torch.float32).requires_grad_()
+        loss = lt.smooth_bce(leaf, target, smoothing=smoothing)
+        assert loss.grad_fn.name() == path
+        expected = F.binary_cross_entropy_with_logits(
+            leaf, _smoothed(target, smoothing, 0.5, torch.float32)
+        )
+        (grad,) = torch.autograd.grad(loss, leaf)
+        (expected_grad,) = torch.autograd.grad(expected, leaf)
+        assert_close(loss.detach(), expected.detach(), torch.float32)
+        assert_close(grad, expected_grad, torch.float32)
+    assert decisions == [True, True]
+    assert len(calls) == 2  # (the first call's input and target)
+    bad = _target("soft", (6, 5), torch.float32, seed=3)
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="Received: target"):
+        lt.smooth_bce(_logits((6, 5), torch.float32).requires_grad_(), bad, smoothing=smoothing)
+    assert decisions == [True, True, True] and len(calls) == 2
+
+
+def _binary_forward_ad(z, y):
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        return lt.smooth_bce(fwAD.make_dual(z, torch.ones_like(z)), y)
+
+
+def _binary_forward_ad_target(z, y):
+    import torch.autograd.forward_ad as fwAD
+
+    with fwAD.dual_level():
+        return lt.smooth_bce(z, fwAD.make_dual(y, torch.ones_like(y)))
+
+
+def _binary_under(context, call):
+    with context:
+        return call()
+
+
+_NOT_ROUTED_BINARY = {
+    "no gradient": lambda z, y: lt.smooth_bce(z.detach(), y),
+    "no_grad": lambda z, y: _binary_under(torch.no_grad(), lambda: lt.smooth_bce(z, y)),
+    "autocast": lambda z, y: _binary_under(
+        torch.autocast("cpu", dtype=torch.bfloat16), lambda: lt.smooth_bce(z, y)
+    ),
+    "tensor smoothing": lambda z, y: lt.smooth_bce(z, y, smoothing=torch.tensor(0.1)),
+    "int smoothing": lambda z, y: lt.smooth_bce(z, y, smoothing=0),
+    "tensor prior": lambda z, y: lt.smooth_bce(z, y, prior=torch.full((5,), 0.5)),
+    "weight": lambda z, y: lt.smooth_bce(z, y, weight=torch.ones(5)),
+    "pos_weight": lambda z, y: lt.smooth_bce(z, y, pos_weight=torch.ones(5)),
+    "where": lambda z, y: lt.smooth_bce(z, y, where=torch.ones(5, dtype=torch.bool)),
+    "target requires grad": lambda z, y: lt.smooth_bce(z, y.clone().requires_grad_()),
+    "large": lambda z, y: lt.smooth_bce(
+        torch.zeros(300, 300, requires_grad=True), torch.zeros(300, 300)
+    ),
+    "forward AD": _binary_forward_ad,
+    "forward AD target": _binary_forward_ad_target,
+    "torch.func": lambda z, y: torch.func.grad(lambda x: lt.smooth_bce(x, y))(z.detach()),
+    "torch.func target": lambda z, y: torch.func.grad(lambda t: lt.smooth_bce(z, t))(y),
+    # A transform active around a call whose input it does not wrap.
+    "torch.func closure": lambda z, y: torch.func.grad(lambda s: s * lt.smooth_bce(z, y))(
+        torch.tensor(1.0)
+    ),
+    "torch.jit.trace": lambda z, y: torch.jit.trace(
+        lambda x, t: lt.smooth_bce(x, t), (z, y), check_trace=False
+    ),
+    "torch.compile": lambda z, y: torch.compile(
+        lambda x, t: lt.smooth_bce(x, t), backend="aot_eager", fullgraph=True
+    )(z, y),
+}
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("name", list(_NOT_ROUTED_BINARY))
+def test_every_other_binary_call_takes_the_full_path(name, monkeypatch):
+    """A call that the full path would not give to the small paths (or that it gives to
+    them under other conditions) never takes the route, also after a plain call of the
+    same shapes has made its options known; and it gives F's value."""
+    torch._dynamo.reset()
+    target = _target("soft", (6, 5), torch.float32)
+    decisions = _route_decisions(monkeypatch)
+    lt.smooth_bce(_logits((6, 5), torch.float32).requires_grad_(), target)  # (now known)
+    lt.smooth_bce(_logits((6, 5), torch.float32).requires_grad_(), target)
+    assert decisions == [True, True]
+    decisions.clear()
+    _NOT_ROUTED_BINARY[name](_logits((6, 5), torch.float32).requires_grad_(), target)
+    assert decisions and not any(decisions), name
