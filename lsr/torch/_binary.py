@@ -17,7 +17,9 @@ would keep several logits-sized temporaries. Small inputs on the CPU take shorte
 paths: PyTorch's own ``F.binary_cross_entropy_with_logits`` on the core's smoothed
 targets where ``_core.kernel_form_applies`` (its loss trusted only where finite), else,
 with a gradient, ``SmoothBCESmall``: the gradient made in the forward pass (float32 for
-half-precision logits), handed over by backward.
+half-precision logits), handed over by backward. A repeated plain call
+(``is_plain_eager_binary_call``) whose options a recent call had goes to them from a
+handful of tests, its targets' values the one thing checked again.
 """
 
 from __future__ import annotations
