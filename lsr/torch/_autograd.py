@@ -41,6 +41,7 @@ __all__ = [
     "SmoothCEWithJvp",
     "is_batched",
     "is_finite",
+    "is_plain_eager_mode",
     "is_small",
     "log_softmax_loss",
     "needs_autograd_through_core",
@@ -58,6 +59,23 @@ def without_autocast(device_type: str) -> Any:
     if torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
     return contextlib.nullcontext()
+
+
+def is_plain_eager_mode(input: torch.Tensor) -> bool:
+    """Whether nothing changes the eager CPU path of a call that differentiates
+    ``input``: grad mode on, no autocast, not under ``torch.compile`` or
+    ``torch.jit.trace``, no ``torch.func`` transform active or wrapping ``input``, and no
+    forward-mode tangent on it. The shared part of the losses' routes for repeated small
+    calls (``is_plain_eager_call``, ``is_plain_eager_binary_call``)."""
+    return (
+        torch.is_grad_enabled()
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+        and not torch.jit.is_tracing()
+        and not torch._C._are_functorch_transforms_active()
+        and not torch._C._functorch.is_functorch_wrapped_tensor(input)
+        and forward_ad.unpack_dual(input).tangent is None
+    )
 
 
 def nested_forward_mode() -> bool:

@@ -48,6 +48,7 @@ from lsr.torch._arguments import (
 from lsr.torch._autograd import (
     is_batched,
     is_finite,
+    is_plain_eager_mode,
     needs_autograd_through_core,
     row_blocks,
     without_autocast,
@@ -321,14 +322,8 @@ def is_plain_eager_binary_call(
         and not target.requires_grad
         and is_small_binary(input)
         and target.is_cpu
-        and torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and not torch._C._are_functorch_transforms_active()
-        and not torch._C._functorch.is_functorch_wrapped_tensor(input)
+        and is_plain_eager_mode(input)
         and not torch._C._functorch.is_functorch_wrapped_tensor(target)
-        and forward_ad.unpack_dual(input).tangent is None
         and forward_ad.unpack_dual(target).tangent is None
     )
 

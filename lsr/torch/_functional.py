@@ -30,6 +30,7 @@ from lsr.torch._autograd import (
     SmoothCEFused,
     SmoothCESmall,
     SmoothCEWithJvp,
+    is_plain_eager_mode,
     is_small,
     log_softmax_loss,
     needs_autograd_through_core,
@@ -69,13 +70,7 @@ def is_plain_eager_call(
         and input.is_cpu
         and target.is_cpu
         and not target.is_floating_point()
-        and torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-        and not torch.jit.is_tracing()
-        and not torch._C._are_functorch_transforms_active()
-        and not torch._C._functorch.is_functorch_wrapped_tensor(input)
-        and forward_ad.unpack_dual(input).tangent is None
+        and is_plain_eager_mode(input)
     )
 
 

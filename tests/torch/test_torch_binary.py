@@ -22,7 +22,11 @@ from torch import nn
 
 import lsr.torch as lt
 from tests.backends import assert_close
-from tests.torch.compare import assert_value_and_grad_close, count_full_checks
+from tests.torch.compare import (
+    assert_value_and_grad_close,
+    count_full_checks,
+    off_the_route_calls,
+)
 
 KEYWORD_ONLY = inspect.Parameter.KEYWORD_ONLY
 LSR_ADDITIONS = ["label_smoothing", "prior"]
@@ -1335,13 +1339,6 @@ def test_a_repeated_plain_call_takes_the_route_to_the_small_paths(smoothing, pat
     assert decisions == [True, True, True] and len(calls) == 2
 
 
-def _binary_forward_ad(z, y):
-    import torch.autograd.forward_ad as fwAD
-
-    with fwAD.dual_level():
-        return lt.smooth_bce(fwAD.make_dual(z, torch.ones_like(z)), y)
-
-
 def _binary_forward_ad_target(z, y):
     import torch.autograd.forward_ad as fwAD
 
@@ -1349,17 +1346,8 @@ def _binary_forward_ad_target(z, y):
         return lt.smooth_bce(z, fwAD.make_dual(y, torch.ones_like(y)))
 
 
-def _binary_under(context, call):
-    with context:
-        return call()
-
-
 _NOT_ROUTED_BINARY = {
-    "no gradient": lambda z, y: lt.smooth_bce(z.detach(), y),
-    "no_grad": lambda z, y: _binary_under(torch.no_grad(), lambda: lt.smooth_bce(z, y)),
-    "autocast": lambda z, y: _binary_under(
-        torch.autocast("cpu", dtype=torch.bfloat16), lambda: lt.smooth_bce(z, y)
-    ),
+    **off_the_route_calls(lt.smooth_bce),
     "tensor smoothing": lambda z, y: lt.smooth_bce(z, y, smoothing=torch.tensor(0.1)),
     "int smoothing": lambda z, y: lt.smooth_bce(z, y, smoothing=0),
     "tensor prior": lambda z, y: lt.smooth_bce(z, y, prior=torch.full((5,), 0.5)),
@@ -1370,20 +1358,8 @@ _NOT_ROUTED_BINARY = {
     "large": lambda z, y: lt.smooth_bce(
         torch.zeros(300, 300, requires_grad=True), torch.zeros(300, 300)
     ),
-    "forward AD": _binary_forward_ad,
     "forward AD target": _binary_forward_ad_target,
-    "torch.func": lambda z, y: torch.func.grad(lambda x: lt.smooth_bce(x, y))(z.detach()),
     "torch.func target": lambda z, y: torch.func.grad(lambda t: lt.smooth_bce(z, t))(y),
-    # A transform active around a call whose input it does not wrap.
-    "torch.func closure": lambda z, y: torch.func.grad(lambda s: s * lt.smooth_bce(z, y))(
-        torch.tensor(1.0)
-    ),
-    "torch.jit.trace": lambda z, y: torch.jit.trace(
-        lambda x, t: lt.smooth_bce(x, t), (z, y), check_trace=False
-    ),
-    "torch.compile": lambda z, y: torch.compile(
-        lambda x, t: lt.smooth_bce(x, t), backend="aot_eager", fullgraph=True
-    )(z, y),
 }
 
 

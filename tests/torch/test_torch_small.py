@@ -15,7 +15,7 @@ from lsr.torch import _autograd as autograd
 from lsr.torch import _functional as functional
 from lsr.torch import _namespace as namespace
 from tests.backends import assert_close
-from tests.torch.compare import count_full_checks
+from tests.torch.compare import count_full_checks, off_the_route_calls
 
 INF = math.inf
 NAN = math.nan
@@ -394,11 +394,7 @@ def test_the_route_still_warns_about_probabilities():
 
 
 _NOT_ROUTED = {
-    "no gradient": lambda z, y: lt.smooth_ce(z.detach(), y),
-    "no_grad": lambda z, y: _under(torch.no_grad(), lambda: lt.smooth_ce(z, y)),
-    "autocast": lambda z, y: _under(
-        torch.autocast("cpu", dtype=torch.bfloat16), lambda: lt.smooth_ce(z, y)
-    ),
+    **off_the_route_calls(lt.smooth_ce),
     "tensor smoothing": lambda z, y: lt.smooth_ce(z, y, smoothing=torch.tensor(0.1)),
     "int smoothing": lambda z, y: lt.smooth_ce(z, y, smoothing=0),
     "weight": lambda z, y: lt.smooth_ce(z, y, weight=torch.ones(5)),
@@ -406,32 +402,7 @@ _NOT_ROUTED = {
     "probabilities": lambda z, y: lt.smooth_ce(z, F.one_hot(y, 5).float()),
     # (The plain call's shapes: causal_shift is not in the key, only in the route's test.)
     "causal_shift": lambda z, y: lt.smooth_ce(z, y, causal_shift=True),
-    "forward AD": lambda z, y: _forward_ad(z, y),
-    "torch.func": lambda z, y: torch.func.grad(lambda x: lt.smooth_ce(x, y))(z.detach()),
-    # A transform active around a call whose input it does not wrap.
-    "torch.func closure": lambda z, y: torch.func.grad(lambda s: s * lt.smooth_ce(z, y))(
-        torch.tensor(1.0)
-    ),
-    "torch.jit.trace": lambda z, y: torch.jit.trace(
-        lambda x, t: lt.smooth_ce(x, t), (z, y), check_trace=False
-    ),
-    "torch.compile": lambda z, y: torch.compile(
-        lambda x, t: lt.smooth_ce(x, t), backend="aot_eager", fullgraph=True
-    )(z, y),
 }
-
-
-def _under(context, call):
-    with context:
-        return call()
-
-
-def _forward_ad(z, y):
-    import torch.autograd.forward_ad as fwAD
-
-    with fwAD.dual_level():
-        # (The primal asks for a reverse-mode gradient too, as a plain call's input does.)
-        return lt.smooth_ce(fwAD.make_dual(z, torch.ones_like(z)), y)
 
 
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
