@@ -308,8 +308,13 @@ def is_plain_eager_binary_call(
     CPU targets that need none, no weight, ``pos_weight`` or mask, a float smoothing and
     a float or named prior, and nothing that changes the path (autocast,
     ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD). Each is a
-    test the full path makes on its way to ``_small_binary`` for such a call (as
-    ``lsr.torch._functional.is_plain_eager_call`` for the softmax loss)."""
+    test the full path makes on its way to ``_small_binary`` for such a call, or one
+    that keeps the route to the calls it was measured for (a gradient for the input;
+    not while tracing, whose calls the key already refuses), as
+    ``lsr.torch._functional.is_plain_eager_call`` for the softmax loss. (Some are also
+    settled by the key or by the mode tests, such as the target's device and its
+    ``torch.func`` wrapper: they stay here, so that the route does not depend on how
+    the key is made.)"""
     return (
         type(smoothing) is float
         and type(prior) in (float, str)

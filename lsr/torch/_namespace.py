@@ -207,6 +207,17 @@ def _add_along_axis(
     return x.scatter_add_(axis, indices, values)
 
 
+def _has_tangent(arrays: tuple) -> bool:
+    """Whether a tensor among ``arrays`` is a dual tensor of forward-mode AD
+    (``torch.autograd.forward_ad``) at the current level. Tangents exist only inside a
+    dual level: ``forward_ad``'s own record of the level (-1 outside) settles the usual
+    call before any tensor is unpacked."""
+    if getattr(torch.autograd.forward_ad, "_current_level", 0) < 0:
+        return False
+    unpack = torch.autograd.forward_ad.unpack_dual
+    return any(isinstance(x, torch.Tensor) and unpack(x).tangent is not None for x in arrays)
+
+
 def _sigmoid_cross_entropy_sum(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -247,6 +258,8 @@ def _sigmoid_cross_entropy_sum(
         isinstance(x, torch.Tensor) and x.requires_grad for x in arrays
     ):
         return None
+    if _has_tangent(arrays):
+        return None  # (Forward mode records it too; its out= steps have no such rule.)
     if logits.dtype in HALF or pos_weight is not None:
         return None
     if not (isinstance(scale, float) and isinstance(shift, float)) or shift >= 1.0:
@@ -272,7 +285,8 @@ def _sigmoid_cross_entropy_sum(
     if weight is not None:
         work.mul_(weight)
     total = work.sum()
-    # (Sums of non-negative terms, in 0-d tensors of ours: updated in place.)
+    # total is a sum of non-negative terms, negative one of non-positive ones (minus
+    # softplus(-|z|)): no cancellation. Both are 0-d tensors of ours, updated in place.
     return (total if keep == 1.0 else total.mul_(keep)).sub_(negative)
 
 
@@ -281,8 +295,8 @@ def _add_scaled(x: torch.Tensor, y: torch.Tensor, alpha: float) -> torch.Tensor:
 
 
 def _min_and_max(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``torch.aminmax``: one pass, NaN in both where an element is NaN (values only:
-    detached, so that reading them does not warn about a tensor that requires grad)."""
+    """``torch.aminmax``: one pass, NaN in both where an element is NaN (values only: a
+    tensor that requires grad is detached, so that reading them does not warn)."""
     low, high = torch.aminmax(x.detach() if x.requires_grad else x)
     return low, high
 

@@ -1314,10 +1314,20 @@ def _route_decisions(monkeypatch):
 )
 def test_a_repeated_plain_call_takes_the_route_to_the_small_paths(smoothing, path, monkeypatch):
     """The second plain call skips every check but the labels' values (the first is
-    checked whole) and gives F's loss and gradient by the full path's small paths; a
-    bad label on the route still raises."""
+    checked whole) and the full path's tests of autograd (counted: the route is taken,
+    not the full path with known options), and gives F's loss and gradient by the full
+    path's small paths; a bad label on the route still raises."""
+    from lsr.torch import _binary
+
     calls = _count_full_checks(monkeypatch)
     decisions = _route_decisions(monkeypatch)
+    full_paths: list = []
+    full_path_test = _binary.needs_autograd_through_core
+    monkeypatch.setattr(
+        _binary,
+        "needs_autograd_through_core",
+        lambda *arguments: full_paths.append(1) or full_path_test(*arguments),
+    )
     for seed in (1, 2):
         target = _target("soft", (6, 5), torch.float32, seed=seed)
         leaf = _logits((6, 5), torch.float32).requires_grad_()
@@ -1332,6 +1342,8 @@ def test_a_repeated_plain_call_takes_the_route_to_the_small_paths(smoothing, pat
         assert_close(grad, expected_grad, torch.float32)
     assert decisions == [True, True]
     assert len(calls) == 2  # (the first call's input and target)
+    # (Both of the first call's, whose options were not known; none of the second's.)
+    assert full_paths == [1, 1]
     bad = _target("soft", (6, 5), torch.float32, seed=3)
     bad[0, 0] = float("nan")
     with pytest.raises(ValueError, match="Received: target"):
@@ -1369,7 +1381,7 @@ _NOT_ROUTED_BINARY = {
 def test_every_other_binary_call_takes_the_full_path(name, monkeypatch):
     """A call that the full path would not give to the small paths (or that it gives to
     them under other conditions) never takes the route, also after a plain call of the
-    same shapes has made its options known; and it gives F's value."""
+    same shapes has made its options known."""
     torch._dynamo.reset()
     target = _target("soft", (6, 5), torch.float32)
     decisions = _route_decisions(monkeypatch)
@@ -1379,3 +1391,27 @@ def test_every_other_binary_call_takes_the_full_path(name, monkeypatch):
     decisions.clear()
     _NOT_ROUTED_BINARY[name](_logits((6, 5), torch.float32).requires_grad_(), target)
     assert decisions and not any(decisions), name
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("smoothing", [0.0, 0.05, 0.1])
+def test_forward_mode_dual_logits_match_f(smoothing, requires_grad):
+    """A dual tensor of ``torch.autograd.forward_ad`` gives F's loss and tangent, for
+    each small path's smoothing (PyTorch's kernel at 0.1, lsr's pass below): the torch
+    namespace's fused sum, whose out= steps have no forward-mode rule, declines it (at
+    0 and 0.05 it raised NotImplementedError)."""
+    import torch.autograd.forward_ad as fwAD
+
+    logits = (_logits((6, 5), torch.float32) * 4.0).requires_grad_(requires_grad)
+    target = _target("int64", (6, 5), torch.float32)
+    tangent = torch.linspace(-1.0, 1.0, 30).reshape(6, 5)
+    smoothed = _smoothed(target, smoothing, 0.5, torch.float32)
+    with fwAD.dual_level():
+        ours = fwAD.unpack_dual(
+            lt.smooth_bce(fwAD.make_dual(logits, tangent), target, smoothing=smoothing)
+        )
+        theirs = fwAD.unpack_dual(
+            F.binary_cross_entropy_with_logits(fwAD.make_dual(logits, tangent), smoothed)
+        )
+    assert_close(ours.primal.detach(), theirs.primal.detach(), torch.float32)
+    assert_close(ours.tangent.detach(), theirs.tangent.detach(), torch.float32)
