@@ -705,6 +705,7 @@ class _KnownOptions(KnownSpecs):
         super().__init__(spec)
         self.xp, self.ignore_index, self.index_dtype = xp, ignore_index, index_dtype
         self.matchable = matchable_ignore_index(xp, ignore_index, index_dtype)
+        self.outside_seen = False
 
     def labels_and_spec(self, labels: Any) -> tuple[Any, Spec]:
         """``checked_class_ids`` with the ignore_index that the index dtype can hold
@@ -721,6 +722,23 @@ class _KnownOptions(KnownSpecs):
             xp, labels, self.spec.num_classes, matchable, cheap=True
         )
         return labels, self.variant(ignore_index, checked)
+
+    def labels_assumed_in_range(self, labels: Any) -> tuple[Any, Spec] | None:
+        """``labels_and_spec``'s result for ids that are all in [0, K), without reading
+        them; None where an id in [0, K) could equal ``ignore_index`` (0, say).
+
+        For a caller whose computation indexes with every id and raises on one outside
+        [0, K) (PyTorch's ``gather`` on the CPU) before it returns anything: where it
+        raises, it takes ``labels_and_spec`` instead, which finds the ignored ids (an
+        ``ignore_index`` left here is outside [0, K), so it raises too) or refuses the
+        bad ones. ``outside_seen`` is that caller's note that the last such call did,
+        so that calls with padding read the ids first rather than compute twice."""
+        if self.matchable is not None and 0 <= self.matchable < self.spec.num_classes:
+            return None
+        labels = index_labels(self.xp, labels, self.ignore_index)
+        if labels.dtype != self.index_dtype:
+            return None  # (JAX's index dtype follows its x64 flag: see labels_and_spec.)
+        return labels, self.variant(None, True)
 
 
 #: The options of recent calls with class ids, none of them an array (a few dozen

@@ -197,7 +197,18 @@ def smooth_ce(
         known = known_options(input, target, namespace=xp, **options)
         if known is not None and takes_small_path(input, known.spec):
             warn_if_probabilities(input)
+            # Every id in [0, C) is the usual call: then the ids need not be read, as
+            # the small path's gather raises on any other before anything is returned
+            # (ignore_index among them: labels_assumed_in_range is None where it is in
+            # [0, C)). There, or after a call where it raised, the ids are read first.
+            assumed = None if known.outside_seen else known.labels_assumed_in_range(target)
+            if assumed is not None:
+                try:
+                    return SmoothCESmall.apply(input, *assumed)
+                except (IndexError, RuntimeError):
+                    known.outside_seen = True
             labels, spec = known.labels_and_spec(target)
+            known.outside_seen = spec.ignore_index is not None
             return SmoothCESmall.apply(input, labels, spec)
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)

@@ -385,6 +385,78 @@ def test_a_repeated_plain_call_takes_the_route_and_gives_the_full_paths_values(m
     assert len(calls) == 2
 
 
+def _count_label_reads(monkeypatch) -> list:
+    """A list that grows by one each time a repeated call reads its ids
+    (``labels_and_spec``) rather than leave them to the small path's gather."""
+    from lsr import _checks
+
+    reads: list = []
+    read = _checks._KnownOptions.labels_and_spec
+    monkeypatch.setattr(
+        _checks._KnownOptions,
+        "labels_and_spec",
+        lambda self, labels: reads.append(1) or read(self, labels),
+    )
+    return reads
+
+
+def _expected_value_and_grad(target, **options):
+    reference = _leaf()
+    expected = F.cross_entropy(reference, target, label_smoothing=0.2, **options)
+    return expected.detach(), torch.autograd.grad(expected, reference)[0]
+
+
+@pytest.mark.parametrize(
+    ("ignore_index", "dtype"),
+    [
+        (-100, torch.int64),
+        (-100, torch.uint8),
+        (4, torch.int64),
+        (0, torch.int64),
+        (0, torch.uint8),
+    ],
+)
+def test_the_route_leaves_ids_in_range_unread_and_finds_every_other(
+    ignore_index, dtype, monkeypatch
+):
+    """On the route, ids all in [0, C) are left to the gather of the small path, which
+    raises on any other; an ignore_index in [0, C) (which gather cannot find) has its ids
+    read on every call. Ignored ids are found, ids out of range refused (a call of each
+    kind after each other kind), and every value is F.cross_entropy's."""
+    calls = _count_full_checks(monkeypatch)
+    reads = _count_label_reads(monkeypatch)
+    in_range = ignore_index not in range(5)
+    ignore = ignore_index if ignore_index >= 0 or dtype != torch.uint8 else None
+    plain = torch.tensor([0, 1, 2, 3, 1, 2], dtype=dtype)
+    padded = plain.clone()
+    if ignore is not None:
+        padded[[1, 4]] = ignore
+    bad = torch.tensor([0, 1, 2, 3, 5, 2], dtype=dtype)
+    negative = torch.tensor([0, 1, -1, 3, 1, 2]) if dtype == torch.int64 else bad
+    sequence = [plain, plain, padded, padded, plain, bad, plain, negative, padded, plain]
+
+    def clean(target):  # every id in [0, C), none of them ignore_index
+        return target is plain or (target is padded and ignore is None)
+
+    for number, target in enumerate(sequence):
+        reads.clear()
+        if target is bad or target is negative:
+            with pytest.raises(ValueError, match="class ids"):
+                lt.smooth_ce(_leaf(), target, smoothing=0.2, ignore_index=ignore_index)
+            continue
+        logits = _leaf()
+        loss = lt.smooth_ce(logits, target, smoothing=0.2, ignore_index=ignore_index)
+        (grad,) = torch.autograd.grad(loss, logits)
+        expected, expected_grad = _expected_value_and_grad(target.long(), ignore_index=ignore_index)
+        assert_close(loss.detach(), expected, torch.float32)
+        assert_close(grad, expected_grad, torch.float32)
+        # (The first call is checked whole. A later one reads its ids unless the last
+        # call's and its own are all in [0, C) and ignore_index is not.)
+        unread = number == 0 or (in_range and clean(sequence[number - 1]) and clean(target))
+        assert reads == ([] if unread else [1]), (number, reads)
+    assert len(calls) == 1
+
+
 def test_the_route_still_warns_about_probabilities():
     target = torch.tensor([0, 1, 2, 3, 4, 0])
     for _ in range(2):
