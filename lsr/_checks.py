@@ -677,6 +677,18 @@ class KnownSpecs:
     def __init__(self, spec: Any):
         self.spec = spec
         self.variants: dict[tuple[Any, bool], Any] = {}
+        # What an adapter decided once for these options, by the function that decides
+        # (of the key's values alone: the shapes, dtypes and options; ``decided``).
+        self.decisions: dict[Any, bool] = {}
+
+    def decided(self, decide: Any, *arguments: Any) -> bool:
+        """``decide(*arguments)``, made once for these options: for a decision that
+        depends only on what the key holds (an array among ``arguments`` is read for
+        its shape and dtype alone)."""
+        made = self.decisions.get(decide)
+        if made is None:
+            made = self.decisions[decide] = decide(*arguments)
+        return made
 
     def variant(self, ignore_index: Any, checked: bool) -> Any:
         made = self.variants.get((ignore_index, checked))

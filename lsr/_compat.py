@@ -58,6 +58,7 @@ __all__ = [
     "device",
     "get_backend",
     "is_concrete",
+    "is_host_constant",
     "is_tf_array",
     "may_carry_gradient",
     "values_are_cheap",
@@ -136,6 +137,11 @@ class Backend:
         to it now. True unless the library can say no (then the core may use a
         formulation whose value is exact but whose derivative in ``x`` is not needed)."""
         return True
+
+    def is_host_constant(self, x: Any) -> bool:
+        """``values_are_cheap(x) and not may_carry_gradient(x)``: a number Python may
+        compute with in its place (see the module-level function)."""
+        return self.values_are_cheap(x) and not self.may_carry_gradient(x)
 
     def device(self, x: Any) -> Any:
         """The device of ``x``, for creating constants beside it."""
@@ -252,6 +258,17 @@ class TorchBackend(Backend):
         if torch.compiler.is_compiling() or self.is_functorch_wrapped(x):
             return True
         return bool(x.requires_grad) and torch.is_grad_enabled()
+
+    def is_host_constant(self, x: Any) -> bool:
+        # (values_are_cheap and not may_carry_gradient, each test made once.)
+        torch = sys.modules["torch"]
+        return (
+            x.is_cpu
+            and not (x.requires_grad and torch.is_grad_enabled())
+            and not torch.compiler.is_compiling()
+            and not torch.jit.is_tracing()
+            and not self.is_functorch_wrapped(x)
+        )
 
     def device(self, x: Any) -> Any:
         return x.device
@@ -496,6 +513,13 @@ def may_carry_gradient(x: Any) -> bool:
     ``torch.func``), and for a concrete JAX array; True otherwise (TensorFlow: any
     tensor may be watched by a tape)."""
     return _backend_or_generic(x).may_carry_gradient(x)
+
+
+def is_host_constant(x: Any) -> bool:
+    """Whether ``x`` (a few numbers) may be read and computed with in Python floats in
+    its place: its values are cheap to read (``values_are_cheap``) and nothing takes a
+    derivative through it (not ``may_carry_gradient``)."""
+    return _backend_or_generic(x).is_host_constant(x)
 
 
 def device(x: Any) -> Any:

@@ -173,6 +173,15 @@ def _check_add_along_axis(f, asarray, to_numpy, rng, dtype):
         if result is not array:
             problems.append(f"axis={axis}: returned a new array instead of x")
         problems += _differs(f"axis={axis}: x afterwards", to_numpy(array), expected, dtype)
+        # One Python float for every index.
+        expected = x.copy()
+        np.put_along_axis(expected, indices, gathered - 0.375, axis=axis)
+        array = asarray(x.astype(dtype))
+        result = f(array, asarray(indices), -0.375, axis=axis)
+        if result is not array:
+            problems.append(f"axis={axis}, a float: returned a new array instead of x")
+        label = f"axis={axis}, a float: x afterwards"
+        problems += _differs(label, to_numpy(array), expected, dtype)
     return problems
 
 
@@ -972,6 +981,54 @@ def test_may_carry_gradient_only_where_autodiff_can_record(backend):
         assert seen == [True, True]
     else:
         assert _compat.may_carry_gradient(x)  # (a tape may watch any tensor)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # (torch.jit.trace)
+def test_a_host_constant_is_cheap_to_read_and_carries_no_gradient(backend):
+    """``is_host_constant`` (one dispatch, for the reduced loss of a small call) says
+    what ``values_are_cheap and not may_carry_gradient`` say, in every state tried:
+    eager, recorded by autodiff, under no_grad, inside each tracer, on the meta device."""
+    seen = []
+
+    def probe(where):
+        def record(a):
+            both = _compat.values_are_cheap(a) and not _compat.may_carry_gradient(a)
+            seen.append((where, _compat.is_host_constant(a), both))
+            return a
+
+        return record
+
+    x = backend.asarray(np.ones((2, 3)))
+    probe("eager")(x)
+    name = backend.registry.name
+    if name == "torch":
+        import torch
+
+        leaf = torch.ones(3, requires_grad=True)
+        probe("requires_grad")(leaf * 2)
+        with torch.no_grad():  # (as in a custom Function's forward)
+            probe("no_grad")(leaf)
+        torch.func.grad(lambda t: probe("torch.func.grad")(t).sum())(torch.ones(3))
+        torch.func.vmap(probe("torch.func.vmap"))(x)
+        torch.jit.trace(probe("torch.jit.trace"), (torch.ones(3),), check_trace=False)
+        probe("meta device")(torch.ones(2, device="meta"))
+    elif name == "jax":
+        import jax
+
+        jax.jit(probe("jax.jit"))(x)
+        jax.grad(lambda t: probe("jax.grad")(t).sum())(x)
+    elif name == "tensorflow":
+        import tensorflow as tf
+
+        tf.function(probe("tf.function"))(x)
+    assert [row for row in seen if row[1] != row[2]] == []
+    # Only eager values that nothing records (a TensorFlow tape may watch any tensor).
+    constant = {"eager": name != "tensorflow", "no_grad": True}
+    assert [(where, is_constant) for where, is_constant, _ in seen] == [
+        (where, constant.get(where, False)) for where, _, _ in seen
+    ]
+    if name in ("torch", "jax", "tensorflow"):
+        assert len(seen) > 1, "no tracer was tried"
 
 
 def test_unknown_backend_names_are_refused():

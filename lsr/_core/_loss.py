@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lsr._compat import device, may_carry_gradient, values_are_cheap
+from lsr._compat import device, is_host_constant
 from lsr._core import _ops
 from lsr._core._spec import Spec
 from lsr._core._targets import Positions, Shard, Targets, denominator_rule, smoothing_vector
@@ -675,7 +675,7 @@ def log_softmax_reduced(
         loss = _cross_entropy(xp, None, dot, target, targets)
         return reduce(xp, targets.positions.mask(xp, loss), denominator, spec.reduction)
     like = dot
-    on_host = values_are_cheap(dot) and not may_carry_gradient(dot)
+    on_host = is_host_constant(dot)
     if on_host:
         # Two numbers in host memory (the CPU, nothing recording): the few scalar steps
         # below in Python floats (float64), where each would be a kernel call of a few

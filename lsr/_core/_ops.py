@@ -29,7 +29,10 @@ EXTENSIONS = {
     ),
     "inplace_exp": "inplace_exp(x) -> x, with x[...] = exp(x)",
     "subtract_into": "subtract_into(out, x1, x2) -> out, with out[...] = x1 - x2",
-    "add_along_axis": "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add",
+    "add_along_axis": (
+        "add_along_axis(x, indices, values, axis=) -> x, an in-place scatter-add (values: "
+        "an array of indices' shape, or one Python float for every index)"
+    ),
     "add_matmul": "add_matmul(out, x1, x2) -> out, with out += x1 @ x2 (fused linear loss)",
     "matmul_into": (
         "matmul_into(out, x1, x2) -> out, with out[...] = x1 @ x2 (fused linear loss: one "

@@ -138,8 +138,10 @@ class Spec(Options):
             ``H(p)`` the entropy of the softmax (of the capped logits, with a cap).
         aux: the pass also gives the auxiliary outputs (``_loss.aux_outputs``): the
             entropy's extra class sum is then taken, as for a confidence penalty.
-        checked: the labels' values were read and found in range (the NaN guard for
-            out-of-range ids, needed under tracing, can be skipped).
+        checked: the labels' values are known to be in range (the NaN guard for
+            out-of-range ids, needed under tracing, can be skipped): read and found so,
+            or left to a computation that raises on any other id before it returns
+            (``labels_assumed_in_range`` of the known options).
     """
 
     num_classes: int

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lsr._compat import device, values_are_cheap
+from lsr._compat import values_are_cheap
 from lsr._core import _ops
 from lsr._core._spec import Spec
 from lsr._typing import Array, Namespace
@@ -86,7 +86,7 @@ class Positions:
     ``valid``: the kept positions (``where`` and ``ignore_index``), or None for all.
     ``out_of_range``: ids outside [0, K) that are kept, or None. Under tracing they cannot
     raise, and they must never give a plausible number: the loss is NaN there
-    (``mask``). With ``spec.checked`` (the ids were read and checked) the guard is not
+    (``mask``). With ``spec.checked`` (the ids are known to be in range) the guard is not
     built, and a ``valid`` that keeps everything becomes None where that can be read
     (not for ids traced again inside an adapter's own jit).
     """
@@ -106,7 +106,8 @@ class Positions:
         keep = kept_positions(labels, spec, xp=xp)
         dtype = _ops.index_dtype(xp, like)
         if spec.checked:
-            # (The ids were read when validated; inside an adapter's own jit they are
+            # (The ids were read when validated, or are left to a computation that
+            # raises on a bad one; inside an adapter's own jit they are
             # traced again, and the mask then stays.) A checked ``ignore_index`` is one
             # that some id of the call equals (validation drops it otherwise), so the
             # test that every position is kept is made for a ``where`` mask only. (A
@@ -359,11 +360,8 @@ class Targets:
         if self.holds is not None:
             correction = xp.where(self.holds, correction, 0.0)
         if in_place and getattr(xp, "add_along_axis", None) is not None:
-            if isinstance(correction, float):
-                correction = xp.full(
-                    self.index.shape, correction, dtype=dtype, device=device(self.like)
-                )
-            else:
+            # (A float stays one: ``add_along_axis`` takes one value for every index.)
+            if not isinstance(correction, float):
                 correction = xp.astype(
                     xp.broadcast_to(correction, self.index.shape), dtype, copy=False
                 )

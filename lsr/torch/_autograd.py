@@ -359,7 +359,7 @@ def times_cotangent(grad: torch.Tensor, grad_loss: torch.Tensor, axis: int, redu
     batched = is_batched(grad_loss)
     if reduction == "none":
         scale = grad_loss.unsqueeze(axis).to(grad.dtype)
-    elif batched or grad_loss.device.type != "cpu" or grad_loss.item() != 1.0:
+    elif batched or not grad_loss.is_cpu or grad_loss.item() != 1.0:
         # (The usual cotangent of a scalar loss is 1: reading it on the CPU is free.)
         scale = grad_loss.to(grad.dtype)
     else:

@@ -195,7 +195,9 @@ def smooth_ce(
         # and the tests above stand for the full path's on its way to SmoothCESmall.
         options["axis"] = class_axis(input, axis)
         known = known_options(input, target, namespace=xp, **options)
-        if known is not None and takes_small_path(input, known.spec):
+        # (takes_small_path reads the input's size and the spec, which the key holds,
+        # and its device, on the CPU here: the route's test.)
+        if known is not None and known.decided(takes_small_path, input, known.spec):
             warn_if_probabilities(input)
             # Every id in [0, C) is the usual call: then the ids need not be read, as
             # the small path's gather raises on any other before anything is returned

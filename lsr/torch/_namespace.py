@@ -202,8 +202,11 @@ def _set_rows(out: torch.Tensor, indices: torch.Tensor, values: torch.Tensor) ->
 
 
 def _add_along_axis(
-    x: torch.Tensor, indices: torch.Tensor, values: torch.Tensor, /, *, axis: int
+    x: torch.Tensor, indices: torch.Tensor, values: torch.Tensor | float, /, *, axis: int
 ) -> torch.Tensor:
+    if isinstance(values, float):
+        # (One value for every index: no tensor of the indices' shape to make.)
+        return x.scatter_(axis, indices, values, reduce="add")
     return x.scatter_add_(axis, indices, values)
 
 
