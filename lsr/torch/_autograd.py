@@ -467,14 +467,19 @@ class SmoothCESmall(torch.autograd.Function):
     A second backward (``retain_graph=True``) recomputes the gradient the same way; a
     double backward (``create_graph=True``) takes it from ``_core.smooth_ce_grad``,
     which autograd differentiates. Old-style ``forward(ctx, ...)``, as ``SmoothCEFused``.
+    ``loss_dtype``: None, or the dtype the loss is returned in (a drop-in's half
+    precision), rounded here rather than by an autograd node of its own.
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, spec):
+    def forward(ctx, logits, labels, spec, loss_dtype):
         loss, grad = small_loss_and_grad(logits, labels, spec)
         ctx.save_for_backward(logits, labels)
         ctx.spec, ctx.fused_grad = spec, grad
-        return loss
+        # (Rounded here for a drop-in that returns half precision: the cotangent of
+        # the rounded loss is that of the loss, converted in backward as ``.to``'s
+        # backward would.)
+        return loss if loss_dtype is None or loss_dtype == loss.dtype else loss.to(loss_dtype)
 
     @staticmethod
     def backward(ctx, grad_loss):
@@ -487,12 +492,12 @@ class SmoothCESmall(torch.autograd.Function):
             logits, labels = ctx.saved_tensors
             _, denominator, _ = _core.reduction_scale(labels, spec, xp=xp, like=logits)
             grad = core_grad(logits, labels, None, denominator, grad_loss, spec)
-            return grad.to(logits.dtype), None, None
+            return grad.to(logits.dtype), None, None, None
         if grad is None:
             # A second backward through a retained graph: the same computation again.
             logits, labels = ctx.saved_tensors
             _, grad = small_loss_and_grad(logits, labels, spec)
-        return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None
+        return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None, None
 
 
 def needs_autograd_through_core(target, weight, smoothing, prior) -> bool:

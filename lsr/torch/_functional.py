@@ -175,6 +175,45 @@ def smooth_ce(
         >>> print(f"{loss.item():.4f} {expected.item():.4f}")
         0.5047 0.5047
     """
+    return _smooth_ce(
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        smoothing,
+        prior,
+        axis,
+        kl,
+        z_loss,
+        softcap,
+        confidence_penalty,
+        return_aux,
+        causal_shift,
+        None,
+    )
+
+
+def _smooth_ce(
+    input: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    smoothing: Any,
+    prior: Any,
+    axis: Any,
+    kl: Any,
+    z_loss: Any,
+    softcap: Any,
+    confidence_penalty: Any,
+    return_aux: Any,
+    causal_shift: Any,
+    loss_dtype: torch.dtype | None,
+) -> Any:
+    """``smooth_ce``; ``loss_dtype``: a half-precision dtype that the drop-in's loss is
+    rounded to, which the small path does inside its Function (no autograd node for
+    the rounding; other paths return the compute dtype, and the drop-in rounds it)."""
     # check_smooth_ce's options but the tensors and causal_shift, as the known options'
     # key holds them (the full path below changes some first).
     options: dict[str, Any] = dict(
@@ -206,12 +245,12 @@ def smooth_ce(
             assumed = None if known.outside_seen else known.labels_assumed_in_range(target)
             if assumed is not None:
                 try:
-                    return SmoothCESmall.apply(input, *assumed)
+                    return SmoothCESmall.apply(input, *assumed, loss_dtype)
                 except (IndexError, RuntimeError):
                     known.outside_seen = True
             labels, spec = known.labels_and_spec(target)
             known.outside_seen = spec.ignore_index is not None
-            return SmoothCESmall.apply(input, labels, spec)
+            return SmoothCESmall.apply(input, labels, spec, loss_dtype)
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
     check_smoothing_type("smoothing", smoothing, input)
@@ -287,7 +326,7 @@ def smooth_ce(
         else:
             with_grad = torch.is_grad_enabled() and input.requires_grad
             if with_grad and takes_small_path(input, spec):
-                return SmoothCESmall.apply(input, labels, spec)
+                return SmoothCESmall.apply(input, labels, spec, loss_dtype)
             if _core.log_softmax_applies(spec) and not spec.has_arrays():
                 # (Such a spec asks for no auxiliary output.)
                 if not with_grad and takes_log_softmax_loss(input, spec.axis):
@@ -396,27 +435,34 @@ def cross_entropy(
         0.5047 0.5047
     """
     reduction = torch_reduction(size_average, reduce, reduction)
-    # Checked here so that errors name PyTorch's parameter, not smooth_ce's `smoothing`.
-    check_smoothing_type("label_smoothing", label_smoothing)
-    check_fraction("label_smoothing", label_smoothing)
-    loss = smooth_ce(
-        input,
-        target,
-        weight=weight,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        smoothing=label_smoothing,
-        prior=prior,
-        kl=kl,
-        z_loss=z_loss,
-        softcap=softcap,
-        confidence_penalty=confidence_penalty,
-    )
+    # Checked here so that errors name PyTorch's parameter, not smooth_ce's `smoothing`
+    # (a float in [0, 1], the usual value, passes both checks: not made again).
+    if type(label_smoothing) is not float or not 0.0 <= label_smoothing <= 1.0:
+        check_smoothing_type("label_smoothing", label_smoothing)
+        check_fraction("label_smoothing", label_smoothing)
     # F.cross_entropy returns half-precision losses in the input's dtype, and float32
     # under autocast (which runs it in float32).
-    if input.dtype in HALF and not torch.is_autocast_enabled(input.device.type):
-        loss = loss.to(input.dtype)
-    return loss
+    dtype = getattr(input, "dtype", None)
+    if dtype not in HALF or torch.is_autocast_enabled(input.device.type):
+        dtype = None
+    loss = _smooth_ce(
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        prior,
+        1,
+        kl,
+        z_loss,
+        softcap,
+        confidence_penalty,
+        False,
+        False,
+        dtype,
+    )
+    return loss if dtype is None or loss.dtype == dtype else loss.to(dtype)
 
 
 def distill_loss(

@@ -171,6 +171,40 @@ def test_half_precision_matches_f_cross_entropy(kind, reduction, dtype):
     assert_close(grad.float(), expected_grad.float(), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_half_precision_rounding_in_the_small_path_is_autograds_own(reduction, dtype):
+    """On the small path the drop-in rounds its float32 loss inside the Function (no
+    autograd node of its own): the loss, its gradient for a cotangent other than 1, a
+    second backward through the retained graph and a double backward are exactly those
+    of ``smooth_ce``'s float32 loss rounded by autograd's ``.to``, on the first call and
+    on the route of a repeated one."""
+    target = torch.tensor([0, 2, 1, 4, 3, 0, 2, 1])
+    for _ in range(2):
+        logits = _logits((8, 5), dtype).requires_grad_()
+        loss = lt.cross_entropy(logits, target, reduction=reduction, label_smoothing=0.1)
+        assert type(loss.grad_fn).__name__ == "SmoothCESmallBackward"
+        reference_logits = logits.detach().clone().requires_grad_()
+        reference = lt.smooth_ce(reference_logits, target, reduction=reduction, smoothing=0.1).to(
+            dtype
+        )
+        assert loss.dtype == reference.dtype == dtype
+        assert torch.equal(loss.detach(), reference.detach())
+        cotangent = torch.linspace(0.5, 2.0, loss.numel()).reshape(loss.shape).to(dtype)
+        for _ in range(2):  # (the second through the retained graph)
+            (grad,) = torch.autograd.grad(loss, logits, cotangent, retain_graph=True)
+            (expected,) = torch.autograd.grad(
+                reference, reference_logits, cotangent, retain_graph=True
+            )
+            assert torch.equal(grad, expected)
+        (grad,) = torch.autograd.grad(loss, logits, cotangent, create_graph=True)
+        (expected,) = torch.autograd.grad(reference, reference_logits, cotangent, create_graph=True)
+        (second,) = torch.autograd.grad(grad.float().square().sum(), logits)
+        (expected_second,) = torch.autograd.grad(expected.float().square().sum(), reference_logits)
+        assert torch.equal(grad.detach(), expected.detach())
+        assert torch.equal(second, expected_second)
+
+
 def test_half_precision_under_autocast_is_float32_as_torch():
     logits = _logits((8, 5), torch.float32)
     target = _target("ids", (8, 5), torch.float32, -100)
