@@ -205,8 +205,11 @@ def _add_along_axis(
     x: torch.Tensor, indices: torch.Tensor, values: torch.Tensor | float, /, *, axis: int
 ) -> torch.Tensor:
     if isinstance(values, float):
-        # (One value for every index: no tensor of the indices' shape to make.)
-        return x.scatter_(axis, indices, values, reduce="add")
+        # (One value for every index. ``scatter_`` of a number with reduce="add" makes
+        # no such tensor, but its kernel took twice as long as ``scatter_add_`` on the
+        # CPU: 100 against 49 microseconds at 4096 x 1000, 191 against 101 on a
+        # 2 x 21 x 128 x 128 segmentation layout, faster only below about 1,000 ids.)
+        values = torch.full(indices.shape, values, dtype=x.dtype, device=x.device)
     return x.scatter_add_(axis, indices, values)
 
 
