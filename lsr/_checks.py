@@ -683,8 +683,8 @@ class KnownSpecs:
 
     def decided(self, decide: Any, *arguments: Any) -> bool:
         """``decide(*arguments)``, made once for these options: for a decision that
-        depends only on what the key holds (an array among ``arguments`` is read for
-        its shape and dtype alone)."""
+        depends only on what the key holds, never on a module's tunable constant (an
+        array among ``arguments`` is read for its shape and dtype alone)."""
         made = self.decisions.get(decide)
         if made is None:
             made = self.decisions[decide] = decide(*arguments)

@@ -74,11 +74,17 @@ def is_plain_eager_call(
     )
 
 
+def small_path_applies(spec: _core.Spec) -> bool:
+    """Whether ``SmoothCESmall`` computes these options: ``_core.log_softmax_applies``
+    to them, and no tensor is among them."""
+    return _core.log_softmax_applies(spec) and not spec.has_arrays()
+
+
 def takes_small_path(input: torch.Tensor, spec: _core.Spec) -> bool:
     """Whether ``smooth_ce`` gives a call whose gradient it computes (eager, on the CPU)
-    to ``SmoothCESmall``: options that ``_core.log_softmax_applies`` to, no tensor
-    among them, and a small input (``is_small``)."""
-    return _core.log_softmax_applies(spec) and not spec.has_arrays() and is_small(input, spec.axis)
+    to ``SmoothCESmall``: options it computes (``small_path_applies``) and a small input
+    (``is_small``)."""
+    return small_path_applies(spec) and is_small(input, spec.axis)
 
 
 def function_arguments(input: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> tuple:
@@ -234,9 +240,12 @@ def _smooth_ce(
         # and the tests above stand for the full path's on its way to SmoothCESmall.
         options["axis"] = class_axis(input, axis)
         known = known_options(input, target, namespace=xp, **options)
-        # (takes_small_path reads the input's size and the spec, which the key holds,
-        # and its device, on the CPU here: the route's test.)
-        if known is not None and known.decided(takes_small_path, input, known.spec):
+        # (small_path_applies reads the spec alone: decided once per known options.)
+        if (
+            known is not None
+            and known.decided(small_path_applies, known.spec)
+            and is_small(input, known.spec.axis)
+        ):
             warn_if_probabilities(input)
             # Every id in [0, C) is the usual call: then the ids need not be read, as
             # the small path's gather raises on any other before anything is returned

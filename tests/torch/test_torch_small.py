@@ -457,6 +457,19 @@ def test_the_route_leaves_ids_in_range_unread_and_finds_every_other(
     assert len(calls) == 1
 
 
+def test_the_route_reads_the_size_limits_on_every_call(monkeypatch):
+    """What a known option's key holds is decided once; the size limits of the small
+    path (module constants, tuned per CPU) are read on every call, also on the route."""
+    _count_full_checks(monkeypatch)
+    target = torch.tensor([0, 1, 2, 3, 4, 0])
+    for _ in range(2):
+        loss = lt.smooth_ce(_leaf(), target)
+        assert type(loss.grad_fn).__name__ == "SmoothCESmallBackward"
+    monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 0)
+    loss = lt.smooth_ce(_leaf(), target)
+    assert type(loss.grad_fn).__name__ == "SmoothCEFusedBackward"
+
+
 def test_the_route_still_warns_about_probabilities():
     target = torch.tensor([0, 1, 2, 3, 4, 0])
     for _ in range(2):

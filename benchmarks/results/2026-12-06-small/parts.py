@@ -11,6 +11,7 @@ process, best of 7 repeats of 5000 calls), beside F.cross_entropy(label_smoothin
 Run: PYTHONPATH=. python benchmarks/results/2026-12-06-small/parts.py
 """
 
+import inspect
 import time
 
 import torch
@@ -73,6 +74,8 @@ print(
     f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
     f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
 )
+# (SmoothCESmall takes a fourth argument, the loss's dtype, since e2d1310: None.)
+SMALL_EXTRA = (None,) if "loss_dtype" in inspect.signature(SmoothCESmall.forward).parameters else ()
 rows = [
     ("F.cross_entropy(label_smoothing=0.1), forward + backward",
      lambda: F.cross_entropy(logits, labels, label_smoothing=0.1).backward()),
@@ -83,7 +86,7 @@ rows = [
     ("its operations inline", lambda: inline(plain, labels)),
     ("validation of a repeated call", lambda: check_smooth_ce(logits, labels, **OPTIONS)),
     ("SmoothCESmall, forward + backward",
-     lambda: SmoothCESmall.apply(logits, checked_labels, spec).backward()),
+     lambda: SmoothCESmall.apply(logits, checked_labels, spec, *SMALL_EXTRA).backward()),
     ("lsr.torch.smooth_ce, forward + backward",
      lambda: lsr.torch.smooth_ce(logits, labels).backward()),
     ("F.cross_entropy(label_smoothing=0.1) again",
