@@ -527,6 +527,26 @@ def _compare_override(name, overlay, base, asarray, to_numpy, rng):
             if actual.dtype != x_given.dtype:
                 yield f"bounds {bounds!r}: dtype {actual.dtype}, not {x_given.dtype}"
             yield from _differs(f"bounds {bounds!r}", to_numpy(actual), expected, "float64")
+    elif name == "sum":
+        # The overlay's own case (a floating array over everything or one axis, in its
+        # dtype) and what it leaves to its base: integer promotion, a dtype asked for,
+        # several axes or none, keepdims over everything.
+        for given in (
+            asarray(x),
+            asarray(x.astype(np.float32)),
+            asarray(rng.integers(-5, 5, size=(3, 5, 4))),
+            asarray(np.array([[1, 200], [7, 255]], np.uint8)),
+        ):
+            for axis in (None, 0, 1, -1, (0, 1), ()):
+                for keepdims in (False, True):
+                    for dtype in (None, base.float64):
+                        options = dict(axis=axis, keepdims=keepdims, dtype=dtype)
+                        expected = base.sum(given, **options)
+                        actual = overlay.sum(given, **options)
+                        case = f"{given.dtype} {options}"
+                        if actual.dtype != expected.dtype or actual.shape != expected.shape:
+                            yield f"{case}: {actual.dtype} {tuple(actual.shape)}"
+                        yield from _differs(case, to_numpy(actual), to_numpy(expected), "float64")
     elif name == "asarray":
         # Python numbers with and without a dtype (the overlay's own case: a float of a
         # given dtype), a list, and an array with and without a copy.

@@ -14,6 +14,7 @@ from lsr._core._loss import (
     aux_outputs,
     combine,
     gradient,
+    log_softmax_loss_and_grad,
     log_softmax_reduced,
     log_softmax_terms,
     logit_sums,
@@ -209,6 +210,11 @@ def blocked_log_softmax_loss(
     it is not (a non-finite logit in some row, kept or not), the caller takes
     ``blocked_loss_and_grad``, which defines those rows' values.
     """
+    if blocks == [...] and scratch is None:
+        # One block of every row, into a new array: ``log_softmax_loss_and_grad``'s own
+        # steps, without the views and block targets of the loop below (on small inputs
+        # each costs about as much as the arithmetic).
+        return log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=False)[0]
     dtype = _ops.compute_dtype(xp, logits.dtype)
     like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype, copy=False)
     _, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)

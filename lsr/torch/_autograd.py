@@ -239,7 +239,7 @@ def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     """Indices of blocks of the batch axis (0) of about ``BLOCK_ELEMENTS`` logits each;
     ``[...]`` (everything at once) when there is no batch axis to split or one block
     holds every row."""
-    if axis == 0 or logits.ndim <= 1 or logits.shape[0] == 0:
+    if logits.numel() <= BLOCK_ELEMENTS or axis == 0 or logits.ndim <= 1:
         return [...]
     rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(logits.shape[1:])))
     if rows >= logits.shape[0]:
@@ -418,9 +418,9 @@ HALF_LOG_SOFTMAX_CLASSES = 8192
 def takes_log_softmax_loss(logits: torch.Tensor, axis: int) -> bool:
     """Whether the loss alone (nothing to differentiate) is ``log_softmax_loss``'s: on
     the CPU, except half-precision logits with many classes."""
-    if logits.device.type != "cpu":
-        return False
-    return logits.dtype not in HALF or logits.shape[axis] <= HALF_LOG_SOFTMAX_CLASSES
+    return logits.is_cpu and (
+        logits.dtype not in HALF or logits.shape[axis] <= HALF_LOG_SOFTMAX_CLASSES
+    )
 
 
 def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> torch.Tensor:

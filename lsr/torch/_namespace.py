@@ -47,6 +47,26 @@ def _squeeze(x: torch.Tensor, /, axis: int | tuple[int, ...]) -> torch.Tensor:
     return _compat_xp.squeeze(x, axis=axis)
 
 
+def _sum(
+    x: torch.Tensor,
+    /,
+    *,
+    axis: int | tuple[int, ...] | None = None,
+    dtype: Any = None,
+    keepdims: bool = False,
+) -> torch.Tensor:
+    # One torch.sum for a floating tensor over everything or one axis, in its own dtype
+    # (the array API's result dtype there, and the core's every sum of a small call,
+    # where array-api-compat's argument handling costs as much as the op). Anything else
+    # (integer promotion, several axes, keepdims over everything) is compat's.
+    if dtype is None and x.is_floating_point():
+        if axis is None and not keepdims:
+            return torch.sum(x)
+        if type(axis) is int:
+            return torch.sum(x, axis, keepdim=keepdims)
+    return _compat_xp.sum(x, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
 def _clip(x: torch.Tensor, /, min: Any = None, max: Any = None) -> torch.Tensor:
     # One clamp for bounds that are Python numbers the tensor's dtype holds (validation
     # clips the class ids twice per call with ignore_index); array-api-compat's clip
@@ -325,8 +345,8 @@ def _index_dtype(device: torch.device) -> torch.dtype:
 
 
 # The namespace the core runs on here: array-api-compat's, with a one-op asarray of a
-# float (the reduced loss of a small call), a vmap-friendly vecdot, a one-op squeeze and
-# clip, torch's fused logsumexp (one pass, no logits-sized temporaries
+# float (the reduced loss of a small call), a vmap-friendly vecdot, a one-op squeeze,
+# clip and floating sum, torch's fused logsumexp (one pass, no logits-sized temporaries
 # in eager mode), and an in-place scatter-add, exp, matmul and matmul-accumulate for the
 # fused and blocked passes (with the layout of the block a matmul writes into), a one-op
 # finite_or_zero, and for the binary loss torch's one-kernel sigmoid (also in place), a
@@ -340,6 +360,7 @@ xp = types.SimpleNamespace(
         "broadcast_to": _broadcast_to,
         "squeeze": _squeeze,
         "clip": _clip,
+        "sum": _sum,
         "logsumexp": _logsumexp,
         "log_softmax": _log_softmax,
         "add_along_axis": _add_along_axis,
