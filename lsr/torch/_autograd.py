@@ -62,14 +62,14 @@ def without_autocast(device_type: str) -> Any:
 
 
 def is_plain_eager_mode(input: torch.Tensor) -> bool:
-    """Whether nothing changes the eager CPU path of a call that differentiates
-    ``input``: grad mode on, no autocast, not under ``torch.compile`` or
-    ``torch.jit.trace``, no ``torch.func`` transform active or wrapping ``input``, and no
-    forward-mode tangent on it. The shared part of the losses' routes for repeated small
-    calls (``is_plain_eager_call``, ``is_plain_eager_binary_call``)."""
+    """Whether nothing changes the eager CPU path of a call on ``input`` but whether it
+    is differentiated (grad mode and ``requires_grad``, which the callers test): no
+    autocast, not under ``torch.compile`` or ``torch.jit.trace``, no ``torch.func``
+    transform active or wrapping ``input``, and no forward-mode tangent on it (which
+    grad mode does not switch off). The shared part of the losses' routes for repeated
+    small calls (``is_plain_eager_call``, ``is_plain_eager_binary_call``)."""
     return (
-        torch.is_grad_enabled()
-        and not torch.is_autocast_enabled("cpu")
+        not torch.is_autocast_enabled("cpu")
         and not torch.compiler.is_compiling()
         and not torch.jit.is_tracing()
         and not torch._C._are_functorch_transforms_active()

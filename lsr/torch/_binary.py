@@ -304,9 +304,10 @@ def is_plain_eager_binary_call(
     input: Any, target: Any, weight: Any, pos_weight: Any, where: Any, smoothing: Any, prior: Any
 ) -> bool:
     """Whether ``smooth_bce`` may take its route for repeated small calls
-    (``_small_binary``): small CPU logits (``is_small_binary``) that need a gradient,
-    CPU targets that need none, no weight, ``pos_weight`` or mask, a float smoothing and
-    a float or named prior, and nothing that changes the path (autocast,
+    (``_small_binary``): small CPU logits (``is_small_binary``) that need a gradient
+    (``requires_grad``, in grad mode), CPU targets that need none, no weight,
+    ``pos_weight`` or mask, a float smoothing and a float or named prior, and nothing
+    that changes the path (autocast,
     ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD). Each is a
     test the full path makes on its way to ``_small_binary`` for such a call, or one
     that keeps the route to the calls it was measured for (a gradient for the input;
@@ -324,6 +325,7 @@ def is_plain_eager_binary_call(
         and isinstance(input, torch.Tensor)
         and isinstance(target, torch.Tensor)
         and input.requires_grad
+        and torch.is_grad_enabled()
         and not target.requires_grad
         and is_small_binary(input)
         and target.is_cpu

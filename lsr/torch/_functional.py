@@ -52,10 +52,11 @@ def is_plain_eager_call(
     input: Any, target: Any, weight: Any, smoothing: Any, prior: Any, causal_shift: Any
 ) -> bool:
     """Whether ``smooth_ce`` may take its route for repeated small calls: class ids on
-    the CPU, a gradient asked for the input alone (no weight, a float smoothing, a
-    named prior), no ``causal_shift``, and nothing that changes the path (autocast,
-    ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD). Each is
-    a test the full path makes on its way to ``SmoothCESmall`` for such a call. (Some
+    the CPU, nothing that could be differentiated but the input (no weight, a float
+    smoothing, a named prior), no ``causal_shift``, and nothing that changes the path
+    (autocast, ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD).
+    Each is a test the full path makes on its way to ``SmoothCESmall`` (a gradient for
+    the input) or ``log_softmax_loss`` (none) for such a call. (Some
     are also settled by the known options' key or by ``values_are_cheap``, such as the
     devices, the target's dtype, tracing and wrapped inputs: they stay here, so that
     the route does not depend on how the key is made.)"""
@@ -66,7 +67,6 @@ def is_plain_eager_call(
         and causal_shift is False
         and isinstance(input, torch.Tensor)
         and isinstance(target, torch.Tensor)
-        and input.requires_grad
         and input.is_cpu
         and target.is_cpu
         and not target.is_floating_point()
@@ -241,25 +241,31 @@ def _smooth_ce(
         options["axis"] = class_axis(input, axis)
         known = known_options(input, target, namespace=xp, **options)
         # (small_path_applies reads the spec alone: decided once per known options.)
+        with_grad = input.requires_grad and torch.is_grad_enabled()
         if (
             known is not None
             and known.decided(small_path_applies, known.spec)
             and is_small(input, known.spec.axis)
+            and (with_grad or takes_log_softmax_loss(input, known.spec.axis))
         ):
             warn_if_probabilities(input)
             # Every id in [0, C) is the usual call: then the ids need not be read, as
-            # the small path's gather raises on any other before anything is returned
+            # the gather of both paths raises on any other before anything is returned
             # (ignore_index among them: labels_assumed_in_range is None where it is in
             # [0, C)). There, or after a call where it raised, the ids are read first.
             assumed = None if known.outside_seen else known.labels_assumed_in_range(target)
             if assumed is not None:
                 try:
-                    return SmoothCESmall.apply(input, *assumed, loss_dtype)
+                    if with_grad:
+                        return SmoothCESmall.apply(input, *assumed, loss_dtype)
+                    return log_softmax_loss(input, *assumed)
                 except (IndexError, RuntimeError):
                     known.outside_seen = True
             labels, spec = known.labels_and_spec(target)
             known.outside_seen = spec.ignore_index is not None
-            return SmoothCESmall.apply(input, labels, spec, loss_dtype)
+            if with_grad:
+                return SmoothCESmall.apply(input, labels, spec, loss_dtype)
+            return log_softmax_loss(input, labels, spec)
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
     check_smoothing_type("smoothing", smoothing, input)

@@ -138,6 +138,7 @@ def test_loss_alone_with_ignored_rows_matches_the_blocked_pass(
     logits = _edge_logits(dtype)
     target = torch.tensor([0, 1, 2, 3, 1, 0, 4])
     target[ignored] = -100
+    _count_full_checks(monkeypatch)  # (no known options: the full path's call, once)
     calls = []
 
     def spy(*args):
@@ -406,6 +407,22 @@ def _expected_value_and_grad(target, **options):
     return expected.detach(), torch.autograd.grad(expected, reference)[0]
 
 
+# How a call asks for a gradient: the route serves each (SmoothCESmall where the input
+# is differentiated, log_softmax_loss where nothing is).
+_GRADIENT_MODES = {
+    "gradient": lambda call, logits: call(logits),
+    "no_grad": lambda call, logits: _under(torch.no_grad(), lambda: call(logits)),
+    "inference_mode": lambda call, logits: _under(torch.inference_mode(), lambda: call(logits)),
+    "no gradient": lambda call, logits: call(logits.detach()),
+}
+
+
+def _under(context, call):
+    with context:
+        return call()
+
+
+@pytest.mark.parametrize("mode", list(_GRADIENT_MODES))
 @pytest.mark.parametrize(
     ("ignore_index", "dtype"),
     [
@@ -417,12 +434,13 @@ def _expected_value_and_grad(target, **options):
     ],
 )
 def test_the_route_leaves_ids_in_range_unread_and_finds_every_other(
-    ignore_index, dtype, monkeypatch
+    ignore_index, dtype, mode, monkeypatch
 ):
-    """On the route, ids all in [0, C) are left to the gather of the small path, which
-    raises on any other; an ignore_index in [0, C) (which gather cannot find) has its ids
-    read on every call. Ignored ids are found, ids out of range refused (a call of each
-    kind after each other kind), and every value is F.cross_entropy's."""
+    """On the route, ids all in [0, C) are left to the gather of the small path (or of
+    the loss alone, where nothing is differentiated), which raises on any other; an
+    ignore_index in [0, C) (which gather cannot find) has its ids read on every call.
+    Ignored ids are found, ids out of range refused (a call of each kind after each
+    other kind), and every value is F.cross_entropy's."""
     calls = _count_full_checks(monkeypatch)
     reads = _count_label_reads(monkeypatch)
     in_range = ignore_index not in range(5)
@@ -434,22 +452,31 @@ def test_the_route_leaves_ids_in_range_unread_and_finds_every_other(
     bad = torch.tensor([0, 1, 2, 3, 5, 2], dtype=dtype)
     negative = torch.tensor([0, 1, -1, 3, 1, 2]) if dtype == torch.int64 else bad
     sequence = [plain, plain, padded, padded, plain, bad, plain, negative, padded, plain]
+    with_grad = mode == "gradient"
 
     def clean(target):  # every id in [0, C), none of them ignore_index
         return target is plain or (target is padded and ignore is None)
+
+    def loss_of(logits, target):
+        return _GRADIENT_MODES[mode](
+            lambda z: lt.smooth_ce(z, target, smoothing=0.2, ignore_index=ignore_index), logits
+        )
 
     for number, target in enumerate(sequence):
         reads.clear()
         if target is bad or target is negative:
             with pytest.raises(ValueError, match="class ids"):
-                lt.smooth_ce(_leaf(), target, smoothing=0.2, ignore_index=ignore_index)
+                loss_of(_leaf(), target)
             continue
         logits = _leaf()
-        loss = lt.smooth_ce(logits, target, smoothing=0.2, ignore_index=ignore_index)
-        (grad,) = torch.autograd.grad(loss, logits)
+        loss = loss_of(logits, target)
         expected, expected_grad = _expected_value_and_grad(target.long(), ignore_index=ignore_index)
         assert_close(loss.detach(), expected, torch.float32)
-        assert_close(grad, expected_grad, torch.float32)
+        if with_grad:
+            (grad,) = torch.autograd.grad(loss, logits)
+            assert_close(grad, expected_grad, torch.float32)
+        else:
+            assert loss.grad_fn is None and not loss.requires_grad
         # (The first call is checked whole. A later one reads its ids unless the last
         # call's and its own are all in [0, C) and ignore_index is not.)
         unread = number == 0 or (in_range and clean(sequence[number - 1]) and clean(target))
@@ -479,7 +506,19 @@ def test_the_route_still_warns_about_probabilities():
 
 
 _NOT_ROUTED = {
-    **off_the_route_calls(lt.smooth_ce),
+    # (A call that differentiates nothing takes the route: see the test of ids above.)
+    **{
+        name: call
+        for name, call in off_the_route_calls(lt.smooth_ce).items()
+        if name not in ("no gradient", "no_grad")
+    },
+    # Grad mode off does not switch forward-mode AD off.
+    "no_grad, forward AD": lambda z, y: _under(
+        torch.no_grad(), lambda: off_the_route_calls(lt.smooth_ce)["forward AD"](z, y)
+    ),
+    "no gradient, autocast": lambda z, y: _under(
+        torch.autocast("cpu", dtype=torch.bfloat16), lambda: lt.smooth_ce(z.detach(), y)
+    ),
     "tensor smoothing": lambda z, y: lt.smooth_ce(z, y, smoothing=torch.tensor(0.1)),
     "int smoothing": lambda z, y: lt.smooth_ce(z, y, smoothing=0),
     "weight": lambda z, y: lt.smooth_ce(z, y, weight=torch.ones(5)),
