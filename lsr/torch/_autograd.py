@@ -367,9 +367,15 @@ def times_cotangent(grad: torch.Tensor, grad_loss: torch.Tensor, axis: int, redu
     return grad * scale if batched else grad.mul_(scale)
 
 
-# Inputs of at most this many logits take ``SmoothCESmall`` (where its spec allows):
-# there the fixed cost of each operation, not the passes over memory, is the time.
-SMALL_ELEMENTS = 1 << 16
+# Inputs of at most this many logits take ``SmoothCESmall`` (where its spec allows): one
+# block of the blocked pass. Within one block that pass keeps nothing more in the caches
+# and makes about twice the operations, and the float32 log-softmax of half-precision
+# logits is the size of its block of scratch. Forward + backward, 2 cores with AVX-512,
+# microseconds (benchmarks/results/2026-12-06-avx512/paths.txt): 1024 x 100 317 against
+# 561 in float32 and 393 against 620 in bfloat16; 1024 x 1000 1519 against 1934 and
+# 1893 against 2136. (The bound was 65,536 logits before, not measured: at 256 x 1000
+# there, 495 against 726.)
+SMALL_ELEMENTS = BLOCK_ELEMENTS
 
 
 def is_small(logits: torch.Tensor, axis: int) -> bool:

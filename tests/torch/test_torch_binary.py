@@ -338,7 +338,7 @@ def _saved(call):
 def test_backward_keeps_the_input_and_target_only(monkeypatch, dtype):
     # The eager Function of inputs past the small path's size (which holds the gradient
     # from forward to backward: tests below).
-    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 0)
+    monkeypatch.setattr("lsr.torch._binary.SMALL_BINARY_ELEMENTS", 0)
     logits = _logits((16, 12), dtype).requires_grad_()
     target = _target("soft", (16, 12), dtype)
     pos_weight = torch.linspace(0.5, 3.0, 12, dtype=dtype)
@@ -401,7 +401,7 @@ def test_half_precision_in_blocks_matches_float32(monkeypatch, dtype, name, redu
     options cut with them, some broadcast along them): the loss of the float32 values,
     and their float32 gradient rounded once."""
     monkeypatch.setattr("lsr.torch._autograd.BLOCK_ELEMENTS", 40)
-    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 0)  # (not the small path)
+    monkeypatch.setattr("lsr.torch._binary.SMALL_BINARY_ELEMENTS", 0)  # (not the small path)
     shape, eps = (16, 12), 0.1
     logits = _logits(shape, dtype)
     if name == "ignore_index":
@@ -877,7 +877,7 @@ def test_sum_and_mean_use_the_fused_sum_and_fall_back_at_infinite_logits(monkeyp
     from lsr.torch import _namespace
 
     # The eager Function (small inputs may take PyTorch's kernel instead: tests below).
-    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 0)
+    monkeypatch.setattr("lsr.torch._binary.SMALL_BINARY_ELEMENTS", 0)
     results = []
     fused = _namespace.xp.sigmoid_cross_entropy_sum
 
@@ -990,7 +990,7 @@ def _small_options(name, dtype):
 
 
 def _binary_loss_and_grad(logits, target, small, monkeypatch, retain=False, **options):
-    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 1 << 16 if small else 0)
+    monkeypatch.setattr("lsr.torch._binary.SMALL_BINARY_ELEMENTS", 1 << 16 if small else 0)
     leaf = logits.detach().clone().requires_grad_()
     loss = lt.smooth_bce(leaf, target, **options)
     path = type(loss.grad_fn).__name__
@@ -1045,7 +1045,7 @@ def test_small_path_matches_the_eager_function(monkeypatch, dtype, name, reducti
 
 
 def _grad_with_cotangent(logits, target, cotangent, small, monkeypatch, **options):
-    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 1 << 16 if small else 0)
+    monkeypatch.setattr("lsr.torch._binary.SMALL_BINARY_ELEMENTS", 1 << 16 if small else 0)
     leaf = logits.detach().clone().requires_grad_()
     loss = lt.smooth_bce(leaf, target, **options)
     expected_path = "SmoothBCESmallBackward" if small else "SmoothBCEEagerBackward"
@@ -1200,7 +1200,7 @@ def test_a_traced_binary_loss_gives_each_later_calls_own_value(monkeypatch, smal
     constant of the trace): the mean's count of kept elements is each call's own, and
     neither path takes PyTorch's kernel, which would not mark a later call's label out
     of [0, 1] (NaN there)."""
-    monkeypatch.setattr("lsr.torch._autograd.SMALL_ELEMENTS", 1 << 16 if small else 0)
+    monkeypatch.setattr("lsr.torch._binary.SMALL_BINARY_ELEMENTS", 1 << 16 if small else 0)
     logits = _logits((4, 3), torch.float32).requires_grad_(requires_grad)
     first = torch.tensor([[1, 0, -1], [0, 1, 1], [1, 1, 0], [0, 0, 1]])
     kept_fewer = torch.tensor([[-1, -1, -1], [-1, -1, 1], [1, -1, 0], [0, 0, 1]])

@@ -233,7 +233,10 @@ def test_narrow_classes_take_the_small_path_up_to_2048_rows(monkeypatch, narrow)
     for classes, limited in ((narrow - 1, True), (narrow, False)):
         assert autograd.is_small(torch.zeros(2048, classes), 1)
         assert autograd.is_small(torch.zeros(2049, classes), 1) == (not limited)
-    assert not autograd.is_small(torch.zeros(65537 // 8 + 1, 8), 1)  # (over 65,536 logits)
+    # One block of logits (1,048,576) at most: over it, the blocked pass.
+    rows = autograd.SMALL_ELEMENTS // 16
+    assert autograd.is_small(torch.zeros(rows, 16), 1)
+    assert not autograd.is_small(torch.zeros(rows + 1, 16), 1)
 
 
 @pytest.mark.parametrize("narrow", [16, 8, 0])

@@ -27,17 +27,22 @@ from lsr import _core
 from lsr.torch import _autograd, _binary
 
 APPLIES = _core.kernel_form_applies
-SMALL = _autograd.SMALL_ELEMENTS
+# (The binary loss's own bound since 2026-12-06, night: the softmax loss's before.)
+BOUND = (_binary, "SMALL_BINARY_ELEMENTS")
+if not hasattr(_binary, "SMALL_BINARY_ELEMENTS"):
+    BOUND = (_autograd, "SMALL_ELEMENTS")
+SMALL = getattr(*BOUND)
 
 
 def configured(call, *, kernel, small):
     def run():
         _core.kernel_form_applies = APPLIES if kernel else (lambda spec: False)
-        _autograd.SMALL_ELEMENTS = SMALL if small else 0
+        setattr(*BOUND, SMALL if small else 0)
         try:
             call()
         finally:
-            _core.kernel_form_applies, _autograd.SMALL_ELEMENTS = APPLIES, SMALL
+            _core.kernel_form_applies = APPLIES
+            setattr(*BOUND, SMALL)
 
     return run
 
