@@ -534,6 +534,8 @@ def _compare_override(name, overlay, base, asarray, to_numpy, rng):
         for given in (
             asarray(x),
             asarray(x.astype(np.float32)),
+            asarray(x.astype(np.float16)),  # (a half dtype: no upcast of its sum)
+            base.permute_dims(asarray(x.astype(np.float32)), (2, 0, 1)),  # (strided)
             asarray(rng.integers(-5, 5, size=(3, 5, 4))),
             asarray(np.array([[1, 200], [7, 255]], np.uint8)),
         ):

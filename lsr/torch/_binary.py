@@ -277,8 +277,9 @@ class SmoothBCESmall(torch.autograd.Function):
 
 # Inputs of at most this many logits take the binary loss's small-input paths. (Not the
 # softmax loss's bound, which is one block: here the eager Function was faster above it,
-# forward + backward on a CPU with AVX-512, float32, smoothing 0.1: at 4096 x 80 1410
-# against 1889 microseconds, at 12000 x 80 3570 against 5186; ad hoc, commit 3977a8b.)
+# forward + backward on a CPU with AVX-512, float32, smoothing 0.1: at 4096 x 80 1074
+# against 1455 microseconds, at 12000 x 80 2639 against 3813, in
+# benchmarks/results/2026-12-06-avx512/binary_bound.txt.)
 SMALL_BINARY_ELEMENTS = 1 << 16
 
 
