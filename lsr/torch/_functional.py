@@ -87,6 +87,21 @@ def takes_small_path(input: torch.Tensor, spec: _core.Spec) -> bool:
     return small_path_applies(spec) and is_small(input, spec.axis)
 
 
+def routed_call(
+    input: torch.Tensor,
+    labels: torch.Tensor,
+    spec: _core.Spec,
+    loss_dtype: torch.dtype | None,
+    with_grad: bool,
+) -> torch.Tensor:
+    """The end of the route for repeated small calls: ``SmoothCESmall`` where the input
+    is differentiated, the loss alone (``log_softmax_loss``) where nothing is; both
+    gather at every id, and so raise on one outside [0, C) before returning."""
+    if with_grad:
+        return SmoothCESmall.apply(input, labels, spec, loss_dtype)
+    return log_softmax_loss(input, labels, spec)
+
+
 def function_arguments(input: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> tuple:
     """The arguments of ``SmoothCE``'s Functions: the tensors as the Function's own inputs
     (so that autograd and torch.func see them), the rest as one hashable object."""
@@ -256,16 +271,12 @@ def _smooth_ce(
             assumed = None if known.outside_seen else known.labels_assumed_in_range(target)
             if assumed is not None:
                 try:
-                    if with_grad:
-                        return SmoothCESmall.apply(input, *assumed, loss_dtype)
-                    return log_softmax_loss(input, *assumed)
+                    return routed_call(input, *assumed, loss_dtype, with_grad)
                 except (IndexError, RuntimeError):
                     known.outside_seen = True
             labels, spec = known.labels_and_spec(target)
             known.outside_seen = spec.ignore_index is not None
-            if with_grad:
-                return SmoothCESmall.apply(input, labels, spec, loss_dtype)
-            return log_softmax_loss(input, labels, spec)
+            return routed_call(input, labels, spec, loss_dtype, with_grad)
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
     check_smoothing_type("smoothing", smoothing, input)

@@ -28,15 +28,17 @@ def count_full_checks(monkeypatch, module, check: str, record_module, record: st
     return calls
 
 
+def under(context, call):
+    """``call()`` inside ``context`` (a mode such as ``torch.no_grad()``)."""
+    with context:
+        return call()
+
+
 def off_the_route_calls(loss) -> dict:
     """Calls of ``loss(z, y)`` (``z`` a leaf that requires grad) in each mode that
     changes an eager loss's path, by name: what a route for repeated plain calls
     (``is_plain_eager_mode``) must never take, whatever options a plain call made known.
     """
-
-    def under(context, call):
-        with context:
-            return call()
 
     def forward_ad(z, y):
         import torch.autograd.forward_ad as fwAD

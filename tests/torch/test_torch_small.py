@@ -15,7 +15,7 @@ from lsr.torch import _autograd as autograd
 from lsr.torch import _functional as functional
 from lsr.torch import _namespace as namespace
 from tests.backends import assert_close
-from tests.torch.compare import count_full_checks, off_the_route_calls
+from tests.torch.compare import count_full_checks, off_the_route_calls, under
 
 INF = math.inf
 NAN = math.nan
@@ -414,15 +414,10 @@ def _expected_value_and_grad(target, **options):
 # is differentiated, log_softmax_loss where nothing is).
 _GRADIENT_MODES = {
     "gradient": lambda call, logits: call(logits),
-    "no_grad": lambda call, logits: _under(torch.no_grad(), lambda: call(logits)),
-    "inference_mode": lambda call, logits: _under(torch.inference_mode(), lambda: call(logits)),
+    "no_grad": lambda call, logits: under(torch.no_grad(), lambda: call(logits)),
+    "inference_mode": lambda call, logits: under(torch.inference_mode(), lambda: call(logits)),
     "no gradient": lambda call, logits: call(logits.detach()),
 }
-
-
-def _under(context, call):
-    with context:
-        return call()
 
 
 @pytest.mark.parametrize("mode", list(_GRADIENT_MODES))
@@ -516,10 +511,10 @@ _NOT_ROUTED = {
         if name not in ("no gradient", "no_grad")
     },
     # Grad mode off does not switch forward-mode AD off.
-    "no_grad, forward AD": lambda z, y: _under(
+    "no_grad, forward AD": lambda z, y: under(
         torch.no_grad(), lambda: off_the_route_calls(lt.smooth_ce)["forward AD"](z, y)
     ),
-    "no gradient, autocast": lambda z, y: _under(
+    "no gradient, autocast": lambda z, y: under(
         torch.autocast("cpu", dtype=torch.bfloat16), lambda: lt.smooth_ce(z.detach(), y)
     ),
     "tensor smoothing": lambda z, y: lt.smooth_ce(z, y, smoothing=torch.tensor(0.1)),
