@@ -84,8 +84,14 @@ def sum_shifted(x: Any, top: Any, /, *, axis: int) -> Any:
     the worker thread's heap on every free and fault in again (4096 x 1000 bfloat16 on
     one core: 20-25 ms against 4-5; without the trim 5.7-6.0 against 4.1-4.9).
     ``top - x`` is another array, made in the fusion from ``x``: each reduction then
-    streams its own.
+    streams its own. So is ``top``'s broadcast to the logits' shape: read by both
+    reductions, XLA stores that whole as well (2048 x 32000 float32, the loss alone under
+    ``jax.jit``: 120 against 50 ms, with 64,000 page faults per call against none;
+    ``benchmarks/results/2026-12-06-jax-forward/``). Taken through an optimization
+    barrier, the ``top`` of this sum is an array of its own, broadcast inside its own
+    reduction. (The barrier changes no value and is the identity under autodiff.)
     """
+    top = jax.lax.optimization_barrier(top)
     return -jnp.sum(top - x, axis=axis, keepdims=True)
 
 

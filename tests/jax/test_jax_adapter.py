@@ -244,6 +244,21 @@ def test_custom_gradient_needs_less_temporary_memory_than_autodiff_of_the_core()
     assert custom < logits.nbytes
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_loss_alone_keeps_no_logits_sized_temporary_under_jit(dtype, reduction):
+    # XLA's CPU backend stores an array that two of the loss's reductions read: the row
+    # maxima broadcast to the logits' shape, for one, a new buffer on every call (2048 x
+    # 32000 float32: 120 against 50 ms, benchmarks/results/2026-12-06-jax-forward/).
+    # Half-precision logits keep their one float32 copy, and nothing more.
+    logits = jnp.zeros((256, 1000), dtype)
+    labels = jnp.arange(256) % 1000
+    step = jax.jit(lambda z, y: lsr.jax.smooth_ce(z, y, reduction=reduction))
+    temp = step.lower(logits, labels).compile().memory_analysis().temp_size_in_bytes
+    float32_copies = 0 if dtype == "float32" else 1
+    assert temp < (float32_copies + 1) * logits.size * 4
+
+
 def test_a_schedule_of_smoothing_and_prior_does_not_recompile():
     logits, labels = _inputs(dense=False)
     labels = np.where(labels < 0, 1, labels)
