@@ -72,6 +72,12 @@ def sum_and_sum_exp(x: Any, /, *, axis: int) -> tuple[Any, Any]:
     return total, jnp.expand_dims(total_exp, axis)
 
 
+#: Whether ``sum_shifted`` takes its shift through ``jax.lax.optimization_barrier``:
+#: the barrier has a batching rule from jax 0.5.0 and differentiation rules from 0.5.3
+#: (``vmap`` and ``jacfwd`` of the loss fail on 0.4.36 with it); the floor is 0.4.36.
+_BARRIER = jax.__version_info__ >= (0, 5, 3)
+
+
 def sum_shifted(x: Any, top: Any, /, *, axis: int) -> Any:
     """``sum(x - top)`` over ``axis`` (kept), taken as ``-sum(top - x)``: the same numbers
     (``top - x`` is ``-(x - top)`` exactly), from an array of its own.
@@ -86,12 +92,16 @@ def sum_shifted(x: Any, top: Any, /, *, axis: int) -> Any:
     ``top - x`` is another array, made in the fusion from ``x``: each reduction then
     streams its own. So is ``top``'s broadcast to the logits' shape: read by both
     reductions, XLA stores that whole as well (2048 x 32000 float32, the loss alone under
-    ``jax.jit``: 120 against 50 ms, with 64,000 page faults per call against none;
+    ``jax.jit``: 113 against 50 ms, with 64,008 page faults per call against none;
     ``benchmarks/results/2026-12-06-jax-forward/``). Taken through an optimization
     barrier, the ``top`` of this sum is an array of its own, broadcast inside its own
-    reduction. (The barrier changes no value and is the identity under autodiff.)
+    reduction. The barrier changes no value of the loss; JAX differentiates and batches
+    it as the identity from jax 0.5.3 (``_BARRIER``), though a derivative that reaches
+    it (one in ``smoothing``, ``prior`` or ``weight``, under ``jax.jit``) may round
+    differently, the program being fused differently.
     """
-    top = jax.lax.optimization_barrier(top)
+    if _BARRIER:
+        top = jax.lax.optimization_barrier(top)
     return -jnp.sum(top - x, axis=axis, keepdims=True)
 
 

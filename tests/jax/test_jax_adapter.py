@@ -244,12 +244,17 @@ def test_custom_gradient_needs_less_temporary_memory_than_autodiff_of_the_core()
     assert custom < logits.nbytes
 
 
+@pytest.mark.skipif(
+    jax.__version_info__ < (0, 10),
+    reason="the XLA CPU programs measured are jaxlib 0.10's (the pinned version); older "
+    "ones store other temporaries, with or without the fix",
+)
 @pytest.mark.parametrize("reduction", ["none", "mean"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_loss_alone_keeps_no_logits_sized_temporary_under_jit(dtype, reduction):
     # XLA's CPU backend stores an array that two of the loss's reductions read: the row
     # maxima broadcast to the logits' shape, for one, a new buffer on every call (2048 x
-    # 32000 float32: 120 against 50 ms, benchmarks/results/2026-12-06-jax-forward/).
+    # 32000 float32: 113 against 50 ms, benchmarks/results/2026-12-06-jax-forward/).
     # Half-precision logits keep their one float32 copy, and nothing more.
     logits = jnp.zeros((256, 1000), dtype)
     labels = jnp.arange(256) % 1000
