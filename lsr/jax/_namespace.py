@@ -74,7 +74,8 @@ def sum_and_sum_exp(x: Any, /, *, axis: int) -> tuple[Any, Any]:
 
 #: Whether ``sum_shifted`` takes its shift through ``jax.lax.optimization_barrier``:
 #: the barrier has a batching rule from jax 0.5.0 and differentiation rules from 0.5.3
-#: (``vmap`` and ``jacfwd`` of the loss fail on 0.4.36 with it); the floor is 0.4.36.
+#: (``vmap`` and ``jacfwd`` of the loss fail on 0.4.36 with it), and pyproject.toml
+#: declares ``jax>=0.4.36``.
 _BARRIER = jax.__version_info__ >= (0, 5, 3)
 
 
