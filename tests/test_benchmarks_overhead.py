@@ -117,9 +117,6 @@ if "tensorflow" in BENCHMARKED:
         from benchmarks import tensorflow_backend as backend
         from benchmarks.common import Case
 
-        def parameters(function):
-            return list(inspect.signature(function.python_function).parameters.values())
-
         steps = [
             backend.step(loss, mode, backend.make_inputs(case)).func
             for case in (Case("labels", (8, 4)), Case("multilabel", (8, 4)))
@@ -136,7 +133,8 @@ if "tensorflow" in BENCHMARKED:
         ]
         assert steps
         for function in steps:
-            kinds = {parameter.kind for parameter in parameters(function)}
+            signature = inspect.signature(function.python_function)
+            kinds = {parameter.kind for parameter in signature.parameters.values()}
             assert inspect.Parameter.KEYWORD_ONLY not in kinds, function.python_function
 
 
