@@ -1031,3 +1031,53 @@ def test_torch_func_over_a_closed_over_input_takes_the_transform_path():
     batched = torch.func.vmap(lambda t: lt.smooth_ce(logits, t))(targets)
     one_by_one = torch.stack([lt.smooth_ce(logits, t) for t in targets])
     torch.testing.assert_close(batched, one_by_one)
+
+
+@pytest.mark.parametrize("into", [False, True], ids=["new", "out"])
+@pytest.mark.parametrize("shape,axis", [((37, 1000), 1), ((3, 21, 9, 7), 1)])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_log_softmax_converts_once_and_is_torchs_float32_result(
+    dtype, shape, axis, into, monkeypatch
+):
+    """The namespace's log-softmax of half-precision logits in float32 converts them
+    into its result (``out``, or one new array) and works there in place: no other
+    array is made, and the values are those of ``torch.log_softmax`` of the converted
+    logits, bit for bit (rows with -inf, +inf and NaN included)."""
+    logits = _logits(shape, torch.float32).to(dtype)
+    logits.view(-1)[[0, 5, 11]] = torch.tensor([float("-inf"), float("inf"), float("nan")]).to(
+        dtype
+    )
+    expected = torch.log_softmax(logits.float(), axis)
+    out = torch.full(shape, 7.0) if into else None
+    kernel, calls = torch.log_softmax, []
+
+    def spy(x, dim, *args, **kwargs):
+        calls.append((x.dtype, kwargs.get("out") is x))
+        return kernel(x, dim, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "log_softmax", spy)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        result = namespace.xp.log_softmax(logits, axis=axis, dtype=torch.float32, out=out)
+    monkeypatch.undo()
+    # (The arrays ATen's operations make, but a structured kernel's own result: with
+    # ``out``, none at all.)
+    made = [e.name for e in profile.events() if e.name in ("aten::empty", "aten::empty_strided")]
+    assert calls == [(torch.float32, True)]  # one log-softmax, in place, of float32
+    assert torch.equal(result.nan_to_num(nan=9.0), expected.nan_to_num(nan=9.0))
+    assert torch.equal(result.isnan(), expected.isnan())
+    if into:
+        assert result.data_ptr() == out.data_ptr()
+    assert len(made) == (0 if into else 1), made
+
+
+def test_half_log_softmax_under_autograd_is_differentiable():
+    """Where autograd records the log-softmax (a logit that requires a gradient), the
+    namespace does not write in place: the result has PyTorch's derivative."""
+    leaf = _logits((5, 40), torch.float32).bfloat16().requires_grad_()  # (not narrow)
+    result = namespace.xp.log_softmax(leaf, axis=1, dtype=torch.float32)
+    (grad,) = torch.autograd.grad(result[:, 2].sum(), leaf)
+    twin = leaf.detach().requires_grad_()
+    (expected,) = torch.autograd.grad(
+        torch.log_softmax(twin, 1, dtype=torch.float32)[:, 2].sum(), twin
+    )
+    assert torch.equal(grad, expected)
