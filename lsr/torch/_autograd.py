@@ -29,11 +29,10 @@ import torch
 from torch.autograd import forward_ad
 
 from lsr import _core
-from lsr.torch._namespace import HALF, NARROW_CLASSES, xp
+from lsr.torch._namespace import NARROW_CLASSES, xp
 
 __all__ = [
     "BLOCK_ELEMENTS",
-    "HALF_LOG_SOFTMAX_CLASSES",
     "SMALL_ELEMENTS",
     "SmoothCE",
     "SmoothCEFused",
@@ -414,19 +413,14 @@ def small_loss_and_grad(
     return loss, grad
 
 
-# Half-precision logits with more classes than this take the blocked pass for the loss
-# alone: there the log-softmax's float32 output costs more than it saves (no gradient, 2
-# threads: 8.0-9.8 against 7.6-8.3 ms at 512 x 32000 bfloat16; at 4096 x 1000 2.0
-# against 2.1-2.2, and every float32 shape measured was faster by the log-softmax).
-HALF_LOG_SOFTMAX_CLASSES = 8192
-
-
 def takes_log_softmax_loss(logits: torch.Tensor, axis: int) -> bool:
     """Whether the loss alone (nothing to differentiate) is ``log_softmax_loss``'s: on
-    the CPU, except half-precision logits with many classes."""
-    return logits.is_cpu and (
-        logits.dtype not in HALF or logits.shape[axis] <= HALF_LOG_SOFTMAX_CLASSES
-    )
+    the CPU, for every dtype and class count. (Half-precision logits over more than 8192
+    classes took the blocked pass until the namespace's log-softmax converted them
+    first; since then the log-softmax form is the faster one there too: bfloat16 and
+    float16, 2 AVX-512 cores, 0.51-0.81 times the blocked pass's time from 64 x 10000
+    to 32 x 128000, benchmarks/results/2026-12-07-half-log-softmax/half_classes.txt.)"""
+    return logits.is_cpu
 
 
 def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> torch.Tensor:

@@ -333,15 +333,35 @@ def test_logits_changed_in_place_after_the_forward_pass(small, monkeypatch):
 
 
 def test_which_losses_alone_take_the_log_softmax_form():
-    """On the CPU, except half-precision logits over more classes than
-    ``HALF_LOG_SOFTMAX_CLASSES`` (the blocked pass is faster there); on the meta device
-    (as on accelerators), never."""
-    wide = autograd.HALF_LOG_SOFTMAX_CLASSES + 1
-    assert autograd.takes_log_softmax_loss(torch.zeros(2, wide), 1)
-    assert autograd.takes_log_softmax_loss(torch.zeros(2, 10, dtype=torch.bfloat16), 1)
-    assert not autograd.takes_log_softmax_loss(torch.zeros(2, wide, dtype=torch.bfloat16), 1)
-    assert not autograd.takes_log_softmax_loss(torch.zeros(2, wide, dtype=torch.float16), 1)
+    """On the CPU, every dtype and class count (half precision over many classes too,
+    since its log-softmax converts first); on the meta device (as on accelerators),
+    never."""
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        for num_classes in (10, 8193, 128000):
+            assert autograd.takes_log_softmax_loss(torch.zeros(2, num_classes, dtype=dtype), 1)
     assert not autograd.takes_log_softmax_loss(torch.zeros(2, 10, device="meta"), 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_half_precision_loss_alone_over_many_classes(dtype, reduction):
+    """The loss alone of half-precision logits over more than 8192 classes, in blocks of
+    rows with ignored targets among them, is the float32 loss of the converted logits;
+    with an infinite logit it is lsr's float32 loss (the blocked pass's value there)."""
+    generator = torch.Generator().manual_seed(5)
+    logits = (3.0 * torch.randn(300, 9000, generator=generator)).to(dtype)
+    target = torch.randint(0, 9000, (300,), generator=generator)
+    target[::7] = -100
+    assert logits.numel() > autograd.BLOCK_ELEMENTS  # (several blocks of rows)
+    loss = lt.smooth_ce(logits, target, smoothing=0.1, reduction=reduction)
+    expected = F.cross_entropy(logits.float(), target, label_smoothing=0.1, reduction=reduction)
+    assert loss.dtype == torch.float32
+    assert_close(loss, expected, torch.float32)
+    logits[3, 17] = float("inf")
+    loss = lt.smooth_ce(logits, target, smoothing=0.1, reduction="none")
+    expected = lt.smooth_ce(logits.float(), target, smoothing=0.1, reduction="none")
+    assert torch.equal(loss.isfinite(), expected.isfinite())
+    assert_close(loss[loss.isfinite()], expected[expected.isfinite()], torch.float32)
 
 
 # --- the route for repeated small calls ---------------------------------------------------
