@@ -32,6 +32,7 @@ print(
 dist.destroy_process_group()
 # With PyTorch 2.13, gloo's worker threads outlive destroy_process_group once DDP has
 # used the group, and one still releasing a collective launched in backward aborts the
-# interpreter's exit now and then (pytorch/pytorch#190489): leave without that teardown.
+# interpreter's exit now and then (pytorch/pytorch#190489): leave without that teardown,
+# as the very last line (os._exit runs no atexit handler and flushes nothing else).
 sys.stdout.flush()
 os._exit(0)

@@ -418,7 +418,7 @@ def takes_log_softmax_loss(logits: torch.Tensor, axis: int) -> bool:
     the CPU, for every dtype and class count. (Half-precision logits over more than 8192
     classes took the blocked pass until the namespace's log-softmax converted them
     first; since then the log-softmax form is the faster one there too: bfloat16 and
-    float16, 2 AVX-512 cores, 0.51-0.81 times the blocked pass's time from 64 x 10000
+    float16, 2 AVX-512 cores, 0.51-0.80 times the blocked pass's time from 64 x 10000
     to 32 x 128000, benchmarks/results/2026-12-07-half-log-softmax/half_classes.txt.)"""
     return logits.is_cpu
 

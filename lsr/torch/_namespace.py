@@ -135,15 +135,17 @@ def _log_softmax(
         result = torch.movedim(moved, 0, axis)
         return result if out is None else out.copy_(result)
     if x.dtype != dtype and x.is_cpu and not _records(x):
-        # PyTorch's CPU kernel converts such logits into a new array, writes the result
-        # into a second one and (with ``out``) copies it there: converting into ``out``
-        # (or one new array) and taking the log-softmax there in place makes one
-        # float32 array instead of two or three, and one pass fewer with ``out``. The
-        # same bits (tests/torch/test_torch_adapter.py checks them). The loss alone in
-        # bfloat16, 2 AVX-512 cores: 4096 x 1000 2469 against 3432 microseconds,
-        # segmentation 8 x 21 x 128 x 128 2429 against 2901
+        # PyTorch's CPU kernel converts such logits into an array of its own and then
+        # writes its result into a second one (or into ``out``). Converting into the
+        # result (``out``, or one new contiguous array) and taking the log-softmax there
+        # in place makes one float32 array fewer per call or block (none at all with
+        # ``out``), and the same bits (tests/torch/test_torch_adapter.py checks them).
+        # The loss alone in bfloat16, 2 AVX-512 cores: 4096 x 1000 2469 against 3432
+        # microseconds, segmentation 8 x 21 x 128 x 128 2429 against 2901
         # (benchmarks/results/2026-12-07-half-log-softmax/).
-        converted = x.to(dtype) if out is None else out.copy_(x)
+        if out is None:
+            out = torch.empty(x.shape, dtype=dtype, device=x.device)
+        converted = out.copy_(x)
         return torch.log_softmax(converted, axis, out=converted)
     if out is None:
         return torch.log_softmax(x, axis, dtype=dtype)

@@ -10,6 +10,7 @@ Run as ``python -m tests.distributed._torch_worker RANK WORLD_SIZE INIT_FILE OUT
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 
@@ -530,3 +531,9 @@ def _two_dimensional(rank: int) -> dict:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4])
+    # The results are saved. Leave without the interpreter's finalization, where a gloo
+    # worker thread still releasing a collective launched in backward can abort the
+    # exit (pytorch/pytorch#190489; see docs/examples/data_parallel.py).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

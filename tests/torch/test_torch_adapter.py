@@ -1034,19 +1034,33 @@ def test_torch_func_over_a_closed_over_input_takes_the_transform_path():
 
 
 @pytest.mark.parametrize("into", [False, True], ids=["new", "out"])
-@pytest.mark.parametrize("shape,axis", [((37, 1000), 1), ((3, 21, 9, 7), 1)])
+@pytest.mark.parametrize(
+    "shape,axis,layout",
+    [
+        ((37, 1000), 1, "rows"),
+        ((37, 1000), 1, "transposed"),
+        ((3, 21, 9, 7), 1, "rows"),
+        ((3, 21, 9, 7), 1, "channels_last"),
+    ],
+)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_half_log_softmax_converts_once_and_is_torchs_float32_result(
-    dtype, shape, axis, into, monkeypatch
+    dtype, shape, axis, layout, into, monkeypatch
 ):
     """The namespace's log-softmax of half-precision logits in float32 converts them
-    into its result (``out``, or one new array) and works there in place: no other
-    array is made, and the values are those of ``torch.log_softmax`` of the converted
-    logits, bit for bit (rows with -inf, +inf and NaN included)."""
+    into its result (``out``, or one new contiguous array) and works there in place: no
+    other array is made, whatever the logits' layout, and the values are those of
+    ``torch.log_softmax`` of the converted logits, bit for bit (a row with -inf, one
+    with +inf and one with NaN included)."""
     logits = _logits(shape, torch.float32).to(dtype)
-    logits.view(-1)[[0, 5, 11]] = torch.tensor([float("-inf"), float("inf"), float("nan")]).to(
-        dtype
-    )
+    if layout == "transposed":
+        logits = logits.T.contiguous().T
+    elif layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    rows = torch.movedim(logits, axis, -1)  # (a view: a row per position)
+    rows[(0,) * (rows.ndim - 1)][0] = float("-inf")
+    rows[(1,) * (rows.ndim - 1)][2] = float("inf")
+    rows[(2,) * (rows.ndim - 1)][4] = float("nan")
     expected = torch.log_softmax(logits.float(), axis)
     out = torch.full(shape, 7.0) if into else None
     kernel, calls = torch.log_softmax, []
@@ -1068,6 +1082,7 @@ def test_half_log_softmax_converts_once_and_is_torchs_float32_result(
     if into:
         assert result.data_ptr() == out.data_ptr()
     assert len(made) == (0 if into else 1), made
+    assert result.is_contiguous()
 
 
 def test_half_log_softmax_under_autograd_is_differentiable():

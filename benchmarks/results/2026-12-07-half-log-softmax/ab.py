@@ -10,7 +10,9 @@ Run from a checkout's root:
 before-be90d3d.txt: at be90d3d. after.txt: the same checkout with the namespace's
 half-precision log-softmax (convert, then in place) applied before it was committed,
 which is why its first line names be90d3d too; run right after, on the same machine
-(Intel Xeon with AVX-512, 2 cores). The machine is noisy: the rival's own times moved
+(Intel Xeon with AVX-512, 2 cores). The change then made its new array by
+``x.to(dtype)``; since review it is a contiguous ``torch.empty`` filled by ``copy_``,
+the same operations for these contiguous logits. The machine is noisy: the rival's own times moved
 by up to 2.4x between the two runs (2048 x 4000 float32, forward + backward); compare
 ratios row by row, and the loss alone in bfloat16 above all.
 """
