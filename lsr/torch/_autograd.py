@@ -413,7 +413,7 @@ def small_loss_and_grad(
     return loss, grad
 
 
-def takes_log_softmax_loss(logits: torch.Tensor, axis: int) -> bool:
+def takes_log_softmax_loss(logits: torch.Tensor) -> bool:
     """Whether the loss alone (nothing to differentiate) is ``log_softmax_loss``'s: on
     the CPU, for every dtype and class count. (Half-precision logits over more than 8192
     classes took the blocked pass until the namespace's log-softmax converted them

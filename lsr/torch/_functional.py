@@ -261,7 +261,7 @@ def _smooth_ce(
             known is not None
             and known.decided(small_path_applies, known.spec)
             and is_small(input, known.spec.axis)
-            and (with_grad or takes_log_softmax_loss(input, known.spec.axis))
+            and (with_grad or takes_log_softmax_loss(input))
         ):
             warn_if_probabilities(input)
             # Every id in [0, C) is the usual call: then the ids need not be read, as
@@ -355,7 +355,7 @@ def _smooth_ce(
                 return SmoothCESmall.apply(input, labels, spec, loss_dtype)
             if _core.log_softmax_applies(spec) and not spec.has_arrays():
                 # (Such a spec asks for no auxiliary output.)
-                if not with_grad and takes_log_softmax_loss(input, spec.axis):
+                if not with_grad and takes_log_softmax_loss(input):
                     return log_softmax_loss(input, labels, spec)
             loss, _, _, _, *aux_values = SmoothCEFused.apply(
                 *function_arguments(input, labels, spec), with_grad

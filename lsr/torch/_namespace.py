@@ -157,7 +157,7 @@ def _records(x: torch.Tensor) -> bool:
     a forward-mode dual level, or a ``torch.func`` transform), where ``out=`` is refused."""
     return (
         (x.requires_grad and torch.is_grad_enabled())
-        or getattr(torch.autograd.forward_ad, "_current_level", 0) >= 0
+        or _has_tangent((x,))
         or torch._C._functorch.is_functorch_wrapped_tensor(x)
     )
 

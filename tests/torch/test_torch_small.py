@@ -338,8 +338,8 @@ def test_which_losses_alone_take_the_log_softmax_form():
     never."""
     for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
         for num_classes in (10, 8193, 128000):
-            assert autograd.takes_log_softmax_loss(torch.zeros(2, num_classes, dtype=dtype), 1)
-    assert not autograd.takes_log_softmax_loss(torch.zeros(2, 10, device="meta"), 1)
+            assert autograd.takes_log_softmax_loss(torch.zeros(2, num_classes, dtype=dtype))
+    assert not autograd.takes_log_softmax_loss(torch.zeros(2, 10, device="meta"))
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
