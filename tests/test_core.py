@@ -672,26 +672,67 @@ def test_log_softmax_pass_leaves_positions_out(backend, reduction, finite_left_o
 @pytest.mark.parametrize("rows_per_block", [1, 4, None])
 @pytest.mark.parametrize("finite_left_out", [True, False])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_blocked_log_softmax_loss_matches_the_one_block_form(
+def test_blocked_log_softmax_loss_and_grad_matches_the_one_block_form(
     backend, reduction, finite_left_out, rows_per_block
 ):
-    """``blocked_log_softmax_loss`` (eager PyTorch's loss alone) gives the one-block
-    form's loss whatever the blocks, in new arrays (every namespace) or written into the
-    scratch block (those whose arrays are written in place)."""
+    """``blocked_log_softmax_loss_and_grad`` (eager PyTorch's log-softmax form over
+    blocks of rows) gives the one-block form's loss whatever the blocks, in new arrays
+    (every namespace) or written into the scratch block (those whose arrays are written
+    in place); with ``out``, the gradient of the pass shifted by the row maximum, written
+    into ``out`` straight (float64) or, where assignment converts (NumPy, PyTorch),
+    rounded from a block of scratch (float32). A
+    non-finite logit in a left-out row makes that row's gradient not finite, never a
+    finite wrong number (``leaves_positions_out``)."""
     xp, z, y, spec, expected = _loss_alone_case(backend, reduction, finite_left_out)
     rows = rows_per_block or 6
     blocks = [slice(start, min(start + rows, 6)) for start in range(0, 6, rows)]
+    writes = backend.name in ("numpy", "array_api_strict", "torch")
     scratches = [None]
-    if backend.name in ("numpy", "array_api_strict", "torch"):
+    if writes:
         scratches.append(backend.asarray(np.zeros((rows, K))))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        _, pass_grad = _core.reduced_loss_and_grad(z, y, spec, xp=xp)
     for scratch in scratches:
         with np.errstate(invalid="ignore", divide="ignore"):
-            loss = _core.blocked_log_softmax_loss(z, y, spec, xp=xp, blocks=blocks, scratch=scratch)
+            loss, made = _core.blocked_log_softmax_loss_and_grad(
+                z, y, spec, xp=xp, blocks=blocks, scratch=scratch
+            )
+        assert made is None
         value = backend.to_numpy(loss)
         if finite_left_out or reduction == "none":
             assert_close(value, expected, "float64")
         else:
             assert not np.all(np.isfinite(value)), value
+    if not writes:
+        return
+    outs = [(np.float64, None)]
+    if backend.name != "array_api_strict":  # (which assigns within one dtype only)
+        outs.append((np.float32, np.zeros((rows, K))))
+    for dtype, scratch in outs:
+        out = backend.asarray(np.full((6, K), 7.0, dtype=dtype))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss, made = _core.blocked_log_softmax_loss_and_grad(
+                z,
+                y,
+                spec,
+                xp=xp,
+                blocks=blocks,
+                scratch=None if scratch is None else backend.asarray(scratch),
+                out=out,
+            )
+        assert made is out
+        value, gradient = backend.to_numpy(loss), backend.to_numpy(out)
+        if finite_left_out or reduction == "none":
+            assert_close(value, expected, "float64")
+        if finite_left_out:
+            assert_close(gradient, backend.to_numpy(pass_grad).astype(dtype), np.dtype(dtype).name)
+        else:
+            # Rows 1 (all -inf) and 4 (NaN, +inf) are left out: not finite here, where
+            # the pass's row 1 is 0; every other row is the pass's.
+            assert not np.isfinite(gradient[1]).any() and not np.isfinite(gradient[4]).any()
+            kept = [0, 2, 3, 5]
+            expected_rows = backend.to_numpy(pass_grad)[kept].astype(dtype)
+            assert_close(gradient[kept], expected_rows, np.dtype(dtype).name)
 
 
 def test_log_softmax_pass_applies_only_without_row_terms():

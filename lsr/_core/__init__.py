@@ -42,7 +42,11 @@ from lsr._core._binary import (
     smooth_binary_targets,
 )
 from lsr._core._labels import estimate_prior, nan_where_out_of_range, one_hot
-from lsr._core._layouts import blocked_log_softmax_loss, blocked_loss_and_grad, sharded_loss
+from lsr._core._layouts import (
+    blocked_log_softmax_loss_and_grad,
+    blocked_loss_and_grad,
+    sharded_loss,
+)
 from lsr._core._loss import (
     AUX_NAMES,
     denominator_parts,
@@ -76,7 +80,7 @@ __all__ = [
     "binary_loss_and_grad",
     "blocked_binary_grad",
     "blocked_binary_loss",
-    "blocked_log_softmax_loss",
+    "blocked_log_softmax_loss_and_grad",
     "blocked_loss_and_grad",
     "compute_dtype",
     "denominator_parts",

@@ -189,7 +189,7 @@ def blocked_loss_and_grad(
     return reduce(xp, loss, denominator, spec.reduction), lse, denominator, out
 
 
-def blocked_log_softmax_loss(
+def blocked_log_softmax_loss_and_grad(
     logits: Array,
     labels: Array,
     spec: Spec,
@@ -197,45 +197,66 @@ def blocked_log_softmax_loss(
     xp: Namespace,
     blocks: list[Any],
     scratch: Array | None,
-) -> Array:
-    """The reduced loss alone, as ``log_softmax_loss_and_grad`` computes it, block after
-    block of rows: for a spec where ``log_softmax_applies``.
+    out: Array | None = None,
+) -> tuple[Array, Array | None]:
+    """``log_softmax_loss_and_grad`` block after block of rows, for a spec where
+    ``log_softmax_applies``: ``(reduced loss, out)``.
 
-    Each block's ``log softmax(z)`` is written into ``scratch`` (an array of the compute
-    dtype and the shape of the largest block; None: a new array per block) by the
-    namespace's fused ``log_softmax``, then read for its class sums and its targets' terms
-    (``log_softmax_terms``): one pass that writes and two that read, where
-    ``blocked_loss_and_grad`` without ``out`` makes about seven. The terms of a "sum" or
-    "mean" are added up as two totals per block. Exact where the loss is finite; where
-    it is not (a non-finite logit in some row, kept or not), the caller takes
-    ``blocked_loss_and_grad``, which defines those rows' values.
+    Each block's ``log softmax(z)`` is written by the namespace's fused ``log_softmax``
+    into ``out``'s rows where ``out`` is of the compute dtype, else into ``scratch`` (an
+    array of the compute dtype and the shape of the largest block; None: a new array per
+    block), then read for its class sums and its targets' terms (``log_softmax_terms``).
+    With ``out`` (an array of the logits' shape, any floating dtype), the block's softmax
+    is then made from it in place and becomes the gradient of the reduced loss (for
+    "none", of each position's loss), written into ``out``'s rows (a half-precision
+    gradient is rounded once, from the compute dtype); None: the loss alone. One pass
+    that writes and two that read (and, with the gradient, the exponential and its
+    scaling in place), where ``blocked_loss_and_grad`` makes about twice as many. The
+    terms of a "sum" or "mean" are added up as two totals per block.
+
+    Exact where the loss is finite (and the gradient, where ``leaves_positions_out``;
+    see ``log_softmax_applies``); where it is not (a non-finite logit in some row, kept
+    or not), the caller takes ``blocked_loss_and_grad``, which defines those rows'
+    values.
     """
-    if blocks == [...] and scratch is None:
+    if blocks == [...] and scratch is None and out is None:
         # One block of every row, into a new array: ``log_softmax_loss_and_grad``'s own
         # steps, without the views and block targets of the loop below (on small inputs
         # each costs about as much as the arithmetic).
-        return log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=False)[0]
+        return log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=False)[0], None
     dtype = _ops.compute_dtype(xp, logits.dtype)
     like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype, copy=False)
-    _, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
+    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
     totals = sums_first(spec, targets)
     valid = targets.positions.valid
+    if out is not None:
+        # (The factors of the gradient only: the loss's terms read the targets unscaled.)
+        targets.scale_by(scale, in_place=True)
+    # The log-softmax goes straight into ``out`` unless the gradient is rounded there.
+    direct = out is not None and out.dtype == dtype
+    inplace_exp = getattr(xp, "inplace_exp", None)
     dots, target_terms = [], []
     for index in blocks:
         block = _ops.rows(logits, index)
-        out = scratch
-        if scratch is not None and index is not ...:
-            out = _ops.rows(scratch, slice(0, block.shape[0]))
-        log_p = _ops.log_softmax(xp, block, spec.axis, dtype, out=out)
+        work = _ops.rows(out, index) if direct else scratch
+        if not direct and scratch is not None and index is not ...:
+            work = _ops.rows(scratch, slice(0, block.shape[0]))
+        log_p = _ops.log_softmax(xp, block, spec.axis, dtype, out=work)
+        block_targets = targets.block(index)
         dot, target = log_softmax_terms(
             xp,
             log_p,
-            targets.block(index),
+            block_targets,
             None if valid is None else _ops.rows(valid, index),
             totals=totals,
         )
         dots.append(dot)
         target_terms.append(target)
+        if out is not None:
+            softmax = xp.exp(log_p) if inplace_exp is None else inplace_exp(log_p)
+            grad = gradient(xp, softmax, None, block_targets, lse=None, in_place=True)
+            if grad is not work or not direct:
+                _ops.set_rows(out, index, grad)
     if len(blocks) == 1:
         dot, target = dots[0], target_terms[0]
     elif totals:
@@ -243,4 +264,4 @@ def blocked_log_softmax_loss(
         dot, target = xp.sum(xp.stack(dots)), xp.sum(xp.stack(target_terms))
     else:
         dot, target = xp.concat(dots, axis=0), xp.concat(target_terms, axis=0)
-    return log_softmax_reduced(xp, dot, target, targets, denominator, totals=totals)
+    return log_softmax_reduced(xp, dot, target, targets, denominator, totals=totals), out

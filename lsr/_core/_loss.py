@@ -697,8 +697,8 @@ def log_softmax_loss_and_grad(
     maximum, ``s = log softmax(z)`` (the namespace's fused ``log_softmax``, which also
     converts half-precision logits), so that ``lse(s) = 0`` and ``exp(s)`` is the softmax
     the gradient starts from, in place. The same targets, loss terms and gradient as the
-    pass above; for small inputs, where each operation's fixed cost is the time (and,
-    block by block, for the loss alone: ``_layouts.blocked_log_softmax_loss``).
+    pass above, in one block of every row (block by block of rows:
+    ``_layouts.blocked_log_softmax_loss_and_grad``).
 
     Exact where the loss is finite (and the gradient, where ``leaves_positions_out``). A
     row with a NaN or +inf logit, or of all -inf, makes ``s`` NaN (a kept one makes the

@@ -8,12 +8,14 @@
 * ``SmoothCEFused``: eager PyTorch's fast path; the forward pass computes the loss and
   the gradient together over blocks of rows (``lsr._core.blocked_loss_and_grad``) into
   one logits-sized buffer that backward scales in place.
-* ``SmoothCESmall``: the same for small inputs on the CPU, from
-  ``lsr._core.log_softmax_loss_and_grad`` (about half the operations), with one output.
+* ``SmoothCESmall``: the same on the CPU for the options of the log-softmax form, from
+  ``lsr._core.log_softmax_loss_and_grad`` (one block) or
+  ``lsr._core.blocked_log_softmax_loss_and_grad`` (block by block of rows): about half
+  the operations, one output. (Named when it took small inputs only.)
 
 The loss alone on the CPU (nothing to differentiate) takes no Function: it is
-``log_softmax_loss`` (``lsr._core.blocked_log_softmax_loss``, one log-softmax per block
-of rows).
+``log_softmax_loss`` (``lsr._core.blocked_log_softmax_loss_and_grad`` without a
+gradient, one log-softmax per block of rows).
 
 Which one a call takes is decided in ``lsr.torch._functional.smooth_ce``; the helpers
 below tell it what PyTorch is doing (autocast, forward mode, batched cotangents).
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from typing import Any, cast
 
 import torch
@@ -366,21 +369,25 @@ def times_cotangent(grad: torch.Tensor, grad_loss: torch.Tensor, axis: int, redu
     return grad * scale if batched else grad.mul_(scale)
 
 
-# Inputs of at most this many logits take ``SmoothCESmall`` (where its spec allows): one
-# block of the blocked pass. Within one block that pass keeps nothing more in the caches
-# and makes about twice the operations, and the float32 log-softmax of half-precision
-# logits is the size of its block of scratch. Forward + backward, 2 cores with AVX-512,
-# microseconds (benchmarks/results/2026-12-06-avx512/paths.txt): 1024 x 100 317 against
-# 561 in float32 and 393 against 620 in bfloat16; 1024 x 1000 1519 against 1934 and
-# 1893 against 2136. (The bound was 65,536 logits before, not measured: at 256 x 1000
-# there, 495 against 726.)
-SMALL_ELEMENTS = BLOCK_ELEMENTS
+# Inputs of at most this many logits take ``SmoothCESmall`` (where its spec allows):
+# since the log-softmax form runs block by block of rows too
+# (``_core.blocked_log_softmax_loss_and_grad``), every size. Over one block it makes
+# about half the operations of the blocked pass with the same buffers (the gradient and,
+# for half precision, one float32 block of scratch), and it was the faster or level at
+# every shape measured, forward + backward, 2 cores with AVX-512
+# (benchmarks/results/2026-12-07-log-softmax-blocks/paths.txt). Up to one block it was
+# already: 1024 x 100 317 against 561 microseconds in float32 and 393 against 620 in
+# bfloat16; 1024 x 1000 1519 against 1934 and 1893 against 2136
+# (benchmarks/results/2026-12-06-avx512/paths.txt). A module constant, so that the
+# tests can send a call to the blocked pass.
+SMALL_ELEMENTS = sys.maxsize
 
 
 def is_small(logits: torch.Tensor, axis: int) -> bool:
-    """Whether ``SmoothCESmall`` is the faster path for these logits (CPU only).
+    """Whether ``SmoothCESmall`` is the faster path for these logits (CPU only; at most
+    ``SMALL_ELEMENTS`` logits, every size).
 
-    Besides the size: with fewer than ``NARROW_CLASSES`` classes (16 with AVX-512, 8
+    With fewer than ``NARROW_CLASSES`` classes (16 with AVX-512, 8
     with AVX2) only up to 2048 positions take it. There its log-softmax moves the class
     axis (see ``lsr.torch._namespace``), and past a few thousand rows the blocked pass
     is faster (forward + backward, 2 cores, on the machine of 2026-12-05 whose vector
@@ -398,14 +405,29 @@ def small_loss_and_grad(
     logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reduced loss and its gradient in the logits' dtype, by
-    ``_core.log_softmax_loss_and_grad``; where that loss is not finite (or, with
-    positions left out, the gradient: see ``_core.log_softmax_applies``), by the blocked
-    pass, which defines the values of rows with non-finite logits."""
-    loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
+    ``_core.log_softmax_loss_and_grad`` (one block of every row) or
+    ``_core.blocked_log_softmax_loss_and_grad`` (more); where that loss is not finite
+    (or, with positions left out, the gradient: see ``_core.log_softmax_applies``), by
+    the blocked pass, which defines the values of rows with non-finite logits."""
+    blocks = row_blocks(logits, spec.axis)
+    if blocks == [...]:
+        loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
+    else:
+        # The gradient written block by block into one buffer of the logits' shape (the
+        # only logits-sized allocation, as in ``_blocked_loss_and_grad``), through one
+        # float32 block of scratch for half-precision logits.
+        dtype = _core.compute_dtype(xp, logits.dtype)
+        made = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        scratch = None
+        if logits.dtype != dtype:
+            scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+        loss, _ = _core.blocked_log_softmax_loss_and_grad(
+            logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, out=made
+        )
     grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
-    if not is_finite(loss) or (_core.leaves_positions_out(spec) and not is_finite(grad)):
+    if not is_finite(loss) or (_core.leaves_positions_out(spec) and not has_finite_sum(grad)):
         loss, _, _, grad = _blocked_pass(logits, labels, spec, with_grad=True)
-    elif grad.dtype != logits.dtype or grad.stride() != logits.stride():
+    elif blocks == [...] and (grad.dtype != logits.dtype or grad.stride() != logits.stride()):
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
         # class axis outermost in memory: a gradient of other strides is a surprise, and
         # ``.view`` fails on it).
@@ -426,7 +448,7 @@ def takes_log_softmax_loss(logits: torch.Tensor) -> bool:
 def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> torch.Tensor:
     """The reduced loss alone (nothing to differentiate) on the CPU, for a spec that
     ``_core.log_softmax_applies`` to and that holds no tensor: by
-    ``_core.blocked_log_softmax_loss`` (one log-softmax per block of rows, into one
+    ``_core.blocked_log_softmax_loss_and_grad`` (one log-softmax per block of rows, into one
     block of float32 scratch); where that loss is not finite, by the blocked pass, which
     defines the values of rows with non-finite logits."""
     blocks = row_blocks(logits, spec.axis)
@@ -434,7 +456,7 @@ def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spe
     if len(blocks) > 1:
         dtype = _core.compute_dtype(xp, logits.dtype)
         scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
-    loss = _core.blocked_log_softmax_loss(
+    loss, _ = _core.blocked_log_softmax_loss_and_grad(
         logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch
     )
     if not is_finite(loss):
@@ -447,6 +469,16 @@ def is_finite(loss: torch.Tensor) -> bool:
     return math.isfinite(loss.item()) if loss.ndim == 0 else bool(torch.isfinite(loss).all())
 
 
+def has_finite_sum(grad: torch.Tensor) -> bool:
+    """Whether every value of a gradient of the log-softmax form is finite, read in one
+    pass with no temporary of its size (``torch.isfinite`` makes two): its sum is
+    finite. Each value is ``scale (p - q')``, at most 1 in magnitude for the options of
+    that form (no class weights, a smoothed distribution of mass 1, a scale of at most
+    1 per position), so a sum of finite values cannot overflow; a NaN or an infinity
+    makes the sum NaN or infinite."""
+    return math.isfinite(torch.sum(grad, dtype=torch.float32).item())
+
+
 def _blocked_pass(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, *, with_grad: bool):
     """``_blocked_loss_and_grad`` for a spec without tensors (its static part is all of
     it): the log-softmax forms' fallback where their loss is not finite, the pass that
@@ -457,9 +489,10 @@ def _blocked_pass(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, 
 
 
 class SmoothCESmall(torch.autograd.Function):
-    """Eager PyTorch's path for small inputs on the CPU (``is_small``) whose options
-    ``_core.log_softmax_applies`` to and hold no tensor: the loss and its gradient from
-    ``small_loss_and_grad``, about half the operations of the blocked pass, the gradient
+    """Eager PyTorch's path on the CPU (``is_small``: every size but many rows of a few
+    classes; named when it took small inputs only) for options that
+    ``_core.log_softmax_applies`` to and that hold no tensor: the loss and its gradient
+    from ``small_loss_and_grad``, about half the operations of the blocked pass, the gradient
     kept on ``ctx`` and handed over by backward as ``SmoothCEFused`` does. One output and
     no saved logsumexp: at 256 x 10 the per-call cost of autograd's bookkeeping is a fair
     part of the time.

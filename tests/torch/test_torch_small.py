@@ -86,9 +86,14 @@ ROWS = [[i] for i in range(7)] + [list(range(7))]
     ids=["eps0.1", "eps0", "eps1", "others", "kl"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("block_elements", [None, 10], ids=["one-block", "blocks"])
 def test_small_path_matches_the_blocked_pass_at_the_edges(
-    rows, reduction, options, dtype, monkeypatch
+    rows, reduction, options, dtype, block_elements, monkeypatch
 ):
+    """In one block of rows, or in blocks of two rows (all the rows together: the
+    log-softmax form over blocks, ``blocked_log_softmax_loss_and_grad``)."""
+    if block_elements is not None:
+        monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", block_elements)
     logits = _edge_logits(dtype)[rows]
     target = torch.tensor([0, 1, 2, 3, 1, 0, 4])[rows]
     _assert_paths_agree(logits, target, dtype, monkeypatch, reduction=reduction, **options)
@@ -105,15 +110,19 @@ IGNORED = [[], [2], [3, 4], [0, 6], [2, 3, 4], [0, 1, 2, 3, 4, 5, 6]]
     ids=["eps0.1", "others", "kl"],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("block_elements", [None, 10], ids=["one-block", "blocks"])
 def test_small_path_with_ignored_rows_matches_the_blocked_pass(
-    ignored, reduction, options, dtype, monkeypatch
+    ignored, reduction, options, dtype, block_elements, monkeypatch
 ):
     """With ``ignore_index`` the small path makes the gradient too: the edge rows, some
     ignored, give the blocked pass's loss and gradient, NaN where it has NaN. An ignored
     row of all -inf (2) gets a zero gradient there, not the log-softmax's ``0 * NaN``.
     (An ignored row holding +inf or NaN (3, 4) has a NaN gradient in both, as in
     ``F.cross_entropy``: its softmax is NaN. With a non-finite row kept, the loss is not
-    finite and both calls take the blocked pass anyway.)"""
+    finite and both calls take the blocked pass anyway.) In one block, or in blocks of
+    two rows (the gradient then checked for non-finite values by its sum)."""
+    if block_elements is not None:
+        monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", block_elements)
     logits = _edge_logits(dtype)
     target = torch.tensor([0, 1, 2, 3, 1, 0, 4])
     target[ignored] = -100
@@ -202,6 +211,46 @@ def test_small_path_matches_pytorch(shape, dtype):
     assert_close(leaf.grad.float(), reference.grad.to(dtype).float(), dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["rows", "transposed", "segmentation", "channels_last"])
+def test_log_softmax_path_over_blocks_matches_pytorch(layout, dtype, monkeypatch):
+    """Over one block of logits the log-softmax form runs block by block of rows, the
+    gradient written into one buffer (through a float32 block of scratch for bfloat16):
+    ``F.cross_entropy(label_smoothing=)``'s loss and gradient of the float32 logits, with
+    targets ignored in two blocks, in every layout of the logits."""
+    generator = torch.Generator().manual_seed(7)
+    shape = (9, 6) if layout in ("rows", "transposed") else (5, 6, 3, 2)
+    logits = (3 * torch.randn(shape, generator=generator)).to(dtype)
+    if layout == "transposed":
+        logits = logits.T.contiguous().T
+    elif layout == "channels_last":
+        logits = logits.contiguous(memory_format=torch.channels_last)
+    target = torch.randint(0, 6, (shape[0], *shape[2:]), generator=generator)
+    target[1] = target[6 % shape[0]] = -100
+    monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", 2 * math.prod(shape[1:]))
+    assert len(autograd.row_blocks(logits, 1)) == math.ceil(shape[0] / 2)
+    made = []
+    blocked = autograd._core.blocked_log_softmax_loss_and_grad
+    monkeypatch.setattr(
+        autograd._core,
+        "blocked_log_softmax_loss_and_grad",
+        lambda *args, **kwargs: made.append(kwargs["out"]) or blocked(*args, **kwargs),
+    )
+    leaf = logits.detach().requires_grad_()
+    loss = lt.smooth_ce(leaf, target, smoothing=0.1)
+    assert type(loss.grad_fn).__name__ == "SmoothCESmallBackward"
+    # (A repeated call first gathers at ids assumed in range, which raises at -100 and
+    # is made again with the ids read: the last call's buffer is the gradient.)
+    assert made and made[-1].dtype == dtype
+    loss.backward()
+    reference = logits.detach().float().requires_grad_()
+    expected = F.cross_entropy(reference, target, label_smoothing=0.1)
+    expected.backward()
+    assert loss.dtype == torch.float32 and leaf.grad.dtype == dtype
+    assert_close(loss.detach(), expected.detach(), torch.float32)
+    assert_close(leaf.grad.float(), reference.grad.to(dtype).float(), dtype)
+
+
 @pytest.mark.parametrize(
     ("capability", "narrow"), [("AVX512", 16), ("AVX2", 8), ("DEFAULT", 0), ("NO AVX", 0)]
 )
@@ -233,10 +282,10 @@ def test_narrow_classes_take_the_small_path_up_to_2048_rows(monkeypatch, narrow)
     for classes, limited in ((narrow - 1, True), (narrow, False)):
         assert autograd.is_small(torch.zeros(2048, classes), 1)
         assert autograd.is_small(torch.zeros(2049, classes), 1) == (not limited)
-    # One block of logits (1,048,576) at most: over it, the blocked pass.
-    rows = autograd.SMALL_ELEMENTS // 16
-    assert autograd.is_small(torch.zeros(rows, 16), 1)
-    assert not autograd.is_small(torch.zeros(rows + 1, 16), 1)
+    # Wider rows take it at any size (block by block over one block of logits; an
+    # expanded view: no memory of that size).
+    assert autograd.is_small(torch.zeros(1, narrow).expand(1 << 24, narrow), 1)
+    assert not autograd.is_small(torch.zeros(1, narrow - 1).expand(1 << 24, narrow - 1), 1)
 
 
 @pytest.mark.parametrize("narrow", [16, 8, 0])
