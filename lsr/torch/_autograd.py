@@ -471,12 +471,13 @@ def is_finite(loss: torch.Tensor) -> bool:
 
 def has_finite_sum(grad: torch.Tensor) -> bool:
     """Whether every value of a gradient of the log-softmax form is finite, read in one
-    pass with no temporary of its size (``torch.isfinite`` makes two): its sum is
-    finite. Each value is ``scale (p - q')``, at most 1 in magnitude for the options of
-    that form (no class weights, a smoothed distribution of mass 1, a scale of at most
-    1 per position), so a sum of finite values cannot overflow; a NaN or an infinity
-    makes the sum NaN or infinite."""
-    return math.isfinite(torch.sum(grad, dtype=torch.float32).item())
+    pass with no temporary of its size (``torch.isfinite`` makes two, and a sum with
+    ``dtype=`` converts first): its sum is finite. Each row of finite values is
+    ``scale (p - q')``, which sums to 0 up to rounding (``p`` and ``q'`` are both
+    distributions: the options of that form have no class weights), so a sum of finite
+    values is near 0 and cannot overflow, in half precision either (PyTorch accumulates
+    it in float32); a NaN or an infinity makes the sum NaN or infinite."""
+    return math.isfinite(torch.sum(grad).item())
 
 
 def _blocked_pass(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec, *, with_grad: bool):

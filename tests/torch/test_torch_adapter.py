@@ -429,12 +429,26 @@ def test_no_gradient_is_computed_without_grad_mode():
     assert_close(plain, expected, torch.float32)
 
 
-def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three():
+@pytest.mark.parametrize(
+    ("dtype", "options"),
+    [
+        (torch.float32, {}),
+        (torch.bfloat16, {}),
+        (torch.float32, {"z_loss": 1e-4}),
+        (torch.bfloat16, {"z_loss": 1e-4}),
+    ],
+    ids=["log-softmax-form", "log-softmax-form-bfloat16", "blocked-pass", "blocked-pass-bfloat16"],
+)
+def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three(dtype, options):
     """Forward + backward with respect to the logits: lsr's peak extra memory is the
-    gradient plus one block of scratch, F.cross_entropy's is about three logits."""
-    logits = _logits((512, 3000), torch.float32)
+    gradient plus one block of scratch, F.cross_entropy's is about three logits. Over
+    one block of logits, on both eager paths: the log-softmax form block by block
+    (float32, and bfloat16 through a float32 block of scratch) and the blocked pass (a
+    z-loss reads more of a row than the log-softmax)."""
+    logits = _logits((512, 3000), dtype)
     target = _class_ids((512,), 3000, ignore_index=-100)
     logits_bytes = logits.numel() * logits.element_size()
+    assert logits.numel() > BLOCK_ELEMENTS
 
     def step(loss_fn):
         def run():
@@ -443,7 +457,7 @@ def test_fast_path_allocates_one_logits_sized_buffer_where_torch_allocates_three
 
         return run
 
-    ours = peak_allocated_bytes(step(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1)))
+    ours = peak_allocated_bytes(step(lambda z, y: lt.smooth_ce(z, y, smoothing=0.1, **options)))
     theirs = peak_allocated_bytes(step(lambda z, y: F.cross_entropy(z, y, label_smoothing=0.1)))
     block_bytes = BLOCK_ELEMENTS * 4
     assert logits_bytes <= ours <= logits_bytes + 2 * block_bytes
