@@ -374,8 +374,9 @@ def times_cotangent(grad: torch.Tensor, grad_loss: torch.Tensor, axis: int, redu
 # (``_core.blocked_log_softmax_loss_and_grad``), every size. Over one block it makes
 # about half the operations of the blocked pass with the same buffers (the gradient and,
 # for half precision, one float32 block of scratch), and it was the faster or level at
-# every shape measured, forward + backward, 2 cores with AVX-512
-# (benchmarks/results/2026-12-07-log-softmax-blocks/paths.txt). Up to one block it was
+# every shape measured but one, forward + backward, 2 cores with AVX-512
+# (benchmarks/results/2026-12-07-log-softmax-blocks/paths.txt): 16384 x 1000 in
+# bfloat16 took 38.2 against 33.9 ms (the rival 66.4). Up to one block it was
 # already: 1024 x 100 317 against 561 microseconds in float32 and 393 against 620 in
 # bfloat16; 1024 x 1000 1519 against 1934 and 1893 against 2136
 # (benchmarks/results/2026-12-06-avx512/paths.txt). A module constant, so that the
@@ -384,8 +385,8 @@ SMALL_ELEMENTS = sys.maxsize
 
 
 def is_small(logits: torch.Tensor, axis: int) -> bool:
-    """Whether ``SmoothCESmall`` is the faster path for these logits (CPU only; at most
-    ``SMALL_ELEMENTS`` logits, every size).
+    """Whether these logits take ``SmoothCESmall``, the faster path at the shapes
+    measured (CPU only; at most ``SMALL_ELEMENTS`` logits: every size).
 
     With fewer than ``NARROW_CLASSES`` classes (16 with AVX-512, 8
     with AVX2) only up to 2048 positions take it. There its log-softmax moves the class
@@ -412,20 +413,25 @@ def small_loss_and_grad(
     blocks = row_blocks(logits, spec.axis)
     if blocks == [...]:
         loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
+        grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
+        del made
     else:
         # The gradient written block by block into one buffer of the logits' shape (the
-        # only logits-sized allocation, as in ``_blocked_loss_and_grad``), through one
+        # only logits-sized allocation; contiguous, as the blocked pass's), through one
         # float32 block of scratch for half-precision logits.
         dtype = _core.compute_dtype(xp, logits.dtype)
-        made = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         scratch = None
         if logits.dtype != dtype:
             scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
-        loss, _ = _core.blocked_log_softmax_loss_and_grad(
-            logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, out=made
-        )
-    grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
+        loss = _core.blocked_log_softmax_loss_and_grad(
+            logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, out=grad
+        )[0]
+        del scratch
     if not is_finite(loss) or (_core.leaves_positions_out(spec) and not has_finite_sum(grad)):
+        # (This form's gradient is let go first: the blocked pass allocates its own, and
+        # two logits-sized gradients would be alive at once.)
+        del grad
         loss, _, _, grad = _blocked_pass(logits, labels, spec, with_grad=True)
     elif blocks == [...] and (grad.dtype != logits.dtype or grad.stride() != logits.stride()):
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
@@ -456,9 +462,10 @@ def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spe
     if len(blocks) > 1:
         dtype = _core.compute_dtype(xp, logits.dtype)
         scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
-    loss, _ = _core.blocked_log_softmax_loss_and_grad(
+    loss = _core.blocked_log_softmax_loss_and_grad(
         logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch
-    )
+    )[0]
+    del scratch  # (the blocked pass below takes a block of its own)
     if not is_finite(loss):
         loss = _blocked_pass(logits, labels, spec, with_grad=False)[0]
     return loss
@@ -475,8 +482,9 @@ def has_finite_sum(grad: torch.Tensor) -> bool:
     ``dtype=`` converts first): its sum is finite. Each row of finite values is
     ``scale (p - q')``, which sums to 0 up to rounding (``p`` and ``q'`` are both
     distributions: the options of that form have no class weights), so a sum of finite
-    values is near 0 and cannot overflow, in half precision either (PyTorch accumulates
-    it in float32); a NaN or an infinity makes the sum NaN or infinite."""
+    values is near 0 and is not expected to overflow, in half precision either (PyTorch
+    accumulates it in float32); if it did, the call would only take the blocked pass. A
+    NaN or an infinity makes the sum NaN or infinite: no non-finite value passes."""
     return math.isfinite(torch.sum(grad).item())
 
 

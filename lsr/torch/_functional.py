@@ -35,6 +35,7 @@ from lsr.torch._autograd import (
     log_softmax_loss,
     needs_autograd_through_core,
     nested_forward_mode,
+    row_blocks,
     takes_log_softmax_loss,
     without_autocast,
 )
@@ -51,7 +52,7 @@ def class_axis(input: torch.Tensor, axis: int) -> int:
 def is_plain_eager_call(
     input: Any, target: Any, weight: Any, smoothing: Any, prior: Any, causal_shift: Any
 ) -> bool:
-    """Whether ``smooth_ce`` may take its route for repeated small calls: class ids on
+    """Whether ``smooth_ce`` may take its route for repeated calls: class ids on
     the CPU, nothing that could be differentiated but the input (no weight, a float
     smoothing, a named prior), no ``causal_shift``, and nothing that changes the path
     (autocast, ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD).
@@ -82,8 +83,8 @@ def small_path_applies(spec: _core.Spec) -> bool:
 
 def takes_small_path(input: torch.Tensor, spec: _core.Spec) -> bool:
     """Whether ``smooth_ce`` gives a call whose gradient it computes (eager, on the CPU)
-    to ``SmoothCESmall``: options it computes (``small_path_applies``) and a small input
-    (``is_small``)."""
+    to ``SmoothCESmall``: options it computes (``small_path_applies``) and logits it
+    takes (``is_small``: every size, but many rows of a few classes)."""
     return small_path_applies(spec) and is_small(input, spec.axis)
 
 
@@ -94,7 +95,7 @@ def routed_call(
     loss_dtype: torch.dtype | None,
     with_grad: bool,
 ) -> torch.Tensor:
-    """The end of the route for repeated small calls: ``SmoothCESmall`` where the input
+    """The end of the route for repeated calls: ``SmoothCESmall`` where the input
     is differentiated, the loss alone (``log_softmax_loss``) where nothing is; both
     gather at every id, and so raise on one outside [0, C) before returning."""
     if with_grad:
@@ -250,9 +251,10 @@ def _smooth_ce(
         return_aux=return_aux,
     )
     if is_plain_eager_call(input, target, weight, smoothing, prior, causal_shift):
-        # The route for repeated small calls (MNIST-sized batches, where Python's time
-        # is most of the call's): options an earlier call had are not checked again,
-        # and the tests above stand for the full path's on its way to SmoothCESmall.
+        # The route for repeated calls (above all small ones, MNIST-sized batches, where
+        # Python's time is most of the call's): options an earlier call had are not
+        # checked again, and the tests above stand for the full path's on its way to
+        # SmoothCESmall.
         options["axis"] = class_axis(input, axis)
         known = known_options(input, target, namespace=xp, **options)
         # (small_path_applies reads the spec alone: decided once per known options.)
@@ -267,8 +269,13 @@ def _smooth_ce(
             # Every id in [0, C) is the usual call: then the ids need not be read, as
             # the gather of both paths raises on any other before anything is returned
             # (ignore_index among them: labels_assumed_in_range is None where it is in
-            # [0, C)). There, or after a call where it raised, the ids are read first.
-            assumed = None if known.outside_seen else known.labels_assumed_in_range(target)
+            # [0, C)). There, or after a call where it raised, the ids are read first;
+            # and over one block of logits, where a gather that raises in a later block
+            # would waste the blocks before it, and reading the ids is a small part of
+            # the call.
+            assumed = None
+            if not known.outside_seen and row_blocks(input, known.spec.axis) == [...]:
+                assumed = known.labels_assumed_in_range(target)
             if assumed is not None:
                 try:
                     return routed_call(input, *assumed, loss_dtype, with_grad)

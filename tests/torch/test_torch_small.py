@@ -133,6 +133,46 @@ def test_small_path_with_ignored_rows_matches_the_blocked_pass(
         assert not small_grad[2].any()
 
 
+@pytest.mark.parametrize(
+    "ignored", [[], [1], [0, 5, 6]], ids=lambda rows: "-".join(map(str, rows)) or "none"
+)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"smoothing": 0.1},
+        {"smoothing": 0.0},
+        {"smoothing": 1.0},
+        {"smoothing": 0.3, "prior": "others"},
+        {"smoothing": 0.2, "kl": True},
+    ],
+    ids=["eps0.1", "eps0", "eps1", "others", "kl"],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_log_softmax_form_over_blocks_matches_the_blocked_pass(
+    ignored, reduction, options, dtype, monkeypatch
+):
+    """Finite logits in blocks of two rows: the log-softmax form over blocks gives the
+    blocked pass's loss and gradient, the form itself (no fallback) for every option,
+    reduction and dtype, with ignored rows in some blocks."""
+    monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", 10)
+    fallbacks = []
+    blocked_pass = autograd._blocked_pass
+
+    def spy(*args, **kwargs):
+        fallbacks.append(args[0].shape)
+        return blocked_pass(*args, **kwargs)
+
+    monkeypatch.setattr(autograd, "_blocked_pass", spy)
+    generator = torch.Generator().manual_seed(3)
+    logits = (3 * torch.randn(7, 5, generator=generator, dtype=torch.float64)).to(dtype)
+    target = torch.tensor([0, 1, 2, 3, 1, 0, 4])
+    target[ignored] = -100
+    assert len(autograd.row_blocks(logits, 1)) == 4
+    _assert_paths_agree(logits, target, dtype, monkeypatch, reduction=reduction, **options)
+    assert fallbacks == []
+
+
 @pytest.mark.parametrize("block_elements", [None, 10])
 @pytest.mark.parametrize("ignored", [[], [2], [3, 4], [0, 6], [0, 1, 2, 3, 4, 5, 6]])
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -500,14 +540,19 @@ _GRADIENT_MODES = {
         (0, torch.uint8),
     ],
 )
+@pytest.mark.parametrize("blocks", [False, True], ids=["one-block", "blocks"])
 def test_the_route_leaves_ids_in_range_unread_and_finds_every_other(
-    ignore_index, dtype, mode, monkeypatch
+    ignore_index, dtype, mode, blocks, monkeypatch
 ):
     """On the route, ids all in [0, C) are left to the gather of the small path (or of
     the loss alone, where nothing is differentiated), which raises on any other; an
     ignore_index in [0, C) (which gather cannot find) has its ids read on every call.
     Ignored ids are found, ids out of range refused (a call of each kind after each
-    other kind), and every value is F.cross_entropy's."""
+    other kind), and every value is F.cross_entropy's. Over one block of logits the ids
+    are read on every call (a gather raising in a later block would waste the ones
+    before it)."""
+    if blocks:
+        monkeypatch.setattr(autograd, "BLOCK_ELEMENTS", 10)
     calls = _count_full_checks(monkeypatch)
     reads = _count_label_reads(monkeypatch)
     in_range = ignore_index not in range(5)
@@ -546,7 +591,9 @@ def test_the_route_leaves_ids_in_range_unread_and_finds_every_other(
             assert loss.grad_fn is None and not loss.requires_grad
         # (The first call is checked whole. A later one reads its ids unless the last
         # call's and its own are all in [0, C) and ignore_index is not.)
-        unread = number == 0 or (in_range and clean(sequence[number - 1]) and clean(target))
+        unread = number == 0 or (
+            not blocks and in_range and clean(sequence[number - 1]) and clean(target)
+        )
         assert reads == ([] if unread else [1]), (number, reads)
     assert len(calls) == 1
 
