@@ -9,6 +9,7 @@ logsumexp and the in-place steps of the blocked and fused passes).
 from __future__ import annotations
 
 import math
+import sys
 import types
 from typing import Any
 
@@ -167,15 +168,25 @@ def _add_matmul(out: torch.Tensor, x1: torch.Tensor, x2: torch.Tensor) -> torch.
 
 
 _LOG2_E = 1.0 / math.log(2.0)
-# Up to this many values ``_inplace_exp`` is one ``exp_`` (see there).
-_ONE_OP_EXP = 1 << 15
+
+
+def _one_op_exp() -> int:
+    """Up to this many values ``_inplace_exp`` is one ``exp_`` (see there): every size on
+    a CPU with AVX-512, whose ``exp`` kernel is the faster there, 32,768 elsewhere."""
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":
+        return sys.maxsize
+    return 1 << 15
+
+
+#: See ``_one_op_exp``: fixed for the process, as PyTorch's choice of kernels is.
+_ONE_OP_EXP = _one_op_exp()
 
 
 def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
-    """``exp(x)`` in place, where ``x = z - max z`` (so ``x <= 0``).
+    """``exp(x)`` in place, where ``x = z - max z`` or ``x = log p`` (so ``x <= 0``).
 
-    On the CPU, for more than ``_ONE_OP_EXP`` values, it is computed as
-    ``exp2(x * log2(e))``: PyTorch's CPU ``exp2`` kernel is faster than its ``exp`` (2
+    On a CPU without AVX-512, for more than ``_ONE_OP_EXP`` values, it is computed as
+    ``exp2(x * log2(e))``: PyTorch's CPU ``exp2`` kernel was the faster there (2
     cores, a million values exponentiated in place, the extra multiplication included:
     on the machine of 2026-11-23, commit 10ba4b3, copied first, 0.28 ms against 0.72 ms
     in float32 and 0.77 against 1.49 in float64; with AVX2, after a log-softmax, 0.40
@@ -188,7 +199,15 @@ def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     values, where the extra operation costs more than the faster kernel saves (2 AVX2
     cores, after a log-softmax, microseconds: 6.3 against 10.2 at 2560 values, 22.5
     against 33.4 at 32768; 41.1 against 36.5 at 65536;
-    benchmarks/results/2026-12-06-small/exp_size.txt).
+    benchmarks/results/2026-12-06-small/exp_size.txt). With AVX-512 PyTorch's ``exp``
+    is the faster above 32,768 values, and is used at every size (2 cores, after a
+    log-softmax, exp against exp2 of the product: float32 82.3 against 208.9
+    microseconds at a million values, float64 250.1 against 578.7; at 32,768 values and
+    below, single-threaded, the product's form was the faster, 24.4 against 13.3 in
+    float32 at 32,768, a few microseconds a call: kept as one ``exp``, the more
+    accurate). The loss's forward +
+    backward against ``F.cross_entropy``'s time, bfloat16: 256 x 1000 1.140 -> 0.904,
+    4096 x 1000 1.061 -> 0.904 (benchmarks/results/2026-12-07-exp-avx512/exp_ab.txt).
     """
     if x.is_cpu and x.numel() > _ONE_OP_EXP:
         return x.mul_(_LOG2_E).exp2_()

@@ -8,6 +8,7 @@ re-implementation of the segmentation snippet that builds its one-hot target.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -367,12 +368,15 @@ def test_blocked_fast_path_in_bfloat16_is_float32_accurate():
     assert_close(leaf.grad.float(), float_leaf.grad.bfloat16().float(), torch.bfloat16)
 
 
+@pytest.mark.parametrize("exp2", [True, False], ids=["exp2", "exp"])
 @pytest.mark.parametrize("small", [True, False], ids=["small", "blocked"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype, small, monkeypatch):
+def test_fast_path_probabilities_are_accurate_far_below_the_top_class(
+    dtype, small, exp2, monkeypatch
+):
     """The eager CPU paths compute exp(x) of more than 32,768 values (here 16 x 4096)
-    as exp2(x * log2 e), of x = z - max z (the blocked pass) or x = log p (small inputs,
-    ``SmoothCESmall``). For classes up to 16
+    as exp2(x * log2 e) on CPUs without AVX-512 (and as exp with it), of x = z - max z
+    (the blocked pass) or x = log p (``SmoothCESmall``). For classes up to 16
     below the top logit the gradient (softmax minus one-hot, smoothing 0) stays within
     2 (|log p| + 1) * 2**-23 of the float64 value, relative: the rounding of x and of the
     product (each |x| * 2**-24 at most, |x| <= |log p|), that of the row's log-sum in x,
@@ -382,6 +386,7 @@ def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype, sma
     AVX-512 1.06 at most for small inputs, 0.47 for the blocked pass; with AVX2 only
     (torch 2.13's other CPU kernels) 1.30 and 0.44, F.cross_entropy's own 0.90.)"""
     monkeypatch.setattr(autograd, "SMALL_ELEMENTS", 1 << 16 if small else 0)
+    monkeypatch.setattr(namespace, "_ONE_OP_EXP", 1 << 15 if exp2 else sys.maxsize)
     generator = torch.Generator().manual_seed(4)
     num_classes = 4096
     offsets = torch.linspace(-16.0, 0.0, num_classes, dtype=torch.float64)
@@ -401,7 +406,7 @@ def test_fast_path_probabilities_are_accurate_far_below_the_top_class(dtype, sma
     bound = 2.0 * unit * (probabilities.log().abs() + 1.0)
     assert (relative[off_target] < bound[off_target]).all()
     assert (leaf.numel() <= autograd.SMALL_ELEMENTS) == small  # (the path meant)
-    assert leaf.numel() > namespace._ONE_OP_EXP  # (and the exp2 form)
+    assert (leaf.numel() > namespace._ONE_OP_EXP) == exp2  # (and the exp form meant)
 
 
 @pytest.mark.usefixtures("small_blocks")

@@ -5,6 +5,7 @@ included: the two must give the same values and gradients, NaN where the other h
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
 import torch
@@ -297,6 +298,29 @@ def test_log_softmax_path_over_blocks_matches_pytorch(layout, dtype, monkeypatch
 def test_narrow_classes_follow_the_cpu_vector_width(monkeypatch, capability, narrow):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     assert namespace._narrow_classes() == narrow
+
+
+@pytest.mark.parametrize(
+    ("capability", "one_op"),
+    [("AVX512", sys.maxsize), ("AVX2", 1 << 15), ("DEFAULT", 1 << 15), ("NO AVX", 1 << 15)],
+)
+def test_exp_is_one_operation_at_every_size_with_avx512_only(monkeypatch, capability, one_op):
+    """``_inplace_exp`` takes ``exp2`` of a product above 32,768 values, where PyTorch's
+    ``exp2`` kernel was the faster (AVX2), but one ``exp`` at every size with AVX-512
+    (where it is the faster); a CPU where neither was measured keeps the first rule."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert namespace._one_op_exp() == one_op
+    monkeypatch.setattr(namespace, "_ONE_OP_EXP", one_op)
+    calls = []
+    for name in ("exp_", "exp2_"):
+        method = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda x, _m=method, _n=name: calls.append(_n) or _m(x)
+        )
+    values = -torch.rand(1 << 16, dtype=torch.float64)
+    result = namespace._inplace_exp(values.clone())
+    assert calls == (["exp_"] if one_op > values.numel() else ["exp2_"])
+    assert_close(result, values.exp(), torch.float64)
 
 
 def _with_narrow_classes(monkeypatch, narrow):
