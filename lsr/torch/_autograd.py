@@ -234,16 +234,26 @@ class SmoothCEWithJvp(SmoothCE):
 
 # About 4 MiB of float32 per block: a block stays in the CPU's caches between the passes
 # over it, and the per-block Python overhead stays small (measured best on 2 cores).
+# Logits up to this many are one block.
 BLOCK_ELEMENTS = 1 << 20
+
+# Blocks of 2-D logits (rows of classes) over ``BLOCK_ELEMENTS`` hold at most this many:
+# 2 MiB of float32, a core's L2 cache on the machine measured. Forward + backward and
+# the loss alone, on both eager paths and the binary loss, were faster with them than
+# with blocks of ``BLOCK_ELEMENTS`` at every 2-D shape over it measured; splitting
+# logits of one block, or segmentation images (one image per block), was slower
+# (benchmarks/results/2026-12-07-row-blocks/blocks.txt).
+ROW_BLOCK_ELEMENTS = 1 << 19
 
 
 def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
-    """Indices of blocks of the batch axis (0) of about ``BLOCK_ELEMENTS`` logits each;
-    ``[...]`` (everything at once) when there is no batch axis to split or one block
-    holds every row."""
+    """Indices of blocks of the batch axis (0) of about ``BLOCK_ELEMENTS`` logits each
+    (``ROW_BLOCK_ELEMENTS`` for 2-D logits); ``[...]`` (everything at once) when there
+    is no batch axis to split, or one block of ``BLOCK_ELEMENTS`` holds every row."""
     if logits.numel() <= BLOCK_ELEMENTS or axis == 0 or logits.ndim <= 1:
         return [...]
-    rows = max(1, BLOCK_ELEMENTS // max(1, math.prod(logits.shape[1:])))
+    size = min(BLOCK_ELEMENTS, ROW_BLOCK_ELEMENTS) if logits.ndim == 2 else BLOCK_ELEMENTS
+    rows = max(1, size // max(1, math.prod(logits.shape[1:])))
     if rows >= logits.shape[0]:
         # One block: ``...`` rather than a slice of every row, so that the pass slices
         # nothing (on small inputs each view costs about as much as the arithmetic).

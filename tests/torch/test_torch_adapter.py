@@ -327,6 +327,29 @@ BLOCKED_CASES = {
 }
 
 
+def test_row_blocks_hold_a_block_of_logits_and_rows_an_l2_cache():
+    """Logits up to ``BLOCK_ELEMENTS`` are one block; over it, 2-D logits are cut into
+    blocks of at most ``ROW_BLOCK_ELEMENTS`` (2 MiB of float32), other layouts into
+    blocks of at most ``BLOCK_ELEMENTS`` (whole rows of the batch axis, at least one)."""
+    block, row_block = autograd.BLOCK_ELEMENTS, autograd.ROW_BLOCK_ELEMENTS
+    assert (block, row_block) == (1 << 20, 1 << 19)
+
+    def shape_blocks(shape, axis=1):
+        # (Expanded views: the sizes without the memory.)
+        logits = torch.zeros((1,) * len(shape)).expand(shape)
+        blocks = row_blocks(logits, axis)
+        if blocks == [...]:
+            return [shape[0]]
+        return [len(range(shape[0])[index]) for index in blocks]
+
+    assert shape_blocks((1024, 1024)) == [1024]  # exactly one block
+    assert shape_blocks((1025, 1024)) == [512, 512, 1]
+    assert shape_blocks((4096, 1000)) == [524] * 7 + [428]
+    assert shape_blocks((8, 21, 128, 128)) == [3, 3, 2]
+    assert shape_blocks((2, 21, 512, 512)) == [1, 1]  # (an image over a block)
+    assert shape_blocks((4096, 1000), axis=0) == [4096]  # no batch axis to cut
+
+
 @pytest.mark.usefixtures("small_blocks")
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", REDUCTIONS)
