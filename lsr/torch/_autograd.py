@@ -238,11 +238,12 @@ class SmoothCEWithJvp(SmoothCE):
 BLOCK_ELEMENTS = 1 << 20
 
 # Blocks of 2-D logits (rows of classes) over ``BLOCK_ELEMENTS`` hold at most this many:
-# 2 MiB of float32, a core's L2 cache on the machine measured. Forward + backward and
-# the loss alone, on both eager paths and the binary loss, were faster with them than
-# with blocks of ``BLOCK_ELEMENTS`` at every 2-D shape over it measured; splitting
-# logits of one block, or segmentation images (one image per block), was slower
-# (benchmarks/results/2026-12-07-row-blocks/blocks.txt).
+# 2 MiB of float32, a core's L2 cache on the machine measured (2 cores, AVX-512).
+# Forward + backward and the loss alone, on both eager paths and the binary loss, were
+# faster with them than with blocks of ``BLOCK_ELEMENTS`` at every 2-D shape over it
+# measured, or level, but one (the blocked pass at 65536 x 100 in bfloat16, 16744
+# against 15976 microseconds); cutting logits of one block in two, or segmentation into
+# one image per block, was slower (benchmarks/results/2026-12-07-row-blocks/blocks.txt).
 ROW_BLOCK_ELEMENTS = 1 << 19
 
 
