@@ -592,8 +592,16 @@ def time_calls(
     max_pair_s: float,
 ) -> dict[str, dict[str, Any]]:
     """Seconds per call of each (already called once) step: the median over ``repeats``
-    batches of ``calls`` calls in a row, the steps taking turns (round-robin), the clock
-    read after the last call's result is ready.
+    batches of ``calls`` calls in a row, each batch after one untimed call of its step,
+    the steps taking turns (round-robin, each round starting one step later than the one
+    before), the clock read after the last call's result is ready.
+
+    The untimed call and the rotation matter: a step inherits the caches and the
+    allocator's free memory of the one before it. Timed right after another step, in the
+    same order every round, one of two identical steps ran up to 16% faster than the
+    other (CPU, eager PyTorch, 2 cores: B/A 0.845-0.987 in
+    benchmarks/results/2026-12-07-call-order/aa.txt), which favoured whichever step came
+    last.
 
     A batch has fewer calls (down to one) where ``repeats`` rounds would take longer than
     ``max_pair_s``, estimated from one more call of each step (a slow step, such as an
@@ -609,10 +617,14 @@ def time_calls(
         sync(step())
         per_round += time.perf_counter() - start
     affordable = int(max_pair_s / (repeats * max(per_round, 1e-9)))
-    number = max(1, min(calls, affordable))
+    # (One call of each batch is the untimed one.)
+    number = max(1, min(calls, affordable - 1))
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(repeats):
-        for name, step in steps.items():
+    order = list(steps.items())
+    for round_index in range(repeats):
+        shift = round_index % len(order)
+        for name, step in order[shift:] + order[:shift]:
+            sync(step())
             start = time.perf_counter()
             for _ in range(number):
                 result = None

@@ -16,7 +16,11 @@ Run from a checkout's root:
 
 exp_ab.txt: on 2d79e37, just before the change that takes ``exp`` at every size with
 AVX-512; both arms set the rule themselves, so the change does not alter what it
-measures.
+measures. Its loss rows were timed with the harness's steps in the same order every
+round, which favoured the later step (the new rule: see
+``2026-12-07-call-order/aa.txt``); exp_ab-rotated.txt: on e7f9af0 with the harness of
+the commit after it (the order rotated each round, an untimed call before each batch).
+The kernel lines are timed apart, the same way in both.
 """
 
 import gc

@@ -10,7 +10,11 @@ Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-log-softmax-blocks/paths.py``
 
 paths.txt: on 4b09576, by this script before its three calls moved into ``steps`` for
-the linter (the same calls).
+the linter (the same calls), with the harness's steps in the same order every round,
+which favoured the later step (the log-softmax form: see
+``2026-12-07-call-order/aa.txt``). paths-rotated.txt: on e7f9af0 (with the exp and the
+block size of the two changes after 4b09576, in both paths) and the harness of the
+commit after it (the order rotated each round, an untimed call before each batch).
 """
 
 import gc

@@ -16,6 +16,11 @@ Rivals: ``F.cross_entropy(label_smoothing=0.1)`` (without ``z_loss``; the same r
 
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-row-blocks/blocks.py``
+
+blocks.txt: on f912a75, with the harness's steps in the same order every round, which
+favoured the later step (the new rule: see ``2026-12-07-call-order/aa.txt``);
+blocks-rotated.txt: on e7f9af0 with the harness of the commit after it (the order
+rotated each round, an untimed call before each batch).
 """
 
 import gc
