@@ -599,9 +599,9 @@ def time_calls(
     The untimed call and the rotation matter: a step inherits the caches and the
     allocator's free memory of the one before it. Timed right after another step, in the
     same order every round, one of two identical steps ran up to 16% faster than the
-    other (CPU, eager PyTorch, 2 cores: B/A 0.845-0.987 in
-    benchmarks/results/2026-12-07-call-order/aa.txt), which favoured whichever step came
-    last.
+    other (CPU, eager PyTorch, 2 cores: B/A 0.843-0.933 in
+    benchmarks/results/2026-12-07-call-order/aa.txt; 0.928-1.029 rotated, with the
+    untimed call), which favoured whichever step came last.
 
     A batch has fewer calls (down to one) where ``repeats`` rounds would take longer than
     ``max_pair_s``, estimated from one more call of each step (a slow step, such as an

@@ -238,12 +238,13 @@ class SmoothCEWithJvp(SmoothCE):
 BLOCK_ELEMENTS = 1 << 20
 
 # Blocks of 2-D logits (rows of classes) over ``BLOCK_ELEMENTS`` hold at most this many:
-# 2 MiB of float32, a core's L2 cache on the machine measured (2 cores, AVX-512).
-# Forward + backward and the loss alone, on both eager paths and the binary loss, were
-# faster with them than with blocks of ``BLOCK_ELEMENTS`` at every 2-D shape over it
-# measured, or level, but one (the blocked pass at 65536 x 100 in bfloat16, 16744
-# against 15976 microseconds); cutting logits of one block in two, or segmentation into
-# one image per block, was slower (benchmarks/results/2026-12-07-row-blocks/blocks.txt).
+# 2 MiB of float32, a core's L2 cache on the machine measured (2 cores, AVX-512), and
+# the size of the float32 block of scratch of half-precision logits. In bfloat16 the
+# log-softmax form and the loss alone were faster with them than with blocks of
+# ``BLOCK_ELEMENTS`` at every 2-D shape over it measured (by 2-12%); in float32, and on
+# the blocked pass and the binary loss, the two were level within the machine's noise.
+# Cutting logits of one block in two, or segmentation into one image per block, was
+# slower or level (benchmarks/results/2026-12-07-row-blocks/blocks-rotated.txt).
 ROW_BLOCK_ELEMENTS = 1 << 19
 
 
@@ -384,12 +385,13 @@ def times_cotangent(grad: torch.Tensor, grad_loss: torch.Tensor, axis: int, redu
 # since the log-softmax form runs block by block of rows too
 # (``_core.blocked_log_softmax_loss_and_grad``), every size. Over one block it makes
 # about half the operations of the blocked pass with the same buffers (the gradient and,
-# for half precision, one float32 block of scratch), and it was the faster or level at
-# every shape measured but one, forward + backward, 2 cores with AVX-512
-# (benchmarks/results/2026-12-07-log-softmax-blocks/paths.txt): 16384 x 1000 in
-# bfloat16 took 38.2 against 33.9 ms (the rival 66.4). Up to one block it was
-# already: 1024 x 100 317 against 561 microseconds in float32 and 393 against 620 in
-# bfloat16; 1024 x 1000 1519 against 1934 and 1893 against 2136
+# for half precision, one float32 block of scratch), and it was the faster, or level
+# (within 2%), at every shape measured but one, forward + backward, 2 cores with
+# AVX-512 (benchmarks/results/2026-12-07-log-softmax-blocks/paths-rotated.txt): 16384 x
+# 1000 in bfloat16 took 35.4 against 31.8 ms (the rival 63.5). Segmentation gained most:
+# 8 x 21 x 128 x 128 in bfloat16 0.950 of the rival's time against 1.261. Up to one
+# block it was already: 1024 x 100 317 against 561 microseconds in float32 and 393
+# against 620 in bfloat16; 1024 x 1000 1519 against 1934 and 1893 against 2136
 # (benchmarks/results/2026-12-06-avx512/paths.txt). A module constant, so that the
 # tests can send a call to the blocked pass.
 SMALL_ELEMENTS = sys.maxsize

@@ -201,13 +201,14 @@ def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     against 33.4 at 32768; 41.1 against 36.5 at 65536;
     benchmarks/results/2026-12-06-small/exp_size.txt). With AVX-512 PyTorch's ``exp``
     is the faster above 32,768 values, and is used at every size (2 cores, after a
-    log-softmax, exp against exp2 of the product: float32 82.3 against 208.9
-    microseconds at a million values, float64 250.1 against 578.7; at 32,768 values and
-    below, single-threaded, the product's form was the faster, 24.4 against 13.3 in
-    float32 at 32,768, a few microseconds a call: kept as one ``exp``, the more
-    accurate). The loss's forward +
-    backward against ``F.cross_entropy``'s time, bfloat16: 256 x 1000 1.140 -> 0.904,
-    4096 x 1000 1.061 -> 0.904 (benchmarks/results/2026-12-07-exp-avx512/exp_ab.txt).
+    log-softmax, exp against exp2 of the product: float32 93.6 against 261.6
+    microseconds at a million values, float64 284.7 against 714.3; at 32,768 values,
+    PyTorch's grain size for a parallel loop, the product's form was the faster, 21.9
+    against 13.6 in float32, a few microseconds a call, not studied further: one ``exp``
+    stays there, the more accurate). The loss's forward + backward against
+    ``F.cross_entropy``'s time, bfloat16: 256 x 1000 1.126 -> 0.987, 4096 x 1000 1.048
+    -> 0.937; faster at every row measured, by 5-28% (exp_ab-rotated.txt in
+    benchmarks/results/2026-12-07-exp-avx512/).
     """
     if x.is_cpu and x.numel() > _ONE_OP_EXP:
         return x.mul_(_LOG2_E).exp2_()
