@@ -68,14 +68,8 @@ def _assert_paths_agree(logits, target, dtype, monkeypatch, **options):
     return small_grad
 
 
-# One row at a time, and all rows together (the non-finite rows then make the reduced
-# loss NaN or inf, and the whole call takes the blocked pass).
-ROWS = [[i] for i in range(7)] + [list(range(7))]
-
-
-@pytest.mark.parametrize("rows", ROWS, ids=lambda rows: "-".join(map(str, rows)))
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize(
+# The options of the log-softmax form: smoothing at its ends, both named priors, KL.
+EVERY_OPTION = pytest.mark.parametrize(
     "options",
     [
         {"smoothing": 0.1},
@@ -86,6 +80,15 @@ ROWS = [[i] for i in range(7)] + [list(range(7))]
     ],
     ids=["eps0.1", "eps0", "eps1", "others", "kl"],
 )
+
+# One row at a time, and all rows together (the non-finite rows then make the reduced
+# loss NaN or inf, and the whole call takes the blocked pass).
+ROWS = [[i] for i in range(7)] + [list(range(7))]
+
+
+@pytest.mark.parametrize("rows", ROWS, ids=lambda rows: "-".join(map(str, rows)))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@EVERY_OPTION
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("block_elements", [None, 10], ids=["one-block", "blocks"])
 def test_small_path_matches_the_blocked_pass_at_the_edges(
@@ -138,17 +141,7 @@ def test_small_path_with_ignored_rows_matches_the_blocked_pass(
     "ignored", [[], [1], [0, 5, 6]], ids=lambda rows: "-".join(map(str, rows)) or "none"
 )
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize(
-    "options",
-    [
-        {"smoothing": 0.1},
-        {"smoothing": 0.0},
-        {"smoothing": 1.0},
-        {"smoothing": 0.3, "prior": "others"},
-        {"smoothing": 0.2, "kl": True},
-    ],
-    ids=["eps0.1", "eps0", "eps1", "others", "kl"],
-)
+@EVERY_OPTION
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 def test_log_softmax_form_over_blocks_matches_the_blocked_pass(
     ignored, reduction, options, dtype, monkeypatch
