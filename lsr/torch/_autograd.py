@@ -263,6 +263,14 @@ def row_blocks(logits: torch.Tensor, axis: int) -> list[Any]:
     return [slice(start, start + rows) for start in range(0, logits.shape[0], rows)]
 
 
+def scratch_block(logits: torch.Tensor, blocks: list[Any]) -> torch.Tensor:
+    """Room of the compute dtype for the largest (the first) of ``row_blocks``' blocks:
+    the one block of scratch that half-precision logits are converted into, block after
+    block, and that the loss alone writes its log-softmax into."""
+    dtype = _core.compute_dtype(xp, logits.dtype)
+    return torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+
+
 def aux_outputs(aux: dict[str, Any]) -> tuple[torch.Tensor, ...]:
     """The core's auxiliary outputs as the Functions' extra outputs (none unless asked),
     in ``_core.AUX_NAMES`` order."""
@@ -289,9 +297,7 @@ def _blocked_loss_and_grad(logits, labels, weight, smoothing, prior, static, wit
     grad = (
         torch.empty(logits.shape, dtype=logits.dtype, device=logits.device) if with_grad else None
     )
-    scratch = None
-    if not with_grad or logits.dtype != dtype:
-        scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+    scratch = scratch_block(logits, blocks) if not with_grad or logits.dtype != dtype else None
     # (check_smooth_ce read and checked the labels wherever that is cheap: spec.checked.)
     spec = _spec(static, weight, smoothing, prior)
     return _core.blocked_loss_and_grad(
@@ -434,9 +440,7 @@ def small_loss_and_grad(
         # float32 block of scratch for half-precision logits.
         dtype = _core.compute_dtype(xp, logits.dtype)
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
-        scratch = None
-        if logits.dtype != dtype:
-            scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+        scratch = scratch_block(logits, blocks) if logits.dtype != dtype else None
         loss = _core.blocked_log_softmax_loss_and_grad(
             logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, out=grad
         )[0]
@@ -471,10 +475,7 @@ def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spe
     block of float32 scratch); where that loss is not finite, by the blocked pass, which
     defines the values of rows with non-finite logits."""
     blocks = row_blocks(logits, spec.axis)
-    scratch = None
-    if len(blocks) > 1:
-        dtype = _core.compute_dtype(xp, logits.dtype)
-        scratch = torch.empty(logits[blocks[0]].shape, dtype=dtype, device=logits.device)
+    scratch = scratch_block(logits, blocks) if len(blocks) > 1 else None
     loss = _core.blocked_log_softmax_loss_and_grad(
         logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch
     )[0]

@@ -50,6 +50,7 @@ from lsr.torch._autograd import (
     is_plain_eager_mode,
     needs_autograd_through_core,
     row_blocks,
+    scratch_block,
     without_autocast,
 )
 from lsr.torch._functional import torch_reduction
@@ -141,7 +142,7 @@ class SmoothBCE(torch.autograd.Function):
                     spec,
                     xp=xp,
                     blocks=blocks,
-                    scratch=_scratch(logits, blocks),
+                    scratch=scratch_block(logits, blocks),
                     out=torch.empty_like(logits),
                 )
                 return grad, None, None, None, None, None, None, None, None
@@ -165,11 +166,6 @@ def _blocked(logits: torch.Tensor, static: Any) -> bool:
     return logits.dtype in HALF and static.reduction != "none"
 
 
-def _scratch(logits: torch.Tensor, blocks: list[Any]) -> torch.Tensor:
-    """float32 room for the largest block of ``logits``."""
-    return torch.empty(logits[blocks[0]].shape, dtype=torch.float32, device=logits.device)
-
-
 class SmoothBCEEager(torch.autograd.Function):
     """``SmoothBCE`` for eager calls outside ``torch.func`` transforms and
     ``torch.compile``, in the old style (``forward(ctx, ...)``): ``apply`` of a Function
@@ -191,7 +187,7 @@ class SmoothBCEEager(torch.autograd.Function):
                 spec,
                 xp=xp,
                 blocks=blocks,
-                scratch=_scratch(logits, blocks),
+                scratch=scratch_block(logits, blocks),
                 all_reduce_sum=all_reduce_sum,
             )
             output = (loss, torch.as_tensor(denominator, dtype=loss.dtype, device=loss.device))
