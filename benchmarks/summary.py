@@ -3,6 +3,7 @@
 Usage::
 
     python -m benchmarks.summary benchmarks/results/full.json [more.json ...]
+    python -m benchmarks.summary --matrix results.json [more.json ...]
 
 Later files replace the measurements they repeat (the same method, case, dtype and
 mode) and the linear sweep of the backends they measured; other rows are kept.
@@ -11,7 +12,9 @@ Prints the per-call overhead of every adapter entry point on a tiny input (the r
 overhead part), and, for forward + backward, lsr against the framework's own label-smoothed loss in
 the same execution mode (and, under jit/XLA, against the closed form compiled by the
 framework): median times, their ratio, both as multiples of the measured bandwidth bound,
-and the peak resident memory of each.
+and the peak resident memory of each. With ``--matrix``: lsr ÷ rival alone, one line per
+execution mode and rival and one column per case and dtype, forward + backward and then
+the loss alone (the README's matrix).
 """
 
 from __future__ import annotations
@@ -148,6 +151,60 @@ def table(results: dict[str, Any], mode: str = "forward+backward") -> str:
     return "\n".join(lines)
 
 
+def _short_case(case_name: str, dtype: str) -> str:
+    """A column title: the case's shape (segmentation and multi-label cases by name) and
+    its dtype, short enough for a table of every case."""
+    shape = case_name.split(",")[0]
+    kind = " seg" if "class axis" in case_name else (" ml" if "multi-label" in case_name else "")
+    short = {"float32": "f32", "bfloat16": "bf16"}.get(dtype, dtype)
+    return f"{shape}{kind} {short}"
+
+
+def matrix(results: dict[str, Any], mode: str = "forward+backward") -> str:
+    """lsr's time over its rival's for every row of ``ROWS`` (one line per execution
+    mode and rival) and every case and dtype measured (one column each): the softmax
+    rows, then the binary rows, each with the cases of their loss. Empty where a pair
+    was not measured."""
+    tables = []
+    for binary in (False, True):
+        labels: list[str] = []
+        ratios: dict[tuple[str, str], float] = {}
+        columns: list[str] = []
+        for backend, lsr_name, rival_name, label in ROWS:
+            if ("smooth_bce" in lsr_name) != binary:
+                continue
+            rows = results["backends"].get(backend, {}).get("measurements", [])
+            index = {(r["case_name"], r["dtype"], r["mode"], r["method"]): r for r in rows}
+            for row in rows:
+                if row["method"] != lsr_name or row["mode"] != mode or "median_s" not in row:
+                    continue
+                rival = index.get((row["case_name"], row["dtype"], mode, rival_name))
+                if rival is None or "median_s" not in rival:
+                    continue
+                column = _short_case(row["case_name"], row["dtype"])
+                if column not in columns:
+                    columns.append(column)
+                if label not in labels:
+                    labels.append(label)
+                ratios[label, column] = row["median_s"] / rival["median_s"]
+        if not labels:
+            continue
+        order = {column: i for i, column in enumerate(columns)}
+        columns.sort(key=lambda c: (not c.endswith("f32"), order[c]))
+        lines = [
+            "| execution: rival | " + " | ".join(columns) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
+        for label in labels:
+            cells = []
+            for column in columns:
+                value = ratios.get((label, column))
+                cells.append("" if value is None else f"{value:.2f}")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
 def _peak(row: dict[str, Any]) -> str:
     """Peak resident MiB, with the allocator's own peak in parentheses where known."""
     exact = row.get("allocator_peak_bytes")
@@ -238,6 +295,14 @@ def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--matrix":
+        results, sources = _merge([Path(a) for a in argv[1:]])
+        for source in sources:
+            print(f"- {source}")
+        for mode in ("forward+backward", "forward"):
+            print(f"\n{mode}, lsr ÷ rival:\n")
+            print(matrix(results, mode))
+        return 0
     paths = [Path(a) for a in argv] or [Path("benchmarks/results/full.json")]
     results, sources = _merge(paths)
     for source in sources:
