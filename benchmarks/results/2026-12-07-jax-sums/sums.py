@@ -11,16 +11,18 @@ only difference), on float32 logits (bfloat16 converted first, as the adapter do
 Each line also gives the loss's relative error against float64 (NumPy) for each of the
 three. A lead, not a change (sums.txt, on 5d3ff3a):
 
-* float32: the two plain sums were the faster at every K up to 32,000 (1.02-1.35 times
-  the closed form's time, against 1.30-2.00 for the variadic reduction), and far the
-  slower at 1024 x 128000 (1.77 against 1.32), where XLA's fused sum of ``top - z``
-  over such long rows is slow (the loss alone's ``sum_shifted`` is the same sum).
-* bfloat16: the variadic reduction was the faster from K = 8192 up; some rows are
-  bimodal (the closed form and the two sums took about 4 or about 12 ms at 1024 x 4096
-  from run to run: the page faults of docs/large_vocabularies.md).
+* float32: the two plain sums were the faster at every K from 1,000 to 32,000
+  (1.02-1.35 times the closed form's time, against 1.30-2.00 for the variadic
+  reduction; at 256 x 10 the two were level), and far the slower at 1024 x 128000 (1.77
+  against 1.32), where XLA's fused sum of ``top - z`` over such long rows is slow (the
+  loss alone's ``sum_shifted`` is the same sum).
+* bfloat16: the variadic reduction was the faster at every shape from K = 8192 up but
+  256 x 16384; some rows are bimodal (the closed form and the two sums took about 4 or
+  about 12 ms at 1024 x 4096 from run to run: the page faults of
+  docs/large_vocabularies.md).
 * Accuracy: the variadic reduction accumulates each row in order, and its loss was the
-  less accurate from K = 8192 up (relative error 1.9e-06 at K = 32,000, 1.0e-05 at
-  128,000, against 6.6e-08 to 1.2e-07 with the two sums).
+  less accurate from K = 8192 up (relative error 1.8e-06 to 1.9e-06 at K = 32,000,
+  1.0e-05 at 128,000, against 6.6e-08 to 1.2e-07 with the two sums).
 
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-jax-sums/sums.py``
