@@ -181,20 +181,6 @@ def _one_op_exp() -> int:
 #: See ``_one_op_exp``: fixed for the process, as PyTorch's choice of kernels is.
 _ONE_OP_EXP = _one_op_exp()
 
-#: PyTorch's grain size for a parallel loop on the CPU (``at::internal::GRAIN_SIZE``):
-#: its elementwise kernels run on the calling thread up to this many values.
-_GRAIN_SIZE = 1 << 15
-
-
-def _slow_serial_exp() -> bool:
-    """Whether ``exp_`` on the calling thread is the slow one of ``_inplace_exp``'s
-    docstring: measured with AVX-512; with AVX2 one ``exp_`` was the faster there."""
-    return torch.backends.cpu.get_cpu_capability() == "AVX512"
-
-
-#: See ``_slow_serial_exp``: fixed for the process, as PyTorch's choice of kernels is.
-_SLOW_SERIAL_EXP = _slow_serial_exp()
-
 
 def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     """``exp(x)`` in place, where ``x = z - max z`` or ``x = log p`` (so ``x <= 0``).
@@ -214,35 +200,18 @@ def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     cores, after a log-softmax, microseconds: 6.3 against 10.2 at 2560 values, 22.5
     against 33.4 at 32768; 41.1 against 36.5 at 65536;
     benchmarks/results/2026-12-06-small/exp_size.txt). With AVX-512 PyTorch's ``exp``
-    is the faster above 32,768 values, and is used there at every size (2 cores, after a
+    is the faster above 32,768 values, and is used at every size (2 cores, after a
     log-softmax, exp against exp2 of the product: float32 93.6 against 261.6
-    microseconds at a million values, float64 284.7 against 714.3). The loss's forward +
-    backward against ``F.cross_entropy``'s time, bfloat16: 256 x 1000 1.126 -> 0.987,
-    4096 x 1000 1.048 -> 0.937; faster at every row measured, by 5-28% (exp_ab-rotated.txt
-    in benchmarks/results/2026-12-07-exp-avx512/).
-
-    With AVX-512 and more than one thread, from 2,049 to 32,768 values (PyTorch's grain
-    size, ``_GRAIN_SIZE``, up to which the kernel runs on the calling thread), the
-    product's form is taken: there ``exp_`` ran three to four times slower than with one
-    value more (in parallel) or with ``torch.set_num_threads(1)`` (2 cores, float32,
-    microseconds: 21.6 at 32,768 values, 6.2 at 32,769, one thread 6.0; exp2 of the
-    product 13.5 at 32,768; 4.6 against 3.4 at 2,560, 2.4 against 3.0 at 1,024, where
-    ``exp_`` stays). The loss's forward + backward against ``F.cross_entropy``'s time,
-    float32: 1024 x 32 1.030 -> 0.977, 256 x 10 1.049 -> 1.004, 32 x 1000 1.112 -> 1.044;
-    never slower at the 10 rows it applies to (exp_serial.txt in
-    benchmarks/results/2026-12-07-exp-serial/).
+    microseconds at a million values, float64 284.7 against 714.3; at 32,768 values,
+    PyTorch's grain size for a parallel loop, the product's form was the faster, 21.9
+    against 13.6 in float32, a few microseconds a call, not studied further: one ``exp``
+    stays there, the more accurate). The loss's forward + backward against
+    ``F.cross_entropy``'s time, bfloat16: 256 x 1000 1.126 -> 0.987, 4096 x 1000 1.048
+    -> 0.937; faster at every row measured, by 5-28% (exp_ab-rotated.txt in
+    benchmarks/results/2026-12-07-exp-avx512/).
     """
-    if x.is_cpu:
-        size = x.numel()
-        # (Not while torch.compile traces: its kernels are its own, and the thread count
-        # cannot be traced.)
-        if size > _ONE_OP_EXP or (
-            _SLOW_SERIAL_EXP
-            and 2048 < size <= _GRAIN_SIZE
-            and not torch.compiler.is_compiling()
-            and torch.get_num_threads() > 1
-        ):
-            return x.mul_(_LOG2_E).exp2_()
+    if x.is_cpu and x.numel() > _ONE_OP_EXP:
+        return x.mul_(_LOG2_E).exp2_()
     return x.exp_()
 
 

@@ -316,46 +316,6 @@ def test_exp_is_one_operation_at_every_size_with_avx512_only(monkeypatch, capabi
     assert_close(result, values.exp(), torch.float64)
 
 
-@pytest.mark.parametrize(
-    ("capability", "slow"), [("AVX512", True), ("AVX2", False), ("DEFAULT", False)]
-)
-def test_exp_on_the_calling_thread_is_slow_with_avx512_only(monkeypatch, capability, slow):
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
-    assert namespace._slow_serial_exp() is slow
-
-
-@pytest.mark.parametrize(
-    ("slow", "threads", "size", "expected"),
-    [
-        (True, 2, 2048, "exp_"),
-        (True, 2, 2049, "exp2_"),
-        (True, 2, 1 << 15, "exp2_"),
-        (True, 2, (1 << 15) + 1, "exp_"),
-        (True, 1, 1 << 15, "exp_"),
-        (False, 2, 1 << 15, "exp_"),
-    ],
-)
-def test_exp_takes_the_product_where_one_thread_runs_it_slowly(
-    monkeypatch, slow, threads, size, expected
-):
-    """With AVX-512 and more than one thread, PyTorch's ``exp_`` over 2,049 to 32,768
-    values (its grain size: run on the calling thread) was several times slower than
-    ``exp2`` of the product; ``_inplace_exp`` takes the product there only."""
-    monkeypatch.setattr(namespace, "_SLOW_SERIAL_EXP", slow)
-    monkeypatch.setattr(namespace, "_ONE_OP_EXP", sys.maxsize)
-    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    calls = []
-    for name in ("exp_", "exp2_"):
-        method = getattr(torch.Tensor, name)
-        monkeypatch.setattr(
-            torch.Tensor, name, lambda x, _m=method, _n=name: calls.append(_n) or _m(x)
-        )
-    values = -torch.rand(size, dtype=torch.float64)
-    result = namespace._inplace_exp(values.clone())
-    assert calls == [expected]
-    assert_close(result, values.exp(), torch.float64)
-
-
 def _with_narrow_classes(monkeypatch, narrow):
     """The rule as on a CPU of another vector width (it is read where it is used)."""
     monkeypatch.setattr(namespace, "NARROW_CLASSES", narrow)
