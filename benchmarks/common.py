@@ -22,6 +22,7 @@ import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -459,6 +460,29 @@ def _usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def code_revision() -> dict[str, Any]:
+    """The commit of the code a run measures, and whether tracked files differed from it
+    (``git`` in the checkout that holds ``benchmarks/``); None where git cannot tell
+    (an installed copy, no git)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*arguments: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", root, *arguments], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    revision = git("rev-parse", "--short=12", "HEAD")
+    changes = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "revision": revision,
+        "uncommitted_changes": None if revision is None or changes is None else bool(changes),
+    }
 
 
 def machine_info() -> dict[str, Any]:

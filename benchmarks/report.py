@@ -91,6 +91,18 @@ def _machine(results: dict[str, Any]) -> str:
     )
 
 
+def _code(results: dict[str, Any]) -> str:
+    """ ", on <commit>" (and whether tracked files had changed), where the run recorded
+    it (runs before 2026-12-07 did not)."""
+    code = results.get("code") or {}
+    if not code.get("revision"):
+        return ""
+    changed = (
+        " with uncommitted changes to tracked files" if code.get("uncommitted_changes") else ""
+    )
+    return f", on {code['revision']}{changed}"
+
+
 def _versions(results: dict[str, Any]) -> list[str]:
     lines = []
     for name, backend in results["backends"].items():
@@ -270,7 +282,7 @@ def section(results: dict[str, Any]) -> str:
         f"## {results['size'].capitalize()} run ({', '.join(results['backends'])})",
         "",
         f"Command: `{results['command'].strip()}`, started {results['started_utc']}, "
-        f"took {results['elapsed_s']:.0f} s.",
+        f"took {results['elapsed_s']:.0f} s{_code(results)}.",
         "",
         f"Machine: {_machine(results)}.",
         "",

@@ -64,6 +64,7 @@ from benchmarks.common import (
     LinearCase,
     OverheadPair,
     cases,
+    code_revision,
     linear_cases,
     linear_floor_bytes,
     linear_methods,
@@ -541,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["python -m benchmarks.run", *(argv or sys.argv[1:])]),
         "started_utc": started.isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "code": code_revision(),
         "bandwidth": bandwidth,
         "settings": {
             **SETTINGS[args.size],

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import overhead_rows
+from benchmarks.report import _code, overhead_rows
 
 # (backend, lsr method, rival method, short label) shown in the README.
 ROWS = [
@@ -121,12 +122,9 @@ def _mib(value: int | None) -> str:
     return "" if value is None else f"{value / 2**20:.0f}"
 
 
-def table(results: dict[str, Any], mode: str = "forward+backward") -> str:
-    lines = [
-        "| execution: rival | logits | dtype | lsr ms | rival ms | lsr ÷ rival "
-        "| lsr × bound | rival × bound | peak MiB lsr / rival |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|",
-    ]
+def _pairs(results: dict[str, Any], mode: str) -> Iterator[tuple[str, dict, dict, bool]]:
+    """``(label, lsr's row, the rival's row, binary)`` for every line of ``ROWS`` and every
+    case and dtype where both were measured in ``mode``."""
     for backend, lsr_name, rival_name, label in ROWS:
         rows = results["backends"].get(backend, {}).get("measurements", [])
         index = {(r["case_name"], r["dtype"], r["mode"], r["method"]): r for r in rows}
@@ -134,20 +132,26 @@ def table(results: dict[str, Any], mode: str = "forward+backward") -> str:
             if row["method"] != lsr_name or row["mode"] != mode or "median_s" not in row:
                 continue
             rival = index.get((row["case_name"], row["dtype"], mode, rival_name))
-            if rival is None or "median_s" not in rival:
-                continue
-            memory = ""
-            if (
-                row.get("rss_steady_bytes") is not None
-                and rival.get("rss_steady_bytes") is not None
-            ):
-                memory = f"{_mib(row['rss_steady_bytes'])} / {_mib(rival['rss_steady_bytes'])}"
-            lines.append(
-                f"| {label} | {row['case_name']} | {row['dtype']} "
-                f"| {_fmt(row['median_s'] * 1e3)} | {_fmt(rival['median_s'] * 1e3)} "
-                f"| **{row['median_s'] / rival['median_s']:.2f}** | {_fmt(row.get('x_bound'), 2)} "
-                f"| {_fmt(rival.get('x_bound'), 2)} | {memory} |"
-            )
+            if rival is not None and "median_s" in rival:
+                yield label, row, rival, "smooth_bce" in lsr_name
+
+
+def table(results: dict[str, Any], mode: str = "forward+backward") -> str:
+    lines = [
+        "| execution: rival | logits | dtype | lsr ms | rival ms | lsr ÷ rival "
+        "| lsr × bound | rival × bound | peak MiB lsr / rival |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, row, rival, _ in _pairs(results, mode):
+        memory = ""
+        if row.get("rss_steady_bytes") is not None and rival.get("rss_steady_bytes") is not None:
+            memory = f"{_mib(row['rss_steady_bytes'])} / {_mib(rival['rss_steady_bytes'])}"
+        lines.append(
+            f"| {label} | {row['case_name']} | {row['dtype']} "
+            f"| {_fmt(row['median_s'] * 1e3)} | {_fmt(rival['median_s'] * 1e3)} "
+            f"| **{row['median_s'] / rival['median_s']:.2f}** | {_fmt(row.get('x_bound'), 2)} "
+            f"| {_fmt(rival.get('x_bound'), 2)} | {memory} |"
+        )
     return "\n".join(lines)
 
 
@@ -166,27 +170,24 @@ def matrix(results: dict[str, Any], mode: str = "forward+backward") -> str:
     rows, then the binary rows, each with the cases of their loss. Empty where a pair
     was not measured."""
     tables = []
+    pairs = list(_pairs(results, mode))
     for binary in (False, True):
         labels: list[str] = []
         ratios: dict[tuple[str, str], float] = {}
         columns: list[str] = []
-        for backend, lsr_name, rival_name, label in ROWS:
-            if ("smooth_bce" in lsr_name) != binary:
+        for label, row, rival, is_binary in pairs:
+            if is_binary != binary:
                 continue
-            rows = results["backends"].get(backend, {}).get("measurements", [])
-            index = {(r["case_name"], r["dtype"], r["mode"], r["method"]): r for r in rows}
-            for row in rows:
-                if row["method"] != lsr_name or row["mode"] != mode or "median_s" not in row:
-                    continue
-                rival = index.get((row["case_name"], row["dtype"], mode, rival_name))
-                if rival is None or "median_s" not in rival:
-                    continue
-                column = _short_case(row["case_name"], row["dtype"])
-                if column not in columns:
-                    columns.append(column)
-                if label not in labels:
-                    labels.append(label)
-                ratios[label, column] = row["median_s"] / rival["median_s"]
+            column = _short_case(row["case_name"], row["dtype"])
+            if (label, column) in ratios:
+                # (Two cases with one title would share a cell: the later would hide the
+                # earlier.)
+                raise ValueError(f"two cases make the column {column!r} of {label!r}")
+            if column not in columns:
+                columns.append(column)
+            if label not in labels:
+                labels.append(label)
+            ratios[label, column] = row["median_s"] / rival["median_s"]
         if not labels:
             continue
         order = {column: i for i, column in enumerate(columns)}
@@ -273,9 +274,10 @@ def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
         bandwidth = results["bandwidth"]
         sources.append(
             f"`{results['command']}`, started {results['started_utc']}, "
-            f"{results['elapsed_s']:.0f} s ({machine['processor']}, {machine['usable_cpus']} "
-            f"CPUs; measured bandwidth {bandwidth['copy_read_write_bytes_per_s'] / 1e9:.1f} "
-            f"GB/s copy, {bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s read)"
+            f"{results['elapsed_s']:.0f} s{_code(results)} ({machine['processor']}, "
+            f"{machine['usable_cpus']} CPUs; measured bandwidth "
+            f"{bandwidth['copy_read_write_bytes_per_s'] / 1e9:.1f} GB/s copy, "
+            f"{bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s read)"
         )
         if merged is None:
             merged = results
@@ -295,8 +297,14 @@ def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--matrix":
-        results, sources = _merge([Path(a) for a in argv[1:]])
+    if "--matrix" in argv:
+        paths = [Path(a) for a in argv if a != "--matrix"]
+        if not paths:
+            print(
+                "usage: python -m benchmarks.summary --matrix results.json [...]", file=sys.stderr
+            )
+            return 2
+        results, sources = _merge(paths)
         for source in sources:
             print(f"- {source}")
         for mode in ("forward+backward", "forward"):

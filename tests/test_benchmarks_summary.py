@@ -10,7 +10,9 @@ import glob
 import re
 from pathlib import Path
 
-from benchmarks import summary
+import pytest
+
+from benchmarks import common, report, summary
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -61,16 +63,45 @@ def test_matrix_has_a_line_per_execution_and_a_column_per_case_and_dtype():
     )
 
 
+def test_two_cases_of_one_column_title_are_an_error_not_a_hidden_cell():
+    eager, rival = "lsr.torch.smooth_ce (eager)", "F.cross_entropy (eager)"
+    rows = [
+        _row("256x10", "float32", eager, 1.0),
+        _row("256x10", "float32", rival, 1.0),
+        _row("256x10, other", "float32", eager, 2.0),
+        _row("256x10, other", "float32", rival, 1.0),
+    ]
+    with pytest.raises(ValueError, match="256x10 f32"):
+        summary.matrix({"backends": {"torch": {"measurements": rows}}})
+
+
+def test_matrix_without_files_is_a_usage_error(capsys):
+    assert summary.main(["--matrix"]) == 2
+    assert "usage" in capsys.readouterr().err
+
+
 def test_the_readme_tables_are_the_matrix_of_the_files_it_names():
-    """Every row of the README's benchmark tables is a line of ``benchmarks.summary
-    --matrix`` run on the files the README's command names (forward + backward)."""
+    """The README's benchmark tables are, line for line, ``benchmarks.summary --matrix``
+    run on the files the README's command names (forward + backward): no row edited,
+    dropped or added by hand."""
     (pattern,) = re.findall(r"benchmarks\.summary --matrix (\S+?)`", README.replace("\n", " "))
     paths = sorted(glob.glob(str(ROOT / pattern)))
     assert paths, pattern
     results, _ = summary._merge([Path(path) for path in paths])
-    printed = set(summary.matrix(results).splitlines())
+    printed = [line for line in summary.matrix(results).splitlines() if line.startswith("| ")]
     section = README[README.index("## Benchmarks") : README.index("## Scaling out")]
     quoted = [line for line in section.splitlines() if line.startswith("| ")]
-    assert len(quoted) >= 15  # (both tables: their headers and 17 lines)
-    missing = [line for line in quoted if line not in printed]
-    assert not missing, "README rows not printed by the command:\n" + "\n".join(missing)
+    assert printed and quoted == printed
+
+
+def test_a_run_records_and_shows_the_commit_it_measured():
+    code = common.code_revision()
+    # (This checkout is a git clone: the revision is known, and whether files changed.)
+    assert code["revision"] and isinstance(code["uncommitted_changes"], bool)
+    shown = report._code({"code": {"revision": "0123abcd", "uncommitted_changes": True}})
+    assert shown == ", on 0123abcd with uncommitted changes to tracked files"
+    assert report._code({"code": {"revision": "0123abcd", "uncommitted_changes": False}}) == (
+        ", on 0123abcd"
+    )
+    # Files written before runs recorded it show nothing.
+    assert report._code({}) == ""
