@@ -16,7 +16,7 @@ three. A lead, not a change (sums.txt, on 5d3ff3a):
   reduction; at 256 x 10 the two were level), and far the slower at 1024 x 128000 (1.77
   against 1.32), where XLA's fused sum of ``top - z`` over such long rows is slow (the
   loss alone's ``sum_shifted`` is the same sum).
-* bfloat16: the variadic reduction was the faster at every shape from K = 8192 up but
+* bfloat16: the variadic reduction was the faster at every shape from K = 1,000 up but
   256 x 16384; some rows are bimodal (the closed form and the two sums took about 4 or
   about 12 ms at 1024 x 4096 from run to run: the page faults of
   docs/large_vocabularies.md).
