@@ -462,11 +462,13 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def code_revision() -> dict[str, Any]:
+def code_revision(root: str | None = None) -> dict[str, Any]:
     """The commit of the code a run measures, and whether tracked files differed from it
-    (``git`` in the checkout that holds ``benchmarks/``); None where git cannot tell
-    (an installed copy, no git)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (``git`` in the checkout whose root holds ``benchmarks/``); None where git cannot
+    tell: no git, or not such a checkout (a copy inside another repository records
+    nothing rather than that repository's commit). ``root``: that checkout's root, by
+    default the parent of ``benchmarks/``."""
+    root = root or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
     def git(*arguments: str) -> str | None:
         try:
@@ -477,6 +479,9 @@ def code_revision() -> dict[str, Any]:
             return None
         return done.stdout.strip() if done.returncode == 0 else None
 
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or os.path.realpath(top) != os.path.realpath(root):
+        return {"revision": None, "uncommitted_changes": None}
     revision = git("rev-parse", "--short=12", "HEAD")
     changes = git("status", "--porcelain", "--untracked-files=no")
     return {

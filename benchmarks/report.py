@@ -91,15 +91,17 @@ def _machine(results: dict[str, Any]) -> str:
     )
 
 
-def _code(results: dict[str, Any]) -> str:
-    """ ", on <commit>" (and whether tracked files had changed), where the run recorded
-    it (runs before 2026-12-07 did not)."""
+def revision_text(results: dict[str, Any]) -> str:
+    """The text ", on <commit>" (with whether tracked files had changed) where the run
+    recorded its commit (runs before 2026-12-07 did not), else nothing."""
     code = results.get("code") or {}
     if not code.get("revision"):
         return ""
-    changed = (
-        " with uncommitted changes to tracked files" if code.get("uncommitted_changes") else ""
-    )
+    changed = {
+        True: " with uncommitted changes to tracked files",
+        False: "",
+        None: " (whether tracked files had changed is unknown)",
+    }[code.get("uncommitted_changes")]
     return f", on {code['revision']}{changed}"
 
 
@@ -282,7 +284,7 @@ def section(results: dict[str, Any]) -> str:
         f"## {results['size'].capitalize()} run ({', '.join(results['backends'])})",
         "",
         f"Command: `{results['command'].strip()}`, started {results['started_utc']}, "
-        f"took {results['elapsed_s']:.0f} s{_code(results)}.",
+        f"took {results['elapsed_s']:.0f} s{revision_text(results)}.",
         "",
         f"Machine: {_machine(results)}.",
         "",

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.report import _code, overhead_rows
+from benchmarks.report import overhead_rows, revision_text
 
 # (backend, lsr method, rival method, short label) shown in the README.
 ROWS = [
@@ -174,15 +174,21 @@ def matrix(results: dict[str, Any], mode: str = "forward+backward") -> str:
     for binary in (False, True):
         labels: list[str] = []
         ratios: dict[tuple[str, str], float] = {}
+        cases: dict[tuple[str, str], str] = {}
         columns: list[str] = []
         for label, row, rival, is_binary in pairs:
             if is_binary != binary:
                 continue
             column = _short_case(row["case_name"], row["dtype"])
+            case = f"{row['case_name']} {row['dtype']}"
             if (label, column) in ratios:
                 # (Two cases with one title would share a cell: the later would hide the
                 # earlier.)
-                raise ValueError(f"two cases make the column {column!r} of {label!r}")
+                raise ValueError(
+                    f"{cases[label, column]!r} and {case!r} make the same column {column!r} "
+                    f"of {label!r}"
+                )
+            cases[label, column] = case
             if column not in columns:
                 columns.append(column)
             if label not in labels:
@@ -274,7 +280,7 @@ def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
         bandwidth = results["bandwidth"]
         sources.append(
             f"`{results['command']}`, started {results['started_utc']}, "
-            f"{results['elapsed_s']:.0f} s{_code(results)} ({machine['processor']}, "
+            f"{results['elapsed_s']:.0f} s{revision_text(results)} ({machine['processor']}, "
             f"{machine['usable_cpus']} CPUs; measured bandwidth "
             f"{bandwidth['copy_read_write_bytes_per_s'] / 1e9:.1f} GB/s copy, "
             f"{bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s read)"
@@ -297,6 +303,9 @@ def _merge(paths: list[Path]) -> tuple[dict[str, Any], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
     if "--matrix" in argv:
         paths = [Path(a) for a in argv if a != "--matrix"]
         if not paths:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -95,13 +96,48 @@ def test_the_readme_tables_are_the_matrix_of_the_files_it_names():
 
 
 def test_a_run_records_and_shows_the_commit_it_measured():
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: there is no commit to record")
     code = common.code_revision()
-    # (This checkout is a git clone: the revision is known, and whether files changed.)
     assert code["revision"] and isinstance(code["uncommitted_changes"], bool)
-    shown = report._code({"code": {"revision": "0123abcd", "uncommitted_changes": True}})
+    shown = report.revision_text({"code": {"revision": "0123abcd", "uncommitted_changes": True}})
     assert shown == ", on 0123abcd with uncommitted changes to tracked files"
-    assert report._code({"code": {"revision": "0123abcd", "uncommitted_changes": False}}) == (
-        ", on 0123abcd"
-    )
+    clean = {"code": {"revision": "0123abcd", "uncommitted_changes": False}}
+    assert report.revision_text(clean) == ", on 0123abcd"
+    unknown = {"code": {"revision": "0123abcd", "uncommitted_changes": None}}
+    assert "unknown" in report.revision_text(unknown)
     # Files written before runs recorded it show nothing.
-    assert report._code({}) == ""
+    assert report.revision_text({}) == ""
+
+
+def test_no_commit_is_recorded_where_git_cannot_tell(monkeypatch, tmp_path):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(common.subprocess, "run", no_git)
+    assert common.code_revision() == {"revision": None, "uncommitted_changes": None}
+    monkeypatch.undo()
+    # A copy inside another repository (its root is not the copy's): not that
+    # repository's commit.
+    outer = tmp_path / "outer"
+    (outer / "vendored").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(outer)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(outer),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "outer",
+        ],
+        check=True,
+    )
+    assert common.code_revision(str(outer))["revision"]  # (the outer root itself: known)
+    assert common.code_revision(str(outer / "vendored"))["revision"] is None
