@@ -2,8 +2,11 @@
 ``F.cross_entropy(label_smoothing=0.1)`` (256 x 10 float32 logits, integer labels, the
 loss alone): the guard tree that ``TORCH_LOGS=guards`` prints, counted by its lines (each
 a guard or a node of the tree), and by the modules whose globals they read. Not a timing:
-a lead for the compiled rows at 256 x 10, where lsr is 1.19-1.23 times the rival's time
-(``benchmarks/results/2026-12-07-full/``) while both compile to one graph.
+a lead for the compiled rows at 256 x 10, where lsr took 1.39-1.48 times the rival's time
+for the loss alone and 1.21-1.24 forward + backward (``benchmarks/results/2026-12-07-full/``).
+
+guards.txt: on e3d5027 (the code of the full run's PyTorch part). A first run on 5f6d1f3
+counted 624 lines for lsr: four more, the guards of an exp rule reverted since.
 
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-compile-guards/guards.py``

@@ -17,12 +17,14 @@ over the rival's.
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-exp-serial/exp_serial.py``
 
-**Not adopted** (the rule was committed in 902252e and reverted in the commit after the
-next ones): a review found that PyTorch's ``exp_`` splits across threads from 2,048
-values (counted as CPU time per thread), so its slow region here is not "on the calling
-thread" but the split of a kernel that follows ``copy_``, which runs on one thread up to
-32,768 values (hence the jump at 32,769); in the loss the step before the exponential is
-the log-softmax, whose split depends on the shape. And at the loss level the row the
+**Not adopted** (the rule was committed in 902252e and reverted in df731b1): a review
+measured (CPU time per thread, not committed) that PyTorch's ``exp_`` splits across
+threads from 2,048 values, so its slow region here is likely not "on the calling thread"
+but the split of a kernel that follows ``copy_``, which runs on one thread up to 32,768
+values (hence the jump at 32,769); the two-thread penalty below 2,048 values (256: 1.82
+against 0.77) is not explained either. In the loss the step before the exponential is
+the log-softmax, whose split depends on the shape. (At df731b1 and after, both lsr
+arms run the same code.) And at the loss level the row the
 rule does not touch, 64 x 1000 (64,000 values), moved as much as the rows it does
 (float32 1.058 -> 1.008, bfloat16 1.204 -> 1.163, the same code in both arms): the gains
 below are within the noise of this comparison.
