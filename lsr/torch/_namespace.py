@@ -202,9 +202,10 @@ def _inplace_exp(x: torch.Tensor) -> torch.Tensor:
     benchmarks/results/2026-12-06-small/exp_size.txt). With AVX-512 PyTorch's ``exp``
     is the faster above 32,768 values, and is used at every size (2 cores, after a
     log-softmax, exp against exp2 of the product: float32 93.6 against 261.6
-    microseconds at a million values, float64 284.7 against 714.3; at 32,768 values,
-    PyTorch's grain size for a parallel loop, the product's form was the faster, 21.9
-    against 13.6 in float32, a few microseconds a call, not studied further: one ``exp``
+    microseconds at a million values, float64 284.7 against 714.3; at 32,768 values the
+    product's form was the faster in a micro-benchmark, 21.9 against 13.6 in float32,
+    but taking it from 2,049 to 32,768 values gained no more than the noise at the loss
+    level and was reverted: benchmarks/results/2026-12-07-exp-serial/; one ``exp``
     stays there, the more accurate). The loss's forward + backward against
     ``F.cross_entropy``'s time, bfloat16: 256 x 1000 1.126 -> 0.987, 4096 x 1000 1.048
     -> 0.937; faster at every row measured, by 5-28% (exp_ab-rotated.txt in
