@@ -25,8 +25,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 MODES = ("forward", "forward+backward")
 SIZES = ("smoke", "quick", "full")
@@ -266,6 +266,27 @@ class Method:
     exact_peak_bytes: Callable[[], int | None] | None = None
 
 
+T = TypeVar("T")
+
+
+def round_order(items: Sequence[T], round_index: int) -> list[T]:
+    """The order in which the timed steps take turns in round ``round_index``: rounds
+    0 and 1 are the given order and its reverse, rounds 2 and 3 the same one step on
+    (rotated by one), and so on. So every step comes first, and every step follows both
+    of its neighbours, in turn.
+
+    A step runs after another one: it inherits that one's caches and the allocator's
+    free memory, and rotating alone keeps each step's predecessor. In the same order
+    every round, without an untimed call, the eager PyTorch step right after
+    ``F.cross_entropy`` ran 8-25% slower than an identical step before it from
+    4096 x 1000 up; in this order, after an untimed call, 5% faster to 4% slower
+    (benchmarks/results/2026-12-07-round-order/aaa.txt).
+    """
+    shift = (round_index // 2) % max(len(items), 1)
+    order = list(items[shift:]) + list(items[:shift])
+    return order[::-1] if round_index % 2 else order
+
+
 def time_methods(
     methods: list[Method],
     sync: Callable[[Any], None],
@@ -280,7 +301,10 @@ def time_methods(
     untimed. One repeat calls the step ``number`` times in a row, with ``number`` chosen
     so that a repeat lasts about ``min_repeat_s``; fewer repeats (at least 3) are made
     when ``repeats`` of them would exceed ``max_total_s`` for this group of methods.
-    Besides wall-clock time, the process's CPU time (all threads) per call is recorded.
+    Each repeat follows one untimed call of its step, and the methods take turns in the
+    order of ``round_order`` (a method inherits the caches and the allocator's free
+    memory of the one before it). Besides wall-clock time, the process's CPU time (all
+    threads) per call is recorded.
     """
     numbers, first_calls = {}, {}
     per_round = 0.0
@@ -297,10 +321,11 @@ def time_methods(
     rounds = max(3, min(repeats, int(max_total_s / max(per_round, 1e-9))))
     times: dict[str, list[float]] = {m.loss.name: [] for m in methods}
     cpu_times: dict[str, list[float]] = {m.loss.name: [] for m in methods}
-    for _ in range(rounds):
-        for method in methods:
+    for round_index in range(rounds):
+        for method in round_order(methods, round_index):
             name = method.loss.name
             gc.collect()
+            sync(method.step())
             cpu_start = time.process_time()
             start = time.perf_counter()
             for _ in range(numbers[name]):
@@ -622,8 +647,8 @@ def time_calls(
 ) -> dict[str, dict[str, Any]]:
     """Seconds per call of each (already called once) step: the median over ``repeats``
     batches of ``calls`` calls in a row, each batch after one untimed call of its step,
-    the steps taking turns (round-robin, each round starting one step later than the one
-    before), the clock read after the last call's result is ready.
+    the steps taking turns in the order of ``round_order``, the clock read after the
+    last call's result is ready.
 
     The untimed call and the rotation matter: a step inherits the caches and the
     allocator's free memory of the one before it. Timed right after another step, in the
@@ -651,8 +676,7 @@ def time_calls(
     times: dict[str, list[float]] = {name: [] for name in steps}
     order = list(steps.items())
     for round_index in range(repeats):
-        shift = round_index % len(order)
-        for name, step in order[shift:] + order[:shift]:
+        for name, step in round_order(order, round_index):
             sync(step())
             start = time.perf_counter()
             for _ in range(number):
