@@ -14,13 +14,14 @@ from lsr import _core, _distill, _functions
 from lsr._aux import as_aux
 from lsr._checks import prepare_smooth_ce
 from lsr.jax._jvp import is_zero, options_tangent
-from lsr.jax._namespace import as_jax, as_prior, as_scalar, xp
+from lsr.jax._namespace import as_jax, as_prior, as_scalar, pass_namespace
 
 __all__ = ["distill_loss", "estimate_prior", "smooth_ce", "smooth_labels"]
 
 
-@jax.custom_jvp
-def _smooth_ce(logits: Any, labels: Any, spec: _core.Spec) -> Any:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3,))
+def _smooth_ce(logits: Any, labels: Any, spec: _core.Spec, xp: Any) -> Any:
+    """The core's loss; ``xp``: the namespace of its pass (``pass_namespace``)."""
     aux: dict[str, Any] = {}
     loss, _, _ = _core.smooth_ce(logits, labels, spec, xp=xp, aux=aux)
     return _with_aux(loss, aux, spec)
@@ -37,7 +38,7 @@ _DIFFERENTIABLE = ("smoothing", "prior", "weight")
 
 
 @functools.partial(_smooth_ce.defjvp, symbolic_zeros=True)
-def _smooth_ce_jvp(primals, tangents):
+def _smooth_ce_jvp(xp, primals, tangents):
     logits, labels, spec = primals
     logits_dot, labels_dot, spec_dot = tangents
     aux = {}  # (filled by the pass)
@@ -177,6 +178,7 @@ def smooth_ce(
     logits, labels = as_jax(logits, "logits"), as_jax(labels)
     weight, where = as_jax(weight, "weight"), as_jax(where, "where")
     smoothing, prior = as_scalar(smoothing), as_prior(prior)
+    given_dtype = logits.dtype  # (the pass's namespace depends on it: pass_namespace)
     # Concrete arrays (closed over by a jitted function, say) are checked by value even
     # while a caller is being traced: without this, comparisons on them would be staged
     # into the program and could not be read. Tracers still skip the value checks.
@@ -198,14 +200,15 @@ def smooth_ce(
             return_aux=return_aux,
             causal_shift=causal_shift,
         )
-    return _smooth_ce_compiled(logits, labels, spec)
+    namespace = pass_namespace(given_dtype, logits.ndim, spec.axis, spec.num_classes)
+    return _smooth_ce_compiled(logits, labels, spec, namespace)
 
 
 # Called eagerly, the core's ops would be dispatched one by one, and the gradient pass's
 # variadic reduction (``_namespace.sum_and_sum_exp``) compiled anew on every call: 100 ms
 # for an 8 x 4 input. Compiled once per shape and static options instead; inside a caller's
 # ``jit``, ``grad`` or ``vmap`` this is an inner call that XLA inlines.
-_smooth_ce_compiled = jax.jit(_smooth_ce)
+_smooth_ce_compiled = jax.jit(_smooth_ce, static_argnums=3)
 
 
 def smooth_labels(

@@ -1,0 +1,82 @@
+"""The JAX adapter's two namespaces for the core's pass (collected only when jax is
+selected): which one a call takes, and that both give the same loss and gradient."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lsr.jax
+from lsr.jax import _functional, _namespace
+from lsr.jax._namespace import pass_namespace, two_sums_xp, xp
+
+K = 37
+
+
+@pytest.mark.parametrize(
+    ("dtype", "ndim", "axis", "classes", "expected"),
+    [
+        (jnp.float32, 2, 1, 1000, "two sums"),
+        (jnp.float32, 2, 1, 32_000, "two sums"),
+        (jnp.float32, 3, 2, 10, "two sums"),
+        (jnp.float32, 2, 1, 32_001, "variadic"),
+        (jnp.float32, 4, 1, 21, "variadic"),  # classes not last: segmentation
+        (jnp.bfloat16, 2, 1, 1000, "variadic"),
+        (jnp.float16, 2, 1, 1000, "variadic"),
+        (jnp.float64, 2, 1, 1000, "variadic"),
+    ],
+)
+def test_pass_namespace_takes_two_sums_for_float32_classes_last_up_to_32000(
+    dtype, ndim, axis, classes, expected
+):
+    chosen = pass_namespace(dtype, ndim, axis, classes)
+    assert chosen is (two_sums_xp if expected == "two sums" else xp)
+    assert getattr(chosen, "sum_and_sum_exp", None) is (
+        None if expected == "two sums" else _namespace.sum_and_sum_exp
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "reduction"),
+    list(
+        itertools.product(
+            [
+                {},
+                {"ignore_index": 3},
+                {"prior": "others", "kl": True},
+                {"weight": np.linspace(0.5, 2.0, K, dtype=np.float32)},
+                {"z_loss": 1e-3, "softcap": 30.0},
+                {"confidence_penalty": 0.2},
+            ],
+            ["none", "mean", "sum"],
+        )
+    ),
+)
+def test_both_namespaces_give_the_same_loss_and_gradient(options, reduction):
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(scale=4.0, size=(64, K)), jnp.float32)
+    labels = jnp.asarray(rng.integers(0, K, size=64))
+
+    def loss_with(namespace):
+        def loss(z):
+            # The adapter's own route, with the pass's namespace forced.
+            original = _functional.pass_namespace
+            _functional.pass_namespace = lambda *_: namespace
+            try:
+                return jnp.sum(lsr.jax.smooth_ce(z, labels, reduction=reduction, **options))
+            finally:
+                _functional.pass_namespace = original
+
+        return loss
+
+    results = {}
+    for name, namespace in (("variadic", xp), ("two sums", two_sums_xp)):
+        value, grad = jax.value_and_grad(loss_with(namespace))(logits)
+        results[name] = (np.asarray(value), np.asarray(grad))
+    np.testing.assert_allclose(results["two sums"][0], results["variadic"][0], rtol=2e-6)
+    np.testing.assert_allclose(results["two sums"][1], results["variadic"][1], rtol=2e-5, atol=1e-7)
+    assert np.all(np.isfinite(results["variadic"][1]))
