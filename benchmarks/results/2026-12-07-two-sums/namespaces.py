@@ -4,8 +4,8 @@ sums``), against the closed form differentiated by JAX, in float32 (the arms of
 benchmarks/results/2026-12-07-jax-sums/sums.py, which this imports, at the shapes that
 settle ``pass_namespace``'s bounds: K = 65,536 and a segmentation layout with the
 classes on axis 1), taking turns (``time_calls``: medians of 10 rounds of 5 calls),
-milliseconds and each over the closed form's. Output: namespaces.txt (on 982dc88; its
-first line, the commit, written by hand).
+milliseconds and each over the closed form's. Output: namespaces.txt (two runs, on
+982dc88 and e223bc8, the same code here; each first line, the commit, written by hand).
 
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-two-sums/namespaces.py``
