@@ -54,8 +54,9 @@ def logit_sums(
     ``in_place``: ``exp(s)`` may be made in place in a temporary of this pass.
     ``one_pass_sums``: take the sum of ``s`` and of ``exp(s)`` in one pass with the
     namespace's ``sum_and_sum_exp`` where it has one (the caller chooses: under XLA's
-    CPU backend it is the faster beside a gradient, the slower for a loss alone; see
-    below).
+    CPU backend it is the slower for a loss alone, see below; beside a gradient it is
+    the faster for some dtypes and shapes only, and the JAX adapter hands the core a
+    namespace without it for the others: ``lsr.jax._namespace.pass_namespace``).
     Returns ``({"row_max", "sum_exp", "dot", "target", "chain"}, exp(s))``: for class
     ids ``dot = sum_k v_k s_k`` and ``target = s_y`` (0 where a shard does not hold y),
     for dense targets ``dot = sum_k w_k q'_k s_k`` and no ``target``; with

@@ -40,6 +40,56 @@ def test_pass_namespace_takes_two_sums_for_float32_classes_last_up_to_32000(
     )
 
 
+def test_negative_axis_counts_from_the_end():
+    assert pass_namespace(jnp.float32, 2, -1, 10) is two_sums_xp
+    assert pass_namespace(jnp.float32, 2, -2, 10) is xp
+    assert pass_namespace(jnp.float32, 1, -1, 10) is two_sums_xp
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("2-D float32, default axis", "two sums"),
+        ("2-D float32, classes on axis -2", "variadic"),
+        ("2-D bfloat16", "variadic"),
+        ("2-D float16", "variadic"),
+        ("1-D float32", "two sums"),
+        ("3-D float32, classes on axis 1", "variadic"),
+        ("2-D float32 under vmap", "two sums"),
+    ],
+)
+def test_the_public_call_passes_the_rule_its_own_dtype_and_axis(monkeypatch, case, expected):
+    """What ``lsr.jax.smooth_ce`` hands its compiled pass: the namespace of the logits'
+    dtype as given (before the conversion to float32) and of its class axis."""
+    seen = []
+    compiled = _functional._smooth_ce_compiled
+
+    def recording(logits, labels, spec, namespace):
+        seen.append(namespace)
+        return compiled(logits, labels, spec, namespace)
+
+    monkeypatch.setattr(_functional, "_smooth_ce_compiled", recording)
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(0, K, size=6))
+    logits = jnp.asarray(rng.normal(size=(6, K)), jnp.float32)
+    if case == "2-D float32, default axis":
+        jax.grad(lambda z: jnp.sum(lsr.jax.smooth_ce(z, ids)))(logits)
+    elif case == "2-D float32, classes on axis -2":
+        lsr.jax.smooth_ce(logits.T, ids, axis=-2)
+    elif case == "2-D bfloat16":
+        lsr.jax.smooth_ce(logits.astype(jnp.bfloat16), ids)
+    elif case == "2-D float16":
+        lsr.jax.smooth_ce(logits.astype(jnp.float16), ids)
+    elif case == "1-D float32":
+        lsr.jax.smooth_ce(logits[0], ids[0])
+    elif case == "3-D float32, classes on axis 1":
+        lsr.jax.smooth_ce(jnp.stack([logits.T] * 2), jnp.stack([ids] * 2), axis=1)
+    else:
+        jax.vmap(lambda z, y: lsr.jax.smooth_ce(z, y))(logits[None], ids[None])
+    assert seen, "the compiled pass was not called"
+    assert all(n is (two_sums_xp if expected == "two sums" else xp) for n in seen), seen
+
+
 @pytest.mark.parametrize(
     ("options", "reduction"),
     list(
