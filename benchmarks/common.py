@@ -5,8 +5,9 @@ Timing follows the usual rules for honest micro-benchmarks (scipy's
 timed and reported on its own, every step is warmed up before the clock runs, the
 backend's ``sync`` waits for the result before the clock is read, each method is timed
 over several repeats and the median (and spread) is kept, and the methods of one case are
-timed round-robin (one repeat of each in turn) so that load from other processes on a
-shared machine hits lsr and its rivals alike and cancels in their ratio.
+timed taking turns (one repeat of each in turn, in ``round_order``) so that load from
+other processes on a shared machine hits lsr and its rivals alike and cancels in their
+ratio.
 
 Peak memory is read from the process itself (``VmHWM``, the high-water mark of its
 resident set, reset through ``/proc/self/clear_refs`` before the measured call), in a
@@ -273,7 +274,9 @@ def round_order(items: Sequence[T], round_index: int) -> list[T]:
     """The order in which the timed steps take turns in round ``round_index``: rounds
     0 and 1 are the given order and its reverse, rounds 2 and 3 the same one step on
     (rotated by one), and so on. So every step comes first, and every step follows both
-    of its neighbours, in turn.
+    of its neighbours, in turn. (The step that ends an even round also begins the next
+    one: that batch follows the step itself, as every batch follows its own untimed
+    call.)
 
     A step runs after another one: it inherits that one's caches and the allocator's
     free memory, and rotating alone keeps each step's predecessor. In the same order
@@ -295,7 +298,7 @@ def time_methods(
     min_repeat_s: float,
     max_total_s: float,
 ) -> dict[str, dict[str, Any]]:
-    """First-call time, then the median seconds per call, timed round-robin.
+    """First-call time, then the median seconds per call, the methods taking turns.
 
     Each method's first call (which compiles) is timed alone, then it runs once more
     untimed. One repeat calls the step ``number`` times in a row, with ``number`` chosen
@@ -650,12 +653,12 @@ def time_calls(
     the steps taking turns in the order of ``round_order``, the clock read after the
     last call's result is ready.
 
-    The untimed call and the rotation matter: a step inherits the caches and the
+    The untimed call and the order matter: a step inherits the caches and the
     allocator's free memory of the one before it. Timed right after another step, in the
     same order every round, one of two identical steps ran up to 16% faster than the
     other (CPU, eager PyTorch, 2 cores: B/A 0.843-0.933 in
-    benchmarks/results/2026-12-07-call-order/aa.txt; 0.928-1.029 rotated, with the
-    untimed call), which favoured whichever step came last.
+    benchmarks/results/2026-12-07-call-order/aa.txt; 0.928-1.029 rotated by one step a
+    round, with the untimed call), which favoured whichever step came last.
 
     A batch has fewer calls (down to one) where ``repeats`` rounds would take longer than
     ``max_pair_s``, estimated from one more call of each step (a slow step, such as an
