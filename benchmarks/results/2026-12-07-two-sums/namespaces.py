@@ -1,11 +1,14 @@
 """The core's pass under ``jax.custom_jvp`` and ``jax.jit``, forward + backward of the mean
 loss, with the JAX namespace's variadic reduction (``variadic``) and without it (``two
 sums``), against the closed form differentiated by JAX, in float32 (the arms of
-benchmarks/results/2026-12-07-jax-sums/sums.py, which this imports, at the shapes that
-settle ``pass_namespace``'s bounds: K = 65,536 and a segmentation layout with the
-classes on axis 1), taking turns (``time_calls``: medians of 10 rounds of 5 calls),
-milliseconds and each over the closed form's. Output: namespaces.txt (two runs, on
-982dc88 and e223bc8, the same code here; each first line, the commit, written by hand).
+benchmarks/results/2026-12-07-jax-sums/sums.py, which this imports with two_sums.py's
+closed form, at the shapes that settle ``pass_namespace``'s bounds: K = 65,536 and a
+segmentation layout with the classes on axis 1), taking turns (``time_calls``: medians
+of 10 rounds of 5 calls), milliseconds and each over the closed form's. Output:
+namespaces.txt, two runs: the first (on 982dc88) by this script's first form, run from
+outside the repository (the same arms, shapes and timer, its closed form its own), the
+second (on e223bc8) by this script as it was committed; each first line, the commit,
+written by hand.
 
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-two-sums/namespaces.py``
@@ -16,10 +19,11 @@ import gc
 import sys
 
 import jax
-import jax.numpy as jnp
 
 sys.path.insert(0, "benchmarks/results/2026-12-07-jax-sums")
+sys.path.insert(0, "benchmarks/results/2026-12-07-two-sums")
 from sums import TwoSums, _namespace, prepare_smooth_ce, time_calls, with_namespace
+from two_sums import closed
 
 SHAPES = [
     ((4096, 1000), -1),
@@ -28,16 +32,6 @@ SHAPES = [
     ((1024, 128000), -1),
     ((8, 21, 256, 256), 1),
 ]
-
-
-def closed_axis(axis):
-    def closed(z, y):
-        z = z.astype(jnp.float32)
-        lse = jax.nn.logsumexp(z, axis=axis)
-        target = jnp.take_along_axis(z, jnp.expand_dims(y, axis), axis=axis).squeeze(axis)
-        return jnp.mean(lse - 0.9 * target - 0.1 * z.mean(axis))
-
-    return closed
 
 
 def ours(namespace, spec):
@@ -65,7 +59,7 @@ def main():
                 z_loss=0.0,
             )[3]
         functions = {
-            "closed": closed_axis(axis),
+            "closed": closed(axis),
             "variadic": ours(_namespace.xp, spec),
             "two sums": ours(TwoSums(), spec),
         }
