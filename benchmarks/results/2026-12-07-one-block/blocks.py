@@ -4,12 +4,15 @@ every row in one block (``one block``: ``BLOCK_ELEMENTS`` and ``ROW_BLOCK_ELEMEN
 raised for the call), and ``F.cross_entropy(label_smoothing=0.1)``, timed by the
 harness's ``time_methods`` (9 rounds, ``round_order``), milliseconds; the loss alone
 (``fw``) or forward + backward (``fb``, ``torch.autograd.grad``). A lead, not a change
-(blocks.txt, on e223bc8, 2 cores with AVX-512 and a 480 MiB L3 shared with the host):
+(blocks.txt, 2 cores with AVX-512 and a 480 MiB L3 shared with the host). In a first run
 one block was the faster for the loss alone up to about 4M logits (4096 x 1000 1.08 of
 the rival's time against 1.28) and level at 8M, and for forward + backward up to 8M
 (8192 x 1000 0.42 against 0.59), and the slower from about 16M (the loss alone 1.01
-against 0.40). In bfloat16 one block needs a float32 copy of every row (two
-logits-sized buffers): not measured here.
+against 0.40). A second run an hour later found the two within 9% of each other, either
+way, up to 8M (4096 x 1000: 0.611 against 0.628 for the loss alone, 0.339 against 0.360
+forward + backward), and again the slower from 16M; the rival's loss alone took 1.95 and
+then 2.88 ms at 4096 x 1000. So the gain is not settled. In bfloat16 one block needs a
+float32 copy of every row (two logits-sized buffers): not measured here.
 
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-one-block/blocks.py fw`` (or ``fb``)
