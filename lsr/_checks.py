@@ -669,6 +669,9 @@ def remember(known: dict[tuple, Any], key: tuple, entry: Any) -> None:
     known[key] = entry
 
 
+_NOT_MADE = object()
+
+
 class KnownSpecs:
     """The specs of known options (``_KnownOptions``, the binary checks'
     ``_KnownBinaryOptions``): the spec an earlier call made, and its variants for the
@@ -677,16 +680,18 @@ class KnownSpecs:
     def __init__(self, spec: Any):
         self.spec = spec
         self.variants: dict[tuple[Any, bool], Any] = {}
-        # What an adapter decided once for these options, by the function that decides
-        # (of the key's values alone: the shapes, dtypes and options; ``decided``).
-        self.decisions: dict[Any, bool] = {}
+        # What an adapter decided or made once for these options, by the function that
+        # decides or makes it (of the key's values alone: the shapes, dtypes and options;
+        # ``decided``).
+        self.decisions: dict[Any, Any] = {}
 
-    def decided(self, decide: Any, *arguments: Any) -> bool:
-        """``decide(*arguments)``, made once for these options: for a decision that
-        depends only on what the key holds, never on a module's tunable constant (an
-        array among ``arguments`` is read for its shape and dtype alone)."""
-        made = self.decisions.get(decide)
-        if made is None:
+    def decided(self, decide: Any, *arguments: Any) -> Any:
+        """``decide(*arguments)``, made once for these options: for a decision (or an
+        object, such as ``_core.FixedTargets``, that holds no array) that depends only
+        on what the key holds, never on a module's tunable constant (an array among
+        ``arguments`` is read for its shape and dtype alone)."""
+        made = self.decisions.get(decide, _NOT_MADE)
+        if made is _NOT_MADE:
             made = self.decisions[decide] = decide(*arguments)
         return made
 
@@ -781,7 +786,7 @@ def keyed_arguments(
 # check_smooth_ce's arguments that are not options of the key: the arrays (and
 # causal_shift, which changes the labels: such a call is never looked up).
 _NOT_KEYED = frozenset({"logits", "labels", "weight", "where", "causal_shift", "namespace"})
-_KEYED_POSITIONS, _KEYED_NAMES = keyed_arguments(check_smooth_ce, _NOT_KEYED)
+_KEYED_POSITIONS, KEYED_NAMES = keyed_arguments(check_smooth_ce, _NOT_KEYED)
 
 
 def _keyed(arguments: tuple) -> tuple:
@@ -790,7 +795,7 @@ def _keyed(arguments: tuple) -> tuple:
 
 
 def known_options(
-    logits: Any, labels: Any, *, namespace: Any = None, **options: Any
+    logits: Any, labels: Any, options: tuple, *, namespace: Any = None, cheap: bool = False
 ) -> _KnownOptions | None:
     """The checked options of an earlier call with the same arguments but the labels'
     values, or None: for an adapter's route for repeated calls, which then takes
@@ -798,22 +803,27 @@ def known_options(
     labels' values are checked there, as in ``check_smooth_ce``).
 
     ``options``: every keyed argument of ``check_smooth_ce`` (all but the arrays,
-    ``causal_shift`` and ``namespace``), by name, as ``check_smooth_ce`` would get them,
-    for a call without ``weight``, ``where`` or ``causal_shift`` (which a key never
-    holds). A keyed argument missing here is a KeyError: a key made of fewer options
-    could match another call's."""
-    key = known_options_key(
-        namespace, logits, labels, tuple([options[name] for name in _KEYED_NAMES])
-    )
+    ``causal_shift`` and ``namespace``), as ``check_smooth_ce`` would get them, in the
+    order of ``KEYED_NAMES`` (its signature's; a tuple, as the key holds them: on every
+    small call, naming them costs more than the lookup), for a call without ``weight``,
+    ``where`` or ``causal_shift`` (which a key never holds). Fewer or more is a
+    TypeError: a key made of fewer options could match another call's. ``cheap``: the
+    caller has found the labels' values cheap to read (``values_are_cheap``), which is
+    then not asked again."""
+    if len(options) != len(KEYED_NAMES):
+        raise TypeError(f"Expected the values of {KEYED_NAMES}. Received: options={options!r}")
+    key = known_options_key(namespace, logits, labels, options, cheap=cheap)
     return _KNOWN_OPTIONS.get(key) if key is not None else None
 
 
-def known_options_key(namespace: Any, logits: Any, labels: Any, options: tuple) -> tuple | None:
+def known_options_key(
+    namespace: Any, logits: Any, labels: Any, options: tuple, *, cheap: bool = False
+) -> tuple | None:
     """What the checks of a call whose options hold no array read, as a key of
     ``_KNOWN_OPTIONS``; None where an option is an array or cannot be a key, and where
     the labels' values cannot be read (under tracing the checks run as they are).
     ``namespace``: the one the caller passed (or None); ``options``: the keyed
-    arguments' values, in the signature's order."""
+    arguments' values, in the signature's order; ``cheap``: as in ``known_options``."""
     # Only options of Python's immutable scalar types: an object that compares equal to
     # itself after it changed (a mutable number hashed by identity, say) would get the
     # spec made of its earlier value.
@@ -829,7 +839,7 @@ def known_options_key(namespace: Any, logits: Any, labels: Any, options: tuple) 
         hash(key)
     except (AttributeError, TypeError):
         return None  # (Not arrays: array_namespace names them.)
-    if not values_are_cheap(labels):
+    if not (cheap or values_are_cheap(labels)):
         return None
     return key
 

@@ -735,6 +735,101 @@ def test_blocked_log_softmax_loss_and_grad_matches_the_one_block_form(
             assert_close(gradient[kept], expected_rows, np.dtype(dtype).name)
 
 
+def _prepared(backend, logits, labels, **options):
+    options = {"ignore_index": None, "weight": None, "where": None, **options}
+    return prepare_smooth_ce(backend.asarray(logits), backend.asarray(labels), **options)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.2, 1.0])
+@pytest.mark.parametrize("kl", [False, True])
+@pytest.mark.parametrize(
+    ("layout", "prior", "reduction"),
+    [
+        (layout, prior, reduction)
+        for layout, dense, prior, weighted, reduction in CONFIGS
+        if not dense and not weighted and prior != "vector"
+    ],
+)
+def test_fixed_targets_serve_other_labels_of_the_same_shape(
+    backend, layout, prior, reduction, kl, smoothing
+):
+    """``FixedTargets`` made of one call's labels give another call's loss and gradient
+    (other ids and logits of the same shapes) as the targets made of that call's own
+    labels do, and as the float64 reference says: in the one-block form, with and
+    without the gradient, and block by block of rows."""
+    shape, axis = layout
+    options = dict(smoothing=smoothing, prior=prior, axis=axis, reduction=reduction, kl=kl)
+    first_logits, first_labels, _ = _make_case(11, shape, axis, dense=False)
+    xp, first_z, first_y, spec = _prepared(backend, first_logits, first_labels, **options)
+    fixed = _core.fixed_targets(first_y, spec, xp=xp, like=first_z)
+    assert fixed is not None
+    logits, labels, _ = _make_case(12, shape, axis, dense=False)
+    assert labels.size < 2 or not np.array_equal(labels, first_labels)
+    _, z, y, own_spec = _prepared(backend, logits, labels, **options)
+    assert own_spec == spec
+    expected = reference.smooth_ce(logits, labels, **options, weight=None)
+    own_loss, own_grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp)
+    loss, grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp, fixed=fixed)
+    assert_close(backend.to_numpy(loss), expected, "float64")
+    assert_close(backend.to_numpy(loss), backend.to_numpy(own_loss), "float64")
+    assert_close(backend.to_numpy(grad), backend.to_numpy(own_grad), "float64")
+    alone, none = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp, with_grad=False, fixed=fixed)
+    assert none is None
+    assert_close(backend.to_numpy(alone), expected, "float64")
+    if len(shape) == 1 or backend.name not in ("numpy", "array_api_strict", "torch"):
+        return
+    blocks = [slice(0, 1), slice(1, shape[0])]
+    out = backend.asarray(np.full(shape, 7.0))
+    blocked, made = _core.blocked_log_softmax_loss_and_grad(
+        z, y, spec, xp=xp, blocks=blocks, scratch=None, out=out, fixed=fixed
+    )
+    assert made is out
+    assert_close(backend.to_numpy(blocked), expected, "float64")
+    assert_close(backend.to_numpy(out), backend.to_numpy(own_grad), "float64")
+
+
+_NOT_FIXED = ["ignore_index", "where", "weight", "per-position smoothing", "prior vector", "dense"]
+
+
+@pytest.mark.parametrize("case", [*_NOT_FIXED, "unread"])
+def test_fixed_targets_only_where_no_term_depends_on_the_labels(backend, case):
+    """Options under which some term of the targets is one value per position (a left-out
+    position, a class weight or prior taken at its id, one smoothing per position, dense
+    targets), or whose ids were not read (where an id out of range must make its loss
+    NaN), get no ``FixedTargets``; the others get a template that holds no array, which
+    refuses to serve other options or another positions' shape."""
+    logits, labels, mask = _make_case(13, (6, K), 1, dense=False, where=True)
+    options = dict(smoothing=0.2, prior="uniform", axis=1, reduction="mean")
+    xp, z, y, spec = _prepared(backend, logits, labels, **options)
+    fixed = _core.fixed_targets(y, spec, xp=xp, like=z)
+    assert fixed is not None
+    template = vars(fixed.template)
+    assert all(value is None or type(value) in (float, _core.Spec) for value in template.values())
+    assert fixed.denominator == 6 and fixed.totals
+    with pytest.raises(ValueError, match="other options"):
+        _core.log_softmax_loss_and_grad(z, y, spec.replace(smoothing=0.3), xp=xp, fixed=fixed)
+    _, other_z, other_y, _ = _prepared(backend, logits[:4], labels[:4], **options)
+    with pytest.raises(ValueError, match="shape"):
+        _core.log_softmax_loss_and_grad(other_z, other_y, spec, xp=xp, fixed=fixed)
+    if case == "ignore_index":
+        labels[2] = -100
+        options["ignore_index"] = -100
+    elif case == "where":
+        options["where"] = backend.asarray(mask)
+    elif case == "weight":
+        options["weight"] = backend.asarray(WEIGHT)
+    elif case == "per-position smoothing":
+        options["smoothing"] = backend.asarray(np.linspace(0.0, 0.5, 6))
+    elif case == "prior vector":
+        options["prior"] = backend.asarray(PRIOR_VECTOR)
+    elif case == "dense":
+        labels = _make_case(13, (6, K), 1, dense=True)[1]
+    xp, z, y, spec = _prepared(backend, logits, labels, **options)
+    if case == "unread":
+        spec = spec.replace(checked=False)
+    assert _core.fixed_targets(y, spec, xp=xp, like=z) is None
+
+
 def test_log_softmax_pass_applies_only_without_row_terms():
     """The options that read more of a row than its log-softmax take the pass shifted by
     the row maximum; positions left out do not, but say so (``leaves_positions_out``:

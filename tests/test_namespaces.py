@@ -498,6 +498,21 @@ def _compare_override(name, overlay, base, asarray, to_numpy, rng):
             except ValueError:
                 continue
             yield f"axis={axis} (size other than 1) was squeezed, not refused"
+    elif name == "expand_dims":
+        for given in (asarray(x), asarray(rng.integers(0, 9, size=(3, 5)))):
+            for axis in range(-given.ndim - 1, given.ndim + 1):
+                expected = base.expand_dims(given, axis=axis)
+                actual = overlay.expand_dims(given, axis=axis)
+                if tuple(actual.shape) != tuple(expected.shape) or actual.dtype != given.dtype:
+                    yield f"axis={axis}: {actual.dtype} {tuple(actual.shape)}"
+                yield from _differs(f"axis={axis}", to_numpy(actual), to_numpy(expected), "float64")
+            # An axis out of range is refused, as the standard asks (IndexError).
+            for axis in (given.ndim + 1, -given.ndim - 2):
+                try:
+                    overlay.expand_dims(given, axis=axis)
+                except IndexError:
+                    continue
+                yield f"axis={axis} (out of range) was not refused with an IndexError"
     elif name == "clip":
         ids = asarray(rng.integers(-120, 300, size=(3, 5, 4)))
         for x_given, bounds in (

@@ -49,7 +49,9 @@ from lsr._core._layouts import (
 )
 from lsr._core._loss import (
     AUX_NAMES,
+    FixedTargets,
     denominator_parts,
+    fixed_targets,
     leaves_positions_out,
     log_softmax_applies,
     log_softmax_loss_and_grad,
@@ -74,6 +76,7 @@ __all__ = [
     "BINARY_ARRAY_FIELDS",
     "EXTENSIONS",
     "BinarySpec",
+    "FixedTargets",
     "Spec",
     "binary_grad",
     "binary_loss",
@@ -85,6 +88,7 @@ __all__ = [
     "compute_dtype",
     "denominator_parts",
     "estimate_prior",
+    "fixed_targets",
     "index_dtype",
     "kept_positions",
     "kernel_form_applies",

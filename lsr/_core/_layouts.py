@@ -11,6 +11,7 @@ from typing import Any
 
 from lsr._core import _ops
 from lsr._core._loss import (
+    FixedTargets,
     aux_outputs,
     combine,
     gradient,
@@ -198,6 +199,7 @@ def blocked_log_softmax_loss_and_grad(
     blocks: list[Any],
     scratch: Array | None,
     out: Array | None = None,
+    fixed: FixedTargets | None = None,
 ) -> tuple[Array, Array | None]:
     """``log_softmax_loss_and_grad`` block after block of rows, for a spec where
     ``log_softmax_applies``: ``(reduced loss, out)``.
@@ -223,15 +225,22 @@ def blocked_log_softmax_loss_and_grad(
         # One block of every row, into a new array: ``log_softmax_loss_and_grad``'s own
         # steps, without the views and block targets of the loop below (on small inputs
         # each costs about as much as the arithmetic).
-        return log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=False)[0], None
+        return log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=False, fixed=fixed)[
+            0
+        ], None
     dtype = _ops.compute_dtype(xp, logits.dtype)
     like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype, copy=False)
-    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
-    totals = sums_first(spec, targets)
+    if fixed is None:
+        scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
+        totals = sums_first(spec, targets)
+        if out is not None:
+            # (The factors of the gradient only: the loss's terms read the targets
+            # unscaled.)
+            targets.scale_by(scale, in_place=True)
+    else:
+        targets = fixed.targets(xp, labels, spec, like)
+        denominator, totals = fixed.denominator, fixed.totals
     valid = targets.positions.valid
-    if out is not None:
-        # (The factors of the gradient only: the loss's terms read the targets unscaled.)
-        targets.scale_by(scale, in_place=True)
     # The log-softmax goes straight into ``out`` unless the gradient is rounded there.
     direct = out is not None and out.dtype == dtype
     inplace_exp = getattr(xp, "inplace_exp", None)

@@ -690,8 +690,62 @@ def log_softmax_reduced(
     return reduced
 
 
+class FixedTargets:
+    """``reduction_scale``'s targets (with the gradient's factors of a unit cotangent
+    folded in: ``Targets.scale_by``), the mean's denominator and ``sums_first``, for
+    options under which none of them depends on the labels' values: class ids known to be
+    in range (``spec.checked``), nothing left out, one smoothing for every position and
+    no vector among the options. Made once from one call's labels
+    (``fixed_targets``), they hold only Python numbers and the (array-free) spec, and
+    serve every call with the same spec, positions' shape and logits' dtype:
+    ``log_softmax_loss_and_grad`` then computes no term of the target algebra again.
+    (An adapter's route for repeated calls keeps one per known options.)"""
+
+    def __init__(
+        self, template: Targets, denominator: int, totals: bool, shape: tuple, index_dtype: Any
+    ):
+        self.template, self.denominator, self.totals = template, denominator, totals
+        self.spec: Spec = template.spec
+        self.shape, self.index_dtype = shape, index_dtype
+
+    def targets(self, xp: Namespace, labels: Array, spec: Spec, like: Array) -> Targets:
+        """The targets of class ids ``labels`` (in range), as ``reduction_scale`` would
+        make them and ``scale_by`` scale them for a unit cotangent."""
+        if spec is not self.spec and spec != self.spec:
+            raise ValueError("These fixed targets were made for other options.")
+        if tuple(labels.shape) != self.shape:
+            raise ValueError(
+                f"These fixed targets were made for positions of shape {self.shape}; "
+                f"received labels of shape {tuple(labels.shape)}."
+            )
+        if labels.dtype != self.index_dtype:
+            labels = xp.astype(labels, self.index_dtype)
+        return self.template.with_ids(xp, labels, like=like)
+
+
+def fixed_targets(labels: Array, spec: Spec, *, xp: Namespace, like: Array) -> FixedTargets | None:
+    """``FixedTargets`` made from these labels (``like``: an array of the compute dtype
+    on the logits' device), or None where the options do not allow them (see there)."""
+    if spec.dense or not spec.checked or leaves_positions_out(spec) or spec.has_arrays():
+        return None
+    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
+    totals = sums_first(spec, targets)
+    targets.scale_by(scale, in_place=True)
+    template = targets.without_ids()
+    if template is None or type(denominator) is not int:
+        return None
+    safe_labels = targets.positions.safe_labels
+    return FixedTargets(template, denominator, totals, tuple(safe_labels.shape), safe_labels.dtype)
+
+
 def log_softmax_loss_and_grad(
-    logits: Array, labels: Array, spec: Spec, *, xp: Namespace, with_grad: bool = True
+    logits: Array,
+    labels: Array,
+    spec: Spec,
+    *,
+    xp: Namespace,
+    with_grad: bool = True,
+    fixed: FixedTargets | None = None,
 ) -> tuple[Array, Array | None]:
     """``reduced_loss_and_grad`` in fewer operations, for a spec where
     ``log_softmax_applies``: the rows are shifted by their logsumexp rather than their
@@ -708,15 +762,23 @@ def log_softmax_loss_and_grad(
     for one).
     Returns the reduced loss and, with ``with_grad``, the gradient of the reduced loss in
     the compute dtype (for "none", row i is d loss_i / d z_i).
+
+    ``fixed``: this spec's ``FixedTargets`` for labels of this shape (``fixed_targets``),
+    where the caller keeps them: the targets are then not made again.
     """
     log_p = _ops.log_softmax(xp, logits, spec.axis, _ops.compute_dtype(xp, logits.dtype))
-    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=log_p)
-    totals = sums_first(spec, targets)
+    if fixed is None:
+        scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=log_p)
+        totals = sums_first(spec, targets)
+    else:
+        targets = fixed.targets(xp, labels, spec, log_p)
+        scale, denominator, totals = None, fixed.denominator, fixed.totals
     dot, target = log_softmax_terms(xp, log_p, targets, targets.positions.valid, totals=totals)
     reduced = log_softmax_reduced(xp, dot, target, targets, denominator, totals=totals)
     if not with_grad:
         return reduced, None
-    targets.scale_by(scale, in_place=True)
+    if fixed is None:
+        targets.scale_by(scale, in_place=True)
     inplace_exp = getattr(xp, "inplace_exp", None)
     softmax = xp.exp(log_p) if inplace_exp is None else inplace_exp(log_p)
     return reduced, gradient(xp, softmax, None, targets, lse=None, in_place=True)

@@ -125,6 +125,16 @@ class Positions:
         self.valid = keep
         self.safe_labels = safe if safe.dtype == dtype else xp.astype(safe, dtype)
 
+    @classmethod
+    def all_kept(cls, safe_labels: Array) -> Positions:
+        """The positions of class ids known to be in range, none left out (what the
+        constructor makes for such ids under a checked spec without ``ignore_index``
+        or ``where``), from ids already in the index dtype."""
+        positions = object.__new__(cls)
+        positions.dense = False
+        positions.safe_labels, positions.valid, positions.out_of_range = safe_labels, None, None
+        return positions
+
     def mask(self, xp: Namespace, values: Array) -> Array:
         """NaN at out-of-range labels, then 0 at positions that are not kept."""
         if self.out_of_range is not None:
@@ -376,6 +386,43 @@ class Targets:
         # (A row of all -inf, ignored or not, has no softmax to scale: 0, not 0 * -inf.)
         lse = _ops.finite_or_zero(self.xp, lse)
         return self.scale * (mass + 2.0 * self.spec.z_loss * lse)
+
+    # What ``without_ids`` leaves out: the arrays of one call's labels and logits.
+    _OF_ONE_CALL = ("xp", "positions", "like", "index")
+
+    def without_ids(self) -> Targets | None:
+        """These targets without their class ids, where every other term is a Python
+        float (or None): class ids, every position kept, one smoothing for all and no
+        vector among the options, no shard. A template that ``with_ids`` completes for
+        other ids of the same positions' shape (the terms and the cotangents folded in by
+        ``scale_by`` depend on nothing else); None where some term is an array. It holds
+        no array, so it may outlive the call that made it."""
+        if self.spec.dense or self.shard is not None or self.spec.has_arrays():
+            return None
+        if self.positions.valid is not None or self.positions.out_of_range is not None:
+            return None
+        terms = {
+            name: value
+            for name, value in self.__dict__.items()
+            if name not in self._OF_ONE_CALL and name not in ("spec", "shard")
+        }
+        if not all(value is None or type(value) is float for value in terms.values()):
+            return None
+        template = object.__new__(Targets)
+        template.__dict__.update(terms, spec=self.spec, shard=None)
+        template.__dict__.update(dict.fromkeys(self._OF_ONE_CALL))
+        return template
+
+    def with_ids(self, xp: Namespace, ids: Array, *, like: Array) -> Targets:
+        """A template of ``without_ids`` completed with class ids (in range, already in
+        the index dtype, of the template's positions' shape): the targets that the
+        constructor would make of them, without computing any term again."""
+        targets = object.__new__(Targets)
+        targets.__dict__.update(self.__dict__)
+        targets.xp, targets.like = xp, like
+        targets.positions = Positions.all_kept(ids)
+        targets.index = xp.expand_dims(ids, axis=self.spec.axis)
+        return targets
 
     def block(self, index: Any) -> Targets:
         """These targets for the rows ``index`` of the leading axis (``...``: all)."""

@@ -41,6 +41,7 @@ __all__ = [
     "SmoothCEFused",
     "SmoothCESmall",
     "SmoothCEWithJvp",
+    "fixed_targets",
     "is_batched",
     "is_finite",
     "is_plain_eager_mode",
@@ -76,7 +77,12 @@ def is_plain_eager_mode(input: torch.Tensor) -> bool:
         and not torch.jit.is_tracing()
         and not torch._C._are_functorch_transforms_active()
         and not torch._C._functorch.is_functorch_wrapped_tensor(input)
-        and forward_ad.unpack_dual(input).tangent is None
+        # (Tangents exist only inside a dual level: forward_ad's own record of the
+        # level, -1 outside one, settles the usual call without unpacking the input.)
+        and (
+            getattr(forward_ad, "_current_level", 0) < 0
+            or forward_ad.unpack_dual(input).tangent is None
+        )
     )
 
 
@@ -422,16 +428,20 @@ def is_small(logits: torch.Tensor, axis: int) -> bool:
 
 
 def small_loss_and_grad(
-    logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    spec: _core.Spec,
+    fixed: _core.FixedTargets | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The reduced loss and its gradient in the logits' dtype, by
     ``_core.log_softmax_loss_and_grad`` (one block of every row) or
     ``_core.blocked_log_softmax_loss_and_grad`` (more); where that loss is not finite
     (or, with positions left out, the gradient: see ``_core.log_softmax_applies``), by
-    the blocked pass, which defines the values of rows with non-finite logits."""
+    the blocked pass, which defines the values of rows with non-finite logits.
+    ``fixed``: the spec's ``_core.FixedTargets`` for these labels' shape, or None."""
     blocks = row_blocks(logits, spec.axis)
     if blocks == [...]:
-        loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp)
+        loss, made = _core.log_softmax_loss_and_grad(logits, labels, spec, xp=xp, fixed=fixed)
         grad = cast(torch.Tensor, made)  # (made: the default with_grad=True)
         del made
     else:
@@ -442,7 +452,7 @@ def small_loss_and_grad(
         grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
         scratch = scratch_block(logits, blocks) if logits.dtype != dtype else None
         loss = _core.blocked_log_softmax_loss_and_grad(
-            logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, out=grad
+            logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, out=grad, fixed=fixed
         )[0]
         del scratch
     if not is_finite(loss) or (_core.leaves_positions_out(spec) and not has_finite_sum(grad)):
@@ -454,8 +464,21 @@ def small_loss_and_grad(
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
         # class axis outermost in memory: a gradient of other strides is a surprise, and
         # ``.view`` fails on it).
-        grad = torch.empty_like(logits).copy_(grad)
+        grad = (
+            grad.contiguous()  # (one operation, where the logits are contiguous)
+            if grad.dtype == logits.dtype and logits.is_contiguous()
+            else torch.empty_like(logits).copy_(grad)
+        )
     return loss, grad
+
+
+def fixed_targets(
+    labels: torch.Tensor, spec: _core.Spec, logits: torch.Tensor
+) -> _core.FixedTargets | None:
+    """``_core.fixed_targets`` of these options for calls on logits like ``logits``
+    (their dtype and shape; none of their values is read)."""
+    like = logits[:0].to(_core.compute_dtype(xp, logits.dtype))
+    return _core.fixed_targets(labels, spec, xp=xp, like=like)
 
 
 def takes_log_softmax_loss(logits: torch.Tensor) -> bool:
@@ -468,18 +491,29 @@ def takes_log_softmax_loss(logits: torch.Tensor) -> bool:
     return logits.is_cpu
 
 
-def log_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> torch.Tensor:
+def log_softmax_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    spec: _core.Spec,
+    fixed: _core.FixedTargets | None = None,
+) -> torch.Tensor:
     """The reduced loss alone (nothing to differentiate) on the CPU, for a spec that
     ``_core.log_softmax_applies`` to and that holds no tensor: by
     ``_core.blocked_log_softmax_loss_and_grad`` (one log-softmax per block of rows, into one
     block of float32 scratch); where that loss is not finite, by the blocked pass, which
-    defines the values of rows with non-finite logits."""
+    defines the values of rows with non-finite logits. ``fixed``: as in
+    ``small_loss_and_grad``."""
     blocks = row_blocks(logits, spec.axis)
-    scratch = scratch_block(logits, blocks) if len(blocks) > 1 else None
-    loss = _core.blocked_log_softmax_loss_and_grad(
-        logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch
-    )[0]
-    del scratch  # (the blocked pass below takes a block of its own)
+    if blocks == [...]:
+        loss = _core.log_softmax_loss_and_grad(
+            logits, labels, spec, xp=xp, with_grad=False, fixed=fixed
+        )[0]
+    else:
+        scratch = scratch_block(logits, blocks)
+        loss = _core.blocked_log_softmax_loss_and_grad(
+            logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, fixed=fixed
+        )[0]
+        del scratch  # (the blocked pass below takes a block of its own)
     if not is_finite(loss):
         loss = _blocked_pass(logits, labels, spec, with_grad=False)[0]
     return loss
@@ -528,8 +562,8 @@ class SmoothCESmall(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits, labels, spec, loss_dtype):
-        loss, grad = small_loss_and_grad(logits, labels, spec)
+    def forward(ctx, logits, labels, spec, loss_dtype, fixed=None):
+        loss, grad = small_loss_and_grad(logits, labels, spec, fixed)
         ctx.save_for_backward(logits, labels)
         ctx.spec, ctx.fused_grad = spec, grad
         # (Rounded here for a drop-in that returns half precision: the cotangent of
@@ -548,12 +582,12 @@ class SmoothCESmall(torch.autograd.Function):
             logits, labels = ctx.saved_tensors
             _, denominator, _ = _core.reduction_scale(labels, spec, xp=xp, like=logits)
             grad = core_grad(logits, labels, None, denominator, grad_loss, spec)
-            return grad.to(logits.dtype), None, None, None
+            return grad.to(logits.dtype), None, None, None, None
         if grad is None:
             # A second backward through a retained graph: the same computation again.
             logits, labels = ctx.saved_tensors
             _, grad = small_loss_and_grad(logits, labels, spec)
-        return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None, None
+        return times_cotangent(grad, grad_loss, spec.axis, spec.reduction), None, None, None, None
 
 
 def needs_autograd_through_core(target, weight, smoothing, prior) -> bool:

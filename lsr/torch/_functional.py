@@ -30,6 +30,7 @@ from lsr.torch._autograd import (
     SmoothCEFused,
     SmoothCESmall,
     SmoothCEWithJvp,
+    fixed_targets,
     is_plain_eager_mode,
     is_small,
     log_softmax_loss,
@@ -58,9 +59,11 @@ def is_plain_eager_call(
     (autocast, ``torch.compile``, ``torch.jit.trace``, ``torch.func``, forward-mode AD).
     Each is a test the full path makes on its way to ``SmoothCESmall`` (a gradient for
     the input) or ``log_softmax_loss`` (none) for such a call. (Some
-    are also settled by the known options' key or by ``values_are_cheap``, such as the
-    devices, the target's dtype, tracing and wrapped inputs: they stay here, so that
-    the route does not depend on how the key is made.)"""
+    are also settled by the known options' key, such as the devices and the target's
+    dtype: they stay here, so that the route does not depend on how the key is made.)
+    Where it holds, the target's values are cheap to read (``values_are_cheap``: on the
+    CPU, not under ``torch.compile`` or ``torch.jit.trace``, not a ``torch.func``
+    tensor), which the route tells the key."""
     return (
         type(smoothing) is float
         and type(prior) is str
@@ -72,6 +75,7 @@ def is_plain_eager_call(
         and target.is_cpu
         and not target.is_floating_point()
         and is_plain_eager_mode(input)
+        and not torch._C._functorch.is_functorch_wrapped_tensor(target)
     )
 
 
@@ -94,13 +98,15 @@ def routed_call(
     spec: _core.Spec,
     loss_dtype: torch.dtype | None,
     with_grad: bool,
+    fixed: _core.FixedTargets | None = None,
 ) -> torch.Tensor:
     """The end of the route for repeated calls: ``SmoothCESmall`` where the input
     is differentiated, the loss alone (``log_softmax_loss``) where nothing is; both
-    gather at every id, and so raise on one outside [0, C) before returning."""
+    gather at every id, and so raise on one outside [0, C) before returning.
+    ``fixed``: the spec's ``_core.FixedTargets`` for these labels' shape, or None."""
     if with_grad:
-        return SmoothCESmall.apply(input, labels, spec, loss_dtype)
-    return log_softmax_loss(input, labels, spec)
+        return SmoothCESmall.apply(input, labels, spec, loss_dtype, fixed)
+    return log_softmax_loss(input, labels, spec, fixed)
 
 
 def function_arguments(input: torch.Tensor, labels: torch.Tensor, spec: _core.Spec) -> tuple:
@@ -236,27 +242,30 @@ def _smooth_ce(
     """``smooth_ce``; ``loss_dtype``: a half-precision dtype that the drop-in's loss is
     rounded to, which the small path does inside its Function (no autograd node for
     the rounding; other paths return the compute dtype, and the drop-in rounds it)."""
-    # check_smooth_ce's options but the tensors and causal_shift, as the known options'
-    # key holds them (the full path below changes some first).
-    options: dict[str, Any] = dict(
-        smoothing=smoothing,
-        prior=prior,
-        axis=axis,
-        ignore_index=ignore_index,
-        reduction=reduction,
-        kl=kl,
-        z_loss=z_loss,
-        softcap=softcap,
-        confidence_penalty=confidence_penalty,
-        return_aux=return_aux,
-    )
     if is_plain_eager_call(input, target, weight, smoothing, prior, causal_shift):
         # The route for repeated calls (above all small ones, MNIST-sized batches, where
         # Python's time is most of the call's): options an earlier call had are not
         # checked again, and the tests above stand for the full path's on its way to
-        # SmoothCESmall.
-        options["axis"] = class_axis(input, axis)
-        known = known_options(input, target, namespace=xp, **options)
+        # SmoothCESmall. (check_smooth_ce's options but the tensors and causal_shift, in
+        # the order of _checks.KEYED_NAMES, as the known options' key holds them.)
+        known = known_options(
+            input,
+            target,
+            (
+                smoothing,
+                prior,
+                class_axis(input, axis),
+                ignore_index,
+                reduction,
+                kl,
+                z_loss,
+                softcap,
+                confidence_penalty,
+                return_aux,
+            ),
+            namespace=xp,
+            cheap=True,
+        )
         # (small_path_applies reads the spec alone: decided once per known options.)
         with_grad = input.requires_grad and torch.is_grad_enabled()
         if (
@@ -277,8 +286,12 @@ def _smooth_ce(
             if not known.outside_seen and row_blocks(input, known.spec.axis) == [...]:
                 assumed = known.labels_assumed_in_range(target)
             if assumed is not None:
+                labels, spec = assumed
+                # (The targets' terms of these options, made once: they depend on
+                # nothing but the key's values when every id is in range.)
+                fixed = known.decided(fixed_targets, labels, spec, input)
                 try:
-                    return routed_call(input, *assumed, loss_dtype, with_grad)
+                    return routed_call(input, labels, spec, loss_dtype, with_grad, fixed)
                 except (IndexError, RuntimeError):
                     known.outside_seen = True
             labels, spec = known.labels_and_spec(target)
@@ -299,13 +312,17 @@ def _smooth_ce(
             "ignore_index",
             ignore_index,
         )
-    options.update(
+    options: dict[str, Any] = dict(
         smoothing=smoothing,
+        prior=prior,
         axis=class_axis(input, axis),
+        ignore_index=None if dense else ignore_index,
+        reduction=reduction,
+        kl=kl,
         z_loss=z_loss,
         softcap=softcap,
         confidence_penalty=confidence_penalty,
-        ignore_index=None if dense else ignore_index,
+        return_aux=return_aux,
     )
     # (Half-precision logits are converted block by block later, never here as a whole.)
     _, labels, spec = check_smooth_ce(

@@ -68,6 +68,14 @@ def _sum(
     return _compat_xp.sum(x, axis=axis, dtype=dtype, keepdims=keepdims)
 
 
+def _expand_dims(x: torch.Tensor, /, *, axis: int = 0) -> torch.Tensor:
+    # One unsqueeze (the class ids of every call get their class axis back this way);
+    # array-api-compat's checks of the axis cost several times the op, and
+    # ``torch.unsqueeze`` refuses an axis out of range itself (IndexError, as the
+    # standard asks).
+    return torch.unsqueeze(x, axis)
+
+
 def _clip(x: torch.Tensor, /, min: Any = None, max: Any = None) -> torch.Tensor:
     # One clamp for bounds that are Python numbers the tensor's dtype holds (validation
     # clips the class ids twice per call with ignore_index); array-api-compat's clip
@@ -403,6 +411,7 @@ xp = types.SimpleNamespace(
         "vecdot": _vecdot,
         "broadcast_to": _broadcast_to,
         "squeeze": _squeeze,
+        "expand_dims": _expand_dims,
         "clip": _clip,
         "sum": _sum,
         "logsumexp": _logsumexp,

@@ -515,6 +515,80 @@ def test_a_repeated_plain_call_takes_the_route_and_gives_the_full_paths_values(m
     assert len(calls) == 2
 
 
+def test_the_route_keys_its_options_in_the_checks_order(monkeypatch):
+    """The route hands the known options' key the options in the order of
+    ``check_smooth_ce``'s signature (``_checks.KEYED_NAMES``), as the full path makes the
+    key: in another order, a call would find the spec of another call's options (kl and
+    return_aux swapped, say)."""
+    from lsr import _checks
+
+    seen: list = []
+    known = functional.known_options
+
+    def recorded(logits, labels, options, **keywords):
+        seen.append(options)
+        return known(logits, labels, options, **keywords)
+
+    monkeypatch.setattr(functional, "known_options", recorded)
+    values = dict(
+        smoothing=0.25,
+        prior="others",
+        axis=1,
+        ignore_index=-7,
+        reduction="sum",
+        kl=True,
+        z_loss=0.5,
+        softcap=30.0,
+        confidence_penalty=0.75,
+        return_aux=False,
+    )
+    lt.smooth_ce(_leaf(), torch.tensor([0, 1, 2, 3, 4, 0]), **values)
+    assert seen == [tuple(values[name] for name in _checks.KEYED_NAMES)]
+    with pytest.raises(TypeError, match="Expected the values"):
+        _checks.known_options(_leaf(), torch.tensor([0, 1, 2, 3, 4, 0]), seen[0][:-1])
+
+
+def test_the_route_keeps_the_targets_of_ids_in_range(monkeypatch):
+    """A repeated call whose ids are all in range (left to the gather) takes the targets'
+    terms made once for its options (``_core.FixedTargets``), with and without a
+    gradient; one with ignored ids (read first) makes its own, and the next call in
+    range takes the kept ones again. The values are F.cross_entropy's throughout."""
+    from lsr import _core
+
+    _count_full_checks(monkeypatch)  # (and no known options to begin with)
+    handed: list = []
+    routed = functional.routed_call
+    monkeypatch.setattr(
+        functional,
+        "routed_call",
+        lambda *arguments: handed.append(arguments[5:]) or routed(*arguments),
+    )
+    plain = torch.tensor([0, 1, 2, 3, 4, 0])
+    padded = torch.tensor([0, -100, 2, 3, -100, 0])
+    kept = []
+    for target in [plain, plain, padded, plain, plain]:
+        handed.clear()
+        for mode in ("gradient", "no_grad"):
+            logits = _leaf()
+            loss = _GRADIENT_MODES[mode](
+                lambda z, target=target: lt.smooth_ce(z, target, smoothing=0.2), logits
+            )
+            expected, expected_grad = _expected_value_and_grad(target)
+            assert_close(loss.detach(), expected, torch.float32)
+            if mode == "gradient":
+                assert_close(torch.autograd.grad(loss, logits)[0], expected_grad, torch.float32)
+        # (The very first call takes the full path, which makes the options known. A
+        # call after ignored ids reads its ids first, and a call whose gather raised on
+        # them reads them then: neither takes the kept targets.)
+        if target is padded:
+            assert handed[-1] == (), handed
+        else:
+            assert isinstance(handed[-1][0], _core.FixedTargets), handed
+        kept += [extra[0] for extra in handed if extra]
+    assert len(kept) >= 6
+    assert all(fixed is kept[0] for fixed in kept)  # (made once for these options)
+
+
 def _count_label_reads(monkeypatch) -> list:
     """A list that grows by one each time a repeated call reads its ids
     (``labels_and_spec``) rather than leave them to the small path's gather."""
