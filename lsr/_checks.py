@@ -600,10 +600,10 @@ def check_smooth_ce(
     by block). Dense ``labels`` come back in the compute dtype. ``causal_shift``: see
     ``shift_to_next_token``. ``namespace``: the namespace to check with once the arrays
     are known to be of one library (an adapter's, with its extensions), and to return."""
-    # Every argument but the arrays, in the signature's order (``locals()`` holds just
-    # the arguments here): a parameter added to this signature is part of the known
-    # options' key without anything else to remember.
-    options = _keyed(tuple(locals().values()))
+    # Every argument, in the signature's order (``locals()`` holds just the arguments
+    # here): a parameter added to this signature is part of the known options' key
+    # without anything else to remember.
+    arguments = tuple(locals().values())
     if not isinstance(prior, str) and not hasattr(prior, "shape"):
         # (Before the namespace: a number or bool here is no array of another library.)
         fail_type(
@@ -613,7 +613,7 @@ def check_smooth_ce(
     if weight is None and where is None and causal_shift is False:
         # (Looked up before the namespace: the key holds the arrays' types, which an
         # earlier call with that key found to be of one library.)
-        key = known_options_key(namespace, logits, labels, options)
+        key = known_options_key(namespace, logits, labels, _keyed(arguments))
         known = _KNOWN_OPTIONS.get(key) if key is not None else None
         if known is not None:
             return known.xp, *known.labels_and_spec(labels)
@@ -824,6 +824,10 @@ def known_options_key(
     the labels' values cannot be read (under tracing the checks run as they are).
     ``namespace``: the one the caller passed (or None); ``options``: the keyed
     arguments' values, in the signature's order; ``cheap``: as in ``known_options``."""
+    # (First: under tracing, where there is no key, nothing else is read. Under
+    # torch.compile each value read would be one more guard to test on every call.)
+    if not (cheap or values_are_cheap(labels)):
+        return None
     # Only options of Python's immutable scalar types: an object that compares equal to
     # itself after it changed (a mutable number hashed by identity, say) would get the
     # spec made of its earlier value.
@@ -839,8 +843,6 @@ def known_options_key(
         hash(key)
     except (AttributeError, TypeError):
         return None  # (Not arrays: array_namespace names them.)
-    if not (cheap or values_are_cheap(labels)):
-        return None
     return key
 
 

@@ -242,7 +242,11 @@ def _smooth_ce(
     """``smooth_ce``; ``loss_dtype``: a half-precision dtype that the drop-in's loss is
     rounded to, which the small path does inside its Function (no autograd node for
     the rounding; other paths return the compute dtype, and the drop-in rounds it)."""
-    if is_plain_eager_call(input, target, weight, smoothing, prior, causal_shift):
+    # (torch.compile first: traced, each test below would be one more guard to test on
+    # every call of the compiled code.)
+    if not torch.compiler.is_compiling() and is_plain_eager_call(
+        input, target, weight, smoothing, prior, causal_shift
+    ):
         # The route for repeated calls (above all small ones, MNIST-sized batches, where
         # Python's time is most of the call's): options an earlier call had are not
         # checked again, and the tests above stand for the full path's on its way to
