@@ -755,7 +755,12 @@ class _KnownOptions(KnownSpecs):
         labels = index_labels(self.xp, labels, self.ignore_index)
         if labels.dtype != self.index_dtype:
             return None  # (JAX's index dtype follows its x64 flag: see labels_and_spec.)
-        return labels, self.variant(None, True)
+        return labels, self.in_range_spec()
+
+    def in_range_spec(self) -> Spec:
+        """The spec of ``labels_assumed_in_range``: ids checked (in range), none
+        ignored."""
+        return self.variant(None, True)
 
 
 #: The options of recent calls with class ids, none of them an array (a few dozen

@@ -10,6 +10,7 @@ import pytest
 import lsr
 from lsr import _core
 from lsr._checks import prepare_smooth_ce
+from lsr._core import _loss
 from tests import reference
 from tests.backends import assert_close, dtype_name, selected_backends
 from tests.conftest import get_backend
@@ -751,12 +752,13 @@ def _prepared(backend, logits, labels, **options):
     ],
 )
 def test_fixed_targets_serve_other_labels_of_the_same_shape(
-    backend, layout, prior, reduction, kl, smoothing
+    backend, layout, prior, reduction, kl, smoothing, monkeypatch
 ):
     """``FixedTargets`` made of one call's labels give another call's loss and gradient
     (other ids and logits of the same shapes) as the targets made of that call's own
     labels do, and as the float64 reference says: in the one-block form, with and
-    without the gradient, and block by block of rows."""
+    without the gradient, and block by block of rows; and no targets are made of the
+    labels where they are given."""
     shape, axis = layout
     options = dict(smoothing=smoothing, prior=prior, axis=axis, reduction=reduction, kl=kl)
     first_logits, first_labels, _ = _make_case(11, shape, axis, dense=False)
@@ -769,6 +771,11 @@ def test_fixed_targets_serve_other_labels_of_the_same_shape(
     assert own_spec == spec
     expected = reference.smooth_ce(logits, labels, **options, weight=None)
     own_loss, own_grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp)
+
+    def made_again(*arguments, **keywords):
+        raise AssertionError("targets made of the labels, beside fixed ones")
+
+    monkeypatch.setattr(_loss, "reduction_scale", made_again)
     loss, grad = _core.log_softmax_loss_and_grad(z, y, spec, xp=xp, fixed=fixed)
     assert_close(backend.to_numpy(loss), expected, "float64")
     assert_close(backend.to_numpy(loss), backend.to_numpy(own_loss), "float64")

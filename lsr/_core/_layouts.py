@@ -17,6 +17,7 @@ from lsr._core._loss import (
     gradient,
     log_softmax_loss_and_grad,
     log_softmax_reduced,
+    log_softmax_targets,
     log_softmax_terms,
     logit_sums,
     p_log_p,
@@ -25,7 +26,6 @@ from lsr._core._loss import (
     reduction_scale,
     sharded_correct,
     sharded_correct_sums,
-    sums_first,
 )
 from lsr._core._spec import Spec
 from lsr._core._targets import Positions, Shard, Targets, class_values
@@ -230,16 +230,9 @@ def blocked_log_softmax_loss_and_grad(
         ], None
     dtype = _ops.compute_dtype(xp, logits.dtype)
     like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype, copy=False)
-    if fixed is None:
-        scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
-        totals = sums_first(spec, targets)
-        if out is not None:
-            # (The factors of the gradient only: the loss's terms read the targets
-            # unscaled.)
-            targets.scale_by(scale, in_place=True)
-    else:
-        targets = fixed.targets(xp, labels, spec, like)
-        denominator, totals = fixed.denominator, fixed.totals
+    targets, denominator, totals = log_softmax_targets(
+        xp, labels, spec, like, fixed, with_grad=out is not None
+    )
     valid = targets.positions.valid
     # The log-softmax goes straight into ``out`` unless the gradient is rounded there.
     direct = out is not None and out.dtype == dtype

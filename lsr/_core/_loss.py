@@ -697,9 +697,10 @@ class FixedTargets:
     in range (``spec.checked``), nothing left out, one smoothing for every position and
     no vector among the options. Made once from one call's labels
     (``fixed_targets``), they hold only Python numbers and the (array-free) spec, and
-    serve every call with the same spec, positions' shape and logits' dtype:
-    ``log_softmax_loss_and_grad`` then computes no term of the target algebra again.
-    (An adapter's route for repeated calls keeps one per known options.)"""
+    serve every call with the same spec and positions' shape (the logits' dtype does not
+    matter: every term is a Python float): the log-softmax forms then compute no term of
+    the target algebra again. (An adapter's route for repeated calls keeps one per known
+    options.)"""
 
     def __init__(
         self, template: Targets, denominator: int, totals: bool, shape: tuple, index_dtype: Any
@@ -738,6 +739,28 @@ def fixed_targets(labels: Array, spec: Spec, *, xp: Namespace, like: Array) -> F
     return FixedTargets(template, denominator, totals, tuple(safe_labels.shape), safe_labels.dtype)
 
 
+def log_softmax_targets(
+    xp: Namespace,
+    labels: Array,
+    spec: Spec,
+    like: Array,
+    fixed: FixedTargets | None,
+    *,
+    with_grad: bool,
+) -> tuple[Targets, Any, bool]:
+    """``(targets, mean denominator, sums_first)`` of the log-softmax forms: made of the
+    labels (``reduction_scale``; with ``with_grad`` scaled for a unit cotangent, the
+    factors of the gradient only: the loss's terms read the targets unscaled), or
+    completed from ``fixed`` (which holds them so scaled) where the caller keeps it."""
+    if fixed is not None:
+        return fixed.targets(xp, labels, spec, like), fixed.denominator, fixed.totals
+    scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=like)
+    totals = sums_first(spec, targets)
+    if with_grad:
+        targets.scale_by(scale, in_place=True)
+    return targets, denominator, totals
+
+
 def log_softmax_loss_and_grad(
     logits: Array,
     labels: Array,
@@ -767,18 +790,13 @@ def log_softmax_loss_and_grad(
     where the caller keeps them: the targets are then not made again.
     """
     log_p = _ops.log_softmax(xp, logits, spec.axis, _ops.compute_dtype(xp, logits.dtype))
-    if fixed is None:
-        scale, denominator, targets = reduction_scale(labels, spec, xp=xp, like=log_p)
-        totals = sums_first(spec, targets)
-    else:
-        targets = fixed.targets(xp, labels, spec, log_p)
-        scale, denominator, totals = None, fixed.denominator, fixed.totals
+    targets, denominator, totals = log_softmax_targets(
+        xp, labels, spec, log_p, fixed, with_grad=with_grad
+    )
     dot, target = log_softmax_terms(xp, log_p, targets, targets.positions.valid, totals=totals)
     reduced = log_softmax_reduced(xp, dot, target, targets, denominator, totals=totals)
     if not with_grad:
         return reduced, None
-    if fixed is None:
-        targets.scale_by(scale, in_place=True)
     inplace_exp = getattr(xp, "inplace_exp", None)
     softmax = xp.exp(log_p) if inplace_exp is None else inplace_exp(log_p)
     return reduced, gradient(xp, softmax, None, targets, lse=None, in_place=True)

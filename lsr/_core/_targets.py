@@ -189,7 +189,9 @@ def class_values(xp: Namespace, spec: Spec, positions: Positions) -> dict[str, A
 class Targets:
     """Each position's smoothed target in the algebra above, from the labels alone.
 
-    Made once per call (and sliced per block of rows with ``block``): ``mass`` (M),
+    Made once per call (and sliced per block of rows with ``block``), or, where every
+    term is a Python float, completed from a template of an earlier call's
+    (``without_ids``, ``with_ids``): ``mass`` (M),
     ``on_target`` (``o w_y``), ``background`` (``eps c``, the factor of ``v``) and, for
     the KL form, ``entropy`` (``sum_k w_k q'_k log q'_k``), all with the class axis
     removed (each a float or 0-d when it is the same for every position); dense targets
@@ -245,7 +247,7 @@ class Targets:
             self.target_weight = None
             return
         ids = positions.safe_labels if shard is None else shard.local_ids
-        self.index = xp.expand_dims(ids, axis=spec.axis)
+        self.index = _index(xp, ids, spec)
         self.holds = None if shard is None else xp.expand_dims(shard.holds, axis=spec.axis)
         if values is None and shard is None:
             values = class_values(xp, spec, positions)
@@ -421,7 +423,7 @@ class Targets:
         targets.__dict__.update(self.__dict__)
         targets.xp, targets.like = xp, like
         targets.positions = Positions.all_kept(ids)
-        targets.index = xp.expand_dims(ids, axis=self.spec.axis)
+        targets.index = _index(xp, ids, self.spec)
         return targets
 
     def block(self, index: Any) -> Targets:
@@ -437,6 +439,11 @@ class Targets:
         if self.spec.dense:
             part.weighted = _ops.rows(self.weighted, index)
         return part
+
+
+def _index(xp: Namespace, ids: Array, spec: Spec) -> Array:
+    """The class ids with the class axis back (size 1), to gather and scatter along it."""
+    return xp.expand_dims(ids, axis=spec.axis)
 
 
 def denominator_rule(xp: Namespace, count: Any, weight_total: Any) -> Any:

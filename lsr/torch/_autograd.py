@@ -464,8 +464,10 @@ def small_loss_and_grad(
         # In the logits' dtype and layout (the namespace's log_softmax leaves a narrow
         # class axis outermost in memory: a gradient of other strides is a surprise, and
         # ``.view`` fails on it).
+        # (Contiguous, as the logits are, in one operation; else a copy of the logits'
+        # own layout.)
         grad = (
-            grad.contiguous()  # (one operation, where the logits are contiguous)
+            grad.contiguous()
             if grad.dtype == logits.dtype and logits.is_contiguous()
             else torch.empty_like(logits).copy_(grad)
         )
@@ -473,12 +475,15 @@ def small_loss_and_grad(
 
 
 def fixed_targets(
-    labels: torch.Tensor, spec: _core.Spec, logits: torch.Tensor
+    known: Any, labels: torch.Tensor, logits: torch.Tensor
 ) -> _core.FixedTargets | None:
-    """``_core.fixed_targets`` of these options for calls on logits like ``logits``
-    (their dtype and shape; none of their values is read)."""
+    """``_core.fixed_targets`` of known options (``lsr._checks._KnownOptions``) for the
+    spec of ids assumed in range (``known.in_range_spec()``, the spec of
+    ``labels_assumed_in_range``), made of ``labels`` (of the key's shape and dtype) for
+    logits like ``logits`` (their dtype and device; none of their values is read). Of
+    the key's values alone, so the route makes it once per known options."""
     like = logits[:0].to(_core.compute_dtype(xp, logits.dtype))
-    return _core.fixed_targets(labels, spec, xp=xp, like=like)
+    return _core.fixed_targets(labels, known.in_range_spec(), xp=xp, like=like)
 
 
 def takes_log_softmax_loss(logits: torch.Tensor) -> bool:

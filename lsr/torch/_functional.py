@@ -293,7 +293,7 @@ def _smooth_ce(
                 labels, spec = assumed
                 # (The targets' terms of these options, made once: they depend on
                 # nothing but the key's values when every id is in range.)
-                fixed = known.decided(fixed_targets, labels, spec, input)
+                fixed = known.decided(fixed_targets, known, labels, input)
                 try:
                     return routed_call(input, labels, spec, loss_dtype, with_grad, fixed)
                 except (IndexError, RuntimeError):

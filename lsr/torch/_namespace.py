@@ -398,7 +398,7 @@ def _index_dtype(device: torch.device) -> torch.dtype:
 
 # The namespace the core runs on here: array-api-compat's, with a one-op asarray of a
 # float (the reduced loss of a small call), a vmap-friendly vecdot, a one-op squeeze,
-# clip and floating sum, torch's fused logsumexp (one pass, no logits-sized temporaries
+# expand_dims, clip and floating sum, torch's fused logsumexp (one pass, no logits-sized temporaries
 # in eager mode), and an in-place scatter-add, exp, matmul and matmul-accumulate for the
 # fused and blocked passes (with the layout of the block a matmul writes into), a one-op
 # finite_or_zero, and for the binary loss torch's one-kernel sigmoid (also in place), a

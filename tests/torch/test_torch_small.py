@@ -551,8 +551,9 @@ def test_the_route_keys_its_options_in_the_checks_order(monkeypatch):
 def test_the_route_keeps_the_targets_of_ids_in_range(monkeypatch):
     """A repeated call whose ids are all in range (left to the gather) takes the targets'
     terms made once for its options (``_core.FixedTargets``), with and without a
-    gradient; one with ignored ids (read first) makes its own, and the next call in
-    range takes the kept ones again. The values are F.cross_entropy's throughout."""
+    gradient; one with ignored ids makes its own, and so does the next call (which reads
+    its ids first, after one that had ignored ids); the call after that takes the kept
+    ones again. The values are F.cross_entropy's throughout."""
     from lsr import _core
 
     _count_full_checks(monkeypatch)  # (and no known options to begin with)
@@ -587,6 +588,56 @@ def test_the_route_keeps_the_targets_of_ids_in_range(monkeypatch):
         kept += [extra[0] for extra in handed if extra]
     assert len(kept) >= 6
     assert all(fixed is kept[0] for fixed in kept)  # (made once for these options)
+
+
+@pytest.mark.parametrize(
+    ("options", "shape", "dtype"),
+    [
+        ({"reduction": "none"}, (6, 5), torch.float32),
+        ({"reduction": "sum"}, (6, 5), torch.float32),
+        ({"kl": True}, (6, 5), torch.float32),
+        ({"prior": "others", "kl": True}, (6, 5), torch.float32),
+        ({"smoothing": 0.0}, (6, 5), torch.float32),
+        ({"smoothing": 1.0, "reduction": "sum"}, (6, 5), torch.float32),
+        ({}, (2, 5, 3, 4), torch.float32),  # (segmentation: classes on axis 1)
+        ({}, (6, 5), torch.bfloat16),
+        ({}, (5,), torch.float32),  # (one position)
+    ],
+    ids=lambda value: str(value).replace(" ", ""),
+)
+def test_the_kept_targets_give_the_full_paths_values(options, shape, dtype, monkeypatch):
+    """Each kind of call whose targets the route keeps: a repeated call (on the route,
+    where no targets are made of the labels: ``reduction_scale`` is not called) gives
+    the first call's loss and gradient (the full path's, which made them), on the same
+    logits and ids."""
+    from lsr._core import _loss
+
+    _count_full_checks(monkeypatch)
+    generator = torch.Generator().manual_seed(3)
+    positions = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    target = torch.randint(0, 5, positions, generator=generator)
+    values = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+
+    def call():
+        logits = values.clone().requires_grad_()
+        loss = lt.smooth_ce(logits, target, **{"smoothing": 0.2, **options})
+        (grad,) = torch.autograd.grad(loss, logits, torch.ones_like(loss))
+        return loss.detach(), grad
+
+    expected, expected_grad = call()  # (the full path: the options become known)
+    call()  # (the route: its targets made once, of these ids)
+    made: list = []
+    reduction_scale = _loss.reduction_scale
+    monkeypatch.setattr(
+        _loss,
+        "reduction_scale",
+        lambda *arguments, **keywords: made.append(1) or reduction_scale(*arguments, **keywords),
+    )
+    loss, grad = call()
+    assert made == []
+    assert grad.dtype == expected_grad.dtype == dtype
+    assert_close(loss, expected, torch.float32)
+    assert_close(grad.double(), expected_grad.double(), dtype)
 
 
 def _count_label_reads(monkeypatch) -> list:

@@ -8,7 +8,8 @@ under ``torch.compiler.set_stance(skip_guard_eval_unsafe=True)``, which skips mo
 those tests (unsafe for real use: a changed input would not recompile; here the inputs
 never change). (``benchmarks/results/2026-12-07-compile-guards/`` counts the guard
 tree's lines by module instead.) Batches of 100 calls, the four steps taking turns in
-``round_order``; medians in microseconds, and lsr's over the rival's.
+``round_order``; medians in microseconds, and lsr's over the rival's. The two stances
+are timed one after the other (not in turns), so only the ratios within a stance compare.
 
 Run from a checkout's root:
 ``PYTHONPATH=. python benchmarks/results/2026-12-07-guard-time/guard_time.py``
