@@ -225,9 +225,10 @@ def blocked_log_softmax_loss_and_grad(
         # One block of every row, into a new array: ``log_softmax_loss_and_grad``'s own
         # steps, without the views and block targets of the loop below (on small inputs
         # each costs about as much as the arithmetic).
-        return log_softmax_loss_and_grad(logits, labels, spec, xp=xp, with_grad=False, fixed=fixed)[
-            0
-        ], None
+        loss, _ = log_softmax_loss_and_grad(
+            logits, labels, spec, xp=xp, with_grad=False, fixed=fixed
+        )
+        return loss, None
     dtype = _ops.compute_dtype(xp, logits.dtype)
     like = xp.astype(_ops.rows(logits, slice(0, 0)), dtype, copy=False)
     targets, denominator, totals = log_softmax_targets(
