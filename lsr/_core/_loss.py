@@ -706,13 +706,12 @@ class FixedTargets:
         self, template: Targets, denominator: int, totals: bool, shape: tuple, index_dtype: Any
     ):
         self.template, self.denominator, self.totals = template, denominator, totals
-        self.spec: Spec = template.spec
         self.shape, self.index_dtype = shape, index_dtype
 
     def targets(self, xp: Namespace, labels: Array, spec: Spec, like: Array) -> Targets:
         """The targets of class ids ``labels`` (in range), as ``reduction_scale`` would
         make them and ``scale_by`` scale them for a unit cotangent."""
-        if spec is not self.spec and spec != self.spec:
+        if spec is not self.template.spec and spec != self.template.spec:
             raise ValueError("These fixed targets were made for other options.")
         if tuple(labels.shape) != self.shape:
             raise ValueError(

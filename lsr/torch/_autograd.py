@@ -509,16 +509,11 @@ def log_softmax_loss(
     defines the values of rows with non-finite logits. ``fixed``: as in
     ``small_loss_and_grad``."""
     blocks = row_blocks(logits, spec.axis)
-    if blocks == [...]:
-        loss = _core.log_softmax_loss_and_grad(
-            logits, labels, spec, xp=xp, with_grad=False, fixed=fixed
-        )[0]
-    else:
-        scratch = scratch_block(logits, blocks)
-        loss = _core.blocked_log_softmax_loss_and_grad(
-            logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, fixed=fixed
-        )[0]
-        del scratch  # (the blocked pass below takes a block of its own)
+    scratch = scratch_block(logits, blocks) if len(blocks) > 1 else None
+    loss = _core.blocked_log_softmax_loss_and_grad(
+        logits, labels, spec, xp=xp, blocks=blocks, scratch=scratch, fixed=fixed
+    )[0]
+    del scratch  # (the blocked pass below takes a block of its own)
     if not is_finite(loss):
         loss = _blocked_pass(logits, labels, spec, with_grad=False)[0]
     return loss
