@@ -79,6 +79,44 @@ def is_plain_eager_call(
     )
 
 
+def is_plain_compiled_call(
+    input: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    smoothing: Any,
+    prior: Any,
+    axis: Any,
+    kl: Any,
+    z_loss: Any,
+    softcap: Any,
+    confidence_penalty: Any,
+    return_aux: Any,
+    causal_shift: Any,
+) -> bool:
+    """Whether ``smooth_ce`` hands a call under ``torch.compile`` to ``lsr::smooth_ce``:
+    every argument of a type its schema holds as it is (no conversion, such as a bool
+    read as an int, that would hide a value the checks refuse), no auxiliary output and
+    no ``causal_shift``. Other calls are traced through the full path."""
+    return (
+        isinstance(input, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and (weight is None or isinstance(weight, torch.Tensor))
+        and type(ignore_index) is int
+        and type(reduction) is str
+        and type(smoothing) is float
+        and type(prior) is str
+        and type(axis) is int
+        and type(kl) is bool
+        and type(z_loss) is float
+        and (softcap is None or type(softcap) is float)
+        and type(confidence_penalty) is float
+        and return_aux is False
+        and causal_shift is False
+    )
+
+
 def small_path_applies(spec: _core.Spec) -> bool:
     """Whether ``SmoothCESmall`` computes these options: ``_core.log_softmax_applies``
     to them, and no tensor is among them."""
@@ -242,9 +280,45 @@ def _smooth_ce(
     """``smooth_ce``; ``loss_dtype``: a half-precision dtype that the drop-in's loss is
     rounded to, which the small path does inside its Function (no autograd node for
     the rounding; other paths return the compute dtype, and the drop-in rounds it)."""
-    # (torch.compile first: traced, each test below would be one more guard to test on
-    # every call of the compiled code.)
-    if not torch.compiler.is_compiling() and is_plain_eager_call(
+    if torch.compiler.is_compiling():
+        # The route under torch.compile: the checks and the core run inside one
+        # operator's decomposition (``lsr::smooth_ce``), where dynamo guards none of
+        # their Python (see ``_traced_smooth_ce``).
+        smoothing, z_loss, softcap, confidence_penalty = traced_constants(
+            smoothing, z_loss, softcap, confidence_penalty
+        )
+        if is_plain_compiled_call(
+            input,
+            target,
+            weight,
+            ignore_index,
+            reduction,
+            smoothing,
+            prior,
+            axis,
+            kl,
+            z_loss,
+            softcap,
+            confidence_penalty,
+            return_aux,
+            causal_shift,
+        ):
+            warn_if_probabilities(input)
+            return torch.ops.lsr.smooth_ce(
+                input,
+                target,
+                weight,
+                ignore_index,
+                reduction,
+                smoothing,
+                prior,
+                axis,
+                kl,
+                z_loss,
+                softcap,
+                confidence_penalty,
+            )
+    elif is_plain_eager_call(
         input, target, weight, smoothing, prior, causal_shift
     ):
         # The route for repeated calls (above all small ones, MNIST-sized batches, where
@@ -301,6 +375,44 @@ def _smooth_ce(
             labels, spec = known.labels_and_spec(target)
             known.outside_seen = spec.ignore_index is not None
             return routed_call(input, labels, spec, loss_dtype, with_grad)
+    return _checked_smooth_ce(
+        input,
+        target,
+        weight,
+        ignore_index,
+        reduction,
+        smoothing,
+        prior,
+        axis,
+        kl,
+        z_loss,
+        softcap,
+        confidence_penalty,
+        return_aux,
+        causal_shift,
+        loss_dtype,
+    )
+
+
+def _checked_smooth_ce(
+    input: Any,
+    target: Any,
+    weight: Any,
+    ignore_index: Any,
+    reduction: Any,
+    smoothing: Any,
+    prior: Any,
+    axis: Any,
+    kl: Any,
+    z_loss: Any,
+    softcap: Any,
+    confidence_penalty: Any,
+    return_aux: Any,
+    causal_shift: Any,
+    loss_dtype: torch.dtype | None,
+) -> Any:
+    """``_smooth_ce``'s full path: every argument checked, then the path for the mode
+    (eager, ``torch.compile``, ``torch.func``, ``torch.jit.trace``) and the options."""
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
     check_smoothing_type("smoothing", smoothing, input)
@@ -390,6 +502,89 @@ def _smooth_ce(
             )
     # (Metrics: no gradient flows through them.)
     return (loss, Aux(*(value.detach() for value in aux_values))) if spec.aux else loss
+
+
+def _traced_smooth_ce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    smoothing: float,
+    prior: str,
+    axis: int,
+    kl: bool,
+    z_loss: float,
+    softcap: float | None,
+    confidence_penalty: float,
+) -> torch.Tensor:
+    """``lsr::smooth_ce``, the operator that ``smooth_ce`` calls under ``torch.compile``:
+    the full path (``_checked_smooth_ce``), as its decomposition
+    (CompositeImplicitAutograd).
+
+    Dynamo records the operator and runs this function on fake tensors, without tracing
+    it: the checks and the core add no guard to the compiled code (traced, they added
+    over 300, and a call at 256 x 10 spent a fifth of its time testing them). AOTAutograd
+    then traces it to aten operators, as it traced the full path before, and Inductor
+    compiles those. Out of a compiled graph (a graph break, ``backend="eager"``) it runs
+    eagerly, as ``smooth_ce`` does.
+
+    An argument the checks refuse while dynamo runs it becomes a graph break
+    (``refused_while_tracing``): with ``fullgraph=True`` the compile fails with lsr's
+    message, as when dynamo traced the checks; otherwise the call runs eagerly and
+    raises lsr's own error."""
+    try:
+        return _checked_smooth_ce(
+            input,
+            target,
+            weight,
+            ignore_index,
+            reduction,
+            smoothing,
+            prior,
+            axis,
+            kl,
+            z_loss,
+            softcap,
+            confidence_penalty,
+            False,
+            False,
+            None,
+        )
+    except (TypeError, ValueError) as error:
+        if torch.compiler.is_compiling():
+            refused_while_tracing(error)
+        raise
+
+
+def refused_while_tracing(error: Exception) -> None:
+    """Raise ``error`` as dynamo's graph break (``Unsupported``), with lsr's message.
+
+    Dynamo passes a graph break raised inside an operator's fake run on as a graph
+    break; any other exception there becomes its ``TorchRuntimeError``, which would hide
+    lsr's error type even where the call could run eagerly. (A private API of dynamo,
+    in every torch since 2.6; without it, ``error`` itself is raised.)"""
+    try:
+        from torch._dynamo.exc import unimplemented
+    except ImportError:
+        raise error from None
+    unimplemented(
+        gb_type="lsr refused an argument",
+        context=f"{type(error).__name__}: {error}",
+        explanation=f"{type(error).__name__}: {error}",
+        hints=["Fix the argument: the call raises the same error without torch.compile."],
+        from_exc=error,
+    )
+
+
+# (Defined once, when lsr.torch is imported.)
+torch.library.define(
+    "lsr::smooth_ce",
+    "(Tensor input, Tensor target, Tensor? weight, int ignore_index, str reduction, "
+    "float smoothing, str prior, int axis, bool kl, float z_loss, float? softcap, "
+    "float confidence_penalty) -> Tensor",
+)
+torch.library.impl("lsr::smooth_ce", "CompositeImplicitAutograd", _traced_smooth_ce)
 
 
 def torch_reduction(size_average: Any, reduce: Any, reduction: str) -> str:

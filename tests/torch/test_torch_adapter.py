@@ -8,6 +8,7 @@ re-implementation of the segmentation snippet that builds its one-hot target.
 from __future__ import annotations
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -20,6 +21,7 @@ from torch import nn
 
 import lsr.torch as lt
 from lsr.torch import _autograd as autograd
+from lsr.torch import _functional as functional
 from lsr.torch import _namespace as namespace
 from lsr.torch._autograd import BLOCK_ELEMENTS, row_blocks
 from tests import reference
@@ -756,6 +758,102 @@ def test_a_float_smoothing_compiles_under_fullgraph_whether_or_not_dynamic(name,
             logits,
             torch.float32,
         )
+
+
+# The modules whose Python torch.compile ran (and guarded) before lsr::smooth_ce: the
+# checks, the core, the array namespaces and the autograd Functions.
+_UNGUARDED_MODULES = ("lsr_dot__checks", "lsr_dot__core", "lsr_dot__compat", "array_api_compat")
+_UNGUARDED_MODULES += ("lsr_dot_torch_dot__autograd", "lsr_dot_torch_dot__namespace")
+
+# name: a call of each entry point that funnels into smooth_ce's route under compile.
+_COMPILED_ENTRIES = {
+    "smooth_ce": lambda z, y: lt.smooth_ce(z, y, smoothing=0.1),
+    "smooth_ce weight ignore_index": lambda z, y: lt.smooth_ce(
+        z, y, weight=torch.linspace(0.5, 1.5, 5), ignore_index=2, smoothing=0.2
+    ),
+    "cross_entropy": lambda z, y: lt.cross_entropy(z, y, label_smoothing=0.1),
+    "SmoothCrossEntropyLoss": lambda z, y: lt.SmoothCrossEntropyLoss(label_smoothing=0.1)(z, y),
+}
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize("name", list(_COMPILED_ENTRIES))
+def test_torch_compile_guards_none_of_the_checks_or_the_core(name):
+    """Under torch.compile the checks and the core run inside ``lsr::smooth_ce``'s
+    decomposition, which dynamo does not trace: the compiled code tests no guard on
+    their Python (it tested over 300 when it traced them), and gives the eager values."""
+    torch._dynamo.reset()
+    call = _COMPILED_ENTRIES[name]
+    logits = _logits((6, 5), torch.float32).requires_grad_(True)
+    target = _class_ids((6,), 5)
+    explained = torch._dynamo.explain(call)(logits, target)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    guarded = [g.name for g in explained.out_guards if any(m in g.name for m in _UNGUARDED_MODULES)]
+    assert guarded == []
+    operators = [node.target for graph in explained.graphs for node in graph.graph.nodes]
+    assert torch.ops.lsr.smooth_ce.default in operators or torch.ops.lsr.smooth_ce in operators
+    torch._dynamo.reset()
+    compiled = torch.compile(call, fullgraph=True, backend="aot_eager")
+    _assert_matches(
+        lambda z: compiled(z, target), lambda z: call(z, target), logits.detach(), torch.float32
+    )
+
+
+def test_the_compiled_operator_takes_every_option():
+    """``lsr::smooth_ce``'s schema names every parameter of ``smooth_ce`` but the two the
+    compiled route leaves to the full path (``return_aux``, ``causal_shift``), in the
+    order ``_smooth_ce`` passes them: a new option that the operator did not take would
+    be dropped from every compiled call."""
+    import inspect
+
+    schema = [argument.name for argument in torch.ops.lsr.smooth_ce.default._schema.arguments]
+    private = list(inspect.signature(functional._smooth_ce).parameters)
+    public = set(inspect.signature(lt.smooth_ce).parameters)
+    assert schema == [name for name in private if name not in ("return_aux", "causal_shift", "loss_dtype")]
+    assert public == set(schema) | {"return_aux", "causal_shift"}
+    route = list(inspect.signature(functional.is_plain_compiled_call).parameters)
+    assert route == [name for name in private if name != "loss_dtype"]
+
+
+_REFUSED_UNDER_COMPILE = {
+    "reduction": (dict(reduction="bad"), (6,), "Received: reduction='bad'"),
+    "smoothing": (dict(smoothing=1.5), (6,), "Received: smoothing=1.5"),
+    "labels' shape": (dict(), (5,), "Received: labels=<array shape=(5,)"),
+    "axis": (dict(axis=3), (6,), "Received: axis=3"),
+}
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize("fullgraph", [False, True], ids=["graph breaks", "fullgraph"])
+@pytest.mark.parametrize("case", list(_REFUSED_UNDER_COMPILE))
+def test_torch_compile_refuses_bad_arguments_with_lsrs_error(case, fullgraph):
+    """An argument the checks refuse inside ``lsr::smooth_ce`` is a graph break: where
+    graph breaks are allowed the call runs eagerly and raises lsr's own ValueError; with
+    ``fullgraph=True`` the compile fails with lsr's message (as when dynamo traced the
+    checks), never with a value."""
+    options, label_shape, message = _REFUSED_UNDER_COMPILE[case]
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda z, y: lt.smooth_ce(z, y, **options), fullgraph=fullgraph, backend="aot_eager"
+    )
+    logits, target = _logits((6, 5), torch.float32), _class_ids(label_shape, 5)
+    with pytest.raises(Exception, match=re.escape(message)) as raised:
+        compiled(logits, target)
+    if not fullgraph:
+        assert raised.type is ValueError
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+def test_torch_compile_eager_backend_checks_the_ids():
+    """Out of a compiled graph (``backend="eager"`` runs dynamo's graph eagerly)
+    ``lsr::smooth_ce`` is the eager path, which reads the ids: an id out of range raises
+    instead of giving a loss."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda z, y: lt.smooth_ce(z, y), backend="eager")
+    target = _class_ids((6,), 5)
+    target[0] = 7
+    with pytest.raises(ValueError, match="class ids"):
+        compiled(_logits((6, 5), torch.float32), target)
 
 
 @pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING, TORCH_JIT_WARNING)
