@@ -98,7 +98,7 @@ def smooth_binary_targets(labels: Array, spec: BinarySpec, *, xp: Namespace, lik
     dtype; integer labels equal to ``ignore_index`` give a value that is masked later)."""
     y = labels if labels.dtype == like.dtype else xp.astype(labels, like.dtype)
     eps, u = spec.smoothing, spec.prior
-    if isinstance(eps, float) and eps == 0.0:
+    if _ops.is_number(eps) and eps == 0.0:
         return y
     return (1.0 - eps) * y + eps * u
 
@@ -226,7 +226,7 @@ def _fused_total(xp: Namespace, logits: Array, labels: Array, spec: BinarySpec) 
         return None
     eps = spec.smoothing
     scale, shift = (
-        (1.0, 0.0) if isinstance(eps, float) and eps == 0.0 else (1.0 - eps, eps * spec.prior)
+        (1.0, 0.0) if _ops.is_number(eps) and eps == 0.0 else (1.0 - eps, eps * spec.prior)
     )
     total = fused(
         logits, labels, scale=scale, shift=shift, weight=spec.weight, pos_weight=spec.pos_weight
@@ -264,8 +264,8 @@ def kernel_form_applies(spec: BinarySpec) -> bool:
         and spec.where is None
         and spec.ignore_index is None
         and spec.pos_weight is None
-        and isinstance(eps, float)
-        and isinstance(u, float)
+        and _ops.is_number(eps)
+        and _ops.is_number(u)
         and eps * u >= KERNEL_FORM_MIN_TARGET
     )
 
@@ -370,7 +370,7 @@ def binary_grad(
     if in_place and spec.pos_weight is None:
         # p - y' = p - eps u - (1 - eps) y, updating p.
         grad, eps, factor = p, spec.smoothing, 1.0
-        if not isinstance(eps, float):  # an array: (1 - eps) y is a temporary
+        if not _ops.is_number(eps):  # an array: (1 - eps) y is a temporary
             grad -= eps * spec.prior
             grad -= (1.0 - eps) * xp.astype(labels, logits.dtype, copy=False)
         elif eps == 1.0:

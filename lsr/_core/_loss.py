@@ -629,8 +629,8 @@ def sums_first(spec: Spec, targets: Targets) -> bool:
         spec.reduction != "none"
         and not spec.kl
         and targets.positions.out_of_range is None
-        and isinstance(targets.background, float)
-        and isinstance(targets.on_target, float)
+        and _ops.is_number(targets.background)
+        and _ops.is_number(targets.on_target)
     )
 
 

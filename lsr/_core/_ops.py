@@ -130,7 +130,7 @@ def class_range(xp: Namespace, vector: Array, start: Any, size: int) -> Array:
 
 def xlogx(xp: Namespace, x: Any) -> Any:
     """x log x with 0 log 0 = 0, for Python floats and arrays alike."""
-    if isinstance(x, float):
+    if is_number(x):
         return x * math.log(x) if x > 0.0 else 0.0
     positive = x > 0
     return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0)
@@ -148,7 +148,7 @@ def times(xp: Namespace, factor: Any, x: Any, *, keep_nan: bool = False) -> Any:
     passes PyTorch runs without recording) the cheaper form skips the test of ``x``,
     unless ``keep_nan``: a NaN ``x`` (a marked invalid input) then stays NaN where the
     factor is 0."""
-    if isinstance(factor, float):
+    if is_number(factor):
         if factor == 0.0:
             return 0.0
         return x if factor == 1.0 else factor * x
@@ -228,11 +228,19 @@ def log_softmax(
     return out
 
 
+def is_number(x: Any) -> bool:
+    """Whether ``x`` is a number rather than an array (or None): a Python int or float,
+    or a symbolic one, which is no subclass of either: torch's ``SymInt`` and
+    ``SymFloat`` (a count of positions, a number of classes and the terms made of it)
+    where ``torch.compile`` runs the core on dynamic shapes."""
+    return isinstance(x, (int, float)) or (x is not None and not hasattr(x, "shape"))
+
+
 def per_unit(xp: Namespace, value: Any, denominator: Any) -> Any:
     """``value / denominator``, and 0 where the denominator is 0 (nothing kept; see
     ``lsr._core._targets.Targets.mean_denominator``). A negative or NaN denominator
-    divides as it is. (A Python number: one division, no select.)"""
-    if isinstance(denominator, (int, float)):
+    divides as it is. (A number: one division, no select.)"""
+    if is_number(denominator):
         return value / denominator if denominator else value * 0.0
     nothing = denominator == 0
     return xp.where(nothing, 0.0, value / xp.where(nothing, 1.0, denominator))
@@ -273,14 +281,14 @@ def blocks_of_rows(
 
 def squeeze(xp: Namespace, x: Any, axis: int) -> Any:
     """``x`` without its (size-1) ``axis``; floats and 0-d arrays as they are."""
-    if isinstance(x, float) or x.ndim == 0:
+    if is_number(x) or x.ndim == 0:
         return x
     return xp.squeeze(x, axis=axis)
 
 
 def expand(xp: Namespace, x: Any, axis: int) -> Any:
     """``x`` with a size-1 ``axis`` inserted; floats and 0-d arrays as they are."""
-    if isinstance(x, float) or x.ndim == 0:
+    if is_number(x) or x.ndim == 0:
         return x
     return xp.expand_dims(x, axis=axis)
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, TypeVar
 
+from lsr._core._ops import is_number
+
 __all__ = ["ARRAY_FIELDS", "Options", "Spec"]
 
 #: The fields that may hold arrays, in the order of ``Spec.arrays``.
@@ -41,7 +43,13 @@ _ARRAY = _ArrayPlaceholder()
 
 
 def _is_static(value: Any) -> bool:
-    return value is None or isinstance(value, (bool, int, float, str, _ArrayPlaceholder))
+    # (A symbolic number, such as 1/K while torch.compile traces dynamic shapes, is
+    # static too: no array.)
+    return (
+        value is None
+        or isinstance(value, (bool, int, float, str, _ArrayPlaceholder))
+        or is_number(value)
+    )
 
 
 _O = TypeVar("_O", bound="Options")

@@ -339,20 +339,18 @@ class Targets:
         # A float cotangent with nothing to mask stays one float for every position;
         # otherwise there is one (masked) value per position.
         if not (
-            isinstance(scale, float) and positions.valid is None and positions.out_of_range is None
+            _ops.is_number(scale) and positions.valid is None and positions.out_of_range is None
         ):
             # (ones_like rather than ones: it also works for unknown dimensions under
             # tf.function.)
             like = self.mass if spec.dense else positions.safe_labels
             ones = xp.ones_like(like, dtype=dtype)
-            scale = ones * (scale if isinstance(scale, float) else xp.astype(scale, dtype))
+            scale = ones * (scale if _ops.is_number(scale) else xp.astype(scale, dtype))
             scale = xp.expand_dims(positions.mask(xp, scale), axis=axis)
         self.scale = scale
         mass = self.mass
         self.factor = (
-            scale
-            if isinstance(mass, float) and mass == 1.0
-            else _ops.expand(xp, mass, axis) * scale
+            scale if _ops.is_number(mass) and mass == 1.0 else _ops.expand(xp, mass, axis) * scale
         )
         if spec.dense:
             return
@@ -365,7 +363,7 @@ class Targets:
         else:
             self.background_vector = _ops.along_axis(xp, vector, self.like.ndim, axis)
         on_target = self.on_target
-        if isinstance(on_target, float):
+        if _ops.is_number(on_target):
             correction = scale * -on_target
         else:
             correction = -(_ops.expand(xp, on_target, axis) * scale)
@@ -373,7 +371,7 @@ class Targets:
             correction = xp.where(self.holds, correction, 0.0)
         if in_place and getattr(xp, "add_along_axis", None) is not None:
             # (A float stays one: ``add_along_axis`` takes one value for every index.)
-            if not isinstance(correction, float):
+            if not _ops.is_number(correction):
                 correction = xp.astype(
                     xp.broadcast_to(correction, self.index.shape), dtype, copy=False
                 )
@@ -434,7 +432,7 @@ class Targets:
         part.__dict__.update(self.__dict__)
         for name in self._PER_POSITION:
             value = getattr(self, name, None)
-            if value is not None and not isinstance(value, float) and value.ndim > 0:
+            if value is not None and not _ops.is_number(value) and value.ndim > 0:
                 setattr(part, name, _ops.rows(value, index))
         if self.spec.dense:
             part.weighted = _ops.rows(self.weighted, index)
@@ -457,7 +455,7 @@ def denominator_rule(xp: Namespace, count: Any, weight_total: Any) -> Any:
     """
     if weight_total is None:
         return count
-    if isinstance(count, int):
+    if _ops.is_number(count):
         return xp.where(weight_total == 0, xp.nan, weight_total) if count else weight_total
     return xp.where((weight_total == 0) & (count > 0), xp.nan, weight_total)
 

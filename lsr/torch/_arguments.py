@@ -24,6 +24,7 @@ __all__ = [
     "check_smoothing_type",
     "check_tensor",
     "check_tensors",
+    "refused_while_tracing",
     "traced_constants",
 ]
 
@@ -97,6 +98,32 @@ def traced_constants(*values: Any) -> tuple[Any, ...]:
     if not torch.compiler.is_compiling():
         return values
     return tuple(float.fromhex(v.hex()) if isinstance(v, float) else v for v in values)
+
+
+def refused_while_tracing(error: Exception) -> None:
+    """Raise lsr's ``error`` as dynamo's graph break (``Unsupported``), with its message,
+    where ``torch.compile`` runs an operator's decomposition; return otherwise.
+
+    Dynamo passes a graph break raised inside an operator's fake run on as a graph
+    break; any other exception there becomes its ``TorchRuntimeError``, which would hide
+    lsr's error type even where the call could run eagerly. Only lsr's own errors (each
+    says what it received: ``Received:``) are made graph breaks: any other would be a
+    fault of lsr's, which an eager rerun should not hide. (``unimplemented`` is a
+    private API of dynamo, in every torch since 2.6; without it, ``error`` is raised as
+    it is.)"""
+    if not torch.compiler.is_compiling() or "Received:" not in str(error):
+        return
+    try:
+        from torch._dynamo.exc import unimplemented
+    except ImportError:
+        return
+    unimplemented(
+        gb_type="lsr refused an argument",
+        context=f"{type(error).__name__}: {error}",
+        explanation=f"{type(error).__name__}: {error}",
+        hints=["Fix the argument: the call raises the same error without torch.compile."],
+        from_exc=error,
+    )
 
 
 def check_prior_type(value: Any) -> None:

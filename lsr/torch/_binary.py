@@ -42,6 +42,7 @@ from lsr.torch._arguments import (
     check_same_device,
     check_smoothing_type,
     check_tensor,
+    refused_while_tracing,
     traced_constants,
 )
 from lsr.torch._autograd import (
@@ -490,6 +491,150 @@ def forward_smooth_bce(
     """``smooth_bce``'s checks and forward; ``all_reduce_sum`` (the core's, over the
     processes that split the batch) makes "sum" and "mean" global, for
     ``data_parallel_smooth_bce``."""
+    if all_reduce_sum is None and torch.compiler.is_compiling():
+        # The route under torch.compile: the checks and the core run inside one
+        # operator's decomposition (``lsr::smooth_bce``), where dynamo guards none of
+        # their Python (see ``_traced_smooth_bce``, and ``lsr::smooth_ce``).
+        smoothing, prior = traced_constants(smoothing, prior)
+        if is_plain_compiled_binary_call(
+            input,
+            target,
+            smoothing,
+            prior,
+            axis,
+            weight,
+            pos_weight,
+            where,
+            ignore_index,
+            reduction,
+        ):
+            return torch.ops.lsr.smooth_bce(
+                input,
+                target,
+                smoothing,
+                prior,
+                axis,
+                weight,
+                pos_weight,
+                where,
+                ignore_index,
+                reduction,
+            )
+    return _checked_smooth_bce(
+        input,
+        target,
+        smoothing=smoothing,
+        prior=prior,
+        axis=axis,
+        weight=weight,
+        pos_weight=pos_weight,
+        where=where,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        all_reduce_sum=all_reduce_sum,
+    )
+
+
+def is_plain_compiled_binary_call(
+    input: Any,
+    target: Any,
+    smoothing: Any,
+    prior: Any,
+    axis: Any,
+    weight: Any,
+    pos_weight: Any,
+    where: Any,
+    ignore_index: Any,
+    reduction: Any,
+) -> bool:
+    """Whether ``smooth_bce`` hands a call under ``torch.compile`` to ``lsr::smooth_bce``
+    (a float ``prior``) or ``lsr::smooth_bce.named_prior`` (a named one): every argument
+    of a type the schema holds as it is (no conversion, such as a bool read as an int,
+    that would hide a value the checks refuse). Other calls are traced through the full
+    path."""
+    return (
+        isinstance(input, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and type(smoothing) is float
+        and type(prior) in (float, str)
+        and type(axis) is int
+        and all(
+            value is None or isinstance(value, torch.Tensor)
+            for value in (weight, pos_weight, where)
+        )
+        and (ignore_index is None or type(ignore_index) is int)
+        and type(reduction) is str
+    )
+
+
+def _traced_smooth_bce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    smoothing: float,
+    prior: float | str,
+    axis: int,
+    weight: torch.Tensor | None,
+    pos_weight: torch.Tensor | None,
+    where: torch.Tensor | None,
+    ignore_index: int | None,
+    reduction: str,
+) -> torch.Tensor:
+    """``lsr::smooth_bce``, the operator that ``smooth_bce`` calls under
+    ``torch.compile``: the full path (``_checked_smooth_bce``), as its decomposition.
+    As ``lsr.torch._functional._traced_smooth_ce`` for the softmax loss: dynamo runs it
+    on fake tensors without tracing it, AOTAutograd traces it to aten operators, and an
+    argument the checks refuse while dynamo runs it becomes a graph break."""
+    try:
+        return _checked_smooth_bce(
+            input,
+            target,
+            smoothing=smoothing,
+            prior=prior,
+            axis=axis,
+            weight=weight,
+            pos_weight=pos_weight,
+            where=where,
+            ignore_index=ignore_index,
+            reduction=reduction,
+            all_reduce_sum=None,
+        )
+    except (TypeError, ValueError) as error:
+        refused_while_tracing(error)
+        raise
+
+
+# (Defined once, when lsr.torch is imported; one overload for each kind of prior.)
+for _overload, _prior in (("", "float"), (".named_prior", "str")):
+    torch.library.define(
+        f"lsr::smooth_bce{_overload}",
+        f"(Tensor input, Tensor target, float smoothing, {_prior} prior, int axis, "
+        "Tensor? weight, Tensor? pos_weight, Tensor? where, int? ignore_index, "
+        "str reduction) -> Tensor",
+    )
+    # (``disable``: see ``lsr::smooth_ce`` in ``lsr.torch._functional``.)
+    torch.library.impl(
+        f"lsr::smooth_bce{_overload}",
+        "CompositeImplicitAutograd",
+        torch.compiler.disable(_traced_smooth_bce),
+    )
+
+
+def _checked_smooth_bce(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    smoothing: Any,
+    prior: Any,
+    axis: int,
+    weight: Any,
+    pos_weight: Any,
+    where: Any,
+    ignore_index: Any,
+    reduction: str,
+    all_reduce_sum: Any,
+) -> torch.Tensor:
+    """``forward_smooth_bce``'s full path: the route for repeated eager calls, else every
+    argument checked, then the path for the mode and the options."""
     # check_smooth_bce's options but the tensors, as the known options' key holds them.
     options: dict[str, Any] = dict(
         smoothing=smoothing,

@@ -22,6 +22,7 @@ from lsr.torch._arguments import (
     check_smoothing_type,
     check_tensor,
     check_tensors,
+    refused_while_tracing,
     traced_constants,
     warn_if_probabilities,
 )
@@ -318,9 +319,7 @@ def _smooth_ce(
                 softcap,
                 confidence_penalty,
             )
-    elif is_plain_eager_call(
-        input, target, weight, smoothing, prior, causal_shift
-    ):
+    elif is_plain_eager_call(input, target, weight, smoothing, prior, causal_shift):
         # The route for repeated calls (above all small ones, MNIST-sized batches, where
         # Python's time is most of the call's): options an earlier call had are not
         # checked again, and the tests above stand for the full path's on its way to
@@ -552,29 +551,8 @@ def _traced_smooth_ce(
             None,
         )
     except (TypeError, ValueError) as error:
-        if torch.compiler.is_compiling():
-            refused_while_tracing(error)
+        refused_while_tracing(error)
         raise
-
-
-def refused_while_tracing(error: Exception) -> None:
-    """Raise ``error`` as dynamo's graph break (``Unsupported``), with lsr's message.
-
-    Dynamo passes a graph break raised inside an operator's fake run on as a graph
-    break; any other exception there becomes its ``TorchRuntimeError``, which would hide
-    lsr's error type even where the call could run eagerly. (A private API of dynamo,
-    in every torch since 2.6; without it, ``error`` itself is raised.)"""
-    try:
-        from torch._dynamo.exc import unimplemented
-    except ImportError:
-        raise error from None
-    unimplemented(
-        gb_type="lsr refused an argument",
-        context=f"{type(error).__name__}: {error}",
-        explanation=f"{type(error).__name__}: {error}",
-        hints=["Fix the argument: the call raises the same error without torch.compile."],
-        from_exc=error,
-    )
 
 
 # (Defined once, when lsr.torch is imported.)
@@ -584,7 +562,11 @@ torch.library.define(
     "float smoothing, str prior, int axis, bool kl, float z_loss, float? softcap, "
     "float confidence_penalty) -> Tensor",
 )
-torch.library.impl("lsr::smooth_ce", "CompositeImplicitAutograd", _traced_smooth_ce)
+# (``disable``: where the operator runs eagerly inside a compiled function, after a
+# graph break, dynamo would otherwise compile the frames of lsr's Python one by one.)
+torch.library.impl(
+    "lsr::smooth_ce", "CompositeImplicitAutograd", torch.compiler.disable(_traced_smooth_ce)
+)
 
 
 def torch_reduction(size_average: Any, reduce: Any, reduction: str) -> str:

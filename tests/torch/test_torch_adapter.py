@@ -809,10 +809,40 @@ def test_the_compiled_operator_takes_every_option():
     schema = [argument.name for argument in torch.ops.lsr.smooth_ce.default._schema.arguments]
     private = list(inspect.signature(functional._smooth_ce).parameters)
     public = set(inspect.signature(lt.smooth_ce).parameters)
-    assert schema == [name for name in private if name not in ("return_aux", "causal_shift", "loss_dtype")]
+    assert schema == [
+        name for name in private if name not in ("return_aux", "causal_shift", "loss_dtype")
+    ]
     assert public == set(schema) | {"return_aux", "causal_shift"}
     route = list(inspect.signature(functional.is_plain_compiled_call).parameters)
     assert route == [name for name in private if name != "loss_dtype"]
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"weight": torch.linspace(0.5, 1.5, 5)}, {"kl": True, "prior": "others"}],
+    ids=["plain", "weight", "kl others"],
+)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_torch_compile_dynamic_shapes_give_eager_values(reduction, options):
+    """Under ``dynamic=True`` ``lsr::smooth_ce``'s decomposition sees symbolic sizes: the
+    mean's count, the number of classes and the terms made of it (``eps / C``, the KL
+    entropy), which the core must take as numbers, not arrays. Two batch sizes through
+    one compiled function give the eager values."""
+    torch._dynamo.reset()
+
+    def call(z, y):
+        return lt.smooth_ce(z, y, ignore_index=1, reduction=reduction, **options)
+
+    compiled = torch.compile(call, fullgraph=True, dynamic=True, backend="aot_eager")
+    for size in (6, 9):
+        target = _class_ids((size,), 5, seed=size)
+        _assert_matches(
+            lambda z, y=target: compiled(z, y),
+            lambda z, y=target: call(z, y),
+            _logits((size, 5), torch.float32),
+            torch.float32,
+        )
 
 
 _REFUSED_UNDER_COMPILE = {

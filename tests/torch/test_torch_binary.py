@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
+import re
 import warnings
 
 import pytest
@@ -722,6 +723,128 @@ def test_module_under_torch_compile_inductor():
             lambda z, bad=bad: compiled(z, bad), _logits((3, 2, 4), torch.float32)
         )
         assert torch.isnan(loss) and torch.isnan(grad[1, 0, 2]), value
+
+
+# The modules whose Python torch.compile ran (and guarded) before lsr::smooth_bce: the
+# checks, the core, the array namespaces and the autograd Functions.
+_UNGUARDED_MODULES = ("lsr_dot__checks", "lsr_dot__core", "lsr_dot__compat", "array_api_compat")
+_UNGUARDED_MODULES += ("lsr_dot_torch_dot__autograd", "lsr_dot_torch_dot__namespace")
+
+# name: a call of each entry point that funnels into smooth_bce's route under compile.
+_COMPILED_ENTRIES = {
+    "smooth_bce": lambda z, y: lt.smooth_bce(z, y, smoothing=0.1, prior=0.5),
+    "smooth_bce named prior, mask": lambda z, y: lt.smooth_bce(
+        z, y, smoothing=0.2, prior="uniform", where=torch.arange(5) < 4, reduction="sum"
+    ),
+    "binary_cross_entropy_with_logits": lambda z, y: lt.binary_cross_entropy_with_logits(
+        z, y, None, pos_weight=torch.linspace(0.5, 3.0, 5), label_smoothing=0.1
+    ),
+    "SmoothBCEWithLogitsLoss": lambda z, y: lt.SmoothBCEWithLogitsLoss(label_smoothing=0.1)(z, y),
+}
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize("name", list(_COMPILED_ENTRIES))
+def test_torch_compile_guards_none_of_the_checks_or_the_core(name):
+    """Under torch.compile the checks and the core run inside ``lsr::smooth_bce``'s
+    decomposition (an overload for each kind of prior), which dynamo does not trace: the
+    compiled code tests no guard on their Python, and gives the eager values."""
+    torch._dynamo.reset()
+    call = _COMPILED_ENTRIES[name]
+    logits = _logits((6, 5), torch.float32).requires_grad_(True)
+    target = _target("soft", (6, 5), torch.float32)
+    explained = torch._dynamo.explain(call)(logits, target)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    guarded = [g.name for g in explained.out_guards if any(m in g.name for m in _UNGUARDED_MODULES)]
+    assert guarded == []
+    operators = {str(node.target) for graph in explained.graphs for node in graph.graph.nodes}
+    assert "lsr.smooth_bce" in operators
+    torch._dynamo.reset()
+    compiled = torch.compile(call, fullgraph=True, backend="aot_eager")
+    loss, grad = _value_and_grad(lambda z: compiled(z, target), logits.detach())
+    expected_loss, expected_grad = _value_and_grad(lambda z: call(z, target), logits.detach())
+    assert_close(loss, expected_loss, torch.float32)
+    assert_close(grad, expected_grad, torch.float32)
+
+
+def test_the_compiled_operators_take_every_option():
+    """Both overloads of ``lsr::smooth_bce`` name every parameter of ``smooth_bce``, in
+    the order ``forward_smooth_bce`` passes them, and differ in the prior's type only: a
+    new option that the operator did not take would be dropped from every compiled
+    call."""
+    from lsr.torch import _binary
+
+    public = list(inspect.signature(lt.smooth_bce).parameters)
+    route = list(inspect.signature(_binary.is_plain_compiled_binary_call).parameters)
+    assert set(route) == set(public)
+    priors = {}
+    for overload in ("default", "named_prior"):
+        arguments = getattr(torch.ops.lsr.smooth_bce, overload)._schema.arguments
+        assert [argument.name for argument in arguments] == route
+        priors[overload] = str(next(a.type for a in arguments if a.name == "prior"))
+    assert priors == {"default": "float", "named_prior": "str"}
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"weight": torch.linspace(0.5, 1.5, 5), "pos_weight": torch.linspace(0.5, 3.0, 5)},
+        {"prior": "uniform"},
+    ],
+    ids=["plain", "weight pos_weight", "uniform prior"],
+)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_torch_compile_dynamic_shapes_give_eager_values(reduction, options):
+    """Under ``dynamic=True`` ``lsr::smooth_bce``'s decomposition sees symbolic sizes:
+    the mean's count, and ``1 / K`` for ``prior="uniform"``, which the core must take as
+    numbers, not arrays. Two batch sizes through one compiled function give the eager
+    values."""
+    torch._dynamo.reset()
+
+    def call(z, y):
+        return lt.smooth_bce(z, y, ignore_index=-1, reduction=reduction, **options)
+
+    compiled = torch.compile(call, fullgraph=True, dynamic=True, backend="aot_eager")
+    for size in (6, 9):
+        target = _target("int64", (size, 5), torch.float32, seed=size)
+        target[0, 0] = -1
+        loss, grad = _value_and_grad(
+            lambda z, y=target: compiled(z, y), _logits((size, 5), torch.float32)
+        )
+        expected_loss, expected_grad = _value_and_grad(
+            lambda z, y=target: call(z, y), _logits((size, 5), torch.float32)
+        )
+        assert_close(loss, expected_loss, torch.float32)
+        assert_close(grad, expected_grad, torch.float32)
+
+
+_REFUSED_UNDER_COMPILE = {
+    "reduction": (dict(reduction="bad"), "Received: reduction='bad'"),
+    "prior": (dict(prior=1.5), "Received: prior=1.5"),
+    "named prior": (dict(prior="bogus"), "Received: prior='bogus'"),
+    "ignore_index on floats": (dict(ignore_index=3), "Received: ignore_index=3"),
+}
+
+
+@pytest.mark.filterwarnings(DYNAMO_CACHE_WARNING, DYNAMO_FUNCTION_WARNING)
+@pytest.mark.parametrize("fullgraph", [False, True], ids=["graph breaks", "fullgraph"])
+@pytest.mark.parametrize("case", list(_REFUSED_UNDER_COMPILE))
+def test_torch_compile_refuses_bad_arguments_with_lsrs_error(case, fullgraph):
+    """An argument the checks refuse inside ``lsr::smooth_bce`` is a graph break: where
+    graph breaks are allowed the call runs eagerly and raises lsr's own ValueError; with
+    ``fullgraph=True`` the compile fails with lsr's message, never with a value."""
+    options, message = _REFUSED_UNDER_COMPILE[case]
+    torch._dynamo.reset()
+    compiled = torch.compile(
+        lambda z, y: lt.smooth_bce(z, y, **options), fullgraph=fullgraph, backend="aot_eager"
+    )
+    logits, target = _logits((6, 5), torch.float32), _target("soft", (6, 5), torch.float32)
+    with pytest.raises(Exception, match=re.escape(message)) as raised:
+        compiled(logits, target)
+    if not fullgraph:
+        assert raised.type is ValueError
 
 
 # --- errors ------------------------------------------------------------------------------------
