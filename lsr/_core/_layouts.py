@@ -105,7 +105,7 @@ def _all_reduce_arrays(
         (i, name)
         for i, part in enumerate(parts)
         for name, value in part.items()
-        if not _ops.is_number(value)
+        if not isinstance(value, float)
     ]
     reduced = all_reduce_sum([parts[i][name] for i, name in keys])
     result = [dict(part) for part in parts]

@@ -233,7 +233,11 @@ def is_number(x: Any) -> bool:
     or a symbolic one, which is no subclass of either: torch's ``SymInt`` and
     ``SymFloat`` (a count of positions, a number of classes and the terms made of it)
     where ``torch.compile`` runs the core on dynamic shapes."""
-    return isinstance(x, (int, float)) or (x is not None and not hasattr(x, "shape"))
+    if isinstance(x, (int, float)):
+        return True
+    # (Duck-typed, as the core imports no framework: a SymInt converts like an int, a
+    # SymFloat like a float, and neither has a shape.)
+    return not hasattr(x, "shape") and (hasattr(x, "__index__") or hasattr(x, "__float__"))
 
 
 def per_unit(xp: Namespace, value: Any, denominator: Any) -> Any:

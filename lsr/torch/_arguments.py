@@ -13,17 +13,20 @@ import warnings
 from typing import Any
 
 import torch
+from torch.torch_version import TorchVersion
 
 from lsr._validation import fail_type
 from lsr.torch._namespace import HALF
 
 __all__ = [
+    "COMPILES_THROUGH_OPERATORS",
     "check_floating_dtype",
     "check_prior_type",
     "check_same_device",
     "check_smoothing_type",
     "check_tensor",
     "check_tensors",
+    "is_int64",
     "refused_while_tracing",
     "traced_constants",
 ]
@@ -109,21 +112,41 @@ def refused_while_tracing(error: Exception) -> None:
     lsr's error type even where the call could run eagerly. Only lsr's own errors (each
     says what it received: ``Received:``) are made graph breaks: any other would be a
     fault of lsr's, which an eager rerun should not hide. (``unimplemented`` is a
-    private API of dynamo, in every torch since 2.6; without it, ``error`` is raised as
-    it is.)"""
+    private API of dynamo, tested on torch 2.13; without it, or with another
+    signature, ``error`` is raised as it is.)"""
     if not torch.compiler.is_compiling() or "Received:" not in str(error):
         return
     try:
-        from torch._dynamo.exc import unimplemented
+        from torch._dynamo.exc import Unsupported, unimplemented
     except ImportError:
         return
-    unimplemented(
-        gb_type="lsr refused an argument",
-        context=f"{type(error).__name__}: {error}",
-        explanation=f"{type(error).__name__}: {error}",
-        hints=["Fix the argument: the call raises the same error without torch.compile."],
-        from_exc=error,
-    )
+    try:
+        unimplemented(
+            gb_type="lsr refused an argument",
+            context=f"{type(error).__name__}: {error}",
+            explanation=f"{type(error).__name__}: {error}",
+            hints=["Fix the argument: the call raises the same error without torch.compile."],
+            from_exc=error,
+            log_warning=True,
+        )
+    except Unsupported:
+        raise
+    except TypeError:  # (another signature: raise ``error`` as it is)
+        return
+
+
+# Whether this torch runs lsr's losses under ``torch.compile`` as operators
+# (``lsr::smooth_ce``, ``lsr::smooth_bce``). Their decompositions run lsr's full path on
+# fake tensors, which must then see ``torch.compiler.is_compiling()`` true (or they
+# would read the values): torch sets it for the whole compile in 2.13, the version
+# this was tested on. An older torch traces lsr's Python, as it did before.
+COMPILES_THROUGH_OPERATORS = TorchVersion(torch.__version__) >= "2.13"
+
+
+def is_int64(value: Any) -> bool:
+    """Whether ``value`` is a Python int (not a bool) that a schema's ``int`` (int64)
+    holds: a larger one would be refused by the dispatcher with its own error."""
+    return type(value) is int and -(2**63) <= value < 2**63
 
 
 def check_prior_type(value: Any) -> None:

@@ -38,10 +38,12 @@ from lsr._checks_binary import BINARY_PRIOR_NAMES, check_smooth_bce, known_binar
 from lsr._compat import values_are_cheap
 from lsr._validation import check_choice, check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
+    COMPILES_THROUGH_OPERATORS,
     check_floating_dtype,
     check_same_device,
     check_smoothing_type,
     check_tensor,
+    is_int64,
     refused_while_tracing,
     traced_constants,
 )
@@ -496,7 +498,7 @@ def forward_smooth_bce(
         # operator's decomposition (``lsr::smooth_bce``), where dynamo guards none of
         # their Python (see ``_traced_smooth_bce``, and ``lsr::smooth_ce``).
         smoothing, prior = traced_constants(smoothing, prior)
-        if is_plain_compiled_binary_call(
+        if COMPILES_THROUGH_OPERATORS and is_plain_compiled_binary_call(
             input,
             target,
             smoothing,
@@ -550,19 +552,19 @@ def is_plain_compiled_binary_call(
     """Whether ``smooth_bce`` hands a call under ``torch.compile`` to ``lsr::smooth_bce``
     (a float ``prior``) or ``lsr::smooth_bce.named_prior`` (a named one): every argument
     of a type the schema holds as it is (no conversion, such as a bool read as an int,
-    that would hide a value the checks refuse). Other calls are traced through the full
-    path."""
+    that would hide a value the checks refuse, and ints in int64). Other calls are
+    traced through the full path."""
     return (
         isinstance(input, torch.Tensor)
         and isinstance(target, torch.Tensor)
         and type(smoothing) is float
         and type(prior) in (float, str)
-        and type(axis) is int
+        and is_int64(axis)
         and all(
             value is None or isinstance(value, torch.Tensor)
             for value in (weight, pos_weight, where)
         )
-        and (ignore_index is None or type(ignore_index) is int)
+        and (ignore_index is None or is_int64(ignore_index))
         and type(reduction) is str
     )
 

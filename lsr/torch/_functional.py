@@ -19,9 +19,11 @@ from lsr._aux import Aux, as_aux
 from lsr._checks import check_smooth_ce, known_options
 from lsr._validation import check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
+    COMPILES_THROUGH_OPERATORS,
     check_smoothing_type,
     check_tensor,
     check_tensors,
+    is_int64,
     refused_while_tracing,
     traced_constants,
     warn_if_probabilities,
@@ -98,17 +100,18 @@ def is_plain_compiled_call(
 ) -> bool:
     """Whether ``smooth_ce`` hands a call under ``torch.compile`` to ``lsr::smooth_ce``:
     every argument of a type its schema holds as it is (no conversion, such as a bool
-    read as an int, that would hide a value the checks refuse), no auxiliary output and
-    no ``causal_shift``. Other calls are traced through the full path."""
+    read as an int, that would hide a value the checks refuse, and ints in int64), no
+    auxiliary output and no ``causal_shift``. Other calls are traced through the full
+    path."""
     return (
         isinstance(input, torch.Tensor)
         and isinstance(target, torch.Tensor)
         and (weight is None or isinstance(weight, torch.Tensor))
-        and type(ignore_index) is int
+        and is_int64(ignore_index)
         and type(reduction) is str
         and type(smoothing) is float
         and type(prior) is str
-        and type(axis) is int
+        and is_int64(axis)
         and type(kl) is bool
         and type(z_loss) is float
         and (softcap is None or type(softcap) is float)
@@ -288,7 +291,7 @@ def _smooth_ce(
         smoothing, z_loss, softcap, confidence_penalty = traced_constants(
             smoothing, z_loss, softcap, confidence_penalty
         )
-        if is_plain_compiled_call(
+        if COMPILES_THROUGH_OPERATORS and is_plain_compiled_call(
             input,
             target,
             weight,
@@ -304,7 +307,6 @@ def _smooth_ce(
             return_aux,
             causal_shift,
         ):
-            warn_if_probabilities(input)
             return torch.ops.lsr.smooth_ce(
                 input,
                 target,
