@@ -876,7 +876,9 @@ def test_torch_compile_an_ignore_index_beyond_int64_is_traced():
 
 
 # (torch.export's own pytree code warns on torch 2.13.)
-@pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings(
+    "ignore:`isinstance\\(treespec, LeafSpec\\)` is deprecated:FutureWarning"
+)
 def test_torch_export_keeps_the_operator_and_decomposes_it():
     """``torch.export`` records ``lsr::smooth_ce``; ``run_decompositions()`` expands it
     into aten operations; both programs give the eager loss."""
