@@ -19,6 +19,10 @@ prints the traceback, whose frames name the Markdown file and its line numbers, 
 A block that imports a framework which is not installed fails too; nothing is skipped
 because something is missing.
 
+The interpreters (one per file, and one per marked block below) share nothing, so they
+run side by side, ``--jobs`` at a time (the CPUs, at most 4); their results are printed
+in the files' order.
+
 Only fences whose language is ``python`` (or ``py``) run. Every fence must name its
 language, so text meant for reading is marked as such: ``bash`` for commands, ``text``
 for printed output.
@@ -48,6 +52,7 @@ for printed output.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import os
@@ -338,18 +343,20 @@ def _run(command: list[str], payload: list[dict[str, object]], timeout: float) -
         return completed.returncode == 0, completed.stdout
 
 
-def run_page(page: Page, timeout: float, verbose: bool) -> list[str]:
-    """Run a page's blocks; the failures, one message each."""
-    failures = []
+Job = tuple[Page, str, list[str], list[Block]]  # (page, description, command, blocks)
+
+
+def page_jobs(page: Page) -> list[Job]:
+    """A page's interpreters: its notebook blocks in one, in order; each isolated or
+    torchrun block in its own. (Prints the blocks that are skipped.)"""
     runnable = [block for block in page.blocks if block.language in RUNNABLE_LANGUAGES]
-    # The notebook blocks in one interpreter; each isolated or torchrun block on its own.
-    jobs: list[tuple[str, list[str], list[Block]]] = []
+    jobs: list[Job] = []
     notebook = [block for block in runnable if block.mode == "notebook"]
     if notebook:
-        jobs.append(("in order, sharing state", [sys.executable], notebook))
+        jobs.append((page, "in order, sharing state", [sys.executable], notebook))
     for block in runnable:
         if block.mode == "isolated":
-            jobs.append(("alone", [sys.executable], [block]))
+            jobs.append((page, "alone", [sys.executable], [block]))
         elif block.mode == "torchrun":
             launcher = [
                 sys.executable,
@@ -358,23 +365,46 @@ def run_page(page: Page, timeout: float, verbose: bool) -> list[str]:
                 "--standalone",
                 f"--nproc_per_node={block.ranks}",
             ]
-            jobs.append((f"torchrun, {block.ranks} ranks", launcher, [block]))
+            jobs.append((page, f"torchrun, {block.ranks} ranks", launcher, [block]))
         elif block.mode == "skip":
             print(f"  skipped {block.where}: {block.reason}")
-    for description, command, blocks in jobs:
-        started = time.perf_counter()
-        ok, output = _run(command, [block.payload() for block in blocks], timeout)
-        seconds = time.perf_counter() - started
-        lines = ", ".join(str(block.line) for block in blocks)
-        status = "ok" if ok else "FAILED"
-        count = len(blocks)
-        print(f"  {status}: {count} block(s) at line(s) {lines}, {description} ({seconds:.1f} s)")
-        if verbose or not ok:
-            print(textwrap.indent(output.rstrip(), "  | "))
-        if not ok:
-            failed = re.findall(r"@@check_docs failed: (\S+)", output)
-            where = failed[0] if failed else f"{_display(page.path)}:{blocks[0].line}"
-            failures.append(f"{where}: the block starting at this line failed ({description})")
+    return jobs
+
+
+def _timed_run(job: Job, timeout: float) -> tuple[bool, str, float]:
+    _, _, command, blocks = job
+    started = time.perf_counter()
+    ok, output = _run(command, [block.payload() for block in blocks], timeout)
+    return ok, output, time.perf_counter() - started
+
+
+def run_pages(pages: list[Page], timeout: float, verbose: bool, workers: int) -> list[str]:
+    """Run every page's blocks, ``workers`` interpreters at a time (each job is a fresh
+    interpreter that shares nothing with the others); print each job's result in the
+    pages' order. The failures, one message each."""
+    failures = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        runs = []
+        for page in pages:
+            if any(block.language in RUNNABLE_LANGUAGES for block in page.blocks):
+                runs += [(job, pool.submit(_timed_run, job, timeout)) for job in page_jobs(page)]
+        shown = None
+        for job, run in runs:
+            page, description, _, blocks = job
+            ok, output, seconds = run.result()
+            if page is not shown:
+                print(f"{_display(page.path)}:")
+                shown = page
+            lines = ", ".join(str(block.line) for block in blocks)
+            status = "ok" if ok else "FAILED"
+            count, took = len(blocks), f"{seconds:.1f} s"
+            print(f"  {status}: {count} block(s) at line(s) {lines}, {description} ({took})")
+            if verbose or not ok:
+                print(textwrap.indent(output.rstrip(), "  | "))
+            if not ok:
+                failed = re.findall(r"@@check_docs failed: (\S+)", output)
+                where = failed[0] if failed else f"{_display(page.path)}:{blocks[0].line}"
+                failures.append(f"{where}: the block starting at this line failed ({description})")
     return failures
 
 
@@ -384,6 +414,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-run", action="store_true", help="static checks only")
     parser.add_argument("--list", action="store_true", help="list the Python blocks and exit")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per interpreter")
+    parser.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="interpreters run at once (default: the CPUs, at most 4)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="show every block's output")
     args = parser.parse_args(argv)
 
@@ -399,10 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
     problems = [error for page in pages for error in page.errors]
     if not args.no_run:
-        for page in pages:
-            if any(block.language in RUNNABLE_LANGUAGES for block in page.blocks):
-                print(f"{_display(page.path)}:")
-                problems += run_page(page, args.timeout, args.verbose)
+        problems += run_pages(pages, args.timeout, args.verbose, args.jobs)
 
     blocks = sum(block.language in RUNNABLE_LANGUAGES for page in pages for block in page.blocks)
     print()
