@@ -623,7 +623,9 @@ def test_torch_func_grad_vmap_and_hessian():
 
 
 @pytest.mark.filterwarnings(TORCH_JIT_WARNING)
-@pytest.mark.parametrize("transform", [torch.func.jacfwd, torch.func.grad], ids=str)
+@pytest.mark.parametrize(
+    "transform", [torch.func.jacfwd, torch.func.grad], ids=lambda transform: transform.__name__
+)
 def test_derivative_with_respect_to_smoothing(transform):
     """The loss is linear in eps: its derivative is CE(eps=1) - CE(eps=0), from torch."""
     logits = _logits((4, 5, 2), torch.float64)
