@@ -43,13 +43,9 @@ _ARRAY = _ArrayPlaceholder()
 
 
 def _is_static(value: Any) -> bool:
-    # (A symbolic number, such as 1/K while torch.compile traces dynamic shapes, is
-    # static too: no array.)
-    return (
-        value is None
-        or isinstance(value, (bool, int, float, str, _ArrayPlaceholder))
-        or is_number(value)
-    )
+    # (Numbers: bools, ints, floats, and symbolic ones, such as 1/K while torch.compile
+    # traces dynamic shapes; see ``is_number``.)
+    return value is None or isinstance(value, (str, _ArrayPlaceholder)) or is_number(value)
 
 
 _O = TypeVar("_O", bound="Options")
