@@ -5,7 +5,7 @@ Usage::
     python -m benchmarks.run [--size smoke|quick|full] [--backend torch|jax|tensorflow|all]
                              [--loss softmax|binary|all] [--out DIR]
                              [--compile/--no-compile] [--no-memory]
-                             [--allocator default|glibc-raised|both]
+                             [--allocator default|glibc-raised|both] [--jobs N]
 
 ``--loss`` picks the losses: ``softmax`` (lsr's ``smooth_ce`` on integer labels, and the
 fused linear + loss), ``binary`` (lsr's ``smooth_bce`` on multi-label 0/1 targets,
@@ -34,11 +34,16 @@ unmapped and faulted in again), or ``both``: the default run, then every case ag
 processes with the raised thresholds (eager modes only, without ``torch.compile``), its
 methods named with the suffix ``" [glibc thresholds raised]"`` and compared only with
 each other.
+
+``--jobs N`` (smoke runs only, as ``nox -s bench_smoke`` does) runs N backends side by
+side: each backend's processes then share the CPUs with another's, so the timings are
+not comparable, which a smoke run does not need; any other run refuses it.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import gc
 import importlib
@@ -150,12 +155,25 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated parts to run: timing (and agreement), memory (needs timing), "
         "linear, overhead (per call, tiny inputs; default: all)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="backends run side by side (smoke runs only: backends that share the CPUs "
+        "would time each other's load; default: 1)",
+    )
     parser.add_argument("--child", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--child-output", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
         args.size = "quick"
+    if args.jobs < 1 or (args.jobs > 1 and args.size != "smoke"):
+        parser.error(
+            "--jobs must be 1, or more for a smoke run only (backends run side by side "
+            f"share the CPUs, and their timings would not be comparable). Received: "
+            f"jobs={args.jobs}, size={args.size!r}"
+        )
     return args
 
 
@@ -435,6 +453,7 @@ def _measures_memory(size: str, row: dict[str, Any]) -> bool:
 
 
 def _run_backend(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    print(f"{name}:", flush=True)
     start = time.perf_counter()
     parts = set(args.parts.split(","))
     allocators = list(ALLOCATORS) if args.allocator == "both" else [args.allocator]
@@ -552,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
             "loss": args.loss,
             "allocator": args.allocator,
             "allocator_environments": ALLOCATORS,
+            "jobs": args.jobs,
         },
         "backends": {},
     }
@@ -560,9 +580,14 @@ def main(argv: list[str] | None = None) -> int:
         f"(read + write), {bandwidth['read_bytes_per_s'] / 1e9:.1f} GB/s read",
         flush=True,
     )
-    for name in names:
-        print(f"{name}:", flush=True)
-        results["backends"][name] = _run_backend(name, args)
+    # (Side by side, --jobs > 1, in smoke runs only: each backend's parts run in child
+    # processes, which the threads wait for.)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        runs = {}
+        for name in names:
+            runs[name] = pool.submit(_run_backend, name, args)
+        for name, run in runs.items():
+            results["backends"][name] = run.result()
     results["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
     report.add_ratios(results)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -73,6 +73,16 @@ def test_the_overhead_part_runs_by_default_and_alone():
     assert run._parse(["--parts", "overhead"]).parts == "overhead"
 
 
+def test_backends_run_side_by_side_in_a_smoke_run_only(capsys):
+    assert run._parse([]).jobs == 1
+    assert run._parse(["--size", "smoke", "--jobs", "2"]).jobs == 2
+    # Side by side, backends share the CPUs: their timings would not be comparable.
+    for argv in (["--jobs", "2"], ["--size", "quick", "--jobs", "2"], ["--jobs", "0"]):
+        with pytest.raises(SystemExit):
+            run._parse(argv)
+        assert "Received: jobs=" in capsys.readouterr().err
+
+
 # Collected only where a benchmarked framework is selected (no empty parameter set,
 # which pytest would report as a skip).
 if BENCHMARKED:
