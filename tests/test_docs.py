@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,40 @@ def test_isolated_blocks_share_nothing(tmp_path):
         encoding="utf-8",
     )
     assert check_docs.main([str(page)]) == 0
+
+
+def test_files_run_side_by_side_are_reported_in_their_order(tmp_path, monkeypatch, capsys):
+    """The first file's interpreter finishes last: its results, its skipped block
+    included, still come first, and the second file's failure is still reported."""
+    first, second = tmp_path / "first.md", tmp_path / "second.md"
+    first.write_text(
+        "```python\npass\n```\n\n"
+        "<!-- check_docs: skip needs eight GPUs -->\n```python\npass\n```\n",
+        encoding="utf-8",
+    )
+    second.write_text("```python\nraise ValueError\n```\n", encoding="utf-8")
+    second_done = threading.Event()
+
+    def run(job, timeout):
+        page = job[0]
+        if page.path == first:
+            assert second_done.wait(timeout=10)  # (the two run at once)
+            return True, "", 0.0
+        second_done.set()
+        return False, "@@check_docs failed: second.md:2\n", 0.0
+
+    monkeypatch.setattr(check_docs, "_timed_run", run)
+    pages = [check_docs.parse(first), check_docs.parse(second)]
+    failures = check_docs.run_pages(pages, timeout=10.0, verbose=False, workers=2)
+    output = capsys.readouterr().out
+    order = ["first.md:\n", "skipped", "ok: 1 block", "second.md:\n", "FAILED: 1 block"]
+    assert [output.index(text) for text in order] == sorted(output.index(t) for t in order)
+    assert failures == [
+        "second.md:2: the block starting at this line failed (in order, sharing state)"
+    ]
+
+
+def test_a_number_of_jobs_below_one_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        check_docs.main(["--jobs", "0", "--no-run"])
+    assert "Received: jobs=0" in capsys.readouterr().err

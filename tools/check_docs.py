@@ -348,7 +348,7 @@ Job = tuple[Page, str, list[str], list[Block]]  # (page, description, command, b
 
 def page_jobs(page: Page) -> list[Job]:
     """A page's interpreters: its notebook blocks in one, in order; each isolated or
-    torchrun block in its own. (Prints the blocks that are skipped.)"""
+    torchrun block in its own. (Skipped blocks: ``run_pages`` reports them.)"""
     runnable = [block for block in page.blocks if block.language in RUNNABLE_LANGUAGES]
     jobs: list[Job] = []
     notebook = [block for block in runnable if block.mode == "notebook"]
@@ -366,8 +366,6 @@ def page_jobs(page: Page) -> list[Job]:
                 f"--nproc_per_node={block.ranks}",
             ]
             jobs.append((page, f"torchrun, {block.ranks} ranks", launcher, [block]))
-        elif block.mode == "skip":
-            print(f"  skipped {block.where}: {block.reason}")
     return jobs
 
 
@@ -383,28 +381,37 @@ def run_pages(pages: list[Page], timeout: float, verbose: bool, workers: int) ->
     interpreter that shares nothing with the others); print each job's result in the
     pages' order. The failures, one message each."""
     failures = []
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        runs = []
-        for page in pages:
-            if any(block.language in RUNNABLE_LANGUAGES for block in page.blocks):
-                runs += [(job, pool.submit(_timed_run, job, timeout)) for job in page_jobs(page)]
-        shown = None
-        for job, run in runs:
-            page, description, _, blocks = job
-            ok, output, seconds = run.result()
-            if page is not shown:
-                print(f"{_display(page.path)}:")
-                shown = page
-            lines = ", ".join(str(block.line) for block in blocks)
-            status = "ok" if ok else "FAILED"
-            count, took = len(blocks), f"{seconds:.1f} s"
-            print(f"  {status}: {count} block(s) at line(s) {lines}, {description} ({took})")
-            if verbose or not ok:
-                print(textwrap.indent(output.rstrip(), "  | "))
-            if not ok:
-                failed = re.findall(r"@@check_docs failed: (\S+)", output)
-                where = failed[0] if failed else f"{_display(page.path)}:{blocks[0].line}"
-                failures.append(f"{where}: the block starting at this line failed ({description})")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = [
+            (page, [(job, pool.submit(_timed_run, job, timeout)) for job in page_jobs(page)])
+            for page in pages
+        ]
+        for page, page_runs in runs:
+            skipped = [
+                block
+                for block in page.blocks
+                if block.language in RUNNABLE_LANGUAGES and block.mode == "skip"
+            ]
+            if not page_runs and not skipped:
+                continue
+            print(f"{_display(page.path)}:")
+            for block in skipped:
+                print(f"  skipped {block.where}: {block.reason}")
+            for job, run in page_runs:
+                _, description, _, blocks = job
+                ok, output, seconds = run.result()
+                lines = ", ".join(str(block.line) for block in blocks)
+                status = "ok" if ok else "FAILED"
+                count, took = len(blocks), f"{seconds:.1f} s"
+                print(f"  {status}: {count} block(s) at line(s) {lines}, {description} ({took})")
+                if verbose or not ok:
+                    print(textwrap.indent(output.rstrip(), "  | "))
+                if not ok:
+                    failed = re.findall(r"@@check_docs failed: (\S+)", output)
+                    where = failed[0] if failed else f"{_display(page.path)}:{blocks[0].line}"
+                    failures.append(
+                        f"{where}: the block starting at this line failed ({description})"
+                    )
     return failures
 
 
@@ -423,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="show every block's output")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be 1 or more. Received: jobs={args.jobs}")
 
     files = [path.resolve() for path in args.files] or default_files()
     pages = [parse(path) for path in files]
