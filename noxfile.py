@@ -103,12 +103,23 @@ ALL_ENVIRONMENT_TESTS = (
 )
 
 
-# pytest's worker processes in the test sessions (pytest-xdist; ``-- -n 0`` runs in one
-# process). Most tests spend their time in one thread (JAX's and TensorFlow's
-# compilations, Python), so two workers use a two-core machine's second core: the jax
-# session took 14 minutes instead of 22 on a 2-core AMD EPYC (one ad hoc run each).
-# Each worker holds its own compiled programs (JAX's took 4.5 GB there), hence at most 4.
-WORKERS = str(min(4, os.cpu_count() or 1))
+def _workers() -> int:
+    """pytest's worker processes in the test sessions (pytest-xdist; ``-- -n 0`` runs in
+    one process): one per CPU this process may use, at most 4, and at most one per 6 GiB
+    of memory. Most tests spend their time in one thread (JAX's and TensorFlow's
+    compilations, Python), so two workers use a two-core machine's second core: the jax
+    session took 14 minutes instead of 22 on a 2-core AMD EPYC (one ad hoc run each).
+    Each worker holds its own compiled programs (a JAX worker grew to 4.5 GB there)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        memory = 0
+    by_memory = memory // (6 << 30) if memory > 0 else 1
+    return max(1, min(4, cpus or 1, by_memory))
+
+
+WORKERS = str(_workers())
 
 
 @nox.session(tags=["ci"])
