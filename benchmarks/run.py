@@ -583,9 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     # (Side by side, --jobs > 1, in smoke runs only: each backend's parts run in child
     # processes, which the threads wait for.)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        runs = {}
-        for name in names:
-            runs[name] = pool.submit(_run_backend, name, args)
+        runs = {name: pool.submit(_run_backend, name, args) for name in names}
         for name, run in runs.items():
             results["backends"][name] = run.result()
     results["elapsed_s"] = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds()
