@@ -177,6 +177,34 @@ def test_ignored_row_of_all_minus_inf_has_zero_gradient(mode):
 
 
 @pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+def test_rows_with_a_nan_or_plus_inf_logit_give_the_same_gradient_in_every_mode(mode):
+    """Their loss is NaN. Their gradient is ``softmax(z) - q'`` with the softmax taken as
+    ``exp(z - lse)`` at ``lse = +inf``: NaN at a +inf logit (``inf - inf``) and 0 at a
+    finite one, so ``-q'`` there; a row with a NaN logit is NaN throughout. The same in
+    every mode (eager TensorFlow's backward once took ``exp(z)`` for the softmax of such
+    rows: a finite, wrong gradient beside their NaN loss)."""
+    logits = _logits(4, 4)
+    logits[0, 0] = np.inf
+    logits[1, 2] = np.nan
+    logits[2, :2] = np.inf
+    labels = np.array([0, 1, 3, 2])
+    loss, grad = _run(mode, logits, labels, smoothing=0.1)
+    off, on = 0.1 / 4, 1 - 0.1 + 0.1 / 4  # q' off and on the label, K = 4
+    expected_loss, expected_grad = _expected(logits[3:], labels[3:])
+    np.testing.assert_array_equal(np.isnan(loss), [True, True, True, False], err_msg=mode)
+    np.testing.assert_allclose(loss[3:], expected_loss, rtol=2e-5, err_msg=mode)
+    expected = np.array(
+        [
+            [np.nan, -off, -off, -off],
+            [np.nan] * 4,
+            [np.nan, np.nan, -off, -on],
+            expected_grad[0],
+        ]
+    )
+    np.testing.assert_allclose(grad, expected, rtol=2e-5, atol=1e-6, err_msg=mode)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
 @pytest.mark.parametrize("shift", [1e4, -1e4])
 def test_large_logits_keep_float32_accuracy(mode, shift):
     logits = (_logits(16, 300, seed=2) * 3 + shift).astype(np.float32)

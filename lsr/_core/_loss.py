@@ -26,6 +26,7 @@ them would spread the formula over modules that must change together.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -850,8 +851,11 @@ def smooth_ce_grad(
         # logsumexp of the logits the loss is of, capped or not.
         lse = _ops.logsumexp(xp, logits, spec.axis)
     targets.scale_by(_cotangent_scale(xp, cotangent, denominator, spec, lse))
-    # A row of all -inf (lse = -inf) has softmax 0, not exp(-inf - (-inf)) = nan.
-    softmax = xp.exp(logits - _ops.finite_or_zero(xp, lse))
+    # A row of all -inf (lse = -inf) has softmax 0, not exp(-inf - (-inf)) = nan. Only
+    # that lse is replaced: at lse = +inf (a +inf logit) or NaN the softmax keeps the
+    # pass's values (NaN at a +inf logit, 0 at a finite one; NaN along a row with a NaN),
+    # where replacing them by 0 made it exp(z), a finite and wrong gradient.
+    softmax = xp.exp(logits - xp.where(lse == -math.inf, 0.0, lse))
     return gradient(
         xp, softmax, None, targets, lse=lse, in_place=False, chain=chain, exp_dot=exp_dot
     )
