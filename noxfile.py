@@ -198,10 +198,10 @@ def docs(session: nox.Session) -> None:
     Every backend is installed (``backends/all.txt``), so a block that needs a framework
     runs instead of being skipped, and mkdocstrings can read every adapter. The site is
     built with warnings as errors into a temporary directory; ``mkdocs build`` alone
-    writes ``build/site/``. The pages run side by side in as many processes as the test
-    sessions' workers. Arguments after ``--`` go to ``tools/check_docs.py``
+    writes ``build/site/``. The pages' interpreters run side by side, as many at once as
+    the test sessions have workers. Arguments after ``--`` go to ``tools/check_docs.py``
     (``-- docs/torch.md`` checks one page, ``-- --no-run`` only the static checks,
-    ``-- --jobs 1`` one page at a time).
+    ``-- --jobs 1`` one interpreter at a time).
     """
     with _environment(session):
         _install(session, "all", *DOCS_TOOLS)
