@@ -205,6 +205,22 @@ def test_rows_with_a_nan_or_plus_inf_logit_give_the_same_gradient_in_every_mode(
 
 
 @pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+def test_with_a_confidence_penalty_such_rows_are_nan_in_every_mode(mode):
+    """With a confidence penalty the gradient of a row with a +inf or NaN logit also
+    reads the row's entropy, which such a softmax makes NaN: NaN throughout, in every
+    mode (the backward from a saved logsumexp once took ``0 log 0`` for the NaN entry's
+    term, a finite gradient in eager TensorFlow and under ``torch.compile``)."""
+    logits = _logits(4, 4)
+    logits[0, 0] = np.inf
+    logits[1, 2] = np.nan
+    logits[2, :2] = np.inf
+    loss, grad = _run(mode, logits, np.array([0, 1, 3, 2]), confidence_penalty=0.1)
+    np.testing.assert_array_equal(np.isnan(loss), [True, True, True, False], err_msg=mode)
+    assert np.all(np.isnan(grad[:3])), (mode, grad)
+    assert np.all(np.isfinite(grad[3])), (mode, grad)
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
 @pytest.mark.parametrize("shift", [1e4, -1e4])
 def test_large_logits_keep_float32_accuracy(mode, shift):
     logits = (_logits(16, 300, seed=2) * 3 + shift).astype(np.float32)

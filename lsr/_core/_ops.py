@@ -129,11 +129,13 @@ def class_range(xp: Namespace, vector: Array, start: Any, size: int) -> Array:
 
 
 def xlogx(xp: Namespace, x: Any) -> Any:
-    """x log x with 0 log 0 = 0, for Python floats and arrays alike."""
+    """x log x with 0 log 0 = 0, for Python floats and arrays alike; NaN stays NaN (an
+    array's ``0 * x`` where x is not positive), so that a softmax NaN at a +inf logit
+    keeps the entropy, and every gradient through it, NaN in each form of the pass."""
     if is_number(x):
         return x * math.log(x) if x > 0.0 else 0.0
     positive = x > 0
-    return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0)
+    return xp.where(positive, x * xp.log(xp.where(positive, x, 1.0)), 0.0 * x)
 
 
 def times(xp: Namespace, factor: Any, x: Any, *, keep_nan: bool = False) -> Any:
