@@ -23,9 +23,9 @@ __all__ = [
     "check_floating_dtype",
     "check_prior_type",
     "check_same_device",
-    "check_smoothing_type",
     "check_tensor",
     "check_tensors",
+    "checked_smoothing",
     "is_int64",
     "refused_while_tracing",
     "traced_constants",
@@ -71,11 +71,20 @@ def check_tensors(input: Any, target: Any, weight: Any, prior: Any) -> None:
             fail_type(f"`{name}` must be a torch.Tensor.", name, value)
 
 
-def check_smoothing_type(name: str, value: Any, input: torch.Tensor | None = None) -> None:
-    """A Python number or a torch tensor (a NumPy scalar array would mix libraries).
+def checked_smoothing(name: str, value: Any, input: torch.Tensor | None = None) -> Any:
+    """``value``, a Python number or a torch tensor, checked; a NumPy scalar (such as
+    ``np.float32(0.1)``, which ``F.cross_entropy``'s ``label_smoothing`` accepts) comes
+    back as the Python number it holds. A NumPy array is refused: it would mix libraries.
 
     ``input``: given where one epsilon per position is allowed (the softmax losses); such
     a tensor must then be on the input's device (a 0-d one may stay on the CPU)."""
+    if (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, torch.Tensor)
+        and getattr(value, "shape", None) == ()
+        and callable(getattr(value, "item", None))
+    ):
+        value = value.item()
     if not isinstance(value, (numbers.Real, torch.Tensor)):
         kind = "a 0-d torch.Tensor"
         if input is not None:
@@ -83,6 +92,7 @@ def check_smoothing_type(name: str, value: Any, input: torch.Tensor | None = Non
         fail_type(f"`{name}` must be a real number in [0, 1] or {kind}.", name, value)
     if input is not None and isinstance(value, torch.Tensor) and value.ndim > 0:
         check_same_device(name, value, input)
+    return value
 
 
 def traced_constants(*values: Any) -> tuple[Any, ...]:

@@ -41,8 +41,8 @@ from lsr.torch._arguments import (
     COMPILES_THROUGH_OPERATORS,
     check_floating_dtype,
     check_same_device,
-    check_smoothing_type,
     check_tensor,
+    checked_smoothing,
     is_int64,
     refused_while_tracing,
     traced_constants,
@@ -692,7 +692,7 @@ def _checked_smooth_bce(
         for name, value in (("weight", weight), ("pos_weight", pos_weight), ("where", where)):
             _check_optional_tensor(name, value, input)
         _check_prior_type(prior, input)
-        check_smoothing_type("smoothing", smoothing)
+        smoothing = checked_smoothing("smoothing", smoothing)
         smoothing, prior = traced_constants(smoothing, prior)
         options.update(smoothing=smoothing, prior=prior)
         _, labels, spec = check_smooth_bce(
@@ -805,7 +805,7 @@ def binary_cross_entropy_with_logits(
     """
     reduction = torch_reduction(size_average, reduce, reduction)
     # Checked here so that errors name PyTorch's parameter, not smooth_bce's `smoothing`.
-    check_smoothing_type("label_smoothing", label_smoothing)
+    label_smoothing = checked_smoothing("label_smoothing", label_smoothing)
     label_smoothing, prior = traced_constants(label_smoothing, prior)
     check_fraction("label_smoothing", label_smoothing)
     loss = smooth_bce(
@@ -876,7 +876,7 @@ class SmoothBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
         for name, value in (("weight", weight), ("pos_weight", pos_weight)):
             if value is not None and not isinstance(value, torch.Tensor):
                 fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
-        check_smoothing_type("label_smoothing", label_smoothing)
+        label_smoothing = checked_smoothing("label_smoothing", label_smoothing)
         check_fraction("label_smoothing", label_smoothing)
         super().__init__(weight, size_average, reduce, reduction, pos_weight)
         check_choice("reduction", self.reduction, ("none", "mean", "sum", "elementwise_mean"))

@@ -59,8 +59,8 @@ from lsr._compat import array_namespace
 from lsr._validation import fail_type, fail_value, normalize_axis
 from lsr.torch._arguments import (
     check_prior_type,
-    check_smoothing_type,
     check_tensor,
+    checked_smoothing,
     traced_constants,
 )
 from lsr.torch._binary import forward_smooth_bce
@@ -583,4 +583,4 @@ def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: A
         if value is not None and not isinstance(value, torch.Tensor):
             fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
     check_prior_type(prior)
-    check_smoothing_type("smoothing", smoothing, input)
+    smoothing = checked_smoothing("smoothing", smoothing, input)

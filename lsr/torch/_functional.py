@@ -20,9 +20,9 @@ from lsr._checks import check_smooth_ce, known_options
 from lsr._validation import check_fraction, fail_type, fail_value
 from lsr.torch._arguments import (
     COMPILES_THROUGH_OPERATORS,
-    check_smoothing_type,
     check_tensor,
     check_tensors,
+    checked_smoothing,
     is_int64,
     refused_while_tracing,
     traced_constants,
@@ -416,7 +416,7 @@ def _checked_smooth_ce(
     (eager, ``torch.compile``, ``torch.func``, ``torch.jit.trace``) and the options."""
     check_tensors(input, target, weight, prior)
     warn_if_probabilities(input)
-    check_smoothing_type("smoothing", smoothing, input)
+    smoothing = checked_smoothing("smoothing", smoothing, input)
     smoothing, z_loss, softcap, confidence_penalty = traced_constants(
         smoothing, z_loss, softcap, confidence_penalty
     )
@@ -671,7 +671,7 @@ def cross_entropy(
     # Checked here so that errors name PyTorch's parameter, not smooth_ce's `smoothing`
     # (a float in [0, 1], the usual value, passes both checks: not made again).
     if type(label_smoothing) is not float or not 0.0 <= label_smoothing <= 1.0:
-        check_smoothing_type("label_smoothing", label_smoothing)
+        label_smoothing = checked_smoothing("label_smoothing", label_smoothing)
         check_fraction("label_smoothing", label_smoothing)
     # F.cross_entropy returns half-precision losses in the input's dtype, and float32
     # under autocast (which runs it in float32).

@@ -18,8 +18,8 @@ from lsr._validation import fail_value
 from lsr.torch._arguments import (
     check_prior_type,
     check_same_device,
-    check_smoothing_type,
     check_tensor,
+    checked_smoothing,
     traced_constants,
 )
 from lsr.torch._autograd import is_batched, without_autocast
@@ -208,7 +208,7 @@ def linear_smooth_ce(
         if value is not None:
             check_tensor(name, value)
     check_prior_type(prior)
-    check_smoothing_type("smoothing", smoothing, input)
+    smoothing = checked_smoothing("smoothing", smoothing, input)
     smoothing, z_loss, softcap, confidence_penalty = traced_constants(
         smoothing, z_loss, softcap, confidence_penalty
     )

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from lsr._validation import PRIOR_NAMES, check_choice, check_fraction, fail_type, fail_value
-from lsr.torch._arguments import check_prior_type, check_smoothing_type, check_tensor
+from lsr.torch._arguments import check_prior_type, check_tensor, checked_smoothing
 from lsr.torch._functional import cross_entropy, smooth_ce
 
 __all__ = ["LabelSmoothSoftmaxCE", "SmoothCrossEntropyLoss"]
@@ -75,7 +75,7 @@ class SmoothCrossEntropyLoss(nn.CrossEntropyLoss):
     ) -> None:
         if weight is not None and not isinstance(weight, torch.Tensor):
             fail_type("`weight` must be a torch.Tensor or None.", "weight", weight)
-        check_smoothing_type("label_smoothing", label_smoothing)
+        label_smoothing = checked_smoothing("label_smoothing", label_smoothing)
         check_prior_type(prior)
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         check_fraction("label_smoothing", label_smoothing)

@@ -193,6 +193,37 @@ def test_smoothing_zero_is_plain_cross_entropy():
     )
 
 
+@pytest.mark.parametrize("scalar", [np.float32(0.2), np.float64(0.2)], ids=["f32", "f64"])
+def test_a_numpy_scalar_smoothing_is_a_number_as_in_pytorch(scalar):
+    """``F.cross_entropy(label_smoothing=np.float32(0.2))`` runs, so every smoothing of
+    lsr.torch takes a NumPy scalar as the number it holds (it once raised that the
+    arguments mix NumPy and PyTorch); a NumPy array is still refused."""
+
+    def close(actual, wanted):
+        assert_close(actual.detach(), wanted.detach(), torch.float64)
+
+    logits = _logits((5, 4), torch.float64)
+    target = _class_ids((5,), 4)
+    expected = F.cross_entropy(logits, target, label_smoothing=float(scalar))
+    close(F.cross_entropy(logits, target, label_smoothing=scalar), expected)
+    for loss in (
+        lt.smooth_ce(logits, target, smoothing=scalar),
+        lt.cross_entropy(logits, target, label_smoothing=scalar),
+        lt.SmoothCrossEntropyLoss(label_smoothing=scalar)(logits, target),
+    ):
+        close(loss, expected)
+    soft = torch.rand(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    binary = lt.smooth_bce(logits, soft, smoothing=float(scalar))
+    for loss in (
+        lt.smooth_bce(logits, soft, smoothing=scalar),
+        lt.binary_cross_entropy_with_logits(logits, soft, label_smoothing=scalar),
+        lt.SmoothBCEWithLogitsLoss(label_smoothing=scalar)(logits, soft),
+    ):
+        close(loss, binary)
+    with pytest.raises(TypeError, match="Received: smoothing="):
+        lt.smooth_ce(logits, target, smoothing=np.array([0.2] * 5))
+
+
 @pytest.mark.parametrize("prior", ["others", "vector"])
 @pytest.mark.parametrize("options", [{}, {"kl": True}, {"z_loss": 1e-2}], ids=str)
 def test_priors_kl_and_z_loss_match_the_reference(prior, options):
