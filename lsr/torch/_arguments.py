@@ -78,13 +78,13 @@ def checked_smoothing(name: str, value: Any, input: torch.Tensor | None = None) 
 
     ``input``: given where one epsilon per position is allowed (the softmax losses); such
     a tensor must then be on the input's device (a 0-d one may stay on the CPU)."""
-    if (
-        isinstance(value, numbers.Real)
-        and not isinstance(value, torch.Tensor)
-        and getattr(value, "shape", None) == ()
-        and callable(getattr(value, "item", None))
-    ):
-        value = value.item()
+    # (Python numbers, tensors and torch.compile's symbolic floats are tested first: dynamo
+    # cannot trace attribute tests on a symbolic float.)
+    plain = isinstance(value, (torch.Tensor, torch.SymInt, torch.SymFloat))
+    if not plain and type(value) not in (bool, int, float) and isinstance(value, numbers.Real):
+        item = getattr(value, "item", None)
+        if getattr(value, "shape", None) == () and callable(item):
+            value = item()
     if not isinstance(value, (numbers.Real, torch.Tensor)):
         kind = "a 0-d torch.Tensor"
         if input is not None:
