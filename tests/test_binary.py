@@ -148,6 +148,31 @@ def test_extreme_logits_are_exact(backend):
     )
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum"])
+def test_a_zero_weight_keeps_a_nan_logit_nan_and_makes_an_infinite_loss_zero(backend, reduction):
+    """A weight of 0 on an element whose loss is +inf (a +inf logit, target 0) gives 0:
+    the element carries no mass. On a NaN logit it gives NaN, as PyTorch's ``weight``
+    does and as the gradient there is (eager PyTorch once gave 0 for that loss)."""
+    z = np.array([[0.3, np.nan, 0.5, np.inf]], dtype=np.float32)
+    y = np.array([[1.0, 0.0, 1.0, 0.0]], dtype=np.float32)
+    w = np.array([1.0, 0.0, 2.0, 0.0], dtype=np.float32)
+    got = backend.to_numpy(
+        lsr.smooth_bce(
+            backend.asarray(z),
+            backend.asarray(y),
+            smoothing=0.0,
+            weight=backend.asarray(w),
+            reduction=reduction,
+        )
+    )
+    softplus = np.log1p(np.exp(-np.array([0.3, 0.5])))  # -log sigmoid(z), target 1
+    if reduction == "none":
+        expected = [[softplus[0], np.nan, 2 * softplus[1], 0.0]]
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+    else:
+        assert np.isnan(got)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_confident_right_answers_keep_their_small_losses(backend, reduction):
     """Large logits of the right sign: each loss is tiny (or 0) and must not be lost to

@@ -194,9 +194,11 @@ def _elementwise_and_exp(
         slope = xp.where(nonnegative, 1.0 - target, -positive)
         loss = (1.0 - target + positive) * log_term + _ops.times(xp, slope, logits)
     if spec.weight is not None:
-        # (With unchecked labels a weight of 0 keeps a NaN target's NaN: only an
-        # infinite loss is replaced there.)
-        loss = _ops.times(xp, spec.weight, loss, keep_nan=invalid is not None)
+        # A weight of 0 makes an infinite loss 0 and keeps a NaN (a NaN logit, or a NaN
+        # target of unchecked labels), as the gradient's plain product does and as
+        # PyTorch's weight does: the cheaper form, 0 wherever the weight is, hid a NaN
+        # logit from the loss in eager PyTorch alone, its gradient there still NaN.
+        loss = _ops.times(xp, spec.weight, loss, keep_nan=True)
     return _mask(xp, loss, kept, None), exp_minus_abs
 
 
