@@ -197,9 +197,10 @@ def smooth_ce(
         ignore_index: class ids equal to it get loss 0 and gradient 0 and are left out
             of the mean. For probability targets it must stay -100 (as in PyTorch).
         reduction: ``"none"`` (the target's position shape), ``"mean"`` or ``"sum"``.
-        smoothing: epsilon in [0, 1] (``label_smoothing`` in PyTorch); a float, a 0-d
-            tensor, or one epsilon per position (a tensor of the target's shape for class
-            ids, or broadcastable to it, e.g. (N, 1) per example; on the input's device).
+        smoothing: epsilon in [0, 1] (``label_smoothing`` in PyTorch); a float (a NumPy
+            scalar is taken as the float it holds), a 0-d tensor, or one epsilon per
+            position (a tensor of the target's shape for class ids, or broadcastable to
+            it, e.g. (N, 1) per example; on the input's device).
             Not differentiated by the fused path; a gradient asked for it (its
             ``requires_grad``) goes through autograd of the core's ops.
         prior: ``"uniform"`` (PyTorch's convention: the true class gets
