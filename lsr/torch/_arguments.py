@@ -85,6 +85,8 @@ def checked_smoothing(name: str, value: Any, input: torch.Tensor | None = None) 
         item = getattr(value, "item", None)
         if getattr(value, "shape", None) == () and callable(item):
             value = item()
+            if not isinstance(value, (int, float)):
+                value = float(value)  # (np.longdouble's item is itself)
     if not isinstance(value, (numbers.Real, torch.Tensor)):
         kind = "a 0-d torch.Tensor"
         if input is not None:

@@ -312,7 +312,9 @@ def vocab_parallel_smooth_ce(
         Szegedy et al. 2016, "Rethinking the Inception Architecture for Computer Vision";
         Shoeybi et al. 2019, "Megatron-LM" (the vocabulary-parallel cross-entropy).
     """
-    _check_tensors(input, target, weight=weight, prior=prior, where=where, smoothing=smoothing)
+    smoothing = _check_tensors(
+        input, target, weight=weight, prior=prior, where=where, smoothing=smoothing
+    )
     smoothing, z_loss, softcap, confidence_penalty = traced_constants(
         smoothing, z_loss, softcap, confidence_penalty
     )
@@ -475,7 +477,9 @@ def data_parallel_smooth_ce(
         0.3913
         >>> dist.destroy_process_group()
     """
-    _check_tensors(input, target, weight=weight, prior=prior, where=where, smoothing=smoothing)
+    smoothing = _check_tensors(
+        input, target, weight=weight, prior=prior, where=where, smoothing=smoothing
+    )
     smoothing, z_loss, softcap, confidence_penalty = traced_constants(
         smoothing, z_loss, softcap, confidence_penalty
     )
@@ -575,12 +579,15 @@ def data_parallel_smooth_bce(
     )
 
 
-def _check_tensors(input: Any, target: Any, *, weight: Any, prior: Any, where: Any, smoothing: Any):
-    """Non-tensor arguments (a NumPy array, a list) get lsr's TypeError, not a library's."""
+def _check_tensors(
+    input: Any, target: Any, *, weight: Any, prior: Any, where: Any, smoothing: Any
+) -> Any:
+    """Non-tensor arguments (a NumPy array, a list) get lsr's TypeError, not a library's.
+    Returns the smoothing as ``checked_smoothing`` gives it (a NumPy scalar's number)."""
     check_tensor("input", input)
     check_tensor("target", target)
     for name, value in (("weight", weight), ("where", where)):
         if value is not None and not isinstance(value, torch.Tensor):
             fail_type(f"`{name}` must be a torch.Tensor or None.", name, value)
     check_prior_type(prior)
-    smoothing = checked_smoothing("smoothing", smoothing, input)
+    return checked_smoothing("smoothing", smoothing, input)

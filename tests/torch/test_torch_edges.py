@@ -616,3 +616,17 @@ def test_the_fused_linear_loss_refuses_torch_jit_trace():
     target = torch.tensor([0, 1, -100, 3])
     with pytest.raises(RuntimeError, match=r"cannot be traced by torch\.jit\.trace"):
         torch.jit.trace(lambda h, w, t: lt.linear_smooth_ce(h, w, t), (hidden, projection, target))
+
+
+@pytest.mark.parametrize("name", ["data_parallel_smooth_ce", "vocab_parallel_smooth_ce"])
+def test_the_distributed_losses_take_a_numpy_scalar_smoothing(process_group, name):
+    """As every other smoothing of lsr.torch (and ``F.cross_entropy``'s): the number it
+    holds. ``data_parallel_smooth_ce`` once checked it and passed the NumPy scalar on."""
+    loss = getattr(lt, name)
+    expected = loss(_Z, _Y, smoothing=float(np.float32(0.2)))
+    got = loss(_Z, _Y, smoothing=np.float32(0.2))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    targets = (torch.arange(20).reshape(4, 5) % 3 == 0).float()
+    expected = lt.data_parallel_smooth_bce(_Z, targets, smoothing=float(np.float32(0.2)))
+    got = lt.data_parallel_smooth_bce(_Z, targets, smoothing=np.float32(0.2))
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
