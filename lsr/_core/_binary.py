@@ -197,7 +197,8 @@ def _elementwise_and_exp(
         # A weight of 0 makes an infinite loss 0 and keeps a NaN (a NaN logit, or a NaN
         # target of unchecked labels), as the gradient's plain product does and as
         # PyTorch's weight does: the cheaper form, 0 wherever the weight is, hid a NaN
-        # logit from the loss in eager PyTorch alone, its gradient there still NaN.
+        # logit from the loss wherever nothing differentiated the weight (NumPy,
+        # array-api-strict, eager JAX and PyTorch), its gradient there still NaN.
         loss = _ops.times(xp, spec.weight, loss, keep_nan=True)
     return _mask(xp, loss, kept, None), exp_minus_abs
 
