@@ -100,6 +100,10 @@ ALL_ENVIRONMENT_TESTS = (
     # TensorFlow, these tests only with JAX or PyTorch as well).
     "tests/keras/test_keras_binary.py::test_other_keras_backends",
     "tests/keras/test_keras_loss.py::test_other_keras_backends_use_the_generic_core",
+    # Non-finite logits through every mode of every framework, compared with each other
+    # (each framework's own session compares its modes only).
+    "tests/test_adapter_edges.py::test_non_finite_logits_give_the_same_values_in_every_mode",
+    "tests/test_adapter_edges.py::test_non_finite_logits_give_the_same_binary_values_in_every_mode",
 )
 
 

@@ -299,3 +299,132 @@ def test_dense_targets_not_a_distribution_are_an_error_or_nan(mode, row):
     else:
         with pytest.raises(ValueError, match="distributions"):
             _run(mode, logits, labels, ignore_index=None)
+
+
+def _run_binary(mode, logits, targets, **options):
+    """``(loss, d sum(loss) / d logits)`` of ``smooth_bce`` through the adapter in ``mode``
+    (``reduction="none"``); array options are passed as arrays of the framework."""
+    arrays = {k: v for k, v in options.items() if isinstance(v, np.ndarray)}
+    static = {"reduction": "none", **{k: v for k, v in options.items() if k not in arrays}}
+    if mode.startswith("jax"):
+        import jax
+        import jax.numpy as jnp
+
+        import lsr.jax
+
+        def objective(z, t, extra):
+            loss = lsr.jax.smooth_bce(z, t, **static, **extra)
+            return jnp.sum(loss), loss
+
+        fn = jax.value_and_grad(objective, has_aux=True)
+        if mode == "jax-jit":
+            fn = jax.jit(fn)
+        extra = {k: jnp.asarray(v) for k, v in arrays.items()}
+        (_, loss), grad = fn(jnp.asarray(logits), jnp.asarray(targets), extra)
+        return np.asarray(loss), np.asarray(grad)
+    if mode.startswith("torch"):
+        import torch
+
+        import lsr.torch
+
+        def loss_fn(z, t, extra):
+            return lsr.torch.smooth_bce(z, t, **static, **extra)
+
+        if mode == "torch-compile":
+            torch._dynamo.reset()
+            loss_fn = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
+        z = torch.tensor(logits, requires_grad=True)
+        extra = {k: torch.from_numpy(v) for k, v in arrays.items()}
+        loss = loss_fn(z, torch.from_numpy(targets), extra)
+        loss.sum().backward()
+        return loss.detach().numpy(), z.grad.numpy()
+    import tensorflow as tf
+
+    import lsr.tensorflow
+
+    def value_and_grad(z, t, extra):
+        with tf.GradientTape() as tape:
+            tape.watch(z)
+            loss = lsr.tensorflow.smooth_bce(z, t, **static, **extra)
+            total = tf.reduce_sum(loss)
+        return loss, tape.gradient(total, z)
+
+    if mode != "tf-eager":
+        value_and_grad = tf.function(value_and_grad, jit_compile=mode == "tf-xla")
+    extra = {k: tf.constant(v) for k, v in arrays.items()}
+    loss, grad = value_and_grad(tf.constant(logits), tf.constant(targets), extra)
+    return loss.numpy(), grad.numpy()
+
+
+def _non_finite_logits(seed, rows=6, classes=4):
+    """Random logits with a few +inf, -inf, NaN and huge entries, and sometimes a whole
+    row of -inf."""
+    rng = np.random.default_rng(seed)
+    logits = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
+    for _ in range(int(rng.integers(2, 6))):
+        logits[rng.integers(rows), rng.integers(classes)] = rng.choice(
+            [np.inf, -np.inf, np.nan, 1e30, -1e30]
+        )
+    if seed % 2:
+        logits[rng.integers(rows)] = -np.inf
+    return rng, logits
+
+
+def _assert_same_in_every_mode(results):
+    """Every mode's loss and gradient equal the first mode's: NaN at the same places,
+    the rest within float32 rounding (infinities equal)."""
+    (first, (loss, grad)), *others = results.items()
+    for mode, (other_loss, other_grad) in others:
+        for name, a, b in (("loss", loss, other_loss), ("gradient", grad, other_grad)):
+            np.testing.assert_allclose(
+                b, a, rtol=1e-4, atol=1e-5, err_msg=f"{name}: {mode} against {first}"
+            )
+
+
+_SOFTMAX_OPTIONS = [
+    {},
+    {"smoothing": 0.0},
+    {"prior": "others"},
+    {"weight": np.array([1.0, 2.0, 0.5, 0.0], np.float32)},
+    {"z_loss": 1e-3},
+    {"softcap": 5.0},
+    {"confidence_penalty": 0.1},
+    {"kl": True},
+]
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("options", _SOFTMAX_OPTIONS, ids=lambda o: ",".join(o) or "default")
+def test_non_finite_logits_give_the_same_values_in_every_mode(seed, options):
+    """Logits with +inf, -inf, NaN and huge entries, one label ignored: every mode of the
+    session's frameworks gives the same loss and gradient, NaN where one does (eager
+    TensorFlow and ``torch.compile`` once gave finite gradients on rows with a +inf or
+    NaN logit where the others gave NaN). With every framework (``tests(all)``) the
+    frameworks are compared with each other too."""
+    rng, logits = _non_finite_logits(seed)
+    labels = rng.integers(0, 4, 6)
+    labels[rng.integers(6)] = -100
+    _assert_same_in_every_mode({mode: _run(mode, logits, labels, **options) for mode in MODES})
+
+
+_BINARY_OPTIONS = [
+    {},
+    {"smoothing": 0.0},
+    {"smoothing": 0.2, "prior": 0.0},
+    {"pos_weight": np.array([1.0, 2.0, 0.5, 3.0], np.float32)},
+    {"weight": np.array([1.0, 0.0, 2.0, 1.0], np.float32)},
+]
+
+
+@pytest.mark.filterwarnings(*DYNAMO_WARNINGS)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("options", _BINARY_OPTIONS, ids=lambda o: ",".join(o) or "default")
+def test_non_finite_logits_give_the_same_binary_values_in_every_mode(seed, options):
+    """The same for ``smooth_bce`` on soft targets (a weight of 0 on a NaN logit once gave
+    loss 0 eagerly and NaN under autodiff of the weight)."""
+    rng, logits = _non_finite_logits(seed)
+    targets = rng.random(logits.shape).astype(np.float32)
+    _assert_same_in_every_mode(
+        {mode: _run_binary(mode, logits, targets, **options) for mode in MODES}
+    )
