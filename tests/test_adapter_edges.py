@@ -30,8 +30,9 @@ MODES = [mode for name, modes in ALL_MODES.items() if name in SELECTED for mode 
 TRACED = {"jax-jit", "torch-compile", "tf-function", "tf-xla"}
 
 
-def _run(mode, logits, labels, **options):
-    """``(loss, d sum(loss) / d logits)`` as NumPy arrays through the adapter in ``mode``.
+def _run(mode, logits, labels, loss="smooth_ce", **options):
+    """``(loss, d sum(loss) / d logits)`` as NumPy arrays through the adapter's ``loss``
+    (``"smooth_ce"``, or ``"smooth_bce"`` with targets as ``labels``) in ``mode``.
 
     Array options (``smoothing``, ``prior``, ``weight``) are converted and passed as
     arguments, so that in traced modes their values are abstract.
@@ -39,7 +40,10 @@ def _run(mode, logits, labels, **options):
     arrays = {k: v for k, v in options.items() if isinstance(v, np.ndarray)}
     static = {k: v for k, v in options.items() if k not in arrays}
     static.setdefault("reduction", "none")
-    static.setdefault("ignore_index", -100)
+    torch_static = {}
+    if loss == "smooth_ce":
+        static.setdefault("ignore_index", -100)
+        torch_static = {"axis": -1}
     if mode.startswith("jax"):
         import jax
         import jax.numpy as jnp
@@ -47,34 +51,34 @@ def _run(mode, logits, labels, **options):
         import lsr.jax
 
         def loss_fn(z, y, extra):
-            return lsr.jax.smooth_ce(z, y, **static, **extra)
+            return getattr(lsr.jax, loss)(z, y, **static, **extra)
 
         def objective(z, y, extra):
-            loss = loss_fn(z, y, extra)
-            return jnp.sum(loss), loss
+            value = loss_fn(z, y, extra)
+            return jnp.sum(value), value
 
         fn = jax.value_and_grad(objective, has_aux=True)
         if mode == "jax-jit":
             fn = jax.jit(fn)
         extra = {k: jnp.asarray(v) for k, v in arrays.items()}
-        (_, loss), grad = fn(jnp.asarray(logits), jnp.asarray(labels), extra)
-        return np.asarray(loss), np.asarray(grad)
+        (_, value), grad = fn(jnp.asarray(logits), jnp.asarray(labels), extra)
+        return np.asarray(value), np.asarray(grad)
     if mode.startswith("torch"):
         import torch
 
         import lsr.torch
 
         def loss_fn(z, y, extra):
-            return lsr.torch.smooth_ce(z, y, axis=-1, **static, **extra)
+            return getattr(lsr.torch, loss)(z, y, **torch_static, **static, **extra)
 
         if mode == "torch-compile":
             torch._dynamo.reset()
             loss_fn = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
         z = torch.tensor(logits, requires_grad=True)
         extra = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        loss = loss_fn(z, torch.from_numpy(labels), extra)
-        loss.sum().backward()
-        return loss.detach().numpy(), z.grad.numpy()
+        value = loss_fn(z, torch.from_numpy(labels), extra)
+        value.sum().backward()
+        return value.detach().numpy(), z.grad.numpy()
     import tensorflow as tf
 
     import lsr.tensorflow
@@ -82,15 +86,15 @@ def _run(mode, logits, labels, **options):
     def value_and_grad(z, y, extra):
         with tf.GradientTape() as tape:
             tape.watch(z)
-            loss = lsr.tensorflow.smooth_ce(z, y, **static, **extra)
-            total = tf.reduce_sum(loss)
-        return loss, tape.gradient(total, z)
+            value = getattr(lsr.tensorflow, loss)(z, y, **static, **extra)
+            total = tf.reduce_sum(value)
+        return value, tape.gradient(total, z)
 
     if mode != "tf-eager":
         value_and_grad = tf.function(value_and_grad, jit_compile=mode == "tf-xla")
     extra = {k: tf.constant(v) for k, v in arrays.items()}
-    loss, grad = value_and_grad(tf.constant(logits), tf.constant(labels), extra)
-    return loss.numpy(), grad.numpy()
+    value, grad = value_and_grad(tf.constant(logits), tf.constant(labels), extra)
+    return value.numpy(), grad.numpy()
 
 
 def _expected(logits, labels, *, smoothing=0.1, prior="uniform", weight=None, ignore=-100):
@@ -301,64 +305,10 @@ def test_dense_targets_not_a_distribution_are_an_error_or_nan(mode, row):
             _run(mode, logits, labels, ignore_index=None)
 
 
-def _run_binary(mode, logits, targets, **options):
-    """``(loss, d sum(loss) / d logits)`` of ``smooth_bce`` through the adapter in ``mode``
-    (``reduction="none"``); array options are passed as arrays of the framework."""
-    arrays = {k: v for k, v in options.items() if isinstance(v, np.ndarray)}
-    static = {"reduction": "none", **{k: v for k, v in options.items() if k not in arrays}}
-    if mode.startswith("jax"):
-        import jax
-        import jax.numpy as jnp
-
-        import lsr.jax
-
-        def objective(z, t, extra):
-            loss = lsr.jax.smooth_bce(z, t, **static, **extra)
-            return jnp.sum(loss), loss
-
-        fn = jax.value_and_grad(objective, has_aux=True)
-        if mode == "jax-jit":
-            fn = jax.jit(fn)
-        extra = {k: jnp.asarray(v) for k, v in arrays.items()}
-        (_, loss), grad = fn(jnp.asarray(logits), jnp.asarray(targets), extra)
-        return np.asarray(loss), np.asarray(grad)
-    if mode.startswith("torch"):
-        import torch
-
-        import lsr.torch
-
-        def loss_fn(z, t, extra):
-            return lsr.torch.smooth_bce(z, t, **static, **extra)
-
-        if mode == "torch-compile":
-            torch._dynamo.reset()
-            loss_fn = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
-        z = torch.tensor(logits, requires_grad=True)
-        extra = {k: torch.from_numpy(v) for k, v in arrays.items()}
-        loss = loss_fn(z, torch.from_numpy(targets), extra)
-        loss.sum().backward()
-        return loss.detach().numpy(), z.grad.numpy()
-    import tensorflow as tf
-
-    import lsr.tensorflow
-
-    def value_and_grad(z, t, extra):
-        with tf.GradientTape() as tape:
-            tape.watch(z)
-            loss = lsr.tensorflow.smooth_bce(z, t, **static, **extra)
-            total = tf.reduce_sum(loss)
-        return loss, tape.gradient(total, z)
-
-    if mode != "tf-eager":
-        value_and_grad = tf.function(value_and_grad, jit_compile=mode == "tf-xla")
-    extra = {k: tf.constant(v) for k, v in arrays.items()}
-    loss, grad = value_and_grad(tf.constant(logits), tf.constant(targets), extra)
-    return loss.numpy(), grad.numpy()
-
-
 def _non_finite_logits(seed, rows=6, classes=4):
     """Random logits with a few +inf, -inf, NaN and huge entries, and sometimes a whole
-    row of -inf."""
+    row of -inf; always a NaN at [0, 1] and a +inf at [1, 0] (the binary option sets'
+    weight is 0 on class 1)."""
     rng = np.random.default_rng(seed)
     logits = (3 * rng.normal(size=(rows, classes))).astype(np.float32)
     for _ in range(int(rng.integers(2, 6))):
@@ -367,6 +317,7 @@ def _non_finite_logits(seed, rows=6, classes=4):
         )
     if seed % 2:
         logits[rng.integers(rows)] = -np.inf
+    logits[0, 1], logits[1, 0] = np.nan, np.inf
     return rng, logits
 
 
@@ -426,5 +377,5 @@ def test_non_finite_logits_give_the_same_binary_values_in_every_mode(seed, optio
     rng, logits = _non_finite_logits(seed)
     targets = rng.random(logits.shape).astype(np.float32)
     _assert_same_in_every_mode(
-        {mode: _run_binary(mode, logits, targets, **options) for mode in MODES}
+        {mode: _run(mode, logits, targets, "smooth_bce", **options) for mode in MODES}
     )
